@@ -1,0 +1,164 @@
+"""Diagnostics as data: every stage returns `Diagnostic`s; this module renders them as text or JSON.
+
+`CODES` is the one table of diagnostic codes, each with a one-line description.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .source import Source, Span
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+CODES: dict[str, str] = {
+    # syntax
+    "parse/unexpected-token": "the text does not follow the grammar at this point",
+    "parse/unexpected-end": "the file ends in the middle of a construct",
+    "parse/unexpected-character": "a character that starts no token of the language",
+    "parse/bad-string": "a string literal with an invalid escape",
+    "parse/too-deep": "a condition nested deeper than the parser accepts",
+    "parse/file-too-large": "a policy file larger than the compiler accepts",
+    # loading
+    "load/file-not-found": "an input or imported policy file does not exist or cannot be read",
+    "load/not-utf8": "a policy file that is not valid UTF-8",
+    "load/import-cycle": "files that import each other in a cycle",
+    # names
+    "check/unknown-issuer": "a reference to an issuer that no loaded file declares",
+    "check/unknown-condition": "a reference to a condition that no loaded file declares",
+    "check/unknown-entity": "a catalog entity that the catalog does not contain",
+    "check/unknown-group": "a `member` group that the catalog does not contain",
+    "check/duplicate-issuer": "two issuers with one name",
+    "check/duplicate-issuer-url": "two issuers with one `url`: tokens could not be told apart",
+    "check/duplicate-condition": "two conditions with one name",
+    "check/duplicate-service": "two services with one name",
+    "check/duplicate-rule": "two rules with one name in a service",
+    "check/duplicate-host": "a host listed by two services, or twice by one",
+    "check/duplicate-setting": "a setting given twice in one block",
+    "check/condition-cycle": "conditions that refer to each other in a cycle",
+    "check/reserved-name": "a name that a keyword of the language already uses",
+    # values
+    "check/bad-method": "a method that is not an upper-case HTTP token",
+    "check/bad-path": "a path literal that the proxy's normalization would never produce",
+    "check/bad-glob": "a malformed path glob",
+    "check/bad-cidr": "a malformed IPv4 or IPv6 CIDR",
+    "check/bad-header-name": "a header name that is not a lower-case HTTP token",
+    "check/bad-host": "a malformed host in a service's `hosts`",
+    "check/bad-upstream": "an upstream that is not `host:port`",
+    "check/bad-entity-ref": "a malformed catalog entity reference",
+    "check/bad-url": "an issuer `url` or `jwks` that is not an absolute https (or loopback http) URL",
+    "check/bad-name": "a service or rule name with characters outside [A-Za-z0-9_.-]",
+    "check/type-mismatch": "an operator used on a value it does not apply to",
+    "check/empty-list": "an empty list, which could never match",
+    # settings
+    "check/missing-setting": "a required setting is absent (issuer `url`/`jwks`, service `hosts`/`upstream`)",
+    "check/member-without-catalog": "`member` used with no issuer marked `catalog users` or no catalog",
+    # files
+    "check/missing-key-file": "a `jwks file` that does not exist or is not a valid JWKS",
+    "check/missing-catalog": "a `catalog` folder that does not exist",
+    # catalog
+    "catalog/bad-yaml": "a catalog file that is not valid YAML",
+    "catalog/bad-entity": "a catalog entity without the fields its kind requires",
+    "catalog/duplicate-entity": "two catalog entities with one ref",
+    "catalog/dangling-ref": "a catalog relation to an entity that does not exist",
+    "catalog/group-cycle": "groups that are each other's parents",
+    # warnings
+    "check/anonymous-allow": "an `allow` rule that can match a request without a token, not marked `public`",
+    "check/public-needs-no-token": "a rule marked `public` that can never match an anonymous request",
+}
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One finding about the input, located by `span`."""
+
+    code: str
+    message: str
+    span: Span
+    severity: Severity = Severity.ERROR
+    hint: str | None = None
+    notes: tuple[tuple[str, Span], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        assert self.code in CODES, f"unregistered diagnostic code {self.code}"
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+
+class PolicycError(Exception):
+    """Raised by the public API when the input has errors; carries every diagnostic."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic]):
+        self.diagnostics = sort_diagnostics(diagnostics)
+        super().__init__("\n".join(f"{d.span}: {d.code}: {d.message}" for d in self.diagnostics))
+
+
+def sort_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    unique = dict.fromkeys(diagnostics)
+    return sorted(unique, key=lambda d: (*d.span.sort_key, d.code, d.message))
+
+
+def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
+    return any(d.is_error for d in diagnostics)
+
+
+def _caret_block(span: Span, sources: Mapping[str, Source]) -> list[str]:
+    source = sources.get(span.path)
+    if source is None:
+        return []
+    text = source.line_text(span.line).replace("\t", " ")
+    width = (span.end_column - span.column) if span.end_line == span.line else len(text) - span.column + 1
+    gutter = " " * len(str(span.line))
+    return [
+        f"{gutter} |",
+        f"{span.line} | {text}",
+        f"{gutter} | {' ' * (span.column - 1)}{'^' * max(width, 1)}",
+    ]
+
+
+def render_text(diagnostic: Diagnostic, sources: Mapping[str, Source]) -> str:
+    """`file:line:col: error[CODE]: message`, the source line, a caret under the span, hint and notes."""
+    d = diagnostic
+    lines = [f"{d.span}: {d.severity.value}[{d.code}]: {d.message}"]
+    lines += _caret_block(d.span, sources)
+    for text, span in d.notes:
+        lines.append(f"  = note: {text} at {span}")
+    if d.hint:
+        lines.append(f"  = hint: {d.hint}")
+    return "\n".join(lines)
+
+
+def to_json(diagnostic: Diagnostic) -> dict:
+    d = diagnostic
+    return {
+        "code": d.code,
+        "severity": d.severity.value,
+        "message": d.message,
+        "file": d.span.path,
+        "line": d.span.line,
+        "column": d.span.column,
+        "end_line": d.span.end_line,
+        "end_column": d.span.end_column,
+        "hint": d.hint,
+        "notes": [{"message": text, "file": s.path, "line": s.line, "column": s.column} for text, s in d.notes],
+    }
+
+
+def render_json(diagnostics: Iterable[Diagnostic]) -> str:
+    return json.dumps([to_json(d) for d in diagnostics], indent=2)
+
+
+def summary_line(diagnostics: Iterable[Diagnostic]) -> str:
+    diagnostics = list(diagnostics)
+    errors = sum(d.is_error for d in diagnostics)
+    warnings = len(diagnostics) - errors
+    return f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"

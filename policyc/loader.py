@@ -1,0 +1,94 @@
+"""Load stage: paths (files or folders of `.policy` files) → one `PolicySet` with its imports.
+
+Returns the set, the `Source` of every file read (for rendering diagnostics) and diagnostics
+for unreadable files, syntax errors and import cycles.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import nodes as n
+from .diagnostics import Diagnostic
+from .source import Source, Span
+from .syntax import parse
+
+
+@dataclass
+class Loaded:
+    """The result of loading: the policy set, every source read, and what went wrong."""
+
+    policy_set: n.PolicySet
+    sources: dict[str, Source] = field(default_factory=dict)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def expand_inputs(paths: list[str]) -> list[str]:
+    """Files as given; folders replaced by the `.policy` files under them, sorted."""
+    files: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            files += sorted(str(p) for p in Path(path).rglob("*.policy"))
+        else:
+            files.append(path)
+    return files
+
+
+class _Loader:
+    def __init__(self) -> None:
+        self.files: dict[str, n.PolicyFile] = {}  # by real path, in load order
+        self.result = Loaded(n.PolicySet(()))
+        self.stack: list[str] = []  # real paths of the files being loaded, for cycles
+
+    def read(self, path: str, span: Span | None) -> Source | None:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as error:
+            where = span or Span(path, 1, 1, 1, 1)
+            reason = error.strerror or "cannot be read"
+            self.result.diagnostics.append(Diagnostic(
+                "load/file-not-found", f"cannot read `{path}`: {reason.lower()}", where))
+            return None
+        try:
+            return Source(path, data.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            self.result.diagnostics.append(Diagnostic(
+                "load/not-utf8", f"`{path}` is not UTF-8 text", Source(path, "").span_at_offset(0),
+                hint=f"byte {error.start} cannot be decoded"))
+            return None
+
+    def load(self, path: str, span: Span | None = None) -> None:
+        key = os.path.realpath(path)
+        if key in self.stack:
+            cycle = [os.path.relpath(p) for p in self.stack[self.stack.index(key):]] + [os.path.relpath(key)]
+            self.result.diagnostics.append(Diagnostic(
+                "load/import-cycle", "import cycle: " + " → ".join(f"`{p}`" for p in cycle), span,
+                hint="move what both files need into a third file that both import"))
+            return
+        if key in self.files:
+            return
+        source = self.read(path, span)
+        if source is None:
+            return
+        self.result.sources[path] = source
+        file, diagnostics = parse(source)
+        self.result.diagnostics += diagnostics
+        if file is None:
+            return
+        self.stack.append(key)
+        for item in file.of(n.Import):
+            self.load(n.relative_to_declaring_file(item.span, item.path), item.span)
+        self.stack.pop()
+        self.files[key] = file
+
+
+def load(paths: list[str]) -> Loaded:
+    """Parse every input and everything it imports; each file once, in dependency order."""
+    loader = _Loader()
+    inputs = expand_inputs(paths)
+    for path in inputs:
+        loader.load(path)
+    loader.result.policy_set = n.PolicySet(tuple(loader.files.values()))
+    return loader.result

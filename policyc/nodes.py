@@ -1,0 +1,432 @@
+"""The typed tree of a policy set, built by `syntax.to_ast` and read by the checker, the
+interpreter, the printer and every backend. Frozen dataclasses; spans never take part in `==`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .source import Span
+
+
+def _span() -> Span | None:
+    # None only for trees built by code (tests, generators) rather than parsed from text.
+    return field(default=None, compare=False, repr=False)
+
+
+def _spans() -> tuple[Span, ...]:
+    return field(default=(), compare=False, repr=False)
+
+
+class Effect(str, Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class Mode(str, Enum):
+    ENFORCE = "enforce"
+    DRY_RUN = "dry-run"
+
+
+class Op(str, Enum):
+    """Comparison operators; which ones an atom accepts is fixed by the grammar."""
+
+    EQ = "=="
+    IN = "in"
+    PREFIX = "prefix"
+    SUFFIX = "suffix"
+    GLOB = "glob"
+    CONTAINS = "contains"
+
+
+# ---------------------------------------------------------------- conditions
+
+
+@dataclass(frozen=True)
+class And:
+    """All operands hold."""
+
+    operands: tuple[Expr, ...]
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Or:
+    """At least one operand holds."""
+
+    operands: tuple[Expr, ...]
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Not:
+    """The operand does not hold."""
+
+    operand: Expr
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class ConditionRef:
+    """A named `condition`, by name."""
+
+    name: str
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    """A token verified, from any issuer."""
+
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class IssuerIs:
+    """A token verified, from the named issuer."""
+
+    name: str
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class MethodTest:
+    """`method == M` (op EQ, one value) or `method in [..]` (op IN)."""
+
+    op: Op
+    methods: tuple[str, ...]
+    span: Span | None = _span()
+    value_spans: tuple[Span, ...] = _spans()
+
+
+@dataclass(frozen=True)
+class PathTest:
+    """`path ==`, `prefix`, `glob` (one value) or `path in [..]` over the normalized path."""
+
+    op: Op
+    values: tuple[str, ...]
+    span: Span | None = _span()
+    value_spans: tuple[Span, ...] = _spans()
+
+
+@dataclass(frozen=True)
+class HeaderTest:
+    """`header "h" ==|prefix|suffix "v"` or `in [..]`: any one value of the header compares so."""
+
+    name: str
+    op: Op
+    values: tuple[str, ...]
+    span: Span | None = _span()
+    value_spans: tuple[Span, ...] = _spans()
+
+
+@dataclass(frozen=True)
+class HeaderPresent:
+    """The header is present."""
+
+    name: str
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the verified token, by its path of object keys (`token.a["b"]` is ("a", "b"))."""
+
+    path: tuple[str, ...]
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class HeaderEqualsClaim:
+    """The claim is a string and one of the header's values equals it."""
+
+    name: str
+    claim: Claim
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class SourceIn:
+    """The direct peer's address is in one of the CIDRs."""
+
+    cidrs: tuple[str, ...]
+    span: Span | None = _span()
+    value_spans: tuple[Span, ...] = _spans()
+
+
+@dataclass(frozen=True)
+class ClaimTest:
+    """`token.x ==|prefix|suffix|contains "v"` or `token.x in [..]`."""
+
+    claim: Claim
+    op: Op
+    values: tuple[str, ...]
+    span: Span | None = _span()
+    value_spans: tuple[Span, ...] = _spans()
+
+
+@dataclass(frozen=True)
+class ClaimIsBool:
+    """`token.x == true|false`: the claim is that boolean."""
+
+    claim: Claim
+    value: bool
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Member:
+    """The caller belongs to a catalog group (ref as written; normalized by the catalog)."""
+
+    group: str
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class MemberOwners:
+    """The caller is, or belongs to, the catalog owner of an entity (ref as written)."""
+
+    entity: str
+    span: Span | None = _span()
+
+
+Expr = (
+    And | Or | Not | ConditionRef | Authenticated | IssuerIs | MethodTest | PathTest | HeaderTest
+    | HeaderPresent | HeaderEqualsClaim | SourceIn | ClaimTest | ClaimIsBool | Member | MemberOwners
+)
+
+
+# ---------------------------------------------------------------- declarations
+
+
+@dataclass(frozen=True)
+class Import:
+    """`import "path"`, relative to the importing file."""
+
+    path: str
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class IssuerUrl:
+    """`url "…"`: the token's `iss`."""
+
+    url: str
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class JwksUri:
+    """`jwks "https://…"`: keys fetched by the proxy."""
+
+    uri: str
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class JwksFile:
+    """`jwks file "path"`: keys read at compile time, relative to the declaring file."""
+
+    path: str
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Audience:
+    """`audience "a"` or `audience ["a", "b"]`: the token's `aud` must hold one of them."""
+
+    values: tuple[str, ...]
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class CatalogUsers:
+    """`catalog users`: this issuer's `sub` and `ent` claims name catalog entities."""
+
+    span: Span | None = _span()
+
+
+IssuerSetting = IssuerUrl | JwksUri | JwksFile | Audience | CatalogUsers
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """An identity provider whose tokens the proxy verifies."""
+
+    name: str
+    settings: tuple[IssuerSetting, ...]
+    span: Span | None = _span()
+    name_span: Span | None = _span()
+
+    def first(self, kind: type) -> IssuerSetting | None:
+        return next((s for s in self.settings if isinstance(s, kind)), None)
+
+    @property
+    def url(self) -> str | None:
+        setting = self.first(IssuerUrl)
+        return setting.url if setting else None
+
+    @property
+    def jwks(self) -> JwksUri | JwksFile | None:
+        return next((s for s in self.settings if isinstance(s, JwksUri | JwksFile)), None)
+
+    @property
+    def audiences(self) -> tuple[str, ...]:
+        setting = self.first(Audience)
+        return setting.values if setting else ()
+
+    @property
+    def catalog_users(self) -> bool:
+        return self.first(CatalogUsers) is not None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """`catalog "dir"`: Backstage catalog files, relative to the declaring file."""
+
+    path: str
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Condition:
+    """`condition name = expr`: a reusable, named condition."""
+
+    name: str
+    expr: Expr
+    span: Span | None = _span()
+    name_span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Hosts:
+    """`hosts [...]`: the `:authority` values routed to the service."""
+
+    hosts: tuple[str, ...]
+    span: Span | None = _span()
+    value_spans: tuple[Span, ...] = _spans()
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """`upstream "host:port"`: where allowed requests go."""
+
+    address: str
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class ModeSetting:
+    """`mode enforce|dry-run`."""
+
+    mode: Mode
+    span: Span | None = _span()
+
+
+ServiceSetting = Hosts | Upstream | ModeSetting
+
+
+@dataclass(frozen=True)
+class Rule:
+    """`allow|deny [public] "name" when expr`."""
+
+    effect: Effect
+    public: bool
+    name: str
+    expr: Expr
+    span: Span | None = _span()
+    name_span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Service:
+    """A set of hosts, where their traffic goes, and the rules that guard it."""
+
+    name: str
+    settings: tuple[ServiceSetting, ...]
+    rules: tuple[Rule, ...]
+    span: Span | None = _span()
+    name_span: Span | None = _span()
+
+    def first(self, kind: type) -> ServiceSetting | None:
+        return next((s for s in self.settings if isinstance(s, kind)), None)
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        setting = self.first(Hosts)
+        return setting.hosts if setting else ()
+
+    @property
+    def upstream(self) -> str | None:
+        setting = self.first(Upstream)
+        return setting.address if setting else None
+
+    @property
+    def mode(self) -> Mode:
+        setting = self.first(ModeSetting)
+        return setting.mode if setting else Mode.ENFORCE
+
+
+Item = Import | Issuer | Catalog | Condition | Service
+
+
+@dataclass(frozen=True)
+class PolicyFile:
+    """One parsed `.policy` file: its items in source order."""
+
+    path: str
+    items: tuple[Item, ...]
+
+    def of(self, kind: type) -> Iterator:
+        return (item for item in self.items if isinstance(item, kind))
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """Every file loaded together (the inputs and what they import); one shared namespace."""
+
+    files: tuple[PolicyFile, ...]
+
+    def of(self, kind: type) -> list:
+        return [item for f in self.files for item in f.of(kind)]
+
+    @property
+    def issuers(self) -> list[Issuer]:
+        return self.of(Issuer)
+
+    @property
+    def conditions(self) -> list[Condition]:
+        return self.of(Condition)
+
+    @property
+    def services(self) -> list[Service]:
+        return self.of(Service)
+
+    @property
+    def catalogs(self) -> list[Catalog]:
+        return self.of(Catalog)
+
+
+def relative_to_declaring_file(span: Span, path: str) -> str:
+    """A path written in a policy, resolved against the folder of the file that wrote it."""
+    return os.path.normpath(os.path.join(os.path.dirname(span.path), path))
+
+
+def children(expr: Expr) -> tuple[Expr, ...]:
+    """The sub-conditions of a condition (empty for atoms)."""
+    match expr:
+        case And(operands) | Or(operands):
+            return operands
+        case Not(operand):
+            return (operand,)
+    return ()
+
+
+def walk(expr: Expr) -> Iterator[Expr]:
+    """Every node of a condition, parents before children."""
+    yield expr
+    for child in children(expr):
+        yield from walk(child)

@@ -1,0 +1,47 @@
+"""Source text and locations: `Source` holds a file's text, `Span` a located range in it.
+
+Every node and diagnostic carries a `Span`; rendering a caret needs the `Source` it points into.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Span:
+    """A range in a source file: 1-based line/column of its first and last character."""
+
+    path: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}"
+
+    @property
+    def sort_key(self) -> tuple[str, int, int]:
+        return (self.path, self.line, self.column)
+
+
+@dataclass(frozen=True)
+class Source:
+    """The text of one file, under the path diagnostics name it by."""
+
+    path: str
+    text: str
+
+    def line_text(self, line: int) -> str:
+        lines = self.text.splitlines()
+        return lines[line - 1] if 0 < line <= len(lines) else ""
+
+    def span_at_offset(self, offset: int, length: int = 1) -> Span:
+        """The span of `length` characters starting at character `offset`."""
+        line = self.text.count("\n", 0, offset) + 1
+        column = offset - (self.text.rfind("\n", 0, offset) + 1) + 1
+        return Span(self.path, line, column, line, column + max(length, 1))
+
+    def whole_file(self) -> Span:
+        return Span(self.path, 1, 1, 1, 2)

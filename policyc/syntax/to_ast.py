@@ -1,0 +1,218 @@
+"""lark parse tree → `nodes` (the only module that knows the grammar's rule names).
+
+Takes the tree of one file and returns its `PolicyFile`, plus diagnostics for bad string escapes.
+"""
+
+from __future__ import annotations
+
+import json
+
+from lark import Token, Transformer, v_args
+
+from .. import nodes as n
+from ..diagnostics import Diagnostic
+from ..source import Span
+
+
+def _token_span(path: str, token: Token) -> Span:
+    return Span(path, token.line, token.column, token.end_line, token.end_column)
+
+
+@v_args(meta=True)
+class ToAst(Transformer):
+    """Builds nodes bottom-up; strings become `_Str` (text + span) until their parent uses them."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.diagnostics: list[Diagnostic] = []
+
+    # -- helpers
+    def span(self, meta) -> Span:
+        return Span(self.path, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def text(self, token: Token) -> str:
+        if token.type != "STRING":
+            return str(token)
+        try:
+            return json.loads(token)
+        except json.JSONDecodeError:
+            self.diagnostics.append(Diagnostic(
+                "parse/bad-string", "invalid escape in string", _token_span(self.path, token),
+                hint='strings use JSON escapes: \\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX',
+            ))
+            return str(token)[1:-1]
+
+    def texts(self, tokens) -> tuple[tuple[str, ...], tuple[Span, ...]]:
+        values = tuple(self.text(t) for t in tokens)
+        return values, tuple(_token_span(self.path, t) for t in tokens)
+
+    def listed(self, child) -> tuple[tuple[str, ...], tuple[Span, ...]]:
+        """A `_string_or_list` child: a lone STRING token or a string_list's tokens."""
+        return self.texts([child] if isinstance(child, Token) else child)
+
+    # -- file
+    def start(self, meta, items):
+        return n.PolicyFile(self.path, tuple(items))
+
+    def import_stmt(self, meta, children):
+        return n.Import(self.text(children[0]), self.span(meta))
+
+    def catalog(self, meta, children):
+        return n.Catalog(self.text(children[0]), self.span(meta))
+
+    def issuer(self, meta, children):
+        name, *settings = children
+        return n.Issuer(str(name), tuple(settings), self.span(meta), _token_span(self.path, name))
+
+    def issuer_url(self, meta, children):
+        return n.IssuerUrl(self.text(children[0]), self.span(meta))
+
+    def jwks_remote(self, meta, children):
+        return n.JwksUri(self.text(children[0]), self.span(meta))
+
+    def jwks_file(self, meta, children):
+        return n.JwksFile(self.text(children[0]), self.span(meta))
+
+    def audience(self, meta, children):
+        return n.Audience(self.listed(children[0])[0], self.span(meta))
+
+    def catalog_users(self, meta, children):
+        return n.CatalogUsers(self.span(meta))
+
+    def condition_def(self, meta, children):
+        name, expr = children
+        return n.Condition(str(name), expr, self.span(meta), _token_span(self.path, name))
+
+    def service(self, meta, children):
+        name, *items = children
+        settings = tuple(i for i in items if not isinstance(i, n.Rule))
+        rules = tuple(i for i in items if isinstance(i, n.Rule))
+        return n.Service(str(name), settings, rules, self.span(meta), _token_span(self.path, name))
+
+    def hosts(self, meta, children):
+        values, spans = self.listed(children[0])
+        return n.Hosts(values, self.span(meta), spans)
+
+    def upstream(self, meta, children):
+        return n.Upstream(self.text(children[0]), self.span(meta))
+
+    def mode(self, meta, children):
+        return n.ModeSetting(n.Mode(str(children[0])), self.span(meta))
+
+    def rule(self, meta, children):
+        effect, *rest = children
+        public = len(rest) == 3
+        name, expr = rest[-2], rest[-1]
+        return n.Rule(n.Effect(str(effect)), public, self.text(name), expr, self.span(meta),
+                      _token_span(self.path, name))
+
+    def string_list(self, meta, children):
+        return [c for c in children if c is not None]
+
+    # -- conditions
+    def or_expr(self, meta, children):
+        return n.Or(tuple(children), self.span(meta))
+
+    def and_expr(self, meta, children):
+        return n.And(tuple(children), self.span(meta))
+
+    def negation(self, meta, children):
+        return n.Not(children[0], self.span(meta))
+
+    def condition_ref(self, meta, children):
+        return n.ConditionRef(str(children[0]), self.span(meta))
+
+    def authenticated(self, meta, children):
+        return n.Authenticated(self.span(meta))
+
+    def issuer_is(self, meta, children):
+        return n.IssuerIs(str(children[0]), self.span(meta))
+
+    def method_eq(self, meta, children):
+        return self._method(meta, n.Op.EQ, children)
+
+    def method_in(self, meta, children):
+        return self._method(meta, n.Op.IN, children)
+
+    def _method(self, meta, op, tokens):
+        spans = tuple(_token_span(self.path, t) for t in tokens)
+        return n.MethodTest(op, tuple(str(t) for t in tokens), self.span(meta), spans)
+
+    def _path(self, meta, op, tokens):
+        values, spans = self.texts(tokens)
+        return n.PathTest(op, values, self.span(meta), spans)
+
+    def path_eq(self, meta, children):
+        return self._path(meta, n.Op.EQ, children)
+
+    def path_prefix(self, meta, children):
+        return self._path(meta, n.Op.PREFIX, children)
+
+    def path_glob(self, meta, children):
+        return self._path(meta, n.Op.GLOB, children)
+
+    def path_in(self, meta, children):
+        return self._path(meta, n.Op.IN, children[0])
+
+    def _header(self, meta, op, children):
+        name, *tokens = children
+        values, spans = self.texts(tokens[0] if op is n.Op.IN else tokens)
+        return n.HeaderTest(self.text(name), op, values, self.span(meta), spans)
+
+    def header_eq(self, meta, children):
+        return self._header(meta, n.Op.EQ, children)
+
+    def header_prefix(self, meta, children):
+        return self._header(meta, n.Op.PREFIX, children)
+
+    def header_suffix(self, meta, children):
+        return self._header(meta, n.Op.SUFFIX, children)
+
+    def header_in(self, meta, children):
+        return self._header(meta, n.Op.IN, children)
+
+    def header_present(self, meta, children):
+        return n.HeaderPresent(self.text(children[0]), self.span(meta))
+
+    def header_eq_claim(self, meta, children):
+        return n.HeaderEqualsClaim(self.text(children[0]), children[1], self.span(meta))
+
+    def source_in(self, meta, children):
+        values, spans = self.listed(children[0])
+        return n.SourceIn(values, self.span(meta), spans)
+
+    def claim(self, meta, children):
+        return n.Claim(tuple(self.text(t) for t in children), self.span(meta))
+
+    def _claim(self, meta, op, children):
+        claim, *tokens = children
+        values, spans = self.texts(tokens[0] if op is n.Op.IN else tokens)
+        return n.ClaimTest(claim, op, values, self.span(meta), spans)
+
+    def claim_eq(self, meta, children):
+        return self._claim(meta, n.Op.EQ, children)
+
+    def claim_prefix(self, meta, children):
+        return self._claim(meta, n.Op.PREFIX, children)
+
+    def claim_suffix(self, meta, children):
+        return self._claim(meta, n.Op.SUFFIX, children)
+
+    def claim_in(self, meta, children):
+        return self._claim(meta, n.Op.IN, children)
+
+    def claim_contains(self, meta, children):
+        return self._claim(meta, n.Op.CONTAINS, children)
+
+    def claim_true(self, meta, children):
+        return n.ClaimIsBool(children[0], True, self.span(meta))
+
+    def claim_false(self, meta, children):
+        return n.ClaimIsBool(children[0], False, self.span(meta))
+
+    def member(self, meta, children):
+        return n.Member(self.text(children[0]), self.span(meta))
+
+    def member_owners(self, meta, children):
+        return n.MemberOwners(self.text(children[0]), self.span(meta))
