@@ -1,0 +1,29 @@
+# `make test` and `make demo` set up .venv themselves; nothing else needs installing by hand.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXAMPLE := envoy_configs/examples/backstage
+
+.PHONY: test demo bench lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+test: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+demo: $(BIN)/.installed
+	$(BIN)/python -m policyc.demo $(EXAMPLE)
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/interpreter.py
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache

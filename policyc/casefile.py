@@ -1,0 +1,186 @@
+"""Policy unit tests: YAML case files → requests (with tokens minted from claims) and expected
+decisions; `run_cases` replays them through the interpreter and reports each result.
+
+A case file:
+
+    signing_keys: {backstage: keys/backstage.private.jwk.json}   # optional, per issuer
+    cases:
+      - name: alice reads
+        request: {method: GET, path: /x, host: a.internal, headers: {…}, source: 10.0.0.1,
+                  token: {issuer: backstage, claims: {sub: user:default/alice}}}
+        expect: {status: 200, rule: read}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import yaml
+
+from . import devtokens
+from .check import Checked
+from .interpret.request import Decision, RawRequest, RequestError
+
+_TOKEN_FIELDS = {"issuer", "claims", "alg", "kid", "signed_by", "scheme", "in", "expires_in", "not_before_in"}
+
+
+class CaseFileError(ValueError):
+    """A case file that cannot be read or is not of the documented shape; names file and line."""
+
+
+class _LineLoader(yaml.SafeLoader):
+    """Records the line of every mapping, so failures point into the case file."""
+
+
+def _construct_mapping(loader, node):
+    mapping = yaml.SafeLoader.construct_mapping(loader, node, deep=True)
+    mapping["__line__"] = node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _strip_lines(value):
+    if isinstance(value, dict):
+        return {k: _strip_lines(v) for k, v in value.items() if k != "__line__"}
+    if isinstance(value, list):
+        return [_strip_lines(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    where: str  # file:line
+    request: dict  # as written, token spec included
+    expect: dict
+
+
+@dataclass
+class Keys:
+    """Private signing keys per issuer: loaded from the case file, or made up for remote issuers."""
+
+    private: dict[str, dict] = field(default_factory=dict)
+    stranger: dict = field(default_factory=lambda: devtokens.generate_key("ES256"))
+
+    def for_issuer(self, checked: Checked, issuer: str) -> dict:
+        if issuer not in self.private:
+            if issuer in checked.keys:
+                raise CaseFileError(f"issuer `{issuer}` reads its keys from a file; give its private key "
+                                    "under `signing_keys` to mint tokens for it")
+            self.private[issuer] = devtokens.generate_key("ES256")
+        return self.private[issuer]
+
+    def published(self, checked: Checked) -> dict[str, dict]:
+        """The JWKS the proxy would fetch for each remote-key issuer (made-up keys included)."""
+        return {name: devtokens.public_jwks(key) for name, key in self.private.items() if name not in checked.keys}
+
+
+@dataclass
+class CaseFile:
+    path: str
+    cases: list[Case]
+    keys: Keys
+
+
+def load_case_file(path: str) -> CaseFile:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.load(f, Loader=_LineLoader)
+    except (OSError, yaml.YAMLError) as e:
+        raise CaseFileError(f"{path}: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
+        raise CaseFileError(f"{path}: a case file is a mapping with a `cases` list")
+    keys = Keys()
+    for issuer, key_path in _strip_lines(data.get("signing_keys", {})).items():
+        try:
+            with open(os.path.join(os.path.dirname(path), key_path), encoding="utf-8") as f:
+                keys.private[issuer] = json.load(f)
+        except (OSError, ValueError) as e:
+            raise CaseFileError(f"{path}: signing key of `{issuer}`: {e}") from None
+    cases = []
+    for i, raw in enumerate(data["cases"]):
+        if not isinstance(raw, dict) or "request" not in raw or "expect" not in raw:
+            raise CaseFileError(f"{path}: case {i + 1} needs `request` and `expect`")
+        where = f"{path}:{raw.get('__line__', '?')}"
+        cases.append(Case(str(raw.get("name", f"case {i + 1}")), where, _strip_lines(raw["request"]),
+                          _strip_lines(raw["expect"])))
+    return CaseFile(path, cases, keys)
+
+
+def _mint(spec: dict, checked: Checked, keys: Keys, now: float) -> str:
+    unknown = set(spec) - _TOKEN_FIELDS
+    if unknown:
+        raise CaseFileError(f"unknown token field(s): {', '.join(sorted(unknown))}")
+    name = spec.get("issuer")
+    if name not in checked.issuers:
+        raise CaseFileError(f"token issuer `{name}` is not declared")
+    issuer = checked.issuers[name]
+    claims = {"iss": issuer.url, "iat": int(now), "exp": int(now) + int(spec.get("expires_in", 3600))}
+    if issuer.audiences:
+        claims["aud"] = issuer.audiences[0]
+    if "not_before_in" in spec:
+        claims["nbf"] = int(now) + int(spec["not_before_in"])
+    claims.update(spec.get("claims", {}))
+    claims = {k: v for k, v in claims.items() if v is not None}  # `exp: null` removes a default
+    signer = keys.stranger if spec.get("signed_by") == "stranger" else keys.for_issuer(checked, name)
+    kid = spec.get("kid", keys.for_issuer(checked, name).get("kid") if spec.get("signed_by") == "stranger" else None)
+    return devtokens.mint(claims, signer, spec.get("alg"), kid)
+
+
+def build_request(spec: dict, checked: Checked, keys: Keys, now: float) -> RawRequest:
+    """The raw request a case describes, with its token minted and placed as the case says."""
+    spec = dict(spec)
+    token_spec = spec.pop("token", None)
+    request = RawRequest.from_dict(spec)
+    if token_spec is None:
+        return request
+    token = _mint(token_spec, checked, keys, now)
+    if token_spec.get("in", "header") == "query":
+        separator = "&" if "?" in request.target else "?"
+        return RawRequest(request.method, f"{request.target}{separator}access_token={quote(token)}",
+                          request.host, request.headers, request.source)
+    header = ("authorization", f"{token_spec.get('scheme', 'Bearer')} {token}")
+    return RawRequest(request.method, request.target, request.host, request.headers + (header,), request.source)
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case: Case
+    decision: Decision | None
+    failures: tuple[str, ...]  # empty when the case passed
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def compare(expect: dict, decision: Decision) -> tuple[str, ...]:
+    """The differences between an expectation (status, rule, reason, …) and a decision."""
+    got = {"status": decision.status, "rule": decision.rule, "reason": decision.reason,
+           "service": decision.service, "enforced_status": decision.enforced_status}
+    unknown = set(expect) - set(got)
+    if unknown:
+        return (f"unknown expectation(s): {', '.join(sorted(unknown))}",)
+    return tuple(f"{k}: expected {expect[k]!r}, got {got[k]!r}" for k in expect if expect[k] != got[k])
+
+
+def run_cases(checked: Checked, case_file: CaseFile, now: float | None = None) -> list[CaseResult]:
+    from .interpret import evaluate
+
+    now = time.time() if now is None else now
+    results = []
+    for case in case_file.cases:
+        try:
+            request = build_request(case.request, checked, case_file.keys, now)
+        except (CaseFileError, RequestError) as e:
+            results.append(CaseResult(case, None, (f"bad case: {e}",)))
+            continue
+        decision = evaluate(checked, request, now, keys=case_file.keys.published(checked))
+        results.append(CaseResult(case, decision, compare(case.expect, decision)))
+    return results

@@ -1,0 +1,462 @@
+"""Check stage: a loaded `PolicySet` → `Checked` (the resolved catalog, keys and name tables) and
+every diagnostic: unknown names, duplicates, malformed literals, missing files, catalog errors,
+and the warnings about rules anonymous callers can match.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import jwt
+
+from . import nodes as n
+from .catalog import Catalog, load_catalog, normalize_ref
+from .diagnostics import Diagnostic, Severity
+from .interpret.glob import glob_error
+from .interpret.net import cidr_error
+from .source import Source, Span
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
+_METHOD = re.compile(r"[A-Z][A-Z0-9_-]{0,31}\Z")
+_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+\Z")
+_HOST_NAME = re.compile(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\Z")
+# Headers the proxy itself sets or rewrites before any policy filter runs: a rule on them would
+# test the proxy's value, not the caller's, so they are refused (use `source` or `hosts`).
+_PROXY_HEADERS = {"host", "x-request-id", "x-forwarded-proto", "x-envoy-internal", "te", "connection",
+                  "keep-alive", "transfer-encoding", "upgrade", "proxy-connection"}
+_KEYWORDS = {"import", "catalog", "issuer", "url", "jwks", "file", "audience", "users", "condition",
+             "service", "hosts", "upstream", "mode", "when", "or", "and", "not", "authenticated",
+             "method", "in", "path", "prefix", "glob", "header", "suffix", "present", "source",
+             "contains", "true", "false", "member", "owners", "token", "public", "allow", "deny",
+             "enforce", "dry-run"}
+
+
+@dataclass
+class Checked:
+    """A policy set that passed the checker, with everything the interpreter and backends need."""
+
+    policy_set: n.PolicySet
+    catalog: Catalog
+    issuers: dict[str, n.Issuer] = field(default_factory=dict)
+    conditions: dict[str, n.Condition] = field(default_factory=dict)
+    services: dict[str, n.Service] = field(default_factory=dict)
+    keys: dict[str, dict] = field(default_factory=dict)  # issuer name → JWKS, for `jwks file`
+    sources: dict[str, Source] = field(default_factory=dict)  # catalog files read
+
+
+def error(code: str, message: str, span: Span, hint: str | None = None, notes=()) -> Diagnostic:
+    return Diagnostic(code, message, span, Severity.ERROR, hint, tuple(notes))
+
+
+def warning(code: str, message: str, span: Span, hint: str | None = None) -> Diagnostic:
+    return Diagnostic(code, message, span, Severity.WARNING, hint)
+
+
+def _unique(items, code: str, what: str) -> Iterator[Diagnostic]:
+    """A diagnostic at every repeat of a key, with a note pointing at the first."""
+    first: dict = {}
+    for item, k, span in items:
+        if k in first:
+            yield error(code, f"{what} `{k}` is declared twice", span,
+                        notes=[("first declared here", first[k])])
+        else:
+            first[k] = span
+
+
+# ---------------------------------------------------------------- declarations
+
+
+def _check_issuer(issuer: n.Issuer, checked: Checked) -> Iterator[Diagnostic]:
+    seen: dict[type, Span] = {}
+    for setting in issuer.settings:
+        kind = n.JwksUri if isinstance(setting, n.JwksFile) else type(setting)
+        if kind in seen:
+            yield error("check/duplicate-setting", f"issuer `{issuer.name}` sets this twice", setting.span,
+                        notes=[("first set here", seen[kind])])
+        seen.setdefault(kind, setting.span)
+    if issuer.url is None:
+        yield error("check/missing-setting", f"issuer `{issuer.name}` has no `url`", issuer.name_span,
+                    hint='add `url "https://…"`: the `iss` its tokens carry')
+    elif (problem := _url_problem(issuer.url)) is not None:
+        yield error("check/bad-url", f"issuer url {problem}", issuer.first(n.IssuerUrl).span)
+    match issuer.jwks:
+        case None:
+            yield error("check/missing-setting", f"issuer `{issuer.name}` has no `jwks`", issuer.name_span,
+                        hint='add `jwks "https://…/jwks.json"` or `jwks file "keys.json"`')
+        case n.JwksUri(uri, span):
+            if (problem := _url_problem(uri)) is not None:
+                yield error("check/bad-url", f"jwks url {problem}", span)
+        case n.JwksFile(path, span):
+            yield from _load_key_file(issuer, n.relative_to_declaring_file(span, path), span, checked)
+    audience = issuer.first(n.Audience)
+    if audience is not None and not audience.values:
+        yield error("check/empty-list", "an empty audience list admits no token", audience.span,
+                    hint="list the audiences, or remove the setting to accept any")
+
+
+def _url_problem(url: str) -> str | None:
+    """Why `url` cannot be an issuer or JWKS address (https, or http on loopback), if it cannot."""
+    match = re.match(r"(https?)://([^/?#\s]+)[^\s]*\Z", url)
+    if not match:
+        return f"`{url}` is not an absolute http(s) URL"
+    scheme, authority = match.groups()
+    host = authority.rsplit("@", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if scheme == "http" and host not in ("127.0.0.1", "localhost", "::1"):
+        return f"`{url}` uses plain http off loopback; tokens and keys must travel over https"
+    return None
+
+
+def _load_key_file(issuer: n.Issuer, path: str, span: Span, checked: Checked) -> Iterator[Diagnostic]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            jwks = json.load(f)
+        jwt.PyJWKSet.from_dict(jwks)
+    except OSError as e:
+        yield error("check/missing-key-file", f"cannot read key file `{path}`: {(e.strerror or '').lower()}", span)
+        return
+    except (ValueError, jwt.exceptions.PyJWTError, AttributeError, TypeError) as e:
+        yield error("check/missing-key-file", f"`{path}` is not a usable JWKS: {e}", span,
+                    hint='a JWKS is a JSON object `{"keys": [ … ]}` of public keys')
+        return
+    keys = [key for key in jwks.get("keys", []) if isinstance(key, dict)]
+    if any("d" in key for key in keys):
+        yield error("check/missing-key-file", f"`{path}` holds a private key", span,
+                    hint="publish only the public half: the proxy needs nothing else")
+        return
+    # The proxy picks the signature scheme from the key's type and trusts the token's `alg`
+    # for the rest, so a key without its own `alg` could verify under an unintended one.
+    if not keys or any(key.get("kty") not in ("EC", "RSA") or not key.get("alg") for key in keys):
+        yield error("check/missing-key-file", f"`{path}` needs EC or RSA keys, each with its `alg`", span,
+                    hint='give every key an "alg" such as "ES256" or "RS256"')
+        return
+    checked.keys[issuer.name] = jwks
+
+
+def _check_service(service: n.Service) -> Iterator[Diagnostic]:
+    seen: dict[type, Span] = {}
+    for setting in service.settings:
+        if type(setting) in seen:
+            yield error("check/duplicate-setting", f"service `{service.name}` sets this twice", setting.span,
+                        notes=[("first set here", seen[type(setting)])])
+        seen.setdefault(type(setting), setting.span)
+    hosts = service.first(n.Hosts)
+    if hosts is None or not hosts.hosts:
+        yield error("check/missing-setting", f"service `{service.name}` has no `hosts`",
+                    hosts.span if hosts else service.name_span, hint='add `hosts ["name.internal"]`')
+    else:
+        for host, span in zip(hosts.hosts, hosts.value_spans or [hosts.span] * len(hosts.hosts)):
+            if (problem := host_problem(host)) is not None:
+                yield error("check/bad-host", f"host `{host}` {problem}", span)
+    if service.upstream is None:
+        yield error("check/missing-setting", f"service `{service.name}` has no `upstream`", service.name_span,
+                    hint='add `upstream "127.0.0.1:8080"`: where allowed requests go')
+    elif (problem := upstream_problem(service.upstream)) is not None:
+        yield error("check/bad-upstream", f"upstream `{service.upstream}` {problem}",
+                    service.first(n.Upstream).span, hint='write it as "host:port", e.g. "10.0.0.5:8080"')
+    yield from _unique(((r, r.name, r.name_span) for r in service.rules), "check/duplicate-rule",
+                       f"service `{service.name}`: rule")
+    for rule in service.rules:
+        if not _SAFE_NAME.match(rule.name):
+            yield error("check/bad-name", f"rule name `{rule.name}` has characters logs and Envoy cannot carry",
+                        rule.name_span, hint="use letters, digits and `_ . : -` (at most 128)")
+
+
+def _split_port(authority: str) -> tuple[str, str | None]:
+    if authority.startswith("["):
+        host, _, rest = authority[1:].partition("]")
+        return host, (rest[1:] if rest.startswith(":") else None if not rest else "")
+    host, sep, port = authority.rpartition(":") if ":" in authority else (authority, "", None)
+    return host, port if sep else None
+
+
+def _port_ok(port: str | None) -> bool:
+    return port is None or (port.isdigit() and 0 < int(port) < 65536 and port == str(int(port)))
+
+
+def host_problem(host: str) -> str | None:
+    """Why `host` cannot be matched as an `:authority` (lower-case name or IP, optional port)."""
+    name, port = _split_port(host)
+    if host != host.lower():
+        return "must be lower-case (the proxy matches hosts without regard to case)"
+    if not _port_ok(port):
+        return "has a bad port"
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(name)
+        except ValueError:
+            return "is not a valid IPv6 address"
+        return None
+    if not _HOST_NAME.match(name):
+        return "is not a host name or IPv4 address"
+    return None
+
+
+def upstream_problem(address: str) -> str | None:
+    name, port = _split_port(address)
+    if port is None or not port or not _port_ok(port):
+        return "needs a port from 1 to 65535"
+    if address.startswith("["):
+        try:
+            ipaddress.IPv6Address(name)
+        except ValueError:
+            return "is not a valid IPv6 address"
+        return None
+    return None if _HOST_NAME.match(name.lower()) else "is not a host name or IP address"
+
+
+# ---------------------------------------------------------------- conditions
+
+
+class _ExprChecker:
+    """Walks one condition and reports unknown names and malformed literals."""
+
+    def __init__(self, checked: Checked, has_catalog_issuer: bool, has_catalog: bool):
+        self.checked = checked
+        self.has_catalog_issuer = has_catalog_issuer
+        self.has_catalog = has_catalog
+
+    def check(self, expr: n.Expr) -> Iterator[Diagnostic]:
+        for node in n.walk(expr):
+            handler = getattr(self, f"check_{type(node).__name__}", None)
+            if handler:
+                yield from handler(node)
+
+    def check_ConditionRef(self, node: n.ConditionRef):
+        if node.name not in self.checked.conditions:
+            yield error("check/unknown-condition", f"no condition is named `{node.name}`", node.span,
+                        hint=_did_you_mean(node.name, self.checked.conditions))
+
+    def check_IssuerIs(self, node: n.IssuerIs):
+        if node.name not in self.checked.issuers:
+            yield error("check/unknown-issuer", f"no issuer is named `{node.name}`", node.span,
+                        hint=_did_you_mean(node.name, self.checked.issuers))
+
+    def check_MethodTest(self, node: n.MethodTest):
+        for method, span in _with_spans(node.methods, node):
+            if not _METHOD.match(method):
+                yield error("check/bad-method", f"`{method}` is not an upper-case HTTP method", span,
+                            hint=f"write `{method.upper()}`" if _METHOD.match(method.upper()) else None)
+
+    def check_PathTest(self, node: n.PathTest):
+        if node.op is n.Op.IN and not node.values:
+            yield error("check/empty-list", "an empty list never matches", node.span)
+        for value, span in _with_spans(node.values, node):
+            if node.op is n.Op.GLOB:
+                if (problem := glob_error(value)) is not None:
+                    yield error("check/bad-glob", f"glob `{value}` {problem}", span)
+            elif (problem := path_problem(value)) is not None:
+                yield error("check/bad-path", f"path `{value}` {problem}", span,
+                            hint="paths are compared after the proxy normalizes them")
+
+    def check_HeaderTest(self, node: n.HeaderTest):
+        yield from _header_name(node.name, node.span)
+        if node.op is n.Op.IN and not node.values:
+            yield error("check/empty-list", "an empty list never matches", node.span)
+
+    def check_HeaderPresent(self, node: n.HeaderPresent):
+        yield from _header_name(node.name, node.span)
+
+    def check_HeaderEqualsClaim(self, node: n.HeaderEqualsClaim):
+        yield from _header_name(node.name, node.span)
+
+    def check_SourceIn(self, node: n.SourceIn):
+        if not node.cidrs:
+            yield error("check/empty-list", "an empty list never matches", node.span)
+        for cidr, span in _with_spans(node.cidrs, node):
+            if (problem := cidr_error(cidr)) is not None:
+                yield error("check/bad-cidr", f"`{cidr}`: {problem}", span)
+
+    def check_ClaimTest(self, node: n.ClaimTest):
+        if node.op is n.Op.IN and not node.values:
+            yield error("check/empty-list", "an empty list never matches", node.span)
+
+    def check_Member(self, node: n.Member):
+        yield from self._catalog_available(node)
+        ref = normalize_ref(node.group, "group")
+        if ref is None or not ref.startswith("group:"):
+            yield error("check/bad-entity-ref", f"`{node.group}` is not a group ref", node.span,
+                        hint='write it as "group:namespace/name" or "name"')
+        elif self.has_catalog and not self.checked.catalog.has(ref):
+            yield error("check/unknown-group", f"the catalog has no group `{ref}`", node.span,
+                        hint=_did_you_mean(ref, [r for r in self.checked.catalog.entities if r.startswith("group:")]))
+
+    def check_MemberOwners(self, node: n.MemberOwners):
+        yield from self._catalog_available(node)
+        ref = normalize_ref(node.entity, None)
+        if ref is None:
+            yield error("check/bad-entity-ref", f"`{node.entity}` is not an entity ref with a kind", node.span,
+                        hint="write it as kind:name, e.g. component:payments")
+        elif self.has_catalog and not self.checked.catalog.has(ref):
+            yield error("check/unknown-entity", f"the catalog has no entity `{ref}`", node.span,
+                        hint=_did_you_mean(ref, self.checked.catalog.entities))
+        elif self.has_catalog:
+            owner = self.checked.catalog.owner_of(ref)
+            if owner is None:
+                yield error("check/unknown-entity", f"`{ref}` has no owner in the catalog", node.span)
+            elif not self.checked.catalog.has(owner):
+                yield error("check/unknown-entity", f"the owner of `{ref}`, `{owner}`, is not in the catalog",
+                            node.span, hint="add the owner to the catalog, or fix the entity's spec.owner")
+
+    def _catalog_available(self, node) -> Iterator[Diagnostic]:
+        if not self.has_catalog:
+            yield error("check/member-without-catalog", "`member` needs a `catalog`", node.span,
+                        hint='declare `catalog "path/to/catalog"`')
+        if not self.has_catalog_issuer:
+            yield error("check/member-without-catalog", "`member` needs an issuer marked `catalog users`",
+                        node.span, hint="add `catalog users` to the issuer whose tokens name catalog users")
+
+
+def _with_spans(values, node) -> Iterator[tuple[str, Span]]:
+    spans = node.value_spans or (node.span,) * len(values)
+    return zip(values, spans)
+
+
+def _header_name(name: str, span: Span) -> Iterator[Diagnostic]:
+    if not _HEADER_NAME.match(name):
+        hint = f'write "{name.lower()}"' if _HEADER_NAME.match(name.lower()) else None
+        yield error("check/bad-header-name", f"`{name}` is not a lower-case header name", span, hint=hint)
+    elif name in _PROXY_HEADERS or name.startswith("x-envoy-"):
+        yield error("check/bad-header-name", f"the proxy sets `{name}` itself; a rule on it tests the proxy",
+                    span, hint="use `hosts`, `source` or `method` for what the proxy decides")
+
+
+def path_problem(path: str) -> str | None:
+    """Why a literal path could never equal a normalized request path, if it could not."""
+    if not path.startswith("/"):
+        return "does not start with `/`"
+    if "?" in path or "#" in path:
+        return "holds a query or fragment; paths are matched without them"
+    if "//" in path or "\\" in path:
+        return "holds `//` or `\\`, which the proxy merges into `/`"
+    segments = path.split("/")
+    if any(s in (".", "..") for s in segments):
+        return "holds `.` or `..` segments, which the proxy resolves away"
+    if re.search(r"%(2[eEfF]|5[cC])", path) or re.search(r"%(?![0-9A-Fa-f]{2})", path):
+        return "holds a percent-encoding the proxy never passes on"
+    return None
+
+
+def _did_you_mean(name: str, known) -> str | None:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"did you mean `{close[0]}`?" if close else None
+
+
+# ---------------------------------------------------------------- conditions: cycles
+
+
+def _condition_cycles(conditions: dict[str, n.Condition]) -> Iterator[Diagnostic]:
+    state: dict[str, str] = {}  # name → "active" | "done"
+
+    def visit(name: str, path: list[str]) -> Iterator[Diagnostic]:
+        state[name] = "active"
+        for node in n.walk(conditions[name].expr):
+            if isinstance(node, n.ConditionRef) and node.name in conditions:
+                if state.get(node.name) == "active":
+                    cycle = path[path.index(node.name):] + [node.name] if node.name in path else [name, node.name]
+                    yield error("check/condition-cycle", "conditions refer to each other: "
+                                + " → ".join(f"`{c}`" for c in cycle), node.span)
+                elif node.name not in state:
+                    yield from visit(node.name, path + [node.name])
+        state[name] = "done"
+
+    for name in conditions:
+        if name not in state:
+            yield from visit(name, [name])
+
+
+# ---------------------------------------------------------------- anonymous callers
+
+
+def can_match_anonymous(expr: n.Expr, conditions: dict[str, n.Condition]) -> bool:
+    """Whether some request without a token could satisfy `expr` (three-valued: claims are false)."""
+    return _anonymous(expr, conditions, frozenset()) is not False
+
+
+def _anonymous(expr: n.Expr, conditions, seen: frozenset) -> bool | None:
+    """True/False when `expr` holds/fails for every anonymous request; None when it depends."""
+    match expr:
+        case n.And(operands):
+            values = [_anonymous(o, conditions, seen) for o in operands]
+            return False if False in values else (True if all(v is True for v in values) else None)
+        case n.Or(operands):
+            values = [_anonymous(o, conditions, seen) for o in operands]
+            return True if True in values else (False if all(v is False for v in values) else None)
+        case n.Not(operand):
+            value = _anonymous(operand, conditions, seen)
+            return None if value is None else not value
+        case n.ConditionRef(name):
+            if name not in conditions or name in seen:
+                return None
+            return _anonymous(conditions[name].expr, conditions, seen | {name})
+        case (n.Authenticated() | n.IssuerIs() | n.HeaderEqualsClaim() | n.ClaimTest() | n.ClaimIsBool()
+              | n.Member() | n.MemberOwners()):
+            return False
+    return None
+
+
+def _anonymous_warnings(service: n.Service, conditions) -> Iterator[Diagnostic]:
+    for rule in service.rules:
+        if rule.effect is not n.Effect.ALLOW:
+            continue
+        anonymous = can_match_anonymous(rule.expr, conditions)
+        if anonymous and not rule.public:
+            yield warning("check/anonymous-allow", f"rule `{rule.name}` can allow callers without a token",
+                          rule.name_span, hint="write `allow public` if that is intended, or add `authenticated`")
+        elif rule.public and not anonymous:
+            yield warning("check/public-needs-no-token",
+                          f"rule `{rule.name}` is marked `public` but needs a token to match", rule.name_span,
+                          hint="drop `public`")
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def check(policy_set: n.PolicySet) -> tuple[Checked, list[Diagnostic]]:
+    """Every diagnostic of the set, and the name tables, keys and catalog the later stages use."""
+    catalog_dirs = [(n.relative_to_declaring_file(c.span, c.path), c.span) for c in policy_set.catalogs]
+    catalog, catalog_sources, diagnostics = load_catalog(catalog_dirs)
+    checked = Checked(policy_set, catalog, sources=catalog_sources)
+    diagnostics = list(diagnostics)
+
+    declared = [(i, i.name, i.name_span) for i in policy_set.issuers] + \
+               [(c, c.name, c.name_span) for c in policy_set.conditions] + \
+               [(s, s.name, s.name_span) for s in policy_set.services]
+    for item, name, span in declared:
+        if name in _KEYWORDS:
+            diagnostics.append(error("check/reserved-name", f"`{name}` is a keyword", span, hint="rename it"))
+    diagnostics += _unique(((i, i.name, i.name_span) for i in policy_set.issuers), "check/duplicate-issuer", "issuer")
+    diagnostics += _unique(((i, i.url, i.first(n.IssuerUrl).span) for i in policy_set.issuers if i.url),
+                           "check/duplicate-issuer-url", "issuer url")
+    diagnostics += _unique(((c, c.name, c.name_span) for c in policy_set.conditions),
+                           "check/duplicate-condition", "condition")
+    diagnostics += _unique(((s, s.name, s.name_span) for s in policy_set.services),
+                           "check/duplicate-service", "service")
+    host_items = [(s, h.lower(), span) for s in policy_set.services for setting in s.settings
+                  if isinstance(setting, n.Hosts)
+                  for h, span in zip(setting.hosts, setting.value_spans or [setting.span] * len(setting.hosts))]
+    diagnostics += _unique(host_items, "check/duplicate-host", "host")
+
+    for issuer in policy_set.issuers:
+        checked.issuers.setdefault(issuer.name, issuer)
+        diagnostics += _check_issuer(issuer, checked)
+    for condition in policy_set.conditions:
+        checked.conditions.setdefault(condition.name, condition)
+    for service in policy_set.services:
+        checked.services.setdefault(service.name, service)
+        diagnostics += _check_service(service)
+
+    exprs = _ExprChecker(checked, any(i.catalog_users for i in policy_set.issuers), bool(policy_set.catalogs))
+    for condition in policy_set.conditions:
+        diagnostics += exprs.check(condition.expr)
+    for service in policy_set.services:
+        for rule in service.rules:
+            diagnostics += exprs.check(rule.expr)
+        diagnostics += _anonymous_warnings(service, checked.conditions)
+    diagnostics += _condition_cycles(checked.conditions)
+    return checked, diagnostics

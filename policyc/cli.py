@@ -1,0 +1,194 @@
+"""Command line: `policyc check | fmt | eval | test` (and the backends' commands as they come).
+
+Artifacts go to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 policy errors or failed
+cases, 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+import yaml
+
+from .casefile import CaseFileError, load_case_file, run_cases
+from .diagnostics import render_json, render_text, summary_line
+from .interpret import RawRequest, RequestError, evaluate
+from .loader import expand_inputs, load
+from .pipeline import Pipeline, load_and_check
+from .syntax import parse
+from .syntax.printer import format_file
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _report(pipeline: Pipeline, output_format: str = "text") -> None:
+    """Diagnostics to stderr (JSON to stdout with --format json)."""
+    if output_format == "json":
+        click.echo(render_json(pipeline.diagnostics))
+        return
+    for diagnostic in pipeline.diagnostics:
+        click.echo(render_text(diagnostic, pipeline.sources) + "\n", err=True)
+
+
+def _checked_or_exit(paths: tuple[str, ...]) -> Pipeline:
+    pipeline = load_and_check(list(paths))
+    _report(pipeline)
+    if not pipeline.ok:
+        click.echo(f"policyc: {summary_line(pipeline.diagnostics)}", err=True)
+        sys.exit(EXIT_FAILED)
+    return pipeline
+
+
+def _policy_paths(paths) -> list[str]:
+    """Inputs as policy paths: files as given, folders for their `.policy` files; none → usage error."""
+    if not expand_inputs(list(paths)):
+        raise click.UsageError("no .policy files among the given paths")
+    return list(paths)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="policyc")
+def main() -> None:
+    """Identity-aware access policies for services behind Envoy.
+
+    Exit codes: 0 ok, 1 policy errors or failed cases, 2 usage errors.
+    """
+
+
+@main.command("check")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
+              help="text on stderr, or a JSON list on stdout")
+def check_command(paths, output_format):
+    """Parse and check policies; print every diagnostic."""
+    pipeline = load_and_check(_policy_paths(paths))
+    _report(pipeline, output_format)
+    if output_format == "text":
+        click.echo(f"policyc: {summary_line(pipeline.diagnostics)}", err=True)
+    sys.exit(EXIT_OK if pipeline.ok else EXIT_FAILED)
+
+
+@main.command("fmt")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--check", "check_only", is_flag=True, help="write nothing; exit 1 if a file would change")
+def fmt_command(paths, check_only):
+    """Rewrite policy files in the canonical layout (comments kept)."""
+    changed, failed = [], False
+    for path in expand_inputs(_policy_paths(paths)):
+        loaded = load([path])
+        source = loaded.sources.get(path)
+        file, diagnostics = parse(source) if source else (None, loaded.diagnostics)
+        if file is None or diagnostics:
+            _report(Pipeline(None, loaded.sources, diagnostics or loaded.diagnostics))
+            failed = True
+            continue
+        text = format_file(file, source)
+        if text != source.text:
+            changed.append(path)
+            if not check_only:
+                _write_atomically(path, text)
+    for path in changed:
+        click.echo(f"{'would reformat' if check_only else 'reformatted'} {path}", err=True)
+    sys.exit(EXIT_FAILED if failed or (check_only and changed) else EXIT_OK)
+
+
+def _write_atomically(path: str, text: str) -> None:
+    temporary = f"{path}.policyc-tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(temporary, path)
+
+
+def _read_request(path: str) -> RawRequest:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) if path.endswith((".yaml", ".yml")) else json.load(f)
+        return RawRequest.from_dict(data)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise click.UsageError(f"cannot read request {path}: {e}") from None
+
+
+def _read_jwks(pairs) -> dict[str, dict]:
+    keys = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep:
+            raise click.UsageError(f"--jwks takes ISSUER=FILE, not {pair!r}")
+        try:
+            with open(path, encoding="utf-8") as f:
+                keys[name] = json.load(f)
+        except (OSError, ValueError) as e:
+            raise click.UsageError(f"cannot read JWKS {path}: {e}") from None
+    return keys
+
+
+@main.command("eval")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--request", "request_path", required=True, type=click.Path(),
+              help="the request as JSON (or YAML): method, path, host, headers, source")
+@click.option("--json", "as_json", is_flag=True, help='print {"status", "rule", "reason", …}')
+@click.option("--jwks", "jwks", multiple=True, metavar="ISSUER=FILE",
+              help="keys an issuer with a remote `jwks` would publish")
+@click.option("--now", type=float, default=None, help="the time, in seconds since the epoch")
+def eval_command(paths, request_path, as_json, jwks, now):
+    """Decide one request with the reference interpreter, and say why."""
+    pipeline = _checked_or_exit(_policy_paths(paths))
+    decision = evaluate(pipeline.checked, _read_request(request_path), now, keys=_read_jwks(jwks))
+    if as_json:
+        click.echo(json.dumps(decision.to_json(), sort_keys=True))
+        return
+    click.echo(f"{decision.status} {decision.reason}" + (f" by rule {decision.rule!r}" if decision.rule else "")
+               + (f" in service {decision.service!r}" if decision.service else ""))
+    if decision.dry_run:
+        click.echo(f"dry-run: the policy would have answered {decision.enforced_status}")
+    if decision.detail:
+        click.echo(decision.detail)
+    if decision.caller:
+        click.echo(f"caller: {decision.caller.get('sub')} (issuer {decision.caller.get('issuer')})")
+
+
+def _case_paths(paths) -> tuple[list[str], list[str]]:
+    policies, cases = [], []
+    for path in paths:
+        if os.path.isdir(path):
+            policies.append(path)
+            cases += sorted(os.path.join(d, f) for d, _, files in os.walk(path) for f in files
+                            if f.endswith((".cases.yaml", ".cases.yml")))
+        elif path.endswith((".yaml", ".yml")):
+            cases.append(path)
+        else:
+            policies.append(path)
+    return policies, cases
+
+
+@main.command("test")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--now", type=float, default=None, help="the time, in seconds since the epoch")
+@click.option("-v", "--verbose", is_flag=True, help="print every case, not only failures")
+def test_command(paths, now, verbose):
+    """Run policy unit tests: case files (*.cases.yaml) against the policies given with them."""
+    policy_paths, case_paths = _case_paths(paths)
+    if not case_paths:
+        raise click.UsageError("no case files (*.cases.yaml) among the given paths")
+    pipeline = _checked_or_exit(_policy_paths(policy_paths))
+    passed = failed = 0
+    for case_path in case_paths:
+        try:
+            results = run_cases(pipeline.checked, load_case_file(case_path), now)
+        except CaseFileError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_FAILED)
+        for result in results:
+            passed += result.passed
+            failed += not result.passed
+            if not result.passed or verbose:
+                status = "PASS" if result.passed else "FAIL"
+                click.echo(f"{status} {result.case.where} {result.case.name}")
+                for failure in result.failures:
+                    click.echo(f"     {failure}")
+    click.echo(f"{passed} passed, {failed} failed")
+    sys.exit(EXIT_OK if failed == 0 else EXIT_FAILED)
+

@@ -1,0 +1,194 @@
+"""Reference interpreter: a `Checked` policy set and a `RawRequest` → `Decision`.
+
+This module *defines* the semantics every backend must reproduce (contract §2–§5): the proxy's
+path and host handling, token verification, deny-overrides, default deny and dry-run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .. import nodes as n
+from ..catalog import normalize_ref
+from ..check import Checked
+from .glob import glob_matches
+from .hosts import match_host
+from .net import address_in
+from .paths import Rejected, normalize_target
+from .request import Decision, RawRequest
+from .tokens import Token, TokenError, authenticate
+
+_UPSTREAM_STATUS = 200  # what the test upstreams answer; a real upstream answers what it likes
+
+
+@dataclass(frozen=True)
+class Context:
+    """The request as the policy filters see it, after the proxy's own processing."""
+
+    method: str
+    path: str
+    headers: Mapping[str, tuple[str, ...]]  # lower-case name → values in arrival order
+    source: str
+    token: Token | None
+
+
+def _header_table(pairs) -> dict[str, tuple[str, ...]]:
+    table: dict[str, tuple[str, ...]] = {}
+    for name, value in pairs:
+        table[name.lower()] = table.get(name.lower(), ()) + (value,)
+    return table
+
+
+def claim_value(claims: dict, path: tuple[str, ...]):
+    """The claim at `path` (object keys), or None when any step is missing or not an object."""
+    value = claims
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def _compare_string(op: n.Op, value, wanted: tuple[str, ...]) -> bool:
+    if op is n.Op.CONTAINS:
+        held = value if isinstance(value, list) else [value]
+        return any(isinstance(v, str) and v == wanted[0] for v in held)
+    if not isinstance(value, str):
+        return False
+    match op:
+        case n.Op.EQ | n.Op.IN:
+            return value in wanted
+        case n.Op.PREFIX:
+            return value.startswith(wanted[0])
+        case n.Op.SUFFIX:
+            return value.endswith(wanted[0])
+    raise AssertionError(op)
+
+
+class Evaluator:
+    """Decides conditions for one request against one checked policy set."""
+
+    def __init__(self, checked: Checked, ctx: Context):
+        self.checked = checked
+        self.ctx = ctx
+
+    def holds(self, expr: n.Expr) -> bool:
+        ctx = self.ctx
+        match expr:
+            case n.And(operands):
+                return all(self.holds(o) for o in operands)
+            case n.Or(operands):
+                return any(self.holds(o) for o in operands)
+            case n.Not(operand):
+                return not self.holds(operand)
+            case n.ConditionRef(name):
+                return self.holds(self.checked.conditions[name].expr)
+            case n.Authenticated():
+                return ctx.token is not None
+            case n.IssuerIs(name):
+                return ctx.token is not None and ctx.token.issuer == name
+            case n.MethodTest(_, methods):
+                return ctx.method in methods
+            case n.PathTest(op, values):
+                return self.path_matches(op, values)
+            case n.HeaderTest(name, op, values):
+                return any(_compare_string(op, v, values) for v in ctx.headers.get(name, ()))
+            case n.HeaderPresent(name):
+                return name in ctx.headers
+            case n.HeaderEqualsClaim(name, claim):
+                value = self.claim(claim)
+                return isinstance(value, str) and value in ctx.headers.get(name, ())
+            case n.SourceIn(cidrs):
+                return address_in(ctx.source, cidrs)
+            case n.ClaimTest(claim, op, values):
+                return ctx.token is not None and _compare_string(op, self.claim(claim), values)
+            case n.ClaimIsBool(claim, value):
+                return ctx.token is not None and self.claim(claim) is value
+            case n.Member(group):
+                return self.member_of_group(normalize_ref(group, "group"))
+            case n.MemberOwners(entity):
+                return self.is_owner(normalize_ref(entity, None))
+        raise TypeError(f"no evaluation for {type(expr).__name__}")
+
+    def path_matches(self, op: n.Op, values: tuple[str, ...]) -> bool:
+        path = self.ctx.path
+        match op:
+            case n.Op.EQ | n.Op.IN:
+                return path in values
+            case n.Op.PREFIX:
+                return path.startswith(values[0])
+            case n.Op.GLOB:
+                return glob_matches(values[0], path)
+        raise AssertionError(op)
+
+    def claim(self, claim: n.Claim):
+        return claim_value(self.ctx.token.claims, claim.path) if self.ctx.token else None
+
+    def catalog_caller(self) -> tuple[str | None, list]:
+        """`sub` and `ent` of a token whose issuer names catalog users; (None, []) otherwise."""
+        token = self.ctx.token
+        if token is None or not self.checked.issuers[token.issuer].catalog_users:
+            return None, []
+        sub, ent = token.claims.get("sub"), token.claims.get("ent", [])
+        return (sub if isinstance(sub, str) else None), (ent if isinstance(ent, list) else [ent])
+
+    def member_of_group(self, group: str) -> bool:
+        sub, ent = self.catalog_caller()
+        catalog = self.checked.catalog
+        if sub in catalog.users_in(group):
+            return True
+        return any(isinstance(e, str) and e in catalog.groups_within(group) for e in ent)
+
+    def is_owner(self, entity: str) -> bool:
+        owner = self.checked.catalog.owner_of(entity)
+        if owner.startswith("group:"):
+            return self.member_of_group(owner)
+        sub, ent = self.catalog_caller()
+        return sub == owner or owner in [e for e in ent if isinstance(e, str)]
+
+
+def _caller(token: Token | None) -> dict:
+    if token is None:
+        return {}
+    sub = token.claims.get("sub")
+    return {"issuer": token.issuer, "sub": sub if isinstance(sub, str) else None}
+
+
+def _rule_decision(checked: Checked, service: n.Service, ctx: Context) -> Decision:
+    evaluator = Evaluator(checked, ctx)
+    caller = _caller(ctx.token)
+    # Deny overrides allow; among several matching rules of one effect the first in source order
+    # is named, which keeps the named rule stable under reordering only up to ties.
+    for effect, status in ((n.Effect.DENY, 403), (n.Effect.ALLOW, _UPSTREAM_STATUS)):
+        for rule in service.rules:
+            if rule.effect is effect and evaluator.holds(rule.expr):
+                return Decision(status, effect.value, rule.name, service.name, caller=caller)
+    return Decision(403, "default-deny", None, service.name, caller=caller)
+
+
+def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
+             keys: Mapping[str, dict] | None = None) -> Decision:
+    """Decide `request` as the emitted Envoy config would. `keys` adds JWKS for `jwks "<uri>"`
+    issuers (the proxy fetches those; without keys their tokens fail verification)."""
+    target = normalize_target(request.target)
+    if isinstance(target, Rejected):
+        return Decision(target.status, "bad-request", detail=target.reason)
+    authority = target.authority if target.authority is not None else request.host
+    now = time.time() if now is None else now
+    identity = authenticate(request.headers, checked.issuers, {**checked.keys, **(keys or {})}, now)
+    if isinstance(identity, TokenError):
+        reason = "forbidden" if identity.status == 403 else "unauthenticated"
+        return Decision(identity.status, reason, detail=identity.reason)
+    hosts = {name: service.hosts for name, service in checked.services.items()}
+    service_name = match_host(authority, hosts) if authority is not None else None
+    if service_name is None:
+        return Decision(404, "no-service", detail=f"no service serves host {authority!r}")
+    service = checked.services[service_name]
+    ctx = Context(request.method, target.path, _header_table(request.headers), request.source, identity)
+    decision = _rule_decision(checked, service, ctx)
+    if service.mode is n.Mode.DRY_RUN:
+        return Decision(_UPSTREAM_STATUS, decision.reason, decision.rule, service.name, dry_run=True,
+                        enforced_status=decision.status, caller=decision.caller)
+    return decision

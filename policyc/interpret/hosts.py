@@ -1,0 +1,89 @@
+"""Which service Envoy routes a request to: takes the Host header lines as sent (or the authority
+of an absolute-form target) and the services' hosts, and returns the service, None for the 404
+catch-all, or the `Rejected` answer Envoy gives before routing.
+
+Observed on Envoy 1.40 with one virtual host per service (`domains` = its hosts) and a `*`
+catch-all answering 404 (tests/envoy/test_paths_envoy.py):
+- Matching is exact after ASCII lower-casing both sides: "PAYMENTS.Internal" finds
+  "payments.internal", and the upstream still receives the Host as sent.
+- Nothing else is forgiven: a trailing dot ("payments.internal."), a port the service does not list
+  (":80", even the scheme's default), a zero-padded port (":08443"), an empty port ("host:") and
+  userinfo ("u@host") all fall through to the catch-all (404).
+- Optional whitespace around a Host value is dropped. Host lines are joined with "," (empty
+  values skipped), so two non-empty Host lines, even identical ones, never match a service (404).
+- No Host line at all on HTTP/1.1: 400 (missing_host_header). An empty Host value is present:
+  404. A Host outside the authority characters (space, '/', '?', '#', '\\', non-ASCII): 400.
+- An absolute-form target ("http://h:p/x") replaces the Host lines entirely, even invalid ones.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from .paths import Rejected, Target, normalize_path, parse_target
+
+# RFC 3986 authority characters, the set Envoy checks :authority against (http.invalid_authority).
+_AUTHORITY_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._~%!$&'()*+,;=:@[]")
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A request Envoy hands to routing: its normalized target, :authority and service."""
+
+    target: Target
+    authority: str
+    service: str | None  # None: the catch-all virtual host answers 404
+
+
+def admit_request(
+    method: str,
+    target: str,
+    host_values: Sequence[str],
+    hosts_by_service: Mapping[str, Sequence[str]],
+) -> Admitted | Rejected:
+    """Envoy's checks in Envoy's order: the codec's request line (400, 426), the authority (400),
+    the missing Host (400), the non-relative path (404), path normalization (400), then routing.
+    The order matters: OPTIONS * without a Host is 400, not 404."""
+    received = parse_target(target, method)
+    if isinstance(received, Rejected):
+        return received
+    authority = received.authority
+    if authority is None:
+        authority = host_header(host_values)
+    if authority is None:
+        return Rejected(400, "missing_host_header")
+    if not set(authority) <= _AUTHORITY_CHARACTERS:
+        return Rejected(400, "http.invalid_authority")
+    normalized = normalize_path(received.path_value)
+    if isinstance(normalized, Rejected):
+        return normalized
+    target_seen = replace(normalized, authority=received.authority)
+    return Admitted(target_seen, authority, match_host(authority, hosts_by_service))
+
+
+def host_header(values: Sequence[str]) -> str | None:
+    """The :authority Envoy's HTTP/1 codec builds from the Host lines in arrival order: each value
+    trimmed of SP/HT, empty ones skipped, the rest joined with ","; None without any Host line."""
+    if not values:
+        return None
+    return ",".join(trimmed for value in values if (trimmed := value.strip(" \t")))
+
+
+def match_host(authority: str, hosts_by_service: Mapping[str, Sequence[str]]) -> str | None:
+    """The service whose hosts contain `authority` up to ASCII case, or None (catch-all 404).
+    Envoy refuses a config that lists one host in two virtual hosts, so at most one matches."""
+    wanted = _ascii_lower(authority)
+    for service, hosts in hosts_by_service.items():
+        if any(_ascii_lower(host) == wanted for host in hosts):
+            return service
+    return None
+
+
+def _ascii_lower(text: str) -> str:
+    # Envoy lower-cases with absl::AsciiStrToLower: non-ASCII letters keep their case.
+    return text.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)

@@ -1,0 +1,73 @@
+"""The interpreter's input and output: a raw request as a client sends it, and a decision."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class RequestError(ValueError):
+    """A request description (JSON/YAML) that is not of the documented shape."""
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    """A request as sent: method, request-target, Host, headers in arrival order, peer address."""
+
+    method: str
+    target: str
+    host: str | None
+    headers: tuple[tuple[str, str], ...] = ()
+    source: str = "127.0.0.1"
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RawRequest:
+        """`{"method", "path", "host", "headers": {name: value or [values]}, "source"}`."""
+        if not isinstance(data, dict):
+            raise RequestError("a request is an object with method, path, host, headers and source")
+        unknown = set(data) - {"method", "path", "host", "headers", "source"}
+        if unknown:
+            raise RequestError(f"unknown request field(s): {', '.join(sorted(unknown))}")
+        method, path = data.get("method", "GET"), data.get("path", "/")
+        host, source = data.get("host"), data.get("source", "127.0.0.1")
+        for name, value in (("method", method), ("path", path), ("source", source)):
+            if not isinstance(value, str):
+                raise RequestError(f"request {name} must be a string")
+        if host is not None and not isinstance(host, str):
+            raise RequestError("request host must be a string")
+        return cls(method, path, host, _headers(data.get("headers", {})), source)
+
+
+def _headers(raw: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(raw, dict):
+        raise RequestError("request headers must be an object of name: value or [values]")
+    pairs = []
+    for name, value in raw.items():
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, str) for v in values):
+            raise RequestError(f"header {name!r}: values must be strings")
+        pairs += [(name, v) for v in values]
+    return tuple(pairs)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happens to a request: the status the client sees, and which rule decided and why.
+
+    `reason` is one of bad-request, unauthenticated, forbidden, no-service, deny, allow,
+    default-deny. For a dry-run service `status` is the upstream's and `enforced_status` what
+    the policy would have answered.
+    """
+
+    status: int
+    reason: str
+    rule: str | None = None
+    service: str | None = None
+    detail: str = ""
+    dry_run: bool = False
+    enforced_status: int | None = None
+    caller: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        return {k: v for k, v in data.items() if v not in (None, "", {}, False) or k in ("status", "rule")}

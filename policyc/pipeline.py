@@ -1,0 +1,35 @@
+"""The front half of every command: paths → loaded, parsed and checked policies.
+
+`load_and_check(paths)` returns a `Pipeline` holding the `Checked` set (None when a file could not
+be parsed), every source read and every diagnostic, sorted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .check import Checked, check
+from .diagnostics import Diagnostic, has_errors, sort_diagnostics
+from .loader import load
+from .source import Source
+
+
+@dataclass
+class Pipeline:
+    checked: Checked | None
+    sources: dict[str, Source] = field(default_factory=dict)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.checked is not None and not has_errors(self.diagnostics)
+
+
+def load_and_check(paths: list[str]) -> Pipeline:
+    loaded = load(paths)
+    if has_errors(loaded.diagnostics):
+        # Checking a set with missing files would only add noise about the names they declare.
+        return Pipeline(None, loaded.sources, sort_diagnostics(loaded.diagnostics))
+    checked, diagnostics = check(loaded.policy_set)
+    sources = {**loaded.sources, **checked.sources}
+    return Pipeline(checked, sources, sort_diagnostics(loaded.diagnostics + diagnostics))
