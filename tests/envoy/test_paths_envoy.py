@@ -203,7 +203,9 @@ HOSTILE_TARGETS = [
     "/", "//", "///", "/\\", "/.", "/..", "/./", "/../", "/a/..", "/a/../", "/a/.", "/a/./", "/%2e",
     "/%2e%2e", "/.%2E/", "/a/%2e%2e", "/a/..\\b", "/a\\..\\b", "/a/.b", "/a/..b", "/a/b..", "/...",
     "/a/...", "/a//../b", "//..//a", "/a/b/../../..", "/.//a", "/a/.//b", "/a//./b", "/a/.././../b",
-    "/%2E%2E/a", "/%2e./a", "/a%2e%2e/b", "/a\\", "/a;b/../c", "/a/..;/b", "/a/.;/b",
+    "/%2E%2E/a", "/%2e./a", "/a%2e%2e/b", "/a\\", "/a;b/../c",
+    # ";" after a raw dot segment is dropped, after an encoded one it is not (Tomcat reads "..;")
+    "/a/..;/b", "/a/.;/b", "/a/..;x\\..;/b", "/public/%2e%2e;/admin", "/%2e;/a", "/a/.%2e;/b",
     # percent-encoding: unreserved decoded, the rest kept with its hex case, broken escapes kept
     "/%41%5a%61%7A%30%39%2D%5F%7E%7e", "/%3a%3A%40%25%20%22", "/%", "/%%41", "/%4", "/%zz", "/%2",
     "/%25", "/%252F", "/%00", "/a%00?x", "/%01", "/%7f", "/%80", "/%C3%A9", "/%c3%a9",

@@ -1,0 +1,100 @@
+"""The command line: exit codes, where output goes, and each command on the example."""
+
+import json
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from policyc.cli import main
+
+EXAMPLE = Path(__file__).parents[2] / "envoy_configs" / "examples" / "backstage"
+FIVE_MISTAKES = Path(__file__).parent.parent / "golden" / "diagnostics" / "five_mistakes" / "main.policy"
+
+
+def run(*args, expect: int):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == expect, (result.output, result.stderr, result.exception)
+    return result
+
+
+def test_check_clean_example():
+    result = run("check", EXAMPLE, expect=0)
+    assert result.stdout == ""
+    assert "0 errors, 0 warnings" in result.stderr
+
+
+def test_check_reports_every_error_on_stderr_only():
+    result = run("check", FIVE_MISTAKES, expect=1)
+    assert result.stdout == ""
+    assert result.stderr.count(": error[") == 5
+    assert "5 errors, 1 warning" in result.stderr
+
+
+def test_check_json():
+    result = run("check", "--format", "json", FIVE_MISTAKES, expect=1)
+    diagnostics = json.loads(result.stdout)
+    assert [d["code"] for d in diagnostics if d["severity"] == "error"] == [
+        "check/bad-method", "check/unknown-issuer", "check/bad-glob", "check/bad-cidr", "check/unknown-condition"]
+    assert diagnostics[0]["line"] == 12 and diagnostics[0]["column"] == 39
+
+
+def test_usage_errors_exit_2(tmp_path):
+    run("check", tmp_path, expect=2)  # a folder with no policies
+    run("eval", EXAMPLE, expect=2)  # --request missing
+    run("frobnicate", expect=2)
+
+
+def test_eval_prints_the_decision(tmp_path):
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"method": "GET", "path": "/healthz", "host": "payments.internal"}))
+    result = run("eval", EXAMPLE, "--request", request, "--json", expect=0)
+    assert json.loads(result.stdout) == {"status": 200, "rule": "health", "reason": "allow", "service": "payments"}
+    text = run("eval", EXAMPLE, "--request", request, expect=0).stdout
+    assert text.startswith("200 allow by rule 'health' in service 'payments'")
+
+
+def test_eval_with_hostile_path(tmp_path):
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"method": "GET", "path": "/debug%2Fx", "host": "payments.internal"}))
+    result = run("eval", EXAMPLE, "--request", request, "--json", expect=0)
+    assert json.loads(result.stdout)["status"] == 400
+
+
+def test_eval_bad_request_file_is_a_usage_error(tmp_path):
+    request = tmp_path / "request.json"
+    request.write_text('{"method": 1}')
+    assert "request method must be a string" in run("eval", EXAMPLE, "--request", request, expect=2).stderr
+
+
+def test_test_command_summary():
+    result = run("test", EXAMPLE, expect=0)
+    assert result.stdout.strip().splitlines()[-1].endswith(" passed, 0 failed")
+
+
+def test_test_command_reports_a_failing_case(tmp_path):
+    folder = tmp_path / "example"
+    shutil.copytree(EXAMPLE, folder)
+    cases = folder / "example.cases.yaml"
+    cases.write_text(cases.read_text().replace("expect: {status: 200, rule: health}", "expect: {status: 403}", 1))
+    result = run("test", folder, expect=1)
+    assert "FAIL" in result.stdout and "status: expected 403, got 200" in result.stdout
+    assert result.stdout.strip().endswith(" passed, 1 failed")
+
+
+def test_fmt_check_and_rewrite(tmp_path):
+    policy = tmp_path / "p.policy"
+    policy.write_text('condition   c=method==GET   # keep me\n')
+    run("fmt", "--check", policy, expect=1)
+    assert policy.read_text() == 'condition   c=method==GET   # keep me\n'
+    run("fmt", policy, expect=0)
+    assert policy.read_text() == "condition c = method == GET  # keep me\n"
+    run("fmt", "--check", policy, expect=0)
+
+
+def test_fmt_refuses_files_with_syntax_errors(tmp_path):
+    policy = tmp_path / "p.policy"
+    policy.write_text("condition c = \n")
+    result = run("fmt", policy, expect=1)
+    assert "error[parse/unexpected-end]" in result.stderr
+    assert policy.read_text() == "condition c = \n"
