@@ -13,10 +13,14 @@ import sys
 import click
 import yaml
 
+from .backends import TARGETS, compile_outputs
+from .backends.envoy import Options
 from .casefile import CaseFileError, load_case_file, run_cases
 from .diagnostics import render_json, render_text, summary_line
 from .interpret import RawRequest, RequestError, evaluate
 from .loader import expand_inputs, load
+from .output import write_tree
+from .check import upstream_problem
 from .pipeline import Pipeline, load_and_check
 from .syntax import parse
 from .syntax.printer import format_file
@@ -192,3 +196,29 @@ def test_command(paths, now, verbose):
     click.echo(f"{passed} passed, {failed} failed")
     sys.exit(EXIT_OK if failed == 0 else EXIT_FAILED)
 
+
+
+@main.command("compile")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
+              help="folder to write; replaced as a whole, and left untouched on any error")
+@click.option("--target", type=click.Choice(TARGETS), default="auto", show_default=True,
+              help="native RBAC, Lua, or RBAC wherever it can express a rule set and Lua for the rest")
+@click.option("--listen", default="127.0.0.1:10000", show_default=True, help="the listener's address")
+@click.option("--admin", default="127.0.0.1:9901", show_default=True, help="the admin interface's address")
+@click.option("--access-log", default="/dev/stdout", show_default=True, help="where Envoy writes JSON access logs")
+def compile_command(paths, outdir, target, listen, admin, access_log):
+    """Compile policies to Envoy configuration: envoy.yaml, lds.yaml and per-service filters."""
+    for name, address in (("--listen", listen), ("--admin", admin)):
+        if upstream_problem(address) is not None:
+            raise click.BadParameter(f"{address!r} is not host:port", param_hint=name)
+    pipeline = _checked_or_exit(_policy_paths(paths))
+    compiled = compile_outputs(pipeline.checked, target, Options(listen, admin, access_log))
+    if compiled.diagnostics:
+        _report(Pipeline(None, pipeline.sources, compiled.diagnostics))
+        click.echo(f"policyc: {summary_line(compiled.diagnostics)}; nothing written", err=True)
+        sys.exit(EXIT_FAILED)
+    write_tree(outdir, compiled.files)
+    for name, plan in sorted(compiled.plans.items()):
+        click.echo(f"{name}: {plan}", err=True)
+    click.echo(f"wrote {len(compiled.files)} files to {outdir}", err=True)

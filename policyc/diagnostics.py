@@ -70,6 +70,8 @@ CODES: dict[str, str] = {
     "catalog/dangling-ref": "a catalog relation to an entity that does not exist",
     "catalog/group-cycle": "groups that are each other's parents",
     "catalog/unreadable-file": "a file or folder in a catalog folder that cannot be read",
+    # backends
+    "rbac/unsupported": "a rule that native RBAC cannot express, compiled with `--target rbac`",
     # warnings
     "check/anonymous-allow": "an `allow` rule that can match a request without a token, not marked `public`",
     "check/public-needs-no-token": "a rule marked `public` that can never match an anonymous request",

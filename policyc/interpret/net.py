@@ -8,7 +8,7 @@ Strict on purpose, because Envoy's CidrRange is lenient in ways that hide mistak
   author meant, so it is an error that names the range it would have become;
 - no leading zeros, in an IPv4 octet ("010.0.0.0/8": octal to some tools) or in the prefix length;
 - no netmask notation, no IPv6 zone ("%eth0"), no surrounding space;
-- a range inside IPv4-mapped IPv6 (::ffff:0:0/96) is refused: the peer is never seen that way (below).
+- a range inside IPv4-mapped IPv6 (::ffff:0:0/96) is refused: no peer is seen that way (below).
 """
 
 from __future__ import annotations

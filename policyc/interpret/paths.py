@@ -28,7 +28,8 @@ class Target:
 
 @dataclass(frozen=True)
 class Rejected:
-    """A response Envoy sends itself; `reason` names Envoy's response-code detail family."""
+    """A response Envoy sends itself. `reason` is Envoy's response-code detail; for the codec's
+    400s it is the likely one of several `http1.*` details (only the status was compared)."""
 
     status: int
     reason: str
@@ -60,10 +61,24 @@ def normalize_target(target: str, method: str = "GET") -> Target | Rejected:
 _LINE_SPACE = re.compile(r"[ \t\r]+")
 _CODEC_400 = Rejected(400, "http1.codec_error")
 
+# The methods the HTTP/1 codec accepts, case-sensitively (http-parser's list without M-SEARCH,
+# observed); any other method is a 400.
+KNOWN_METHODS = frozenset([
+    "DELETE", "GET", "HEAD", "POST", "PUT", "CONNECT", "OPTIONS", "TRACE", "COPY", "LOCK", "MKCOL",
+    "MOVE", "PROPFIND", "PROPPATCH", "SEARCH", "UNLOCK", "BIND", "REBIND", "UNBIND", "ACL",
+    "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE", "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE",
+    "PATCH", "PURGE", "MKCALENDAR", "LINK", "UNLINK", "SOURCE",
+])
+
 
 def parse_target(target: str, method: str = "GET") -> Received | Rejected:
     """Stage 1: the request line `{method} {target} HTTP/1.1`, as Envoy's HTTP/1 codec reads it.
-    Characters outside ASCII are sent as their UTF-8 bytes (and are always refused)."""
+    Characters outside ASCII are sent as their UTF-8 bytes (and are always refused). CONNECT
+    takes an authority, not a path, and is not modelled (ValueError)."""
+    if method == "CONNECT":
+        raise ValueError("CONNECT requests are not modelled")
+    if method not in KNOWN_METHODS:
+        return _CODEC_400  # "get", "QUERY", "FOO": refused before the target is read
     line, newline, _ = target.partition("\n")
     tokens = [token for token in _LINE_SPACE.split(line) if token]
     if newline:
@@ -97,7 +112,7 @@ def _parse_uri(uri: str, method: str) -> Received | Rejected:
 
 
 # scheme "://" authority, then the rest from the first '/' or '?'.
-_ABSOLUTE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?]*)(.*)", re.S)
+_ABSOLUTE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?]*)(.*)")
 _USERINFO = re.compile(r"[A-Za-z0-9\-_.!~*'()%;:&=+$,]*")
 _HOST_PORT = re.compile(r"(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]+))?")
 
@@ -253,9 +268,9 @@ def _back_up_one_segment(out: list[str]) -> None:
 
 
 def merge_slashes(path: str) -> str:
-    """Envoy's merge_slashes, run after canonicalization. It keeps one leading and one trailing
-    slash, so a path of only slashes ("//", "///") comes out as "//"."""
+    """Envoy's merge_slashes on a canonical path (it starts with '/'), run after canonicalization.
+    It keeps one leading and one trailing slash, so a path of only slashes comes out as "//"."""
     if "//" not in path:
         return path
     middle = "/".join(segment for segment in path.split("/") if segment)
-    return ("/" if path.startswith("/") else "") + middle + ("/" if path.endswith("/") else "")
+    return "/" + middle + ("/" if path.endswith("/") else "")

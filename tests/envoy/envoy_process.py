@@ -41,7 +41,7 @@ class Envoy:
 def running_envoy(
     bootstrap: Mapping, workdir: Path, args: Sequence[str] = (), timeout: float = 20.0
 ) -> Iterator[Envoy]:
-    """Start Envoy on `bootstrap` (its `admin` is replaced by one on 127.0.0.1:0) and stop it on exit."""
+    """Start Envoy on `bootstrap`, its `admin` replaced by one on 127.0.0.1:0; stop it on exit."""
     config = {**bootstrap, "admin": _admin_on_free_port()}
     config_path = workdir / "envoy.json"
     config_path.write_text(json.dumps(config))
@@ -77,7 +77,8 @@ def _admin_on_free_port() -> dict:
 def _wait_ready(proc: subprocess.Popen, admin_path: Path, log_path: Path, deadline: float) -> int:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"envoy exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+            log = log_path.read_text()[-4000:]
+            raise RuntimeError(f"envoy exited with {proc.returncode}:\n{log}")
         address = admin_path.read_text().strip() if admin_path.exists() else ""
         if address.endswith(tuple("0123456789")):
             port = int(address.rsplit(":", 1)[1])

@@ -122,6 +122,14 @@ def test_a_version_after_a_line_feed_is_not_a_target():
         normalize_target("/a HTTP/1.1\nx: y")
 
 
+def test_methods_outside_the_codec_list_are_refused():
+    assert normalize_target("/", "PATCH").path == "/"
+    assert normalize_target("/", "get") == Rejected(400, "http1.codec_error")
+    assert normalize_target("/", "QUERY") == Rejected(400, "http1.codec_error")
+    with pytest.raises(ValueError):
+        normalize_target("payments.internal:443", "CONNECT")
+
+
 ABSOLUTE = [
     ("http://payments.internal/a/../b", "/b", "payments.internal"),
     ("HTTP://PAYMENTS.internal/x", "/x", "PAYMENTS.internal"),  # case kept; matched case-blind
@@ -157,8 +165,9 @@ def test_merge_slashes_only_when_needed():
 
 # ---------------------------------------------------------------- properties
 
-PIECES = ["a", "B", ".", "..", "..;", ".;", "%2e", "%2E", "%41", "%7e", "%25", "%", "%z", "%2", "%3",
-          "%00", "/", "//", "\\", ";", "?", "#", "*", '"', "<", "{", "|", "^", "~", "[", "%22", "x.y"]
+PIECES = ["a", "B", ".", "..", "..;", ".;", "%2e", "%2E", "%41", "%7e", "%25", "%", "%z", "%2",
+          "%3", "%00", "/", "//", "\\", ";", "?", "#", "*", '"', "<", "{", "|", "^", "~", "[",
+          "%22", "x.y"]
 targets = st.lists(st.sampled_from(PIECES), max_size=14).map(lambda p: "/" + "".join(p))
 
 

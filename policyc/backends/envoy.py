@@ -1,0 +1,256 @@
+"""Envoy assembly: a checked policy set and per-service targets → the complete bootstrap, the
+listener alone (for file-based LDS) and each service's filter configs, as plain dicts.
+
+One HTTP connection manager: jwt_authn (every issuer, anonymous callers pass), then an RBAC
+filter for deny rules, the Lua filter, an RBAC filter for allow rules, and the router. Each
+service is a virtual host that switches on the filters it needs through per-route configs; the
+catch-all virtual host answers 404 with every policy filter off.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+
+from .. import nodes as n
+from ..check import Checked, _split_port
+from . import lua, rbac
+from .resolve import PAYLOAD_KEY
+
+LISTENER_NAME = "policyc"
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+DENY_FILTER = "policyc.rbac.deny"
+LUA_FILTER = "policyc.lua"
+ALLOW_FILTER = "policyc.rbac.allow"
+ROUTE_NAMESPACE = "policyc"
+
+_TYPES = {
+    "hcm": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+    "jwt": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+    "rbac": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+    "rbac_route": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
+    "lua": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+    "lua_route": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute",
+    "router": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+    "file_log": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+    "tls": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+    "listener": "type.googleapis.com/envoy.config.listener.v3.Listener",
+}
+
+ACCESS_LOG_FIELDS = {
+    "time": "%START_TIME%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(:PATH)%",
+    "authority": "%REQ(:AUTHORITY)%",
+    "source": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%",
+    "status": "%RESPONSE_CODE%",
+    "details": "%RESPONSE_CODE_DETAILS%",
+    "service": f"%METADATA(ROUTE:{ROUTE_NAMESPACE}:service)%",
+    "issuer": f"%DYNAMIC_METADATA({JWT_FILTER}:{PAYLOAD_KEY}:iss)%",
+    "sub": f"%DYNAMIC_METADATA({JWT_FILTER}:{PAYLOAD_KEY}:sub)%",
+    "rbac": "%DYNAMIC_METADATA(envoy.filters.http.rbac)%",
+    "lua": "%DYNAMIC_METADATA(policyc)%",
+    "upstream": "%UPSTREAM_HOST%",
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which engine enforces a service's deny rules and its allow rules."""
+
+    deny: str  # "rbac" or "lua"
+    allow: str
+
+    def __str__(self) -> str:
+        return self.deny if self.deny == self.allow else f"deny {self.deny}, allow {self.allow}"
+
+
+@dataclass(frozen=True)
+class Options:
+    listen: str = "127.0.0.1:10000"
+    admin: str = "127.0.0.1:9901"
+    access_log: str = "/dev/stdout"
+
+
+def socket_address(address: str) -> dict:
+    host, port = _split_port(address)
+    return {"socket_address": {"address": host, "port_value": int(port)}}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _cluster(name: str, address: str, tls_host: str | None = None) -> dict:
+    host, port = _split_port(address)
+    cluster = {
+        "name": name,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "connect_timeout": "2s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}}]}]},
+    }
+    if tls_host is not None:
+        cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": _TYPES["tls"], "sni": tls_host,
+            "common_tls_context": {"validation_context": {
+                "trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"},
+                "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": tls_host}}]}}}}
+    return cluster
+
+
+def service_cluster(service: n.Service) -> str:
+    return f"service_{service.name}"
+
+
+def _jwks_cluster(issuer: n.Issuer) -> tuple[str, dict]:
+    """The cluster the proxy fetches a remote JWKS through (TLS with SNI unless loopback http)."""
+    scheme, rest = issuer.jwks.uri.split("://", 1)
+    authority = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    host, port = _split_port(authority)
+    port = port or ("443" if scheme == "https" else "80")
+    name = f"jwks_{issuer.name}"
+    address = f"[{host.strip('[]')}]:{port}" if ":" in host.strip("[]") else f"{host}:{port}"
+    return name, _cluster(name, address, host.strip("[]") if scheme == "https" else None)
+
+
+def _provider(checked: Checked, issuer: n.Issuer) -> dict:
+    provider = {
+        "issuer": issuer.url,
+        "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
+        "forward": True,
+        "payload_in_metadata": PAYLOAD_KEY,
+        "require_expiration": True,
+        "jwt_cache_config": {"jwt_cache_size": 1000},
+    }
+    if issuer.audiences:
+        provider["audiences"] = list(issuer.audiences)
+    if isinstance(issuer.jwks, n.JwksFile):
+        keys = json.dumps(checked.keys[issuer.name], sort_keys=True, separators=(",", ":"))
+        provider["local_jwks"] = {"inline_string": keys}
+    else:
+        cluster, _ = _jwks_cluster(issuer)
+        provider["remote_jwks"] = {
+            "http_uri": {"uri": issuer.jwks.uri, "cluster": cluster, "timeout": "5s"},
+            "cache_duration": "300s",
+            "async_fetch": {},
+            "retry_policy": {"num_retries": 3},
+        }
+    return provider
+
+
+def _jwt_filter(checked: Checked) -> dict:
+    providers = {name: _provider(checked, issuer) for name, issuer in sorted(checked.issuers.items())}
+    requirements = [{"provider_name": name} for name in providers] + [{"allow_missing": {}}]
+    return {"name": JWT_FILTER, "typed_config": {
+        "@type": _TYPES["jwt"], "providers": providers,
+        "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": requirements}}}]}}
+
+
+def _http_filters(checked: Checked) -> list[dict]:
+    filters = [_jwt_filter(checked)] if checked.issuers else []
+    # With no `rules`, an RBAC filter enforces nothing: hosts without a per-route config pass.
+    filters += [
+        {"name": DENY_FILTER, "typed_config": {"@type": _TYPES["rbac"], "rules_stat_prefix": "deny_",
+                                               "shadow_rules_stat_prefix": "deny_"}},
+        {"name": LUA_FILTER, "typed_config": {"@type": _TYPES["lua"]}},
+        {"name": ALLOW_FILTER, "typed_config": {"@type": _TYPES["rbac"], "rules_stat_prefix": "allow_",
+                                                "shadow_rules_stat_prefix": "allow_"}},
+        {"name": "envoy.filters.http.router", "typed_config": {"@type": _TYPES["router"]}},
+    ]
+    return filters
+
+
+@dataclass(frozen=True)
+class ServiceFilters:
+    """One service's per-route filter configs; None where that filter stays off."""
+
+    rbac_deny: dict | None
+    lua_source: str | None
+    rbac_allow: dict | None
+
+
+def _virtual_host(service: n.Service, filters: ServiceFilters) -> dict:
+    per_filter = {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}}
+    if filters.lua_source is not None:
+        per_filter[LUA_FILTER] = {"@type": _TYPES["lua_route"], "source_code": {"inline_string": filters.lua_source}}
+    for name, config in ((DENY_FILTER, filters.rbac_deny), (ALLOW_FILTER, filters.rbac_allow)):
+        if config is not None:
+            per_filter[name] = {"@type": _TYPES["rbac_route"], "rbac": config}
+    return {
+        "name": service.name,
+        "domains": sorted(service.hosts),
+        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": service_cluster(service)},
+                    "metadata": {"filter_metadata": {ROUTE_NAMESPACE: {"service": service.name}}}}],
+        "typed_per_filter_config": per_filter,
+    }
+
+
+_NO_SERVICE = {
+    "name": "no-service",
+    "domains": ["*"],
+    "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {
+        "inline_string": "no service for this host\n"}}}],
+    "typed_per_filter_config": {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}},
+}
+
+
+def listener(checked: Checked, service_filters: dict[str, ServiceFilters], options: Options) -> dict:
+    virtual_hosts = [_virtual_host(checked.services[name], service_filters[name]) for name in sorted(service_filters)]
+    hcm = {
+        "@type": _TYPES["hcm"],
+        "stat_prefix": "policyc",
+        "codec_type": "AUTO",
+        # Contract §5: one canonical path for every filter and the upstream; escaped slashes refused.
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        "route_config": {"name": "policyc", "virtual_hosts": virtual_hosts + [_NO_SERVICE]},
+        "http_filters": _http_filters(checked),
+        "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
+            "@type": _TYPES["file_log"], "path": options.access_log,
+            "log_format": {"json_format": ACCESS_LOG_FIELDS}}}],
+    }
+    return {
+        "name": LISTENER_NAME,
+        "address": socket_address(options.listen),
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                        "typed_config": hcm}]}],
+    }
+
+
+def clusters(checked: Checked) -> list[dict]:
+    result = [_cluster(service_cluster(s), s.upstream) for _, s in sorted(checked.services.items())]
+    for _, issuer in sorted(checked.issuers.items()):
+        if isinstance(issuer.jwks, n.JwksUri):
+            result.append(_jwks_cluster(issuer)[1])
+    return result
+
+
+def bootstrap(listener_config: dict, cluster_configs: list[dict], options: Options) -> dict:
+    return {
+        "node": {"id": "policyc", "cluster": "policyc"},
+        "admin": {"address": socket_address(options.admin)},
+        "static_resources": {"listeners": [listener_config], "clusters": cluster_configs},
+        # Globs become RE2 regexes; Envoy's default program-size cap (100) is too small for long ones.
+        "layered_runtime": {"layers": [{"name": "policyc", "static_layer": {
+            "re2.max_program_size.error_level": 100000, "re2.max_program_size.warn_level": 100000}}]},
+    }
+
+
+def lds(listener_config: dict, version: str) -> dict:
+    return {"version_info": version, "resources": [{"@type": _TYPES["listener"], **listener_config}]}
+
+
+def service_filters(checked: Checked, service: n.Service, plan: Plan) -> ServiceFilters:
+    """The per-route filter configs enforcing `service` according to `plan` (already feasible)."""
+    deny = rbac.rules_config(checked, service, n.Effect.DENY)[0] if plan.deny == "rbac" else None
+    allow = rbac.rules_config(checked, service, n.Effect.ALLOW)[0] if plan.allow == "rbac" else None
+    needs_lua = "lua" in (plan.deny, plan.allow)
+    source = lua.service_script(checked, service, plan.deny == "lua", plan.allow == "lua") if needs_lua else None
+    return ServiceFilters(deny, source, allow)

@@ -1,0 +1,194 @@
+"""Lua backend: a service's rules → the source of one Envoy Lua filter script.
+
+The script is the runtime in lua_runtime/ (glob, net, request, claims, decide) followed by this
+service's constants and rule tests. Policy text reaches the script only through `lua_string`,
+which writes every byte outside a small safe set as a decimal escape, so no policy can inject code.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import cache
+
+from .. import nodes as n
+from ..check import Checked
+from ..resources import resource_dir
+from .resolve import PAYLOAD_KEY, membership
+
+RUNTIME_MODULES = ("glob", "net", "request", "claims", "decide")
+_SAFE_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _.,/:@+=-")
+
+
+def lua_string(text: str) -> str:
+    """A Lua string literal holding exactly `text` (as UTF-8)."""
+    data = text.encode("utf-8", "surrogatepass")
+    return '"' + "".join(chr(b) if b in _SAFE_BYTES else f"\\{b:03d}" for b in data) + '"'
+
+
+def _set(values) -> str:
+    return "{" + ", ".join(f"[{lua_string(v)}] = true" for v in sorted(set(values))) + "}"
+
+
+def _list(values) -> str:
+    return "{" + ", ".join(lua_string(v) for v in values) + "}"
+
+
+@cache
+def runtime_source() -> str:
+    """The runtime modules, each loaded into a local of the same name."""
+    folder = resource_dir("lua_runtime")
+    parts = []
+    for name in RUNTIME_MODULES:
+        body = (folder / f"{name}.lua").read_text(encoding="utf-8")
+        parts.append(f"local {name} = (function()\n{body}end)()\n")
+    return "".join(parts)
+
+
+class _Emitter:
+    """Emits one service: constants into table K, named conditions into table C, then the rules."""
+
+    def __init__(self, checked: Checked):
+        self.checked = checked
+        self.constants: list[str] = []
+        self.conditions: dict[str, int] = {}
+        self.condition_lines: list[str] = []
+
+    def constant(self, text: str) -> str:
+        self.constants.append(text)
+        return f"K[{len(self.constants)}]"
+
+    def condition(self, name: str) -> str:
+        if name not in self.conditions:
+            index = self.conditions[name] = len(self.conditions) + 1
+            body = self.expr(self.checked.conditions[name].expr)
+            self.condition_lines.append(f"C[{index}] = function(q) return {body} end  -- condition {name}")
+        return f"C[{self.conditions[name]}](q)"
+
+    def claim(self, claim: n.Claim) -> str:
+        return f"claims.value(q, {self.constant(_list(claim.path))})"
+
+    def expr(self, expr: n.Expr) -> str:
+        match expr:
+            case n.And(operands):
+                return "(" + " and ".join(self.expr(o) for o in operands) + ")"
+            case n.Or(operands):
+                return "(" + " or ".join(self.expr(o) for o in operands) + ")"
+            case n.Not(operand):
+                return f"(not {self.expr(operand)})"
+            case n.ConditionRef(name):
+                return self.condition(name)
+            case n.Authenticated():
+                return "(q.payload ~= nil)"
+            case n.IssuerIs(name):
+                return f"(q.payload ~= nil and q.payload.iss == {lua_string(self.checked.issuers[name].url)})"
+            case n.MethodTest(n.Op.EQ, (method,)):
+                return f"(q.method == {lua_string(method)})"
+            case n.MethodTest(_, methods):
+                return f"({self.constant(_set(methods))}[q.method] == true)"
+            case n.PathTest(op, values):
+                return self.path(op, values)
+            case n.HeaderTest(name, op, values):
+                test, argument = {
+                    n.Op.EQ: ("claims.in_set", _set(values)), n.Op.IN: ("claims.in_set", _set(values)),
+                    n.Op.PREFIX: ("claims.has_prefix", lua_string(values[0])),
+                    n.Op.SUFFIX: ("claims.has_suffix", lua_string(values[0])),
+                }[op]
+                return f"request.any_header_value(q, {lua_string(name)}, {test}, {self.constant(argument)})"
+            case n.HeaderPresent(name):
+                return f"(q.headers:getNumValues({lua_string(name)}) > 0)"
+            case n.HeaderEqualsClaim(name, claim):
+                return f"request.any_header_value(q, {lua_string(name)}, claims.equals_claim, {self.claim(claim)})"
+            case n.SourceIn(cidrs):
+                return f"net.any_contains({self.constant(_networks(cidrs))}, request.peer(q, net))"
+            case n.ClaimTest(claim, op, values):
+                return self.claim_test(claim, op, values)
+            case n.ClaimIsBool(claim, value):
+                return f"({self.claim(claim)} == {'true' if value else 'false'})"
+            case n.Member() | n.MemberOwners():
+                facts = membership(self.checked, expr)
+                table = (f"{{issuers = {_set(facts.issuer_urls)}, subjects = {_set(facts.subjects)}, "
+                         f"entities = {_set(facts.entities)}}}")
+                return f"claims.member(q, {self.constant(table)})"
+        raise TypeError(f"no Lua form for {type(expr).__name__}")
+
+    def path(self, op: n.Op, values) -> str:
+        match op:
+            case n.Op.EQ:
+                return f"(q.path == {lua_string(values[0])})"
+            case n.Op.IN:
+                return f"({self.constant(_set(values))}[q.path] == true)"
+            case n.Op.PREFIX:
+                length = len(values[0].encode("utf-8", "surrogatepass"))
+                return f"(q.path:sub(1, {length}) == {lua_string(values[0])})"
+            case n.Op.GLOB:
+                return f"glob.match({self.constant(_glob(values[0]))}, request.segments(q, glob))"
+        raise AssertionError(op)
+
+    def claim_test(self, claim: n.Claim, op: n.Op, values) -> str:
+        value = self.claim(claim)
+        match op:
+            case n.Op.EQ | n.Op.IN:
+                return f"claims.in_set({value}, {self.constant(_set(values))})"
+            case n.Op.PREFIX:
+                return f"claims.has_prefix({value}, {lua_string(values[0])})"
+            case n.Op.SUFFIX:
+                return f"claims.has_suffix({value}, {lua_string(values[0])})"
+            case n.Op.CONTAINS:
+                return f"claims.contains({value}, {lua_string(values[0])})"
+        raise AssertionError(op)
+
+
+def _glob(pattern: str) -> str:
+    segments = []
+    for segment in pattern.split("/"):
+        segments.append("glob.ANY" if segment == "**" else _list(segment.split("*")))
+    return "{" + ", ".join(segments) + "}"
+
+
+def _networks(cidrs) -> str:
+    tables = []
+    for cidr in cidrs:
+        network = ipaddress.ip_network(cidr)
+        data = ", ".join(str(b) for b in network.network_address.packed)
+        tables.append(f"{{bytes = {{{data}}}, length = {network.prefixlen}}}")
+    return "{" + ", ".join(tables) + "}"
+
+
+def _rules_table(emitter: _Emitter, rules: list[n.Rule]) -> str:
+    lines = ["{"]
+    for rule in sorted(rules, key=lambda r: r.name):
+        where = f"  -- {lua_string(f'{rule.span.path}:{rule.span.line}')}" if rule.span else ""
+        lines.append(f"  {{name = {lua_string(rule.name)}, test = function(q) return {emitter.expr(rule.expr)} end}},"
+                     + where)
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def service_script(checked: Checked, service: n.Service, deny: bool = True, allow: bool = True) -> str:
+    """The Lua script deciding `service`: its deny rules when `deny`, its allow rules (and the
+    default deny) when `allow`. Rules left out are enforced by RBAC filters around this one."""
+    emitter = _Emitter(checked)
+    deny_rules = _rules_table(emitter, [r for r in service.rules if deny and r.effect is n.Effect.DENY])
+    allow_rules = _rules_table(emitter, [r for r in service.rules if allow and r.effect is n.Effect.ALLOW])
+    constants = "\n".join(f"K[{i}] = {text}" for i, text in enumerate(emitter.constants, 1))
+    return "\n".join([
+        f"-- policyc: service {lua_string(service.name)}. Generated: edit the .policy files instead.",
+        runtime_source(),
+        "local K, C = {}, {}",
+        constants,
+        *emitter.condition_lines,
+        f"local DENY = {deny_rules}",
+        f"local ALLOW = {allow_rules}",
+        "local POLICY = {",
+        f"  service = {lua_string(service.name)},",
+        "  deny = DENY,",
+        "  allow = ALLOW,",
+        f"  decides_allow = {'true' if allow else 'false'},",
+        f"  dry_run = {'true' if service.mode is n.Mode.DRY_RUN else 'false'},",
+        f"  payload_key = {lua_string(PAYLOAD_KEY)},",
+        "}",
+        "function envoy_on_request(handle)",
+        "  decide.run(handle, POLICY, request)",
+        "end",
+        "",
+    ])

@@ -1,0 +1,161 @@
+"""RBAC backend: a service's rules of one effect → an Envoy RBAC config (`rules`, or
+`shadow_rules` in dry-run), or `rbac/unsupported` diagnostics for what RBAC cannot express.
+
+Every condition becomes one Principal tree. Claims are read with `sourced_metadata` from the
+payload jwt_authn stores; a matcher on a missing payload never matches, which is exactly the
+contract's "claim atoms are false for anonymous callers", negations included.
+"""
+
+from __future__ import annotations
+
+from .. import nodes as n
+from ..check import Checked
+from ..diagnostics import Diagnostic
+from ..interpret.glob import glob_to_regex
+from .resolve import PAYLOAD_KEY, membership
+
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+NEVER = {"not_id": {"any": True}}
+ANY_STRING = {"safe_regex": {"regex": "(?s).*"}}
+
+
+class Unsupported(Exception):
+    """A condition RBAC cannot express; carries the offending node."""
+
+    def __init__(self, node: n.Expr, reason: str):
+        super().__init__(reason)
+        self.node = node
+        self.reason = reason
+
+
+def _any_of(ids: list[dict]) -> dict:
+    return ids[0] if len(ids) == 1 else {"or_ids": {"ids": ids}}
+
+
+def _all_of(ids: list[dict]) -> dict:
+    return ids[0] if len(ids) == 1 else {"and_ids": {"ids": ids}}
+
+
+def _string_match(op: n.Op, value: str) -> dict:
+    """Envoy's StringMatcher for one comparison (prefix/suffix must not be empty there)."""
+    if op in (n.Op.PREFIX, n.Op.SUFFIX) and value == "":
+        return ANY_STRING
+    key = {n.Op.EQ: "exact", n.Op.IN: "exact", n.Op.PREFIX: "prefix", n.Op.SUFFIX: "suffix"}[op]
+    return {key: value}
+
+
+def _claim(path: tuple[str, ...], value: dict, node: n.Expr) -> dict:
+    if any(key == "" for key in path):
+        raise Unsupported(node, "RBAC cannot name a claim whose name is empty")
+    segments = [{"key": key} for key in (PAYLOAD_KEY, *path)]
+    return {"sourced_metadata": {"metadata_matcher": {"filter": JWT_FILTER, "path": segments, "value": value}}}
+
+
+def _header(name: str, string_match: dict) -> dict:
+    return {"header": {"name": name, "string_match": string_match}}
+
+
+class PrincipalBuilder:
+    """Turns conditions into RBAC Principal trees for one checked policy set."""
+
+    def __init__(self, checked: Checked):
+        self.checked = checked
+
+    def build(self, expr: n.Expr) -> dict:
+        match expr:
+            case n.And(operands):
+                return _all_of([self.build(o) for o in operands])
+            case n.Or(operands):
+                return _any_of([self.build(o) for o in operands])
+            case n.Not(operand):
+                return {"not_id": self.build(operand)}
+            case n.ConditionRef(name):
+                return self.build(self.checked.conditions[name].expr)
+            case n.Authenticated():
+                return _claim((), {"present_match": True}, expr)
+            case n.IssuerIs(name):
+                return _claim(("iss",), {"string_match": {"exact": self.checked.issuers[name].url}}, expr)
+            case n.MethodTest(_, methods):
+                return _any_of([_header(":method", {"exact": m}) for m in methods])
+            case n.PathTest(op, values):
+                return _any_of([{"url_path": {"path": self._path_match(op, v)}} for v in values])
+            case n.HeaderTest(name, op, values):
+                return _any_of([_header(name, _string_match(op, v)) for v in values])
+            case n.HeaderPresent(name):
+                return {"header": {"name": name, "present_match": True}}
+            case n.HeaderEqualsClaim():
+                raise Unsupported(expr, "RBAC cannot compare a header with a claim")
+            case n.SourceIn(cidrs):
+                return _any_of([_cidr(c) for c in cidrs])
+            case n.ClaimTest(claim, n.Op.CONTAINS, (value,)):
+                return _any_of([
+                    _claim(claim.path, {"list_match": {"one_of": {"string_match": {"exact": value}}}}, expr),
+                    _claim(claim.path, {"string_match": {"exact": value}}, expr),
+                ])
+            case n.ClaimTest(claim, op, values):
+                return _any_of([_claim(claim.path, {"string_match": _string_match(op, v)}, expr) for v in values])
+            case n.ClaimIsBool(claim, value):
+                return _claim(claim.path, {"bool_match": value}, expr)
+            case n.Member() | n.MemberOwners():
+                return self._membership(expr)
+        raise TypeError(f"no RBAC form for {type(expr).__name__}")
+
+    @staticmethod
+    def _path_match(op: n.Op, value: str) -> dict:
+        if op is n.Op.GLOB:
+            return {"safe_regex": {"regex": glob_to_regex(value)}}
+        return {"prefix": value} if op is n.Op.PREFIX else {"exact": value}
+
+    def _membership(self, node: n.Member | n.MemberOwners) -> dict:
+        # Exact matchers, not one regex: Envoy refuses regexes past a small program size.
+        facts = membership(self.checked, node)
+        if not facts.issuer_urls or not (facts.subjects or facts.entities):
+            return NEVER
+        who = [_claim(("sub",), {"string_match": {"exact": s}}, node) for s in facts.subjects]
+        for entity in facts.entities:
+            who.append(_claim(("ent",), {"list_match": {"one_of": {"string_match": {"exact": entity}}}}, node))
+            who.append(_claim(("ent",), {"string_match": {"exact": entity}}, node))
+        issuers = [_claim(("iss",), {"string_match": {"exact": url}}, node) for url in facts.issuer_urls]
+        return _all_of([_any_of(issuers), _any_of(who)])
+
+
+def _cidr(text: str) -> dict:
+    address, length = text.split("/")
+    return {"direct_remote_ip": {"address_prefix": address, "prefix_len": int(length)}}
+
+
+def policy_name(service: n.Service, rule: n.Rule) -> str:
+    return f"{service.name}/{rule.name}"
+
+
+def rules_config(checked: Checked, service: n.Service, effect: n.Effect) -> tuple[dict | None, list[Diagnostic]]:
+    """The RBAC config enforcing (or, in dry-run, shadowing) the service's rules of `effect`.
+    None when a deny set is empty: no filter needs to run. An empty allow set denies everything."""
+    rules = [r for r in service.rules if r.effect is effect]
+    if effect is n.Effect.DENY and not rules:
+        return None, []
+    builder, policies, diagnostics = PrincipalBuilder(checked), {}, []
+    for rule in rules:
+        try:
+            principal = builder.build(rule.expr)
+        except Unsupported as unsupported:
+            diagnostics.append(unsupported_diagnostic(rule, unsupported))
+            continue
+        policies[policy_name(service, rule)] = {"permissions": [{"any": True}], "principals": [principal]}
+    body = {"action": effect.name, "policies": policies}
+    key = "shadow_rules" if service.mode is n.Mode.DRY_RUN else "rules"
+    return {key: body}, diagnostics
+
+
+def unsupported_diagnostic(rule: n.Rule, unsupported: Unsupported) -> Diagnostic:
+    return Diagnostic("rbac/unsupported", f"rule `{rule.name}`: {unsupported.reason}",
+                      unsupported.node.span or rule.span, hint="compile with --target lua or auto")
+
+
+def expressible(checked: Checked, rule: n.Rule) -> bool:
+    try:
+        PrincipalBuilder(checked).build(rule.expr)
+    except Unsupported:
+        return False
+    return True
+

@@ -1,0 +1,26 @@
+"""The one YAML writer for every emitted file: plain dicts → YAML that Envoy cannot misread.
+
+Every string is double-quoted (a bare `n` or `yes` would turn into a boolean), keys are sorted
+and nothing is folded, so the output is deterministic and each scalar means what it says.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data) -> bool:  # repeated sub-trees are written out, never as *anchors
+        return True
+
+
+def _quoted_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
+
+
+_Dumper.add_representer(str, _quoted_str)
+
+
+def dump(data) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=True, allow_unicode=True, width=float("inf"),
+                     default_flow_style=False)
