@@ -61,7 +61,7 @@ def compile_outputs(checked: Checked, target: str = "auto", options: Options | N
         return compiled
     listener = envoy.listener(checked, filters, options)
     version = hashlib.sha256(json.dumps(listener, sort_keys=True).encode()).hexdigest()[:16]
-    compiled.files["envoy.yaml"] = dump(envoy.bootstrap(listener, envoy.clusters(checked), options))
+    compiled.files["envoy.yaml"] = dump(envoy.bootstrap(listener, envoy.clusters(checked, options), options))
     compiled.files["lds.yaml"] = dump(envoy.lds(listener, version))
     for name, service_filters in filters.items():
         if service_filters.rbac_deny is not None:

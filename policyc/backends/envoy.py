@@ -71,6 +71,7 @@ class Options:
     listen: str = "127.0.0.1:10000"
     admin: str = "127.0.0.1:9901"
     access_log: str = "/dev/stdout"
+    upstream_override: str | None = None  # send every service to this address (test upstreams)
 
 
 def socket_address(address: str) -> dict:
@@ -224,8 +225,9 @@ def listener(checked: Checked, service_filters: dict[str, ServiceFilters], optio
     }
 
 
-def clusters(checked: Checked) -> list[dict]:
-    result = [_cluster(service_cluster(s), s.upstream) for _, s in sorted(checked.services.items())]
+def clusters(checked: Checked, options: Options) -> list[dict]:
+    result = [_cluster(service_cluster(s), options.upstream_override or s.upstream)
+              for _, s in sorted(checked.services.items())]
     for _, issuer in sorted(checked.issuers.items()):
         if isinstance(issuer.jwks, n.JwksUri):
             result.append(_jwks_cluster(issuer)[1])

@@ -34,7 +34,8 @@ def glob_error(pattern: str) -> str | None:
 
 def glob_matches(pattern: str, path: str) -> bool:
     """`*` is any run (maybe empty) within one segment; a `**` segment is zero or more whole
-    segments; the rest is literal and case-sensitive. Time is O(len(pattern) * len(path))."""
+    segments; the rest is literal and case-sensitive. No backtracking blow-up: at most
+    (pattern segments × path segments) segment tests, each at most quadratic in its length."""
     _require_leading_slash(pattern)
     return _wildcard_match(
         pattern.split("/"), path.split("/"), lambda p: p == _ANY_SEGMENTS, _segment_matches

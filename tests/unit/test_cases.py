@@ -1,8 +1,8 @@
 """The decision corpus: every `tests/cases/<feature>/*.cases.yaml` replayed through the reference
 interpreter with `policyc.casefile`, against the policies of its feature folder.
 
-One test per case file (id `feature/file`). A failure lists every failing case with its file:line,
-name and differences. Tokens are minted at a fixed `now`, so the corpus does not depend on the clock.
+One test per case file (id `feature/file`). A failure lists every failing case with its
+file:line, name and differences. Tokens are minted at a fixed `now`: the clock never matters.
 """
 
 from __future__ import annotations

@@ -1,0 +1,42 @@
+"""Reads a decision back from one line of the emitted JSON access log: which rule decided and
+why, from the RBAC filters' metadata, the Lua filter's record and the response details.
+
+`logged_decision(entry)` returns (reason, rule) in the interpreter's vocabulary (see
+`interpret.request.Decision`), so that Envoy and the interpreter can be compared field by field.
+"""
+
+from __future__ import annotations
+
+
+def _rule(policy_id: str | None) -> str | None:
+    return policy_id.split("/", 1)[1] if policy_id else None
+
+
+def _rbac(metadata: dict, prefix: str) -> tuple[str, str | None] | None:
+    """(result, rule) of one RBAC filter, enforced or shadow, if it ran."""
+    for mode in ("enforced", "shadow"):
+        result = metadata.get(f"{prefix}{mode}_engine_result")
+        if result is not None:
+            return result, _rule(metadata.get(f"{prefix}{mode}_effective_policy_id"))
+    return None
+
+
+def logged_decision(entry: dict) -> tuple[str, str | None]:
+    details = entry.get("details") or ""
+    status = int(entry.get("status") or 0)
+    if details.startswith("jwt_authn_access_denied"):
+        return ("forbidden" if status == 403 else "unauthenticated"), None
+    if details == "path_normalization_failed" or (status == 400 and not entry.get("service")):
+        return "bad-request", None
+    if not entry.get("service"):
+        return "no-service", None
+    rbac, lua = entry.get("rbac") or {}, entry.get("lua") or {}
+    deny = _rbac(rbac, "deny_")
+    if deny is not None and deny[0] == "denied":
+        return "deny", deny[1]
+    if lua.get("decision") in ("deny", "allow", "default-deny", "error"):
+        return lua["decision"], lua.get("rule")
+    allow = _rbac(rbac, "allow_")
+    if allow is not None:
+        return ("allow", allow[1]) if allow[0] == "allowed" else ("default-deny", None)
+    return "unknown", None
