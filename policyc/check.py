@@ -18,6 +18,7 @@ from .catalog import Catalog, load_catalog, normalize_ref
 from .diagnostics import Diagnostic, Severity
 from .interpret.glob import glob_error
 from .interpret.net import cidr_error
+from .interpret.paths import KNOWN_METHODS
 from .source import Source, Span
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
@@ -59,7 +60,7 @@ def warning(code: str, message: str, span: Span, hint: str | None = None) -> Dia
 def _unique(items, code: str, what: str) -> Iterator[Diagnostic]:
     """A diagnostic at every repeat of a key, with a note pointing at the first."""
     first: dict = {}
-    for item, k, span in items:
+    for k, span in items:
         if k in first:
             yield error(code, f"{what} `{k}` is declared twice", span,
                         notes=[("first declared here", first[k])])
@@ -148,7 +149,7 @@ def _check_service(service: n.Service) -> Iterator[Diagnostic]:
         yield error("check/missing-setting", f"service `{service.name}` has no `hosts`",
                     hosts.span if hosts else service.name_span, hint='add `hosts ["name.internal"]`')
     else:
-        for host, span in zip(hosts.hosts, hosts.value_spans or [hosts.span] * len(hosts.hosts)):
+        for host, span in _with_spans(hosts.hosts, hosts):
             if (problem := host_problem(host)) is not None:
                 yield error("check/bad-host", f"host `{host}` {problem}", span)
     if service.upstream is None:
@@ -157,7 +158,7 @@ def _check_service(service: n.Service) -> Iterator[Diagnostic]:
     elif (problem := upstream_problem(service.upstream)) is not None:
         yield error("check/bad-upstream", f"upstream `{service.upstream}` {problem}",
                     service.first(n.Upstream).span, hint='write it as "host:port", e.g. "10.0.0.5:8080"')
-    yield from _unique(((r, r.name, r.name_span) for r in service.rules), "check/duplicate-rule",
+    yield from _unique(((r.name, r.name_span) for r in service.rules), "check/duplicate-rule",
                        f"service `{service.name}`: rule")
     for rule in service.rules:
         if not _SAFE_NAME.match(rule.name):
@@ -240,6 +241,9 @@ class _ExprChecker:
             if not _METHOD.match(method):
                 yield error("check/bad-method", f"`{method}` is not an upper-case HTTP method", span,
                             hint=f"write `{method.upper()}`" if _METHOD.match(method.upper()) else None)
+            elif method not in KNOWN_METHODS or method == "CONNECT":
+                yield error("check/bad-method", f"the proxy refuses `{method}` requests before any rule",
+                            span, hint="methods the proxy accepts: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, …")
 
     def check_PathTest(self, node: n.PathTest):
         if node.op is n.Op.IN and not node.values:
@@ -312,7 +316,7 @@ class _ExprChecker:
 
 def _with_spans(values, node) -> Iterator[tuple[str, Span]]:
     spans = node.value_spans or (node.span,) * len(values)
-    return zip(values, spans)
+    return zip(values, spans, strict=True)
 
 
 def _header_name(name: str, span: Span) -> Iterator[Diagnostic]:
@@ -424,22 +428,21 @@ def check(policy_set: n.PolicySet) -> tuple[Checked, list[Diagnostic]]:
     checked = Checked(policy_set, catalog, sources=catalog_sources)
     diagnostics = list(diagnostics)
 
-    declared = [(i, i.name, i.name_span) for i in policy_set.issuers] + \
-               [(c, c.name, c.name_span) for c in policy_set.conditions] + \
-               [(s, s.name, s.name_span) for s in policy_set.services]
-    for item, name, span in declared:
+    declared = [(i.name, i.name_span) for i in policy_set.issuers] + \
+               [(c.name, c.name_span) for c in policy_set.conditions] + \
+               [(s.name, s.name_span) for s in policy_set.services]
+    for name, span in declared:
         if name in _KEYWORDS:
             diagnostics.append(error("check/reserved-name", f"`{name}` is a keyword", span, hint="rename it"))
-    diagnostics += _unique(((i, i.name, i.name_span) for i in policy_set.issuers), "check/duplicate-issuer", "issuer")
-    diagnostics += _unique(((i, i.url, i.first(n.IssuerUrl).span) for i in policy_set.issuers if i.url),
+    diagnostics += _unique(((i.name, i.name_span) for i in policy_set.issuers), "check/duplicate-issuer", "issuer")
+    diagnostics += _unique(((i.url, i.first(n.IssuerUrl).span) for i in policy_set.issuers if i.url),
                            "check/duplicate-issuer-url", "issuer url")
-    diagnostics += _unique(((c, c.name, c.name_span) for c in policy_set.conditions),
+    diagnostics += _unique(((c.name, c.name_span) for c in policy_set.conditions),
                            "check/duplicate-condition", "condition")
-    diagnostics += _unique(((s, s.name, s.name_span) for s in policy_set.services),
+    diagnostics += _unique(((s.name, s.name_span) for s in policy_set.services),
                            "check/duplicate-service", "service")
-    host_items = [(s, h.lower(), span) for s in policy_set.services for setting in s.settings
-                  if isinstance(setting, n.Hosts)
-                  for h, span in zip(setting.hosts, setting.value_spans or [setting.span] * len(setting.hosts))]
+    host_items = [(h.lower(), span) for s in policy_set.services for setting in s.settings
+                  if isinstance(setting, n.Hosts) for h, span in _with_spans(setting.hosts, setting)]
     diagnostics += _unique(host_items, "check/duplicate-host", "host")
 
     for issuer in policy_set.issuers:

@@ -16,11 +16,11 @@ import yaml
 from .backends import TARGETS, compile_outputs
 from .backends.envoy import Options
 from .casefile import CaseFileError, load_case_file, run_cases
+from .check import upstream_problem
 from .diagnostics import render_json, render_text, summary_line
-from .interpret import RawRequest, RequestError, evaluate
+from .interpret import RawRequest, evaluate
 from .loader import expand_inputs, load
 from .output import write_tree
-from .check import upstream_problem
 from .pipeline import Pipeline, load_and_check
 from .syntax import parse
 from .syntax.printer import format_file

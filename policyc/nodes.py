@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from .source import Span
 
@@ -21,17 +21,17 @@ def _spans() -> tuple[Span, ...]:
     return field(default=(), compare=False, repr=False)
 
 
-class Effect(str, Enum):
+class Effect(StrEnum):
     ALLOW = "allow"
     DENY = "deny"
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     ENFORCE = "enforce"
     DRY_RUN = "dry-run"
 
 
-class Op(str, Enum):
+class Op(StrEnum):
     """Comparison operators; which ones an atom accepts is fixed by the grammar."""
 
     EQ = "=="

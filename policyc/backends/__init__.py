@@ -70,6 +70,6 @@ def compile_outputs(checked: Checked, target: str = "auto", options: Options | N
             compiled.files[f"services/{name}/rbac-allow.yaml"] = dump(service_filters.rbac_allow)
         if service_filters.lua_source is not None:
             compiled.files[f"services/{name}/policy.lua"] = service_filters.lua_source
-    compiled.files["targets.json"] = json.dumps(
-        {name: {"deny": p.deny, "allow": p.allow} for name, p in compiled.plans.items()}, indent=2, sort_keys=True) + "\n"
+    targets = {name: {"deny": p.deny, "allow": p.allow} for name, p in compiled.plans.items()}
+    compiled.files["targets.json"] = json.dumps(targets, indent=2, sort_keys=True) + "\n"
     return compiled

@@ -24,10 +24,13 @@ DENY_FILTER = "policyc.rbac.deny"
 LUA_FILTER = "policyc.lua"
 ALLOW_FILTER = "policyc.rbac.allow"
 ROUTE_NAMESPACE = "policyc"
+TOKEN_FAILURE_KEY = "jwt_failure"
+ENFORCE, DRY_RUN = "enforce", "dry-run"  # jwt_authn requirement names
 
 _TYPES = {
     "hcm": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
     "jwt": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+    "jwt_route": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
     "rbac": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
     "rbac_route": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
     "lua": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
@@ -51,6 +54,7 @@ ACCESS_LOG_FIELDS = {
     "sub": f"%DYNAMIC_METADATA({JWT_FILTER}:{PAYLOAD_KEY}:sub)%",
     "rbac": "%DYNAMIC_METADATA(envoy.filters.http.rbac)%",
     "lua": "%DYNAMIC_METADATA(policyc)%",
+    "token_error": f"%DYNAMIC_METADATA({JWT_FILTER}:{TOKEN_FAILURE_KEY})%",
     "upstream": "%UPSTREAM_HOST%",
 }
 
@@ -126,6 +130,7 @@ def _provider(checked: Checked, issuer: n.Issuer) -> dict:
         "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
         "forward": True,
         "payload_in_metadata": PAYLOAD_KEY,
+        "failed_status_in_metadata": TOKEN_FAILURE_KEY,
         "require_expiration": True,
         "jwt_cache_config": {"jwt_cache_size": 1000},
     }
@@ -146,11 +151,17 @@ def _provider(checked: Checked, issuer: n.Issuer) -> dict:
 
 
 def _jwt_filter(checked: Checked) -> dict:
+    """Every issuer a provider; anonymous callers pass. A bad token is refused (401, or 403 for a
+    wrong audience), except on dry-run services, which let it through and record the failure."""
     providers = {name: _provider(checked, issuer) for name, issuer in sorted(checked.issuers.items())}
-    requirements = [{"provider_name": name} for name in providers] + [{"allow_missing": {}}]
+    names = [{"provider_name": name} for name in providers]
+    requirements = {
+        ENFORCE: {"requires_any": {"requirements": names + [{"allow_missing": {}}]}},
+        DRY_RUN: {"requires_any": {"requirements": names + [{"allow_missing_or_failed": {}}]}},
+    }
     return {"name": JWT_FILTER, "typed_config": {
-        "@type": _TYPES["jwt"], "providers": providers,
-        "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": requirements}}}]}}
+        "@type": _TYPES["jwt"], "providers": providers, "requirement_map": requirements,
+        "rules": [{"match": {"prefix": "/"}, "requirement_name": ENFORCE}]}}
 
 
 def _http_filters(checked: Checked) -> list[dict]:
@@ -176,8 +187,10 @@ class ServiceFilters:
     rbac_allow: dict | None
 
 
-def _virtual_host(service: n.Service, filters: ServiceFilters) -> dict:
+def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool) -> dict:
     per_filter = {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}}
+    if has_issuers and service.mode is n.Mode.DRY_RUN:
+        per_filter[JWT_FILTER] = {"@type": _TYPES["jwt_route"], "requirement_name": DRY_RUN}
     if filters.lua_source is not None:
         per_filter[LUA_FILTER] = {"@type": _TYPES["lua_route"], "source_code": {"inline_string": filters.lua_source}}
     for name, config in ((DENY_FILTER, filters.rbac_deny), (ALLOW_FILTER, filters.rbac_allow)):
@@ -202,7 +215,8 @@ _NO_SERVICE = {
 
 
 def listener(checked: Checked, service_filters: dict[str, ServiceFilters], options: Options) -> dict:
-    virtual_hosts = [_virtual_host(checked.services[name], service_filters[name]) for name in sorted(service_filters)]
+    virtual_hosts = [_virtual_host(checked.services[name], service_filters[name], bool(checked.issuers))
+                     for name in sorted(service_filters)]
     hcm = {
         "@type": _TYPES["hcm"],
         "stat_prefix": "policyc",

@@ -26,6 +26,12 @@ def logged_decision(entry: dict) -> tuple[str, str | None]:
     status = int(entry.get("status") or 0)
     if details.startswith("jwt_authn_access_denied"):
         return ("forbidden" if status == 403 else "unauthenticated"), None
+    token_error = entry.get("token_error")
+    # A dry-run service let a bad token through. (Each provider that does not verify a token
+    # records its failure, so a failure only counts when no provider verified it.)
+    if token_error and not entry.get("issuer"):
+        audience = "Audiences" in str(token_error.get("message", ""))
+        return ("forbidden" if audience else "unauthenticated"), None
     if details == "path_normalization_failed" or (status == 400 and not entry.get("service")):
         return "bad-request", None
     if not entry.get("service"):

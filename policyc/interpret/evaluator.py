@@ -14,9 +14,9 @@ from .. import nodes as n
 from ..catalog import normalize_ref
 from ..check import Checked
 from .glob import glob_matches
-from .hosts import match_host
+from .hosts import admit_request
 from .net import address_in
-from .paths import Rejected, normalize_target
+from .paths import Rejected
 from .request import Decision, RawRequest
 from .tokens import Token, TokenError, authenticate
 
@@ -35,9 +35,10 @@ class Context:
 
 
 def _header_table(pairs) -> dict[str, tuple[str, ...]]:
+    """Values per lower-case name, trimmed of the spaces and tabs the HTTP/1 codec drops."""
     table: dict[str, tuple[str, ...]] = {}
     for name, value in pairs:
-        table[name.lower()] = table.get(name.lower(), ()) + (value,)
+        table[name.lower()] = table.get(name.lower(), ()) + (value.strip(" \t"),)
     return table
 
 
@@ -172,21 +173,25 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
              keys: Mapping[str, dict] | None = None) -> Decision:
     """Decide `request` as the emitted Envoy config would. `keys` adds JWKS for `jwks "<uri>"`
     issuers (the proxy fetches those; without keys their tokens fail verification)."""
-    target = normalize_target(request.target)
-    if isinstance(target, Rejected):
-        return Decision(target.status, "bad-request", detail=target.reason)
-    authority = target.authority if target.authority is not None else request.host
+    hosts = {name: service.hosts for name, service in checked.services.items()}
+    host_lines = ([request.host] if request.host is not None else []) + [
+        value for name, value in request.headers if name.lower() == "host"]
+    admitted = admit_request(request.method, request.target, host_lines, hosts)
+    if isinstance(admitted, Rejected):
+        return Decision(admitted.status, "bad-request", detail=admitted.reason)
     now = time.time() if now is None else now
     identity = authenticate(request.headers, checked.issuers, {**checked.keys, **(keys or {})}, now)
+    service = checked.services.get(admitted.service)
     if isinstance(identity, TokenError):
         reason = "forbidden" if identity.status == 403 else "unauthenticated"
+        if service is not None and service.mode is n.Mode.DRY_RUN:
+            return Decision(_UPSTREAM_STATUS, reason, None, service.name, identity.reason, dry_run=True,
+                            enforced_status=identity.status)
         return Decision(identity.status, reason, detail=identity.reason)
-    hosts = {name: service.hosts for name, service in checked.services.items()}
-    service_name = match_host(authority, hosts) if authority is not None else None
-    if service_name is None:
-        return Decision(404, "no-service", detail=f"no service serves host {authority!r}")
-    service = checked.services[service_name]
-    ctx = Context(request.method, target.path, _header_table(request.headers), request.source, identity)
+    if service is None:
+        return Decision(404, "no-service", detail=f"no service serves host {admitted.authority!r}")
+    headers = [(name, value) for name, value in request.headers if name.lower() != "host"]
+    ctx = Context(request.method, admitted.target.path, _header_table(headers), request.source, identity)
     decision = _rule_decision(checked, service, ctx)
     if service.mode is n.Mode.DRY_RUN:
         return Decision(_UPSTREAM_STATUS, decision.reason, decision.rule, service.name, dry_run=True,

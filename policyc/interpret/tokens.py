@@ -197,7 +197,8 @@ def _signature_ok_cached(key_json: str, alg: str, signature: bytes, signed: byte
             public.verify(encode_dss_signature(r, s), signed, ec.ECDSA(digest))
             return True
         if key.get("kty") == "RSA" and alg[:2] in ("RS", "PS"):
-            scheme = padding.PKCS1v15() if alg.startswith("RS") else padding.PSS(padding.MGF1(digest), digest.digest_size)
+            pss = padding.PSS(padding.MGF1(digest), digest.digest_size)
+            scheme = padding.PKCS1v15() if alg.startswith("RS") else pss
             public.verify(signature, signed, scheme, digest)
             return True
     except (InvalidSignature, jwt.exceptions.PyJWTError, ValueError, TypeError):

@@ -38,7 +38,7 @@ def test_example_cases_decide_alike_in_envoy(target, tmp_path):
         observed = envoy.send_all(requests)
     keys = case_file.keys.published(checked)
     mismatches = []
-    for case, seen in zip(case_file.cases, observed):
+    for case, seen in zip(case_file.cases, observed, strict=True):
         expected = evaluate(checked, seen.request, now, keys)
         got = (seen.status, seen.reason, seen.rule)
         if got != (expected.status, expected.reason, expected.rule):
