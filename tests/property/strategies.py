@@ -53,6 +53,7 @@ def _some(values: st.SearchStrategy, min_size: int) -> st.SearchStrategy[tuple]:
     return st.lists(values, min_size=min_size, max_size=3).map(tuple)
 
 
+@cache
 def identity_atoms_of(v: Vocabulary) -> st.SearchStrategy[n.Expr]:
     """The atoms that only a verified token can satisfy."""
     options = [
@@ -339,7 +340,13 @@ SERVICES = (
 
 def vocabulary(issuers: Iterable[str], conditions: Iterable[str], catalog_users: bool) -> Vocabulary:
     """Literals the checker accepts, naming only what the policy declares."""
-    issuers, conditions = sorted(issuers), sorted(conditions)
+    return _vocabulary(tuple(sorted(issuers)), tuple(sorted(conditions)), catalog_users)
+
+
+# Strategies are cached because building (and validating) fresh ones for every example costs
+# more than drawing from them.
+@cache
+def _vocabulary(issuers: tuple[str, ...], conditions: tuple[str, ...], catalog_users: bool) -> Vocabulary:
     return Vocabulary(
         methods=st.sampled_from(METHODS), paths=st.sampled_from(PATHS), prefixes=st.sampled_from(PREFIXES),
         globs=st.sampled_from(GLOBS), header_names=st.sampled_from(HEADER_NAMES),
@@ -380,6 +387,7 @@ def check_clean(policy_set: n.PolicySet) -> Checked:
     return checked
 
 
+@cache
 def _issuer(profile: IssuerProfile, here: Span) -> st.SearchStrategy[n.Issuer]:
     settings = st.tuples(
         st.none() | st.lists(st.sampled_from(AUDIENCES), min_size=1, max_size=2, unique=True),
@@ -394,14 +402,25 @@ def _issuer(profile: IssuerProfile, here: Span) -> st.SearchStrategy[n.Issuer]:
     return settings.flatmap(st.permutations).map(lambda s: n.Issuer(profile.name, tuple(s)))
 
 
+@cache
+def condition_expressions(v: Vocabulary) -> st.SearchStrategy[n.Expr]:
+    return expressions(atoms_of(v), 2)
+
+
+@cache
 def rules(v: Vocabulary, effect: n.Effect | None = None, name: str | None = None) -> st.SearchStrategy[n.Rule]:
     return st.builds(
         n.Rule,
         st.sampled_from(n.Effect) if effect is None else st.just(effect),
         st.booleans(),
         st.sampled_from(RULE_NAMES) if name is None else st.just(name),
-        expressions(atoms_of(v), 2),
+        condition_expressions(v),
     )
+
+
+@cache
+def _rule_lists(v: Vocabulary) -> st.SearchStrategy[list[n.Rule]]:
+    return st.lists(rules(v), max_size=5, unique_by=lambda r: r.name)
 
 
 @st.composite
@@ -410,7 +429,7 @@ def _service(draw, profile: tuple[str, tuple[str, ...]], v: Vocabulary) -> n.Ser
     hosts = draw(st.lists(st.sampled_from(pool), min_size=1, unique=True))
     mode = draw(st.sampled_from([None, n.Mode.ENFORCE, n.Mode.DRY_RUN]))
     settings = [n.Hosts(tuple(hosts)), n.Upstream("127.0.0.1:8080")] + ([n.ModeSetting(mode)] if mode else [])
-    service_rules = draw(st.lists(rules(v), max_size=5, unique_by=lambda r: r.name))
+    service_rules = draw(_rule_lists(v))
     return n.Service(name, tuple(draw(st.permutations(settings))), tuple(service_rules))
 
 
@@ -424,7 +443,7 @@ def checked_policy(draw, world: World) -> Generated:
     # Each condition may use only those before it, so conditions never form a cycle.
     for name in draw(st.lists(st.sampled_from(CONDITION_NAMES), unique=True, max_size=3)):
         v = vocabulary((i.name for i in issuers), (c.name for c in conditions), catalog_users)
-        conditions.append(n.Condition(name, draw(expressions(atoms_of(v), 2))))
+        conditions.append(n.Condition(name, draw(condition_expressions(v))))
     v = vocabulary((i.name for i in issuers), (c.name for c in conditions), catalog_users)
     profiles = draw(st.lists(st.sampled_from(SERVICES), min_size=1, max_size=3, unique=True))
     services = [draw(_service(profile, v)) for profile in profiles]
