@@ -8,6 +8,7 @@ which writes every byte outside a small safe set as a decimal escape, so no poli
 from __future__ import annotations
 
 import ipaddress
+import os
 from functools import cache
 
 from .. import nodes as n
@@ -157,7 +158,8 @@ def _networks(cidrs) -> str:
 def _rules_table(emitter: _Emitter, rules: list[n.Rule]) -> str:
     lines = ["{"]
     for rule in sorted(rules, key=lambda r: r.name):
-        where = f"  -- {lua_string(f'{rule.span.path}:{rule.span.line}')}" if rule.span else ""
+        # The file's name only: the output must not depend on how the inputs were named.
+        where = f"  -- {lua_string(f'{os.path.basename(rule.span.path)}:{rule.span.line}')}" if rule.span else ""
         lines.append(f"  {{name = {lua_string(rule.name)}, test = function(q) return {emitter.expr(rule.expr)} end}},"
                      + where)
     lines.append("}")

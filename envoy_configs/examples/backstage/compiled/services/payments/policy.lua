@@ -1,0 +1,442 @@
+-- policyc: service "payments". Generated: edit the .policy files instead.
+local glob = (function()
+-- Path globs (mirrors policyc/interpret/glob.py). A compiled pattern is an array of segments;
+-- a segment is the marker ANY (`**`) or an array of literal pieces that `*`s stand between.
+-- Matching is greedy with one backtrack point, so time stays O(pattern * path).
+local M = {}
+
+M.ANY = {}
+
+-- "a*b" -> {"a", "b"}; "*" -> {"", ""}; "abc" -> {"abc"}
+local function segment_matches(pieces, segment)
+  local n = #pieces
+  if n == 1 then
+    return segment == pieces[1]
+  end
+  local first, last = pieces[1], pieces[n]
+  if #segment < #first + #last then
+    return false
+  end
+  if segment:sub(1, #first) ~= first or segment:sub(#segment - #last + 1) ~= last then
+    return false
+  end
+  local position, stop = #first + 1, #segment - #last
+  for i = 2, n - 1 do
+    local piece = pieces[i]
+    if #piece > 0 then
+      local s, e = segment:find(piece, position, true)
+      if s == nil or e > stop then
+        return false
+      end
+      position = e + 1
+    end
+  end
+  return true
+end
+
+-- The path's segments as Python's str.split("/") gives them (empty strings included).
+function M.split(path)
+  local segments, start = {}, 1
+  while true do
+    local slash = path:find("/", start, true)
+    if slash == nil then
+      segments[#segments + 1] = path:sub(start)
+      return segments
+    end
+    segments[#segments + 1] = path:sub(start, slash - 1)
+    start = slash + 1
+  end
+end
+
+function M.match(pattern, segments)
+  local p, i, np, ni = 1, 1, #pattern, #segments
+  local star, star_i = 0, 0
+  while i <= ni do
+    if p <= np and pattern[p] == M.ANY then
+      star, star_i = p, i
+      p = p + 1
+    elseif p <= np and segment_matches(pattern[p], segments[i]) then
+      p = p + 1
+      i = i + 1
+    elseif star > 0 then
+      star_i = star_i + 1
+      p, i = star + 1, star_i
+    else
+      return false
+    end
+  end
+  while p <= np do
+    if pattern[p] ~= M.ANY then
+      return false
+    end
+    p = p + 1
+  end
+  return true
+end
+
+return M
+end)()
+local net = (function()
+-- CIDR matching on the direct peer (mirrors policyc/interpret/net.py). Addresses and networks
+-- are arrays of byte values: 4 for IPv4, 16 for IPv6. An IPv4-mapped IPv6 peer is compared as IPv4.
+local M = {}
+
+local function ipv4_bytes(text)
+  local a, b, c, d = text:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+  if a == nil then
+    return nil
+  end
+  local out = { tonumber(a), tonumber(b), tonumber(c), tonumber(d) }
+  for i = 1, 4 do
+    if out[i] > 255 then
+      return nil
+    end
+  end
+  return out
+end
+
+local function hex_groups(text, out)
+  if text == "" then
+    return true
+  end
+  for group in (text .. ":"):gmatch("([^:]*):") do
+    if not group:match("^%x%x?%x?%x?$") then
+      return false
+    end
+    local value = tonumber(group, 16)
+    out[#out + 1] = math.floor(value / 256)
+    out[#out + 1] = value % 256
+  end
+  return true
+end
+
+local function ipv6_bytes(text)
+  local head, tail = text, nil
+  local gap = text:find("::", 1, true)
+  if gap then
+    head, tail = text:sub(1, gap - 1), text:sub(gap + 2)
+  end
+  local v4 = nil
+  local last = tail or head
+  local dotted = last:match("([%d%.]+)$")
+  if dotted and dotted:find(".", 1, true) then
+    v4 = ipv4_bytes(dotted)
+    if v4 == nil then
+      return nil
+    end
+    last = last:sub(1, #last - #dotted)
+    if last:sub(-1) == ":" then
+      last = last:sub(1, -2)
+    end
+    if tail then tail = last else head = last end
+  end
+  local front, back = {}, {}
+  if not hex_groups(head, front) or not hex_groups(tail or "", back) then
+    return nil
+  end
+  if v4 then
+    for i = 1, 4 do back[#back + 1] = v4[i] end
+  end
+  local missing = 16 - #front - #back
+  if missing < 0 or (tail == nil and missing ~= 0) or (tail ~= nil and missing < 2) then
+    return nil
+  end
+  local out = front
+  for _ = 1, missing do out[#out + 1] = 0 end
+  for i = 1, #back do out[#out + 1] = back[i] end
+  return out
+end
+
+-- "10.1.2.3:5678" or "[::1]:5678" -> bytes of the address, IPv4-mapped IPv6 unmapped.
+function M.peer_bytes(address)
+  local v6 = address:match("^%[(.*)%]:%d+$")
+  if v6 == nil then
+    return ipv4_bytes(address:match("^(.*):%d+$") or address)
+  end
+  local bytes = ipv6_bytes(v6)
+  if bytes == nil then
+    return nil
+  end
+  for i = 1, 10 do
+    if bytes[i] ~= 0 then return bytes end
+  end
+  if bytes[11] == 255 and bytes[12] == 255 then
+    return { bytes[13], bytes[14], bytes[15], bytes[16] }
+  end
+  return bytes
+end
+
+-- network: { bytes = {...}, length = prefix length }
+function M.contains(network, bytes)
+  local prefix = network.bytes
+  if #prefix ~= #bytes then
+    return false
+  end
+  local full = math.floor(network.length / 8)
+  for i = 1, full do
+    if prefix[i] ~= bytes[i] then
+      return false
+    end
+  end
+  local rest = network.length % 8
+  if rest == 0 then
+    return true
+  end
+  local mask = bit.band(bit.lshift(0xFF, 8 - rest), 0xFF)
+  return bit.band(prefix[full + 1], mask) == bit.band(bytes[full + 1], mask)
+end
+
+function M.any_contains(networks, bytes)
+  if bytes == nil then
+    return false
+  end
+  for i = 1, #networks do
+    if M.contains(networks[i], bytes) then
+      return true
+    end
+  end
+  return false
+end
+
+return M
+end)()
+local request = (function()
+-- The request as the policy sees it, built once per request (mirrors the interpreter's Context):
+-- method, normalized path without the query, headers value by value, the direct peer, and the
+-- claims of a verified token. Anything unexpected raises, and the caller answers 403.
+local M = {}
+
+local JWT_FILTER = "envoy.filters.http.jwt_authn"
+
+function M.new(handle, payload_key)
+  local headers = handle:headers()
+  local path = headers:get(":path")
+  local method = headers:get(":method")
+  if type(path) ~= "string" or type(method) ~= "string" then
+    error("request without :path or :method")
+  end
+  local query = path:find("?", 1, true)
+  local q = {
+    handle = handle,
+    headers = headers,
+    method = method,
+    path = query and path:sub(1, query - 1) or path,
+  }
+  local metadata = handle:streamInfo():dynamicMetadata():get(JWT_FILTER)
+  -- No token (or a failed one, which jwt_authn already refused): no payload at all.
+  q.payload = metadata and metadata[payload_key] or nil
+  if q.payload ~= nil and type(q.payload) ~= "table" then
+    error("token payload is not an object")
+  end
+  return q
+end
+
+function M.segments(q, glob)
+  if q.segments == nil then
+    q.segments = glob.split(q.path)
+  end
+  return q.segments
+end
+
+function M.peer(q, net)
+  if q.peer == nil then
+    local address = q.handle:streamInfo():downstreamDirectRemoteAddress()
+    q.peer = net.peer_bytes(address)
+    if q.peer == nil then
+      error("cannot read the peer address " .. tostring(address))
+    end
+  end
+  return q.peer
+end
+
+-- Calls test(value) for each value of a header, one by one, until one returns true.
+function M.any_header_value(q, name, test, argument)
+  local headers = q.headers
+  local count = headers:getNumValues(name)
+  for i = 0, count - 1 do
+    if test(headers:getAtIndex(name, i), argument) then
+      return true
+    end
+  end
+  return false
+end
+
+return M
+end)()
+local claims = (function()
+-- Claims of the verified token and string comparisons (mirrors the interpreter's claim atoms).
+-- JSON arrays arrive as tables with integer keys (a JSON null leaves a hole), objects as tables
+-- with string keys; a claim atom is false on a missing claim or one of another type.
+local M = {}
+
+-- The value at a path of object keys, or nil when a step is missing or not an object.
+function M.value(q, path)
+  local value = q.payload
+  for i = 1, #path do
+    if type(value) ~= "table" then
+      return nil
+    end
+    value = value[path[i]]
+  end
+  return value
+end
+
+function M.in_set(value, set)
+  return type(value) == "string" and set[value] == true
+end
+
+function M.has_prefix(value, prefix)
+  return type(value) == "string" and value:sub(1, #prefix) == prefix
+end
+
+function M.has_suffix(value, suffix)
+  return type(value) == "string" and (#suffix == 0 or value:sub(-#suffix) == suffix)
+end
+
+-- For `header "h" == token.x`: the claim is a string equal to this header value.
+function M.equals_claim(value, claim)
+  return type(claim) == "string" and value == claim
+end
+
+-- A list holding the string, or a string equal to it.
+function M.contains(value, wanted)
+  if type(value) == "string" then
+    return value == wanted
+  end
+  if type(value) ~= "table" then
+    return false
+  end
+  -- pairs, not ipairs: a null inside the list leaves a hole that ipairs would stop at.
+  for key, element in pairs(value) do
+    if type(key) == "number" and element == wanted then
+      return true
+    end
+  end
+  return false
+end
+
+-- Any of the values: for `ent` claims checked against a set of catalog refs.
+function M.contains_any(value, set)
+  if type(value) == "string" then
+    return set[value] == true
+  end
+  if type(value) ~= "table" then
+    return false
+  end
+  for key, element in pairs(value) do
+    if type(key) == "number" and type(element) == "string" and set[element] == true then
+      return true
+    end
+  end
+  return false
+end
+
+-- membership: { issuers = set of issuer URLs, subjects = set, entities = set }
+function M.member(q, membership)
+  local payload = q.payload
+  if payload == nil or not M.in_set(payload.iss, membership.issuers) then
+    return false
+  end
+  return M.in_set(payload.sub, membership.subjects) or M.contains_any(payload.ent, membership.entities)
+end
+
+return M
+end)()
+local decide = (function()
+-- The decision (mirrors the interpreter's deny-overrides and default deny) and the fail-closed
+-- wrapper: any error inside answers 403 and is logged, because Envoy's Lua filter would let the
+-- request through. Rules arrive sorted by name, so the first match is the one named.
+local M = {}
+
+local NAMESPACE = "policyc"
+
+local function first_match(rules, q)
+  for i = 1, #rules do
+    if rules[i].test(q) then
+      return rules[i].name
+    end
+  end
+  return nil
+end
+
+local function record(handle, policy, decision, rule)
+  local metadata = handle:streamInfo():dynamicMetadata()
+  metadata:set(NAMESPACE, "service", policy.service)
+  metadata:set(NAMESPACE, "decision", decision)
+  if rule ~= nil then
+    metadata:set(NAMESPACE, "rule", rule)
+  end
+end
+
+local function deny(handle)
+  handle:respond({ [":status"] = "403", ["content-type"] = "text/plain" }, "access denied\n")
+end
+
+-- policy: { service, deny = rules, allow = rules, decides_allow, dry_run, payload_key }
+local function decide(handle, policy, request)
+  local q = request.new(handle, policy.payload_key)
+  local rule = first_match(policy.deny, q)
+  local decision
+  if rule ~= nil then
+    decision = "deny"
+  elseif policy.decides_allow then
+    rule = first_match(policy.allow, q)
+    decision = rule and "allow" or "default-deny"
+  else
+    decision = "no-deny" -- the allow rules are enforced by the RBAC filter after this one
+  end
+  record(handle, policy, decision, rule)
+  if (decision == "deny" or decision == "default-deny") and not policy.dry_run then
+    deny(handle)
+  end
+end
+
+function M.run(handle, policy, request)
+  local ok, problem = pcall(decide, handle, policy, request)
+  if not ok then
+    handle:logErr("policyc: error deciding for service " .. policy.service .. ": " .. tostring(problem))
+    pcall(record, handle, policy, "error", nil)
+    if not policy.dry_run then
+      deny(handle)
+    end
+  end
+end
+
+return M
+end)()
+
+local K, C = {}, {}
+K[1] = {"scp"}
+K[2] = {["GET"] = true, ["HEAD"] = true, ["OPTIONS"] = true}
+K[3] = {issuers = {["https://backstage.example.com/api/auth"] = true}, subjects = {["user:default/bob"] = true}, entities = {["group:default/sre"] = true}}
+K[4] = {issuers = {["https://backstage.example.com/api/auth"] = true}, subjects = {["user:default/alice"] = true}, entities = {["group:default/payments-team"] = true}}
+K[5] = {["DELETE"] = true, ["PATCH"] = true, ["POST"] = true, ["PUT"] = true}
+K[6] = {{""}, {"api"}, {"v1"}, glob.ANY}
+K[7] = {issuers = {["https://backstage.example.com/api/auth"] = true}, subjects = {["user:default/alice"] = true}, entities = {["group:default/payments-team"] = true}}
+K[8] = {"sub"}
+K[9] = {["user:default/dave"] = true}
+K[10] = {{""}, {"api"}, {"v1"}, {"tenants"}, {"", ""}, {"invoices"}}
+K[11] = {"tenant"}
+C[1] = function(q) return (K[2][q.method] == true) end  -- condition read_only
+C[2] = function(q) return claims.member(q, K[3]) end  -- condition sre
+local DENY = {
+}
+local ALLOW = {
+  {name = "health", test = function(q) return (q.path == "/healthz") end},  -- "payments.policy:9"
+  {name = "settlement-bot", test = function(q) return ((q.payload ~= nil and q.payload.iss == "https://example.okta.com/oauth2/default") and claims.contains(claims.value(q, K[1]), "payments:settle") and (q.method == "POST") and (q.path == "/api/v1/settlements")) end},  -- "payments.policy:18"
+  {name = "sre-read", test = function(q) return (C[1](q) and C[2](q)) end},  -- "payments.policy:10"
+  {name = "team-read", test = function(q) return (C[1](q) and claims.member(q, K[4])) end},  -- "payments.policy:14"
+  {name = "team-write", test = function(q) return ((K[5][q.method] == true) and glob.match(K[6], request.segments(q, glob)) and (claims.member(q, K[7]) or claims.in_set(claims.value(q, K[8]), K[9]))) end},  -- "payments.policy:11"
+  {name = "tenant", test = function(q) return ((q.payload ~= nil) and glob.match(K[10], request.segments(q, glob)) and request.any_header_value(q, "x-tenant", claims.equals_claim, claims.value(q, K[11]))) end},  -- "payments.policy:15"
+}
+local POLICY = {
+  service = "payments",
+  deny = DENY,
+  allow = ALLOW,
+  decides_allow = true,
+  dry_run = false,
+  payload_key = "jwt_payload",
+}
+function envoy_on_request(handle)
+  decide.run(handle, POLICY, request)
+end
