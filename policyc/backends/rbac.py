@@ -8,6 +8,8 @@ contract's "claim atoms are false for anonymous callers", negations included.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .. import nodes as n
 from ..check import Checked
 from ..diagnostics import Diagnostic
@@ -159,3 +161,10 @@ def expressible(checked: Checked, rule: n.Rule) -> bool:
         return False
     return True
 
+
+
+def expressible_part(checked: Checked) -> Checked:
+    """The policy set without the rules RBAC cannot express (what `--target rbac` can run)."""
+    services = {name: replace(service, rules=tuple(r for r in service.rules if expressible(checked, r)))
+                for name, service in checked.services.items()}
+    return replace(checked, services=services)

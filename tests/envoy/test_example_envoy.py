@@ -2,12 +2,11 @@
 the interpreter's status and rule; allowed requests really reach the upstream."""
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from policyc.backends.rbac import expressible
+from policyc.backends.rbac import expressible_part
 from policyc.casefile import build_request, load_case_file
 from policyc.harness.replay import EnvoyUnderTest
 from policyc.interpret import evaluate
@@ -18,19 +17,11 @@ pytestmark = pytest.mark.envoy
 EXAMPLE = Path(__file__).parents[2] / "envoy_configs" / "examples" / "backstage"
 
 
-def rbac_expressible_part(checked):
-    """The example without the rules native RBAC cannot express (for `--target rbac`)."""
-    for name, service in checked.services.items():
-        rules = tuple(r for r in service.rules if expressible(checked, r))
-        checked.services[name] = replace(service, rules=rules)
-    return checked
-
-
 @pytest.mark.parametrize("target", ["auto", "lua", "rbac"])
 def test_example_cases_decide_alike_in_envoy(target, tmp_path):
     checked = load_and_check([str(EXAMPLE)]).checked
     if target == "rbac":
-        checked = rbac_expressible_part(checked)
+        checked = expressible_part(checked)
     case_file = load_case_file(str(EXAMPLE / "example.cases.yaml"))
     now = time.time()
     requests = [build_request(case.request, checked, case_file.keys, now) for case in case_file.cases]
