@@ -18,7 +18,7 @@ from .catalog import Catalog, load_catalog, normalize_ref
 from .diagnostics import Diagnostic, Severity
 from .interpret.glob import glob_error
 from .interpret.net import cidr_error
-from .interpret.paths import KNOWN_METHODS
+from .interpret.paths import KNOWN_METHODS, Rejected, normalize_path
 from .source import Source, Span
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
@@ -252,7 +252,7 @@ class _ExprChecker:
             if node.op is n.Op.GLOB:
                 if (problem := glob_error(value)) is not None:
                     yield error("check/bad-glob", f"glob `{value}` {problem}", span)
-            elif (problem := path_problem(value)) is not None:
+            elif (problem := path_problem(value, prefix=node.op is n.Op.PREFIX)) is not None:
                 yield error("check/bad-path", f"path `{value}` {problem}", span,
                             hint="paths are compared after the proxy normalizes them")
 
@@ -328,19 +328,21 @@ def _header_name(name: str, span: Span) -> Iterator[Diagnostic]:
                     span, hint="use `hosts`, `source` or `method` for what the proxy decides")
 
 
-def path_problem(path: str) -> str | None:
-    """Why a literal path could never equal a normalized request path, if it could not."""
+def path_problem(path: str, prefix: bool = False) -> str | None:
+    """Why a literal path (or path prefix) could never begin a normalized request path, if it
+    could not: the proxy's own normalization must leave it as written."""
     if not path.startswith("/"):
         return "does not start with `/`"
     if "?" in path or "#" in path:
         return "holds a query or fragment; paths are matched without them"
-    if "//" in path or "\\" in path:
-        return "holds `//` or `\\`, which the proxy merges into `/`"
-    segments = path.split("/")
-    if any(s in (".", "..") for s in segments):
-        return "holds `.` or `..` segments, which the proxy resolves away"
-    if re.search(r"%(2[eEfF]|5[cC])", path) or re.search(r"%(?![0-9A-Fa-f]{2})", path):
-        return "holds a percent-encoding the proxy never passes on"
+    # A prefix is tested with a character after it: "/a/." may begin "/a/.well-known".
+    probe = path + "x" if prefix else path
+    normalized = normalize_path(probe)
+    if isinstance(normalized, Rejected):
+        return "is refused by the proxy (escaped slashes or characters it rejects)"
+    if normalized.path != probe:
+        seen = normalized.path[:-1] if prefix and normalized.path.endswith("x") else normalized.path
+        return f"is never seen: the proxy turns it into `{seen}`"
     return None
 
 

@@ -1,27 +1,28 @@
 """The interpreter's model of Envoy's request-target and Host handling (paths.py, hosts.py) and its
 glob regexes (glob.py), checked against a real Envoy 1.40 with the emitted HCM settings.
 
-Requests go out byte for byte on raw sockets; a recording upstream shows the request-target and
-Host it received. For every request `admit_request` must predict the status (Envoy's own 400/404/426,
+Requests go out byte for byte on raw sockets; an echo upstream reports the request-target and Host
+it received. For every request `admit_request` must predict the status (Envoy's own 400/404/426,
 the catch-all 404, or the upstream's 200), the exact target the upstream got, its Host and the
 virtual host that routed it.
 """
 
 from __future__ import annotations
 
+import json
+import socket
+import socketserver
+import threading
 from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policyc.harness.client import send
 from policyc.harness.envoy_process import running_envoy
-from policyc.harness.upstream import RecordingUpstream
 from policyc.interpret.glob import glob_error, glob_matches, glob_to_regex
 from policyc.interpret.hosts import admit_request
 from policyc.interpret.paths import KNOWN_METHODS, Rejected, normalize_target
-from policyc.interpret.request import RawRequest
 
 pytestmark = pytest.mark.envoy
 
@@ -39,6 +40,26 @@ EXPLORE = settings(derandomize=True, deadline=None, max_examples=300)
 
 
 # ---------------------------------------------------------------- the lab
+
+
+class _Echo(socketserver.StreamRequestHandler):
+    """Answers every request 200 with JSON of its request-target and headers, byte-exact (the
+    harness's http.server upstream rewrites a leading "//" in the target, so it cannot be used)."""
+
+    def handle(self):
+        while request_line := self.rfile.readline():
+            _, target, _ = request_line.decode("latin-1").rstrip("\r\n").split(" ", 2)
+            headers = []
+            while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                headers.append((name.strip().lower(), value.strip()))
+            self.rfile.read(int(dict(headers).get("content-length", "0")))
+            body = json.dumps({"target": target, "headers": headers}).encode()
+            self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+
+
+class _EchoServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
 
 
 def _hcm(route_config: dict) -> dict:
@@ -64,7 +85,7 @@ def _listener(name: str, route_config: dict) -> dict:
 def _services_routes() -> dict:
     virtual_hosts = [{
         "name": service, "domains": list(hosts),
-        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}],
+        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "echo"}}],
         "request_headers_to_add": [{"header": {"key": "x-vhost", "value": service}}],
     } for service, hosts in HOSTS.items()]
     virtual_hosts.append({"name": "catch-all", "domains": ["*"], "routes": [
@@ -82,31 +103,27 @@ def _glob_routes() -> dict:
     return {"name": "globs", "virtual_hosts": [virtual_host]}
 
 
-def _bootstrap(upstream_address: str) -> dict:
-    host, port = upstream_address.rsplit(":", 1)
-    address = {"socket_address": {"address": host, "port_value": int(port)}}
+def _bootstrap(upstream_port: int) -> dict:
+    address = {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}
     endpoints = [{"lb_endpoints": [{"endpoint": {"address": address}}]}]
-    cluster = {"name": "upstream", "type": "STATIC", "connect_timeout": "2s",
-               "load_assignment": {"cluster_name": "upstream", "endpoints": endpoints}}
+    cluster = {"name": "echo", "type": "STATIC", "connect_timeout": "2s",
+               "load_assignment": {"cluster_name": "echo", "endpoints": endpoints}}
     listeners = [_listener("services", _services_routes()), _listener("globs", _glob_routes())]
     return {"static_resources": {"listeners": listeners, "clusters": [cluster]}}
 
 
-@dataclass(frozen=True)
-class Lab:
-    services_port: int
-    globs_port: int
-    upstream: RecordingUpstream
-
-
 @pytest.fixture(scope="module")
 def envoy(tmp_path_factory):
-    with RecordingUpstream() as upstream:
+    upstream = _EchoServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    try:
         workdir = tmp_path_factory.mktemp("envoy-paths")
-        with running_envoy(_bootstrap(upstream.address), workdir,
+        with running_envoy(_bootstrap(upstream.server_address[1]), workdir,
                            args=["--concurrency", "1"]) as proxy:
-            ports = proxy.listener_ports
-            yield Lab(ports["services"], ports["globs"], upstream)
+            yield proxy.listener_ports
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
 
 
 # ---------------------------------------------------------------- one exchange
@@ -114,27 +131,44 @@ def envoy(tmp_path_factory):
 
 @dataclass(frozen=True)
 class Seen:
-    status: int
+    status: int | None  # None: Envoy closed or stalled without answering
     target: str | None = None  # what the upstream received
     host: str | None = None
     vhost: str | None = None
 
 
-def _raw(method: str, target: str, host_lines: tuple[str, ...], *headers) -> RawRequest:
-    # The first Host line is RawRequest's host, any further ones plain header lines after it.
-    first, *more = host_lines or (None,)
-    return RawRequest(method, target, first, tuple(("host", h) for h in more) + headers)
+def _exchange(port: int, data: bytes, head: bool = False) -> tuple[int | None, bytes]:
+    """One request on a fresh connection: the status (None if none came) and the body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        stream = sock.makefile("rb")
+        try:
+            status_line = stream.readline()
+        except TimeoutError:
+            return None, b""
+        if not status_line:
+            return None, b""
+        headers = {}
+        while (line := stream.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = b"" if head else stream.read(int(headers.get("content-length", "0")))
+        return int(status_line.split()[1]), body
 
 
-def observe(lab: Lab, method: str, target: str, host_lines: tuple[str, ...]) -> Seen:
-    reached_before = len(lab.upstream.received)
-    status, _ = send(lab.services_port, _raw(method, target, host_lines))
+def _request(method: str, target: str, host_lines: tuple[str, ...], extra: str = "") -> bytes:
+    head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"host: {h}\r\n" for h in host_lines)
+    return (head + extra + "\r\n").encode("utf-8")
+
+
+def observe(ports, method: str, target: str, host_lines: tuple[str, ...]) -> Seen:
+    status, body = _exchange(ports["services"], _request(method, target, host_lines),
+                             head=method == "HEAD")
     if status != 200 or method == "HEAD":
         return Seen(status)
-    assert len(lab.upstream.received) == reached_before + 1, "a 200 that the upstream never saw"
-    received = lab.upstream.received[-1]
-    headers = {name.lower(): value for name, value in received.headers}
-    return Seen(200, received.target, headers.get("host"), headers.get("x-vhost"))
+    echoed = json.loads(body)
+    headers = dict(echoed["headers"])
+    return Seen(200, echoed["target"], headers.get("host"), headers.get("x-vhost"))
 
 
 def predict(method: str, target: str, host_lines: tuple[str, ...]) -> Seen:
@@ -148,11 +182,11 @@ def predict(method: str, target: str, host_lines: tuple[str, ...]) -> Seen:
     return Seen(200, admitted.target.forwarded, admitted.authority, admitted.service)
 
 
-def mismatches(lab: Lab, cases) -> list[str]:
+def mismatches(ports, cases) -> list[str]:
     """Every (method, target, host_lines) whose observation differs from the prediction."""
     found = []
     for method, target, host_lines in cases:
-        seen = observe(lab, method, target, host_lines)
+        seen = observe(ports, method, target, host_lines)
         predicted = predict(method, target, host_lines)
         if seen != predicted:
             found.append(f"{method} {target!r} {host_lines!r}: envoy {seen}, model {predicted}")
@@ -329,7 +363,8 @@ def test_glob_regexes_match_in_envoy_as_glob_matches_says(envoy, data):
     normalized = normalize_target(target)
     if isinstance(normalized, Rejected):
         return  # the proxy answers before any route; covered above
-    status, _ = send(envoy.globs_port, _raw("GET", target, ("globs.internal",), ("x-glob", str(index))))
+    data = _request("GET", target, ("globs.internal",), extra=f"x-glob: {index}\r\n")
+    status, _ = _exchange(envoy["globs"], data)
     expected = 200 if glob_matches(GLOBS[index], normalized.path) else 404
     assert status == expected, (GLOBS[index], target, normalized.path)
 
