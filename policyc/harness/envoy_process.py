@@ -11,8 +11,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,26 +37,42 @@ class Envoy:
     log_path: Path
 
 
-@contextmanager
 def running_envoy(
     bootstrap: Mapping, workdir: Path, args: Sequence[str] = (), timeout: float = 20.0
-) -> Iterator[Envoy]:
+) -> AbstractContextManager[Envoy]:
     """Start Envoy on `bootstrap`, its `admin` replaced by one on 127.0.0.1:0; stop it on exit."""
+    return serving_envoy(_process, bootstrap, workdir, args, timeout)
+
+
+# Starts Envoy with these arguments, its output going to the log path, and stops it when the
+# context exits; the context yields a poll that returns Envoy's exit code, or None while it runs.
+Launcher = Callable[[list[str], Path], AbstractContextManager[Callable[[], int | None]]]
+
+
+@contextmanager
+def serving_envoy(
+    launch: Launcher, bootstrap: Mapping, workdir: Path, args: Sequence[str], timeout: float
+) -> Iterator[Envoy]:
+    """What every runner shares: the config and admin files in `workdir`, readiness, bound ports."""
     config = {**bootstrap, "admin": _admin_on_free_port()}
     config_path = workdir / "envoy.json"
     config_path.write_text(json.dumps(config))
     admin_path = workdir / "admin-address.txt"
     admin_path.unlink(missing_ok=True)
     log_path = workdir / "envoy.log"
+    envoy_args = ["-c", str(config_path), "--disable-hot-restart",
+                  "--admin-address-path", str(admin_path), "-l", "warning", *args]
+    with launch(envoy_args, log_path) as exit_code:
+        admin_port = _wait_ready(exit_code, admin_path, log_path, time.monotonic() + timeout)
+        yield Envoy(admin_port, _listener_ports(admin_port), log_path)
+
+
+@contextmanager
+def _process(envoy_args: list[str], log_path: Path) -> Iterator[Callable[[], int | None]]:
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [envoy_binary(), "-c", str(config_path), "--disable-hot-restart",
-             "--admin-address-path", str(admin_path), "-l", "warning", *args],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen([envoy_binary(), *envoy_args], stdout=log, stderr=subprocess.STDOUT)
         try:
-            admin_port = _wait_ready(proc, admin_path, log_path, time.monotonic() + timeout)
-            yield Envoy(admin_port, _listener_ports(admin_port), log_path)
+            yield proc.poll
         finally:
             _stop(proc)
 
@@ -74,11 +90,10 @@ def _admin_on_free_port() -> dict:
     return {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}}
 
 
-def _wait_ready(proc: subprocess.Popen, admin_path: Path, log_path: Path, deadline: float) -> int:
+def _wait_ready(exit_code: Callable[[], int | None], admin_path: Path, log_path: Path, deadline: float) -> int:
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            log = log_path.read_text()[-4000:]
-            raise RuntimeError(f"envoy exited with {proc.returncode}:\n{log}")
+        if (code := exit_code()) is not None:
+            raise RuntimeError(f"envoy exited with {code}:\n{log_path.read_text()[-4000:]}")
         address = admin_path.read_text().strip() if admin_path.exists() else ""
         if address.endswith(tuple("0123456789")):
             port = int(address.rsplit(":", 1)[1])

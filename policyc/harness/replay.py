@@ -1,16 +1,18 @@
 """Runs compiled policies in a real Envoy and replays requests through it.
 
 `EnvoyUnderTest(checked, target, workdir)` compiles the set (every service pointed at one
-recording upstream), starts Envoy on loopback ports it picks itself, and `send_all(requests)`
-returns what Envoy did with each: status, the deciding rule read from the access log, and whether
-the request reached the upstream. Everything is stopped when the `with` block ends.
+recording upstream), starts Envoy with `runner` (default `running_envoy`, a process) on loopback
+ports it picks itself, and `send_all(requests)` returns what Envoy did with each: status, the
+deciding rule read from the access log, and whether the request reached the upstream. Everything
+is stopped when the `with` block ends.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from contextlib import ExitStack
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,10 +24,12 @@ from ..check import Checked
 from ..interpret.request import RawRequest
 from .client import send
 from .decisions import logged_decision
-from .envoy_process import running_envoy
+from .envoy_process import Envoy, running_envoy
 from .upstream import RecordingUpstream
 
 LOOPBACK = "127.0.0.1"
+# `running_envoy` or a runner with its contract, such as `container.running_envoy_container`.
+Runner = Callable[..., AbstractContextManager[Envoy]]
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,8 @@ class Observed:
 
 
 class EnvoyUnderTest:
-    def __init__(self, checked: Checked, target: str, workdir: Path):
-        self.checked, self.target, self.workdir = checked, target, workdir
+    def __init__(self, checked: Checked, target: str, workdir: Path, runner: Runner = running_envoy):
+        self.checked, self.target, self.workdir, self.runner = checked, target, workdir, runner
         self.stack = ExitStack()
         self.log_path = workdir / "access.log"
 
@@ -53,7 +57,7 @@ class EnvoyUnderTest:
         if compiled.diagnostics:
             raise ValueError(f"cannot compile for {self.target}: {compiled.diagnostics[0].message}")
         bootstrap = yaml.safe_load(compiled.files["envoy.yaml"])
-        self.envoy = self.stack.enter_context(running_envoy(
+        self.envoy = self.stack.enter_context(self.runner(
             bootstrap, self.workdir, args=["--concurrency", "1", "--file-flush-interval-msec", "10"]))
         self.port = self.envoy.listener_ports[LISTENER_NAME]
         self.logged = 0
