@@ -1,6 +1,6 @@
 -- The decision (mirrors the interpreter's deny-overrides and default deny) and the fail-closed
 -- wrapper: any error inside answers 403 and is logged, because Envoy's Lua filter would let the
--- request through. Rules arrive sorted by name, so the first match is the one named.
+-- request through. Rules arrive sorted by name, so the first match is the one to name.
 local M = {}
 
 local NAMESPACE = "policyc"

@@ -50,7 +50,8 @@ def main(argv: list[str]) -> int:
     case_file = load_case_file(str(next(example.glob("*.cases.yaml"))))
     now = time.time()
     requests = [build_request(case.request, checked, case_file.keys, now) for case in case_file.cases]
-    with tempfile.TemporaryDirectory() as work, EnvoyUnderTest(checked, "auto", Path(work)) as envoy:
+    with tempfile.TemporaryDirectory() as work, EnvoyUnderTest(Path(work)) as envoy:
+        envoy.load(checked, "auto")
         print(f"Envoy is listening on 127.0.0.1:{envoy.port}; replaying {len(requests)} requests\n")
         observed = envoy.send_all(requests)
     keys = case_file.keys.published(checked)

@@ -26,6 +26,7 @@ ALLOW_FILTER = "policyc.rbac.allow"
 ROUTE_NAMESPACE = "policyc"
 TOKEN_FAILURE_KEY = "jwt_failure"
 ENFORCE, DRY_RUN = "enforce", "dry-run"  # jwt_authn requirement names
+OVERRIDE_CLUSTER = "upstream"
 
 _TYPES = {
     "hcm": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -77,6 +78,11 @@ class Options:
     access_log: str = "/dev/stdout"
     upstream_override: str | None = None  # send every service to this address (test upstreams)
 
+    def cluster_of(self, service: n.Service) -> str:
+        # With one override address every service shares one cluster, so a listener reloaded
+        # with other services still finds its cluster.
+        return OVERRIDE_CLUSTER if self.upstream_override else f"service_{service.name}"
+
 
 def socket_address(address: str) -> dict:
     host, port = _split_port(address)
@@ -91,7 +97,7 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _cluster(name: str, address: str, tls_host: str | None = None) -> dict:
+def cluster(name: str, address: str, tls_host: str | None = None) -> dict:
     host, port = _split_port(address)
     cluster = {
         "name": name,
@@ -109,10 +115,6 @@ def _cluster(name: str, address: str, tls_host: str | None = None) -> dict:
     return cluster
 
 
-def service_cluster(service: n.Service) -> str:
-    return f"service_{service.name}"
-
-
 def _jwks_cluster(issuer: n.Issuer) -> tuple[str, dict]:
     """The cluster the proxy fetches a remote JWKS through (TLS with SNI unless loopback http)."""
     scheme, rest = issuer.jwks.uri.split("://", 1)
@@ -121,7 +123,7 @@ def _jwks_cluster(issuer: n.Issuer) -> tuple[str, dict]:
     port = port or ("443" if scheme == "https" else "80")
     name = f"jwks_{issuer.name}"
     address = f"[{host.strip('[]')}]:{port}" if ":" in host.strip("[]") else f"{host}:{port}"
-    return name, _cluster(name, address, host.strip("[]") if scheme == "https" else None)
+    return name, cluster(name, address, host.strip("[]") if scheme == "https" else None)
 
 
 def _provider(checked: Checked, issuer: n.Issuer) -> dict:
@@ -187,7 +189,7 @@ class ServiceFilters:
     rbac_allow: dict | None
 
 
-def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool) -> dict:
+def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool, cluster: str) -> dict:
     per_filter = {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}}
     if has_issuers and service.mode is n.Mode.DRY_RUN:
         per_filter[JWT_FILTER] = {"@type": _TYPES["jwt_route"], "requirement_name": DRY_RUN}
@@ -199,7 +201,7 @@ def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool
     return {
         "name": service.name,
         "domains": sorted(service.hosts),
-        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": service_cluster(service)},
+        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster},
                     "metadata": {"filter_metadata": {ROUTE_NAMESPACE: {"service": service.name}}}}],
         "typed_per_filter_config": per_filter,
     }
@@ -215,8 +217,8 @@ _NO_SERVICE = {
 
 
 def listener(checked: Checked, service_filters: dict[str, ServiceFilters], options: Options) -> dict:
-    virtual_hosts = [_virtual_host(checked.services[name], service_filters[name], bool(checked.issuers))
-                     for name in sorted(service_filters)]
+    virtual_hosts = [_virtual_host(service, service_filters[name], bool(checked.issuers), options.cluster_of(service))
+                     for name, service in sorted(checked.services.items()) if name in service_filters]
     hcm = {
         "@type": _TYPES["hcm"],
         "stat_prefix": "policyc",
@@ -240,19 +242,23 @@ def listener(checked: Checked, service_filters: dict[str, ServiceFilters], optio
 
 
 def clusters(checked: Checked, options: Options) -> list[dict]:
-    result = [_cluster(service_cluster(s), options.upstream_override or s.upstream)
-              for _, s in sorted(checked.services.items())]
+    if options.upstream_override:
+        result = [cluster(OVERRIDE_CLUSTER, options.upstream_override)]
+    else:
+        result = [cluster(options.cluster_of(s), s.upstream) for _, s in sorted(checked.services.items())]
     for _, issuer in sorted(checked.issuers.items()):
         if isinstance(issuer.jwks, n.JwksUri):
             result.append(_jwks_cluster(issuer)[1])
     return result
 
 
-def bootstrap(listener_config: dict, cluster_configs: list[dict], options: Options) -> dict:
+def bootstrap(listener_config: dict | None, cluster_configs: list[dict], options: Options) -> dict:
+    """The whole bootstrap; without a listener, for one that LDS provides."""
+    listeners = [listener_config] if listener_config is not None else []
     return {
         "node": {"id": "policyc", "cluster": "policyc"},
         "admin": {"address": socket_address(options.admin)},
-        "static_resources": {"listeners": [listener_config], "clusters": cluster_configs},
+        "static_resources": {"listeners": listeners, "clusters": cluster_configs},
         # Globs become RE2 regexes; Envoy's default program-size cap (100) is too small for long ones.
         "layered_runtime": {"layers": [{"name": "policyc", "static_layer": {
             "re2.max_program_size.error_level": 100000, "re2.max_program_size.warn_level": 100000}}]},

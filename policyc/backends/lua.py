@@ -157,6 +157,8 @@ def _networks(cidrs) -> str:
 
 def _rules_table(emitter: _Emitter, rules: list[n.Rule]) -> str:
     lines = ["{"]
+    # Name order: when several rules of one effect match, the one whose name sorts first is named
+    # (docs/language.md), as Envoy's RBAC engine, which keeps its policies in a sorted map, does.
     for rule in sorted(rules, key=lambda r: r.name):
         # The file's name only: the output must not depend on how the inputs were named.
         where = f"  -- {lua_string(f'{os.path.basename(rule.span.path)}:{rule.span.line}')}" if rule.span else ""

@@ -107,7 +107,7 @@ def _wait_ready(exit_code: Callable[[], int | None], admin_path: Path, log_path:
 
 
 def _listener_ports(admin_port: int) -> dict[str, int]:
-    statuses = json.loads(admin_get(admin_port, "/listeners?format=json")[1])["listener_statuses"]
+    statuses = json.loads(admin_get(admin_port, "/listeners?format=json")[1]).get("listener_statuses", [])
     return {s["name"]: s["local_address"]["socket_address"]["port_value"] for s in statuses}
 
 

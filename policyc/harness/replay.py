@@ -1,16 +1,19 @@
 """Runs compiled policies in a real Envoy and replays requests through it.
 
-`EnvoyUnderTest(checked, target, workdir)` compiles the set (every service pointed at one
-recording upstream), starts Envoy with `runner` (default `running_envoy`, a process) on loopback
-ports it picks itself, and `send_all(requests)` returns what Envoy did with each: status, the
-deciding rule read from the access log, and whether the request reached the upstream. Everything
-is stopped when the `with` block ends.
+`EnvoyUnderTest(workdir)` starts a recording upstream and an Envoy whose listener comes from a
+watched LDS file. `load(checked, target)` compiles a policy set (every service pointed at the
+recording upstream), publishes it by an atomic rename and waits until Envoy serves it, so one
+Envoy can decide many policy sets in turn. `send_all(requests)` returns what Envoy did with each
+request: status, the deciding rule read from the access log, and whether it reached the upstream.
+Everything is stopped when the `with` block ends.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
+import urllib.parse
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, replace
@@ -19,12 +22,12 @@ from pathlib import Path
 import yaml
 
 from ..backends import compile_outputs
-from ..backends.envoy import LISTENER_NAME, Options
+from ..backends.envoy import LISTENER_NAME, OVERRIDE_CLUSTER, Options, bootstrap, cluster
 from ..check import Checked
 from ..interpret.request import RawRequest
 from .client import send
 from .decisions import logged_decision
-from .envoy_process import Envoy, running_envoy
+from .envoy_process import Envoy, admin_get, running_envoy
 from .upstream import RecordingUpstream
 
 LOOPBACK = "127.0.0.1"
@@ -43,28 +46,66 @@ class Observed:
 
 
 class EnvoyUnderTest:
-    def __init__(self, checked: Checked, target: str, workdir: Path, runner: Runner = running_envoy):
-        self.checked, self.target, self.workdir, self.runner = checked, target, workdir, runner
+    def __init__(self, workdir: Path, runner: Runner = running_envoy):
+        self.workdir, self.runner = workdir, runner
         self.stack = ExitStack()
         self.log_path = workdir / "access.log"
+        self.lds_dir = workdir / "lds"
+        self.loads = 0
+        self.port: int | None = None
 
     def __enter__(self) -> EnvoyUnderTest:
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.lds_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.unlink(missing_ok=True)
-        self.upstream = self.stack.enter_context(RecordingUpstream())
-        options = Options(f"{LOOPBACK}:0", f"{LOOPBACK}:0", str(self.log_path), self.upstream.address)
-        compiled = compile_outputs(self.checked, self.target, options)
-        if compiled.diagnostics:
-            raise ValueError(f"cannot compile for {self.target}: {compiled.diagnostics[0].message}")
-        bootstrap = yaml.safe_load(compiled.files["envoy.yaml"])
-        self.envoy = self.stack.enter_context(self.runner(
-            bootstrap, self.workdir, args=["--concurrency", "1", "--file-flush-interval-msec", "10"]))
-        self.port = self.envoy.listener_ports[LISTENER_NAME]
         self.logged = 0
+        self.upstream = self.stack.enter_context(RecordingUpstream())
+        self.options = Options(f"{LOOPBACK}:0", f"{LOOPBACK}:0", str(self.log_path), self.upstream.address)
+        self._publish({"version_info": "empty", "resources": []})
+        config = bootstrap(None, [cluster(OVERRIDE_CLUSTER, self.upstream.address)], self.options)
+        config["dynamic_resources"] = {"lds_config": {"resource_api_version": "V3", "path_config_source": {
+            "path": str(self.lds_dir / "lds.yaml"), "watched_directory": {"path": str(self.lds_dir)}}}}
+        self.envoy = self.stack.enter_context(self.runner(
+            config, self.workdir, args=["--concurrency", "1", "--file-flush-interval-msec", "10"]))
         return self
 
     def __exit__(self, *exc) -> None:
         self.stack.close()
+
+    def load(self, checked: Checked, target: str) -> None:
+        """Compile `checked` for `target` and wait until Envoy decides with it."""
+        compiled = compile_outputs(checked, target, self.options)
+        if compiled.diagnostics:
+            raise ValueError(f"cannot compile for {target}: {compiled.diagnostics[0].message}")
+        clusters = [c["name"] for c in yaml.safe_load(compiled.files["envoy.yaml"])["static_resources"]["clusters"]]
+        if clusters != [OVERRIDE_CLUSTER]:
+            raise ValueError("policies with remote JWKS need their key servers, which this harness does not run")
+        self.loads += 1
+        lds = yaml.safe_load(compiled.files["lds.yaml"])
+        lds["version_info"] = f"{self.loads}-{lds['version_info']}"
+        self._publish(lds)
+        self._wait_for_version(lds["version_info"])
+        self.port = self._listener_port()
+
+    def _publish(self, lds: dict) -> None:
+        staging = self.lds_dir / ".lds.yaml.new"
+        staging.write_text(json.dumps(lds))
+        os.rename(staging, self.lds_dir / "lds.yaml")  # Envoy only sees renames into the folder
+
+    def _wait_for_version(self, version: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        query = "/stats?filter=" + urllib.parse.quote("listener_manager.lds.(version_text|update_rejected)")
+        while time.monotonic() < deadline:
+            stats = admin_get(self.envoy.admin_port, query)[1]
+            if f'"{version}"' in stats:
+                return
+            if "update_rejected: 0" not in stats and "update_rejected" in stats:
+                raise RuntimeError(f"Envoy rejected the compiled listener:\n{self.envoy.log_path.read_text()[-3000:]}")
+            time.sleep(0.005)
+        raise TimeoutError(f"Envoy did not load listener version {version}")
+
+    def _listener_port(self) -> int:
+        statuses = json.loads(admin_get(self.envoy.admin_port, "/listeners?format=json")[1]).get("listener_statuses", [])
+        return next(s["local_address"]["socket_address"]["port_value"] for s in statuses if s["name"] == LISTENER_NAME)
 
     def send_all(self, requests: list[RawRequest]) -> list[Observed]:
         results = []
@@ -88,3 +129,4 @@ class EnvoyUnderTest:
         entries = [json.loads(line) for line in lines[self.logged:self.logged + count]]
         self.logged += count
         return entries
+

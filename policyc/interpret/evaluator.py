@@ -160,11 +160,12 @@ def _caller(token: Token | None) -> dict:
 def _rule_decision(checked: Checked, service: n.Service, ctx: Context) -> Decision:
     evaluator = Evaluator(checked, ctx)
     caller = _caller(ctx.token)
-    # Deny overrides allow; among several matching rules of one effect the first in source order
-    # is named, which keeps the named rule stable under reordering only up to ties.
+    # Deny overrides allow. When several rules of the deciding effect match, the one whose name
+    # sorts first is named: the same whatever the order of the rules, and what Envoy's RBAC
+    # engine (a sorted map of policies) reports.
     for effect, status in ((n.Effect.DENY, 403), (n.Effect.ALLOW, _UPSTREAM_STATUS)):
-        for rule in service.rules:
-            if rule.effect is effect and evaluator.holds(rule.expr):
+        for rule in sorted((r for r in service.rules if r.effect is effect), key=lambda r: r.name):
+            if evaluator.holds(rule.expr):
                 return Decision(status, effect.value, rule.name, service.name, caller=caller)
     return Decision(403, "default-deny", None, service.name, caller=caller)
 

@@ -100,7 +100,8 @@ def test_example_requests_decide_in_a_container_as_the_interpreter_does(client, 
     case_file = load_case_file(str(EXAMPLE / "example.cases.yaml"))
     now = time.time()
     requests = [build_request(case.request, checked, case_file.keys, now) for case in case_file.cases]
-    with EnvoyUnderTest(checked, "auto", tmp_path, runner=running_envoy_container) as envoy:
+    with EnvoyUnderTest(tmp_path, runner=running_envoy_container) as envoy:
+        envoy.load(checked, "auto")
         observed = envoy.send_all(requests)
         assert (tmp_path / "admin-address.txt").stat().st_uid == os.getuid()  # Envoy ran as us
         assert len(client.containers.list(filters={"label": CONTAINER_LABEL})) == 1

@@ -25,7 +25,8 @@ def test_example_cases_decide_alike_in_envoy(target, tmp_path):
     case_file = load_case_file(str(EXAMPLE / "example.cases.yaml"))
     now = time.time()
     requests = [build_request(case.request, checked, case_file.keys, now) for case in case_file.cases]
-    with EnvoyUnderTest(checked, target, tmp_path) as envoy:
+    with EnvoyUnderTest(tmp_path) as envoy:
+        envoy.load(checked, target)
         observed = envoy.send_all(requests)
     keys = case_file.keys.published(checked)
     mismatches = []
@@ -38,3 +39,19 @@ def test_example_cases_decide_alike_in_envoy(target, tmp_path):
         if seen.reached_upstream != (expected.status == 200):
             mismatches.append(f"{case.where} {case.name}: reached upstream = {seen.reached_upstream}")
     assert not mismatches, "\n".join(mismatches)
+
+
+def test_one_envoy_reloads_between_policy_sets(tmp_path):
+    """A reload changes the decision for new connections: the harness's way to run many sets."""
+    allow = tmp_path / "allow.policy"
+    allow.write_text('service s {\n    hosts "s.test"\n    upstream "127.0.0.1:1"\n'
+                     '    allow public "open" when path prefix "/"\n}\n')
+    deny = tmp_path / "deny.policy"
+    deny.write_text(allow.read_text().replace('allow public "open"', 'deny "closed"'))
+    from policyc.interpret.request import RawRequest
+
+    request = RawRequest("GET", "/x", "s.test")
+    with EnvoyUnderTest(tmp_path / "envoy") as envoy:
+        for policy, status in ((allow, 200), (deny, 403), (allow, 200)):
+            envoy.load(load_and_check([str(policy)]).checked, "auto")
+            assert envoy.send_all([request])[0].status == status

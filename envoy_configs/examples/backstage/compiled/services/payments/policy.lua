@@ -125,7 +125,12 @@ local function ipv6_bytes(text)
       return nil
     end
     last = last:sub(1, #last - #dotted)
-    if last:sub(-1) == ":" then
+    if last ~= "" then
+      -- The quad must follow a colon that ends a group: "::a1.2.3.4" and "1:::1.2.3.4" are not
+      -- addresses, and dropping just any last character read them as "::a:1.2.3.4" and "1::1.2.3.4".
+      if last:sub(-1) ~= ":" or last == ":" then
+        return nil
+      end
       last = last:sub(1, -2)
     end
     if tail then tail = last else head = last end
@@ -345,7 +350,7 @@ end)()
 local decide = (function()
 -- The decision (mirrors the interpreter's deny-overrides and default deny) and the fail-closed
 -- wrapper: any error inside answers 403 and is logged, because Envoy's Lua filter would let the
--- request through. Rules arrive sorted by name, so the first match is the one named.
+-- request through. Rules arrive sorted by name, so the first match is the one to name.
 local M = {}
 
 local NAMESPACE = "policyc"
