@@ -64,7 +64,7 @@ def serving_envoy(
                   "--admin-address-path", str(admin_path), "-l", "warning", *args]
     with launch(envoy_args, log_path) as exit_code:
         admin_port = _wait_ready(exit_code, admin_path, log_path, time.monotonic() + timeout)
-        yield Envoy(admin_port, _listener_ports(admin_port), log_path)
+        yield Envoy(admin_port, listener_ports(admin_port), log_path)
 
 
 @contextmanager
@@ -106,7 +106,7 @@ def _wait_ready(exit_code: Callable[[], int | None], admin_path: Path, log_path:
     raise TimeoutError(f"envoy not ready in time:\n{log_path.read_text()[-4000:]}")
 
 
-def _listener_ports(admin_port: int) -> dict[str, int]:
+def listener_ports(admin_port: int) -> dict[str, int]:
     statuses = json.loads(admin_get(admin_port, "/listeners?format=json")[1]).get("listener_statuses", [])
     return {s["name"]: s["local_address"]["socket_address"]["port_value"] for s in statuses}
 

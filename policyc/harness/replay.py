@@ -27,7 +27,7 @@ from ..check import Checked
 from ..interpret.request import RawRequest
 from .client import send
 from .decisions import logged_decision
-from .envoy_process import Envoy, admin_get, running_envoy
+from .envoy_process import Envoy, admin_get, listener_ports, running_envoy
 from .upstream import RecordingUpstream
 
 LOOPBACK = "127.0.0.1"
@@ -84,7 +84,7 @@ class EnvoyUnderTest:
         lds["version_info"] = f"{self.loads}-{lds['version_info']}"
         self._publish(lds)
         self._wait_for_version(lds["version_info"])
-        self.port = self._listener_port()
+        self.port = listener_ports(self.envoy.admin_port)[LISTENER_NAME]
 
     def _publish(self, lds: dict) -> None:
         staging = self.lds_dir / ".lds.yaml.new"
@@ -102,10 +102,6 @@ class EnvoyUnderTest:
                 raise RuntimeError(f"Envoy rejected the compiled listener:\n{self.envoy.log_path.read_text()[-3000:]}")
             time.sleep(0.005)
         raise TimeoutError(f"Envoy did not load listener version {version}")
-
-    def _listener_port(self) -> int:
-        statuses = json.loads(admin_get(self.envoy.admin_port, "/listeners?format=json")[1]).get("listener_statuses", [])
-        return next(s["local_address"]["socket_address"]["port_value"] for s in statuses if s["name"] == LISTENER_NAME)
 
     def send_all(self, requests: list[RawRequest]) -> list[Observed]:
         results = []
