@@ -24,6 +24,8 @@ TARGETS = ("auto", "rbac", "lua")
 @dataclass
 class Compiled:
     files: dict[str, str] = field(default_factory=dict)
+    bootstrap: dict = field(default_factory=dict)  # envoy.yaml and lds.yaml before dumping
+    lds: dict = field(default_factory=dict)
     plans: dict[str, Plan] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
@@ -61,8 +63,10 @@ def compile_outputs(checked: Checked, target: str = "auto", options: Options | N
         return compiled
     listener = envoy.listener(checked, filters, options)
     version = hashlib.sha256(json.dumps(listener, sort_keys=True).encode()).hexdigest()[:16]
-    compiled.files["envoy.yaml"] = dump(envoy.bootstrap(listener, envoy.clusters(checked, options), options))
-    compiled.files["lds.yaml"] = dump(envoy.lds(listener, version))
+    compiled.bootstrap = envoy.bootstrap(listener, envoy.clusters(checked, options), options)
+    compiled.lds = envoy.lds(listener, version)
+    compiled.files["envoy.yaml"] = dump(compiled.bootstrap)
+    compiled.files["lds.yaml"] = dump(compiled.lds)
     for name, service_filters in filters.items():
         if service_filters.rbac_deny is not None:
             compiled.files[f"services/{name}/rbac-deny.yaml"] = dump(service_filters.rbac_deny)

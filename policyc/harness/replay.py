@@ -19,8 +19,6 @@ from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import yaml
-
 from ..backends import compile_outputs
 from ..backends.envoy import LISTENER_NAME, OVERRIDE_CLUSTER, Options, bootstrap, cluster
 from ..check import Checked
@@ -76,12 +74,11 @@ class EnvoyUnderTest:
         compiled = compile_outputs(checked, target, self.options)
         if compiled.diagnostics:
             raise ValueError(f"cannot compile for {target}: {compiled.diagnostics[0].message}")
-        clusters = [c["name"] for c in yaml.safe_load(compiled.files["envoy.yaml"])["static_resources"]["clusters"]]
+        clusters = [c["name"] for c in compiled.bootstrap["static_resources"]["clusters"]]
         if clusters != [OVERRIDE_CLUSTER]:
             raise ValueError("policies with remote JWKS need their key servers, which this harness does not run")
         self.loads += 1
-        lds = yaml.safe_load(compiled.files["lds.yaml"])
-        lds["version_info"] = f"{self.loads}-{lds['version_info']}"
+        lds = {**compiled.lds, "version_info": f"{self.loads}-{compiled.lds['version_info']}"}
         self._publish(lds)
         self._wait_for_version(lds["version_info"])
         self.port = listener_ports(self.envoy.admin_port)[LISTENER_NAME]
