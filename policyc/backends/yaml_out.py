@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import yaml
 
-
 # libyaml's emitter when PyYAML has it: the same output, several times faster.
 _Base = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
