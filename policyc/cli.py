@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from functools import partial
 
 import click
 import yaml
 
 from .backends import TARGETS, compile_outputs
 from .backends.envoy import Options
+from .backends.rbac import expressible
 from .casefile import CaseFileError, load_case_file, run_cases
 from .check import upstream_problem
 from .diagnostics import render_json, render_text, summary_line
@@ -222,3 +224,55 @@ def compile_command(paths, outdir, target, listen, admin, access_log):
     for name, plan in sorted(compiled.plans.items()):
         click.echo(f"{name}: {plan}", err=True)
     click.echo(f"wrote {len(compiled.files)} files to {outdir}", err=True)
+
+
+@main.command("verify")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--cases", "case_paths", multiple=True, type=click.Path(),
+              help="case files (default: *.cases.yaml under PATHS)")
+@click.option("--envoy", "runner", type=click.Choice(["process", "docker"]), default="process", show_default=True)
+@click.option("--image", default=None,
+              help="with --envoy docker: an Envoy image (default: one built from the local binary)")
+@click.option("--examples", default=100, show_default=True, help="generated requests per service")
+@click.option("--target", "targets", multiple=True, type=click.Choice(TARGETS), help="default: every target")
+@click.option("--seed", default=0, show_default=True, help="seed of the generated requests")
+def verify_command(paths, case_paths, runner, image, examples, targets, seed):
+    """Run the policies in a real Envoy and check that it decides every case and generated
+    request as the interpreter does. Exit 1 on any difference."""
+    from .harness.verify import verify
+
+    policy_paths, found_cases = _case_paths(paths)
+    pipeline = _checked_or_exit(_policy_paths(policy_paths))
+    try:
+        case_files = [load_case_file(p) for p in (case_paths or found_cases)]
+    except CaseFileError as e:
+        raise click.UsageError(str(e)) from None
+    run = _runner(runner, image)
+    targets = list(targets or TARGETS)
+    total = (sum(len(f.cases) for f in case_files) + examples * len(pipeline.checked.services)) * len(targets)
+    with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
+        report = verify(pipeline.checked, case_files, run, targets, examples, seed, bar.update)
+    dropped = [r.name for s in pipeline.checked.services.values() for r in s.rules
+               if not expressible(pipeline.checked, r)]
+    if "rbac" in targets and dropped:
+        click.echo(f"note: with --target rbac, {len(dropped)} rule(s) RBAC cannot express were left out: "
+                   + ", ".join(dropped), err=True)
+    for target, comparison in report.mismatches:
+        click.echo(f"MISMATCH ({target}) {comparison.report()}")
+    click.echo(f"{report.count - len(report.mismatches)} passed, {len(report.mismatches)} failed "
+               f"({', '.join(targets)}; Envoy as a {runner})")
+    sys.exit(EXIT_FAILED if report.mismatches else EXIT_OK)
+
+
+def _runner(kind: str, image: str | None):
+    if kind == "process":
+        from .harness.envoy_process import running_envoy
+
+        return running_envoy
+    from .harness.container import ensure_docker, running_envoy_container
+
+    try:
+        ensure_docker()
+    except RuntimeError as e:
+        raise click.UsageError(str(e)) from None
+    return partial(running_envoy_container, image=image)

@@ -138,7 +138,7 @@ def _provider(checked: Checked, issuer: n.Issuer) -> dict:
     }
     if issuer.audiences:
         provider["audiences"] = list(issuer.audiences)
-    if isinstance(issuer.jwks, n.JwksFile):
+    if issuer.name in checked.keys:  # `jwks file`, read when compiling (or keys a test supplies)
         keys = json.dumps(checked.keys[issuer.name], sort_keys=True, separators=(",", ":"))
         provider["local_jwks"] = {"inline_string": keys}
     else:
@@ -246,8 +246,8 @@ def clusters(checked: Checked, options: Options) -> list[dict]:
         result = [cluster(OVERRIDE_CLUSTER, options.upstream_override)]
     else:
         result = [cluster(options.cluster_of(s), s.upstream) for _, s in sorted(checked.services.items())]
-    for _, issuer in sorted(checked.issuers.items()):
-        if isinstance(issuer.jwks, n.JwksUri):
+    for name, issuer in sorted(checked.issuers.items()):
+        if name not in checked.keys:
             result.append(_jwks_cluster(issuer)[1])
     return result
 

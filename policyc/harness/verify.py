@@ -1,0 +1,66 @@
+"""`policyc verify`: users' policies in a real Envoy against the interpreter. Takes a checked set,
+case files and a runner; replays every case plus generated requests per service, for each target,
+and returns each comparison. Remote-JWKS issuers get made-up keys: what is verified is the policy,
+not the identity provider.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..backends.rbac import expressible_part
+from ..casefile import CaseFile, Keys, build_request
+from ..check import Checked
+from .compare import Comparison, compare
+from .generate import RequestGenerator
+from .replay import EnvoyUnderTest, Runner
+
+BATCH = 50  # requests between progress updates
+
+
+@dataclass
+class Report:
+    comparisons: dict[str, list[Comparison]] = field(default_factory=dict)  # by target
+
+    @property
+    def mismatches(self) -> list[tuple[str, Comparison]]:
+        return [(t, c) for t, found in self.comparisons.items() for c in found if c.differences]
+
+    @property
+    def count(self) -> int:
+        return sum(len(found) for found in self.comparisons.values())
+
+
+def _with_keys(checked: Checked, keys: Keys) -> Checked:
+    """The set with a made-up key for every issuer whose keys the proxy would fetch."""
+    for name in checked.issuers:
+        if name not in checked.keys:
+            keys.for_issuer(checked, name)
+    return replace(checked, keys={**checked.keys, **keys.published(checked)})
+
+
+def verify(checked: Checked, case_files: list[CaseFile], runner: Runner, targets: list[str], examples: int,
+           seed: int = 0, progress: Callable[[int], None] = lambda done: None) -> Report:
+    keys = Keys()
+    for case_file in case_files:
+        keys.private.update(case_file.keys.private)
+    checked = _with_keys(checked, keys)
+    now = time.time()
+    requests = [build_request(case.request, checked, keys, now) for f in case_files for case in f.cases]
+    generator = RequestGenerator(checked, keys.private, seed)
+    for service in checked.services.values():
+        requests += [generator.request(service) for _ in range(examples)]
+    report = Report()
+    with tempfile.TemporaryDirectory() as work, EnvoyUnderTest(Path(work), runner) as envoy:
+        for target in targets:
+            policies = expressible_part(checked) if target == "rbac" else checked
+            envoy.load(policies, target)
+            found = report.comparisons[target] = []
+            for start in range(0, len(requests), BATCH):
+                found += compare(policies, envoy.send_all(requests[start:start + BATCH]), now, {})
+                progress(min(BATCH, len(requests) - start))
+    return report
