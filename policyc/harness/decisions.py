@@ -29,13 +29,13 @@ def logged_decision(entry: dict) -> tuple[str, str | None]:
     token_error = entry.get("token_error")
     # A dry-run service let a bad token through. (Each provider that does not verify a token
     # records its failure, so a failure only counts when no provider verified it.)
-    if token_error and not entry.get("issuer"):
+    if token_error and not entry.get("issuer") and token_error.get("message") != "Jwt is missing":
         audience = "Audiences" in str(token_error.get("message", ""))
         return ("forbidden" if audience else "unauthenticated"), None
-    if details == "path_normalization_failed" or (status == 400 and not entry.get("service")):
-        return "bad-request", None
     if not entry.get("service"):
-        return "no-service", None
+        # Only the catch-all virtual host answers with a direct response; any other answer without
+        # a service is the proxy refusing the request itself (codec, Host, path normalization).
+        return ("no-service" if details == "direct_response" else "bad-request"), None
     rbac, lua = entry.get("rbac") or {}, entry.get("lua") or {}
     deny = _rbac(rbac, "deny_")
     if deny is not None and deny[0] == "denied":

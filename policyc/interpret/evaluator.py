@@ -14,6 +14,7 @@ from .. import nodes as n
 from ..catalog import normalize_ref
 from ..check import Checked
 from .glob import glob_matches
+from .headers import header_table
 from .hosts import admit_request
 from .net import address_in
 from .paths import Rejected
@@ -32,14 +33,6 @@ class Context:
     headers: Mapping[str, tuple[str, ...]]  # lower-case name → values in arrival order
     source: str
     token: Token | None
-
-
-def _header_table(pairs) -> dict[str, tuple[str, ...]]:
-    """Values per lower-case name, trimmed of the spaces and tabs the HTTP/1 codec drops."""
-    table: dict[str, tuple[str, ...]] = {}
-    for name, value in pairs:
-        table[name.lower()] = table.get(name.lower(), ()) + (value.strip(" \t"),)
-    return table
 
 
 def claim_value(claims: dict, path: tuple[str, ...]):
@@ -192,7 +185,7 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
     if service is None:
         return Decision(404, "no-service", detail=f"no service serves host {admitted.authority!r}")
     headers = [(name, value) for name, value in request.headers if name.lower() != "host"]
-    ctx = Context(request.method, admitted.target.path, _header_table(headers), request.source, identity)
+    ctx = Context(request.method, admitted.target.path, header_table(headers), request.source, identity)
     decision = _rule_decision(checked, service, ctx)
     if service.mode is n.Mode.DRY_RUN:
         return Decision(_UPSTREAM_STATUS, decision.reason, decision.rule, service.name, dry_run=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,6 +36,10 @@ class RawRequest:
                 raise RequestError(f"request {name} must be a string")
         if host is not None and not isinstance(host, str):
             raise RequestError("request host must be a string")
+        try:
+            ipaddress.ip_address(source)
+        except ValueError:
+            raise RequestError(f"request source {source!r} is not an IP address") from None
         return cls(method, path, host, _headers(data.get("headers", {})), source)
 
 

@@ -29,7 +29,8 @@ from policyc.backends.lua import lua_string, service_script
 from policyc.casefile import CaseFile, build_request, load_case_file
 from policyc.check import Checked
 from policyc.interpret import evaluate
-from policyc.interpret.evaluator import Context, _header_table, _rule_decision
+from policyc.interpret.evaluator import Context, _rule_decision
+from policyc.interpret.headers import header_table
 from policyc.interpret.hosts import admit_request
 from policyc.interpret.paths import Rejected
 from policyc.interpret.request import Decision, RawRequest
@@ -57,7 +58,7 @@ def filter_view(checked: Checked, raw: RawRequest, now: float, keys) -> tuple[Co
     assert not isinstance(admitted, Rejected), admitted
     identity = authenticate(raw.headers, checked.issuers, {**checked.keys, **(keys or {})}, now)
     assert identity is None or isinstance(identity, Token), identity
-    headers = _header_table([(name, value) for name, value in raw.headers if name.lower() != "host"])
+    headers = header_table([(name, value) for name, value in raw.headers if name.lower() != "host"])
     ctx = Context(raw.method, admitted.target.path, headers, raw.source, identity)
     return ctx, filter_request(ctx, admitted.target.forwarded, admitted.authority)
 

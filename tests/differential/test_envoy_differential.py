@@ -1,0 +1,90 @@
+"""The differential suite: generated policies and requests, decided by a real Envoy running the
+emitted configuration — as a process and in a container — and by the reference interpreter.
+Any difference fails with the policy text, the request, the token's claims and both decisions,
+shrunk by hypothesis.
+
+One Envoy per runner serves every generated policy in turn (a file-based LDS reload each time).
+POLICYC_DIFF_POLICIES (per runner) and POLICYC_DIFF_REQUESTS (per policy) raise the counts for
+deep runs.
+"""
+
+import base64
+import json
+import os
+from functools import partial
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from policyc.backends.rbac import expressible_part
+from policyc.harness.compare import compare
+from policyc.harness.container import running_envoy_container
+from policyc.harness.envoy_process import running_envoy
+from policyc.harness.replay import EnvoyUnderTest
+from policyc.syntax.printer import format_file
+from tests.property.strategies import NOW, checked_policy, requests, write_world
+
+pytestmark = pytest.mark.envoy
+
+POLICIES = int(os.environ.get("POLICYC_DIFF_POLICIES", "100"))
+REQUESTS = int(os.environ.get("POLICYC_DIFF_REQUESTS", "50"))
+TARGETS = ("lua", "auto", "rbac")
+COUNTS: dict[str, dict[str, int]] = {}  # runner → {target: requests compared}; printed at the end
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return write_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="module", params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+def envoy(request, tmp_path_factory):
+    if request.param == "docker":
+        request.getfixturevalue("docker_daemon")
+        runner = partial(running_envoy_container, image=None)
+    else:
+        runner = running_envoy
+    with EnvoyUnderTest(tmp_path_factory.mktemp(f"envoy-{request.param}"), runner) as envoy:
+        envoy.runner_name = request.param
+        yield envoy
+
+
+def _claims(headers) -> list[dict]:
+    """The payload of every token in the request, for the report (unverified: it is evidence)."""
+    found = []
+    for name, value in headers:
+        parts = value.split(" ")[-1].split(".")
+        if name.lower() == "authorization" and len(parts) == 3:
+            try:
+                found.append(json.loads(base64.urlsafe_b64decode(parts[1] + "==")))
+            except ValueError:
+                pass
+    return found
+
+
+def _report(generated, target: str, comparison) -> str:
+    policy = "\n".join(format_file(f) for f in generated.policy_set.files)
+    return (f"target {target}: Envoy and the interpreter disagree\n--- policy\n{policy}--- request\n"
+            f"{comparison.report()}\n  token claims: {_claims(comparison.observed.request.headers)}\n"
+            f"  interpreter: {comparison.expected}")
+
+
+def test_envoy_decides_every_generated_request_as_the_interpreter(envoy, world):
+    counts = COUNTS.setdefault(envoy.runner_name, dict.fromkeys(TARGETS, 0))
+
+    @settings(max_examples=POLICIES, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(data=st.data())
+    def run(data):
+        generated = data.draw(checked_policy(world), label="policy")
+        sent = data.draw(st.lists(requests(generated), min_size=REQUESTS, max_size=REQUESTS), label="requests")
+        for target in TARGETS:
+            policies = expressible_part(generated.checked) if target == "rbac" else generated.checked
+            envoy.load(policies, target)
+            comparisons = compare(policies, envoy.send_all(sent), NOW, {})
+            counts[target] += len(comparisons)
+            for comparison in comparisons:
+                assert not comparison.differences, _report(generated, target, comparison)
+
+    run()
