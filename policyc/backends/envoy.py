@@ -24,7 +24,7 @@ DENY_FILTER = "policyc.rbac.deny"
 LUA_FILTER = "policyc.lua"
 ALLOW_FILTER = "policyc.rbac.allow"
 ROUTE_NAMESPACE = "policyc"
-TOKEN_FAILURE_KEY = "jwt_failure"
+TOKEN_FAILURE_PREFIX = "jwt_failure_"  # + issuer name: each provider records its own failure
 ENFORCE, DRY_RUN = "enforce", "dry-run"  # jwt_authn requirement names
 OVERRIDE_CLUSTER = "upstream"
 
@@ -55,9 +55,15 @@ ACCESS_LOG_FIELDS = {
     "sub": f"%DYNAMIC_METADATA({JWT_FILTER}:{PAYLOAD_KEY}:sub)%",
     "rbac": "%DYNAMIC_METADATA(envoy.filters.http.rbac)%",
     "lua": "%DYNAMIC_METADATA(policyc)%",
-    "token_error": f"%DYNAMIC_METADATA({JWT_FILTER}:{TOKEN_FAILURE_KEY})%",
     "upstream": "%UPSTREAM_HOST%",
 }
+
+
+def access_log_fields(checked: Checked) -> dict:
+    """The JSON access log: the request, the answer, the caller, each filter's decision, and the
+    token failure each issuer recorded (what a dry-run service let through)."""
+    failures = {name: f"%DYNAMIC_METADATA({JWT_FILTER}:{TOKEN_FAILURE_PREFIX}{name})%" for name in checked.issuers}
+    return {**ACCESS_LOG_FIELDS, "token_errors": failures} if failures else dict(ACCESS_LOG_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,7 @@ def _provider(checked: Checked, issuer: n.Issuer) -> dict:
         "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
         "forward": True,
         "payload_in_metadata": PAYLOAD_KEY,
-        "failed_status_in_metadata": TOKEN_FAILURE_KEY,
+        "failed_status_in_metadata": TOKEN_FAILURE_PREFIX + issuer.name,
         "require_expiration": True,
         "jwt_cache_config": {"jwt_cache_size": 1000},
     }
@@ -231,7 +237,7 @@ def listener(checked: Checked, service_filters: dict[str, ServiceFilters], optio
         "http_filters": _http_filters(checked),
         "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
             "@type": _TYPES["file_log"], "path": options.access_log,
-            "log_format": {"json_format": ACCESS_LOG_FIELDS}}}],
+            "log_format": {"json_format": access_log_fields(checked)}}}],
     }
     return {
         "name": LISTENER_NAME,

@@ -21,17 +21,28 @@ def _rbac(metadata: dict, prefix: str) -> tuple[str, str | None] | None:
     return None
 
 
+# What providers record when the request simply had no token, or one of another issuer.
+_NOT_A_FAILURE = {"Jwt is missing", "Jwt issuer is not configured"}
+
+
+def _token_failure(failures: dict) -> str | None:
+    """unauthenticated / forbidden for the failure the proxy would have answered, or None."""
+    messages = {str(f.get("message")) for f in failures.values() if isinstance(f, dict)}
+    if not messages or messages == {"Jwt is missing"}:
+        return None
+    real = messages - _NOT_A_FAILURE
+    return "forbidden" if real == {"Audiences in Jwt are not allowed"} else "unauthenticated"
+
+
 def logged_decision(entry: dict) -> tuple[str, str | None]:
     details = entry.get("details") or ""
     status = int(entry.get("status") or 0)
     if details.startswith("jwt_authn_access_denied"):
         return ("forbidden" if status == 403 else "unauthenticated"), None
-    token_error = entry.get("token_error")
-    # A dry-run service let a bad token through. (Each provider that does not verify a token
-    # records its failure, so a failure only counts when no provider verified it.)
-    if token_error and not entry.get("issuer") and token_error.get("message") != "Jwt is missing":
-        audience = "Audiences" in str(token_error.get("message", ""))
-        return ("forbidden" if audience else "unauthenticated"), None
+    if not entry.get("issuer"):  # no provider verified a token: did one refuse it?
+        reason = _token_failure(entry.get("token_errors") or {})
+        if reason is not None:  # a dry-run service let a bad token through
+            return reason, None
     if not entry.get("service"):
         # Only the catch-all virtual host answers with a direct response; any other answer without
         # a service is the proxy refusing the request itself (codec, Host, path normalization).
