@@ -1,0 +1,57 @@
+"""The differential harness can fail: a bug planted in the backends (`path prefix` emitted as an
+exact match, in RBAC and in Lua) must be caught, by a fixed case and by the generated suite."""
+
+import pytest
+
+from policyc.backends import lua, rbac
+from policyc.harness.compare import compare
+from policyc.harness.envoy_process import running_envoy
+from policyc.harness.replay import EnvoyUnderTest
+from policyc.interpret.request import RawRequest
+from policyc.nodes import Op
+from policyc.pipeline import load_and_check
+from tests.differential.test_envoy_differential import TARGETS, differential
+from tests.property.strategies import NOW
+
+pytestmark = pytest.mark.envoy
+
+
+@pytest.fixture
+def prefix_as_exact(monkeypatch):
+    exact_path = rbac.PrincipalBuilder._path_match
+    monkeypatch.setattr(rbac.PrincipalBuilder, "_path_match",
+                        staticmethod(lambda op, value: exact_path(Op.EQ if op is Op.PREFIX else op, value)))
+    emit_path = lua._Emitter.path
+    monkeypatch.setattr(lua._Emitter, "path",
+                        lambda self, op, values: emit_path(self, Op.EQ if op is Op.PREFIX else op, values))
+
+
+@pytest.fixture(scope="module")
+def envoy(tmp_path_factory):
+    with EnvoyUnderTest(tmp_path_factory.mktemp("envoy"), running_envoy) as envoy:
+        envoy.runner_name = "process"
+        yield envoy
+
+
+def test_a_planted_bug_is_a_mismatch(prefix_as_exact, envoy, tmp_path):
+    (tmp_path / "p.policy").write_text('service s {\n    hosts "s.test"\n    upstream "127.0.0.1:1"\n'
+                                       '    allow public "api" when path prefix "/api/"\n}\n')
+    checked = load_and_check([str(tmp_path / "p.policy")]).checked
+    for target in TARGETS:
+        envoy.load(checked, target)
+        [comparison] = compare(checked, envoy.send_all([RawRequest("GET", "/api/x", "s.test")]), NOW, {})
+        assert "status: interpreter 200, envoy 403" in comparison.differences
+
+
+def test_the_generated_suite_catches_a_planted_bug(prefix_as_exact, envoy, world):
+    with pytest.raises(AssertionError, match="Envoy and the interpreter disagree"):
+        # No shrinking: the point is only that it fails; and no database, so that the planted
+        # failure is never replayed by the real suite.
+        differential(envoy, world, 100, dict.fromkeys(TARGETS, 0), shrink=False)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from tests.property.strategies import write_world
+
+    return write_world(tmp_path_factory.mktemp("world"))
