@@ -35,20 +35,21 @@ class Report:
         return sum(len(found) for found in self.comparisons.values())
 
 
-def _with_keys(checked: Checked, keys: Keys) -> Checked:
-    """The set with a made-up key for every issuer whose keys the proxy would fetch."""
+def with_made_up_keys(checked: Checked, case_files: list[CaseFile]) -> tuple[Checked, Keys]:
+    """The set with a made-up key for every issuer whose keys the proxy would fetch, and every
+    signing key: the case files' own and the made-up ones."""
+    keys = Keys()
+    for case_file in case_files:
+        keys.private.update(case_file.keys.private)
     for name in checked.issuers:
         if name not in checked.keys:
             keys.for_issuer(checked, name)
-    return replace(checked, keys={**checked.keys, **keys.published(checked)})
+    return replace(checked, keys={**checked.keys, **keys.published(checked)}), keys
 
 
 def verify(checked: Checked, case_files: list[CaseFile], runner: Runner, targets: list[str], examples: int,
            seed: int = 0, progress: Callable[[int], None] = lambda done: None) -> Report:
-    keys = Keys()
-    for case_file in case_files:
-        keys.private.update(case_file.keys.private)
-    checked = _with_keys(checked, keys)
+    checked, keys = with_made_up_keys(checked, case_files)
     now = time.time()
     requests = [build_request(case.request, checked, keys, now) for f in case_files for case in f.cases]
     generator = RequestGenerator(checked, keys.private, seed)
