@@ -166,7 +166,7 @@ def _check_service(service: n.Service) -> Iterator[Diagnostic]:
                         rule.name_span, hint="use letters, digits and `_ . : -` (at most 128)")
 
 
-def _split_port(authority: str) -> tuple[str, str | None]:
+def split_port(authority: str) -> tuple[str, str | None]:
     if authority.startswith("["):
         host, _, rest = authority[1:].partition("]")
         return host, (rest[1:] if rest.startswith(":") else None if not rest else "")
@@ -180,7 +180,7 @@ def _port_ok(port: str | None) -> bool:
 
 def host_problem(host: str) -> str | None:
     """Why `host` cannot be matched as an `:authority` (lower-case name or IP, optional port)."""
-    name, port = _split_port(host)
+    name, port = split_port(host)
     if host != host.lower():
         return "must be lower-case (the proxy matches hosts without regard to case)"
     if not _port_ok(port):
@@ -197,7 +197,7 @@ def host_problem(host: str) -> str | None:
 
 
 def upstream_problem(address: str) -> str | None:
-    name, port = _split_port(address)
+    name, port = split_port(address)
     if port is None or not port or not _port_ok(port):
         return "needs a port from 1 to 65535"
     if address.startswith("["):

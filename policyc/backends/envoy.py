@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 
 from .. import nodes as n
-from ..check import Checked, _split_port
+from ..check import Checked, split_port
 from . import lua, rbac
 from .resolve import PAYLOAD_KEY
 
@@ -91,7 +91,7 @@ class Options:
 
 
 def socket_address(address: str) -> dict:
-    host, port = _split_port(address)
+    host, port = split_port(address)
     return {"socket_address": {"address": host, "port_value": int(port)}}
 
 
@@ -104,7 +104,7 @@ def _is_ip(host: str) -> bool:
 
 
 def cluster(name: str, address: str, tls_host: str | None = None) -> dict:
-    host, port = _split_port(address)
+    host, port = split_port(address)
     cluster = {
         "name": name,
         "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
@@ -125,7 +125,7 @@ def _jwks_cluster(issuer: n.Issuer) -> tuple[str, dict]:
     """The cluster the proxy fetches a remote JWKS through (TLS with SNI unless loopback http)."""
     scheme, rest = issuer.jwks.uri.split("://", 1)
     authority = rest.split("/", 1)[0].rsplit("@", 1)[-1]
-    host, port = _split_port(authority)
+    host, port = split_port(authority)
     port = port or ("443" if scheme == "https" else "80")
     name = f"jwks_{issuer.name}"
     address = f"[{host.strip('[]')}]:{port}" if ":" in host.strip("[]") else f"{host}:{port}"

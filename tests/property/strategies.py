@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from policyc import devtokens
 from policyc import nodes as n
 from policyc.check import Checked, check
+from policyc.harness.generate import Literals, glob_instances, literals, near_misses
 from policyc.interpret.evaluator import Context
 from policyc.interpret.request import RawRequest
 from policyc.source import Span
@@ -472,72 +473,6 @@ def checked_policy(draw, world: World) -> Generated:
 # ---------------------------------------------------------------- requests biased to a policy's literals
 
 
-@dataclass
-class Literals:
-    """The values some conditions compare requests with."""
-
-    methods: set[str] = field(default_factory=set)
-    paths: set[str] = field(default_factory=set)  # equalities, prefixes and glob instances
-    headers: dict[str, set[str]] = field(default_factory=dict)
-    cidrs: set[str] = field(default_factory=set)
-    claims: set[tuple[str, ...]] = field(default_factory=set)
-    claim_values: set[str] = field(default_factory=set)
-
-    @property
-    def header_values(self) -> set[str]:
-        return {v for values in self.headers.values() for v in values}
-
-
-def literals(exprs: Iterable[n.Expr], conditions: dict[str, n.Condition]) -> Literals:
-    """The literals of `exprs`, with those of the conditions they name."""
-    found = Literals()
-    todo = list(exprs)
-    while todo:
-        for node in n.walk(todo.pop()):
-            match node:
-                case n.ConditionRef(name):
-                    todo.append(conditions[name].expr)  # conditions never form a cycle
-                case n.MethodTest(_, methods):
-                    found.methods.update(methods)
-                case n.PathTest(n.Op.GLOB, (glob,)):
-                    found.paths.update(_glob_instances(glob))
-                case n.PathTest(_, paths):
-                    found.paths.update(paths)
-                case n.HeaderTest(name, _, values):
-                    found.headers.setdefault(name, set()).update(values)
-                case n.HeaderPresent(name):
-                    found.headers.setdefault(name, set())
-                case n.HeaderEqualsClaim(name, claim):
-                    found.headers.setdefault(name, set())
-                    found.claims.add(claim.path)
-                case n.SourceIn(cidrs):
-                    found.cidrs.update(cidrs)
-                case n.ClaimTest(claim, _, values):
-                    found.claims.add(claim.path)
-                    found.claim_values.update(values)
-                case n.ClaimIsBool(claim, _):
-                    found.claims.add(claim.path)
-    return found
-
-
-def _glob_instances(glob: str) -> list[str]:
-    segments = glob.split("/")
-    found = []
-    for star, stars in (("", ""), ("x", "a"), ("v1.csv", "a/b")):
-        found.append("/".join(stars if s == "**" else s.replace("*", star) for s in segments))
-    found.append("/".join(s for s in segments if s != "**") or "/")  # `**` as zero segments
-    return found
-
-
-def _near_misses(path: str) -> list[str]:
-    """Targets that normalize to `path`, or to something a careless matcher might confuse with it."""
-    # The first character percent-encoded: the proxy decodes it back only when it is unreserved.
-    encoded = f"/%{ord(path[1]):02x}{path[2:]}" if len(path) > 1 else path
-    return [path + "/", path.rstrip("/") or "/", path.upper(), path + ";x", path + "x", "/x/.." + path,
-            path.replace("/", "//"), path.replace("/", "\\"), encoded, path + "?a=b", path + "%2F", path + "#f",
-            "/./" + path.lstrip("/")]
-
-
 _ODD_TARGETS = ("*", "/%2e%2e/admin", "/%00", "/a b", "http://payments.internal:8443/api/v1/items",
                 "HTTP://LEDGER.INTERNAL/admin", "ftp://x/", "http://u@docs.internal:8080/", "\t/admin",
                 "/é", "")
@@ -584,9 +519,9 @@ def _host_variants(host: str) -> list[str | None]:
 
 
 def _path(draw, focus: Literals, everything: Literals) -> str:
-    base = everything.paths | set(PATHS + PREFIXES) | {p for glob in GLOBS for p in _glob_instances(glob)}
+    base = everything.paths | set(PATHS + PREFIXES) | {p for glob in GLOBS for p in glob_instances(glob)}
     path = _prefer(draw, focus.paths, base)
-    return _pick(draw, _near_misses(path)) if _rarely(draw) else path
+    return _pick(draw, near_misses(path)) if _rarely(draw) else path
 
 
 def _claim_value(draw, values: Sequence[str]):
