@@ -135,7 +135,7 @@ class RequestGenerator:
         values = sorted(focus.claim_values | self.everything.claim_values) or ["x"]
         for path in sorted(focus.claims | self.everything.claims):
             value = rng.choice(values)
-            _put(claims, path, [value] if rng.random() < 0.3 else value)
+            put_claim(claims, path, [value] if rng.random() < 0.3 else value)
         claims.setdefault("sub", rng.choice(values))
         failure = rng.random()
         if failure < 0.05:
@@ -146,7 +146,8 @@ class RequestGenerator:
         return f"{scheme} {devtokens.mint(claims, self.keys[issuer.name])}"
 
 
-def _put(claims: dict, path: tuple[str, ...], value) -> None:
+def put_claim(claims: dict, path: tuple[str, ...], value) -> None:
+    """Set a nested claim unless something already stands at its place."""
     here = claims
     for key in path[:-1]:
         here = here.setdefault(key, {})

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from policyc import devtokens
 from policyc import nodes as n
 from policyc.check import Checked, check
-from policyc.harness.generate import Literals, glob_instances, literals, near_misses
+from policyc.harness.generate import Literals, glob_instances, literals, near_misses, put_claim
 from policyc.interpret.evaluator import Context
 from policyc.interpret.request import RawRequest
 from policyc.source import Span
@@ -553,17 +553,8 @@ def _claims(draw, focus: Literals, everything: Literals, profile: IssuerProfile,
     claims["ent"] = _subset(draw, CATALOG_GROUPS) if draw(st.booleans()) else _claim_value(draw, values)
     for path in sorted(focus.claims) + _subset(draw, sorted(everything.claims | set(CLAIMS))):
         if path[0] not in claims:
-            _put(claims, path, _claim_value(draw, values))
+            put_claim(claims, path, _claim_value(draw, values))
     return claims
-
-
-def _put(claims: dict, path: tuple[str, ...], value) -> None:
-    here = claims
-    for key in path[:-1]:
-        here = here.setdefault(key, {})
-        if not isinstance(here, dict):
-            return  # another claim already holds a value at this prefix
-    here.setdefault(path[-1], value)
 
 
 _FAILURES = ("expired", "not-yet-valid", "no-exp", "stranger", "alg-none", "hs256", "wrong-audience",
