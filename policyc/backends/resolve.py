@@ -1,4 +1,4 @@
-"""Compile-time facts both backends share: condition bodies and what `member` means once the
+"""Compile-time facts both backends share: where claims live, and what `member` means once the
 catalog is resolved. Takes a `Checked` set; returns plain sets and strings.
 """
 
@@ -35,10 +35,3 @@ def membership(checked: Checked, node: n.Member | n.MemberOwners) -> Membership:
     return Membership(issuer_urls, tuple(sorted(catalog.users_in(group))),
                       tuple(sorted(catalog.groups_within(group))))
 
-
-def condition(checked: Checked, name: str) -> n.Expr:
-    return checked.conditions[name].expr
-
-
-def issuer_url(checked: Checked, name: str) -> str:
-    return checked.issuers[name].url
