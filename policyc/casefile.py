@@ -128,9 +128,11 @@ def _mint(spec: dict, checked: Checked, keys: Keys, now: float) -> str:
         claims["nbf"] = int(now) + int(spec["not_before_in"])
     claims.update(spec.get("claims", {}))
     claims = {k: v for k, v in claims.items() if v is not None}  # `exp: null` removes a default
-    signer = keys.stranger if spec.get("signed_by") == "stranger" else keys.for_issuer(checked, name)
-    kid = spec.get("kid", keys.for_issuer(checked, name).get("kid") if spec.get("signed_by") == "stranger" else None)
-    return devtokens.mint(claims, signer, spec.get("alg"), kid)
+    own = keys.for_issuer(checked, name)
+    stranger = spec.get("signed_by") == "stranger"
+    # A stranger signs under the issuer's kid, so that only the signature is wrong.
+    kid = spec.get("kid", own.get("kid") if stranger else None)
+    return devtokens.mint(claims, keys.stranger if stranger else own, spec.get("alg"), kid)
 
 
 def build_request(spec: dict, checked: Checked, keys: Keys, now: float) -> RawRequest:

@@ -129,28 +129,29 @@ def _time_claim(claims: dict, name: str) -> int:
     return int(value)
 
 
+def _json_part(text: str, part: str) -> dict:
+    """The header or payload: base64url of a JSON object, refused as Envoy words it."""
+    data = _b64url(text)
+    if data is None:
+        raise _Refused(f"Jwt {part} is an invalid Base64url encoded")
+    value = _json_object(data)
+    if value is None:
+        raise _Refused(f"Jwt {part} is an invalid JSON")
+    return value
+
+
 def parse(token: str) -> _Jwt:
     parts = [p for p in token.split(".") if p]
     if len(parts) != 3:
         raise _Refused("Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections")
-    raw_header = _b64url(parts[0])
-    if raw_header is None:
-        raise _Refused("Jwt header is an invalid Base64url encoded")
-    header = _json_object(raw_header)
-    if header is None:
-        raise _Refused("Jwt header is an invalid JSON")
+    header = _json_part(parts[0], "header")
     if not isinstance(header.get("alg"), str):
         raise _Refused("Jwt header [alg] field is required and must be a string")
     if header["alg"] not in _ALGS:
         raise _Refused("Jwt header [alg] is not supported")
     if "kid" in header and not isinstance(header["kid"], str):
         raise _Refused("Jwt header [kid] field is not a string")
-    raw_claims = _b64url(parts[1])
-    if raw_claims is None:
-        raise _Refused("Jwt payload is an invalid Base64url encoded")
-    claims = _json_object(raw_claims)
-    if claims is None:
-        raise _Refused("Jwt payload is an invalid JSON")
+    claims = _json_part(parts[1], "payload")
     for name in ("iss", "sub"):
         if name in claims and not isinstance(claims[name], str):
             raise _Refused(f"Jwt payload [{name}] field is not a string")
