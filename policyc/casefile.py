@@ -25,7 +25,8 @@ from . import devtokens
 from .check import Checked
 from .interpret.request import Decision, RawRequest, RequestError
 
-_TOKEN_FIELDS = {"issuer", "claims", "alg", "kid", "signed_by", "scheme", "in", "expires_in", "not_before_in"}
+_TOKEN_FIELDS = {"issuer", "claims", "alg", "kid", "signed_by", "scheme", "in", "expires_in", "not_before_in",
+                 "pad", "tamper"}
 
 
 class CaseFileError(ValueError):
@@ -94,6 +95,8 @@ def load_case_file(path: str) -> CaseFile:
             data = yaml.load(f, Loader=_LineLoader)
     except (OSError, yaml.YAMLError) as e:
         raise CaseFileError(f"{path}: {e}") from None
+    except RecursionError:
+        raise CaseFileError(f"{path}: nested too deeply to read") from None
     if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
         raise CaseFileError(f"{path}: a case file is a mapping with a `cases` list")
     keys = Keys()
@@ -127,12 +130,15 @@ def _mint(spec: dict, checked: Checked, keys: Keys, now: float) -> str:
     if "not_before_in" in spec:
         claims["nbf"] = int(now) + int(spec["not_before_in"])
     claims.update(spec.get("claims", {}))
+    if "pad" in spec:
+        claims["pad"] = "x" * int(spec["pad"])
     claims = {k: v for k, v in claims.items() if v is not None}  # `exp: null` removes a default
     own = keys.for_issuer(checked, name)
     stranger = spec.get("signed_by") == "stranger"
     # A stranger signs under the issuer's kid, so that only the signature is wrong.
     kid = spec.get("kid", own.get("kid") if stranger else None)
-    return devtokens.mint(claims, keys.stranger if stranger else own, spec.get("alg"), kid)
+    token = devtokens.mint(claims, keys.stranger if stranger else own, spec.get("alg"), kid)
+    return devtokens.tampered(token, spec["tamper"]) if "tamper" in spec else token
 
 
 def build_request(spec: dict, checked: Checked, keys: Keys, now: float) -> RawRequest:

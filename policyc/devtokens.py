@@ -54,6 +54,13 @@ def mint(claims: dict, private: dict, alg: str | None = None, kid: str | None = 
     return jwt.encode(claims, key, algorithm=alg, headers={k: v for k, v in header.items() if k != "alg"})
 
 
+def tampered(token: str, changes: dict) -> str:
+    """`token` with `changes` written into its payload and the original signature kept."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(jwt.utils.base64url_decode(payload))
+    return f"{header}.{_b64(json.dumps({**claims, **changes}).encode())}.{signature}"
+
+
 def _hmac_token(claims: dict, header: dict, secret: bytes, alg: str) -> str:
     digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
     signing_input = _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(claims).encode())

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from .. import nodes as n
 from ..check import Checked, split_port
+from ..interpret.paths import DOT_SEGMENT_PARAMETERS
 from . import lua, rbac
 from .resolve import PAYLOAD_KEY
 
@@ -40,6 +41,7 @@ _TYPES = {
     "file_log": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
     "tls": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
     "listener": "type.googleapis.com/envoy.config.listener.v3.Listener",
+    "filter_config": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
 }
 
 ACCESS_LOG_FIELDS = {
@@ -207,16 +209,25 @@ def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool
     return {
         "name": service.name,
         "domains": sorted(service.hosts),
-        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster},
+        "routes": [REFUSED_PATHS_ROUTE, {"match": {"prefix": "/"}, "route": {"cluster": cluster},
                     "metadata": {"filter_metadata": {ROUTE_NAMESPACE: {"service": service.name}}}}],
         "typed_per_filter_config": per_filter,
     }
 
 
+# First in every virtual host: paths the proxy would forward with a dot segment an application
+# still resolves (interpret/paths.py) are refused before any filter decides on them.
+REFUSED_PATHS_ROUTE = {
+    "match": {"safe_regex": {"regex": f".*{DOT_SEGMENT_PARAMETERS.pattern}.*"}},
+    "direct_response": {"status": 400, "body": {"inline_string": "dot segment with parameters\n"}},
+    "typed_per_filter_config": {name: {"@type": _TYPES["filter_config"], "disabled": True}
+                                for name in (JWT_FILTER, DENY_FILTER, LUA_FILTER, ALLOW_FILTER)},
+}
+
 _NO_SERVICE = {
     "name": "no-service",
     "domains": ["*"],
-    "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {
+    "routes": [REFUSED_PATHS_ROUTE, {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {
         "inline_string": "no service for this host\n"}}}],
     "typed_per_filter_config": {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}},
 }

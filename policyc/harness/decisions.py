@@ -44,9 +44,9 @@ def logged_decision(entry: dict) -> tuple[str, str | None]:
         if reason is not None:  # a dry-run service let a bad token through
             return reason, None
     if not entry.get("service"):
-        # Only the catch-all virtual host answers with a direct response; any other answer without
-        # a service is the proxy refusing the request itself (codec, Host, path normalization).
-        return ("no-service" if details == "direct_response" else "bad-request"), None
+        # The catch-all virtual host answers 404; any other answer without a service is the proxy
+        # refusing the request itself (codec, Host, path normalization, refused paths).
+        return ("no-service" if status == 404 and details == "direct_response" else "bad-request"), None
     rbac, lua = entry.get("rbac") or {}, entry.get("lua") or {}
     deny = _rbac(rbac, "deny_")
     if deny is not None and deny[0] == "denied":

@@ -170,7 +170,7 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
     hosts = {name: service.hosts for name, service in checked.services.items()}
     host_lines = ([request.host] if request.host is not None else []) + [
         value for name, value in request.headers if name.lower() == "host"]
-    admitted = admit_request(request.method, request.target, host_lines, hosts)
+    admitted = admit_request(request.method, request.target, host_lines, hosts, request.version)
     if isinstance(admitted, Rejected):
         return Decision(admitted.status, "bad-request", detail=admitted.reason)
     now = time.time() if now is None else now

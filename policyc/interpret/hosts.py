@@ -42,11 +42,12 @@ def admit_request(
     target: str,
     host_values: Sequence[str],
     hosts_by_service: Mapping[str, Sequence[str]],
+    version: str = "HTTP/1.1",
 ) -> Admitted | Rejected:
     """Envoy's checks in Envoy's order: the codec's request line (400, 426), the authority (400),
     the missing Host (400), the non-relative path (404), path normalization (400), then routing.
     The order matters: OPTIONS * without a Host is 400, not 404."""
-    received = parse_target(target, method)
+    received = parse_target(target, method, version)
     if isinstance(received, Rejected):
         return received
     authority = received.authority

@@ -71,8 +71,8 @@ KNOWN_METHODS = frozenset([
 ])
 
 
-def parse_target(target: str, method: str = "GET") -> Received | Rejected:
-    """Stage 1: the request line `{method} {target} HTTP/1.1`, as Envoy's HTTP/1 codec reads it.
+def parse_target(target: str, method: str = "GET", version: str = "HTTP/1.1") -> Received | Rejected:
+    """Stage 1: the request line `{method} {target} {version}`, as Envoy's HTTP/1 codec reads it.
     Characters outside ASCII are sent as their UTF-8 bytes (and are always refused). CONNECT
     takes an authority, not a path, and is not modelled (ValueError)."""
     if method == "CONNECT":
@@ -86,7 +86,15 @@ def parse_target(target: str, method: str = "GET") -> Received | Rejected:
     if len(tokens) != 1:
         # Inner whitespace makes the rest of the line an invalid HTTP version.
         return _CODEC_400
-    return _parse_uri(tokens[0], method)
+    if not _VERSION.fullmatch(version):
+        return _CODEC_400  # "http/1.1", "HTTP/1.10", "HTTP/11"
+    parsed = _parse_uri(tokens[0], method)
+    if version != "HTTP/1.1" and not isinstance(parsed, Rejected):
+        return Rejected(426, "low_version")  # HTTP/1.0 is off (accept_http_10), and so is 2.0 or 3.0
+    return parsed
+
+
+_VERSION = re.compile(r"HTTP/[0-9]\.[0-9]")
 
 
 def _truncated_request_line(tokens: list[str], method: str) -> Received | Rejected:
@@ -153,7 +161,17 @@ def normalize_path(path_value: str) -> Target | Rejected:
     canonical = canonicalize_path(drop_dot_segment_parameters(path))
     if canonical is None:
         return Rejected(400, "path_normalization_failed")
-    return Target(merge_slashes(canonical), query if question else None)
+    normalized = merge_slashes(canonical)
+    if DOT_SEGMENT_PARAMETERS.search(normalized):
+        return Rejected(400, "dot_segment_parameters")
+    return Target(normalized, query if question else None)
+
+
+# A segment "..;x", ".;x" or "..%3bx" survives Envoy's normalization when its dots were sent as
+# %2e ("/a/%2e%2e;/b" is forwarded as "/a/..;/b"), and servlet containers read it as a dot
+# segment: the application would serve another path than the one the policy decided on. The
+# emitted routes refuse such paths with 400 before any policy filter runs (backends/envoy.py).
+DOT_SEGMENT_PARAMETERS = re.compile(r"/\.\.?(;|%3[bB])")
 
 
 def drop_dot_segment_parameters(path: str) -> str:

@@ -13,25 +13,28 @@ class RequestError(ValueError):
 
 @dataclass(frozen=True)
 class RawRequest:
-    """A request as sent: method, request-target, Host, headers in arrival order, peer address."""
+    """A request as sent: method, request-target, Host, headers in arrival order, peer address and
+    the request line's HTTP version."""
 
     method: str
     target: str
     host: str | None
     headers: tuple[tuple[str, str], ...] = ()
     source: str = "127.0.0.1"
+    version: str = "HTTP/1.1"
 
     @classmethod
     def from_dict(cls, data: Any) -> RawRequest:
-        """`{"method", "path", "host", "headers": {name: value or [values]}, "source"}`."""
+        """`{"method", "path", "host", "headers": {name: value or [values]}, "source", "version"}`."""
         if not isinstance(data, dict):
             raise RequestError("a request is an object with method, path, host, headers and source")
-        unknown = set(data) - {"method", "path", "host", "headers", "source"}
+        unknown = set(data) - {"method", "path", "host", "headers", "source", "version"}
         if unknown:
             raise RequestError(f"unknown request field(s): {', '.join(sorted(unknown))}")
         method, path = data.get("method", "GET"), data.get("path", "/")
         host, source = data.get("host"), data.get("source", "127.0.0.1")
-        for name, value in (("method", method), ("path", path), ("source", source)):
+        version = data.get("version", "HTTP/1.1")
+        for name, value in (("method", method), ("path", path), ("source", source), ("version", version)):
             if not isinstance(value, str):
                 raise RequestError(f"request {name} must be a string")
         if host is not None and not isinstance(host, str):
@@ -40,7 +43,7 @@ class RawRequest:
             ipaddress.ip_address(source)
         except ValueError:
             raise RequestError(f"request source {source!r} is not an IP address") from None
-        return cls(method, path, host, _headers(data.get("headers", {})), source)
+        return cls(method, path, host, _headers(data.get("headers", {})), source, version)
 
 
 def _headers(raw: Any) -> tuple[tuple[str, str], ...]:

@@ -107,7 +107,24 @@ def _json_object(data: bytes) -> dict | None:
                            parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
-    return value if isinstance(value, dict) else None
+    return value if isinstance(value, dict) and _nesting(value) <= MAX_JSON_NESTING else None
+
+
+# Envoy refuses a header or payload nested deeper than this many objects and lists, the outer
+# object included (observed on 1.40: 100 levels verify, 101 do not).
+MAX_JSON_NESTING = 100
+
+
+def _nesting(value) -> int:
+    """How many objects and lists deep `value` goes, found without recursion."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The interpreter's model of Envoy's request-target and Host handling (paths.py, hosts.py) and its
 glob regexes (glob.py), checked against a real Envoy 1.40 with the emitted HCM settings.
 
-Requests go out byte for byte on raw sockets; an echo upstream reports the request-target and Host
+Requests go out byte for byte on raw sockets; the recording upstream reports the request-target and Host
 it received. For every request `admit_request` must predict the status (Envoy's own 400/404/426,
 the catch-all 404, or the upstream's 200), the exact target the upstream got, its Host and the
 virtual host that routed it.
@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 import socket
-import socketserver
-import threading
 from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from policyc.backends.envoy import REFUSED_PATHS_ROUTE
 from policyc.harness.envoy_process import running_envoy
+from policyc.harness.upstream import RecordingUpstream
 from policyc.interpret.glob import glob_error, glob_matches, glob_to_regex
 from policyc.interpret.hosts import admit_request
 from policyc.interpret.paths import KNOWN_METHODS, Rejected, normalize_target
@@ -40,26 +40,6 @@ EXPLORE = settings(derandomize=True, deadline=None, max_examples=300)
 
 
 # ---------------------------------------------------------------- the lab
-
-
-class _Echo(socketserver.StreamRequestHandler):
-    """Answers every request 200 with JSON of its request-target and headers, byte-exact (the
-    harness's http.server upstream rewrites a leading "//" in the target, so it cannot be used)."""
-
-    def handle(self):
-        while request_line := self.rfile.readline():
-            _, target, _ = request_line.decode("latin-1").rstrip("\r\n").split(" ", 2)
-            headers = []
-            while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                headers.append((name.strip().lower(), value.strip()))
-            self.rfile.read(int(dict(headers).get("content-length", "0")))
-            body = json.dumps({"target": target, "headers": headers}).encode()
-            self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
-
-
-class _EchoServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
 
 
 def _hcm(route_config: dict) -> dict:
@@ -85,17 +65,17 @@ def _listener(name: str, route_config: dict) -> dict:
 def _services_routes() -> dict:
     virtual_hosts = [{
         "name": service, "domains": list(hosts),
-        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "echo"}}],
+        "routes": [REFUSED_PATHS_ROUTE, {"match": {"prefix": "/"}, "route": {"cluster": "echo"}}],
         "request_headers_to_add": [{"header": {"key": "x-vhost", "value": service}}],
     } for service, hosts in HOSTS.items()]
     virtual_hosts.append({"name": "catch-all", "domains": ["*"], "routes": [
-        {"match": {"prefix": "/"}, "direct_response": {"status": 404}}]})
+        REFUSED_PATHS_ROUTE, {"match": {"prefix": "/"}, "direct_response": {"status": 404}}]})
     return {"name": "services", "virtual_hosts": virtual_hosts}
 
 
 def _glob_routes() -> dict:
     # One route per glob, selected by the x-glob header: 200 when its safe_regex matches.
-    routes = [{"match": {"safe_regex": {"regex": glob_to_regex(glob)},
+    routes = [REFUSED_PATHS_ROUTE] + [{"match": {"safe_regex": {"regex": glob_to_regex(glob)},
                          "headers": [{"name": "x-glob", "string_match": {"exact": str(i)}}]},
                "direct_response": {"status": 200}} for i, glob in enumerate(GLOBS)]
     routes.append({"match": {"prefix": ""}, "direct_response": {"status": 404}})
@@ -114,16 +94,10 @@ def _bootstrap(upstream_port: int) -> dict:
 
 @pytest.fixture(scope="module")
 def envoy(tmp_path_factory):
-    upstream = _EchoServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    try:
+    with RecordingUpstream() as upstream:
         workdir = tmp_path_factory.mktemp("envoy-paths")
-        with running_envoy(_bootstrap(upstream.server_address[1]), workdir,
-                           args=["--concurrency", "1"]) as proxy:
+        with running_envoy(_bootstrap(upstream.port), workdir, args=["--concurrency", "1"]) as proxy:
             yield proxy.listener_ports
-    finally:
-        upstream.shutdown()
-        upstream.server_close()
 
 
 # ---------------------------------------------------------------- one exchange

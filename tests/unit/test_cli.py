@@ -82,6 +82,14 @@ def test_test_command_reports_a_failing_case(tmp_path):
     assert result.stdout.strip().endswith(" passed, 1 failed")
 
 
+def test_test_command_refuses_a_case_file_nested_too_deeply(tmp_path):
+    folder = tmp_path / "example"
+    shutil.copytree(EXAMPLE, folder)
+    (folder / "deep.cases.yaml").write_text("cases: " + "[" * 5000 + "]" * 5000 + "\n")
+    result = run("test", folder, expect=1)
+    assert "deep.cases.yaml: nested too deeply to read" in result.stderr
+
+
 def test_fmt_check_and_rewrite(tmp_path):
     policy = tmp_path / "p.policy"
     policy.write_text('condition   c=method==GET   # keep me\n')
