@@ -290,6 +290,9 @@ def service_filters(checked: Checked, service: n.Service, plan: Plan) -> Service
     """The per-route filter configs enforcing `service` according to `plan` (already feasible)."""
     deny = rbac.rules_config(checked, service, n.Effect.DENY)[0] if plan.deny == "rbac" else None
     allow = rbac.rules_config(checked, service, n.Effect.ALLOW)[0] if plan.allow == "rbac" else None
-    needs_lua = "lua" in (plan.deny, plan.allow)
-    source = lua.service_script(checked, service, plan.deny == "lua", plan.allow == "lua") if needs_lua else None
+    if "lua" not in (plan.deny, plan.allow):
+        return ServiceFilters(deny, None, allow)
+    source = lua.service_script(checked, service, plan.deny == "lua", plan.allow == "lua")
+    if service.mode is n.Mode.ENFORCE:
+        allow = rbac.require_lua_verdict(service, allow)
     return ServiceFilters(deny, source, allow)

@@ -35,14 +35,19 @@ def _list(values) -> str:
 
 
 @cache
-def runtime_source() -> str:
-    """The runtime modules, each loaded into a local of the same name."""
+def runtime_modules() -> dict[str, str]:
+    """Each runtime module's Lua source, by name, in load order."""
     folder = resource_dir("lua_runtime")
-    parts = []
-    for name in RUNTIME_MODULES:
-        body = (folder / f"{name}.lua").read_text(encoding="utf-8")
-        parts.append(f"local {name} = (function()\n{body}end)()\n")
-    return "".join(parts)
+    return {name: (folder / f"{name}.lua").read_text(encoding="utf-8") for name in RUNTIME_MODULES}
+
+
+def bundle(modules: dict[str, str]) -> str:
+    """The runtime modules, each loaded into a local of the same name."""
+    return "".join(f"local {name} = (function()\n{body}end)()\n" for name, body in modules.items())
+
+
+def runtime_source() -> str:
+    return bundle(runtime_modules())
 
 
 class _Emitter:

@@ -17,6 +17,8 @@ from ..interpret.glob import glob_to_regex
 from .resolve import PAYLOAD_KEY, membership
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
+LUA_NAMESPACE = "policyc"  # where lua_runtime/decide.lua records its verdict
+LUA_VERDICT_POLICY = "policyc:lua-verdict"
 NEVER = {"not_id": {"any": True}}
 ANY_STRING = {"safe_regex": {"regex": "(?s).*"}}
 
@@ -147,6 +149,25 @@ def rules_config(checked: Checked, service: n.Service, effect: n.Effect) -> tupl
     body = {"action": effect.name, "policies": policies}
     key = "shadow_rules" if service.mode is n.Mode.DRY_RUN else "rules"
     return {key: body}, diagnostics
+
+
+def require_lua_verdict(service: n.Service, allow_config: dict | None) -> dict:
+    """The allow RBAC config behind a Lua filter, made to demand the verdict the script records.
+    Envoy lets a request through when a Lua script fails where no pcall reaches (envoy#14980), so
+    without a verdict nothing is allowed: `allow` when the script decides the allow rules (no
+    config of its own), `no-deny` beside every RBAC allow policy when it decides only denials."""
+    if allow_config is None:
+        backstop = {"permissions": [{"any": True}], "principals": [_lua_verdict("allow")]}
+        return {"rules": {"action": "ALLOW", "policies": {f"{service.name}/{LUA_VERDICT_POLICY}": backstop}}}
+    rules = allow_config["rules"]
+    policies = {name: {**policy, "principals": [_all_of([*policy["principals"], _lua_verdict("no-deny")])]}
+                for name, policy in rules["policies"].items()}
+    return {"rules": {**rules, "policies": policies}}
+
+
+def _lua_verdict(decision: str) -> dict:
+    return {"sourced_metadata": {"metadata_matcher": {
+        "filter": LUA_NAMESPACE, "path": [{"key": "decision"}], "value": {"string_match": {"exact": decision}}}}}
 
 
 def unsupported_diagnostic(rule: n.Rule, unsupported: Unsupported) -> Diagnostic:
