@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..backends import compile_outputs
+from ..backends import compile_outputs, yaml_out
 from ..backends.envoy import LISTENER_NAME, OVERRIDE_CLUSTER, Options, bootstrap, cluster
 from ..check import Checked
 from ..interpret.request import RawRequest
@@ -85,18 +86,18 @@ class EnvoyUnderTest:
 
     def _publish(self, lds: dict) -> None:
         staging = self.lds_dir / ".lds.yaml.new"
-        staging.write_text(json.dumps(lds))
+        staging.write_text(yaml_out.dump(lds))  # as `policyc compile` writes it
         os.rename(staging, self.lds_dir / "lds.yaml")  # Envoy only sees renames into the folder
 
     def _wait_for_version(self, version: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
-        query = "/stats?filter=" + urllib.parse.quote("listener_manager.lds.(version_text|update_rejected)")
+        query = "/stats?filter=" + urllib.parse.quote("listener_manager.lds.(version_text|update_(rejected|failure))")
         while time.monotonic() < deadline:
             stats = admin_get(self.envoy.admin_port, query)[1]
             if f'"{version}"' in stats:
                 return
-            if "update_rejected: 0" not in stats and "update_rejected" in stats:
-                raise RuntimeError(f"Envoy rejected the compiled listener:\n{self.envoy.log_path.read_text()[-3000:]}")
+            if re.search(r"update_(rejected|failure): [1-9]", stats):
+                raise RuntimeError(f"Envoy refused the compiled listener:\n{self.envoy.log_path.read_text()[-3000:]}")
             time.sleep(0.005)
         raise TimeoutError(f"Envoy did not load listener version {version}")
 
