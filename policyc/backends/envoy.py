@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .. import nodes as n
 from ..check import Checked, split_port
-from ..interpret.paths import DOT_SEGMENT_PARAMETERS
+from ..interpret.paths import DOT_SEGMENT_PARAMETERS, KNOWN_METHODS
 from . import lua, rbac
 from .resolve import PAYLOAD_KEY
 
@@ -209,25 +209,33 @@ def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool
     return {
         "name": service.name,
         "domains": sorted(service.hosts),
-        "routes": [REFUSED_PATHS_ROUTE, {"match": {"prefix": "/"}, "route": {"cluster": cluster},
+        "routes": [*REFUSED_ROUTES, {"match": {"prefix": "/"}, "route": {"cluster": cluster},
                     "metadata": {"filter_metadata": {ROUTE_NAMESPACE: {"service": service.name}}}}],
         "typed_per_filter_config": per_filter,
     }
 
 
-# First in every virtual host: paths the proxy would forward with a dot segment an application
-# still resolves (interpret/paths.py) are refused before any filter decides on them.
-REFUSED_PATHS_ROUTE = {
-    "match": {"safe_regex": {"regex": f".*{DOT_SEGMENT_PARAMETERS.pattern}.*"}},
-    "direct_response": {"status": 400, "body": {"inline_string": "dot segment with parameters\n"}},
-    "typed_per_filter_config": {name: {"@type": _TYPES["filter_config"], "disabled": True}
-                                for name in (JWT_FILTER, DENY_FILTER, LUA_FILTER, ALLOW_FILTER)},
-}
+def _refusal(match: dict, reason: str) -> dict:
+    """A route answering 400 before any policy filter looks at the request."""
+    return {"match": match, "direct_response": {"status": 400, "body": {"inline_string": reason + "\n"}},
+            "typed_per_filter_config": {name: {"@type": _TYPES["filter_config"], "disabled": True}
+                                        for name in (JWT_FILTER, DENY_FILTER, LUA_FILTER, ALLOW_FILTER)}}
+
+
+# First in every virtual host: what the interpreter's request model refuses but Envoy would pass.
+REFUSED_ROUTES = [
+    # A dot segment that an application still resolves (interpret/paths.py).
+    _refusal({"safe_regex": {"regex": f".*{DOT_SEGMENT_PARAMETERS.pattern}.*"}}, "dot segment with parameters"),
+    # HTTP/1 refuses methods outside its list, but HTTP/2 carries any token: "delete" would pass a
+    # rule on DELETE and reach an application that reads methods without regard to case.
+    _refusal({"prefix": "/", "headers": [{"name": ":method", "invert_match": True, "string_match": {"exact": method}}
+                                         for method in sorted(KNOWN_METHODS)]}, "unknown method"),
+]
 
 _NO_SERVICE = {
     "name": "no-service",
     "domains": ["*"],
-    "routes": [REFUSED_PATHS_ROUTE, {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {
+    "routes": [*REFUSED_ROUTES, {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {
         "inline_string": "no service for this host\n"}}}],
     "typed_per_filter_config": {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}},
 }

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policyc.backends.envoy import REFUSED_PATHS_ROUTE
+from policyc.backends.envoy import REFUSED_ROUTES
 from policyc.harness.envoy_process import running_envoy
 from policyc.harness.upstream import RecordingUpstream
 from policyc.interpret.glob import glob_error, glob_matches, glob_to_regex
@@ -65,17 +65,17 @@ def _listener(name: str, route_config: dict) -> dict:
 def _services_routes() -> dict:
     virtual_hosts = [{
         "name": service, "domains": list(hosts),
-        "routes": [REFUSED_PATHS_ROUTE, {"match": {"prefix": "/"}, "route": {"cluster": "echo"}}],
+        "routes": [*REFUSED_ROUTES, {"match": {"prefix": "/"}, "route": {"cluster": "echo"}}],
         "request_headers_to_add": [{"header": {"key": "x-vhost", "value": service}}],
     } for service, hosts in HOSTS.items()]
     virtual_hosts.append({"name": "catch-all", "domains": ["*"], "routes": [
-        REFUSED_PATHS_ROUTE, {"match": {"prefix": "/"}, "direct_response": {"status": 404}}]})
+        *REFUSED_ROUTES, {"match": {"prefix": "/"}, "direct_response": {"status": 404}}]})
     return {"name": "services", "virtual_hosts": virtual_hosts}
 
 
 def _glob_routes() -> dict:
     # One route per glob, selected by the x-glob header: 200 when its safe_regex matches.
-    routes = [REFUSED_PATHS_ROUTE] + [{"match": {"safe_regex": {"regex": glob_to_regex(glob)},
+    routes = REFUSED_ROUTES + [{"match": {"safe_regex": {"regex": glob_to_regex(glob)},
                          "headers": [{"name": "x-glob", "string_match": {"exact": str(i)}}]},
                "direct_response": {"status": 200}} for i, glob in enumerate(GLOBS)]
     routes.append({"match": {"prefix": ""}, "direct_response": {"status": 404}})

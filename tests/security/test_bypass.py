@@ -10,10 +10,14 @@ Two claims for every request:
 
 from __future__ import annotations
 
+import socket
 import time
 import urllib.parse
 from pathlib import Path
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -113,8 +117,55 @@ def test_the_corpus_never_gets_through(envoy, checked, target):
     assert not problems, "\n".join(problems)
 
 
+def send_h2(port: int, headers: list[tuple[str, str]]) -> int | None:
+    """One HTTP/2 request with prior knowledge, headers as given; the status, or None when Envoy
+    resets the stream or the connection."""
+    config = h2.config.H2Configuration(client_side=True, validate_outbound_headers=False,
+                                       normalize_outbound_headers=False, validate_inbound_headers=False)
+    connection = h2.connection.H2Connection(config=config)
+    connection.initiate_connection()
+    connection.send_headers(1, headers, end_stream=True)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(connection.data_to_send())
+            while data := sock.recv(65536):
+                for event in connection.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        return int(dict(event.headers)[b":status"])
+                    if isinstance(event, h2.events.StreamReset | h2.events.ConnectionTerminated):
+                        return None
+                sock.sendall(connection.data_to_send())
+    except ConnectionResetError:
+        pass
+    return None
+
+
+def as_http1(headers: list[tuple[str, str]]) -> RawRequest:
+    """The same request in the interpreter's terms: :authority (or Host) as the Host line."""
+    pseudo = dict(h for h in headers if h[0].startswith(":"))
+    others = tuple(h for h in headers if not h[0].startswith(":") and h[0] != "host")
+    host = pseudo.get(":authority", dict(headers).get("host"))
+    return RawRequest(pseudo[":method"], pseudo[":path"], host, others)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_http2_tricks_never_get_through(envoy, checked, target):
+    envoy.load(checked, target)
+    problems, leaked = [], []
+    for entry in CORPUS["http2"]:
+        headers = [(":scheme", "http"), *(tuple(pair) for pair in entry["headers"])]
+        before = len(envoy.upstream.received)
+        status = send_h2(envoy.port, headers)
+        expected = entry.get("expect") or evaluate(checked, as_http1(headers), time.time(), {}).status
+        if status != (None if expected == "refused" else expected):
+            problems.append(f"{entry['name']}: envoy {status}, expected {expected}")
+        leaked += leaks(checked, envoy.upstream.received[before:])
+    assert not leaked, "\n".join(leaked)
+    assert not problems, "\n".join(problems)
+
+
 def test_the_corpus_is_large_enough():
-    assert len(CORPUS["requests"]) + len(CORPUS["raw"]) >= 60
+    assert len(CORPUS["requests"]) + len(CORPUS["raw"]) + len(CORPUS["http2"]) >= 60
 
 
 # Pieces of known path tricks, assembled at random into request-targets.
