@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE := envoy_configs/examples/backstage
 
-.PHONY: test demo bench lint clean
+.PHONY: test demo bench security lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/interpreter.py
+
+# Every security corpus whole (SECURITY.md): the deep hypothesis profile, against a real Envoy.
+security: $(BIN)/.installed
+	HYPOTHESIS_PROFILE=deep $(BIN)/pytest tests/security tests/unit/test_cases.py \
+		tests/envoy/test_cases_envoy.py tests/envoy/test_paths_envoy.py
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
