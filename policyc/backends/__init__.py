@@ -28,6 +28,7 @@ class Compiled:
     lds: dict = field(default_factory=dict)
     plans: dict[str, Plan] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    version: str = ""
 
 
 def _engine(checked: Checked, rules: list[n.Rule], target: str) -> str:
@@ -49,9 +50,8 @@ def _unsupported(checked: Checked, service: n.Service) -> list[Diagnostic]:
     return diagnostics
 
 
-def compile_outputs(checked: Checked, target: str = "auto", options: Options | None = None) -> Compiled:
-    options = options or Options()
-    compiled = Compiled()
+def _filters(checked: Checked, target: str, compiled: Compiled) -> dict[str, envoy.ServiceFilters]:
+    """Each service's filter configs, its plan recorded in `compiled` (or diagnostics, and none)."""
     filters = {}
     for name, service in sorted(checked.services.items()):
         plan = compiled.plans[name] = plan_service(checked, service, target)
@@ -59,10 +59,25 @@ def compile_outputs(checked: Checked, target: str = "auto", options: Options | N
             compiled.diagnostics += _unsupported(checked, service)
         if not compiled.diagnostics:
             filters[name] = envoy.service_filters(checked, service, plan)
+    return filters if not compiled.diagnostics else {}
+
+
+def _policy_version(checked: Checked, filters: dict, options: Options) -> str:
+    """The hash of what Envoy is given, the same whether it is loaded whole or from a watched folder."""
+    unstamped = envoy.listener(checked, {"route_config": envoy.route_config(checked, filters, options, "")}, options)
+    content = json.dumps([unstamped, envoy.clusters(checked, options)], sort_keys=True)
+    return hashlib.sha256(content.encode()).hexdigest()[:16]
+
+
+def compile_outputs(checked: Checked, target: str = "auto", options: Options | None = None) -> Compiled:
+    options = options or Options()
+    compiled = Compiled()
+    filters = _filters(checked, target, compiled)
     if compiled.diagnostics:
         return compiled
-    listener = envoy.listener(checked, filters, options)
-    version = hashlib.sha256(json.dumps(listener, sort_keys=True).encode()).hexdigest()[:16]
+    compiled.version = version = _policy_version(checked, filters, options)
+    routes = envoy.route_config(checked, filters, options, version)
+    listener = envoy.listener(checked, {"route_config": routes}, options)
     compiled.bootstrap = envoy.bootstrap(listener, envoy.clusters(checked, options), options)
     compiled.lds = envoy.lds(listener, version)
     compiled.files["envoy.yaml"] = dump(compiled.bootstrap)
@@ -76,4 +91,23 @@ def compile_outputs(checked: Checked, target: str = "auto", options: Options | N
             compiled.files[f"services/{name}/policy.lua"] = service_filters.lua_source
     targets = {name: {"deny": p.deny, "allow": p.allow} for name, p in compiled.plans.items()}
     compiled.files["targets.json"] = json.dumps(targets, indent=2, sort_keys=True) + "\n"
+    return compiled
+
+
+def compile_dynamic(checked: Checked, target: str, options: Options, config_dir: str) -> Compiled:
+    """The files of a watched folder at `config_dir` (an absolute path as Envoy will see it)."""
+    compiled = Compiled()
+    filters = _filters(checked, target, compiled)
+    if compiled.diagnostics:
+        return compiled
+    compiled.version = version = _policy_version(checked, filters, options)
+    resources = {
+        "cluster": envoy.clusters(checked, options),
+        "routes": [envoy.route_config(checked, filters, options, version)],
+        "listener": [envoy.listener(checked, envoy.rds(config_dir), options)],
+    }
+    compiled.bootstrap = envoy.dynamic_bootstrap(config_dir, options)
+    compiled.files["envoy.yaml"] = dump(compiled.bootstrap)
+    for kind, file in envoy.DYNAMIC_FILES.items():
+        compiled.files[file] = dump(envoy.discovery_response(kind, resources[kind], version))
     return compiled

@@ -11,7 +11,6 @@ Everything is stopped when the `with` block ends.
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from pathlib import Path
 from ..backends import compile_outputs
 from ..backends.envoy import LISTENER_NAME, OVERRIDE_CLUSTER, Options, bootstrap, cluster
 from ..check import Checked
+from ..deploy import publish
 from ..interpret.request import RawRequest
 from .client import send
 from .decisions import logged_decision
@@ -84,9 +84,7 @@ class EnvoyUnderTest:
         self.port = listener_ports(self.envoy.admin_port)[LISTENER_NAME]
 
     def _publish(self, lds: dict) -> None:
-        staging = self.lds_dir / ".lds.yaml.new"
-        staging.write_text(json.dumps(lds))
-        os.rename(staging, self.lds_dir / "lds.yaml")  # Envoy only sees renames into the folder
+        publish(self.lds_dir, {"lds.yaml": json.dumps(lds)})
 
     def _wait_for_version(self, version: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
