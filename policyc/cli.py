@@ -6,6 +6,7 @@ cases, 2 usage errors.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ from .backends.envoy import Options
 from .backends.rbac import expressible
 from .casefile import CaseFileError, load_case_file, run_cases
 from .check import upstream_problem
+from .deploy import Deployment, deploy, watch
 from .diagnostics import render_json, render_text, summary_line
 from .interpret import RawRequest, evaluate
 from .loader import expand_inputs, load
@@ -200,22 +202,37 @@ def test_command(paths, now, verbose):
 
 
 
+def _envoy_options(command):
+    """The emitted Envoy's target, addresses and access log: shared by compile, deploy and watch."""
+    for option in reversed([
+        click.option("--target", type=click.Choice(TARGETS), default="auto", show_default=True,
+                     help="native RBAC, Lua, or RBAC wherever it can express a rule set and Lua for the rest"),
+        click.option("--listen", default="127.0.0.1:10000", show_default=True, help="the listener's address"),
+        click.option("--admin", default="127.0.0.1:9901", show_default=True, help="the admin interface's address"),
+        click.option("--access-log", default="/dev/stdout", show_default=True,
+                     help="where Envoy writes JSON access logs"),
+    ]):
+        command = option(command)
+    return command
+
+
+def _options(listen: str, admin: str, access_log: str) -> Options:
+    for name, address in (("--listen", listen), ("--admin", admin)):
+        if upstream_problem(address) is not None:
+            raise click.BadParameter(f"{address!r} is not host:port", param_hint=name)
+    return Options(listen, admin, access_log)
+
+
 @main.command("compile")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
               help="folder to write; replaced as a whole, and left untouched on any error")
-@click.option("--target", type=click.Choice(TARGETS), default="auto", show_default=True,
-              help="native RBAC, Lua, or RBAC wherever it can express a rule set and Lua for the rest")
-@click.option("--listen", default="127.0.0.1:10000", show_default=True, help="the listener's address")
-@click.option("--admin", default="127.0.0.1:9901", show_default=True, help="the admin interface's address")
-@click.option("--access-log", default="/dev/stdout", show_default=True, help="where Envoy writes JSON access logs")
+@_envoy_options
 def compile_command(paths, outdir, target, listen, admin, access_log):
     """Compile policies to Envoy configuration: envoy.yaml, lds.yaml and per-service filters."""
-    for name, address in (("--listen", listen), ("--admin", admin)):
-        if upstream_problem(address) is not None:
-            raise click.BadParameter(f"{address!r} is not host:port", param_hint=name)
+    options = _options(listen, admin, access_log)
     pipeline = _checked_or_exit(_policy_paths(paths))
-    compiled = compile_outputs(pipeline.checked, target, Options(listen, admin, access_log))
+    compiled = compile_outputs(pipeline.checked, target, options)
     if compiled.diagnostics:
         _report(Pipeline(None, pipeline.sources, compiled.diagnostics))
         click.echo(f"policyc: {summary_line(compiled.diagnostics)}; nothing written", err=True)
@@ -224,6 +241,42 @@ def compile_command(paths, outdir, target, listen, admin, access_log):
     for name, plan in sorted(compiled.plans.items()):
         click.echo(f"{name}: {plan}", err=True)
     click.echo(f"wrote {len(compiled.files)} files to {outdir}", err=True)
+
+
+def _report_deployment(deployment: Deployment, folder: str) -> None:
+    _report(Pipeline(None, deployment.pipeline.sources, deployment.diagnostics))
+    if deployment.version is None:
+        click.echo(f"policyc: {summary_line(deployment.diagnostics)}; nothing deployed", err=True)
+        return
+    click.echo(f"deployed {deployment.version} to {folder} ("
+               + ", ".join(f"{name}: {plan}" for name, plan in sorted(deployment.plans.items())) + ")")
+
+
+@main.command("deploy")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--to", "folder", required=True, type=click.Path(file_okay=False),
+              help="the folder Envoy watches: run `envoy -c FOLDER/envoy.yaml`")
+@_envoy_options
+def deploy_command(paths, folder, target, listen, admin, access_log):
+    """Check and compile policies, then publish them by atomic renames into a watched folder:
+    running Envoys switch to them without a restart. Prints the policy version."""
+    options = _options(listen, admin, access_log)
+    deployment = deploy(_policy_paths(paths), folder, target, options)
+    _report_deployment(deployment, folder)
+    sys.exit(EXIT_OK if deployment.version else EXIT_FAILED)
+
+
+@main.command("watch")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--to", "folder", required=True, type=click.Path(file_okay=False),
+              help="the folder Envoy watches: run `envoy -c FOLDER/envoy.yaml`")
+@_envoy_options
+def watch_command(paths, folder, target, listen, admin, access_log):
+    """Deploy, then deploy again on every save. A policy with errors is reported and not
+    deployed; Envoy keeps the last good one. Stop with Ctrl-C."""
+    options = _options(listen, admin, access_log)
+    with contextlib.suppress(KeyboardInterrupt):
+        watch(_policy_paths(paths), folder, partial(_report_deployment, folder=folder), target, options)
 
 
 @main.command("verify")

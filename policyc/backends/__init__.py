@@ -3,6 +3,11 @@
 `compile_outputs(checked, target, options)` picks per service (and per effect) native RBAC or
 Lua, builds the Envoy configs and returns them with the plan, or returns `rbac/unsupported`
 diagnostics when `--target rbac` meets a rule RBAC cannot express.
+
+`compile_dynamic(checked, target, options, config_dir)` gives the same policy for hot reloads:
+`envoy.yaml` (a bootstrap holding no policy) and `cds.yaml`, `lds.yaml`, `rds.yaml` for the watched
+folder `config_dir`. The policy version, a hash of the listener, routes and clusters, is stamped
+on every route (so each access-log line names it) and is the version of the routes' file.
 """
 
 from __future__ import annotations
@@ -65,8 +70,11 @@ def _filters(checked: Checked, target: str, compiled: Compiled) -> dict[str, env
 def _policy_version(checked: Checked, filters: dict, options: Options) -> str:
     """The hash of what Envoy is given, the same whether it is loaded whole or from a watched folder."""
     unstamped = envoy.listener(checked, {"route_config": envoy.route_config(checked, filters, options, "")}, options)
-    content = json.dumps([unstamped, envoy.clusters(checked, options)], sort_keys=True)
-    return hashlib.sha256(content.encode()).hexdigest()[:16]
+    return _hash([unstamped, envoy.clusters(checked, options)])
+
+
+def _hash(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def compile_outputs(checked: Checked, target: str = "auto", options: Options | None = None) -> Compiled:
@@ -109,5 +117,8 @@ def compile_dynamic(checked: Checked, target: str, options: Options, config_dir:
     compiled.bootstrap = envoy.dynamic_bootstrap(config_dir, options)
     compiled.files["envoy.yaml"] = dump(compiled.bootstrap)
     for kind, file in envoy.DYNAMIC_FILES.items():
-        compiled.files[file] = dump(envoy.discovery_response(kind, resources[kind], version))
+        # The routes carry the policy version. Clusters and listener are versioned by their own
+        # content, so a rule change leaves their files as they were and Envoy reloads routes only.
+        own = version if kind == "routes" else _hash(resources[kind])
+        compiled.files[file] = dump(envoy.discovery_response(kind, resources[kind], own))
     return compiled
