@@ -218,7 +218,8 @@ def _envoy_options(command):
 
 def _options(listen: str, admin: str, access_log: str) -> Options:
     for name, address in (("--listen", listen), ("--admin", admin)):
-        if upstream_problem(address) is not None:
+        # Port 0 lets Envoy pick a free port; the admin interface's /listeners tells which.
+        if upstream_problem(address.removesuffix(":0") + ":1" if address.endswith(":0") else address) is not None:
             raise click.BadParameter(f"{address!r} is not host:port", param_hint=name)
     return Options(listen, admin, access_log)
 

@@ -31,7 +31,7 @@ class Deployment:
     version: str | None = None  # None: nothing was deployed
     diagnostics: list[Diagnostic] = field(default_factory=list)  # check and compile, errors and warnings
     plans: dict[str, Plan] = field(default_factory=dict)
-    published_at: float = 0.0  # time.monotonic() just before the first rename
+    published_at: float = 0.0  # time.monotonic() at the first rename
 
 
 def deploy(paths: list[str], folder: str | Path, target: str = "auto", options: Options | None = None) -> Deployment:
@@ -42,28 +42,33 @@ def deploy(paths: list[str], folder: str | Path, target: str = "auto", options: 
     compiled = compile_dynamic(pipeline.checked, target, options or Options(), str(config_dir))
     if compiled.diagnostics:
         return Deployment(pipeline, diagnostics=pipeline.diagnostics + compiled.diagnostics, plans=compiled.plans)
-    published_at = time.monotonic()
-    publish(config_dir, compiled.files)
+    published_at = publish(config_dir, compiled.files)
     return Deployment(pipeline, compiled.version, pipeline.diagnostics, compiled.plans, published_at)
 
 
-def publish(folder: Path, files: dict[str, str]) -> None:
-    """Each file renamed into `folder` in the given order; unchanged files are left alone. Envoy
-    reloads only on a rename into a watched folder, never on a rewrite in place (envoy-lab §7)."""
+def publish(folder: Path, files: dict[str, str]) -> float:
+    """Every changed file written beside its name, then all renamed into `folder` in the given
+    order; unchanged files are left alone. Envoy reloads only on a rename into a watched folder,
+    never on a rewrite in place (envoy-lab §7). Returns time.monotonic() at the first rename."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        target = folder / name
-        if target.exists() and target.read_text(encoding="utf-8") == text:
-            continue
-        fd, staging = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
-        try:
+    staged = []
+    try:
+        for name, text in files.items():
+            target = folder / name
+            if target.exists() and target.read_text(encoding="utf-8") == text:
+                continue
+            fd, staging = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+            staged.append((staging, target))
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
             os.chmod(staging, 0o644)
+        renamed_at = time.monotonic()
+        for staging, target in staged:
             os.rename(staging, target)
-        except BaseException:
+        return renamed_at
+    finally:
+        for staging, _ in staged:
             Path(staging).unlink(missing_ok=True)
-            raise
 
 
 def _snapshot(paths: list[str], sources: set[str]) -> dict[str, tuple[int, int]]:

@@ -4,8 +4,8 @@
 into `folder` (each on its own free ports, with immediate drain) and stops them on exit.
 `served_version(admin_port)` is the policy version an Envoy's admin interface reports.
 `reload_under_load(workdir, reloads)` deploys `reloads` policies one after another into one Envoy
-while clients send requests without pause, and returns how long each new policy took to decide a
-request after its first rename, and every request that failed.
+while clients send requests without pause (or, with `load=False`, none), and returns how long each
+new policy took to decide a request after its first rename, and every request that failed.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,7 +152,7 @@ def _first_decided(port: int, index: int, timeout: float = 10.0) -> bool:
     return False
 
 
-def reload_under_load(workdir: Path, reloads: int, listener_change_every: int = 10) -> ReloadReport:
+def reload_under_load(workdir: Path, reloads: int, listener_change_every: int = 10, load: bool = True) -> ReloadReport:
     policies, folder = workdir / "policies", workdir / "live"
     policies.mkdir(parents=True, exist_ok=True)
     (policies / "dev.jwks.json").write_text(json.dumps(public_jwks(generate_key())))
@@ -171,7 +171,7 @@ def reload_under_load(workdir: Path, reloads: int, listener_change_every: int = 
         deploy_version(0)
         with envoys_on(folder, workdir) as (envoy,):
             port = listener_ports(envoy.admin_port)[LISTENER_NAME]
-            with _Load(port, report):
+            with _Load(port, report) if load else nullcontext():
                 for index in range(1, reloads + 1):
                     published_at = deploy_version(index)
                     if not _first_decided(port, index):
