@@ -15,6 +15,7 @@ from functools import partial
 import click
 import yaml
 
+from . import audit
 from .backends import TARGETS, compile_outputs
 from .backends.envoy import Options
 from .backends.rbac import expressible
@@ -278,6 +279,25 @@ def watch_command(paths, folder, target, listen, admin, access_log):
     options = _options(listen, admin, access_log)
     with contextlib.suppress(KeyboardInterrupt):
         watch(_policy_paths(paths), folder, partial(_report_deployment, folder=folder), target, options)
+
+
+@main.command("audit")
+@click.argument("logs", nargs=-1, required=True, type=click.File("r", encoding="utf-8"))
+@click.option("--service", default=None, help="only this service's requests")
+@click.option("--since", default=None, metavar="TIME",
+              help="only requests from TIME on: ISO 8601 (UTC unless a zone is given) or a duration back, e.g. 2h")
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def audit_command(logs, service, since, output_format):
+    """Who accessed what through which rule, what was denied, and what dry-run services would
+    have denied, from Envoy's JSON access logs (`-` reads stdin)."""
+    try:
+        start = audit.parse_since(since) if since else None
+    except ValueError:
+        raise click.BadParameter(f"{since!r} is neither an ISO 8601 time nor a duration like 15m",
+                                 param_hint="--since") from None
+    events, skipped = audit.read_events((line for log in logs for line in log), service, start)
+    render = audit.render_json if output_format == "json" else audit.render_table
+    click.echo(render(events, skipped))
 
 
 @main.command("verify")
