@@ -10,7 +10,9 @@ import contextlib
 import json
 import os
 import sys
+import time
 from functools import partial
+from pathlib import Path
 
 import click
 import yaml
@@ -22,6 +24,7 @@ from .backends.rbac import expressible
 from .casefile import CaseFileError, load_case_file, run_cases
 from .check import upstream_problem
 from .deploy import Deployment, deploy, watch
+from .devidp import DevIdp, default_keys_path, mint_token
 from .diagnostics import render_json, render_text, summary_line
 from .interpret import RawRequest, evaluate
 from .loader import expand_inputs, load
@@ -298,6 +301,64 @@ def audit_command(logs, service, since, output_format):
     events, skipped = audit.read_events((line for log in logs for line in log), service, start)
     render = audit.render_json if output_format == "json" else audit.render_table
     click.echo(render(events, skipped))
+
+
+def _claims(pairs) -> dict:
+    """k=v pairs; a value that is JSON (true, 42, ["a","b"]) is taken as such, anything else as a string."""
+    claims = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"takes NAME=VALUE, not {pair!r}", param_hint="--claim")
+        try:
+            claims[name] = json.loads(value)
+        except ValueError:
+            claims[name] = value
+    return claims
+
+
+_KEYS_OPTION = click.option("--keys", "keys_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                            help="the development signing keys (created when missing) [default: "
+                                 "$XDG_STATE_HOME/policyc/dev-idp.json]")
+
+
+@main.group("token")
+def token_group():
+    """Development tokens, signed by the keys `policyc dev-idp` publishes."""
+
+
+@token_group.command("mint")
+@_KEYS_OPTION
+@click.option("--issuer", default=None, help="the `iss` claim [default: the issuer of the last dev-idp started]")
+@click.option("--sub", required=True, help="the `sub` claim, e.g. user:default/alice")
+@click.option("--audience", "audiences", multiple=True, help="the `aud` claim (repeat for a list)")
+@click.option("--claim", "claims", multiple=True, metavar="NAME=VALUE", help="any other claim (repeatable)")
+@click.option("--expires-in", default=3600, show_default=True, help="seconds until `exp`")
+def token_mint_command(keys_path, issuer, sub, audiences, claims, expires_in):
+    """Print a signed JWT for local trials and tests."""
+    try:
+        token = mint_token(keys_path or default_keys_path(), sub, _claims(claims), issuer, audiences, expires_in)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(token)
+
+
+@main.command("dev-idp")
+@_KEYS_OPTION
+@click.option("--port", default=8900, show_default=True, help="the port on 127.0.0.1 (0: any free port)")
+@click.option("--rotate-every", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+              help="sign with a new key this often, keeping the previous one published")
+def dev_idp_command(keys_path, port, rotate_every):
+    """Serve a development identity provider on 127.0.0.1: its OpenID discovery document and
+    JWKS, for `remote_jwks` trials with tokens from `policyc token mint`. Stop with Ctrl-C."""
+    with DevIdp(keys_path or default_keys_path(), port) as idp, contextlib.suppress(KeyboardInterrupt):
+        click.echo(f"issuer {idp.issuer}\njwks   {idp.jwks_uri}\n\nissuer dev {{\n    url \"{idp.issuer}\"\n"
+                   f"    jwks \"{idp.jwks_uri}\"\n}}", err=True)
+        while True:
+            time.sleep(rotate_every or 3600)
+            if rotate_every:
+                idp.rotate()
+                click.echo("rotated the signing key", err=True)
 
 
 @main.command("verify")

@@ -93,6 +93,7 @@ class Options:
     admin: str = "127.0.0.1:9901"
     access_log: str = "/dev/stdout"
     upstream_override: str | None = None  # send every service to this address (test upstreams)
+    jwks_refresh_seconds: int = 10  # how often a remote JWKS is fetched again (Envoy's floor is 1)
 
     def cluster_of(self, service: n.Service) -> str:
         # With one override address every service shares one cluster, so a listener reloaded
@@ -142,7 +143,7 @@ def _jwks_cluster(issuer: n.Issuer) -> tuple[str, dict]:
     return name, cluster(name, address, host.strip("[]") if scheme == "https" else None)
 
 
-def _provider(checked: Checked, issuer: n.Issuer) -> dict:
+def _provider(checked: Checked, issuer: n.Issuer, options: Options) -> dict:
     provider = {
         "issuer": issuer.url,
         "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
@@ -161,17 +162,20 @@ def _provider(checked: Checked, issuer: n.Issuer) -> dict:
         cluster, _ = _jwks_cluster(issuer)
         provider["remote_jwks"] = {
             "http_uri": {"uri": issuer.jwks.uri, "cluster": cluster, "timeout": "5s"},
-            "cache_duration": "300s",
-            "async_fetch": {},
-            "retry_policy": {"num_retries": 3},
+            # Envoy never refetches on an unknown `kid`: a token signed by a freshly rotated key is
+            # refused until the next fetch, so fetch often. The fetch runs on the main thread in
+            # the background (`async_fetch`), keeps the last good keys when it fails, and retries.
+            "cache_duration": f"{options.jwks_refresh_seconds}s",
+            "async_fetch": {"failed_refetch_duration": "1s"},
+            "retry_policy": {"num_retries": 3, "retry_back_off": {"base_interval": "0.2s", "max_interval": "2s"}},
         }
     return provider
 
 
-def _jwt_filter(checked: Checked) -> dict:
+def _jwt_filter(checked: Checked, options: Options) -> dict:
     """Every issuer a provider; anonymous callers pass. A bad token is refused (401, or 403 for a
     wrong audience), except on dry-run services, which let it through and record the failure."""
-    providers = {name: _provider(checked, issuer) for name, issuer in sorted(checked.issuers.items())}
+    providers = {name: _provider(checked, issuer, options) for name, issuer in sorted(checked.issuers.items())}
     names = [{"provider_name": name} for name in providers]
     requirements = {
         ENFORCE: {"requires_any": {"requirements": names + [{"allow_missing": {}}]}},
@@ -182,8 +186,8 @@ def _jwt_filter(checked: Checked) -> dict:
         "rules": [{"match": {"prefix": "/"}, "requirement_name": ENFORCE}]}}
 
 
-def _http_filters(checked: Checked) -> list[dict]:
-    filters = [_jwt_filter(checked)] if checked.issuers else []
+def _http_filters(checked: Checked, options: Options) -> list[dict]:
+    filters = [_jwt_filter(checked, options)] if checked.issuers else []
     # With no `rules`, an RBAC filter enforces nothing: hosts without a per-route config pass.
     filters += [
         {"name": DENY_FILTER, "typed_config": {"@type": _TYPES["rbac"], "rules_stat_prefix": "deny_",
@@ -270,7 +274,7 @@ def listener(checked: Checked, routes: dict, options: Options) -> dict:
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
         **routes,
-        "http_filters": _http_filters(checked),
+        "http_filters": _http_filters(checked, options),
         "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
             "@type": _TYPES["file_log"], "path": options.access_log,
             "log_format": {"json_format": access_log_fields(checked)}}}],
