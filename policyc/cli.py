@@ -18,12 +18,12 @@ import click
 import yaml
 
 from . import audit
-from .backends import TARGETS, compile_outputs
+from .backends import TARGETS, compile_dynamic, compile_outputs
 from .backends.envoy import Options
 from .backends.rbac import expressible
 from .casefile import CaseFileError, load_case_file, run_cases
 from .check import upstream_problem
-from .deploy import Deployment, deploy, watch
+from .deploy import Deployment, configmap, deploy, watch
 from .devidp import DevIdp, default_keys_path, mint_token
 from .diagnostics import render_json, render_text, summary_line
 from .interpret import RawRequest, evaluate
@@ -230,21 +230,35 @@ def _options(listen: str, admin: str, access_log: str) -> Options:
 
 @main.command("compile")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", "outdir", type=click.Path(file_okay=False),
               help="folder to write; replaced as a whole, and left untouched on any error")
+@click.option("--format", "output_format", type=click.Choice(["files", "configmap"]), default="files",
+              show_default=True, help="a folder of files, or a Kubernetes ConfigMap on stdout for hot reloads")
+@click.option("--mount-path", default="/etc/policyc", show_default=True,
+              help="with --format configmap: where the Envoy pod mounts the ConfigMap")
+@click.option("--name", default="policyc", show_default=True, help="with --format configmap: the ConfigMap's name")
 @_envoy_options
-def compile_command(paths, outdir, target, listen, admin, access_log):
-    """Compile policies to Envoy configuration: envoy.yaml, lds.yaml and per-service filters."""
+def compile_command(paths, outdir, output_format, mount_path, name, target, listen, admin, access_log):
+    """Compile policies to Envoy configuration: envoy.yaml, lds.yaml and per-service filters, or
+    a ConfigMap holding a bootstrap and the clusters, listener and routes it reloads."""
+    if (outdir is None) == (output_format == "files"):
+        raise click.UsageError("--output is needed with --format files, and only then")
     options = _options(listen, admin, access_log)
     pipeline = _checked_or_exit(_policy_paths(paths))
-    compiled = compile_outputs(pipeline.checked, target, options)
+    if output_format == "configmap":
+        compiled = compile_dynamic(pipeline.checked, target, options, mount_path)
+    else:
+        compiled = compile_outputs(pipeline.checked, target, options)
     if compiled.diagnostics:
         _report(Pipeline(None, pipeline.sources, compiled.diagnostics))
         click.echo(f"policyc: {summary_line(compiled.diagnostics)}; nothing written", err=True)
         sys.exit(EXIT_FAILED)
+    for service, plan in sorted(compiled.plans.items()):
+        click.echo(f"{service}: {plan}", err=True)
+    if output_format == "configmap":
+        click.echo(configmap(compiled, name), nl=False)
+        return
     write_tree(outdir, compiled.files)
-    for name, plan in sorted(compiled.plans.items()):
-        click.echo(f"{name}: {plan}", err=True)
     click.echo(f"wrote {len(compiled.files)} files to {outdir}", err=True)
 
 

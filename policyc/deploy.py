@@ -7,6 +7,8 @@ reloads on a rename into the folder, never sees a half-written file, and keeps s
 policy if it refuses a new one. Nothing is written when the policies have errors.
 It returns a `Deployment`: the policy version (as every Envoy on the folder reports it), or the
 diagnostics that stopped it. `watch(...)` deploys again whenever an input file changes.
+`configmap(compiled, name)` packs the same files into a Kubernetes ConfigMap: mounted as a volume,
+the kubelet swaps its files by a rename in the mounted folder, which Envoy watches the same way.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backends import compile_dynamic
+from .backends import Compiled, compile_dynamic
 from .backends.envoy import Options, Plan
+from .backends.yaml_out import dump_manifest
 from .diagnostics import Diagnostic
 from .pipeline import Pipeline, load_and_check
 
@@ -69,6 +72,17 @@ def publish(folder: Path, files: dict[str, str]) -> float:
     finally:
         for staging, _ in staged:
             Path(staging).unlink(missing_ok=True)
+
+
+def configmap(compiled: Compiled, name: str) -> str:
+    """The files of `compile_dynamic` as a ConfigMap manifest, labelled with the policy version."""
+    return dump_manifest({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "policyc",
+                                              "policyc/policy-version": compiled.version}},
+        "data": dict(sorted(compiled.files.items())),
+    })
 
 
 def _snapshot(paths: list[str], sources: set[str]) -> dict[str, tuple[int, int]]:
