@@ -215,17 +215,19 @@ def _envoy_options(command):
         click.option("--admin", default="127.0.0.1:9901", show_default=True, help="the admin interface's address"),
         click.option("--access-log", default="/dev/stdout", show_default=True,
                      help="where Envoy writes JSON access logs"),
+        click.option("--jwks-refresh", type=click.IntRange(min=1), default=10, show_default=True, metavar="SECONDS",
+                     help="how often Envoy fetches a remote JWKS again (a rotated key works from then on)"),
     ]):
         command = option(command)
     return command
 
 
-def _options(listen: str, admin: str, access_log: str) -> Options:
+def _options(listen: str, admin: str, access_log: str, jwks_refresh: int) -> Options:
     for name, address in (("--listen", listen), ("--admin", admin)):
         # Port 0 lets Envoy pick a free port; the admin interface's /listeners tells which.
         if upstream_problem(address.removesuffix(":0") + ":1" if address.endswith(":0") else address) is not None:
             raise click.BadParameter(f"{address!r} is not host:port", param_hint=name)
-    return Options(listen, admin, access_log)
+    return Options(listen, admin, access_log, jwks_refresh_seconds=jwks_refresh)
 
 
 @main.command("compile")
@@ -238,12 +240,12 @@ def _options(listen: str, admin: str, access_log: str) -> Options:
               help="with --format configmap: where the Envoy pod mounts the ConfigMap")
 @click.option("--name", default="policyc", show_default=True, help="with --format configmap: the ConfigMap's name")
 @_envoy_options
-def compile_command(paths, outdir, output_format, mount_path, name, target, listen, admin, access_log):
+def compile_command(paths, outdir, output_format, mount_path, name, target, listen, admin, access_log, jwks_refresh):
     """Compile policies to Envoy configuration: envoy.yaml, lds.yaml and per-service filters, or
     a ConfigMap holding a bootstrap and the clusters, listener and routes it reloads."""
     if (outdir is None) == (output_format == "files"):
         raise click.UsageError("--output is needed with --format files, and only then")
-    options = _options(listen, admin, access_log)
+    options = _options(listen, admin, access_log, jwks_refresh)
     pipeline = _checked_or_exit(_policy_paths(paths))
     if output_format == "configmap":
         compiled = compile_dynamic(pipeline.checked, target, options, mount_path)
@@ -276,10 +278,10 @@ def _report_deployment(deployment: Deployment, folder: str) -> None:
 @click.option("--to", "folder", required=True, type=click.Path(file_okay=False),
               help="the folder Envoy watches: run `envoy -c FOLDER/envoy.yaml`")
 @_envoy_options
-def deploy_command(paths, folder, target, listen, admin, access_log):
+def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refresh):
     """Check and compile policies, then publish them by atomic renames into a watched folder:
     running Envoys switch to them without a restart. Prints the policy version."""
-    options = _options(listen, admin, access_log)
+    options = _options(listen, admin, access_log, jwks_refresh)
     deployment = deploy(_policy_paths(paths), folder, target, options)
     _report_deployment(deployment, folder)
     sys.exit(EXIT_OK if deployment.version else EXIT_FAILED)
@@ -290,10 +292,10 @@ def deploy_command(paths, folder, target, listen, admin, access_log):
 @click.option("--to", "folder", required=True, type=click.Path(file_okay=False),
               help="the folder Envoy watches: run `envoy -c FOLDER/envoy.yaml`")
 @_envoy_options
-def watch_command(paths, folder, target, listen, admin, access_log):
+def watch_command(paths, folder, target, listen, admin, access_log, jwks_refresh):
     """Deploy, then deploy again on every save. A policy with errors is reported and not
     deployed; Envoy keeps the last good one. Stop with Ctrl-C."""
-    options = _options(listen, admin, access_log)
+    options = _options(listen, admin, access_log, jwks_refresh)
     with contextlib.suppress(KeyboardInterrupt):
         watch(_policy_paths(paths), folder, partial(_report_deployment, folder=folder), target, options)
 
