@@ -75,3 +75,10 @@ def test_committed_manifests_are_current():
     assert mount["mountPath"] == "/etc/policyc" and "subPath" not in mount
     assert pod["volumes"] == [{"name": mount["name"], "configMap": {"name": committed["metadata"]["name"]}}]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_configmap_and_folder_outputs_exclude_each_other(tmp_path):
+    for args in (["--format", "configmap", "-o", str(tmp_path / "out")], []):
+        result = CliRunner().invoke(main, ["compile", str(EXAMPLE), *args])
+        assert result.exit_code == 2 and "--output is needed with --format files, and only then" in result.stderr
+    assert not (tmp_path / "out").exists()
