@@ -16,6 +16,7 @@ import re
 import statistics
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ def envoys_on(folder: Path, workdir: Path, count: int = 1) -> Iterator[list[Envo
 
 def served_version(admin_port: int) -> str | None:
     """The version of the routes (the policy) this Envoy decides with, from its admin stats."""
-    text = admin_get(admin_port, f"/stats?filter=^{re.escape(VERSION_STAT)}$")[1]
+    text = admin_get(admin_port, "/stats?filter=" + urllib.parse.quote(f"^{re.escape(VERSION_STAT)}$"))[1]
     match = re.search(r'version_text: "([^"]*)"', text)
     return match.group(1) if match else None
 
@@ -75,15 +76,11 @@ class ReloadReport:
 
     def summary(self) -> dict:
         ordered = sorted(self.latencies)
-        return {
-            "reloads": len(ordered),
-            "listener_changes": self.listener_changes,
-            "requests_sent": self.sent,
-            "failed_requests": len(self.failures),
-            "latency_ms": {"median": round(statistics.median(ordered) * 1000, 1),
-                           "p95": round(ordered[int(0.95 * (len(ordered) - 1))] * 1000, 1),
-                           "max": round(ordered[-1] * 1000, 1)},
-        }
+        latency = {"median": round(statistics.median(ordered) * 1000, 1),
+                   "p95": round(ordered[int(0.95 * (len(ordered) - 1))] * 1000, 1),
+                   "max": round(ordered[-1] * 1000, 1)} if ordered else None
+        return {"reloads": len(ordered), "listener_changes": self.listener_changes, "requests_sent": self.sent,
+                "failed_requests": len(self.failures), "latency_ms": latency}
 
 
 def _policy(index: int, upstream: str, with_issuer: bool) -> str:
@@ -143,12 +140,15 @@ class _Load:
             thread.join()
 
 
-def _first_decided(port: int, index: int, timeout: float = 10.0) -> bool:
+def _first_decided(port: int, index: int, report: ReloadReport, timeout: float = 10.0) -> bool:
     """Probe with fresh connections until version `index` decides (its own path is allowed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if send(port, RawRequest("GET", f"/v/{index}", HOST))[0] == 200:
-            return True
+        try:
+            if send(port, RawRequest("GET", f"/v/{index}", HOST))[0] == 200:
+                return True
+        except OSError as error:
+            report.failures.append(f"probe: {error!r}")
     return False
 
 
@@ -174,7 +174,7 @@ def reload_under_load(workdir: Path, reloads: int, listener_change_every: int = 
             with _Load(port, report) if load else nullcontext():
                 for index in range(1, reloads + 1):
                     published_at = deploy_version(index)
-                    if not _first_decided(port, index):
+                    if not _first_decided(port, index, report):
                         report.failures.append(f"policy {index} never decided a request")
                         continue
                     report.latencies.append(time.monotonic() - published_at)
