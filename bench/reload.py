@@ -36,8 +36,9 @@ def main() -> None:
         run = runs[name]
         print(f"{name:>10}: {run['reloads']} reloads ({run['listener_changes']} listener changes), "
               f"rename → new decision median {run['latency_ms']['median']} ms, p95 {run['latency_ms']['p95']} ms, "
-              f"max {run['latency_ms']['max']} ms; {run['requests_sent']} requests, "
-              f"{run['failed_requests']} failed")
+              f"max {run['latency_ms']['max']} ms (listener changes: median "
+              f"{run['listener_change_latency_ms']['median']} ms, max {run['listener_change_latency_ms']['max']} ms); "
+              f"{run['requests_sent']} requests, {run['failed_requests']} failed")
     print(f"under load / idle (median): {runs['under_load_vs_idle_median']}")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(runs, indent=2) + "\n")

@@ -70,17 +70,27 @@ def wait_for_version(admin_port: int, version: str, timeout: float = 10.0) -> No
 @dataclass
 class ReloadReport:
     latencies: list[float] = field(default_factory=list)  # seconds, rename → first request decided by it
-    listener_changes: int = 0  # reloads that replaced the listener (and drained its connections)
+    listener_latencies: list[float] = field(default_factory=list)  # those of reloads that replaced the listener
     sent: int = 0
     failures: list[str] = field(default_factory=list)
 
+    @property
+    def listener_changes(self) -> int:
+        return len(self.listener_latencies)
+
     def summary(self) -> dict:
-        ordered = sorted(self.latencies)
-        latency = {"median": round(statistics.median(ordered) * 1000, 1),
-                   "p95": round(ordered[int(0.95 * (len(ordered) - 1))] * 1000, 1),
-                   "max": round(ordered[-1] * 1000, 1)} if ordered else None
-        return {"reloads": len(ordered), "listener_changes": self.listener_changes, "requests_sent": self.sent,
-                "failed_requests": len(self.failures), "latency_ms": latency}
+        return {"reloads": len(self.latencies), "listener_changes": self.listener_changes,
+                "requests_sent": self.sent, "failed_requests": len(self.failures),
+                "latency_ms": _milliseconds(self.latencies),
+                "listener_change_latency_ms": _milliseconds(self.listener_latencies)}
+
+
+def _milliseconds(latencies: list[float]) -> dict | None:
+    ordered = sorted(latencies)
+    if not ordered:
+        return None
+    return {"median": round(statistics.median(ordered) * 1000, 1),
+            "p95": round(ordered[int(0.95 * (len(ordered) - 1))] * 1000, 1), "max": round(ordered[-1] * 1000, 1)}
 
 
 def _policy(index: int, upstream: str, with_issuer: bool) -> str:
@@ -177,8 +187,10 @@ def reload_under_load(workdir: Path, reloads: int, listener_change_every: int = 
                     if not _first_decided(port, index, report):
                         report.failures.append(f"policy {index} never decided a request")
                         continue
-                    report.latencies.append(time.monotonic() - published_at)
-                    report.listener_changes += index % listener_change_every == 0
+                    latency = time.monotonic() - published_at
+                    report.latencies.append(latency)
+                    if index % listener_change_every == 0:
+                        report.listener_latencies.append(latency)
             if listener_ports(envoy.admin_port)[LISTENER_NAME] != port:
                 report.failures.append("the listener moved to another port")
     return report
