@@ -44,8 +44,9 @@ class Observed:
 
 
 class EnvoyUnderTest:
-    def __init__(self, workdir: Path, runner: Runner = running_envoy):
-        self.workdir, self.runner = workdir, runner
+    def __init__(self, workdir: Path, runner: Runner = running_envoy, key_clusters: tuple[dict, ...] = ()):
+        """`key_clusters`: the clusters of remote JWKS the loaded policies fetch from."""
+        self.workdir, self.runner, self.key_clusters = workdir, runner, key_clusters
         self.stack = ExitStack()
         self.log_path = workdir / "access.log"
         self.lds_dir = workdir / "lds"
@@ -59,7 +60,7 @@ class EnvoyUnderTest:
         self.upstream = self.stack.enter_context(RecordingUpstream())
         self.options = Options(f"{LOOPBACK}:0", f"{LOOPBACK}:0", str(self.log_path), self.upstream.address)
         self._publish({"version_info": "empty", "resources": []})
-        config = bootstrap(None, [cluster(OVERRIDE_CLUSTER, self.upstream.address)], self.options)
+        config = bootstrap(None, [cluster(OVERRIDE_CLUSTER, self.upstream.address), *self.key_clusters], self.options)
         config["dynamic_resources"] = {"lds_config": {"resource_api_version": "V3", "path_config_source": {
             "path": str(self.lds_dir / "lds.yaml"), "watched_directory": {"path": str(self.lds_dir)}}}}
         self.envoy = self.stack.enter_context(self.runner(
@@ -74,9 +75,9 @@ class EnvoyUnderTest:
         compiled = compile_outputs(checked, target, self.options)
         if compiled.diagnostics:
             raise ValueError(f"cannot compile for {target}: {compiled.diagnostics[0].message}")
-        clusters = [c["name"] for c in compiled.bootstrap["static_resources"]["clusters"]]
-        if clusters != [OVERRIDE_CLUSTER]:
-            raise ValueError("policies with remote JWKS need their key servers, which this harness does not run")
+        clusters = {c["name"] for c in compiled.bootstrap["static_resources"]["clusters"]}
+        if not clusters <= {OVERRIDE_CLUSTER} | {c["name"] for c in self.key_clusters}:
+            raise ValueError("policies with remote JWKS need their key servers' clusters (`key_clusters`)")
         self.loads += 1
         lds = {**compiled.lds, "version_info": f"{self.loads}-{compiled.lds['version_info']}"}
         self._publish(lds)

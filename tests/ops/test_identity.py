@@ -3,6 +3,7 @@ discovery document and JWKS, `policyc token mint` tokens verify through `remote_
 a key rotation Envoy's periodic refetch accepts the new key; a withdrawn key is refused."""
 
 import json
+import re
 import time
 import urllib.request
 from pathlib import Path
@@ -95,3 +96,15 @@ def test_remote_jwks_follows_key_rotation(tmp_path):
         with envoys_on(tmp_path / "live", tmp_path / "restarted") as (envoy,):
             port = listener_ports(envoy.admin_port)[LISTENER_NAME]
             assert (status(port, late), status(port, second)) == (401, 200)
+
+
+@pytest.mark.envoy
+def test_demo_fetches_the_example_keys_from_development_idps(tmp_path, monkeypatch, capsys):
+    from policyc import demo
+
+    monkeypatch.chdir(tmp_path)  # the demo writes out/demo under the working directory
+    example = Path(__file__).parents[2] / "envoy_configs" / "examples" / "backstage"
+    assert demo.main([str(example)]) == 0
+    output = capsys.readouterr().out
+    assert "keys fetched from development IdPs (jwks_backstage, jwks_okta)" in output
+    assert re.search(r"\b(\d+) of \1 requests decided alike", output), output
