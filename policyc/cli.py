@@ -6,19 +6,25 @@ cases, 2 usage errors.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import time
 from functools import partial
+from pathlib import Path
 
 import click
 import yaml
 
-from .backends import TARGETS, compile_outputs
+from . import audit
+from .backends import TARGETS, compile_dynamic, compile_outputs
 from .backends.envoy import Options
 from .backends.rbac import expressible
 from .casefile import CaseFileError, load_case_file, run_cases
 from .check import upstream_problem
+from .deploy import Deployment, configmap, deploy, watch
+from .devidp import DevIdp, default_keys_path, mint_token
 from .diagnostics import render_json, render_text, summary_line
 from .interpret import RawRequest, evaluate
 from .loader import expand_inputs, load
@@ -200,30 +206,175 @@ def test_command(paths, now, verbose):
 
 
 
+def _envoy_options(command):
+    """The emitted Envoy's target, addresses and access log: shared by compile, deploy and watch."""
+    for option in reversed([
+        click.option("--target", type=click.Choice(TARGETS), default="auto", show_default=True,
+                     help="native RBAC, Lua, or RBAC wherever it can express a rule set and Lua for the rest"),
+        click.option("--listen", default="127.0.0.1:10000", show_default=True, help="the listener's address"),
+        click.option("--admin", default="127.0.0.1:9901", show_default=True, help="the admin interface's address"),
+        click.option("--access-log", default="/dev/stdout", show_default=True,
+                     help="where Envoy writes JSON access logs"),
+        click.option("--jwks-refresh", type=click.IntRange(min=1), default=10, show_default=True, metavar="SECONDS",
+                     help="how often Envoy fetches a remote JWKS again (a rotated key works from then on)"),
+    ]):
+        command = option(command)
+    return command
+
+
+def _options(listen: str, admin: str, access_log: str, jwks_refresh: int) -> Options:
+    for name, address in (("--listen", listen), ("--admin", admin)):
+        # Port 0 lets Envoy pick a free port; the admin interface's /listeners tells which.
+        if upstream_problem(address.removesuffix(":0") + ":1" if address.endswith(":0") else address) is not None:
+            raise click.BadParameter(f"{address!r} is not host:port", param_hint=name)
+    return Options(listen, admin, access_log, jwks_refresh_seconds=jwks_refresh)
+
+
 @main.command("compile")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", "outdir", type=click.Path(file_okay=False),
               help="folder to write; replaced as a whole, and left untouched on any error")
-@click.option("--target", type=click.Choice(TARGETS), default="auto", show_default=True,
-              help="native RBAC, Lua, or RBAC wherever it can express a rule set and Lua for the rest")
-@click.option("--listen", default="127.0.0.1:10000", show_default=True, help="the listener's address")
-@click.option("--admin", default="127.0.0.1:9901", show_default=True, help="the admin interface's address")
-@click.option("--access-log", default="/dev/stdout", show_default=True, help="where Envoy writes JSON access logs")
-def compile_command(paths, outdir, target, listen, admin, access_log):
-    """Compile policies to Envoy configuration: envoy.yaml, lds.yaml and per-service filters."""
-    for name, address in (("--listen", listen), ("--admin", admin)):
-        if upstream_problem(address) is not None:
-            raise click.BadParameter(f"{address!r} is not host:port", param_hint=name)
+@click.option("--format", "output_format", type=click.Choice(["files", "configmap"]), default="files",
+              show_default=True, help="a folder of files, or a Kubernetes ConfigMap on stdout for hot reloads")
+@click.option("--mount-path", default="/etc/policyc", show_default=True,
+              help="with --format configmap: where the Envoy pod mounts the ConfigMap")
+@click.option("--name", default="policyc", show_default=True, help="with --format configmap: the ConfigMap's name")
+@_envoy_options
+def compile_command(paths, outdir, output_format, mount_path, name, target, listen, admin, access_log, jwks_refresh):
+    """Compile policies to Envoy configuration: envoy.yaml, lds.yaml and per-service filters, or
+    a ConfigMap holding a bootstrap and the clusters, listener and routes it reloads."""
+    if (outdir is None) == (output_format == "files"):
+        raise click.UsageError("--output is needed with --format files, and only then")
+    options = _options(listen, admin, access_log, jwks_refresh)
     pipeline = _checked_or_exit(_policy_paths(paths))
-    compiled = compile_outputs(pipeline.checked, target, Options(listen, admin, access_log))
+    if output_format == "configmap":
+        compiled = compile_dynamic(pipeline.checked, target, options, mount_path)
+    else:
+        compiled = compile_outputs(pipeline.checked, target, options)
     if compiled.diagnostics:
         _report(Pipeline(None, pipeline.sources, compiled.diagnostics))
         click.echo(f"policyc: {summary_line(compiled.diagnostics)}; nothing written", err=True)
         sys.exit(EXIT_FAILED)
+    for service, plan in sorted(compiled.plans.items()):
+        click.echo(f"{service}: {plan}", err=True)
+    if output_format == "configmap":
+        click.echo(configmap(compiled, name), nl=False)
+        return
     write_tree(outdir, compiled.files)
-    for name, plan in sorted(compiled.plans.items()):
-        click.echo(f"{name}: {plan}", err=True)
     click.echo(f"wrote {len(compiled.files)} files to {outdir}", err=True)
+
+
+def _report_deployment(deployment: Deployment, folder: str) -> None:
+    _report(Pipeline(None, deployment.pipeline.sources, deployment.diagnostics))
+    if deployment.version is None:
+        click.echo(f"policyc: {summary_line(deployment.diagnostics)}; nothing deployed", err=True)
+        return
+    click.echo(f"deployed {deployment.version} to {folder} ("
+               + ", ".join(f"{name}: {plan}" for name, plan in sorted(deployment.plans.items())) + ")")
+
+
+@main.command("deploy")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--to", "folder", required=True, type=click.Path(file_okay=False),
+              help="the folder Envoy watches: run `envoy -c FOLDER/envoy.yaml`")
+@_envoy_options
+def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refresh):
+    """Check and compile policies, then publish them by atomic renames into a watched folder:
+    running Envoys switch to them without a restart. Prints the policy version."""
+    options = _options(listen, admin, access_log, jwks_refresh)
+    deployment = deploy(_policy_paths(paths), folder, target, options)
+    _report_deployment(deployment, folder)
+    sys.exit(EXIT_OK if deployment.version else EXIT_FAILED)
+
+
+@main.command("watch")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--to", "folder", required=True, type=click.Path(file_okay=False),
+              help="the folder Envoy watches: run `envoy -c FOLDER/envoy.yaml`")
+@_envoy_options
+def watch_command(paths, folder, target, listen, admin, access_log, jwks_refresh):
+    """Deploy, then deploy again on every save. A policy with errors is reported and not
+    deployed; Envoy keeps the last good one. Stop with Ctrl-C."""
+    options = _options(listen, admin, access_log, jwks_refresh)
+    with contextlib.suppress(KeyboardInterrupt):
+        watch(_policy_paths(paths), folder, partial(_report_deployment, folder=folder), target, options)
+
+
+@main.command("audit")
+@click.argument("logs", nargs=-1, required=True, type=click.File("r", encoding="utf-8"))
+@click.option("--service", default=None, help="only this service's requests")
+@click.option("--since", default=None, metavar="TIME",
+              help="only requests from TIME on: ISO 8601 (UTC unless a zone is given) or a duration back, e.g. 2h")
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def audit_command(logs, service, since, output_format):
+    """Who accessed what through which rule, what was denied, and what dry-run services would
+    have denied, from Envoy's JSON access logs (`-` reads stdin)."""
+    try:
+        start = audit.parse_since(since) if since else None
+    except ValueError:
+        raise click.BadParameter(f"{since!r} is neither an ISO 8601 time nor a duration like 15m",
+                                 param_hint="--since") from None
+    events, skipped = audit.read_events((line for log in logs for line in log), service, start)
+    render = audit.render_json if output_format == "json" else audit.render_table
+    click.echo(render(events, skipped))
+
+
+def _claims(pairs) -> dict:
+    """k=v pairs; a value that is JSON (true, 42, ["a","b"]) is taken as such, anything else as a string."""
+    claims = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"takes NAME=VALUE, not {pair!r}", param_hint="--claim")
+        try:
+            claims[name] = json.loads(value)
+        except ValueError:
+            claims[name] = value
+    return claims
+
+
+_KEYS_OPTION = click.option("--keys", "keys_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                            help="the development signing keys (created when missing) [default: "
+                                 "$XDG_STATE_HOME/policyc/dev-idp.json]")
+
+
+@main.group("token")
+def token_group():
+    """Development tokens, signed by the keys `policyc dev-idp` publishes."""
+
+
+@token_group.command("mint")
+@_KEYS_OPTION
+@click.option("--issuer", default=None, help="the `iss` claim [default: the issuer of the last dev-idp started]")
+@click.option("--sub", required=True, help="the `sub` claim, e.g. user:default/alice")
+@click.option("--audience", "audiences", multiple=True, help="the `aud` claim (repeat for a list)")
+@click.option("--claim", "claims", multiple=True, metavar="NAME=VALUE", help="any other claim (repeatable)")
+@click.option("--expires-in", default=3600, show_default=True, help="seconds until `exp`")
+def token_mint_command(keys_path, issuer, sub, audiences, claims, expires_in):
+    """Print a signed JWT for local trials and tests."""
+    try:
+        token = mint_token(keys_path or default_keys_path(), sub, _claims(claims), issuer, audiences, expires_in)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(token)
+
+
+@main.command("dev-idp")
+@_KEYS_OPTION
+@click.option("--port", default=8900, show_default=True, help="the port on 127.0.0.1 (0: any free port)")
+@click.option("--rotate-every", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+              help="sign with a new key this often, keeping the previous one published")
+def dev_idp_command(keys_path, port, rotate_every):
+    """Serve a development identity provider on 127.0.0.1: its OpenID discovery document and
+    JWKS, for `remote_jwks` trials with tokens from `policyc token mint`. Stop with Ctrl-C."""
+    with DevIdp(keys_path or default_keys_path(), port) as idp, contextlib.suppress(KeyboardInterrupt):
+        click.echo(f"issuer {idp.issuer}\njwks   {idp.jwks_uri}\n\nissuer dev {{\n    url \"{idp.issuer}\"\n"
+                   f"    jwks \"{idp.jwks_uri}\"\n}}", err=True)
+        while True:
+            time.sleep(rotate_every or 3600)
+            if rotate_every:
+                idp.rotate()
+                click.echo("rotated the signing key", err=True)
 
 
 @main.command("verify")

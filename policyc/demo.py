@@ -1,6 +1,8 @@
 """`make demo`: compile the bundled example, run it in a real Envoy in front of a recording
 upstream, replay the example's requests with freshly minted tokens, and print what the reference
-interpreter expected next to what Envoy did. Everything started is stopped at the end.
+interpreter expected next to what Envoy did. Envoy fetches the issuers' keys with `remote_jwks`
+from development IdPs on 127.0.0.1, as it would from Backstage or Okta. Everything started is
+stopped at the end.
 
     python -m policyc.demo envoy_configs/examples/backstage
 """
@@ -10,10 +12,16 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
+from . import nodes as n
 from .backends import compile_outputs
-from .casefile import build_request, load_case_file
+from .backends.envoy import OVERRIDE_CLUSTER, Options, clusters
+from .casefile import Keys, build_request, load_case_file
+from .check import Checked
+from .devidp import DevIdp, save_keys
 from .diagnostics import render_text
 from .harness.replay import EnvoyUnderTest
 from .interpret import evaluate
@@ -33,6 +41,19 @@ def _outcome(status: int, reason: str, dry_run_status: int | None = None) -> str
     return f"{status} {reason}" + (f" (would {dry_run_status})" if dry_run_status not in (None, status) else "")
 
 
+def _served_by_dev_idps(checked: Checked, keys: Keys, work: Path, stack: ExitStack) -> Checked:
+    """`checked` with each `jwks file` issuer switched to a remote JWKS that a development IdP on
+    127.0.0.1 serves from the same key: Envoy fetches the keys as it would in production."""
+    issuers = dict(checked.issuers)
+    for name in checked.keys:
+        key_file = work / f"{name}.keys.json"
+        save_keys(key_file, {"issuer": None, "keys": [keys.private[name]]})
+        idp = stack.enter_context(DevIdp(key_file))
+        settings = tuple(n.JwksUri(idp.jwks_uri) if isinstance(s, n.JwksFile) else s for s in issuers[name].settings)
+        issuers[name] = replace(issuers[name], settings=settings)
+    return replace(checked, issuers=issuers, keys={})
+
+
 def main(argv: list[str]) -> int:
     example = Path(argv[0] if argv else "envoy_configs/examples/backstage")
     pipeline = load_and_check([str(example)])
@@ -50,9 +71,14 @@ def main(argv: list[str]) -> int:
     case_file = load_case_file(str(next(example.glob("*.cases.yaml"))))
     now = time.time()
     requests = [build_request(case.request, checked, case_file.keys, now) for case in case_file.cases]
-    with tempfile.TemporaryDirectory() as work, EnvoyUnderTest(Path(work)) as envoy:
+    with tempfile.TemporaryDirectory() as work, ExitStack() as stack:
+        checked = _served_by_dev_idps(checked, case_file.keys, Path(work), stack)
+        key_clusters = tuple(c for c in clusters(checked, Options(upstream_override="127.0.0.1:1"))
+                             if c["name"] != OVERRIDE_CLUSTER)
+        envoy = stack.enter_context(EnvoyUnderTest(Path(work) / "envoy", key_clusters=key_clusters))
         envoy.load(checked, "auto")
-        print(f"Envoy is listening on 127.0.0.1:{envoy.port}; replaying {len(requests)} requests\n")
+        print(f"Envoy is listening on 127.0.0.1:{envoy.port}, with the issuers' keys fetched from development "
+              f"IdPs ({', '.join(c['name'] for c in key_clusters)}); replaying {len(requests)} requests\n")
         observed = envoy.send_all(requests)
     keys = case_file.keys.published(checked)
     rows, agreed = [], 0

@@ -3,6 +3,11 @@
 `compile_outputs(checked, target, options)` picks per service (and per effect) native RBAC or
 Lua, builds the Envoy configs and returns them with the plan, or returns `rbac/unsupported`
 diagnostics when `--target rbac` meets a rule RBAC cannot express.
+
+`compile_dynamic(checked, target, options, config_dir)` gives the same policy for hot reloads:
+`envoy.yaml` (a bootstrap holding no policy) and `cds.yaml`, `lds.yaml`, `rds.yaml` for the watched
+folder `config_dir`. The policy version, a hash of the listener, routes and clusters, is stamped
+on every route (so each access-log line names it) and is the version of the routes' file.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class Compiled:
     lds: dict = field(default_factory=dict)
     plans: dict[str, Plan] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    version: str = ""
 
 
 def _engine(checked: Checked, rules: list[n.Rule], target: str) -> str:
@@ -49,9 +55,8 @@ def _unsupported(checked: Checked, service: n.Service) -> list[Diagnostic]:
     return diagnostics
 
 
-def compile_outputs(checked: Checked, target: str = "auto", options: Options | None = None) -> Compiled:
-    options = options or Options()
-    compiled = Compiled()
+def _filters(checked: Checked, target: str, compiled: Compiled) -> dict[str, envoy.ServiceFilters]:
+    """Each service's filter configs, its plan recorded in `compiled` (or diagnostics, and none)."""
     filters = {}
     for name, service in sorted(checked.services.items()):
         plan = compiled.plans[name] = plan_service(checked, service, target)
@@ -59,10 +64,28 @@ def compile_outputs(checked: Checked, target: str = "auto", options: Options | N
             compiled.diagnostics += _unsupported(checked, service)
         if not compiled.diagnostics:
             filters[name] = envoy.service_filters(checked, service, plan)
+    return filters if not compiled.diagnostics else {}
+
+
+def _policy_version(checked: Checked, filters: dict, options: Options) -> str:
+    """The hash of what Envoy is given, the same whether it is loaded whole or from a watched folder."""
+    unstamped = envoy.listener(checked, {"route_config": envoy.route_config(checked, filters, options, "")}, options)
+    return _hash([unstamped, envoy.clusters(checked, options)])
+
+
+def _hash(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def compile_outputs(checked: Checked, target: str = "auto", options: Options | None = None) -> Compiled:
+    options = options or Options()
+    compiled = Compiled()
+    filters = _filters(checked, target, compiled)
     if compiled.diagnostics:
         return compiled
-    listener = envoy.listener(checked, filters, options)
-    version = hashlib.sha256(json.dumps(listener, sort_keys=True).encode()).hexdigest()[:16]
+    compiled.version = version = _policy_version(checked, filters, options)
+    routes = envoy.route_config(checked, filters, options, version)
+    listener = envoy.listener(checked, {"route_config": routes}, options)
     compiled.bootstrap = envoy.bootstrap(listener, envoy.clusters(checked, options), options)
     compiled.lds = envoy.lds(listener, version)
     compiled.files["envoy.yaml"] = dump(compiled.bootstrap)
@@ -76,4 +99,26 @@ def compile_outputs(checked: Checked, target: str = "auto", options: Options | N
             compiled.files[f"services/{name}/policy.lua"] = service_filters.lua_source
     targets = {name: {"deny": p.deny, "allow": p.allow} for name, p in compiled.plans.items()}
     compiled.files["targets.json"] = json.dumps(targets, indent=2, sort_keys=True) + "\n"
+    return compiled
+
+
+def compile_dynamic(checked: Checked, target: str, options: Options, config_dir: str) -> Compiled:
+    """The files of a watched folder at `config_dir` (an absolute path as Envoy will see it)."""
+    compiled = Compiled()
+    filters = _filters(checked, target, compiled)
+    if compiled.diagnostics:
+        return compiled
+    compiled.version = version = _policy_version(checked, filters, options)
+    resources = {
+        "cluster": envoy.clusters(checked, options),
+        "routes": [envoy.route_config(checked, filters, options, version)],
+        "listener": [envoy.listener(checked, envoy.rds(config_dir), options)],
+    }
+    compiled.bootstrap = envoy.dynamic_bootstrap(config_dir, options)
+    compiled.files["envoy.yaml"] = dump(compiled.bootstrap)
+    for kind, file in envoy.DYNAMIC_FILES.items():
+        # The routes carry the policy version. Clusters and listener are versioned by their own
+        # content, so a rule change leaves their files as they were and Envoy reloads routes only.
+        own = version if kind == "routes" else _hash(resources[kind])
+        compiled.files[file] = dump(envoy.discovery_response(kind, resources[kind], own))
     return compiled

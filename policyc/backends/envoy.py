@@ -1,5 +1,7 @@
 """Envoy assembly: a checked policy set and per-service targets → the complete bootstrap, the
-listener alone (for file-based LDS) and each service's filter configs, as plain dicts.
+listener alone (for file-based LDS) and each service's filter configs, as plain dicts. For hot
+reloads, the same policy as discovery responses (clusters, listener, routes) and a bootstrap that
+takes all three from a watched folder.
 
 One HTTP connection manager: jwt_authn (every issuer, anonymous callers pass), then an RBAC
 filter for deny rules, the Lua filter, an RBAC filter for allow rules, and the router. Each
@@ -42,7 +44,13 @@ _TYPES = {
     "tls": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
     "listener": "type.googleapis.com/envoy.config.listener.v3.Listener",
     "filter_config": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+    "routes": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+    "cluster": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
 }
+ROUTE_CONFIG_NAME = "policyc"
+# The files of a watched folder, by resource kind; published in this order (clusters before the
+# routes that name them, routes before the listener that asks for them).
+DYNAMIC_FILES = {"cluster": "cds.yaml", "routes": "rds.yaml", "listener": "lds.yaml"}
 
 ACCESS_LOG_FIELDS = {
     "time": "%START_TIME%",
@@ -53,6 +61,8 @@ ACCESS_LOG_FIELDS = {
     "status": "%RESPONSE_CODE%",
     "details": "%RESPONSE_CODE_DETAILS%",
     "service": f"%METADATA(ROUTE:{ROUTE_NAMESPACE}:service)%",
+    "mode": f"%METADATA(ROUTE:{ROUTE_NAMESPACE}:mode)%",
+    "policy_version": f"%METADATA(ROUTE:{ROUTE_NAMESPACE}:version)%",
     "issuer": f"%DYNAMIC_METADATA({JWT_FILTER}:{PAYLOAD_KEY}:iss)%",
     "sub": f"%DYNAMIC_METADATA({JWT_FILTER}:{PAYLOAD_KEY}:sub)%",
     "rbac": "%DYNAMIC_METADATA(envoy.filters.http.rbac)%",
@@ -85,6 +95,7 @@ class Options:
     admin: str = "127.0.0.1:9901"
     access_log: str = "/dev/stdout"
     upstream_override: str | None = None  # send every service to this address (test upstreams)
+    jwks_refresh_seconds: int = 10  # how often a remote JWKS is fetched again (Envoy's floor is 1)
 
     def cluster_of(self, service: n.Service) -> str:
         # With one override address every service shares one cluster, so a listener reloaded
@@ -134,7 +145,7 @@ def _jwks_cluster(issuer: n.Issuer) -> tuple[str, dict]:
     return name, cluster(name, address, host.strip("[]") if scheme == "https" else None)
 
 
-def _provider(checked: Checked, issuer: n.Issuer) -> dict:
+def _provider(checked: Checked, issuer: n.Issuer, options: Options) -> dict:
     provider = {
         "issuer": issuer.url,
         "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
@@ -153,17 +164,20 @@ def _provider(checked: Checked, issuer: n.Issuer) -> dict:
         cluster, _ = _jwks_cluster(issuer)
         provider["remote_jwks"] = {
             "http_uri": {"uri": issuer.jwks.uri, "cluster": cluster, "timeout": "5s"},
-            "cache_duration": "300s",
-            "async_fetch": {},
-            "retry_policy": {"num_retries": 3},
+            # Envoy never refetches on an unknown `kid`: a token signed by a freshly rotated key is
+            # refused until the next fetch, so fetch often. The fetch runs on the main thread in
+            # the background (`async_fetch`), keeps the last good keys when it fails, and retries.
+            "cache_duration": f"{options.jwks_refresh_seconds}s",
+            "async_fetch": {"failed_refetch_duration": "1s"},
+            "retry_policy": {"num_retries": 3, "retry_back_off": {"base_interval": "0.2s", "max_interval": "2s"}},
         }
     return provider
 
 
-def _jwt_filter(checked: Checked) -> dict:
+def _jwt_filter(checked: Checked, options: Options) -> dict:
     """Every issuer a provider; anonymous callers pass. A bad token is refused (401, or 403 for a
     wrong audience), except on dry-run services, which let it through and record the failure."""
-    providers = {name: _provider(checked, issuer) for name, issuer in sorted(checked.issuers.items())}
+    providers = {name: _provider(checked, issuer, options) for name, issuer in sorted(checked.issuers.items())}
     names = [{"provider_name": name} for name in providers]
     requirements = {
         ENFORCE: {"requires_any": {"requirements": names + [{"allow_missing": {}}]}},
@@ -174,8 +188,8 @@ def _jwt_filter(checked: Checked) -> dict:
         "rules": [{"match": {"prefix": "/"}, "requirement_name": ENFORCE}]}}
 
 
-def _http_filters(checked: Checked) -> list[dict]:
-    filters = [_jwt_filter(checked)] if checked.issuers else []
+def _http_filters(checked: Checked, options: Options) -> list[dict]:
+    filters = [_jwt_filter(checked, options)] if checked.issuers else []
     # With no `rules`, an RBAC filter enforces nothing: hosts without a per-route config pass.
     filters += [
         {"name": DENY_FILTER, "typed_config": {"@type": _TYPES["rbac"], "rules_stat_prefix": "deny_",
@@ -197,7 +211,8 @@ class ServiceFilters:
     rbac_allow: dict | None
 
 
-def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool, cluster: str) -> dict:
+def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool, cluster: str,
+                  version: str) -> dict:
     per_filter = {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}}
     if has_issuers and service.mode is n.Mode.DRY_RUN:
         per_filter[JWT_FILTER] = {"@type": _TYPES["jwt_route"], "requirement_name": DRY_RUN}
@@ -210,7 +225,7 @@ def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool
         "name": service.name,
         "domains": sorted(service.hosts),
         "routes": [*REFUSED_ROUTES, {"match": {"prefix": "/"}, "route": {"cluster": cluster},
-                    "metadata": {"filter_metadata": {ROUTE_NAMESPACE: {"service": service.name}}}}],
+                    "metadata": _route_metadata(version, service=service.name, mode=service.mode.value)}],
         "typed_per_filter_config": per_filter,
     }
 
@@ -232,18 +247,44 @@ REFUSED_ROUTES = [
                                          for method in sorted(KNOWN_METHODS)]}, "unknown method"),
 ]
 
-_NO_SERVICE = {
-    "name": "no-service",
-    "domains": ["*"],
-    "routes": [*REFUSED_ROUTES, {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {
-        "inline_string": "no service for this host\n"}}}],
-    "typed_per_filter_config": {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}},
-}
+
+def _route_metadata(version: str, **fields: str) -> dict:
+    """What the access log reads back per request: the service, its mode and the policy version."""
+    return {"filter_metadata": {ROUTE_NAMESPACE: {**fields, "version": version}}}
 
 
-def listener(checked: Checked, service_filters: dict[str, ServiceFilters], options: Options) -> dict:
-    virtual_hosts = [_virtual_host(service, service_filters[name], bool(checked.issuers), options.cluster_of(service))
+def _no_service(version: str) -> dict:
+    return {
+        "name": "no-service",
+        "domains": ["*"],
+        "routes": [*REFUSED_ROUTES, {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {
+            "inline_string": "no service for this host\n"}}, "metadata": _route_metadata(version)}],
+        "typed_per_filter_config": {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}},
+    }
+
+
+def route_config(checked: Checked, service_filters: dict[str, ServiceFilters], options: Options,
+                 version: str) -> dict:
+    """Every service's virtual host and the catch-all; `version` is stamped on every route."""
+    virtual_hosts = [_virtual_host(service, service_filters[name], bool(checked.issuers), options.cluster_of(service),
+                                   version)
                      for name, service in sorted(checked.services.items()) if name in service_filters]
+    return {"name": ROUTE_CONFIG_NAME, "virtual_hosts": virtual_hosts + [_no_service(version)]}
+
+
+def _watched(config_dir: str, kind: str) -> dict:
+    """A config source reading one file of `config_dir`, reloaded when a file is renamed into it."""
+    return {"resource_api_version": "V3", "path_config_source": {
+        "path": f"{config_dir.rstrip('/')}/{DYNAMIC_FILES[kind]}", "watched_directory": {"path": config_dir}}}
+
+
+def rds(config_dir: str) -> dict:
+    """The listener's routes from `config_dir`: a policy change replaces them without a drain."""
+    return {"rds": {"route_config_name": ROUTE_CONFIG_NAME, "config_source": _watched(config_dir, "routes")}}
+
+
+def listener(checked: Checked, routes: dict, options: Options) -> dict:
+    """The listener; `routes` is {"route_config": …} inline, or `rds(config_dir)`."""
     hcm = {
         "@type": _TYPES["hcm"],
         "stat_prefix": "policyc",
@@ -252,8 +293,8 @@ def listener(checked: Checked, service_filters: dict[str, ServiceFilters], optio
         "normalize_path": True,
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
-        "route_config": {"name": "policyc", "virtual_hosts": virtual_hosts + [_NO_SERVICE]},
-        "http_filters": _http_filters(checked),
+        **routes,
+        "http_filters": _http_filters(checked, options),
         "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
             "@type": _TYPES["file_log"], "path": options.access_log,
             "log_format": {"json_format": access_log_fields(checked)}}}],
@@ -290,8 +331,23 @@ def bootstrap(listener_config: dict | None, cluster_configs: list[dict], options
     }
 
 
+def discovery_response(kind: str, resources: list[dict], version: str) -> dict:
+    """A file-based xDS resource set: what Envoy reads from lds.yaml, rds.yaml or cds.yaml."""
+    return {"version_info": version, "resources": [{"@type": _TYPES[kind], **r} for r in resources]}
+
+
 def lds(listener_config: dict, version: str) -> dict:
-    return {"version_info": version, "resources": [{"@type": _TYPES["listener"], **listener_config}]}
+    return discovery_response("listener", [listener_config], version)
+
+
+def dynamic_bootstrap(config_dir: str, options: Options) -> dict:
+    """A bootstrap with no policy in it: clusters and the listener (whose routes come by RDS) are
+    read from `config_dir` and reloaded when a deploy renames new files into it."""
+    config = bootstrap(None, [], options)
+    del config["static_resources"]
+    config["dynamic_resources"] = {"cds_config": _watched(config_dir, "cluster"),
+                                   "lds_config": _watched(config_dir, "listener")}
+    return config
 
 
 def service_filters(checked: Checked, service: n.Service, plan: Plan) -> ServiceFilters:

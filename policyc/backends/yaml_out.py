@@ -27,3 +27,19 @@ _Dumper.add_representer(str, _quoted_str)
 def dump(data) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=True, allow_unicode=True, width=2**31 - 1,
                      default_flow_style=False)
+
+
+class _ManifestDumper(_Dumper):
+    """Multi-line strings (whole files inside a Kubernetes manifest) as literal `|` blocks."""
+
+
+def _block_or_quoted(dumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else '"')
+
+
+_ManifestDumper.add_representer(str, _block_or_quoted)
+
+
+def dump_manifest(data) -> str:
+    return yaml.dump(data, Dumper=_ManifestDumper, sort_keys=False, allow_unicode=True, width=2**31 - 1,
+                     default_flow_style=False)

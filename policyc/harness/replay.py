@@ -11,7 +11,6 @@ Everything is stopped when the `with` block ends.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import urllib.parse
@@ -23,6 +22,7 @@ from pathlib import Path
 from ..backends import compile_outputs, yaml_out
 from ..backends.envoy import LISTENER_NAME, OVERRIDE_CLUSTER, Options, bootstrap, cluster
 from ..check import Checked
+from ..deploy import publish
 from ..interpret.request import RawRequest
 from .client import send
 from .decisions import logged_decision
@@ -45,8 +45,9 @@ class Observed:
 
 
 class EnvoyUnderTest:
-    def __init__(self, workdir: Path, runner: Runner = running_envoy):
-        self.workdir, self.runner = workdir, runner
+    def __init__(self, workdir: Path, runner: Runner = running_envoy, key_clusters: tuple[dict, ...] = ()):
+        """`key_clusters`: the clusters of remote JWKS the loaded policies fetch from."""
+        self.workdir, self.runner, self.key_clusters = workdir, runner, key_clusters
         self.stack = ExitStack()
         self.log_path = workdir / "access.log"
         self.lds_dir = workdir / "lds"
@@ -60,7 +61,7 @@ class EnvoyUnderTest:
         self.upstream = self.stack.enter_context(RecordingUpstream())
         self.options = Options(f"{LOOPBACK}:0", f"{LOOPBACK}:0", str(self.log_path), self.upstream.address)
         self._publish({"version_info": "empty", "resources": []})
-        config = bootstrap(None, [cluster(OVERRIDE_CLUSTER, self.upstream.address)], self.options)
+        config = bootstrap(None, [cluster(OVERRIDE_CLUSTER, self.upstream.address), *self.key_clusters], self.options)
         config["dynamic_resources"] = {"lds_config": {"resource_api_version": "V3", "path_config_source": {
             "path": str(self.lds_dir / "lds.yaml"), "watched_directory": {"path": str(self.lds_dir)}}}}
         self.envoy = self.stack.enter_context(self.runner(
@@ -75,9 +76,9 @@ class EnvoyUnderTest:
         compiled = compile_outputs(checked, target, self.options)
         if compiled.diagnostics:
             raise ValueError(f"cannot compile for {target}: {compiled.diagnostics[0].message}")
-        clusters = [c["name"] for c in compiled.bootstrap["static_resources"]["clusters"]]
-        if clusters != [OVERRIDE_CLUSTER]:
-            raise ValueError("policies with remote JWKS need their key servers, which this harness does not run")
+        clusters = {c["name"] for c in compiled.bootstrap["static_resources"]["clusters"]}
+        if not clusters <= {OVERRIDE_CLUSTER} | {c["name"] for c in self.key_clusters}:
+            raise ValueError("policies with remote JWKS need their key servers' clusters (`key_clusters`)")
         self.loads += 1
         lds = {**compiled.lds, "version_info": f"{self.loads}-{compiled.lds['version_info']}"}
         self._publish(lds)
@@ -85,9 +86,7 @@ class EnvoyUnderTest:
         self.port = listener_ports(self.envoy.admin_port)[LISTENER_NAME]
 
     def _publish(self, lds: dict) -> None:
-        staging = self.lds_dir / ".lds.yaml.new"
-        staging.write_text(yaml_out.dump(lds))  # as `policyc compile` writes it
-        os.rename(staging, self.lds_dir / "lds.yaml")  # Envoy only sees renames into the folder
+        publish(self.lds_dir, {"lds.yaml": yaml_out.dump(lds)})  # as `policyc compile` writes it
 
     def _wait_for_version(self, version: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

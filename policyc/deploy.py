@@ -1,0 +1,122 @@
+"""Changes policy in running Envoys without a restart.
+
+`deploy(paths, folder, target, options)` checks and compiles the policies and publishes the result
+in `folder`, a directory Envoy watches (`envoy -c FOLDER/envoy.yaml`): the bootstrap once, then
+`cds.yaml`, `rds.yaml` and `lds.yaml`, each written beside its name and renamed into place. Envoy
+reloads on a rename into the folder, never sees a half-written file, and keeps serving the old
+policy if it refuses a new one. Nothing is written when the policies have errors.
+It returns a `Deployment`: the policy version (as every Envoy on the folder reports it), or the
+diagnostics that stopped it. `watch(...)` deploys again whenever an input file changes.
+`configmap(compiled, name)` packs the same files into a Kubernetes ConfigMap: mounted as a volume,
+the kubelet swaps its files by a rename in the mounted folder, which Envoy watches the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .backends import Compiled, compile_dynamic
+from .backends.envoy import Options, Plan
+from .backends.yaml_out import dump_manifest
+from .diagnostics import Diagnostic
+from .pipeline import Pipeline, load_and_check
+
+
+@dataclass(frozen=True)
+class Deployment:
+    pipeline: Pipeline
+    version: str | None = None  # None: nothing was deployed
+    diagnostics: list[Diagnostic] = field(default_factory=list)  # check and compile, errors and warnings
+    plans: dict[str, Plan] = field(default_factory=dict)
+    published_at: float = 0.0  # time.monotonic() at the first rename
+
+
+def deploy(paths: list[str], folder: str | Path, target: str = "auto", options: Options | None = None) -> Deployment:
+    pipeline = load_and_check(paths)
+    if not pipeline.ok:
+        return Deployment(pipeline, diagnostics=pipeline.diagnostics)
+    config_dir = Path(folder).resolve()
+    compiled = compile_dynamic(pipeline.checked, target, options or Options(), str(config_dir))
+    if compiled.diagnostics:
+        return Deployment(pipeline, diagnostics=pipeline.diagnostics + compiled.diagnostics, plans=compiled.plans)
+    published_at = publish(config_dir, compiled.files)
+    return Deployment(pipeline, compiled.version, pipeline.diagnostics, compiled.plans, published_at)
+
+
+def publish(folder: Path, files: dict[str, str]) -> float:
+    """Every changed file written beside its name, then all renamed into `folder` in the given
+    order; unchanged files are left alone. Envoy reloads only on a rename into a watched folder,
+    never on a rewrite in place (envoy-lab §7). Returns time.monotonic() at the first rename."""
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = []
+    try:
+        for name, text in files.items():
+            target = folder / name
+            if target.exists() and target.read_text(encoding="utf-8") == text:
+                continue
+            fd, staging = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+            staged.append((staging, target))
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(staging, 0o644)
+        renamed_at = time.monotonic()
+        for staging, target in staged:
+            os.rename(staging, target)
+        return renamed_at
+    finally:
+        for staging, _ in staged:
+            Path(staging).unlink(missing_ok=True)
+
+
+def configmap(compiled: Compiled, name: str) -> str:
+    """The files of `compile_dynamic` as a ConfigMap manifest, labelled with the policy version."""
+    return dump_manifest({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "policyc",
+                                              "policyc/policy-version": compiled.version}},
+        "data": dict(sorted(compiled.files.items())),
+    })
+
+
+def _snapshot(paths: list[str], sources: set[str]) -> dict[str, tuple[int, int]]:
+    """(mtime, size) of every file under the inputs and every file the last load read (imports,
+    catalog files and keys outside the inputs included)."""
+    files = set(sources)
+    for path in paths:
+        if os.path.isdir(path):
+            files.update(os.path.join(d, f) for d, _, names in os.walk(path) for f in names)
+        else:
+            files.add(path)
+    snapshot = {}
+    for file in files:
+        try:
+            stat = os.stat(file)
+        except OSError:
+            continue  # deleted: its absence is the change
+        snapshot[file] = (stat.st_mtime_ns, stat.st_size)
+    return snapshot
+
+
+def watch(paths: list[str], folder: str | Path, report: Callable[[Deployment], None], target: str = "auto",
+          options: Options | None = None, stop: threading.Event | None = None, interval: float = 0.25) -> None:
+    """Deploy now, then again after every change to the inputs, until `stop` is set. A policy
+    with errors is reported and not deployed: the folder keeps the last good one."""
+    stop = stop or threading.Event()
+    sources: set[str] = set()
+    seen = None
+    while not stop.is_set():
+        current = _snapshot(paths, sources)
+        if current != seen:
+            deployment = deploy(paths, folder, target, options)
+            # Files first read by this load count as seen as they were before it.
+            sources = set(deployment.pipeline.sources)
+            seen = {**_snapshot([], sources), **current}
+            report(deployment)
+        stop.wait(interval)
