@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import quote
 
 from .source import Source, Span
 
@@ -186,9 +187,15 @@ def render_github(diagnostics: Iterable[Diagnostic]) -> str:
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
 
+def _artifact_uri(path: str) -> str:
+    """A file URI for an absolute path; a relative reference (what code scanning maps to the
+    repository) for a relative one."""
+    return Path(path).as_uri() if Path(path).is_absolute() else quote(Path(path).as_posix())
+
+
 def _sarif_location(span: Span, message: str | None = None) -> dict:
     location = {"physicalLocation": {
-        "artifactLocation": {"uri": Path(span.path).as_posix()},
+        "artifactLocation": {"uri": _artifact_uri(span.path)},
         "region": {"startLine": span.line, "startColumn": span.column,
                    "endLine": span.end_line, "endColumn": span.end_column},
     }}

@@ -288,7 +288,7 @@ def _completions(before: str, checked: Checked | None) -> list[types.CompletionI
 
 
 @server.feature(types.TEXT_DOCUMENT_COMPLETION,
-                types.CompletionOptions(trigger_characters=['"', "(", " "]))
+                types.CompletionOptions(trigger_characters=['"', "("]))
 def _complete(ls: PolicyServer, params: types.CompletionParams) -> types.CompletionList:
     uri = params.text_document.uri
     line, column = _cursor(ls, uri, params.position)

@@ -40,7 +40,7 @@ def test_sarif_is_read_back_by_a_sarif_consumer(tmp_path):
     assert [(r["Code"], r["Severity"], r["Line"]) for r in records][:2] == [
         ("check/bad-method", "error", 12), ("check/unknown-issuer", "error", 13)]
     assert sarif_file.get_distinct_tool_names() == ["policyc"]
-    assert len(records) == 6 and {r["Location"] for r in records} == {str(FIVE_MISTAKES)}
+    assert len(records) == 6 and {r["Location"] for r in records} == {FIVE_MISTAKES.as_uri()}
     rules = sarif_file.get_rules_by_id("check/bad-glob")
     assert rules and "Wrong:" in rules[0]["help"]["text"]
     # The consumer's own command line reads it too.
@@ -57,6 +57,15 @@ def test_sarif_regions_match_the_json_spans():
     regions = [r["locations"][0]["physicalLocation"]["region"] for r in sarif_run["results"]]
     assert regions == [{"startLine": d["line"], "startColumn": d["column"], "endLine": d["end_line"],
                         "endColumn": d["end_column"]} for d in spans]
+
+
+def test_sarif_names_relative_paths_as_relative_references(tmp_path, monkeypatch):
+    (tmp_path / "my policies").mkdir()
+    (tmp_path / "my policies" / "p.policy").write_text("condition c = method == get\n")
+    monkeypatch.chdir(tmp_path)
+    log = json.loads(run("check", "--format", "sarif", "my policies", expect=1).stdout)
+    [result] = log["runs"][0]["results"]
+    assert result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "my%20policies/p.policy"
 
 
 def test_clean_policies_give_an_empty_sarif_run_and_no_annotations():
