@@ -39,7 +39,7 @@ class PolicyServer(LanguageServer):
         super().__init__("policyc", version("policyc"))
         self.pipelines: dict[str, Pipeline] = {}  # document uri → its latest analysis
         self.checked: dict[str, Checked] = {}  # document uri → the latest analysis that got names
-        self.published: dict[str, set[str]] = {}  # document uri → uris it published diagnostics to
+        self.published: dict[str, set[str]] = {}  # document uri → other files it published to
 
 
 server = PolicyServer()
@@ -117,21 +117,22 @@ def _open_policies(ls: PolicyServer) -> dict[str, str]:
 def analyze(ls: PolicyServer, uri: str) -> None:
     """Check a document as `policyc check FILE` would, with every open buffer standing in for its
     file, and publish the diagnostics: the document's own, and those of files it reads that are
-    not open (an open file publishes its own)."""
+    not open (an open file publishes its own). Files are matched by real path, never by how a
+    client spells a URI."""
     open_docs = _open_policies(ls)
     overlay = {real: ls.workspace.get_text_document(u).source for u, real in open_docs.items()}
     pipeline = load_and_check([to_fs_path(uri)], overlay)
     ls.pipelines[uri] = pipeline
     if pipeline.checked is not None:
         ls.checked[uri] = pipeline.checked
-    by_uri: dict[str, list[types.Diagnostic]] = defaultdict(list)
+    by_file: dict[str, list[types.Diagnostic]] = defaultdict(list)
     for d in pipeline.diagnostics:
-        by_uri[_uri(d.span.path)].append(_lsp_diagnostic(ls, d, pipeline.sources))
-    targets = {uri} | {u for u in by_uri if u not in open_docs}
-    cleared = ls.published.get(uri, set()) - targets - set(open_docs)
-    for target in [uri, *sorted((targets | cleared) - {uri})]:  # the document's own first
-        ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(target, by_uri.get(target, [])))
-    ls.published[uri] = targets
+        by_file[os.path.realpath(d.span.path)].append(_lsp_diagnostic(ls, d, pipeline.sources))
+    ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri, by_file.get(open_docs[uri], [])))
+    others = set(by_file) - set(open_docs.values())
+    for path in sorted(others | (ls.published.get(uri, set()) - set(open_docs.values()))):
+        ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(_uri(path), by_file.get(path, [])))
+    ls.published[uri] = others
 
 
 def _analyze_open(ls: PolicyServer) -> None:
@@ -150,8 +151,9 @@ def _changed(ls: PolicyServer, params) -> None:
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def _closed(ls: PolicyServer, params: types.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
-    for target in ls.published.pop(uri, {uri}) | {uri}:
-        ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(target, []))
+    ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri, []))
+    for path in ls.published.pop(uri, set()):
+        ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(_uri(path), []))
     ls.pipelines.pop(uri, None)
     ls.checked.pop(uri, None)
     _analyze_open(ls)

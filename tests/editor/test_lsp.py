@@ -224,6 +224,22 @@ def test_diagnostics_of_an_imported_file_that_is_not_open(lsp, tmp_path):
     lsp(scenario)
 
 
+def test_diagnostics_of_another_file_are_cleared_when_they_no_longer_apply(lsp, tmp_path):
+    main_policy, shared = tmp_path / "main.policy", tmp_path / "shared.policy"
+    main_policy.write_text('import "shared.policy"\n')
+    shared.write_text("condition shared = method == get\n")
+
+    async def scenario(client):
+        assert len(await client.open(main_policy, wait_for=shared)) == 1
+        uri = from_fs_path(str(main_policy))
+        change = types.TextDocumentContentChangeWholeDocument(text="condition c = authenticated\n")
+        cleared = await client.next_diagnostics(from_fs_path(str(shared)), lambda: client.text_document_did_change(
+            types.DidChangeTextDocumentParams(types.VersionedTextDocumentIdentifier(2, uri), [change])))
+        assert list(cleared) == []
+
+    lsp(scenario)
+
+
 def position_of(path: Path, needle: str, offset: int = 0) -> types.Position:
     """The position of `needle` (plus `offset` characters) in an ASCII file."""
     text = path.read_text()
