@@ -9,6 +9,7 @@ the encoding the client chose (UTF-16 unless it offered another), converted by p
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections import defaultdict
@@ -30,6 +31,9 @@ from .syntax import parse
 from .syntax.printer import format_file
 
 KEYWORDS = sorted(set(re.findall(r'"([a-z][a-z-]*)"', grammar_text())))
+# Edits closer together than this are checked once: a large policy set takes seconds to check,
+# and checking after every keystroke would queue checks of texts already gone.
+SETTLE_SECONDS = 0.15
 
 
 class PolicyServer(LanguageServer):
@@ -40,6 +44,7 @@ class PolicyServer(LanguageServer):
         self.pipelines: dict[str, Pipeline] = {}  # document uri → its latest analysis
         self.checked: dict[str, Checked] = {}  # document uri → the latest analysis that got names
         self.published: dict[str, set[str]] = {}  # document uri → other files it published to
+        self.pending: asyncio.TimerHandle | None = None  # the check waiting for edits to settle
 
 
 server = PolicyServer()
@@ -137,6 +142,7 @@ def analyze(ls: PolicyServer, uri: str) -> None:
 
 def _analyze_open(ls: PolicyServer) -> None:
     # A change to one file can change what any open file that imports it means.
+    ls.pending = None
     for uri in _open_policies(ls):
         analyze(ls, uri)
 
@@ -145,7 +151,19 @@ def _analyze_open(ls: PolicyServer) -> None:
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
 @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
 def _changed(ls: PolicyServer, params) -> None:
-    _analyze_open(ls)
+    if ls.pending is not None:
+        ls.pending.cancel()
+    ls.pending = asyncio.get_running_loop().call_later(SETTLE_SECONDS, _analyze_open, ls)
+
+
+def _current(ls: PolicyServer, uri: str) -> Pipeline | None:
+    """The document's analysis, made now if an edit is still settling (its spans must match the
+    text the client's positions point into)."""
+    pipeline = ls.pipelines.get(uri)
+    source = pipeline.sources.get(to_fs_path(uri)) if pipeline else None
+    if uri in _open_policies(ls) and (source is None or source.text != ls.workspace.get_text_document(uri).source):
+        analyze(ls, uri)
+    return ls.pipelines.get(uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
@@ -156,7 +174,7 @@ def _closed(ls: PolicyServer, params: types.DidCloseTextDocumentParams) -> None:
         ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(_uri(path), []))
     ls.pipelines.pop(uri, None)
     ls.checked.pop(uri, None)
-    _analyze_open(ls)
+    _changed(ls, params)
 
 
 # ---------------------------------------------------------------- what is under the cursor
@@ -180,7 +198,7 @@ def _contains(span: Span | None, line: int, column: int) -> bool:
 
 
 def _node_at(ls: PolicyServer, uri: str, position: types.Position) -> tuple[object, n.Service | None, Pipeline]:
-    pipeline = ls.pipelines.get(uri)
+    pipeline = _current(ls, uri)
     if pipeline is None or pipeline.checked is None:
         return None, None, pipeline
     path = to_fs_path(uri)

@@ -289,6 +289,33 @@ def test_hover_on_a_group_lists_its_members_through_child_groups(lsp, example):
     lsp(scenario)
 
 
+def test_hover_right_after_an_edit_answers_for_the_new_text(lsp, tmp_path):
+    """Checks wait for edits to settle, but a hover never reads an older text's spans."""
+    policy = tmp_path / "main.policy"
+    policy.write_text("condition a = method == GET\ncondition b = a\n")
+
+    async def scenario(client):
+        uri = from_fs_path(str(policy))
+        await client.open(policy)
+        edits = ["condition a = method == GET\n# one\ncondition b = a\n",
+                 "condition a = method == POST\n# one\n# two\ncondition b = a and nope\n"]
+        for version, text in enumerate(edits, 2):
+            change = types.TextDocumentContentChangeWholeDocument(text)
+            client.text_document_did_change(types.DidChangeTextDocumentParams(
+                types.VersionedTextDocumentIdentifier(version, uri), [change]))
+        hover = await client.text_document_hover_async(types.HoverParams(
+            types.TextDocumentIdentifier(uri), types.Position(3, 15)))
+        assert "condition a = method == POST" in hover.contents.value
+        def final_text_checked():
+            return [(d.code, d.range.start.line) for d in client.diagnostics.get(uri, [])] == [
+                ("check/unknown-condition", 3)]
+
+        async with client.arrived:
+            await asyncio.wait_for(client.arrived.wait_for(final_text_checked), TIMEOUT)
+
+    lsp(scenario)
+
+
 def test_go_to_definition_of_conditions_issuers_imports_and_groups(lsp, example):
     payments, common = example / "payments.policy", example / "common.policy"
 
