@@ -230,24 +230,38 @@ def _declaration_span(node, checked: Checked) -> Span | None:
 # ---------------------------------------------------------------- hover
 
 
+def _fence(text: str, minimum: int) -> str:
+    # Longer than any run of backticks in the text, so policy text cannot end its code span early
+    # and be read as Markdown (links, images) by the editor.
+    return "`" * max([minimum, *(len(run) + 1 for run in re.findall("`+", text))])
+
+
+def _code(text: str) -> str:
+    fence = _fence(text, 1)
+    return f"{fence} {text} {fence}"
+
+
 def _block(span: Span, sources: dict[str, Source]) -> str:
-    where = f"{os.path.basename(span.path)}:{span.line}"
-    return f"```policy\n{_text_of(span, sources)}\n```\n\n*{where}*"
+    text, where = _text_of(span, sources), f"{os.path.basename(span.path)}:{span.line}"
+    fence = _fence(text, 3)
+    return f"{fence}policy\n{text}\n{fence}\n\n{_code(where)}"
 
 
 def _members(checked: Checked, group: str) -> str:
     catalog = checked.catalog
     users = sorted(catalog.users_in(group))
     within = sorted(catalog.groups_within(group) - {group})
-    text = f"**{group}**: {len(users)} member{'s' * (len(users) != 1)}\n\n" + "".join(f"- {u}\n" for u in users)
-    return text + (f"\nwith its groups {', '.join(within)}\n" if within else "")
+    text = f"{_code(group)}: {len(users)} member{'s' * (len(users) != 1)}\n\n"
+    text += "".join(f"- {_code(user)}\n" for user in users)
+    return text + (f"\nwith its groups {', '.join(map(_code, within))}\n" if within else "")
 
 
 def _hover_text(node, service: n.Service | None, pipeline: Pipeline) -> str | None:
     checked, sources = pipeline.checked, pipeline.sources
     match node:
         case n.Rule():
-            return f"{node.effect} rule **{node.name}** in service **{service.name}**\n\n" + _block(node.span, sources)
+            title = f"{node.effect} rule {_code(node.name)} in service {_code(service.name)}"
+            return f"{title}\n\n{_block(node.span, sources)}"
         case n.ConditionRef(name) if name in checked.conditions:
             return _block(checked.conditions[name].span, sources)
         case n.IssuerIs(name) if name in checked.issuers:
@@ -258,8 +272,8 @@ def _hover_text(node, service: n.Service | None, pipeline: Pipeline) -> str | No
             return _members(checked, ref)
         case n.MemberOwners(entity) if (owner := checked.catalog.owner_of(normalize_ref(entity, None) or "")):
             if owner.startswith("group:") and checked.catalog.has(owner):
-                return f"owner of `{normalize_ref(entity, None)}`\n\n" + _members(checked, owner)
-            return f"owner of `{normalize_ref(entity, None)}`: **{owner}**"
+                return f"owner of {_code(normalize_ref(entity, None))}\n\n" + _members(checked, owner)
+            return f"owner of {_code(normalize_ref(entity, None))}: {_code(owner)}"
     return None
 
 

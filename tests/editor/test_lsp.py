@@ -261,30 +261,35 @@ def test_hover_shows_definitions_and_resolved_group_members(lsp, example):
             return result.contents.value
 
         rule = await hover('allow "sre-read"', 2)
-        assert "allow rule **sre-read** in service **payments**" in rule
+        assert "allow rule ` sre-read ` in service ` payments `" in rule
         assert 'allow "sre-read" when read_only and sre' in rule
         assert "condition read_only = method in [GET, HEAD, OPTIONS]" in await hover("read_only and sre", 2)
         assert 'url "https://example.okta.com/oauth2/default"' in await hover("issuer okta", 8)
         owners = await hover("member owners(component:payments) or", 3)
         owner = checked.catalog.owner_of("component:default/payments")
         members = sorted(checked.catalog.users_in(owner))
-        assert members and all(f"- {user}" in owners for user in members)
-        assert f"**{owner}**: {len(members)} member" in owners
+        assert members and all(f"- ` {user} `" in owners for user in members)
+        assert f"` {owner} `: {len(members)} member" in owners
 
     lsp(scenario)
 
 
 def test_hover_on_a_group_lists_its_members_through_child_groups(lsp, example):
     common = example / "common.policy"
-    checked = load_and_check([str(example)]).checked
-    sre = sorted(checked.catalog.users_in("group:default/sre"))
+    common.write_text(common.read_text().replace('member "group:default/sre"', 'member "engineering"'))
+    catalog = load_and_check([str(example)]).checked.catalog
+    users = sorted(catalog.users_in("group:default/engineering"))
+    below = sorted(catalog.groups_within("group:default/engineering") - {"group:default/engineering"})
+    assert len(users) > 1 and below, "the example's engineering group has members through its child groups"
 
     async def scenario(client):
         await client.open(common)
         result = await client.text_document_hover_async(types.HoverParams(
-            types.TextDocumentIdentifier(from_fs_path(str(common))), position_of(common, 'member "group', 2)))
-        assert f"**group:default/sre**: {len(sre)} member" in result.contents.value
-        assert all(f"- {user}" in result.contents.value for user in sre)
+            types.TextDocumentIdentifier(from_fs_path(str(common))), position_of(common, 'member "engineering', 2)))
+        text = result.contents.value
+        assert f"` group:default/engineering `: {len(users)} members" in text
+        assert all(f"- ` {user} `" in text for user in users)
+        assert all(f"` {group} `" in text.partition("with its groups")[2] for group in below)
 
     lsp(scenario)
 
@@ -312,6 +317,23 @@ def test_hover_right_after_an_edit_answers_for_the_new_text(lsp, tmp_path):
 
         async with client.arrived:
             await asyncio.wait_for(client.arrived.wait_for(final_text_checked), TIMEOUT)
+
+    lsp(scenario)
+
+
+def test_hover_keeps_policy_text_out_of_markdown(lsp, tmp_path):
+    """Backticks in a rule name cannot end the code span and smuggle Markdown into the editor."""
+    policy = tmp_path / "main.policy"
+    policy.write_text('service s {\n    hosts "s.internal"\n    upstream "127.0.0.1:1"\n'
+                      '    deny "a``` [x](https://example.com) ```" when method == GET\n}\n')
+
+    async def scenario(client):
+        await client.open(policy)
+        hover = await client.text_document_hover_async(types.HoverParams(
+            types.TextDocumentIdentifier(from_fs_path(str(policy))), types.Position(3, 5)))
+        text = hover.contents.value
+        assert "```` a``` [x](https://example.com) ``` ````" in text
+        assert "````policy\n" in text and "\n````\n" in text
 
     lsp(scenario)
 
