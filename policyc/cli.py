@@ -1,4 +1,4 @@
-"""Command line: `policyc check | fmt | eval | test` (and the backends' commands as they come).
+"""Command line: `policyc check | fmt | eval | test | compile | verify | explain | lsp`.
 
 Artifacts go to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 policy errors or failed
 cases, 2 usage errors.
@@ -11,7 +11,9 @@ import json
 import os
 import sys
 import time
+from difflib import get_close_matches
 from functools import partial
+from importlib.metadata import version
 from pathlib import Path
 
 import click
@@ -25,10 +27,12 @@ from .casefile import CaseFileError, load_case_file, run_cases
 from .check import upstream_problem
 from .deploy import Deployment, configmap, deploy, watch
 from .devidp import DevIdp, default_keys_path, mint_token
-from .diagnostics import render_json, render_text, summary_line
+from .diagnostics import CODES, render_github, render_json, render_sarif, render_text, summary_line
+from .explain import explanation, explanations
 from .interpret import RawRequest, evaluate
+from .junit import junit_xml
 from .loader import expand_inputs, load
-from .output import write_tree
+from .output import stale_files, write_tree
 from .pipeline import Pipeline, load_and_check
 from .syntax import parse
 from .syntax.printer import format_file
@@ -37,9 +41,16 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _report(pipeline: Pipeline, output_format: str = "text") -> None:
-    """Diagnostics to stderr (JSON to stdout with --format json)."""
+    """Diagnostics to stderr as text; to stdout as JSON, GitHub workflow commands or SARIF."""
     if output_format == "json":
         click.echo(render_json(pipeline.diagnostics))
+        return
+    if output_format == "github":
+        if pipeline.diagnostics:
+            click.echo(render_github(pipeline.diagnostics))
+        return
+    if output_format == "sarif":
+        click.echo(render_sarif(pipeline.diagnostics, version("policyc"), explanations()))
         return
     for diagnostic in pipeline.diagnostics:
         click.echo(render_text(diagnostic, pipeline.sources) + "\n", err=True)
@@ -72,13 +83,13 @@ def main() -> None:
 
 @main.command("check")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
-              help="text on stderr, or a JSON list on stdout")
+@click.option("--format", "output_format", type=click.Choice(["text", "json", "github", "sarif"]), default="text",
+              help="text on stderr; or on stdout a JSON list, GitHub Actions annotations or a SARIF 2.1.0 log")
 def check_command(paths, output_format):
     """Parse and check policies; print every diagnostic."""
     pipeline = load_and_check(_policy_paths(paths))
     _report(pipeline, output_format)
-    if output_format == "text":
+    if output_format in ("text", "github"):
         click.echo(f"policyc: {summary_line(pipeline.diagnostics)}", err=True)
     sys.exit(EXIT_OK if pipeline.ok else EXIT_FAILED)
 
@@ -180,19 +191,23 @@ def _case_paths(paths) -> tuple[list[str], list[str]]:
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--now", type=float, default=None, help="the time, in seconds since the epoch")
 @click.option("-v", "--verbose", is_flag=True, help="print every case, not only failures")
-def test_command(paths, now, verbose):
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
+              help="also write the results as a JUnit XML report to this file")
+def test_command(paths, now, verbose, junit_path):
     """Run policy unit tests: case files (*.cases.yaml) against the policies given with them."""
     policy_paths, case_paths = _case_paths(paths)
     if not case_paths:
         raise click.UsageError("no case files (*.cases.yaml) among the given paths")
     pipeline = _checked_or_exit(_policy_paths(policy_paths))
     passed = failed = 0
+    suites = []
     for case_path in case_paths:
         try:
             results = run_cases(pipeline.checked, load_case_file(case_path), now)
         except CaseFileError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(EXIT_FAILED)
+        suites.append((case_path, results))
         for result in results:
             passed += result.passed
             failed += not result.passed
@@ -201,9 +216,10 @@ def test_command(paths, now, verbose):
                 click.echo(f"{status} {result.case.where} {result.case.name}")
                 for failure in result.failures:
                     click.echo(f"     {failure}")
+    if junit_path:
+        _write_atomically(junit_path, junit_xml(suites))
     click.echo(f"{passed} passed, {failed} failed")
     sys.exit(EXIT_OK if failed == 0 else EXIT_FAILED)
-
 
 
 def _envoy_options(command):
@@ -239,8 +255,11 @@ def _options(listen: str, admin: str, access_log: str, jwks_refresh: int) -> Opt
 @click.option("--mount-path", default="/etc/policyc", show_default=True,
               help="with --format configmap: where the Envoy pod mounts the ConfigMap")
 @click.option("--name", default="policyc", show_default=True, help="with --format configmap: the ConfigMap's name")
+@click.option("--check", "check_only", is_flag=True,
+              help="write nothing; exit 1 if the output folder differs from what would be written")
 @_envoy_options
-def compile_command(paths, outdir, output_format, mount_path, name, target, listen, admin, access_log, jwks_refresh):
+def compile_command(paths, outdir, output_format, mount_path, name, check_only, target, listen, admin, access_log,
+                    jwks_refresh):
     """Compile policies to Envoy configuration: envoy.yaml, lds.yaml and per-service filters, or
     a ConfigMap holding a bootstrap and the clusters, listener and routes it reloads."""
     if (outdir is None) == (output_format == "files"):
@@ -259,6 +278,9 @@ def compile_command(paths, outdir, output_format, mount_path, name, target, list
         click.echo(f"{service}: {plan}", err=True)
     if output_format == "configmap":
         click.echo(configmap(compiled, name), nl=False)
+        return
+    if check_only:
+        _check_tree(outdir, compiled.files)
         return
     write_tree(outdir, compiled.files)
     click.echo(f"wrote {len(compiled.files)} files to {outdir}", err=True)
@@ -377,6 +399,18 @@ def dev_idp_command(keys_path, port, rotate_every):
                 click.echo("rotated the signing key", err=True)
 
 
+def _check_tree(outdir: str, files: dict[str, str]) -> None:
+    """Exit 1, naming each file, when `outdir` is not exactly what compile would write there."""
+    stale = stale_files(outdir, files)
+    if stale:
+        click.echo(f"policyc: {len(stale)} file(s) in {outdir} are not what compile writes:", err=True)
+        for path, why in stale:
+            click.echo(f"  {path}: {why}", err=True)
+        click.echo(f"policyc: run `policyc compile` with the same arguments and commit {outdir}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"{outdir} is up to date ({len(files)} files)", err=True)
+
+
 @main.command("verify")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--cases", "case_paths", multiple=True, type=click.Path(),
@@ -427,3 +461,26 @@ def _runner(kind: str, image: str | None):
     except RuntimeError as e:
         raise click.UsageError(str(e)) from None
     return partial(running_envoy_container, image=image)
+
+
+@main.command("explain")
+@click.argument("code", required=False)
+def explain_command(code):
+    """Explain a diagnostic code, with a wrong and a fixed example; without CODE, list the codes."""
+    if code is None:
+        for known, meaning in CODES.items():
+            click.echo(f"{known:32} {meaning}")
+        return
+    text = explanation(code)
+    if text is None:
+        close = get_close_matches(code, list(CODES), n=1)
+        raise click.UsageError(f"no diagnostic code {code!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+    click.echo(text)
+
+
+@main.command("lsp")
+def lsp_command():
+    """Run the language server on stdin/stdout (for editors)."""
+    from .lsp import serve
+
+    serve()

@@ -114,6 +114,10 @@ def watch(paths: list[str], folder: str | Path, report: Callable[[Deployment], N
     while not stop.is_set():
         current = _snapshot(paths, sources)
         if current != seen:
+            # An editor's save may be caught half written: deploy only what stays put a moment.
+            stop.wait(interval)
+            if _snapshot(paths, sources) != current:
+                continue
             deployment = deploy(paths, folder, target, options)
             # Files first read by this load count as seen as they were before it.
             sources = set(deployment.pipeline.sources)

@@ -1,6 +1,8 @@
-"""Diagnostics as data: every stage returns `Diagnostic`s; this module renders them as text or JSON.
+"""Diagnostics as data: every stage returns `Diagnostic`s; this module renders them as text, JSON,
+GitHub workflow commands or SARIF 2.1.0.
 
-`CODES` is the one table of diagnostic codes, each with a one-line description.
+`CODES` is the one table of diagnostic codes, each with a one-line description; the long
+explanations with examples are in `docs/diagnostics.md` (`policyc.explain` reads them).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
+from urllib.parse import quote
 
 from .source import Source, Span
 
@@ -158,6 +162,82 @@ def to_json(diagnostic: Diagnostic) -> dict:
 
 def render_json(diagnostics: Iterable[Diagnostic]) -> str:
     return json.dumps([to_json(d) for d in diagnostics], indent=2)
+
+
+def _github_escape(text: str, in_property: bool = False) -> str:
+    """Escape as GitHub's workflow-command parser expects (properties also escape `:` and `,`)."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if in_property else text
+
+
+def render_github(diagnostics: Iterable[Diagnostic]) -> str:
+    """One `::error file=…,line=…::message` workflow command per diagnostic: GitHub Actions shows
+    each as an annotation on the line it names."""
+    lines = []
+    for d in diagnostics:
+        s = d.span
+        properties = {"file": s.path, "line": s.line, "col": s.column, "endLine": s.end_line,
+                      "endColumn": s.end_column, "title": d.code}
+        fields = ",".join(f"{key}={_github_escape(str(value), True)}" for key, value in properties.items())
+        message = d.message + (f"\nhint: {d.hint}" if d.hint else "")
+        lines.append(f"::{d.severity.value} {fields}::{_github_escape(message)}")
+    return "\n".join(lines)
+
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+
+
+def _artifact_uri(path: str) -> str:
+    """A file URI for an absolute path; a relative reference (what code scanning maps to the
+    repository) for a relative one."""
+    return Path(path).as_uri() if Path(path).is_absolute() else quote(Path(path).as_posix())
+
+
+def _sarif_location(span: Span, message: str | None = None) -> dict:
+    location = {"physicalLocation": {
+        "artifactLocation": {"uri": _artifact_uri(span.path)},
+        "region": {"startLine": span.line, "startColumn": span.column,
+                   "endLine": span.end_line, "endColumn": span.end_column},
+    }}
+    if message:
+        location["message"] = {"text": message}
+    return location
+
+
+def render_sarif(diagnostics: Iterable[Diagnostic], version: str, help_texts: Mapping[str, str]) -> str:
+    """A SARIF 2.1.0 log with one run: every code as a rule (its explanation as the rule's help),
+    every diagnostic as a result.
+
+    Columns count Unicode code points, as the spans do (`columnKind`), so a consumer that maps
+    them to UTF-16 lands on the same character.
+    """
+    codes = list(CODES)
+    results = []
+    for d in diagnostics:
+        result = {
+            "ruleId": d.code,
+            "ruleIndex": codes.index(d.code),
+            "level": d.severity.value,
+            "message": {"text": d.message + (f" (hint: {d.hint})" if d.hint else "")},
+            "locations": [_sarif_location(d.span)],
+        }
+        if d.notes:
+            result["relatedLocations"] = [dict(_sarif_location(span, text), id=i)
+                                          for i, (text, span) in enumerate(d.notes)]
+        results.append(result)
+    rules = [{"id": code, "shortDescription": {"text": text},
+              "help": {"text": help_texts.get(code, text), "markdown": help_texts.get(code, text)}}
+             for code, text in CODES.items()]
+    log = {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {"name": "policyc", "version": version, "rules": rules}},
+            "columnKind": "unicodeCodePoints",
+            "results": results,
+        }],
+    }
+    return json.dumps(log, indent=2, ensure_ascii=False)
 
 
 def summary_line(diagnostics: Iterable[Diagnostic]) -> str:

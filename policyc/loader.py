@@ -1,12 +1,14 @@
 """Load stage: paths (files or folders of `.policy` files) → one `PolicySet` with its imports.
 
 Returns the set, the `Source` of every file read (for rendering diagnostics) and diagnostics
-for unreadable files, syntax errors and import cycles.
+for unreadable files, syntax errors and import cycles. An `overlay` (real path → text) stands in
+for files on disk: an editor's unsaved buffers.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,12 +39,15 @@ def expand_inputs(paths: list[str]) -> list[str]:
 
 
 class _Loader:
-    def __init__(self) -> None:
+    def __init__(self, overlay: Mapping[str, str]) -> None:
+        self.overlay = overlay
         self.files: dict[str, n.PolicyFile] = {}  # by real path, in load order
         self.result = Loaded(n.PolicySet(()))
         self.stack: list[str] = []  # real paths of the files being loaded, for cycles
 
     def read(self, path: str, span: Span | None) -> Source | None:
+        if os.path.realpath(path) in self.overlay:
+            return Source(path, self.overlay[os.path.realpath(path)])
         try:
             data = Path(path).read_bytes()
         except OSError as error:
@@ -84,9 +89,9 @@ class _Loader:
         self.files[key] = file
 
 
-def load(paths: list[str]) -> Loaded:
+def load(paths: list[str], overlay: Mapping[str, str] | None = None) -> Loaded:
     """Parse every input and everything it imports; each file once, in dependency order."""
-    loader = _Loader()
+    loader = _Loader(overlay or {})
     inputs = expand_inputs(paths)
     for path in inputs:
         loader.load(path)

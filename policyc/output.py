@@ -1,5 +1,6 @@
 """Writes a set of files into a folder all at once: the new folder is built beside the old one
-and swapped in by renames, so a failure leaves an existing folder exactly as it was."""
+and swapped in by renames, so a failure leaves an existing folder exactly as it was.
+`stale_files` says where a folder differs from what would be written (`compile --check`)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,19 @@ def write_tree(folder: str, files: dict[str, str]) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def stale_files(folder: str, files: dict[str, str]) -> list[tuple[str, str]]:
+    """Where `folder` differs from `files` (which `write_tree` would make it): each differing
+    relative path with why, sorted. Empty when the folder is exactly `files`."""
+    root = Path(folder)
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} if root.is_dir() else set()
+    stale = []
+    for relative in sorted(present | set(files)):
+        if relative not in files:
+            stale.append((relative, "not written by compile (it would be removed)"))
+        elif relative not in present:
+            stale.append((relative, "missing"))
+        elif (root / relative).read_text(encoding="utf-8", errors="replace") != files[relative]:
+            stale.append((relative, "content differs"))
+    return stale

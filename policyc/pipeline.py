@@ -6,6 +6,7 @@ be parsed), every source read and every diagnostic, sorted.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .check import Checked, check
@@ -25,8 +26,9 @@ class Pipeline:
         return self.checked is not None and not has_errors(self.diagnostics)
 
 
-def load_and_check(paths: list[str]) -> Pipeline:
-    loaded = load(paths)
+def load_and_check(paths: list[str], overlay: Mapping[str, str] | None = None) -> Pipeline:
+    """`overlay` (real path → text) stands in for policy files on disk, as in `loader.load`."""
+    loaded = load(paths, overlay)
     if has_errors(loaded.diagnostics):
         # Checking a set with missing files would only add noise about the names they declare.
         return Pipeline(None, loaded.sources, sort_diagnostics(loaded.diagnostics))

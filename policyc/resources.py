@@ -1,4 +1,4 @@
-"""Where the files shipped beside the code live: `grammar/` and `lua_runtime/`.
+"""Where the files shipped beside the code live: `grammar/`, `lua_runtime/` and `docs/diagnostics.md`.
 
 An installed wheel carries them under `policyc/_data/`; a source checkout has them at the top.
 """
@@ -11,7 +11,7 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def resource_dir(name: str) -> Path:
-    """The folder `name` (`grammar` or `lua_runtime`), from the wheel's data or the checkout."""
+    """The folder `name` (`grammar`, `lua_runtime` or `docs`), from the wheel's data or the checkout."""
     for candidate in (_PACKAGE / "_data" / name, _PACKAGE.parent / name):
         if candidate.is_dir():
             return candidate

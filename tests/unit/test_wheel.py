@@ -1,4 +1,5 @@
-"""The built wheel carries grammar/ and lua_runtime/, and an installed copy finds and uses them."""
+"""The built wheel carries grammar/, lua_runtime/ and docs/diagnostics.md, and an installed copy
+finds and uses them."""
 
 import subprocess
 import sys
@@ -26,6 +27,7 @@ def test_wheel_contains_the_data_folders(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "policyc/_data/grammar/policy.lark" in names
     assert "policyc/_data/lua_runtime/README.md" in names
+    assert "policyc/_data/docs/diagnostics.md" in names
 
 
 def test_installed_wheel_parses_with_its_own_grammar(wheel, tmp_path):
@@ -36,11 +38,13 @@ def test_installed_wheel_parses_with_its_own_grammar(wheel, tmp_path):
         "import policyc.resources as r, policyc.syntax as s, policyc.source as src;"
         "print(r.resource_dir('grammar'));"
         "f, d = s.parse(src.Source('x', 'condition c = authenticated'));"
-        "print(type(f.items[0]).__name__, d)"
+        "print(type(f.items[0]).__name__, d);"
+        "import policyc.explain as e; print(e.explanation('check/bad-glob').splitlines()[0])"
     )
     # Run outside the checkout, with the installed copy first on the path.
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
                             env={"PYTHONPATH": str(target), "PATH": ""}, check=True)
-    grammar_dir, parsed = result.stdout.splitlines()
+    grammar_dir, parsed, explained = result.stdout.splitlines()
     assert grammar_dir == str(target / "policyc" / "_data" / "grammar")
     assert parsed == "Condition []"
+    assert explained == "### `check/bad-glob`"
