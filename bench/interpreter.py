@@ -24,12 +24,12 @@ def decisions_per_second(seconds: float = 2.0) -> tuple[float, int]:
     now = time.time()
     requests = [build_request(c.request, pipeline.checked, case_file.keys, now) for c in case_file.cases]
     keys = case_file.keys.published(pipeline.checked)
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    count, start = 0, time.process_time()
+    while time.process_time() - start < seconds:
         for request in requests:
             evaluate(pipeline.checked, request, now, keys)
         count += len(requests)
-    return count / (time.perf_counter() - start), len(requests)
+    return count / (time.process_time() - start), len(requests)
 
 
 def generated_policy(rules: int, per_service: int = 100) -> str:
