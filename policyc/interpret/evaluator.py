@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .. import nodes as n
 from ..catalog import normalize_ref
@@ -126,9 +127,17 @@ _ATOMS: dict[type, Callable[[Evaluator, n.Expr], bool]] = {
     n.SourceIn: lambda ev, e: address_in(ev.ctx.source, e.cidrs),
     n.ClaimTest: lambda ev, e: ev.ctx.token is not None and _compare_string(e.op, ev.claim(e.claim), e.values),
     n.ClaimIsBool: lambda ev, e: ev.ctx.token is not None and ev.claim(e.claim) is e.value,
-    n.Member: lambda ev, e: ev.member_of_group(normalize_ref(e.group, "group")),
-    n.MemberOwners: lambda ev, e: ev.is_owner(normalize_ref(e.entity, None)),
+    n.Member: lambda ev, e: ev.member_of_group(_normalized_ref(e.group, "group")),
+    n.MemberOwners: lambda ev, e: ev.is_owner(_normalized_ref(e.entity, None)),
 }
+
+
+_normalized_ref = lru_cache(maxsize=65536)(normalize_ref)
+
+
+@per_object
+def _mode(service: n.Service) -> n.Mode:
+    return service.mode
 
 
 def _header_equals(value, header_values: tuple[str, ...]) -> bool:
@@ -193,7 +202,7 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
     service = checked.services.get(admitted.service)
     if isinstance(identity, TokenError):
         reason = "forbidden" if identity.status == 403 else "unauthenticated"
-        if service is not None and service.mode is n.Mode.DRY_RUN:
+        if service is not None and _mode(service) is n.Mode.DRY_RUN:
             return Decision(_UPSTREAM_STATUS, reason, None, service.name, identity.reason, dry_run=True,
                             enforced_status=identity.status)
         return Decision(identity.status, reason, detail=identity.reason)
@@ -202,7 +211,7 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
     headers = [(name, value) for name, value in request.headers if name.lower() != "host"]
     ctx = Context(request.method, admitted.target.path, header_table(headers), request.source, identity)
     decision = _rule_decision(checked, service, ctx)
-    if service.mode is n.Mode.DRY_RUN:
+    if _mode(service) is n.Mode.DRY_RUN:
         return Decision(_UPSTREAM_STATUS, decision.reason, decision.rule, service.name, dry_run=True,
                         enforced_status=decision.status, caller=decision.caller)
     return decision

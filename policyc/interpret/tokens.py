@@ -29,7 +29,7 @@ from .. import nodes as n
 from .memo import per_object
 
 CLOCK_SKEW = 60
-_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+_TOKEN_CHAR = re.compile(r"[A-Za-z0-9_.-]")
 _ALGS = {"ES256", "ES384", "ES512", "HS256", "HS384", "HS512", "RS256", "RS384", "RS512",
          "PS256", "PS384", "PS512", "EdDSA"}
 _HASHES = {"384": hashes.SHA384, "512": hashes.SHA512}
@@ -69,8 +69,8 @@ def extract(headers) -> str | None:
     position = value.find("Bearer ")
     if position < 0:
         return None
-    start = next((i for i in range(position + 7, len(value)) if value[i] in _TOKEN_CHARS), None)
-    return None if start is None else value[start:]
+    start = _TOKEN_CHAR.search(value, position + 7)
+    return None if start is None else value[start.start():]
 
 
 # ---------------------------------------------------------------- parsing
