@@ -198,8 +198,11 @@ def measure_data_path(seconds: float, rounds: int, log=print) -> dict:
         samples: dict = {name: {p.name: {c: [] for c in CONNECTIONS} for p in probes}
                          for name, (_, probes) in configs.items()}
         for name, (_, probes) in configs.items():
-            for probe in probes:
-                wrk(ports[name], probe, 1, 1)  # warm up: JWT cache, Lua JIT, connections
+            for probe in probes:  # warm up (JWT cache, Lua JIT), and check each answer once
+                for _ in range(20):
+                    status = send(ports[name], RawRequest(probe.method, probe.path, None, probe.headers))[0]
+                    if status != probe.status:
+                        raise RuntimeError(f"{name}, {probe.name}: {status}, not {probe.status}")
         for round_number in range(rounds):
             log(f"  data path: round {round_number + 1} of {rounds}")
             for name, (_, probes) in configs.items():
