@@ -19,8 +19,14 @@ test: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/python -m policyc.demo $(EXAMPLE)
 
-bench: $(BIN)/.installed
-	$(BIN)/python bench/interpreter.py
+# Benchmarks need wrk (Debian) and cedarpy (the `bench` extra); tables on stdout, JSON in bench/results/.
+bench: $(BIN)/.bench-installed
+	command -v wrk >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
+	$(BIN)/python bench/run.py
+
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
 
 # Every security corpus whole (SECURITY.md): the deep hypothesis profile, against a real Envoy.
 security: $(BIN)/.installed

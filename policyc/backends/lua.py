@@ -160,16 +160,51 @@ def _networks(cidrs) -> str:
     return "{" + ", ".join(tables) + "}"
 
 
+def required_prefixes(checked: Checked, expr: n.Expr) -> tuple[str, ...] | None:
+    """Path prefixes one of which every request matching `expr` has (an exact path is its own
+    prefix), or None when `expr` does not narrow the path. The runtime indexes rules by them."""
+    match expr:
+        case n.PathTest(n.Op.GLOB, (pattern,)):
+            prefix = glob_literal_prefix(pattern)
+            return (prefix,) if prefix else None
+        case n.PathTest(_, values):
+            return values
+        case n.ConditionRef(name):
+            return required_prefixes(checked, checked.conditions[name].expr)
+        case n.And(operands):
+            known = [p for p in (required_prefixes(checked, o) for o in operands) if p is not None]
+            # The narrowest: the operand whose shortest prefix is longest.
+            return max(known, key=lambda p: min(map(len, p)), default=None)
+        case n.Or(operands):
+            each = [required_prefixes(checked, o) for o in operands]
+            return None if None in each else tuple(sorted({p for prefixes in each for p in prefixes}))
+    return None
+
+
+def glob_literal_prefix(pattern: str) -> str:
+    """What every path a glob matches starts with: the text before its first `*`, less the slash
+    before a `**` segment, which also matches no segment at all (`/a/**` matches `/a`)."""
+    segments = pattern.split("/")
+    for i, segment in enumerate(segments):
+        if segment == "**":
+            return "/".join(segments[:i])
+        if "*" in segment:
+            return "/".join(segments[:i] + [segment.split("*")[0]])
+    return pattern
+
+
 def _rules_table(emitter: _Emitter, rules: list[n.Rule]) -> str:
-    lines = ["{"]
+    lines = ["decide.indexed({"]
     # Name order: when several rules of one effect match, the one whose name sorts first is named
     # (docs/language.md), as Envoy's RBAC engine, which keeps its policies in a sorted map, does.
     for rule in sorted(rules, key=lambda r: r.name):
         # The file's name only: the output must not depend on how the inputs were named.
         where = f"  -- {lua_string(f'{os.path.basename(rule.span.path)}:{rule.span.line}')}" if rule.span else ""
-        lines.append(f"  {{name = {lua_string(rule.name)}, test = function(q) return {emitter.expr(rule.expr)} end}},"
-                     + where)
-    lines.append("}")
+        prefixes = required_prefixes(emitter.checked, rule.expr)
+        indexed = f" prefixes = {_list(prefixes)}," if prefixes else ""
+        test = f"function(q) return {emitter.expr(rule.expr)} end"
+        lines.append(f"  {{name = {lua_string(rule.name)},{indexed} test = {test}}}," + where)
+    lines.append("})")
     return "\n".join(lines)
 
 

@@ -7,8 +7,9 @@ path and host handling, token verification, deny-overrides, default deny and dry
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .. import nodes as n
 from ..catalog import normalize_ref
@@ -16,6 +17,7 @@ from ..check import Checked
 from .glob import glob_matches
 from .headers import header_table
 from .hosts import admit_request
+from .memo import per_object
 from .net import address_in
 from .paths import Rejected
 from .request import Decision, RawRequest
@@ -69,42 +71,7 @@ class Evaluator:
         self.ctx = ctx
 
     def holds(self, expr: n.Expr) -> bool:
-        ctx = self.ctx
-        match expr:
-            case n.And(operands):
-                return all(self.holds(o) for o in operands)
-            case n.Or(operands):
-                return any(self.holds(o) for o in operands)
-            case n.Not(operand):
-                return not self.holds(operand)
-            case n.ConditionRef(name):
-                return self.holds(self.checked.conditions[name].expr)
-            case n.Authenticated():
-                return ctx.token is not None
-            case n.IssuerIs(name):
-                return ctx.token is not None and ctx.token.issuer == name
-            case n.MethodTest(_, methods):
-                return ctx.method in methods
-            case n.PathTest(op, values):
-                return self.path_matches(op, values)
-            case n.HeaderTest(name, op, values):
-                return any(_compare_string(op, v, values) for v in ctx.headers.get(name, ()))
-            case n.HeaderPresent(name):
-                return name in ctx.headers
-            case n.HeaderEqualsClaim(name, claim):
-                value = self.claim(claim)
-                return isinstance(value, str) and value in ctx.headers.get(name, ())
-            case n.SourceIn(cidrs):
-                return address_in(ctx.source, cidrs)
-            case n.ClaimTest(claim, op, values):
-                return ctx.token is not None and _compare_string(op, self.claim(claim), values)
-            case n.ClaimIsBool(claim, value):
-                return ctx.token is not None and self.claim(claim) is value
-            case n.Member(group):
-                return self.member_of_group(normalize_ref(group, "group"))
-            case n.MemberOwners(entity):
-                return self.is_owner(normalize_ref(entity, None))
-        raise TypeError(f"no evaluation for {type(expr).__name__}")
+        return _ATOMS[type(expr)](self, expr)
 
     def path_matches(self, op: n.Op, values: tuple[str, ...]) -> bool:
         path = self.ctx.path
@@ -123,17 +90,17 @@ class Evaluator:
     def catalog_caller(self) -> tuple[str | None, list]:
         """`sub` and `ent` of a token whose issuer names catalog users; (None, []) otherwise."""
         token = self.ctx.token
-        if token is None or not self.checked.issuers[token.issuer].catalog_users:
+        if token is None or not _names_catalog_users(self.checked.issuers[token.issuer]):
             return None, []
         sub, ent = token.claims.get("sub"), token.claims.get("ent", [])
         return (sub if isinstance(sub, str) else None), (ent if isinstance(ent, list) else [ent])
 
     def member_of_group(self, group: str) -> bool:
         sub, ent = self.catalog_caller()
-        catalog = self.checked.catalog
-        if sub in catalog.users_in(group):
+        users, groups = _memberships(self.checked.catalog, group)
+        if sub in users:
             return True
-        return any(isinstance(e, str) and e in catalog.groups_within(group) for e in ent)
+        return any(isinstance(e, str) and e in groups for e in ent)
 
     def is_owner(self, entity: str) -> bool:
         owner = self.checked.catalog.owner_of(entity)
@@ -141,6 +108,64 @@ class Evaluator:
             return self.member_of_group(owner)
         sub, ent = self.catalog_caller()
         return sub == owner or owner in [e for e in ent if isinstance(e, str)]
+
+
+# One small test per kind of condition: a lookup by type, since a `match` over sixteen class
+# patterns tries them in turn and this runs for every atom of every rule of every request.
+_ATOMS: dict[type, Callable[[Evaluator, n.Expr], bool]] = {
+    n.And: lambda ev, e: all(map(ev.holds, e.operands)),
+    n.Or: lambda ev, e: any(map(ev.holds, e.operands)),
+    n.Not: lambda ev, e: not ev.holds(e.operand),
+    n.ConditionRef: lambda ev, e: ev.holds(ev.checked.conditions[e.name].expr),
+    n.Authenticated: lambda ev, e: ev.ctx.token is not None,
+    n.IssuerIs: lambda ev, e: ev.ctx.token is not None and ev.ctx.token.issuer == e.name,
+    n.MethodTest: lambda ev, e: ev.ctx.method in e.methods,
+    n.PathTest: lambda ev, e: ev.path_matches(e.op, e.values),
+    n.HeaderTest: lambda ev, e: any(_compare_string(e.op, v, e.values) for v in ev.ctx.headers.get(e.name, ())),
+    n.HeaderPresent: lambda ev, e: e.name in ev.ctx.headers,
+    n.HeaderEqualsClaim: lambda ev, e: _header_equals(ev.claim(e.claim), ev.ctx.headers.get(e.name, ())),
+    n.SourceIn: lambda ev, e: address_in(ev.ctx.source, e.cidrs),
+    n.ClaimTest: lambda ev, e: ev.ctx.token is not None and _compare_string(e.op, ev.claim(e.claim), e.values),
+    n.ClaimIsBool: lambda ev, e: ev.ctx.token is not None and ev.claim(e.claim) is e.value,
+    n.Member: lambda ev, e: ev.member_of_group(_normalized_ref(e.group, "group")),
+    n.MemberOwners: lambda ev, e: ev.is_owner(_normalized_ref(e.entity, None)),
+}
+
+
+_normalized_ref = lru_cache(maxsize=65536)(normalize_ref)
+
+
+@per_object
+def _mode(service: n.Service) -> n.Mode:
+    return service.mode
+
+
+def _header_equals(value, header_values: tuple[str, ...]) -> bool:
+    return isinstance(value, str) and value in header_values
+
+
+@per_object
+def _memberships(catalog, group: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The users and the groups within `group`: the catalog walks its tree for each question."""
+    return catalog.users_in(group), catalog.groups_within(group)
+
+
+@per_object
+def _rules_in_name_order(service: n.Service) -> tuple[tuple[n.Effect, int, tuple[n.Rule, ...]], ...]:
+    """Each effect in deciding order, its status and its rules by name (see `_rule_decision`)."""
+    return tuple((effect, status, tuple(sorted((r for r in service.rules if r.effect is effect),
+                                               key=lambda r: r.name)))
+                 for effect, status in ((n.Effect.DENY, 403), (n.Effect.ALLOW, _UPSTREAM_STATUS)))
+
+
+@per_object
+def _names_catalog_users(issuer: n.Issuer) -> bool:
+    return issuer.catalog_users
+
+
+@per_object
+def _hosts_by_service(checked: Checked) -> dict[str, tuple[str, ...]]:
+    return {name: service.hosts for name, service in checked.services.items()}
 
 
 def _caller(token: Token | None) -> dict:
@@ -156,8 +181,8 @@ def _rule_decision(checked: Checked, service: n.Service, ctx: Context) -> Decisi
     # Deny overrides allow. When several rules of the deciding effect match, the one whose name
     # sorts first is named: the same whatever the order of the rules, and what Envoy's RBAC
     # engine (a sorted map of policies) reports.
-    for effect, status in ((n.Effect.DENY, 403), (n.Effect.ALLOW, _UPSTREAM_STATUS)):
-        for rule in sorted((r for r in service.rules if r.effect is effect), key=lambda r: r.name):
+    for effect, status, rules in _rules_in_name_order(service):
+        for rule in rules:
             if evaluator.holds(rule.expr):
                 return Decision(status, effect.value, rule.name, service.name, caller=caller)
     return Decision(403, "default-deny", None, service.name, caller=caller)
@@ -167,10 +192,9 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
              keys: Mapping[str, dict] | None = None) -> Decision:
     """Decide `request` as the emitted Envoy config would. `keys` adds JWKS for `jwks "<uri>"`
     issuers (the proxy fetches those; without keys their tokens fail verification)."""
-    hosts = {name: service.hosts for name, service in checked.services.items()}
     host_lines = ([request.host] if request.host is not None else []) + [
         value for name, value in request.headers if name.lower() == "host"]
-    admitted = admit_request(request.method, request.target, host_lines, hosts, request.version)
+    admitted = admit_request(request.method, request.target, host_lines, _hosts_by_service(checked), request.version)
     if isinstance(admitted, Rejected):
         return Decision(admitted.status, "bad-request", detail=admitted.reason)
     now = time.time() if now is None else now
@@ -178,7 +202,7 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
     service = checked.services.get(admitted.service)
     if isinstance(identity, TokenError):
         reason = "forbidden" if identity.status == 403 else "unauthenticated"
-        if service is not None and service.mode is n.Mode.DRY_RUN:
+        if service is not None and _mode(service) is n.Mode.DRY_RUN:
             return Decision(_UPSTREAM_STATUS, reason, None, service.name, identity.reason, dry_run=True,
                             enforced_status=identity.status)
         return Decision(identity.status, reason, detail=identity.reason)
@@ -187,7 +211,7 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
     headers = [(name, value) for name, value in request.headers if name.lower() != "host"]
     ctx = Context(request.method, admitted.target.path, header_table(headers), request.source, identity)
     decision = _rule_decision(checked, service, ctx)
-    if service.mode is n.Mode.DRY_RUN:
+    if _mode(service) is n.Mode.DRY_RUN:
         return Decision(_UPSTREAM_STATUS, decision.reason, decision.rule, service.name, dry_run=True,
                         enforced_status=decision.status, caller=decision.caller)
     return decision

@@ -5,6 +5,8 @@ matches, `glob_to_regex` gives the same test as an RE2 full-match regex for Envo
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from .paths import PATH_CHARACTERS
 
 _ANY_SEGMENTS = "**"
@@ -36,14 +38,19 @@ def glob_matches(pattern: str, path: str) -> bool:
     """`*` is any run (maybe empty) within one segment; a `**` segment is zero or more whole
     segments; the rest is literal and case-sensitive. No backtracking blow-up: at most
     (pattern segments × path segments) segment tests, each at most quadratic in its length."""
+    return _wildcard_match(_segments(pattern), path.split("/"), _ANY_SEGMENTS.__eq__, _segment_matches)
+
+
+@lru_cache(maxsize=65536)
+def _segments(pattern: str) -> tuple[str, ...]:
     _require_leading_slash(pattern)
-    return _wildcard_match(
-        pattern.split("/"), path.split("/"), lambda p: p == _ANY_SEGMENTS, _segment_matches
-    )
+    return tuple(pattern.split("/"))
 
 
 def _segment_matches(pattern: str, segment: str) -> bool:
-    return _wildcard_match(pattern, segment, lambda p: p == "*", str.__eq__)
+    if "*" not in pattern:
+        return pattern == segment  # the common case, without the character-by-character walk
+    return _wildcard_match(pattern, segment, "*".__eq__, str.__eq__)
 
 
 def _wildcard_match(pattern, items, is_star, matches_one) -> bool:

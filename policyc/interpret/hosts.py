@@ -21,6 +21,7 @@ from __future__ import annotations
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from .paths import Rejected, Target, normalize_path, parse_target
 
@@ -47,7 +48,7 @@ def admit_request(
     """Envoy's checks in Envoy's order: the codec's request line (400, 426), the authority (400),
     the missing Host (400), the non-relative path (404), path normalization (400), then routing.
     The order matters: OPTIONS * without a Host is 400, not 404."""
-    received = parse_target(target, method, version)
+    received = _parsed_target(target, method, version)
     if isinstance(received, Rejected):
         return received
     authority = received.authority
@@ -57,11 +58,21 @@ def admit_request(
         return Rejected(400, "missing_host_header")
     if not set(authority) <= _AUTHORITY_CHARACTERS:
         return Rejected(400, "http.invalid_authority")
-    normalized = normalize_path(received.path_value)
-    if isinstance(normalized, Rejected):
-        return normalized
-    target_seen = replace(normalized, authority=received.authority)
+    target_seen = _target_seen(received.path_value, received.authority)
+    if isinstance(target_seen, Rejected):
+        return target_seen
     return Admitted(target_seen, authority, match_host(authority, hosts_by_service))
+
+
+# Both stages are pure functions of their text, and a request-target is read character by
+# character: clients repeat the same targets, so their readings are kept.
+_parsed_target = lru_cache(maxsize=4096)(parse_target)
+
+
+@lru_cache(maxsize=4096)
+def _target_seen(path_value: str, authority: str | None) -> Target | Rejected:
+    normalized = normalize_path(path_value)
+    return normalized if isinstance(normalized, Rejected) else replace(normalized, authority=authority)
 
 
 def host_header(values: Sequence[str]) -> str | None:
@@ -77,9 +88,14 @@ def match_host(authority: str, hosts_by_service: Mapping[str, Sequence[str]]) ->
     Envoy refuses a config that lists one host in two virtual hosts, so at most one matches."""
     wanted = _ascii_lower(authority)
     for service, hosts in hosts_by_service.items():
-        if any(_ascii_lower(host) == wanted for host in hosts):
+        if wanted in _lowered(tuple(hosts)):
             return service
     return None
+
+
+@lru_cache(maxsize=65536)
+def _lowered(hosts: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(map(_ascii_lower, hosts))
 
 
 def _ascii_lower(text: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -46,6 +47,7 @@ def cidr_error(text: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=65536)  # a pure function of its text, and an `ipaddress` parse is slow
 def parse_cidr(text: str) -> Network | None:
     """The network `text` denotes, or None when `cidr_error` finds it unacceptable."""
     if cidr_error(text) is not None:
@@ -62,11 +64,17 @@ def address_in(address: str, cidrs: Iterable[str]) -> bool:
     first. UNVERIFIED on the real binary: the test rules allow binding 127.0.0.1 only, so no
     dual-stack listener was run.
     """
-    peer = ipaddress.ip_address(address)
-    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
-        peer = peer.ipv4_mapped
+    peer = _peer(address)
     texts = tuple(cidrs)
     networks = [parse_cidr(text) for text in texts]
     if None in networks:
         raise ValueError(f"not an acceptable CIDR among {texts!r}")
     return any(peer.version == network.version and peer in network for network in networks)
+
+
+@lru_cache(maxsize=4096)
+def _peer(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    peer = ipaddress.ip_address(address)
+    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+        return peer.ipv4_mapped
+    return peer

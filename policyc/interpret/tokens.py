@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import json
 import math
 import re
@@ -25,9 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from .. import nodes as n
+from .memo import per_object
 
 CLOCK_SKEW = 60
-_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+_TOKEN_CHAR = re.compile(r"[A-Za-z0-9_.-]")
 _ALGS = {"ES256", "ES384", "ES512", "HS256", "HS384", "HS512", "RS256", "RS384", "RS512",
          "PS256", "PS384", "PS512", "EdDSA"}
 _HASHES = {"384": hashes.SHA384, "512": hashes.SHA512}
@@ -67,8 +69,8 @@ def extract(headers) -> str | None:
     position = value.find("Bearer ")
     if position < 0:
         return None
-    start = next((i for i in range(position + 7, len(value)) if value[i] in _TOKEN_CHARS), None)
-    return None if start is None else value[start:]
+    start = _TOKEN_CHAR.search(value, position + 7)
+    return None if start is None else value[start.start():]
 
 
 # ---------------------------------------------------------------- parsing
@@ -185,6 +187,16 @@ def parse(token: str) -> _Jwt:
     return _Jwt(header, claims, times, tuple(audiences), signature, f"{parts[0]}.{parts[1]}".encode())
 
 
+@lru_cache(maxsize=4096)
+def _parsed(token_text: str) -> _Jwt | TokenError:
+    """`parse`, kept: a client sends the same token many times, and reading it means two base64
+    and JSON decodes. Verification, which depends on the clock and the keys, is not kept."""
+    try:
+        return parse(token_text)
+    except _Refused as refused:
+        return refused.error
+
+
 # ---------------------------------------------------------------- verification
 
 
@@ -196,8 +208,34 @@ def _normalized_audience(audience: str) -> str:
     return audience[:-1] if audience.endswith("/") else audience
 
 
+@per_object
+def _allowed_audiences(issuer: n.Issuer) -> frozenset[str]:
+    return frozenset(map(_normalized_audience, issuer.audiences))
+
+
+@per_object
+def _url(issuer: n.Issuer) -> str | None:
+    return issuer.url
+
+
 def _signature_ok(key: dict, alg: str, signature: bytes, signed: bytes) -> bool:
-    return _signature_ok_cached(json.dumps(key, sort_keys=True), alg, signature, signed)
+    return _signature_ok_cached(_key_text(key), alg, signature, signed)
+
+
+_KEY_TEXTS: dict[int, tuple[dict, dict, str]] = {}
+
+
+def _key_text(key: dict) -> str:
+    """The key as canonical JSON, its name in the signature cache. Serializing costs more than a
+    whole cached check, so the text is kept per key object, and reused only while the object
+    still equals a private copy of itself."""
+    entry = _KEY_TEXTS.get(id(key))
+    if entry is None or entry[0] is not key or entry[1] != key:
+        if len(_KEY_TEXTS) >= 4096:
+            _KEY_TEXTS.clear()
+        entry = key, copy.deepcopy(key), json.dumps(key, sort_keys=True)
+        _KEY_TEXTS[id(key)] = entry
+    return entry[2]
 
 
 @lru_cache(maxsize=4096)
@@ -233,10 +271,9 @@ def _verify_with(issuer: n.Issuer, jwks: Mapping | None, token: _Jwt, now: int) 
         raise _Refused("Jwt not yet valid")
     if exp and now > exp + CLOCK_SKEW:
         raise _Refused("Jwt is expired")
-    if issuer.audiences:
-        allowed = {_normalized_audience(a) for a in issuer.audiences}
-        if not any(_normalized_audience(a) in allowed for a in token.audiences):
-            raise _Refused("Audiences in Jwt are not allowed", 403)
+    allowed = _allowed_audiences(issuer)
+    if allowed and not any(_normalized_audience(a) in allowed for a in token.audiences):
+        raise _Refused("Audiences in Jwt are not allowed", 403)
     if not exp:
         raise _Refused("Jwt verification fails")
     alg, kid = token.header["alg"], token.header.get("kid")
@@ -261,11 +298,13 @@ def authenticate(headers, issuers: Mapping[str, n.Issuer], keys: Mapping[str, di
     token_text = extract(headers)
     if token_text is None:
         return None
+    token = _parsed(token_text)
+    if isinstance(token, TokenError):
+        return token
     try:
-        token = parse(token_text)
         # One provider per issuer and issuer URLs are unique, so `iss` picks the only provider
         # that can answer anything but "issuer not configured".
-        issuer = next((i for i in issuers.values() if i.url == token.claims.get("iss", "")), None)
+        issuer = next((i for i in issuers.values() if _url(i) == token.claims.get("iss", "")), None)
         if issuer is None:
             raise _Refused("Jwt issuer is not configured")
         return _verify_with(issuer, keys.get(issuer.name), token, math.floor(now))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from lark import Token, Transformer, v_args
+from lark import Token, Tree
 
 from .. import nodes as n
 from ..diagnostics import Diagnostic
@@ -18,14 +18,22 @@ def _token_span(path: str, token: Token) -> Span:
     return Span(path, token.line, token.column, token.end_line, token.end_column)
 
 
-@v_args(meta=True)
-class ToAst(Transformer):
-    """Builds nodes bottom-up; strings become `_Str` (text + span) until their parent uses them."""
+class ToAst:
+    """Builds nodes bottom-up: each method is named after a grammar rule and takes the rule's
+    positions and its children, already built."""
 
     def __init__(self, path: str):
-        super().__init__()
         self.path = path
         self.diagnostics: list[Diagnostic] = []
+
+    def transform(self, tree: Tree):
+        """The node for `tree`, children first, without recursion. A plain loop instead of a lark
+        `Transformer`, whose per-call wrappers cost more than building the nodes."""
+        built: dict[int, object] = {}
+        for subtree in tree.iter_subtrees():
+            children = [built.pop(id(c)) if isinstance(c, Tree) else c for c in subtree.children]
+            built[id(subtree)] = getattr(self, subtree.data)(subtree.meta, children)
+        return built[id(tree)]
 
     # -- helpers
     def span(self, meta) -> Span:

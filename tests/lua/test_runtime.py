@@ -525,8 +525,9 @@ def test_request_refuses_what_it_cannot_read(request_):
 def policy_script(deny: str = "", allow: str = "", *, dry_run: bool = False, decides_allow: bool = True) -> str:
     """The runtime with a hand-written POLICY (rule tests are Lua text over `q`)."""
     def rules(text: str) -> str:
-        return "{" + ",".join(f'{{name = {lua_string(name)}, test = function(q) return {test} end}}'
-                              for name, test in (r.split("=>", 1) for r in text.split(";") if r.strip())) + "}"
+        return "decide.indexed({" + ",".join(
+            f'{{name = {lua_string(name)}, test = function(q) return {test} end}}'
+            for name, test in (r.split("=>", 1) for r in text.split(";") if r.strip())) + "})"
     return runtime_source() + f"""
 local POLICY = {{
   service = "svc", deny = {rules(deny)}, allow = {rules(allow)}, decides_allow = {str(decides_allow).lower()},

@@ -4,7 +4,8 @@ raises, so a fault anywhere in the emitted Lua must still answer 403 and never r
 Each fault makes one function raise as its first statement: every function of the runtime
 (lua_runtime/), the script's entry point and a rule's test. Faults inside the decision are caught
 by the script itself; the entry point, the wrapper and the 403 answer are caught by the RBAC
-filter behind the script, which admits only requests the script recorded a passing verdict for.
+filter behind the script, which admits only requests the script recorded a passing verdict for; a
+fault while the script loads makes Envoy refuse the listener and keep the one it had.
 The requests (faults/faults.cases.yaml) meet every function; a fault must change at least one
 decision (status, reason or rule), or it was not tested.
 """
@@ -74,10 +75,21 @@ def healthy(request, envoy, corpus):
     return request.param, observed
 
 
-def _assert_fails_closed(envoy, corpus, healthy):
+def _assert_fails_closed(envoy, corpus, healthy, monkeypatch, name, faulty):
+    """Load the healthy policies, then the faulty ones (`name` replaced by `faulty` in lua.py)."""
     checked, cases, requests = corpus
     target, before = healthy
     envoy.load(checked, target)
+    monkeypatch.setattr(lua, name, faulty)
+    try:
+        envoy.load(checked, target)
+    except RuntimeError as refused:
+        # A fault that raises while the script loads (building the rule index): Envoy refuses the
+        # listener and keeps deciding with the one it had.
+        assert "script load error" in str(refused)
+        after = envoy.send_all(requests)
+        assert [(a.status, a.rule) for a in after] == [(b.status, b.rule) for b in before]
+        return
     after = envoy.send_all(requests)
     changed = [case.name for case, was, now in zip(cases, before, after, strict=True)
                if (was.status, was.reason, was.rule) != (now.status, now.reason, now.rule)]
@@ -90,8 +102,11 @@ def _assert_fails_closed(envoy, corpus, healthy):
 @pytest.mark.parametrize("fault", sorted(set(RUNTIME_FAULTS) - UNREACHABLE))
 def test_a_fault_in_the_runtime_fails_closed(fault, envoy, corpus, healthy, monkeypatch):
     module, source = RUNTIME_FAULTS[fault]
-    monkeypatch.setattr(lua, "runtime_source", lambda: lua.bundle({**lua.runtime_modules(), module: source}))
-    _assert_fails_closed(envoy, corpus, healthy)
+
+    def faulty():
+        return lua.bundle({**lua.runtime_modules(), module: source})
+
+    _assert_fails_closed(envoy, corpus, healthy, monkeypatch, "runtime_source", faulty)
 
 
 @pytest.mark.parametrize("fault", sorted(SCRIPT_FAULTS))
@@ -104,8 +119,7 @@ def test_a_fault_in_the_script_fails_closed(fault, envoy, corpus, healthy, monke
         assert original in source, "the fault must replace real code"
         return source.replace(original, injected)
 
-    monkeypatch.setattr(lua, "service_script", faulty_script)
-    _assert_fails_closed(envoy, corpus, healthy)
+    _assert_fails_closed(envoy, corpus, healthy, monkeypatch, "service_script", faulty_script)
 
 
 def test_every_runtime_function_gets_a_fault():

@@ -355,11 +355,58 @@ local M = {}
 
 local NAMESPACE = "policyc"
 
-local function first_match(rules, q)
+-- Indexes rules by the path prefixes one of which a request's path must have for the rule to
+-- match (`prefixes`, worked out by the compiler; an exact path is its own prefix). A request then
+-- tests only the rules whose prefix its path has, found with one table look-up per prefix
+-- length, and the rules without prefixes, instead of every rule. Built once, when the script loads.
+function M.indexed(rules)
+  local always, lengths, by_prefix = {}, {}, {}
   for i = 1, #rules do
-    if rules[i].test(q) then
+    local prefixes = rules[i].prefixes
+    if prefixes == nil then
+      always[#always + 1] = i
+    else
+      for _, prefix in ipairs(prefixes) do
+        local length = #prefix
+        if by_prefix[length] == nil then
+          by_prefix[length] = {}
+          lengths[#lengths + 1] = length
+        end
+        local hits = by_prefix[length][prefix] or {}
+        hits[#hits + 1] = i
+        by_prefix[length][prefix] = hits
+      end
+    end
+  end
+  rules.index = { always = always, lengths = lengths, by_prefix = by_prefix }
+  return rules
+end
+
+-- The positions of the rules that may match, ascending (so in name order), maybe repeated.
+local function candidates(index, path)
+  local found = {}
+  for i = 1, #index.always do
+    found[i] = index.always[i]
+  end
+  for _, length in ipairs(index.lengths) do
+    local hits = index.by_prefix[length][path:sub(1, length)]
+    if hits ~= nil then
+      for i = 1, #hits do
+        found[#found + 1] = hits[i]
+      end
+    end
+  end
+  table.sort(found)
+  return found
+end
+
+local function first_match(rules, q)
+  local previous = nil
+  for _, i in ipairs(candidates(rules.index, q.path)) do
+    if i ~= previous and rules[i].test(q) then
       return rules[i].name
     end
+    previous = i
   end
   return nil
 end
@@ -377,7 +424,8 @@ local function deny(handle)
   handle:respond({ [":status"] = "403", ["content-type"] = "text/plain" }, "access denied\n")
 end
 
--- policy: { service, deny = rules, allow = rules, decides_allow, dry_run, payload_key }
+-- policy: { service, deny = rules, allow = rules, decides_allow, dry_run, payload_key }; both rule
+-- lists come through M.indexed
 local function decide(handle, policy, request)
   local q = request.new(handle, policy.payload_key)
   local rule = first_match(policy.deny, q)
@@ -424,16 +472,16 @@ K[10] = {{""}, {"api"}, {"v1"}, {"tenants"}, {"", ""}, {"invoices"}}
 K[11] = {"tenant"}
 C[1] = function(q) return (K[2][q.method] == true) end  -- condition read_only
 C[2] = function(q) return claims.member(q, K[3]) end  -- condition sre
-local DENY = {
-}
-local ALLOW = {
-  {name = "health", test = function(q) return (q.path == "/healthz") end},  -- "payments.policy:9"
-  {name = "settlement-bot", test = function(q) return ((q.payload ~= nil and q.payload.iss == "https://example.okta.com/oauth2/default") and claims.contains(claims.value(q, K[1]), "payments:settle") and (q.method == "POST") and (q.path == "/api/v1/settlements")) end},  -- "payments.policy:18"
+local DENY = decide.indexed({
+})
+local ALLOW = decide.indexed({
+  {name = "health", prefixes = {"/healthz"}, test = function(q) return (q.path == "/healthz") end},  -- "payments.policy:9"
+  {name = "settlement-bot", prefixes = {"/api/v1/settlements"}, test = function(q) return ((q.payload ~= nil and q.payload.iss == "https://example.okta.com/oauth2/default") and claims.contains(claims.value(q, K[1]), "payments:settle") and (q.method == "POST") and (q.path == "/api/v1/settlements")) end},  -- "payments.policy:18"
   {name = "sre-read", test = function(q) return (C[1](q) and C[2](q)) end},  -- "payments.policy:10"
   {name = "team-read", test = function(q) return (C[1](q) and claims.member(q, K[4])) end},  -- "payments.policy:14"
-  {name = "team-write", test = function(q) return ((K[5][q.method] == true) and glob.match(K[6], request.segments(q, glob)) and (claims.member(q, K[7]) or claims.in_set(claims.value(q, K[8]), K[9]))) end},  -- "payments.policy:11"
-  {name = "tenant", test = function(q) return ((q.payload ~= nil) and glob.match(K[10], request.segments(q, glob)) and request.any_header_value(q, "x-tenant", claims.equals_claim, claims.value(q, K[11]))) end},  -- "payments.policy:15"
-}
+  {name = "team-write", prefixes = {"/api/v1"}, test = function(q) return ((K[5][q.method] == true) and glob.match(K[6], request.segments(q, glob)) and (claims.member(q, K[7]) or claims.in_set(claims.value(q, K[8]), K[9]))) end},  -- "payments.policy:11"
+  {name = "tenant", prefixes = {"/api/v1/tenants/"}, test = function(q) return ((q.payload ~= nil) and glob.match(K[10], request.segments(q, glob)) and request.any_header_value(q, "x-tenant", claims.equals_claim, claims.value(q, K[11]))) end},  -- "payments.policy:15"
+})
 local POLICY = {
   service = "payments",
   deny = DENY,

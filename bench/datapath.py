@@ -1,0 +1,278 @@
+"""Data-path cost of compiled policies, as ratios to the same Envoy with the policy filters
+removed (router and access log kept), measured in the same round; and Envoy's memory with 1 and
+1,000 compiled services against the same services without filters.
+
+Every Envoy runs with one worker; the upstream is a second Envoy answering 200 itself; load comes
+from wrk on loopback. The configurations all start first and stay up, and each round measures all
+of them in turn, so a busy moment on the machine touches a round's baseline as it touches the rest.
+
+    .venv/bin/python bench/datapath.py [--seconds 2] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from policies import Probe, check_text, rule_requests, rule_set, services_set
+from stats import ratios, summary
+
+from policyc import devtokens
+from policyc.backends import compile_outputs
+from policyc.backends.envoy import ALLOW_FILTER, DENY_FILTER, JWT_FILTER, LISTENER_NAME, LUA_FILTER, Options
+from policyc.backends.rbac import expressible_part
+from policyc.casefile import load_case_file
+from policyc.check import Checked
+from policyc.harness.client import send
+from policyc.harness.envoy_process import envoy_binary, serving_envoy
+from policyc.interpret import RawRequest
+from policyc.pipeline import load_and_check
+
+EXAMPLE = Path(__file__).parents[1] / "envoy_configs" / "examples" / "backstage"
+RULE_COUNTS = (10, 100, 1000)
+TARGETS = ("rbac", "lua", "auto")
+CONNECTIONS = (1, 8)
+POLICY_FILTERS = {JWT_FILTER, DENY_FILTER, LUA_FILTER, ALLOW_FILTER}
+UPSTREAM = {
+    "static_resources": {"listeners": [{"name": "upstream", "address": {"socket_address": {
+        "address": "127.0.0.1", "port_value": 0}}, "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+                         ".HttpConnectionManager",
+                "stat_prefix": "upstream",
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
+                    "match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}]}}
+
+
+@dataclass(frozen=True)
+class Running:
+    port: int
+    pid: int
+
+
+# ---------------------------------------------------------------- configurations
+
+
+def _hcm(bootstrap: dict) -> dict:
+    return bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def keeping_filters(bootstrap: dict, kept: set[str]) -> dict:
+    """The same bootstrap with only the `kept` policy filters (and their per-host configs)."""
+    trimmed = copy.deepcopy(bootstrap)
+    hcm = _hcm(trimmed)
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] not in POLICY_FILTERS - kept]
+    for host in hcm["route_config"]["virtual_hosts"]:
+        per_filter = {k: v for k, v in host.pop("typed_per_filter_config", {}).items() if k in kept}
+        if per_filter:
+            host["typed_per_filter_config"] = per_filter
+    return trimmed
+
+
+def baseline(bootstrap: dict) -> dict:
+    """No policy filters, and the catch-all host routed upstream too, so one baseline serves
+    every host the configurations below are asked for."""
+    plain = keeping_filters(bootstrap, set())
+    hosts = _hcm(plain)["route_config"]["virtual_hosts"]
+    cluster = next(h["routes"][0]["route"]["cluster"] for h in hosts if "route" in h["routes"][0])
+    hosts[-1]["routes"] = [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}]
+    return plain
+
+
+def compiled_bootstrap(checked: Checked, target: str, upstream: str) -> dict:
+    options = Options("127.0.0.1:0", "127.0.0.1:0", "/dev/null", upstream)
+    # `rbac` runs the rules RBAC can express; the requests sent only need those.
+    policies = expressible_part(checked) if target == "rbac" else checked
+    compiled = compile_outputs(policies, target, options)
+    if compiled.diagnostics:
+        raise RuntimeError(f"compile failed: {compiled.diagnostics[:3]}")
+    return yaml.safe_load(compiled.files["envoy.yaml"])
+
+
+def example_token() -> str:
+    checked = load_and_check([str(EXAMPLE)]).checked
+    keys = load_case_file(str(EXAMPLE / "example.cases.yaml")).keys
+    now = int(time.time())
+    claims = {"iss": checked.issuers["backstage"].url, "aud": "backstage", "sub": "user:default/bob",
+              "iat": now, "exp": now + 3600}
+    return devtokens.mint(claims, keys.private["backstage"])
+
+
+def configurations(upstream: str) -> dict[str, tuple[dict, list[Probe]]]:
+    """Name → (bootstrap, requests to send it)."""
+    example = load_and_check([str(EXAMPLE)]).checked
+    full = compiled_bootstrap(example, "auto", upstream)
+    # An SRE reading payments: the deny rules run, then every allow rule up to `sre-read`.
+    with_token = [Probe("token", "GET", "/api/v1/payments/42",
+                        (("Host", "payments.internal"), ("Authorization", f"Bearer {example_token()}")), 200)]
+    configs = {
+        "no filters": (baseline(full), with_token + rule_requests(RULE_COUNTS[0])[:1]),
+        "jwt_authn only": (keeping_filters(full, {JWT_FILTER}), with_token),
+        "full chain, token": (full, with_token),
+    }
+    for rules in RULE_COUNTS:
+        checked = check_text(rule_set(rules))
+        for target in TARGETS:
+            configs[f"{rules} rules, {target}"] = (compiled_bootstrap(checked, target, upstream), rule_requests(rules))
+    return configs
+
+
+# ---------------------------------------------------------------- running Envoy and wrk
+
+
+@contextmanager
+def running(bootstrap: dict, workdir: Path) -> Iterator[Running]:
+    """Envoy with one worker on `bootstrap`; yields its listener port and process id."""
+    process: list[subprocess.Popen] = []
+
+    @contextmanager
+    def launch(envoy_args: list[str], log_path: Path):
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([envoy_binary(), *envoy_args], stdout=log, stderr=subprocess.STDOUT)
+            process.append(proc)
+            try:
+                yield proc.poll
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    with serving_envoy(launch, bootstrap, workdir, ["--concurrency", "1"], 60) as envoy:
+        port = envoy.listener_ports.get(LISTENER_NAME) or next(iter(envoy.listener_ports.values()))
+        yield Running(port, process[0].pid)
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _milliseconds(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(number) * _UNITS_MS[unit]
+
+
+def wrk(port: int, probe: Probe, connections: int, seconds: float) -> dict:
+    """Requests/s and p50/p99 latency (ms) of `probe` sent by `connections` connections."""
+    assert probe.method == "GET", "wrk sends GET without a script"
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+    for name, value in probe.headers:
+        args += ["-H", f"{name}: {value}"]
+    output = subprocess.run(args + [f"http://127.0.0.1:{port}{probe.path}"], capture_output=True, text=True,
+                            check=True).stdout
+    total = int(re.search(r"(\d+) requests in", output).group(1))
+    refused = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", output)) else 0
+    if refused != (total if probe.status >= 300 else 0) or "Socket errors" in output:
+        raise RuntimeError(f"{probe.name}: expected every answer {probe.status}, wrk saw:\n{output}")
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+            "p50": _milliseconds(re.search(r"^ +50% +(\S+)$", output, re.M).group(1)),
+            "p99": _milliseconds(re.search(r"^ +99% +(\S+)$", output, re.M).group(1))}
+
+
+# ---------------------------------------------------------------- measures
+
+
+def measure_data_path(seconds: float, rounds: int, log=print) -> dict:
+    """{configuration: {request: {connections: {rps, p50, p99, ratios}}}}."""
+    with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
+        work = Path(folder)
+        upstream = stack.enter_context(running(UPSTREAM, work / "upstream"))
+        configs = configurations(f"127.0.0.1:{upstream.port}")
+        ports = {}
+        for i, (name, (bootstrap, _)) in enumerate(configs.items()):
+            ports[name] = stack.enter_context(running(bootstrap, work / f"config{i}")).port
+        samples: dict = {name: {p.name: {c: [] for c in CONNECTIONS} for p in probes}
+                         for name, (_, probes) in configs.items()}
+        for name, (_, probes) in configs.items():
+            for probe in probes:  # warm up (JWT cache, Lua JIT), and check each answer once
+                for _ in range(20):
+                    status = send(ports[name], RawRequest(probe.method, probe.path, None, probe.headers))[0]
+                    if status != probe.status:
+                        raise RuntimeError(f"{name}, {probe.name}: {status}, not {probe.status}")
+        for round_number in range(rounds):
+            log(f"  data path: round {round_number + 1} of {rounds}")
+            for name, (_, probes) in configs.items():
+                for probe in probes:
+                    for connections in CONNECTIONS:
+                        samples[name][probe.name][connections].append(wrk(ports[name], probe, connections, seconds))
+    return _summarized(samples)
+
+
+def _summarized(samples: dict) -> dict:
+    base = samples["no filters"]
+    result = {}
+    for name, by_probe in samples.items():
+        result[name] = {}
+        for probe, by_connections in by_probe.items():
+            # Token requests against the baseline's token request, the rest against a plain one.
+            reference = base["token"] if probe == "token" else base["worst rule"]
+            result[name][probe] = {}
+            for c, runs in by_connections.items():
+                cell = {key: summary([r[key] for r in runs]) for key in ("rps", "p50", "p99")}
+                cell["ratio"] = ratios([r["rps"] for r in runs], [r["rps"] for r in reference[c]])
+                cell["p50 ratio"] = ratios([r["p50"] for r in runs], [r["p50"] for r in reference[c]])
+                cell["p99 ratio"] = ratios([r["p99"] for r in runs], [r["p99"] for r in reference[c]])
+                result[name][probe][c] = cell
+    return result
+
+
+def _rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def measure_memory(rounds: int, log=print) -> dict:
+    """Envoy's resident memory (MiB) with 1 and 1,000 compiled services, each against the same
+    services with no policy filters, after one request per service has passed."""
+    samples: dict = {}
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        for count in (1, 1000):
+            checked = check_text(services_set(count))
+            compiled = {target: compiled_bootstrap(checked, target, "127.0.0.1:9") for target in ("auto", "lua")}
+            configs = {"no filters": baseline(compiled["auto"]), **compiled}
+            for round_number in range(rounds):
+                log(f"  memory: {count} services, round {round_number + 1} of {rounds}")
+                for name, bootstrap in configs.items():
+                    with running(bootstrap, work / f"{count}-{name}-{round_number}") as envoy:
+                        _visit_services(envoy.port, count)
+                        samples.setdefault(count, {}).setdefault(name, []).append(_rss_mib(envoy.pid))
+    result = {}
+    for count, by_name in samples.items():
+        result[count] = {name: {"rss": summary(values), "ratio": ratios(values, by_name["no filters"])}
+                         for name, values in by_name.items()}
+    return result
+
+
+def _visit_services(port: int, count: int) -> None:
+    """One request per service (to a dead upstream: 503 once allowed), so every per-host
+    filter config has run once."""
+    for s in range(count):
+        send(port, RawRequest("GET", "/api/v0/x", f"svc{s}.internal"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(json.dumps({"data path": measure_data_path(args.seconds, args.rounds),
+                      "memory": measure_memory(args.rounds)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
