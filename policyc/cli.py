@@ -295,10 +295,13 @@ def _report_deployment(deployment: Deployment, folder: str) -> None:
                + ", ".join(f"{name}: {plan}" for name, plan in sorted(deployment.plans.items())) + ")")
 
 
+_TO_OPTION = click.option("--to", "folder", required=True, type=click.Path(file_okay=False),
+                          help="the folder Envoy watches: run `envoy -c FOLDER/envoy.yaml`")
+
+
 @main.command("deploy")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--to", "folder", required=True, type=click.Path(file_okay=False),
-              help="the folder Envoy watches: run `envoy -c FOLDER/envoy.yaml`")
+@_TO_OPTION
 @_envoy_options
 def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refresh):
     """Check and compile policies, then publish them by atomic renames into a watched folder:
@@ -311,8 +314,7 @@ def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refres
 
 @main.command("watch")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--to", "folder", required=True, type=click.Path(file_okay=False),
-              help="the folder Envoy watches: run `envoy -c FOLDER/envoy.yaml`")
+@_TO_OPTION
 @_envoy_options
 def watch_command(paths, folder, target, listen, admin, access_log, jwks_refresh):
     """Deploy, then deploy again on every save. A policy with errors is reported and not
