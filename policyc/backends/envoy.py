@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .. import nodes as n
 from ..check import Checked, split_port
@@ -204,11 +204,15 @@ def _http_filters(checked: Checked, options: Options) -> list[dict]:
 
 @dataclass(frozen=True)
 class ServiceFilters:
-    """One service's per-route filter configs; None where that filter stays off."""
+    """One service's filter configs; None where that filter stays off. `rbac_deny` and
+    `rbac_allow` hold all its rules; `rbac_by_prefix` the same split by path prefix: a request
+    goes to the route of the longest prefix its path has, whose configs hold only the rules
+    that can match such a path, so RBAC does not try every rule of a large service."""
 
     rbac_deny: dict | None
     lua_source: str | None
     rbac_allow: dict | None
+    rbac_by_prefix: dict[str, tuple[dict | None, dict | None]]
 
 
 def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool, cluster: str,
@@ -218,16 +222,15 @@ def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool
         per_filter[JWT_FILTER] = {"@type": _TYPES["jwt_route"], "requirement_name": DRY_RUN}
     if filters.lua_source is not None:
         per_filter[LUA_FILTER] = {"@type": _TYPES["lua_route"], "source_code": {"inline_string": filters.lua_source}}
-    for name, config in ((DENY_FILTER, filters.rbac_deny), (ALLOW_FILTER, filters.rbac_allow)):
-        if config is not None:
-            per_filter[name] = {"@type": _TYPES["rbac_route"], "rbac": config}
-    return {
-        "name": service.name,
-        "domains": sorted(service.hosts),
-        "routes": [*REFUSED_ROUTES, {"match": {"prefix": "/"}, "route": {"cluster": cluster},
-                    "metadata": _route_metadata(version, service=service.name, mode=service.mode.value)}],
-        "typed_per_filter_config": per_filter,
-    }
+    metadata = _route_metadata(version, service=service.name, mode=service.mode.value)
+    routes = []
+    for prefix, configs in filters.rbac_by_prefix.items():
+        rbac_configs = {name: {"@type": _TYPES["rbac_route"], "rbac": config}
+                        for name, config in zip((DENY_FILTER, ALLOW_FILTER), configs, strict=True) if config}
+        route = {"match": {"prefix": prefix}, "route": {"cluster": cluster}, "metadata": metadata}
+        routes.append({**route, "typed_per_filter_config": rbac_configs} if rbac_configs else route)
+    return {"name": service.name, "domains": sorted(service.hosts), "routes": [*REFUSED_ROUTES, *routes],
+            "typed_per_filter_config": per_filter}
 
 
 def _refusal(match: dict, reason: str) -> dict:
@@ -351,12 +354,37 @@ def dynamic_bootstrap(config_dir: str, options: Options) -> dict:
 
 
 def service_filters(checked: Checked, service: n.Service, plan: Plan) -> ServiceFilters:
-    """The per-route filter configs enforcing `service` according to `plan` (already feasible)."""
+    """The filter configs enforcing `service` according to `plan` (already feasible)."""
+    source = lua.service_script(checked, service, plan.deny == "lua", plan.allow == "lua") \
+        if "lua" in (plan.deny, plan.allow) else None
+    deny, allow = _rbac_configs(checked, service, plan)
+    return ServiceFilters(deny, source, allow, _rbac_by_prefix(checked, service, plan))
+
+
+def _rbac_configs(checked: Checked, service: n.Service, plan: Plan) -> tuple[dict | None, dict | None]:
+    """The RBAC deny and allow configs of the service's rules (all of them, or one route's share)."""
     deny = rbac.rules_config(checked, service, n.Effect.DENY)[0] if plan.deny == "rbac" else None
     allow = rbac.rules_config(checked, service, n.Effect.ALLOW)[0] if plan.allow == "rbac" else None
-    if "lua" not in (plan.deny, plan.allow):
-        return ServiceFilters(deny, None, allow)
-    source = lua.service_script(checked, service, plan.deny == "lua", plan.allow == "lua")
-    if service.mode is n.Mode.ENFORCE:
+    if "lua" in (plan.deny, plan.allow) and service.mode is n.Mode.ENFORCE:
         allow = rbac.require_lua_verdict(service, allow)
-    return ServiceFilters(deny, source, allow)
+    return deny, allow
+
+
+# Rules that test no path go into every route; past this many copies per rule on average, one
+# route holding every rule is the smaller config.
+_MAX_COPIES_PER_RULE = 4
+
+
+def _rbac_by_prefix(checked: Checked, service: n.Service, plan: Plan) -> dict[str, tuple[dict | None, dict | None]]:
+    """Each route's path prefix, longest first and "/" last, with the RBAC configs of the rules
+    that a path under it can match: rules that need a prefix the route's prefix has, and rules
+    that need none. The Lua script indexes its rules by the same prefixes (lua.required_prefixes)."""
+    needed = {rule.name: lua.required_prefixes(checked, rule.expr) for rule in service.rules}
+    routes = sorted({p for found in needed.values() if found for p in found} | {"/"}, key=lambda p: (-len(p), p))
+    shares = {route: tuple(rule for rule in service.rules
+                           if needed[rule.name] is None or any(route.startswith(p) for p in needed[rule.name]))
+              for route in routes}
+    if "rbac" not in (plan.deny, plan.allow) or \
+            sum(map(len, shares.values())) > _MAX_COPIES_PER_RULE * max(len(service.rules), 1):
+        shares = {"/": service.rules}
+    return {route: _rbac_configs(checked, replace(service, rules=rules), plan) for route, rules in shares.items()}

@@ -97,9 +97,11 @@ class EnvoyUnderTest:
 
     def _wait_for_version(self, version: str, refused_before: int, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
-        query = "/stats?filter=" + urllib.parse.quote("listener_manager.lds.version_text")
+        # Accepted is not yet deciding: a listener warms (fetching remote keys) before it serves.
+        query = "/stats?filter=" + urllib.parse.quote("listener_manager.(lds.version_text|total_listeners_warming)")
         while time.monotonic() < deadline:
-            if f'"{version}"' in admin_get(self.envoy.admin_port, query)[1]:
+            stats = admin_get(self.envoy.admin_port, query)[1]
+            if f'"{version}"' in stats and "total_listeners_warming: 0" in stats:
                 return
             if self._refusals() > refused_before:
                 raise RuntimeError(f"Envoy refused the compiled listener:\n{self.envoy.log_path.read_text()[-3000:]}")
