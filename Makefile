@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE := envoy_configs/examples/backstage
 
-.PHONY: test demo bench lint clean
+.PHONY: test demo bench fuzz lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/interpreter.py
+
+# The deep fuzz run: 1,000 examples per fuzz test, 95,000 for the parser and formatter (>100,000 inputs).
+fuzz: $(BIN)/.installed
+	POLICYC_FUZZ_EXAMPLES=1000 HYPOTHESIS_PROFILE=deep $(BIN)/pytest tests/fuzz -q
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
