@@ -542,9 +542,10 @@ def check(policy_set: n.PolicySet) -> tuple[Checked, list[Diagnostic]]:
         for rule in service.rules:
             diagnostics += exprs.check(rule.expr)
     order, cycles = _condition_order(checked.conditions)
-    rules_over, size_errors = _size_limits(checked, order)
-    diagnostics += cycles + size_errors
-    if not cycles:  # the anonymous-caller analysis writes conditions out, which needs them acyclic and small
+    diagnostics += cycles
+    if not cycles:  # the analyses below write named conditions out: they need them acyclic
+        rules_over, size_errors = _size_limits(checked, order)
+        diagnostics += size_errors
         for service in policy_set.services:
             diagnostics += _anonymous_warnings(service, checked.conditions, rules_over)
     return checked, diagnostics
