@@ -10,8 +10,10 @@ from click.testing import CliRunner
 import policyc.cli
 from policyc.check import MAX_TESTS
 from policyc.cli import main
+from policyc.diagnostics import render_text
 from policyc.pipeline import load_and_check
-from policyc.syntax import MAX_DEPTH, MAX_FILE_BYTES
+from policyc.source import Source
+from policyc.syntax import MAX_DEPTH, MAX_FILE_BYTES, parse
 from tests.fuzz.test_fuzz import assert_pipeline_sound
 
 ISSUER = 'issuer idp {\n    url "https://idp.example.com"\n    jwks "https://idp.example.com/jwks"\n}\n'
@@ -88,3 +90,11 @@ def test_an_unexpected_exception_is_an_internal_error_not_a_traceback(tmp_path, 
     assert result.exit_code == 3
     assert "policyc: internal error: RuntimeError: planted" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_line_shown_is_the_line_named(tmp_path):
+    # A form feed or U+2028 in a comment must not shift the line shown under a diagnostic.
+    source = Source("odd.policy", "# a\u2028b\x0c\r\nissuer { }\r\n")
+    diagnostic = parse(source)[1][0]
+    assert diagnostic.span.line == 2
+    assert render_text(diagnostic, {source.path: source}).split("\n")[2] == "2 | issuer { }"
