@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE := envoy_configs/examples/backstage
 
-.PHONY: test demo bench security lint clean
+.PHONY: test demo bench security fuzz lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ $(BIN)/.bench-installed: $(BIN)/.installed
 security: $(BIN)/.installed
 	HYPOTHESIS_PROFILE=deep $(BIN)/pytest tests/security tests/unit/test_cases.py \
 		tests/envoy/test_cases_envoy.py tests/envoy/test_paths_envoy.py
+
+# The deep fuzz run: 1,000 examples per fuzz test, 95,000 for the parser and formatter (>100,000 inputs).
+fuzz: $(BIN)/.installed
+	POLICYC_FUZZ_EXAMPLES=1000 HYPOTHESIS_PROFILE=deep $(BIN)/pytest tests/fuzz -q
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -1,6 +1,8 @@
 -- Path globs (mirrors policyc/interpret/glob.py). A compiled pattern is an array of segments;
 -- a segment is the marker ANY (`**`) or an array of literal pieces that `*`s stand between.
--- Matching is greedy with one backtrack point, so time stays O(pattern * path).
+-- `**` segments cut a pattern into groups of plain segments: the first group matches the path's
+-- first segments, the last group its last ones, and each group between is taken at its leftmost
+-- place after the one before, so no choice is ever revisited (bench/worst_case.py measures it).
 local M = {}
 
 M.ANY = {}
@@ -46,28 +48,54 @@ function M.split(path)
   end
 end
 
-function M.match(pattern, segments)
-  local p, i, np, ni = 1, 1, #pattern, #segments
-  local star, star_i = 0, 0
-  while i <= ni do
-    if p <= np and pattern[p] == M.ANY then
-      star, star_i = p, i
-      p = p + 1
-    elseif p <= np and segment_matches(pattern[p], segments[i]) then
-      p = p + 1
-      i = i + 1
-    elseif star > 0 then
-      star_i = star_i + 1
-      p, i = star + 1, star_i
-    else
+-- Whether pattern[from..to] (no ANY among them) matches the segments from index `at` on.
+local function group_at(pattern, from, to, segments, at)
+  for k = 0, to - from do
+    if not segment_matches(pattern[from + k], segments[at + k]) then
       return false
     end
   end
-  while p <= np do
-    if pattern[p] ~= M.ANY then
-      return false
+  return true
+end
+
+function M.match(pattern, segments)
+  local np, ni = #pattern, #segments
+  local first_any, last_any = 0, 0
+  for p = 1, np do
+    if pattern[p] == M.ANY then
+      if first_any == 0 then
+        first_any = p
+      end
+      last_any = p
     end
-    p = p + 1
+  end
+  if first_any == 0 then
+    return np == ni and group_at(pattern, 1, np, segments, 1)
+  end
+  local head, tail = first_any - 1, np - last_any
+  local stop = ni - tail -- the last segment middle groups may use
+  if stop < head or not group_at(pattern, 1, head, segments, 1)
+      or not group_at(pattern, last_any + 1, np, segments, stop + 1) then
+    return false
+  end
+  local at, p = head + 1, first_any + 1
+  while p < last_any do
+    if pattern[p] == M.ANY then
+      p = p + 1
+    else
+      local q = p
+      while pattern[q + 1] ~= M.ANY do
+        q = q + 1
+      end
+      local size = q - p + 1
+      while at + size - 1 <= stop and not group_at(pattern, p, q, segments, at) do
+        at = at + 1
+      end
+      if at + size - 1 > stop then
+        return false
+      end
+      at, p = at + size, q + 1
+    end
   end
   return true
 end

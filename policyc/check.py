@@ -20,6 +20,11 @@ from .interpret.glob import glob_error
 from .interpret.net import cidr_error
 from .interpret.paths import KNOWN_METHODS, Rejected, normalize_path
 from .source import Source, Span
+from .syntax import MAX_DEPTH
+
+# Tests in one rule once the conditions it names are written out: far beyond any policy a person
+# writes, and small enough that checking, deciding and compiling it take milliseconds.
+MAX_TESTS = 1000
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
 _METHOD = re.compile(r"[A-Z][A-Z0-9_-]{0,31}\Z")
@@ -353,27 +358,101 @@ def _did_you_mean(name: str, known) -> str | None:
     return f"did you mean `{close[0]}`?" if close else None
 
 
-# ---------------------------------------------------------------- conditions: cycles
+# ---------------------------------------------------------------- conditions: cycles and size
 
 
-def _condition_cycles(conditions: dict[str, n.Condition]) -> Iterator[Diagnostic]:
+def _references(expr: n.Expr, conditions: dict[str, n.Condition]) -> Iterator[n.ConditionRef]:
+    return (node for node in n.walk(expr) if isinstance(node, n.ConditionRef) and node.name in conditions)
+
+
+def _condition_order(conditions: dict[str, n.Condition]) -> tuple[list[str], list[Diagnostic]]:
+    """The conditions, each after those it names, and an error at each reference closing a cycle.
+    A loop with an explicit stack, not recursion: a chain of conditions can be longer than
+    Python's stack is deep."""
     state: dict[str, str] = {}  # name → "active" | "done"
+    order: list[str] = []
+    cycles: list[Diagnostic] = []
+    for root in conditions:
+        if root in state:
+            continue
+        state[root] = "active"
+        frames = [(root, _references(conditions[root].expr, conditions))]
+        while frames:
+            name, references = frames[-1]
+            node = next(references, None)
+            if node is None:
+                frames.pop()
+                state[name] = "done"
+                order.append(name)
+            elif state.get(node.name) == "active":
+                path = [frame_name for frame_name, _ in frames]
+                cycle = path[path.index(node.name):] + [node.name]
+                cycles.append(error("check/condition-cycle", "conditions refer to each other: "
+                                    + " → ".join(f"`{c}`" for c in cycle), node.span))
+            elif node.name not in state:
+                state[node.name] = "active"
+                frames.append((node.name, _references(conditions[node.name].expr, conditions)))
+    return order, cycles
 
-    def visit(name: str, path: list[str]) -> Iterator[Diagnostic]:
-        state[name] = "active"
-        for node in n.walk(conditions[name].expr):
-            if isinstance(node, n.ConditionRef) and node.name in conditions:
-                if state.get(node.name) == "active":
-                    cycle = path[path.index(node.name):] + [node.name] if node.name in path else [name, node.name]
-                    yield error("check/condition-cycle", "conditions refer to each other: "
-                                + " → ".join(f"`{c}`" for c in cycle), node.span)
-                elif node.name not in state:
-                    yield from visit(node.name, path + [node.name])
-        state[name] = "done"
 
-    for name in conditions:
-        if name not in state:
-            yield from visit(name, [name])
+@dataclass(frozen=True)
+class _Extent:
+    """A condition with every condition it names written out: how deep it nests, how many tests."""
+
+    depth: int
+    tests: int
+
+    @property
+    def too_large(self) -> bool:
+        return self.depth > MAX_DEPTH or self.tests > MAX_TESTS
+
+
+def _extent(expr: n.Expr, known: dict[str, _Extent]) -> _Extent:
+    # The interpreter and the RBAC backend write named conditions out, so these bound their work.
+    match expr:
+        case n.And(operands) | n.Or(operands):
+            parts = [_extent(o, known) for o in operands]
+            return _Extent(1 + max(p.depth for p in parts), sum(p.tests for p in parts))
+        case n.Not(operand):
+            inner = _extent(operand, known)
+            return _Extent(1 + inner.depth, inner.tests)
+        case n.ConditionRef(name) if name in known:
+            return _Extent(1 + known[name].depth, known[name].tests)
+    return _Extent(1, 1)
+
+
+def _too_large(what: str, extent: _Extent, span: Span) -> Diagnostic:
+    hint = "split it into rules of its own, or simplify the conditions it names"
+    if extent.depth > MAX_DEPTH:
+        return error("check/too-deep", f"{what}, with the conditions it names written out, nests more than "
+                     f"{MAX_DEPTH} levels deep", span, hint=hint)
+    return error("check/too-many-tests", f"{what}, with the conditions it names written out, has "
+                 f"{extent.tests} tests; at most {MAX_TESTS} are accepted", span, hint=hint)
+
+
+def _size_limits(checked: Checked, order: list[str]) -> tuple[set[str], list[Diagnostic]]:
+    """The rules (by id) over the limits of depth and size, and an error at each condition or rule
+    that goes over them by itself (not merely by naming a condition that already does)."""
+    extents: dict[str, _Extent] = {}
+    over: set[str] = set()  # conditions over the limits
+    diagnostics = []
+
+    def measure(what: str, expr: n.Expr, span: Span) -> bool:
+        extent = _extent(expr, extents)
+        if not extent.too_large:
+            return False
+        if not any(ref.name in over for ref in _references(expr, checked.conditions)):
+            diagnostics.append(_too_large(what, extent, span))
+        return True
+
+    for name in order:
+        condition = checked.conditions[name]
+        extents[name] = _extent(condition.expr, extents)
+        if measure(f"condition `{name}`", condition.expr, condition.name_span):
+            over.add(name)
+    rules_over = {id(rule) for service in checked.services.values() for rule in service.rules
+                  if measure(f"rule `{rule.name}`", rule.expr, rule.name_span)}
+    return rules_over, diagnostics
 
 
 # ---------------------------------------------------------------- anonymous callers
@@ -406,9 +485,9 @@ def _anonymous(expr: n.Expr, conditions, seen: frozenset) -> bool | None:
     return None
 
 
-def _anonymous_warnings(service: n.Service, conditions) -> Iterator[Diagnostic]:
+def _anonymous_warnings(service: n.Service, conditions, skipped: set[int]) -> Iterator[Diagnostic]:
     for rule in service.rules:
-        if rule.effect is not n.Effect.ALLOW:
+        if rule.effect is not n.Effect.ALLOW or id(rule) in skipped:
             continue
         anonymous = can_match_anonymous(rule.expr, conditions)
         if anonymous and not rule.public:
@@ -462,6 +541,11 @@ def check(policy_set: n.PolicySet) -> tuple[Checked, list[Diagnostic]]:
     for service in policy_set.services:
         for rule in service.rules:
             diagnostics += exprs.check(rule.expr)
-        diagnostics += _anonymous_warnings(service, checked.conditions)
-    diagnostics += _condition_cycles(checked.conditions)
+    order, cycles = _condition_order(checked.conditions)
+    diagnostics += cycles
+    if not cycles:  # the analyses below write named conditions out: they need them acyclic
+        rules_over, size_errors = _size_limits(checked, order)
+        diagnostics += size_errors
+        for service in policy_set.services:
+            diagnostics += _anonymous_warnings(service, checked.conditions, rules_over)
     return checked, diagnostics

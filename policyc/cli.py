@@ -1,7 +1,7 @@
 """Command line: `policyc check | fmt | eval | test | compile | verify | explain | lsp`.
 
 Artifacts go to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 policy errors or failed
-cases, 2 usage errors.
+cases, 2 usage errors, 3 an internal error (a bug in policyc, reported in one line, not a traceback).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from .pipeline import Pipeline, load_and_check
 from .syntax import parse
 from .syntax.printer import format_file
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 def _report(pipeline: Pipeline, output_format: str = "text") -> None:
@@ -72,12 +72,30 @@ def _policy_paths(paths) -> list[str]:
     return list(paths)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The last resort: an exception that no stage turned into a diagnostic is a bug in policyc.
+    It is named in one line on stderr with exit code 3, never shown as a traceback (unless
+    POLICYC_TRACEBACK is set, for debugging)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as error:
+            if os.environ.get("POLICYC_TRACEBACK"):
+                raise
+            click.echo(f"policyc: internal error: {type(error).__name__}: {error}", err=True)
+            click.echo("policyc: this is a bug in policyc; set POLICYC_TRACEBACK=1 to see where", err=True)
+            sys.exit(EXIT_INTERNAL)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="policyc")
 def main() -> None:
     """Identity-aware access policies for services behind Envoy.
 
-    Exit codes: 0 ok, 1 policy errors or failed cases, 2 usage errors.
+    Exit codes: 0 ok, 1 policy errors or failed cases, 2 usage errors, 3 internal errors.
     """
 
 

@@ -48,6 +48,8 @@ CODES: dict[str, str] = {
     "check/duplicate-setting": "a setting given twice in one block",
     "check/condition-cycle": "conditions that refer to each other in a cycle",
     "check/reserved-name": "a name that a keyword of the language already uses",
+    "check/too-deep": "a rule or condition nested too deep once the conditions it names are written out",
+    "check/too-many-tests": "a rule or condition with too many tests once the conditions it names are written out",
     # values
     "check/bad-method": "a method that is not an upper-case HTTP token",
     "check/bad-path": "a path literal that the proxy's normalization would never produce",

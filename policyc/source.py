@@ -34,8 +34,10 @@ class Source:
     text: str
 
     def line_text(self, line: int) -> str:
-        lines = self.text.splitlines()
-        return lines[line - 1] if 0 < line <= len(lines) else ""
+        # Lines end at "\n" only, as the parser counts them: splitlines() would also break at
+        # "\x0c", "\u2028" and others, and show a line other than the one a diagnostic names.
+        lines = self.text.split("\n")
+        return lines[line - 1].removesuffix("\r") if 0 < line <= len(lines) else ""
 
     def span_at_offset(self, offset: int, length: int = 1) -> Span:
         """The span of `length` characters starting at character `offset`."""

@@ -5,8 +5,6 @@ matches, `glob_to_regex` gives the same test as an RE2 full-match regex for Envo
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from .paths import PATH_CHARACTERS
 
 _ANY_SEGMENTS = "**"
@@ -36,42 +34,63 @@ def glob_error(pattern: str) -> str | None:
 
 def glob_matches(pattern: str, path: str) -> bool:
     """`*` is any run (maybe empty) within one segment; a `**` segment is zero or more whole
-    segments; the rest is literal and case-sensitive. No backtracking blow-up: at most
-    (pattern segments × path segments) segment tests, each at most quadratic in its length."""
-    return _wildcard_match(_segments(pattern), path.split("/"), _ANY_SEGMENTS.__eq__, _segment_matches)
-
-
-@lru_cache(maxsize=65536)
-def _segments(pattern: str) -> tuple[str, ...]:
+    segments; the rest is literal and case-sensitive. Same algorithm as lua_runtime/glob.lua."""
     _require_leading_slash(pattern)
-    return tuple(pattern.split("/"))
+    return _segments_match(pattern.split("/"), path.split("/"))
+
+
+def _segments_match(pattern: list[str], segments: list[str]) -> bool:
+    """`**` segments cut the pattern into groups of plain segments. The first group must match the
+    path's first segments and the last group its last ones; each group between is taken at its
+    leftmost place after the one before, which leaves the most room for the rest, so no choice is
+    ever revisited (bench/worst_case.py measures the worst cases)."""
+    groups = _split(pattern, _ANY_SEGMENTS)
+    if len(groups) == 1:
+        return len(segments) == len(pattern) and _group_at(pattern, segments, 0)
+    head, *middle, tail = groups
+    stop = len(segments) - len(tail)  # the tail's place; middle groups end before it
+    if stop < len(head) or not _group_at(head, segments, 0) or not _group_at(tail, segments, stop):
+        return False
+    at = len(head)
+    for group in middle:
+        while at + len(group) <= stop and not _group_at(group, segments, at):
+            at += 1
+        if at + len(group) > stop:
+            return False
+        at += len(group)
+    return True
+
+
+def _split(items: list[str], separator: str) -> list[list[str]]:
+    groups: list[list[str]] = [[]]
+    for item in items:
+        if item == separator:
+            groups.append([])
+        else:
+            groups[-1].append(item)
+    return groups
+
+
+def _group_at(group: list[str], segments: list[str], at: int) -> bool:
+    return all(_segment_matches(p, s) for p, s in zip(group, segments[at:at + len(group)], strict=True))
 
 
 def _segment_matches(pattern: str, segment: str) -> bool:
+    """The literal pieces between the stars: the first begins the segment, the last ends it, and
+    each one between is found leftmost after the one before (linear, as str.find is)."""
     if "*" not in pattern:
-        return pattern == segment  # the common case, without the character-by-character walk
-    return _wildcard_match(pattern, segment, "*".__eq__, str.__eq__)
-
-
-def _wildcard_match(pattern, items, is_star, matches_one) -> bool:
-    """Greedy matching with one backtrack point, the last star seen: a later star can absorb
-    anything an earlier one could, so no earlier choice is ever revisited (no exponential time).
-    Works for any pattern elements that match exactly one item."""
-    p = i = 0
-    star, star_i = -1, 0
-    while i < len(items):
-        if p < len(pattern) and is_star(pattern[p]):
-            star, star_i = p, i
-            p += 1
-        elif p < len(pattern) and matches_one(pattern[p], items[i]):
-            p += 1
-            i += 1
-        elif star >= 0:
-            star_i += 1  # let the last star take one more item and retry after it
-            p, i = star + 1, star_i
-        else:
+        return pattern == segment
+    first, *middle, last = pattern.split("*")
+    stop = len(segment) - len(last)
+    if stop < len(first) or not segment.startswith(first) or not segment.endswith(last):
+        return False
+    at = len(first)
+    for piece in middle:
+        found = segment.find(piece, at, stop)
+        if found < 0:
             return False
-    return all(is_star(rest) for rest in pattern[p:])
+        at = found + len(piece)
+    return True
 
 
 # RE2 and Python `re` both read a backslash before punctuation as the literal character.

@@ -22,6 +22,8 @@ DESCRIBED_ONLY = {
     "load/not-utf8": "is about bytes",
     "catalog/unreadable-file": "is about permissions, which root (and so CI) ignores",
     "check/type-mismatch": "the grammar rules such mistakes out as parse errors",
+    "check/too-deep": "needs 65 levels of named conditions",
+    "check/too-many-tests": "needs 1,001 tests",
 }
 _FENCE = re.compile(r"^```(?P<lang>\w+)(?: file=(?P<file>\S+))?\n(?P<body>.*?)^```$", re.MULTILINE | re.DOTALL)
 
