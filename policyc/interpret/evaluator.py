@@ -18,6 +18,7 @@ from .headers import header_table
 from .hosts import admit_request
 from .net import address_in
 from .paths import Rejected
+from .peer import HandshakeRefused, Peer, verified_peer
 from .request import Decision, RawRequest
 from .tokens import Token, TokenError, authenticate
 
@@ -33,6 +34,7 @@ class Context:
     headers: Mapping[str, tuple[str, ...]]  # lower-case name → values in arrival order
     source: str
     token: Token | None
+    peer: Peer | None = None  # a verified client certificate
 
 
 def claim_value(claims: dict, path: tuple[str, ...]):
@@ -59,6 +61,10 @@ def _compare_string(op: n.Op, value, wanted: tuple[str, ...]) -> bool:
         case n.Op.SUFFIX:
             return value.endswith(wanted[0])
     raise AssertionError(op)
+
+
+def _peer_values(peer: Peer, field: n.PeerField) -> tuple[str, ...]:
+    return {n.PeerField.URI: peer.uris, n.PeerField.DNS: peer.dns, n.PeerField.SUBJECT: (peer.subject,)}[field]
 
 
 class Evaluator:
@@ -104,6 +110,11 @@ class Evaluator:
                 return self.member_of_group(normalize_ref(group, "group"))
             case n.MemberOwners(entity):
                 return self.is_owner(normalize_ref(entity, None))
+            case n.PeerTest(field, op, values):
+                peer_values = _peer_values(ctx.peer, field) if ctx.peer else ()
+                return any(_compare_string(op, v, values) for v in peer_values)
+            case n.PeerTrusted(trust):
+                return ctx.peer is not None and trust in (None, ctx.peer.trust)
         raise TypeError(f"no evaluation for {type(expr).__name__}")
 
     def path_matches(self, op: n.Op, values: tuple[str, ...]) -> bool:
@@ -143,16 +154,19 @@ class Evaluator:
         return sub == owner or owner in [e for e in ent if isinstance(e, str)]
 
 
-def _caller(token: Token | None) -> dict:
-    if token is None:
-        return {}
-    sub = token.claims.get("sub")
-    return {"issuer": token.issuer, "sub": sub if isinstance(sub, str) else None}
+def _caller(token: Token | None, peer: Peer | None) -> dict:
+    caller = {}
+    if token is not None:
+        sub = token.claims.get("sub")
+        caller = {"issuer": token.issuer, "sub": sub if isinstance(sub, str) else None}
+    if peer is not None:  # named as the access log names it: its first URI SAN, else its subject
+        caller["peer"] = peer.uris[0] if peer.uris else peer.subject
+    return caller
 
 
 def _rule_decision(checked: Checked, service: n.Service, ctx: Context) -> Decision:
     evaluator = Evaluator(checked, ctx)
-    caller = _caller(ctx.token)
+    caller = _caller(ctx.token, ctx.peer)
     # Deny overrides allow. When several rules of the deciding effect match, the one whose name
     # sorts first is named: the same whatever the order of the rules, and what Envoy's RBAC
     # engine (a sorted map of policies) reports.
@@ -167,13 +181,16 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
              keys: Mapping[str, dict] | None = None) -> Decision:
     """Decide `request` as the emitted Envoy config would. `keys` adds JWKS for `jwks "<uri>"`
     issuers (the proxy fetches those; without keys their tokens fail verification)."""
+    now = time.time() if now is None else now
+    peer = verified_peer(request.certificate, checked.trusts, now)
+    if isinstance(peer, HandshakeRefused):  # before any HTTP: no status, no service, no log line
+        return Decision(0, "handshake-refused", detail=peer.reason)
     hosts = {name: service.hosts for name, service in checked.services.items()}
     host_lines = ([request.host] if request.host is not None else []) + [
         value for name, value in request.headers if name.lower() == "host"]
     admitted = admit_request(request.method, request.target, host_lines, hosts, request.version)
     if isinstance(admitted, Rejected):
         return Decision(admitted.status, "bad-request", detail=admitted.reason)
-    now = time.time() if now is None else now
     identity = authenticate(request.headers, checked.issuers, {**checked.keys, **(keys or {})}, now)
     service = checked.services.get(admitted.service)
     if isinstance(identity, TokenError):
@@ -185,7 +202,7 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
     if service is None:
         return Decision(404, "no-service", detail=f"no service serves host {admitted.authority!r}")
     headers = [(name, value) for name, value in request.headers if name.lower() != "host"]
-    ctx = Context(request.method, admitted.target.path, header_table(headers), request.source, identity)
+    ctx = Context(request.method, admitted.target.path, header_table(headers), request.source, identity, peer)
     decision = _rule_decision(checked, service, ctx)
     if service.mode is n.Mode.DRY_RUN:
         return Decision(_UPSTREAM_STATUS, decision.reason, decision.rule, service.name, dry_run=True,
