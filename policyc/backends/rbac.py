@@ -67,7 +67,7 @@ def _san_match(field: n.PeerField, op: n.Op, value: str) -> dict:
         # An `exact` DNS matcher verifies a host name, so a wildcard SAN `*.example.org` would
         # satisfy "a.example.org". A full-match regex of the literal compares the SAN as written.
         regex = "".join(c if c.isascii() and c.isalnum() else f"\\x{{{ord(c):x}}}" for c in value)
-        return {"safe_regex": {"regex": regex}}
+        return {"safe_regex": {"regex": regex or "(?:)"}}  # Envoy refuses an empty regex
     return _string_match(op, value)
 
 

@@ -66,8 +66,8 @@ class Decision:
     """What happens to a request: the status the client sees, and which rule decided and why.
 
     `reason` is one of handshake-refused (status 0: the TLS handshake failed, no HTTP answer),
-    bad-request, unauthenticated, forbidden, no-service, deny, allow, default-deny. For a dry-run service `status` is the upstream's and `enforced_status` what
-    the policy would have answered.
+    bad-request, unauthenticated, forbidden, no-service, deny, allow, default-deny. For a dry-run
+    service `status` is the upstream's and `enforced_status` what the policy would have answered.
     """
 
     status: int
