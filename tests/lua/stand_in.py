@@ -14,6 +14,10 @@ Each behaviour below was observed on Envoy 1.40 (/work/shared/research/envoy-lab
 - `handle:streamInfo():downstreamDirectRemoteAddress()`: "a.b.c.d:port" or "[v6]:port", the
   address as glibc's inet_ntop writes it. An IPv4-mapped peer arrives unmapped, as IPv4 (see
   policyc/interpret/net.py).
+- `handle:streamInfo():downstreamSslConnection()`: nil on a plain connection, else the TLS
+  connection: `peerCertificatePresented()` and `peerCertificateValidated()` are booleans,
+  `uriSanPeerCertificate()` and `dnsSansPeerCertificate()` tables of strings indexed from 1 (empty
+  without a certificate), `subjectPeerCertificate()` the subject as RFC 2253 text ("" without one).
 - `handle:respond(headers, body)`: needs a `:status` from 200 to 599 (else a script error), records
   the response and then **yields the request's coroutine, which is never resumed**. That is what
   Envoy does: the filter runs `envoy_on_request` in a coroutine and `respond` is a yield point, so
@@ -50,18 +54,24 @@ POLICY_NAMESPACE = "policyc"
 FAULT_POINTS = ("handle:headers", "handle:streamInfo", "handle:respond", "handle:logErr", "headers:get",
                 "headers:getNumValues", "headers:getAtIndex", "streamInfo:dynamicMetadata",
                 "streamInfo:downstreamDirectRemoteAddress", "dynamicMetadata:get", "dynamicMetadata:set")
+# The TLS connection's methods, reached only by scripts with peer atoms.
+SSL_FAULT_POINTS = ("streamInfo:downstreamSslConnection", "ssl:peerCertificatePresented",
+                    "ssl:peerCertificateValidated", "ssl:uriSanPeerCertificate", "ssl:dnsSansPeerCertificate",
+                    "ssl:subjectPeerCertificate")
 
 
 @dataclass(frozen=True)
 class Request:
     """A request as the Lua filter sees it: headers after the codec and the HCM (pseudo-headers
     included, lower-case names, in arrival order), the direct peer, the dynamic metadata earlier
-    filters left (namespace → JSON object) and the faults to inject."""
+    filters left (namespace → JSON object), the faults to inject, and the TLS connection: None for
+    plain HTTP, else {"presented", "validated", "uri", "dns", "subject"} of the client certificate."""
 
     headers: tuple[tuple[str, str], ...]
     peer: str = "127.0.0.1:40000"
     metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     faults: frozenset[str] = frozenset()
+    ssl: Mapping[str, Any] | None = None
 
 
 def peer_address(ip: str, port: int = 40000) -> str:
@@ -254,9 +264,21 @@ local function new_handle(spec, record)
     end,
   }, faults)
 
+  local ssl = nil
+  if spec.ssl ~= nil then
+    ssl = object("ssl", {
+      peerCertificatePresented = function() return spec.ssl.presented == true end,
+      peerCertificateValidated = function() return spec.ssl.validated == true end,
+      uriSanPeerCertificate = function() return copy(spec.ssl.uri or {}) end,
+      dnsSansPeerCertificate = function() return copy(spec.ssl.dns or {}) end,
+      subjectPeerCertificate = function() return spec.ssl.subject or "" end,
+    }, faults)
+  end
+
   local stream_info = object("streamInfo", {
     dynamicMetadata = function() return metadata end,
     downstreamDirectRemoteAddress = function() return spec.peer end,
+    downstreamSslConnection = function() return ssl end,
   }, faults)
 
   local function log(level)
@@ -440,6 +462,7 @@ class ScriptState:
         spec[b"peer"] = request.peer.encode()
         spec[b"metadata"] = to_lua(self.runtime, dict(request.metadata))
         spec[b"faults"] = to_lua(self.runtime, set(request.faults))
+        spec[b"ssl"] = to_lua(self.runtime, request.ssl)
         record = self._run(spec)
         response = None
         if record[b"response"] is not None:
