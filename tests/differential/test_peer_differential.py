@@ -38,6 +38,7 @@ URIS = [BOT_URI, "spiffe://example.org/ns/ci/sa/", "spiffe://example.org/ns/ci/s
 DNS = ["bot.example.org", ".example.org", "a.example.org", "*.example.org", "BOT.example.org", "bot.", ""]
 SUBJECTS = ["CN=deploy-bot,O=CI", "CN=deploy-bot", "O=CI", "CN=wild,O=policyc dev", "CN=", ",O=CI", "CN=agent"]
 PATHS = ["/deploy", "/status/x"]
+PARTNERS = 'trust partners { ca file "partners.pem" }\n'
 
 
 def _certificates(root: Path) -> dict[str, ClientCertificate | None]:
@@ -95,7 +96,7 @@ def _conditions(single_trust: bool):
 @st.composite
 def peer_policies(draw) -> str:
     single_trust = draw(st.booleans())
-    trusts = 'trust mesh { ca file "mesh.pem" }\n' + ("" if single_trust else 'trust partners { ca file "partners.pem" }\n')
+    trusts = 'trust mesh { ca file "mesh.pem" }\n' + ("" if single_trust else PARTNERS)
     rules = [f'    {draw(st.sampled_from(["allow", "deny"]))} "r{i}" when {draw(_conditions(single_trust))}'
              for i in range(draw(st.integers(1, 4)))]
     return ('tls { cert file "server.pem" key file "server.key" }\n' + trusts
@@ -143,4 +144,4 @@ def test_envoy_decides_peer_atoms_over_tls_as_the_interpreter(envoy, pki):
     print(f"\npeer atoms over TLS: {POLICIES} policies x {len(sent)} requests "
           f"({len(certificates)} kinds of certificate); compared {COUNTS}, 0 differences; "
           f"untrusted-CA requests refused at the handshake: {REFUSED}")
-    assert REFUSED == {target: POLICIES * len(PATHS) for target in TARGETS}
+    assert {target: POLICIES * len(PATHS) for target in TARGETS} == REFUSED
