@@ -47,20 +47,23 @@ def _window(valid_from: datetime.datetime | None, valid_days: float) -> tuple[da
     return start, start + valid_days * DAY
 
 
-def make_ca(common_name: str, valid_from: datetime.datetime | None = None, valid_days: float = 3650) -> Issued:
-    """A self-signed CA that can issue client and server certificates."""
+def make_ca(common_name: str, valid_from: datetime.datetime | None = None, valid_days: float = 3650,
+            parent: Issued | None = None) -> Issued:
+    """A CA that can issue client and server certificates: self-signed, or an intermediate of `parent`."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = _name(common_name, "policyc dev")
     start, end = _window(valid_from, valid_days)
+    signer = parent.key if parent else key
     certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder().subject_name(name)
+        .issuer_name(parent.certificate.subject if parent else name).public_key(key.public_key())
         .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                      content_commitment=False, key_encipherment=False, data_encipherment=False,
                                      key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+        .sign(signer, hashes.SHA256())
     )
     return Issued(certificate, key)
 

@@ -1,8 +1,9 @@
 """Peer atoms over real TLS: generated policies on client certificates (`peer.uri`, `peer.dns`,
 `peer.subject`, `peer trusted`, with paths, `and`, `or`, `not`, one or two `trust` CAs), decided
 by a real Envoy and by the interpreter for every request made with every kind of certificate:
-valid with several SANs, a wildcard, none at all, subject only, expired, not yet valid, from a
-CA the policy does not trust, from a second trusted CA, and no certificate. Both must agree on
+valid with several SANs, a wildcard, none at all, subject only, issued by an intermediate CA
+(sent with the chain), expired, not yet valid, from a CA the policy does not trust, from a
+second trusted CA, and no certificate. Both must agree on
 status, reason, rule and whether the upstream was reached, for `lua`, `auto` and `rbac`.
 
 POLICYC_PEER_POLICIES raises the number of generated policies for a deeper run.
@@ -64,7 +65,10 @@ def _certificates(root: Path) -> dict[str, ClientCertificate | None]:
         "other-ca": devcerts.issue(stranger, "deploy-bot", **bot),
         "partner": devcerts.issue(partners, "agent", uris=["spiffe://partner.test/agent"]),
     }
-    return {"none": None} | {name: ClientCertificate(c.cert_pem, c.key_pem) for name, c in made.items()}
+    intermediate = devcerts.make_ca("mesh issuing", parent=mesh)
+    via = devcerts.issue(intermediate, "runner", uris=["spiffe://example.org/ns/ci/sa/runner"])
+    return {"none": None, "via-intermediate": ClientCertificate(via.cert_pem + intermediate.cert_pem, via.key_pem)} | {
+        name: ClientCertificate(c.cert_pem, c.key_pem) for name, c in made.items()}
 
 
 def _quoted(values) -> str:
