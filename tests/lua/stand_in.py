@@ -46,6 +46,8 @@ from typing import Any
 
 import lupa.luajit21 as lupa
 
+from policyc.interpret.peer import Peer
+
 JWT_NAMESPACE = "envoy.filters.http.jwt_authn"
 PAYLOAD_KEY = "jwt_payload"
 POLICY_NAMESPACE = "policyc"
@@ -87,10 +89,11 @@ def peer_address(ip: str, port: int = 40000) -> str:
 
 def envoy_request(method: str, path: str, headers=(), *, authority: str = "service.test", source: str = "127.0.0.1",
                   claims: Mapping[str, Any] | None = None, metadata: Mapping[str, Mapping[str, Any]] | None = None,
-                  faults=()) -> Request:
+                  faults=(), peer: Peer | None = None) -> Request:
     """A request as Envoy's filters see it: `path` is the whole `:path` (query included), `headers`
     are (name, value) pairs after the codec; `claims` are a verified token's, placed where
-    jwt_authn puts them (`payload_in_metadata: jwt_payload`)."""
+    jwt_authn puts them (`payload_in_metadata: jwt_payload`); `peer` is the verified client
+    certificate of a TLS connection (None: a TLS connection without one)."""
     pseudo = ((":authority", authority), (":path", path), (":method", method), (":scheme", "http"))
     added = (("x-forwarded-proto", "http"), ("x-request-id", "5f1d0c9e-0000-4000-8000-000000000000"))
     all_metadata = dict(metadata or {})
@@ -98,7 +101,15 @@ def envoy_request(method: str, path: str, headers=(), *, authority: str = "servi
         all_metadata[JWT_NAMESPACE] = {**all_metadata.get(JWT_NAMESPACE, {}), PAYLOAD_KEY: claims}
     lowered = tuple((name.lower(), value) for name, value in headers)
     return Request(pseudo + lowered + added, peer_address(source) if _is_ip(source) else source, all_metadata,
-                   frozenset(faults))
+                   frozenset(faults), ssl_view(peer))
+
+
+def ssl_view(peer: Peer | None) -> dict:
+    """The TLS connection as the Lua filter sees it, with a verified peer or without a certificate."""
+    if peer is None:
+        return {"presented": False, "validated": False}
+    return {"presented": True, "validated": True, "uri": list(peer.uris), "dns": list(peer.dns),
+            "subject": peer.subject}
 
 
 def _is_ip(text: str) -> bool:

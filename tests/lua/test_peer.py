@@ -12,7 +12,7 @@ from policyc.backends.lua import service_script
 from policyc.interpret.evaluator import Context, _rule_decision
 from policyc.interpret.peer import Peer
 from policyc.pipeline import load_and_check
-from tests.lua.stand_in import SSL_FAULT_POINTS, Request, envoy_request, run_script
+from tests.lua.stand_in import SSL_FAULT_POINTS, Request, envoy_request, run_script, ssl_view
 
 RULES = """
 tls { cert file "server.pem" key file "server.key" }
@@ -56,21 +56,12 @@ def checked(tmp_path_factory):
     return pipeline.checked
 
 
-def _ssl(peer: Peer | None) -> dict:
-    """The TLS connection as the Lua filter sees it, for a verified peer or no certificate."""
-    if peer is None:
-        return {"presented": False, "validated": False}
-    return {"presented": True, "validated": True, "uri": list(peer.uris), "dns": list(peer.dns),
-            "subject": peer.subject}
-
-
 @pytest.mark.parametrize("peer", PEERS)
 @pytest.mark.parametrize("path", PATHS)
 def test_peer_atoms_decide_in_lua_as_in_the_interpreter(checked, peer, path):
     service = checked.services["bots"]
     expected = _rule_decision(checked, service, Context("GET", path, {}, "127.0.0.1", None, peer))
-    request = envoy_request("GET", path)
-    outcome = run_script(service_script(checked, service), Request(request.headers, request.peer, ssl=_ssl(peer)))
+    outcome = run_script(service_script(checked, service), envoy_request("GET", path, peer=peer))
     assert outcome.error is None and not outcome.logs, (outcome.error, outcome.logs)
     assert (outcome.decision, outcome.rule) == (expected.reason, expected.rule)
     assert outcome.status == (None if expected.status == 200 else 403)
@@ -79,7 +70,7 @@ def test_peer_atoms_decide_in_lua_as_in_the_interpreter(checked, peer, path):
 def test_a_plain_connection_and_an_unvalidated_certificate_have_no_peer(checked):
     script = service_script(checked, checked.services["bots"])
     request = envoy_request("GET", "/open")
-    unvalidated = dict(_ssl(PEERS[1]), validated=False)
+    unvalidated = dict(ssl_view(PEERS[1]), validated=False)
     for ssl in (None, unvalidated):
         outcome = run_script(script, Request(request.headers, request.peer, ssl=ssl))
         assert (outcome.status, outcome.decision, outcome.rule) == (None, "allow", "anyone-else")
@@ -89,7 +80,7 @@ def test_a_plain_connection_and_an_unvalidated_certificate_have_no_peer(checked)
 def test_a_fault_in_the_tls_api_answers_403(checked, fault):
     request = envoy_request("GET", "/status")
     outcome = run_script(service_script(checked, checked.services["bots"]),
-                         Request(request.headers, request.peer, faults=frozenset([fault]), ssl=_ssl(PEERS[1])))
+                         Request(request.headers, request.peer, faults=frozenset([fault]), ssl=ssl_view(PEERS[1])))
     assert (outcome.status, outcome.decision, outcome.error) == (403, "error", None)
     assert f"injected fault in {fault}" in outcome.logs[0][1]
 
@@ -97,7 +88,7 @@ def test_a_fault_in_the_tls_api_answers_403(checked, fault):
 @pytest.mark.parametrize("field", ["uri", "dns"])
 def test_a_san_that_is_not_a_string_answers_403(checked, field):
     request = envoy_request("GET", "/status")
-    ssl = dict(_ssl(PEERS[1]), **{field: [7]})
+    ssl = dict(ssl_view(PEERS[1]), **{field: [7]})
     outcome = run_script(service_script(checked, checked.services["bots"]), Request(request.headers, request.peer,
                                                                                     ssl=ssl))
     assert (outcome.status, outcome.decision) == (403, "error")
