@@ -51,11 +51,11 @@ def without_policy(bootstrap: dict) -> dict:
     return plain
 
 
-def wrk(port: int, headers: dict[str, str], path: str, connections: int, seconds: float) -> float:
+def wrk(port: int, headers: dict[str, str], path: str, connections: int, seconds: float, scheme: str) -> float:
     args = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
     for name, value in headers.items():
         args += ["-H", f"{name}: {value}"]
-    output = subprocess.run(args + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True,
+    output = subprocess.run(args + [f"{scheme}://127.0.0.1:{port}{path}"], capture_output=True, text=True,
                             check=True).stdout
     if "Non-2xx" in output:
         raise RuntimeError(f"wrk saw refused requests:\n{output}")
@@ -75,6 +75,7 @@ def main() -> None:
     token = devtokens.mint(claims, keys.private["backstage"])
     # An SRE reading payments: the deny rules run, then every allow rule up to `sre-read`.
     request = ({"Host": "payments.internal", "Authorization": f"Bearer {token}"}, "/api/v1/payments/42")
+    scheme = "https" if checked.listener_tls else "http"  # every configuration keeps the example's TLS
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         (work / "up").mkdir()
@@ -94,9 +95,9 @@ def main() -> None:
                     folder.mkdir(exist_ok=True)
                     with running_envoy(bootstrap, folder, args=["--concurrency", "1"]) as envoy:
                         port = envoy.listener_ports[LISTENER_NAME]
-                        wrk(port, *request, 1, 1)  # warm up: JWT cache, Lua JIT
+                        wrk(port, *request, 1, 1, scheme)  # warm up: JWT cache, Lua JIT
                         for connections in (1, 8):
-                            results[name][connections].append(wrk(port, *request, connections, args.seconds))
+                            results[name][connections].append(wrk(port, *request, connections, args.seconds, scheme))
     print(f"{'configuration':<14} {'c=1 req/s':>10} {'ratio':>6} {'c=8 req/s':>10} {'ratio':>6}")
     base = {c: statistics.median(results["no filters"][c]) for c in (1, 8)}
     for name, by_connections in results.items():

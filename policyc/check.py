@@ -52,7 +52,7 @@ class Checked:
     sources: dict[str, Source] = field(default_factory=dict)  # catalog files read
     trusts: dict[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)  # trust name → CA certs
     listener_tls: ListenerTls | None = None  # the `tls` block's certificate and key, when declared
-    trust_decls: dict[str, n.Trust] = field(default_factory=dict)
+    trust_decls: dict[str, n.Trust] = field(default_factory=dict)  # trust name → its (first) declaration
 
 
 @dataclass(frozen=True)
