@@ -544,8 +544,8 @@ def _anonymous_warnings(service: n.Service, conditions) -> Iterator[Diagnostic]:
                           rule.name_span, hint="write `allow public` if that is intended, or add `authenticated`")
         elif rule.public and not anonymous:
             yield warning("check/public-needs-no-token",
-                          f"rule `{rule.name}` is marked `public` but needs a token to match", rule.name_span,
-                          hint="drop `public`")
+                          f"rule `{rule.name}` is marked `public` but needs a token or a client certificate to match",
+                          rule.name_span, hint="drop `public`")
 
 
 # ---------------------------------------------------------------- entry point
