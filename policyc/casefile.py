@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import quote
 
 import yaml
 
 from . import devtokens
 from .check import Checked
+from .interpret.peer import ClientCertificate
 from .interpret.request import Decision, RawRequest, RequestError
 
 _TOKEN_FIELDS = {"issuer", "claims", "alg", "kid", "signed_by", "scheme", "in", "expires_in", "not_before_in",
@@ -111,8 +112,12 @@ def load_case_file(path: str) -> CaseFile:
         if not isinstance(raw, dict) or "request" not in raw or "expect" not in raw:
             raise CaseFileError(f"{path}: case {i + 1} needs `request` and `expect`")
         where = f"{path}:{raw.get('__line__', '?')}"
-        cases.append(Case(str(raw.get("name", f"case {i + 1}")), where, _strip_lines(raw["request"]),
-                          _strip_lines(raw["expect"])))
+        request = _strip_lines(raw["request"])
+        if isinstance(request, dict) and isinstance(request.get("certificate"), dict):
+            # Certificate files are named relative to the case file, like signing keys.
+            request["certificate"] = {k: os.path.join(os.path.dirname(path), str(v))
+                                      for k, v in request["certificate"].items()}
+        cases.append(Case(str(raw.get("name", f"case {i + 1}")), where, request, _strip_lines(raw["expect"])))
     return CaseFile(path, cases, keys)
 
 
@@ -141,20 +146,35 @@ def _mint(spec: dict, checked: Checked, keys: Keys, now: float) -> str:
     return devtokens.tampered(token, spec["tamper"]) if "tamper" in spec else token
 
 
+def _certificate(spec) -> ClientCertificate | None:
+    """`certificate: {chain: file, key: file}`: a client certificate presented over TLS."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or set(spec) != {"chain", "key"}:
+        raise CaseFileError("a certificate is {chain: <PEM file>, key: <PEM file>}")
+    try:
+        with open(spec["chain"], encoding="utf-8") as chain, open(spec["key"], encoding="utf-8") as key:
+            return ClientCertificate(chain.read(), key.read())
+    except OSError as e:
+        raise CaseFileError(f"certificate: {e}") from None
+
+
 def build_request(spec: dict, checked: Checked, keys: Keys, now: float) -> RawRequest:
     """The raw request a case describes, with its token minted and placed as the case says."""
     spec = dict(spec)
     token_spec = spec.pop("token", None)
-    request = RawRequest.from_dict(spec)
+    certificate = _certificate(spec.pop("certificate", None))
+    request = replace(RawRequest.from_dict(spec), certificate=certificate)
     if token_spec is None:
         return request
     token = _mint(token_spec, checked, keys, now)
     if token_spec.get("in", "header") == "query":
         separator = "&" if "?" in request.target else "?"
         return RawRequest(request.method, f"{request.target}{separator}access_token={quote(token)}",
-                          request.host, request.headers, request.source)
+                          request.host, request.headers, request.source, certificate=certificate)
     header = ("authorization", f"{token_spec.get('scheme', 'Bearer')} {token}")
-    return RawRequest(request.method, request.target, request.host, request.headers + (header,), request.source)
+    return RawRequest(request.method, request.target, request.host, request.headers + (header,), request.source,
+                      certificate=certificate)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from . import nodes as n
 from .catalog import Catalog, load_catalog, normalize_ref
@@ -19,6 +21,7 @@ from .diagnostics import Diagnostic, Severity
 from .interpret.glob import glob_error
 from .interpret.net import cidr_error
 from .interpret.paths import KNOWN_METHODS, Rejected, normalize_path
+from .interpret.peer import is_ca
 from .source import Source, Span
 from .syntax import MAX_DEPTH
 
@@ -33,12 +36,12 @@ _HOST_NAME = re.compile(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-
 # Headers the proxy itself sets or rewrites before any policy filter runs: a rule on them would
 # test the proxy's value, not the caller's, so they are refused (use `source` or `hosts`).
 _PROXY_HEADERS = {"host", "x-request-id", "x-forwarded-proto", "x-envoy-internal", "te", "connection",
-                  "keep-alive", "transfer-encoding", "upgrade", "proxy-connection"}
+                  "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "x-forwarded-client-cert"}
 _KEYWORDS = {"import", "catalog", "issuer", "url", "jwks", "file", "audience", "users", "condition",
              "service", "hosts", "upstream", "mode", "when", "or", "and", "not", "authenticated",
              "method", "in", "path", "prefix", "glob", "header", "suffix", "present", "source",
              "contains", "true", "false", "member", "owners", "token", "public", "allow", "deny",
-             "enforce", "dry-run"}
+             "enforce", "dry-run", "trust", "ca", "tls", "cert", "key", "peer", "trusted"}
 
 
 @dataclass
@@ -52,6 +55,17 @@ class Checked:
     services: dict[str, n.Service] = field(default_factory=dict)
     keys: dict[str, dict] = field(default_factory=dict)  # issuer name → JWKS, for `jwks file`
     sources: dict[str, Source] = field(default_factory=dict)  # catalog files read
+    trusts: dict[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)  # trust name → CA certs
+    listener_tls: ListenerTls | None = None  # the `tls` block's certificate and key, when declared
+    trust_decls: dict[str, n.Trust] = field(default_factory=dict)  # trust name → its (first) declaration
+
+
+@dataclass(frozen=True)
+class ListenerTls:
+    """The listener's own certificate chain and private key, as PEM text."""
+
+    chain: str
+    key: str
 
 
 def error(code: str, message: str, span: Span, hint: str | None = None, notes=()) -> Diagnostic:
@@ -140,6 +154,94 @@ def _load_key_file(issuer: n.Issuer, path: str, span: Span, checked: Checked) ->
                     hint='give every key an "alg" such as "ES256" or "RS256"')
         return
     checked.keys[issuer.name] = jwks
+
+
+def _read_pem(path: str, span: Span) -> tuple[bytes | None, list[Diagnostic]]:
+    try:
+        with open(path, "rb") as f:
+            return f.read(), []
+    except OSError as e:
+        return None, [error("check/bad-certificate", f"cannot read `{path}`: {(e.strerror or '').lower()}", span)]
+
+
+def _load_certificates(path: str, span: Span) -> tuple[tuple[x509.Certificate, ...], list[Diagnostic]]:
+    data, problems = _read_pem(path, span)
+    if data is None:
+        return (), problems
+    if b"PRIVATE KEY" in data:
+        return (), [error("check/bad-certificate", f"`{path}` holds a private key", span,
+                          hint="a certificate file holds only certificates")]
+    try:
+        return tuple(x509.load_pem_x509_certificates(data)), []
+    except ValueError as e:
+        return (), [error("check/bad-certificate", f"`{path}` is not PEM certificates: {e}", span)]
+
+
+def _check_trust(trust: n.Trust, checked: Checked) -> Iterator[Diagnostic]:
+    if trust.ca is None:
+        yield error("check/missing-setting", f"trust `{trust.name}` has no `ca file`", trust.name_span,
+                    hint='add `ca file "ca.pem"`: the authority that issues client certificates')
+        return
+    for extra in trust.settings[1:]:
+        yield error("check/duplicate-setting", f"trust `{trust.name}` sets this twice", extra.span,
+                    notes=[("first set here", trust.ca.span)])
+    path = n.relative_to_declaring_file(trust.ca.span, trust.ca.path)
+    certificates, problems = _load_certificates(path, trust.ca.span)
+    yield from problems
+    if problems:
+        return
+    if not certificates or not all(is_ca(c) for c in certificates):
+        yield error("check/bad-certificate", f"`{path}` must hold CA certificates only", trust.ca.span,
+                    hint="a CA certificate has the basicConstraints extension with CA:TRUE")
+        return
+    checked.trusts[trust.name] = certificates
+
+
+def _check_tls(tls: n.Tls, checked: Checked) -> Iterator[Diagnostic]:
+    found = {}
+    for setting in tls.settings:
+        if type(setting) in found:
+            yield error("check/duplicate-setting", "`tls` sets this twice", setting.span,
+                        notes=[("first set here", found[type(setting)].span)])
+        found.setdefault(type(setting), setting)
+    if n.CertFile not in found or n.KeyFile not in found:
+        yield error("check/missing-setting", "`tls` needs a `cert file` and a `key file`", tls.span,
+                    hint='tls { cert file "server.pem" key file "server.key" }')
+        return
+    cert, key = found[n.CertFile], found[n.KeyFile]
+    chain, problems = _load_certificates(n.relative_to_declaring_file(cert.span, cert.path), cert.span)
+    key_path = n.relative_to_declaring_file(key.span, key.path)
+    key_data, key_problems = _read_pem(key_path, key.span)
+    yield from problems + key_problems
+    if problems or key_problems:
+        return
+    try:
+        private = serialization.load_pem_private_key(key_data, password=None)
+    except (ValueError, TypeError) as e:
+        yield error("check/bad-certificate", f"`{key_path}` is not an unencrypted PEM private key: {e}", key.span)
+        return
+    if not chain or chain[0].public_key() != private.public_key():
+        yield error("check/bad-certificate", "the `key file` does not belong to the `cert file`", key.span)
+        return
+    pem = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in chain)
+    key_pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()
+    checked.listener_tls = ListenerTls(pem, key_pem)
+
+
+def _check_mtls(policy_set: n.PolicySet, checked: Checked) -> Iterator[Diagnostic]:
+    tls_blocks = policy_set.of(n.Tls)
+    for extra in tls_blocks[1:]:
+        yield error("check/duplicate-setting", "the listener has one `tls` block", extra.span,
+                    notes=[("first set here", tls_blocks[0].span)])
+    if tls_blocks:
+        yield from _check_tls(tls_blocks[0], checked)
+    for trust in policy_set.trusts:
+        checked.trust_decls.setdefault(trust.name, trust)
+        yield from _check_trust(trust, checked)
+    if policy_set.trusts and not tls_blocks:
+        yield error("check/trust-needs-tls", "client certificates need a TLS listener", policy_set.trusts[0].span,
+                    hint='declare tls { cert file "…" key file "…" }')
 
 
 def _check_service(service: n.Service) -> Iterator[Diagnostic]:
@@ -310,6 +412,31 @@ class _ExprChecker:
                 yield error("check/unknown-entity", f"the owner of `{ref}`, `{owner}`, is not in the catalog",
                             node.span, hint="add the owner to the catalog, or fix the entity's spec.owner")
 
+    def check_PeerTest(self, node: n.PeerTest):
+        yield from self._trust_available(node)
+        if node.op is n.Op.IN and not node.values:
+            yield error("check/empty-list", "an empty list never matches", node.span)
+
+    def check_PeerTrusted(self, node: n.PeerTrusted):
+        yield from self._trust_available(node)
+        trusts = self.checked.trust_decls
+        if node.trust is None or not trusts:
+            return
+        if node.trust not in trusts:
+            yield error("check/unknown-trust", f"no trust is named `{node.trust}`", node.span,
+                        hint=_did_you_mean(node.trust, trusts))
+        elif len(trusts) > 1:
+            # One validation context holds every trusted CA, and nothing after the handshake
+            # (RBAC least of all) can tell which of them verified a certificate.
+            yield error("check/ambiguous-trust", f"`peer trusted {node.trust}` cannot be told apart from the "
+                        f"other {len(trusts) - 1} trust(s)", node.span,
+                        hint="name one `trust` only, or match the peer's `uri`, `dns` or `subject`")
+
+    def _trust_available(self, node) -> Iterator[Diagnostic]:
+        if not self.checked.trust_decls:
+            yield error("check/peer-without-trust", "peer atoms need a `trust` authority", node.span,
+                        hint='declare trust NAME { ca file "ca.pem" }: without it no client certificate is asked for')
+
     def _catalog_available(self, node) -> Iterator[Diagnostic]:
         if not self.has_catalog:
             yield error("check/member-without-catalog", "`member` needs a `catalog`", node.span,
@@ -459,7 +586,8 @@ def _size_limits(checked: Checked, order: list[str]) -> tuple[set[str], list[Dia
 
 
 def can_match_anonymous(expr: n.Expr, conditions: dict[str, n.Condition]) -> bool:
-    """Whether some request without a token could satisfy `expr` (three-valued: claims are false)."""
+    """Whether some request without a token or a client certificate could satisfy `expr`
+    (three-valued: claim and peer atoms are false)."""
     return _anonymous(expr, conditions, frozenset()) is not False
 
 
@@ -480,7 +608,7 @@ def _anonymous(expr: n.Expr, conditions, seen: frozenset) -> bool | None:
                 return None
             return _anonymous(conditions[name].expr, conditions, seen | {name})
         case (n.Authenticated() | n.IssuerIs() | n.HeaderEqualsClaim() | n.ClaimTest() | n.ClaimIsBool()
-              | n.Member() | n.MemberOwners()):
+              | n.Member() | n.MemberOwners() | n.PeerTest() | n.PeerTrusted()):
             return False
     return None
 
@@ -495,8 +623,8 @@ def _anonymous_warnings(service: n.Service, conditions, skipped: set[int]) -> It
                           rule.name_span, hint="write `allow public` if that is intended, or add `authenticated`")
         elif rule.public and not anonymous:
             yield warning("check/public-needs-no-token",
-                          f"rule `{rule.name}` is marked `public` but needs a token to match", rule.name_span,
-                          hint="drop `public`")
+                          f"rule `{rule.name}` is marked `public` but needs a token or a client certificate to match",
+                          rule.name_span, hint="drop `public`")
 
 
 # ---------------------------------------------------------------- entry point
@@ -511,7 +639,8 @@ def check(policy_set: n.PolicySet) -> tuple[Checked, list[Diagnostic]]:
 
     declared = [(i.name, i.name_span) for i in policy_set.issuers] + \
                [(c.name, c.name_span) for c in policy_set.conditions] + \
-               [(s.name, s.name_span) for s in policy_set.services]
+               [(s.name, s.name_span) for s in policy_set.services] + \
+               [(t.name, t.name_span) for t in policy_set.trusts]
     for name, span in declared:
         if name in _KEYWORDS:
             diagnostics.append(error("check/reserved-name", f"`{name}` is a keyword", span, hint="rename it"))
@@ -522,6 +651,8 @@ def check(policy_set: n.PolicySet) -> tuple[Checked, list[Diagnostic]]:
                            "check/duplicate-condition", "condition")
     diagnostics += _unique(((s.name, s.name_span) for s in policy_set.services),
                            "check/duplicate-service", "service")
+    diagnostics += _unique(((t.name, t.name_span) for t in policy_set.trusts), "check/duplicate-trust", "trust")
+    diagnostics += _check_mtls(policy_set, checked)
     host_items = [(h.lower(), span) for s in policy_set.services for setting in s.settings
                   if isinstance(setting, n.Hosts) for h, span in _with_spans(setting.hosts, setting)]
     diagnostics += _unique(host_items, "check/duplicate-host", "host")

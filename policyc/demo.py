@@ -1,8 +1,8 @@
 """`make demo`: compile the bundled example, run it in a real Envoy in front of a recording
-upstream, replay the example's requests with freshly minted tokens, and print what the reference
-interpreter expected next to what Envoy did. Envoy fetches the issuers' keys with `remote_jwks`
-from development IdPs on 127.0.0.1, as it would from Backstage or Okta. Everything started is
-stopped at the end.
+upstream, replay the example's requests over TLS with freshly minted tokens and the machines'
+client certificates, and print what the reference interpreter expected next to what Envoy did.
+Envoy fetches the issuers' keys with `remote_jwks` from development IdPs on 127.0.0.1, as it would
+from Backstage or Okta. Everything started is stopped at the end.
 
     python -m policyc.demo envoy_configs/examples/backstage
 """
@@ -30,7 +30,9 @@ from .pipeline import load_and_check
 
 
 def _caller(spec: dict) -> str:
-    token = spec.get("token")
+    token, certificate = spec.get("token"), spec.get("certificate")
+    if certificate is not None:  # a machine: named by its certificate file
+        return "cert:" + Path(certificate["chain"]).stem
     if token is None:
         return "anonymous"
     sub = token.get("claims", {}).get("sub", "?")

@@ -69,6 +69,15 @@ CODES: dict[str, str] = {
     # files
     "check/missing-key-file": "a `jwks file` that does not exist or is not a valid JWKS",
     "check/missing-catalog": "a `catalog` folder that does not exist",
+    # client certificates
+    "check/duplicate-trust": "two `trust` blocks with one name",
+    "check/unknown-trust": "`peer trusted NAME` naming no declared `trust`",
+    "check/ambiguous-trust": "`peer trusted NAME` while several `trust` CAs are declared: which one verified "
+                             "cannot be told",
+    "check/peer-without-trust": "a peer atom with no `trust` declared: no client certificate would be asked for",
+    "check/trust-needs-tls": "a `trust` without a `tls` block: client certificates need a TLS listener",
+    "check/bad-certificate": "a `ca file`, `cert file` or `key file` that cannot be read, is not PEM or not a CA, "
+                             "holds a private key, or a key that is not the certificate's",
     # catalog
     "catalog/bad-yaml": "a catalog file that is not valid YAML",
     "catalog/bad-entity": "a catalog entity without the fields its kind requires",

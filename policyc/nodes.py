@@ -193,9 +193,38 @@ class MemberOwners:
     span: Span | None = _span()
 
 
+class PeerField(StrEnum):
+    """What a peer atom reads from the verified client certificate."""
+
+    URI = "uri"  # the URI SANs (SPIFFE IDs)
+    DNS = "dns"  # the DNS SANs
+    SUBJECT = "subject"  # the subject, as RFC 2253 text
+
+
+@dataclass(frozen=True)
+class PeerTest:
+    """`peer.uri|dns|subject ==|prefix|suffix "v"` or `in [..]`: a verified client certificate
+    was presented and one of its values of that field compares so."""
+
+    field: PeerField
+    op: Op
+    values: tuple[str, ...]
+    span: Span | None = _span()
+    value_spans: tuple[Span, ...] = _spans()
+
+
+@dataclass(frozen=True)
+class PeerTrusted:
+    """`peer trusted [NAME]`: a client certificate verified against the `trust` CAs (that one)."""
+
+    trust: str | None
+    span: Span | None = _span()
+
+
 Expr = (
     And | Or | Not | ConditionRef | Authenticated | IssuerIs | MethodTest | PathTest | HeaderTest
     | HeaderPresent | HeaderEqualsClaim | SourceIn | ClaimTest | ClaimIsBool | Member | MemberOwners
+    | PeerTest | PeerTrusted
 )
 
 
@@ -292,6 +321,55 @@ class Catalog:
 
 
 @dataclass(frozen=True)
+class CaFile:
+    """`ca file "path"`: PEM certificates of a client-certificate authority, read when compiling."""
+
+    path: str
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Trust:
+    """`trust NAME { ca file "…" }`: an authority whose client certificates the listener verifies."""
+
+    name: str
+    settings: tuple[CaFile, ...]
+    span: Span | None = _span()
+    name_span: Span | None = _span()
+
+    @property
+    def ca(self) -> CaFile | None:
+        return self.settings[0] if self.settings else None
+
+
+@dataclass(frozen=True)
+class CertFile:
+    """`cert file "path"`: the listener's certificate chain (PEM), read when compiling."""
+
+    path: str
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    """`key file "path"`: the listener's private key (PEM), read when compiling."""
+
+    path: str
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Tls:
+    """`tls { cert file "…" key file "…" }`: the listener speaks TLS with this certificate."""
+
+    settings: tuple[CertFile | KeyFile, ...]
+    span: Span | None = _span()
+
+    def first(self, kind: type) -> CertFile | KeyFile | None:
+        return next((s for s in self.settings if isinstance(s, kind)), None)
+
+
+@dataclass(frozen=True)
 class Condition:
     """`condition name = expr`: a reusable, named condition."""
 
@@ -370,7 +448,7 @@ class Service:
         return setting.mode if setting else Mode.ENFORCE
 
 
-Item = Import | Issuer | Catalog | Condition | Service
+Item = Import | Issuer | Catalog | Condition | Service | Trust | Tls
 
 
 @dataclass(frozen=True)
@@ -408,6 +486,10 @@ class PolicySet:
     @property
     def catalogs(self) -> list[Catalog]:
         return self.of(Catalog)
+
+    @property
+    def trusts(self) -> list[Trust]:
+        return self.of(Trust)
 
 
 def relative_to_declaring_file(span: Span, path: str) -> str:

@@ -15,6 +15,8 @@ import ipaddress
 import json
 from dataclasses import dataclass, replace
 
+from cryptography.hazmat.primitives import serialization
+
 from .. import nodes as n
 from ..check import Checked, split_port
 from ..interpret.paths import DOT_SEGMENT_PARAMETERS, KNOWN_METHODS
@@ -42,6 +44,7 @@ _TYPES = {
     "router": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
     "file_log": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
     "tls": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+    "downstream_tls": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
     "listener": "type.googleapis.com/envoy.config.listener.v3.Listener",
     "filter_config": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
     "routes": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
@@ -71,11 +74,17 @@ ACCESS_LOG_FIELDS = {
 }
 
 
+# The client certificate's identity, logged when the listener verifies client certificates.
+PEER_LOG_FIELDS = {"peer": "%DOWNSTREAM_PEER_URI_SAN%", "peer_subject": "%DOWNSTREAM_PEER_SUBJECT%"}
+
+
 def access_log_fields(checked: Checked) -> dict:
-    """The JSON access log: the request, the answer, the caller, each filter's decision, and the
-    token failure each issuer recorded (what a dry-run service let through)."""
+    """The JSON access log: the request, the answer, the caller (and the client certificate that
+    named it), each filter's decision, and the token failure each issuer recorded (what a dry-run
+    service let through)."""
+    fields = {**ACCESS_LOG_FIELDS, **(PEER_LOG_FIELDS if checked.trusts else {})}
     failures = {name: f"%DYNAMIC_METADATA({JWT_FILTER}:{TOKEN_FAILURE_PREFIX}{name})%" for name in checked.issuers}
-    return {**ACCESS_LOG_FIELDS, "token_errors": failures} if failures else dict(ACCESS_LOG_FIELDS)
+    return {**fields, "token_errors": failures} if failures else fields
 
 
 @dataclass(frozen=True)
@@ -302,12 +311,25 @@ def listener(checked: Checked, routes: dict, options: Options) -> dict:
             "@type": _TYPES["file_log"], "path": options.access_log,
             "log_format": {"json_format": access_log_fields(checked)}}}],
     }
-    return {
-        "name": LISTENER_NAME,
-        "address": socket_address(options.listen),
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                        "typed_config": hcm}]}],
-    }
+    chain = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+    if checked.listener_tls is not None:
+        chain["transport_socket"] = downstream_tls(checked)
+    return {"name": LISTENER_NAME, "address": socket_address(options.listen), "filter_chains": [chain]}
+
+
+def downstream_tls(checked: Checked) -> dict:
+    """The listener's TLS: its own certificate, and with `trust` CAs a client certificate asked
+    for but not required. A presented one must verify (chain and validity period) or the
+    handshake fails; callers without one connect, and peer atoms are false for them."""
+    tls = checked.listener_tls
+    context = {"tls_certificates": [{"certificate_chain": {"inline_string": tls.chain},
+                                     "private_key": {"inline_string": tls.key}}]}
+    if checked.trusts:
+        cas = "".join(ca.public_bytes(serialization.Encoding.PEM).decode()
+                      for _, certificates in sorted(checked.trusts.items()) for ca in certificates)
+        context["validation_context"] = {"trusted_ca": {"inline_string": cas}}
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": _TYPES["downstream_tls"], "common_tls_context": context, "require_client_certificate": False}}
 
 
 def clusters(checked: Checked, options: Options) -> list[dict]:

@@ -1,6 +1,6 @@
 """Lua backend: a service's rules → the source of one Envoy Lua filter script.
 
-The script is the runtime in lua_runtime/ (glob, net, request, claims, decide) followed by this
+The script is the runtime in lua_runtime/ (glob, net, request, claims, peer, decide) followed by this
 service's constants and rule tests. Policy text reaches the script only through `lua_string`,
 which writes every byte outside a small safe set as a decimal escape, so no policy can inject code.
 """
@@ -16,7 +16,7 @@ from ..check import Checked
 from ..resources import resource_dir
 from .resolve import PAYLOAD_KEY, membership
 
-RUNTIME_MODULES = ("glob", "net", "request", "claims", "decide")
+RUNTIME_MODULES = ("glob", "net", "request", "claims", "peer", "decide")
 _SAFE_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _.,/:@+=-")
 
 
@@ -94,11 +94,7 @@ class _Emitter:
             case n.PathTest(op, values):
                 return self.path(op, values)
             case n.HeaderTest(name, op, values):
-                test, argument = {
-                    n.Op.EQ: ("claims.in_set", _set(values)), n.Op.IN: ("claims.in_set", _set(values)),
-                    n.Op.PREFIX: ("claims.has_prefix", lua_string(values[0])),
-                    n.Op.SUFFIX: ("claims.has_suffix", lua_string(values[0])),
-                }[op]
+                test, argument = _string_test(op, values)
                 return f"request.any_header_value(q, {lua_string(name)}, {test}, {self.constant(argument)})"
             case n.HeaderPresent(name):
                 return f"(q.headers:getNumValues({lua_string(name)}) > 0)"
@@ -115,6 +111,11 @@ class _Emitter:
                 table = (f"{{issuers = {_set(facts.issuer_urls)}, subjects = {_set(facts.subjects)}, "
                          f"entities = {_set(facts.entities)}}}")
                 return f"claims.member(q, {self.constant(table)})"
+            case n.PeerTest(field, op, values):
+                test, argument = _string_test(op, values)
+                return f"peer.any(q, {lua_string(field.value)}, {test}, {self.constant(argument)})"
+            case n.PeerTrusted():  # one trust only when named (check.py): any verified certificate
+                return "peer.trusted(q)"
         raise TypeError(f"no Lua form for {type(expr).__name__}")
 
     def path(self, op: n.Op, values) -> str:
@@ -142,6 +143,15 @@ class _Emitter:
             case n.Op.CONTAINS:
                 return f"claims.contains({value}, {lua_string(values[0])})"
         raise AssertionError(op)
+
+
+def _string_test(op: n.Op, values) -> tuple[str, str]:
+    """The runtime test comparing one string value, and its argument, for `op` over `values`."""
+    return {
+        n.Op.EQ: ("claims.in_set", _set(values)), n.Op.IN: ("claims.in_set", _set(values)),
+        n.Op.PREFIX: ("claims.has_prefix", lua_string(values[0])),
+        n.Op.SUFFIX: ("claims.has_suffix", lua_string(values[0])),
+    }[op]
 
 
 def _glob(pattern: str) -> str:

@@ -19,6 +19,7 @@ from .resolve import PAYLOAD_KEY, membership
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 LUA_NAMESPACE = "policyc"  # where lua_runtime/decide.lua records its verdict
 LUA_VERDICT_POLICY = "policyc:lua-verdict"
+MTLS_PRINCIPAL = "envoy.rbac.principals.mtls_authenticated"
 NEVER = {"not_id": {"any": True}}
 ANY_STRING = {"safe_regex": {"regex": "(?s).*"}}
 
@@ -53,6 +54,21 @@ def _claim(path: tuple[str, ...], value: dict, node: n.Expr) -> dict:
         raise Unsupported(node, "RBAC cannot name a claim whose name is empty")
     segments = [{"key": key} for key in (PAYLOAD_KEY, *path)]
     return {"sourced_metadata": {"metadata_matcher": {"filter": JWT_FILTER, "path": segments, "value": value}}}
+
+
+def _mtls(config: dict) -> dict:
+    """A principal on the verified client certificate: false without one, whatever `config` says."""
+    return {"custom": {"name": MTLS_PRINCIPAL, "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.rbac.principals.mtls_authenticated.v3.Config", **config}}}
+
+
+def _san_match(field: n.PeerField, op: n.Op, value: str) -> dict:
+    if field is n.PeerField.DNS and op in (n.Op.EQ, n.Op.IN):
+        # An `exact` DNS matcher verifies a host name, so a wildcard SAN `*.example.org` would
+        # satisfy "a.example.org". A full-match regex of the literal compares the SAN as written.
+        regex = "".join(c if c.isascii() and c.isalnum() else f"\\x{{{ord(c):x}}}" for c in value)
+        return {"safe_regex": {"regex": regex or "(?:)"}}  # Envoy refuses an empty regex
+    return _string_match(op, value)
 
 
 def _header(name: str, string_match: dict) -> dict:
@@ -102,6 +118,15 @@ class PrincipalBuilder:
                 return _claim(claim.path, {"bool_match": value}, expr)
             case n.Member() | n.MemberOwners():
                 return self._membership(expr)
+            case n.PeerTrusted():  # one trust only when named (check.py): any verified certificate
+                return _mtls({"any_validated_client_certificate": True})
+            case n.PeerTest(n.PeerField.SUBJECT):
+                # `authenticated.principal_name` would also match the SANs, and the typed SAN
+                # matcher has no subject: the Lua filter reads the subject on its own.
+                raise Unsupported(expr, "RBAC cannot match a certificate's subject apart from its SANs")
+            case n.PeerTest(field, op, values):
+                return _any_of([_mtls({"san_matcher": {"san_type": field.name, "matcher": _san_match(field, op, v)}})
+                                for v in values])
         raise TypeError(f"no RBAC form for {type(expr).__name__}")
 
     @staticmethod

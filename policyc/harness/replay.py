@@ -24,7 +24,7 @@ from ..backends.envoy import LISTENER_NAME, OVERRIDE_CLUSTER, Options, bootstrap
 from ..check import Checked
 from ..deploy import publish
 from ..interpret.request import RawRequest
-from .client import send
+from .client import HandshakeRefused, send
 from .decisions import logged_decision
 from .envoy_process import Envoy, admin_get, listener_ports, running_envoy
 from .upstream import RecordingUpstream
@@ -53,6 +53,7 @@ class EnvoyUnderTest:
         self.lds_dir = workdir / "lds"
         self.loads = 0
         self.port: int | None = None
+        self.tls = False  # whether the loaded listener speaks TLS
 
     def __enter__(self) -> EnvoyUnderTest:
         self.lds_dir.mkdir(parents=True, exist_ok=True)
@@ -85,6 +86,7 @@ class EnvoyUnderTest:
         self._publish(lds)
         self._wait_for_version(lds["version_info"], refused)
         self.port = listener_ports(self.envoy.admin_port)[LISTENER_NAME]
+        self.tls = checked.listener_tls is not None
 
     def _publish(self, lds: dict) -> None:
         publish(self.lds_dir, {"lds.yaml": yaml_out.dump(lds)})  # as `policyc compile` writes it
@@ -112,11 +114,20 @@ class EnvoyUnderTest:
         results = []
         for request in requests:
             before = len(self.upstream.received)
-            status, _ = send(self.port, request)
+            try:
+                status, _ = send(self.port, request, tls=self.tls)
+            except HandshakeRefused:
+                status = 0  # no HTTP exchange, so no access log line either
             results.append((replace(request, source=LOOPBACK), status, len(self.upstream.received) > before))
-        entries = self._log_entries(len(results))
-        return [Observed(request, status, *logged_decision(entry), reached, entry)
-                for (request, status, reached), entry in zip(results, entries, strict=True)]
+        entries = iter(self._log_entries(sum(1 for _, status, _ in results if status)))
+        return [self._observed(request, status, reached, entries) for request, status, reached in results]
+
+    @staticmethod
+    def _observed(request: RawRequest, status: int, reached: bool, entries) -> Observed:
+        if not status:
+            return Observed(request, 0, "handshake-refused", None, reached, {})
+        entry = next(entries)
+        return Observed(request, status, *logged_decision(entry), reached, entry)
 
     def _log_entries(self, count: int, timeout: float = 10.0) -> list[dict]:
         deadline = time.monotonic() + timeout

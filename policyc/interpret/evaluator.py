@@ -20,6 +20,7 @@ from .hosts import admit_request
 from .memo import per_object
 from .net import address_in
 from .paths import Rejected
+from .peer import HandshakeRefused, Peer, verified_peer
 from .request import Decision, RawRequest
 from .tokens import Token, TokenError, authenticate
 
@@ -35,6 +36,7 @@ class Context:
     headers: Mapping[str, tuple[str, ...]]  # lower-case name → values in arrival order
     source: str
     token: Token | None
+    peer: Peer | None = None  # a verified client certificate
 
 
 def claim_value(claims: dict, path: tuple[str, ...]):
@@ -61,6 +63,10 @@ def _compare_string(op: n.Op, value, wanted: tuple[str, ...]) -> bool:
         case n.Op.SUFFIX:
             return value.endswith(wanted[0])
     raise AssertionError(op)
+
+
+def _peer_values(peer: Peer, field: n.PeerField) -> tuple[str, ...]:
+    return {n.PeerField.URI: peer.uris, n.PeerField.DNS: peer.dns, n.PeerField.SUBJECT: (peer.subject,)}[field]
 
 
 class Evaluator:
@@ -129,6 +135,9 @@ _ATOMS: dict[type, Callable[[Evaluator, n.Expr], bool]] = {
     n.ClaimIsBool: lambda ev, e: ev.ctx.token is not None and ev.claim(e.claim) is e.value,
     n.Member: lambda ev, e: ev.member_of_group(_normalized_ref(e.group, "group")),
     n.MemberOwners: lambda ev, e: ev.is_owner(_normalized_ref(e.entity, None)),
+    n.PeerTest: lambda ev, e: any(_compare_string(e.op, v, e.values)
+                                  for v in (_peer_values(ev.ctx.peer, e.field) if ev.ctx.peer else ())),
+    n.PeerTrusted: lambda ev, e: ev.ctx.peer is not None and e.trust in (None, ev.ctx.peer.trust),
 }
 
 
@@ -168,16 +177,19 @@ def _hosts_by_service(checked: Checked) -> dict[str, tuple[str, ...]]:
     return {name: service.hosts for name, service in checked.services.items()}
 
 
-def _caller(token: Token | None) -> dict:
-    if token is None:
-        return {}
-    sub = token.claims.get("sub")
-    return {"issuer": token.issuer, "sub": sub if isinstance(sub, str) else None}
+def _caller(token: Token | None, peer: Peer | None) -> dict:
+    caller = {}
+    if token is not None:
+        sub = token.claims.get("sub")
+        caller = {"issuer": token.issuer, "sub": sub if isinstance(sub, str) else None}
+    if peer is not None:  # named as the access log names it: its first URI SAN, else its subject
+        caller["peer"] = peer.uris[0] if peer.uris else peer.subject
+    return caller
 
 
 def _rule_decision(checked: Checked, service: n.Service, ctx: Context) -> Decision:
     evaluator = Evaluator(checked, ctx)
-    caller = _caller(ctx.token)
+    caller = _caller(ctx.token, ctx.peer)
     # Deny overrides allow. When several rules of the deciding effect match, the one whose name
     # sorts first is named: the same whatever the order of the rules, and what Envoy's RBAC
     # engine (a sorted map of policies) reports.
@@ -192,12 +204,15 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
              keys: Mapping[str, dict] | None = None) -> Decision:
     """Decide `request` as the emitted Envoy config would. `keys` adds JWKS for `jwks "<uri>"`
     issuers (the proxy fetches those; without keys their tokens fail verification)."""
+    now = time.time() if now is None else now
+    peer = verified_peer(request.certificate, checked.trusts, now)
+    if isinstance(peer, HandshakeRefused):  # before any HTTP: no status, no service, no log line
+        return Decision(0, "handshake-refused", detail=peer.reason)
     host_lines = ([request.host] if request.host is not None else []) + [
         value for name, value in request.headers if name.lower() == "host"]
     admitted = admit_request(request.method, request.target, host_lines, _hosts_by_service(checked), request.version)
     if isinstance(admitted, Rejected):
         return Decision(admitted.status, "bad-request", detail=admitted.reason)
-    now = time.time() if now is None else now
     identity = authenticate(request.headers, checked.issuers, {**checked.keys, **(keys or {})}, now)
     service = checked.services.get(admitted.service)
     if isinstance(identity, TokenError):
@@ -209,7 +224,7 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
     if service is None:
         return Decision(404, "no-service", detail=f"no service serves host {admitted.authority!r}")
     headers = [(name, value) for name, value in request.headers if name.lower() != "host"]
-    ctx = Context(request.method, admitted.target.path, header_table(headers), request.source, identity)
+    ctx = Context(request.method, admitted.target.path, header_table(headers), request.source, identity, peer)
     decision = _rule_decision(checked, service, ctx)
     if _mode(service) is n.Mode.DRY_RUN:
         return Decision(_UPSTREAM_STATUS, decision.reason, decision.rule, service.name, dry_run=True,

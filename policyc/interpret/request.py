@@ -6,6 +6,8 @@ import ipaddress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .peer import ClientCertificate
+
 
 class RequestError(ValueError):
     """A request description (JSON/YAML) that is not of the documented shape."""
@@ -14,7 +16,7 @@ class RequestError(ValueError):
 @dataclass(frozen=True)
 class RawRequest:
     """A request as sent: method, request-target, Host, headers in arrival order, peer address and
-    the request line's HTTP version."""
+    the request line's HTTP version, and the client certificate presented over TLS, if any."""
 
     method: str
     target: str
@@ -22,6 +24,7 @@ class RawRequest:
     headers: tuple[tuple[str, str], ...] = ()
     source: str = "127.0.0.1"
     version: str = "HTTP/1.1"
+    certificate: ClientCertificate | None = None
 
     @classmethod
     def from_dict(cls, data: Any) -> RawRequest:
@@ -62,9 +65,9 @@ def _headers(raw: Any) -> tuple[tuple[str, str], ...]:
 class Decision:
     """What happens to a request: the status the client sees, and which rule decided and why.
 
-    `reason` is one of bad-request, unauthenticated, forbidden, no-service, deny, allow,
-    default-deny. For a dry-run service `status` is the upstream's and `enforced_status` what
-    the policy would have answered.
+    `reason` is one of handshake-refused (status 0: the TLS handshake failed, no HTTP answer),
+    bad-request, unauthenticated, forbidden, no-service, deny, allow, default-deny. For a dry-run
+    service `status` is the upstream's and `enforced_status` what the policy would have answered.
     """
 
     status: int

@@ -117,6 +117,10 @@ def expression(expr: n.Expr) -> str:
         case n.MemberOwners(entity):
             ref = entity if _ENTITY_REF.match(entity) else string(entity)
             return f"member owners({ref})"
+        case n.PeerTest(field, op, values):
+            return f"peer.{field.value} {op.value} {_values(op, values)}"
+        case n.PeerTrusted(trust):
+            return "peer trusted" + (f" {trust}" if trust else "")
     raise TypeError(f"no printer for {type(expr).__name__}")
 
 
@@ -206,6 +210,11 @@ def _write_item(writer: _Writer, item: n.Item) -> None:
         case n.Service(name, settings, rules):
             groups = [[(s, [_service_setting(s)]) for s in settings], [(r, _rule_lines(r)) for r in rules]]
             _write_block(writer, item, f"service {name}", groups)
+        case n.Trust(name, settings):
+            _write_block(writer, item, f"trust {name}", [[(s, [f"ca file {string(s.path)}"]) for s in settings]])
+        case n.Tls(settings):
+            lines = [(s, [f"{'cert' if isinstance(s, n.CertFile) else 'key'} file {string(s.path)}"]) for s in settings]
+            _write_block(writer, item, "tls", [lines])
 
 
 def _write_block(writer: _Writer, node, header: str, groups) -> None:

@@ -88,6 +88,22 @@ class ToAst:
     def catalog_users(self, meta, children):
         return n.CatalogUsers(self.span(meta))
 
+    def trust(self, meta, children):
+        name, *settings = children
+        return n.Trust(str(name), tuple(settings), self.span(meta), _token_span(self.path, name))
+
+    def ca_file(self, meta, children):
+        return n.CaFile(self.text(children[0]), self.span(meta))
+
+    def tls(self, meta, children):
+        return n.Tls(tuple(children), self.span(meta))
+
+    def cert_file(self, meta, children):
+        return n.CertFile(self.text(children[0]), self.span(meta))
+
+    def key_file(self, meta, children):
+        return n.KeyFile(self.text(children[0]), self.span(meta))
+
     def condition_def(self, meta, children):
         name, expr = children
         return n.Condition(str(name), expr, self.span(meta), _token_span(self.path, name))
@@ -224,3 +240,23 @@ class ToAst:
 
     def member_owners(self, meta, children):
         return n.MemberOwners(self.text(children[0]), self.span(meta))
+
+    def _peer(self, meta, op, children):
+        field, *tokens = children
+        values, spans = self.texts(tokens[0] if op is n.Op.IN else tokens)
+        return n.PeerTest(n.PeerField(str(field)), op, values, self.span(meta), spans)
+
+    def peer_eq(self, meta, children):
+        return self._peer(meta, n.Op.EQ, children)
+
+    def peer_prefix(self, meta, children):
+        return self._peer(meta, n.Op.PREFIX, children)
+
+    def peer_suffix(self, meta, children):
+        return self._peer(meta, n.Op.SUFFIX, children)
+
+    def peer_in(self, meta, children):
+        return self._peer(meta, n.Op.IN, children)
+
+    def peer_trusted(self, meta, children):
+        return n.PeerTrusted(str(children[0]) if children else None, self.span(meta))

@@ -14,6 +14,10 @@ Each behaviour below was observed on Envoy 1.40 (/work/shared/research/envoy-lab
 - `handle:streamInfo():downstreamDirectRemoteAddress()`: "a.b.c.d:port" or "[v6]:port", the
   address as glibc's inet_ntop writes it. An IPv4-mapped peer arrives unmapped, as IPv4 (see
   policyc/interpret/net.py).
+- `handle:streamInfo():downstreamSslConnection()`: nil on a plain connection, else the TLS
+  connection: `peerCertificatePresented()` and `peerCertificateValidated()` are booleans,
+  `uriSanPeerCertificate()` and `dnsSansPeerCertificate()` tables of strings indexed from 1 (empty
+  without a certificate), `subjectPeerCertificate()` the subject as RFC 2253 text ("" without one).
 - `handle:respond(headers, body)`: needs a `:status` from 200 to 599 (else a script error), records
   the response and then **yields the request's coroutine, which is never resumed**. That is what
   Envoy does: the filter runs `envoy_on_request` in a coroutine and `respond` is a yield point, so
@@ -42,6 +46,8 @@ from typing import Any
 
 import lupa.luajit21 as lupa
 
+from policyc.interpret.peer import Peer
+
 JWT_NAMESPACE = "envoy.filters.http.jwt_authn"
 PAYLOAD_KEY = "jwt_payload"
 POLICY_NAMESPACE = "policyc"
@@ -50,18 +56,24 @@ POLICY_NAMESPACE = "policyc"
 FAULT_POINTS = ("handle:headers", "handle:streamInfo", "handle:respond", "handle:logErr", "headers:get",
                 "headers:getNumValues", "headers:getAtIndex", "streamInfo:dynamicMetadata",
                 "streamInfo:downstreamDirectRemoteAddress", "dynamicMetadata:get", "dynamicMetadata:set")
+# The TLS connection's methods, reached only by scripts with peer atoms.
+SSL_FAULT_POINTS = ("streamInfo:downstreamSslConnection", "ssl:peerCertificatePresented",
+                    "ssl:peerCertificateValidated", "ssl:uriSanPeerCertificate", "ssl:dnsSansPeerCertificate",
+                    "ssl:subjectPeerCertificate")
 
 
 @dataclass(frozen=True)
 class Request:
     """A request as the Lua filter sees it: headers after the codec and the HCM (pseudo-headers
     included, lower-case names, in arrival order), the direct peer, the dynamic metadata earlier
-    filters left (namespace → JSON object) and the faults to inject."""
+    filters left (namespace → JSON object), the faults to inject, and the TLS connection: None for
+    plain HTTP, else {"presented", "validated", "uri", "dns", "subject"} of the client certificate."""
 
     headers: tuple[tuple[str, str], ...]
     peer: str = "127.0.0.1:40000"
     metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     faults: frozenset[str] = frozenset()
+    ssl: Mapping[str, Any] | None = None
 
 
 def peer_address(ip: str, port: int = 40000) -> str:
@@ -77,10 +89,11 @@ def peer_address(ip: str, port: int = 40000) -> str:
 
 def envoy_request(method: str, path: str, headers=(), *, authority: str = "service.test", source: str = "127.0.0.1",
                   claims: Mapping[str, Any] | None = None, metadata: Mapping[str, Mapping[str, Any]] | None = None,
-                  faults=()) -> Request:
+                  faults=(), peer: Peer | None = None) -> Request:
     """A request as Envoy's filters see it: `path` is the whole `:path` (query included), `headers`
     are (name, value) pairs after the codec; `claims` are a verified token's, placed where
-    jwt_authn puts them (`payload_in_metadata: jwt_payload`)."""
+    jwt_authn puts them (`payload_in_metadata: jwt_payload`); `peer` is the verified client
+    certificate of a TLS connection (None: a TLS connection without one)."""
     pseudo = ((":authority", authority), (":path", path), (":method", method), (":scheme", "http"))
     added = (("x-forwarded-proto", "http"), ("x-request-id", "5f1d0c9e-0000-4000-8000-000000000000"))
     all_metadata = dict(metadata or {})
@@ -88,7 +101,15 @@ def envoy_request(method: str, path: str, headers=(), *, authority: str = "servi
         all_metadata[JWT_NAMESPACE] = {**all_metadata.get(JWT_NAMESPACE, {}), PAYLOAD_KEY: claims}
     lowered = tuple((name.lower(), value) for name, value in headers)
     return Request(pseudo + lowered + added, peer_address(source) if _is_ip(source) else source, all_metadata,
-                   frozenset(faults))
+                   frozenset(faults), ssl_view(peer))
+
+
+def ssl_view(peer: Peer | None) -> dict:
+    """The TLS connection as the Lua filter sees it, with a verified peer or without a certificate."""
+    if peer is None:
+        return {"presented": False, "validated": False}
+    return {"presented": True, "validated": True, "uri": list(peer.uris), "dns": list(peer.dns),
+            "subject": peer.subject}
 
 
 def _is_ip(text: str) -> bool:
@@ -254,9 +275,21 @@ local function new_handle(spec, record)
     end,
   }, faults)
 
+  local ssl = nil
+  if spec.ssl ~= nil then
+    ssl = object("ssl", {
+      peerCertificatePresented = function() return spec.ssl.presented == true end,
+      peerCertificateValidated = function() return spec.ssl.validated == true end,
+      uriSanPeerCertificate = function() return copy(spec.ssl.uri or {}) end,
+      dnsSansPeerCertificate = function() return copy(spec.ssl.dns or {}) end,
+      subjectPeerCertificate = function() return spec.ssl.subject or "" end,
+    }, faults)
+  end
+
   local stream_info = object("streamInfo", {
     dynamicMetadata = function() return metadata end,
     downstreamDirectRemoteAddress = function() return spec.peer end,
+    downstreamSslConnection = function() return ssl end,
   }, faults)
 
   local function log(level)
@@ -440,6 +473,7 @@ class ScriptState:
         spec[b"peer"] = request.peer.encode()
         spec[b"metadata"] = to_lua(self.runtime, dict(request.metadata))
         spec[b"faults"] = to_lua(self.runtime, set(request.faults))
+        spec[b"ssl"] = to_lua(self.runtime, request.ssl)
         record = self._run(spec)
         response = None
         if record[b"response"] is not None:

@@ -33,6 +33,7 @@ from policyc.interpret.evaluator import Context, _rule_decision
 from policyc.interpret.headers import header_table
 from policyc.interpret.hosts import admit_request
 from policyc.interpret.paths import Rejected
+from policyc.interpret.peer import HandshakeRefused, verified_peer
 from policyc.interpret.request import Decision, RawRequest
 from policyc.interpret.tokens import Token, authenticate
 from policyc.pipeline import load_and_check
@@ -59,7 +60,9 @@ def filter_view(checked: Checked, raw: RawRequest, now: float, keys) -> tuple[Co
     identity = authenticate(raw.headers, checked.issuers, {**checked.keys, **(keys or {})}, now)
     assert identity is None or isinstance(identity, Token), identity
     headers = header_table([(name, value) for name, value in raw.headers if name.lower() != "host"])
-    ctx = Context(raw.method, admitted.target.path, headers, raw.source, identity)
+    peer = verified_peer(raw.certificate, checked.trusts, now)
+    assert not isinstance(peer, HandshakeRefused), peer
+    ctx = Context(raw.method, admitted.target.path, headers, raw.source, identity, peer)
     return ctx, filter_request(ctx, admitted.target.forwarded, admitted.authority)
 
 
@@ -68,7 +71,7 @@ def filter_request(ctx: Context, path: str | None = None, authority: str = "serv
     there is no query), the verified claims sit in jwt_authn's metadata."""
     headers = [(name, value) for name, values in ctx.headers.items() for value in values]
     return envoy_request(ctx.method, ctx.path if path is None else path, headers, authority=authority,
-                         source=ctx.source, claims=ctx.token.claims if ctx.token else None)
+                         source=ctx.source, claims=ctx.token.claims if ctx.token else None, peer=ctx.peer)
 
 
 def mismatches(decision: Decision, outcome: Outcome) -> list[str]:

@@ -109,11 +109,11 @@ KEYWORDS = ("import", "catalog", "issuer", "url", "jwks", "file", "audience", "u
             "service", "hosts", "upstream", "mode", "when", "or", "and", "not", "authenticated",
             "method", "in", "path", "prefix", "glob", "header", "suffix", "present", "source",
             "contains", "true", "false", "member", "owners", "token", "public", "allow", "deny",
-            "enforce", "dry-run")
+            "enforce", "dry-run", "trust", "ca", "tls", "cert", "key", "peer", "trusted")
 # A bare name is read as a keyword only where that keyword can start an atom, so a parsed tree
 # never holds a condition reference by one of these names; every other name position takes any.
 _ATOM_KEYWORDS = frozenset({"not", "authenticated", "issuer", "method", "path", "header", "source",
-                            "member", "token"})
+                            "member", "token", "peer"})
 
 _NAME_START = "ABCXYZabcxyz_"
 _bare_names = st.builds(str.__add__, st.sampled_from(_NAME_START), st.text(_NAME_START + "09-", max_size=10))
@@ -152,7 +152,14 @@ _ANY_VOCABULARY = Vocabulary(
     claim_values=strings, min_list=0, issuers=names, conditions=_reference_names, groups=strings,
     owned=_entity_refs,
 )
-_any_expressions = expressions(atoms_of(_ANY_VOCABULARY), 3)
+# `peer trusted` reads a keyword after it as what follows the atom, so a parsed tree never names
+# a trust by a keyword there.
+_any_peer_atoms = st.one_of(
+    st.builds(n.PeerTest, st.sampled_from(n.PeerField), st.sampled_from([EQ, PREFIX, SUFFIX]), _one(strings)),
+    st.builds(n.PeerTest, st.sampled_from(n.PeerField), st.just(IN), _some(strings, 0)),
+    st.builds(n.PeerTrusted, st.one_of(st.none(), names.filter(lambda name: name not in KEYWORDS))),
+)
+_any_expressions = expressions(st.one_of(atoms_of(_ANY_VOCABULARY), _any_peer_atoms), 3)
 _issuer_settings = st.one_of(
     st.builds(n.IssuerUrl, strings),
     st.builds(n.JwksUri, strings),
@@ -173,6 +180,9 @@ _any_items = st.one_of(
     st.builds(n.Issuer, names, st.lists(_issuer_settings, max_size=4).map(tuple)),
     st.builds(n.Service, names, st.lists(_service_settings, max_size=3).map(tuple),
               st.lists(_any_rules, max_size=3).map(tuple)),
+    st.builds(n.Trust, names, st.lists(st.builds(n.CaFile, strings), max_size=2).map(tuple)),
+    st.builds(n.Tls, st.lists(st.one_of(st.builds(n.CertFile, strings), st.builds(n.KeyFile, strings)),
+                              max_size=3).map(tuple)),
 )
 
 

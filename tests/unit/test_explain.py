@@ -24,6 +24,9 @@ DESCRIBED_ONLY = {
     "check/type-mismatch": "the grammar rules such mistakes out as parse errors",
     "check/too-deep": "needs 65 levels of named conditions",
     "check/too-many-tests": "needs 1,001 tests",
+    **dict.fromkeys(["check/duplicate-trust", "check/unknown-trust", "check/ambiguous-trust",
+                     "check/peer-without-trust", "check/trust-needs-tls", "check/bad-certificate"],
+                    "needs certificate files"),
 }
 _FENCE = re.compile(r"^```(?P<lang>\w+)(?: file=(?P<file>\S+))?\n(?P<body>.*?)^```$", re.MULTILINE | re.DOTALL)
 

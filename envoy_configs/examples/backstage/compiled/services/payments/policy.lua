@@ -375,6 +375,63 @@ end
 
 return M
 end)()
+local peer = (function()
+-- The verified client certificate (mirrors policyc/interpret/peer.py), read once per request from
+-- the downstream TLS connection. No TLS, no certificate, or one not validated: no peer, and every
+-- peer atom is false. A certificate that fails validation never gets here: the handshake fails.
+local M = {}
+
+local function read(handle)
+  local ssl = handle:streamInfo():downstreamSslConnection()
+  if ssl == nil or not ssl:peerCertificatePresented() or not ssl:peerCertificateValidated() then
+    return false
+  end
+  local peer = {
+    uri = ssl:uriSanPeerCertificate(),
+    dns = ssl:dnsSansPeerCertificate(),
+    subject = { ssl:subjectPeerCertificate() },
+  }
+  for field, values in pairs(peer) do
+    if type(values) ~= "table" then
+      error("peer " .. field .. " is not a list")
+    end
+    for i = 1, #values do
+      if type(values[i]) ~= "string" then
+        error("peer " .. field .. " holds a " .. type(values[i]))
+      end
+    end
+  end
+  return peer
+end
+
+local function get(q)
+  if q.certificate == nil then
+    q.certificate = read(q.handle)
+  end
+  return q.certificate
+end
+
+function M.trusted(q)
+  return get(q) ~= false
+end
+
+-- Calls test(value, argument) for each value of the certificate's field until one returns true.
+function M.any(q, field, test, argument)
+  local peer = get(q)
+  if peer == false then
+    return false
+  end
+  local values = peer[field]
+  for i = 1, #values do
+    if test(values[i], argument) then
+      return true
+    end
+  end
+  return false
+end
+
+return M
+end)()
 local decide = (function()
 -- The decision (mirrors the interpreter's deny-overrides and default deny) and the fail-closed
 -- wrapper: any error inside answers 403 and is logged, because Envoy's Lua filter would let the
@@ -487,28 +544,31 @@ return M
 end)()
 
 local K, C = {}, {}
-K[1] = {"scp"}
-K[2] = {["GET"] = true, ["HEAD"] = true, ["OPTIONS"] = true}
-K[3] = {issuers = {["https://backstage.example.com/api/auth"] = true}, subjects = {["user:default/bob"] = true}, entities = {["group:default/sre"] = true}}
-K[4] = {issuers = {["https://backstage.example.com/api/auth"] = true}, subjects = {["user:default/alice"] = true}, entities = {["group:default/payments-team"] = true}}
-K[5] = {["DELETE"] = true, ["PATCH"] = true, ["POST"] = true, ["PUT"] = true}
-K[6] = {{""}, {"api"}, {"v1"}, glob.ANY}
-K[7] = {issuers = {["https://backstage.example.com/api/auth"] = true}, subjects = {["user:default/alice"] = true}, entities = {["group:default/payments-team"] = true}}
-K[8] = {"sub"}
-K[9] = {["user:default/dave"] = true}
-K[10] = {{""}, {"api"}, {"v1"}, {"tenants"}, {"", ""}, {"invoices"}}
-K[11] = {"tenant"}
-C[1] = function(q) return (K[2][q.method] == true) end  -- condition read_only
-C[2] = function(q) return claims.member(q, K[3]) end  -- condition sre
+K[1] = {["spiffe://example.org/ns/ci/sa/deploy-bot"] = true}
+K[2] = {{""}, {"deployments"}, {"", ""}}
+K[3] = {"scp"}
+K[4] = {["GET"] = true, ["HEAD"] = true, ["OPTIONS"] = true}
+K[5] = {issuers = {["https://backstage.example.com/api/auth"] = true}, subjects = {["user:default/bob"] = true}, entities = {["group:default/sre"] = true}}
+K[6] = {issuers = {["https://backstage.example.com/api/auth"] = true}, subjects = {["user:default/alice"] = true}, entities = {["group:default/payments-team"] = true}}
+K[7] = {["DELETE"] = true, ["PATCH"] = true, ["POST"] = true, ["PUT"] = true}
+K[8] = {{""}, {"api"}, {"v1"}, glob.ANY}
+K[9] = {issuers = {["https://backstage.example.com/api/auth"] = true}, subjects = {["user:default/alice"] = true}, entities = {["group:default/payments-team"] = true}}
+K[10] = {"sub"}
+K[11] = {["user:default/dave"] = true}
+K[12] = {{""}, {"api"}, {"v1"}, {"tenants"}, {"", ""}, {"invoices"}}
+K[13] = {"tenant"}
+C[1] = function(q) return (K[4][q.method] == true) end  -- condition read_only
+C[2] = function(q) return claims.member(q, K[5]) end  -- condition sre
 local DENY = decide.indexed({
 })
 local ALLOW = decide.indexed({
+  {name = "deploy-bot", prefixes = {"/deployments/"}, test = function(q) return (peer.any(q, "uri", claims.in_set, K[1]) and (q.method == "POST") and glob.match(K[2], request.segments(q, glob))) end},  -- "payments.policy:22"
   {name = "health", prefixes = {"/healthz"}, test = function(q) return (q.path == "/healthz") end},  -- "payments.policy:9"
-  {name = "settlement-bot", prefixes = {"/api/v1/settlements"}, test = function(q) return ((q.payload ~= nil and q.payload.iss == "https://example.okta.com/oauth2/default") and claims.contains(claims.value(q, K[1]), "payments:settle") and (q.method == "POST") and (q.path == "/api/v1/settlements")) end},  -- "payments.policy:18"
+  {name = "settlement-bot", prefixes = {"/api/v1/settlements"}, test = function(q) return ((q.payload ~= nil and q.payload.iss == "https://example.okta.com/oauth2/default") and claims.contains(claims.value(q, K[3]), "payments:settle") and (q.method == "POST") and (q.path == "/api/v1/settlements")) end},  -- "payments.policy:18"
   {name = "sre-read", test = function(q) return (C[1](q) and C[2](q)) end},  -- "payments.policy:10"
-  {name = "team-read", test = function(q) return (C[1](q) and claims.member(q, K[4])) end},  -- "payments.policy:14"
-  {name = "team-write", prefixes = {"/api/v1"}, test = function(q) return ((K[5][q.method] == true) and glob.match(K[6], request.segments(q, glob)) and (claims.member(q, K[7]) or claims.in_set(claims.value(q, K[8]), K[9]))) end},  -- "payments.policy:11"
-  {name = "tenant", prefixes = {"/api/v1/tenants/"}, test = function(q) return ((q.payload ~= nil) and glob.match(K[10], request.segments(q, glob)) and request.any_header_value(q, "x-tenant", claims.equals_claim, claims.value(q, K[11]))) end},  -- "payments.policy:15"
+  {name = "team-read", test = function(q) return (C[1](q) and claims.member(q, K[6])) end},  -- "payments.policy:14"
+  {name = "team-write", prefixes = {"/api/v1"}, test = function(q) return ((K[7][q.method] == true) and glob.match(K[8], request.segments(q, glob)) and (claims.member(q, K[9]) or claims.in_set(claims.value(q, K[10]), K[11]))) end},  -- "payments.policy:11"
+  {name = "tenant", prefixes = {"/api/v1/tenants/"}, test = function(q) return ((q.payload ~= nil) and glob.match(K[12], request.segments(q, glob)) and request.any_header_value(q, "x-tenant", claims.equals_claim, claims.value(q, K[13]))) end},  -- "payments.policy:15"
 })
 local POLICY = {
   service = "payments",
