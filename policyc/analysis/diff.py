@@ -19,8 +19,10 @@ from ..check import Checked
 from ..interpret.request import Decision
 from . import witness
 from .encode import Encoder, Outcome
-from .space import RequestSpace
+from .space import RequestSpace, solve
 
+_WORD = z3.Plus(z3.Union(z3.Range("a", "z"), z3.Range("0", "9"), z3.Re("."), z3.Re("-"), z3.Re("_")))
+_READABLE_PATH = z3.Concat(z3.Re("/"), _WORD, z3.Plus(z3.Concat(z3.Re("/"), _WORD)))
 EQUIVALENT, NARROWER, BROADER, MIXED, CHANGED = "equivalent", "narrower", "broader", "mixed", "changed"
 
 
@@ -125,30 +127,32 @@ class Differ:
 
     def compare(self, diffed: ServiceDiff, old_service: n.Service | None, new_service: n.Service | None) -> None:
         was, now = self.encoders[0].outcome(old_service), self.encoders[1].outcome(new_service)
-        solver = z3.Solver()
-        solver.add(*self.space.domain())
         gains = z3.And(z3.Not(was.allowed), now.allowed)
         loses = z3.And(was.allowed, z3.Not(now.allowed))
         differs = z3.Or(was.status != now.status, was.allowed != now.allowed)
         shown: list[z3.BoolRef] = []
         # Gains first, then losses, then status changes: the order a reviewer reads them in.
         for region in (gains, loses, differs):
-            solver.push()
-            solver.add(region)
-            while solver.check(*shown) == z3.sat:
+            while model := solve(self.space, region, *shown):
                 if len(diffed.changes) == self.limit:
                     diffed.complete = False
                     break
-                model = solver.model()
+                model = self.readable(model, region, was, now)
                 change, block = self.change(model, diffed.hosts[0], was, now)
                 diffed.changes.append(change)
                 shown.append(block)
-            solver.pop()
         accesses = {c.access for c in diffed.changes}
         if not diffed.complete:  # the limit hid some kinds: ask directly
-            accesses |= {a for a, region in (("gains", gains), ("loses", loses)) if solver.check(region) == z3.sat}
+            accesses |= {a for a, region in (("gains", gains), ("loses", loses)) if solve(self.space, region)}
         diffed.verdict = (MIXED if {"gains", "loses"} <= accesses else BROADER if "gains" in accesses
                           else NARROWER if "loses" in accesses else CHANGED if diffed.changes else EQUIVALENT)
+
+    def readable(self, model: z3.ModelRef, region: z3.BoolRef, was: Outcome, now: Outcome) -> z3.ModelRef:
+        """A request of the same kind of change whose path reads like one: two or more segments of
+        lower-case letters, digits and `.-_` where the rules allow, rather than the shortest."""
+        kind = [term == model.eval(term, model_completion=True) for term in (was.status, was.rule, now.status,
+                                                                              now.rule)]
+        return solve(self.space, region, *kind, z3.InRe(self.space.path, _READABLE_PATH)) or model
 
     def change(self, model: z3.ModelRef, host: str, was: Outcome, now: Outcome) -> tuple[Change, z3.BoolRef]:
         """The example `model` gives, confirmed by the interpreter, and the constraint that

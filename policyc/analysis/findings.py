@@ -21,7 +21,7 @@ from ..interpret.evaluator import Context, Evaluator
 from ..syntax.printer import expression
 from . import witness
 from .encode import Encoder
-from .space import LIST, MISSING, STRING, TOKEN_NONE, RequestSpace
+from .space import LIST, MISSING, STRING, TOKEN_NONE, RequestSpace, solve
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,12 @@ class Analyzer:
         self.now = witness.now()
         self.issuer_names = {i.url: name for name, i in checked.issuers.items()}
 
-    def solver(self) -> z3.Solver:
-        solver = z3.Solver()
-        solver.add(*self.space.domain())
+    def solve(self, *facts: z3.BoolRef) -> z3.ModelRef | None:
         # Rules are consulted only when the token check let the request through.
-        solver.add(z3.Not(z3.Or(*self.encoder.token_failure())))
-        return solver
+        return solve(self.space, z3.Not(z3.Or(*self.encoder.token_failure())), *facts)
+
+    def possible(self, *facts: z3.BoolRef) -> bool:
+        return self.solve(*facts) is not None
 
     def findings(self) -> list[Finding]:
         found = []
@@ -61,49 +61,45 @@ class Analyzer:
         return found
 
     def service_findings(self, service: n.Service) -> list[Finding]:
-        solver = self.solver()
         matches = {r.name: self.encoder.holds(r.expr) for r in service.rules}
         denies = [r.name for r in service.rules if r.effect is n.Effect.DENY]
         allows = [r.name for r in service.rules if r.effect is n.Effect.ALLOW]
-        denied = z3.Or([matches[d] for d in denies])
         found = []
         for rule in sorted(service.rules, key=lambda r: r.name):
-            if solver.check(matches[rule.name]) == z3.unsat:
+            if not self.possible(matches[rule.name]):
                 found.append(Finding("never-matches", service.name, rule.name,
                                      "no request that reaches the rules can match it"))
             elif rule.effect is n.Effect.ALLOW:
-                found += self.allow_findings(solver, service, rule.name, matches, denied, denies, allows)
+                found += self.allow_findings(service, rule.name, matches, denies, allows)
         return found
 
-    def allow_findings(self, solver, service, name, matches, denied, denies, allows) -> list[Finding]:
-        admitted = z3.And(matches[name], z3.Not(denied))
-        if solver.check(admitted) == z3.unsat:
-            by = _covering(solver, matches[name], denies, matches)
+    def allow_findings(self, service: n.Service, name: str, matches, denies, allows) -> list[Finding]:
+        admitted = z3.And(matches[name], z3.Not(z3.Or([matches[d] for d in denies])))
+        if not self.possible(admitted):
+            by = self.covering(matches[name], denies, matches)
             return [Finding("shadowed", service.name, name, f"every request it matches is denied by {by}")]
         found = []
         others = [a for a in allows if a != name]
-        if others and solver.check(admitted, z3.Not(z3.Or([matches[a] for a in others]))) == z3.unsat:
-            by = _covering(solver, admitted, others, matches)
+        if others and not self.possible(admitted, z3.Not(z3.Or([matches[a] for a in others]))):
+            by = self.covering(admitted, others, matches)
             found.append(Finding("redundant", service.name, name, f"every request it admits is admitted by {by}"))
-        if solver.check(admitted, self.space.token_is(TOKEN_NONE)) == z3.sat:
-            found.append(self.anonymous(solver.model(), service, name))
+        if model := self.solve(admitted, self.space.token_is(TOKEN_NONE)):
+            found.append(self.anonymous(model, service, name))
         return found
+
+    def covering(self, region: z3.BoolRef, candidates: list[str], matches) -> str:
+        """The one rule that covers `region` by itself, or "the rules … together"."""
+        for candidate in candidates:
+            if not self.possible(region, z3.Not(matches[candidate])):
+                return f"rule '{candidate}'"
+        return "the rules " + ", ".join(f"'{c}'" for c in candidates) + " together"
 
     def anonymous(self, model: z3.ModelRef, service: n.Service, name: str) -> Finding:
         example = witness.example(model, self.space, service.hosts[0], self.signer, self.issuer_names, self.now)
         decision = witness.replay(self.checked, example, self.signer, self.now)
-        outcome = self.encoder.outcome(service)
-        rule = model.eval(outcome.rule, model_completion=True).as_long()
+        rule = model.eval(self.encoder.outcome(service).rule, model_completion=True).as_long()
         witness.confirm(decision, 200, self.space.rule_names[rule], True, f"anonymous request {example.description}")
         return Finding("anonymous", service.name, name, "admits callers without a token", example.description)
-
-
-def _covering(solver: z3.Solver, region: z3.BoolRef, candidates: list[str], matches) -> str:
-    """The one rule that covers `region` by itself, or "the rules … together"."""
-    for candidate in candidates:
-        if solver.check(region, z3.Not(matches[candidate])) == z3.unsat:
-            return f"rule '{candidate}'"
-    return "the rules " + ", ".join(f"'{c}'" for c in candidates) + " together"
 
 
 def analyze(checked: Checked) -> list[Finding]:
@@ -171,26 +167,23 @@ def who_can(checked: Checked, service_name: str, method: str, path: str) -> Acce
     access.deny = _conditions_of([r for r in service.rules if r.effect is n.Effect.DENY], method, path, checked)
     analyzer = Analyzer(checked)
     space, encoder = analyzer.space, analyzer.encoder
-    solver = analyzer.solver()
-    solver.add(space.method_in([method]) if method in space.methods else z3.BoolVal(False),
-               space.path == z3.StringVal(path))
+    request = z3.And(space.method_in([method]), space.path == z3.StringVal(path))
     admitted = encoder.outcome(service).status == 200
-    access.anonymous = _verdict(solver, space.token_is(TOKEN_NONE), admitted)
-    catalog = checked.catalog
+
+    def verdict(caller: z3.BoolRef) -> str:
+        """"always", "sometimes" (it depends on headers, source or other claims) or "never"."""
+        if not analyzer.possible(request, caller, admitted):
+            return "never"
+        return "sometimes" if analyzer.possible(request, caller, z3.Not(admitted)) else "always"
+
+    access.anonymous = verdict(space.token_is(TOKEN_NONE))
     issuers = [i for i in checked.issuers.values() if i.catalog_users]
-    for ref in sorted(catalog.entities):
-        if not ref.startswith(("user:", "group:")) or not issuers:
-            continue
-        sub, ent = space.claim(("sub",)), space.claim(("ent",))
-        who = (z3.And(sub.kind == STRING, sub.text == z3.StringVal(ref), ent.kind == MISSING)
-               if ref.startswith("user:") else z3.And(sub.kind == MISSING, ent.kind == LIST, ent.holds(ref)))
-        token = z3.Or([encoder.valid[i.name] for i in issuers])
-        access.callers[ref] = _verdict(solver, z3.And(token, who), admitted)
+    sub, ent = space.claim(("sub",)), space.claim(("ent",))
+    token = z3.Or([encoder.valid[i.name] for i in issuers])
+    for ref in sorted(checked.catalog.entities) if issuers else []:
+        if ref.startswith("user:"):
+            access.callers[ref] = verdict(z3.And(token, sub.kind == STRING, sub.text == z3.StringVal(ref),
+                                                 ent.kind == MISSING))
+        elif ref.startswith("group:"):
+            access.callers[ref] = verdict(z3.And(token, sub.kind == MISSING, ent.kind == LIST, ent.holds(ref)))
     return access
-
-
-def _verdict(solver: z3.Solver, caller: z3.BoolRef, admitted: z3.BoolRef) -> str:
-    """"always", "sometimes" (it depends on headers, source or other claims) or "never"."""
-    if solver.check(caller, admitted) == z3.unsat:
-        return "never"
-    return "always" if solver.check(caller, z3.Not(admitted)) == z3.unsat else "sometimes"

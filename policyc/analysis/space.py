@@ -167,14 +167,18 @@ class RequestSpace:
     def path_characters(self) -> z3.ReRef:
         return z3.Union(SEGMENT_CHAR, *[z3.Re(e) for e in self.escapes]) if self.escapes else SEGMENT_CHAR
 
-    def domain(self) -> list[z3.BoolRef]:
+    @cached_property
+    def path_shape(self) -> z3.ReRef:
+        """`/`, or `/`-led segments, none empty, `.` or `..`, and maybe a trailing `/`. One regex:
+        z3 decides it far faster than the same facts written with `Contains`."""
+        dots = z3.Union(z3.Re("."), z3.Re(".."))
+        segment = z3.Intersect(z3.Plus(self.path_characters), z3.Complement(dots))
+        return z3.Union(z3.Re("/"), z3.Concat(z3.Plus(z3.Concat(z3.Re("/"), segment)), z3.Option(z3.Re("/"))))
+
+    @cached_property
+    def domain(self) -> tuple[z3.BoolRef, ...]:
         """What keeps every variable to a request the proxy can hand to the filters."""
-        path = self.path
-        facts = [self.method >= 0, self.method < len(self.methods),
-                 z3.PrefixOf(z3.StringVal("/"), path),
-                 z3.InRe(path, z3.Star(z3.Union(z3.Re("/"), self.path_characters))),
-                 *[z3.Not(z3.Contains(path, z3.StringVal(bad))) for bad in ("//", "/./", "/../")],
-                 *[z3.Not(z3.SuffixOf(z3.StringVal(bad), path)) for bad in ("/.", "/..")],
+        facts = [self.method >= 0, self.method < len(self.methods), z3.InRe(self.path, self.path_shape),
                  self.token >= 0, self.token < len(self.token_kinds)]
         mapped = ipaddress.IPv6Network("::ffff:0:0/96")
         facts += [z3.Implies(z3.Not(self.v6), z3.ULT(self.address, 2 ** 32)),
@@ -184,7 +188,7 @@ class RequestSpace:
                 facts += [z3.Not(z3.PrefixOf(z3.StringVal(blank), value)) for blank in " \t"]
                 facts += [z3.Not(z3.SuffixOf(z3.StringVal(blank), value)) for blank in " \t"]
         facts += self._token_domain()
-        return facts
+        return tuple(facts)
 
     def _token_domain(self) -> list[z3.BoolRef]:
         facts = []
@@ -246,3 +250,15 @@ def _claim_paths(exprs: list[n.Expr]) -> set[tuple[str, ...]]:
 
 def group_ref(group: str) -> str:
     return normalize_ref(group, "group")
+
+
+def solve(space: RequestSpace, *facts: z3.BoolRef) -> z3.ModelRef | None:
+    """A model of the request space's domain and `facts`, or None when there is none. Each question
+    gets a fresh solver: z3's incremental mode (push/pop, assumptions) skips the preprocessing that
+    makes string and regex questions fast."""
+    solver = z3.Solver()
+    solver.add(*space.domain, *facts)
+    result = solver.check()
+    if result == z3.unknown:
+        raise RuntimeError(f"the solver gave up: {solver.reason_unknown()}")
+    return solver.model() if result == z3.sat else None
