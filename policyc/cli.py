@@ -320,7 +320,9 @@ def diff_command(sides, output_format, fail_on, limit):
             click.echo(f"policyc: internal error, nothing reported: {e}", err=True)
             sys.exit(EXIT_USAGE)
     click.echo(report.RENDERERS[output_format](found))
-    failing = {"broader": {"broader", "mixed"}, "any": {"broader", "mixed", "narrower", "changed"}}
+    # Fail closed: a verdict the solver could not reach fails either gate.
+    failing = {"broader": {"broader", "mixed", "undecided"}, "any": {"broader", "mixed", "narrower", "changed",
+                                                                   "undecided"}}
     sys.exit(EXIT_FAILED if fail_on and found.verdict in failing[fail_on] else EXIT_OK)
 
 

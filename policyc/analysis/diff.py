@@ -19,11 +19,12 @@ from ..check import Checked
 from ..interpret.request import Decision
 from . import witness
 from .encode import Encoder, Outcome
-from .space import RequestSpace, solve
+from .space import RequestSpace, Undecided, solve
 
 _WORD = z3.Plus(z3.Union(z3.Range("a", "z"), z3.Range("0", "9"), z3.Re("."), z3.Re("-"), z3.Re("_")))
 _READABLE_PATH = z3.Concat(z3.Re("/"), _WORD, z3.Plus(z3.Concat(z3.Re("/"), _WORD)))
 EQUIVALENT, NARROWER, BROADER, MIXED, CHANGED = "equivalent", "narrower", "broader", "mixed", "changed"
+UNDECIDED = "undecided"  # the solver gave up: the changes shown are real, the verdict unknown
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class Diff:
     @property
     def verdict(self) -> str:
         verdicts = {s.verdict for s in self.services} - {EQUIVALENT}
+        if UNDECIDED in verdicts:
+            return UNDECIDED
         if not verdicts:
             return EQUIVALENT
         if MIXED in verdicts or {BROADER, NARROWER} <= verdicts:
@@ -121,7 +124,10 @@ class Differ:
             diffed = ServiceDiff(before, after, hosts)
             _rule_edits(diffed, old_service, new_service)
             if not (shortcut and _unchanged(self.old, self.new, old_service, new_service)):
-                self.compare(diffed, old_service, new_service)
+                try:
+                    self.compare(diffed, old_service, new_service)
+                except Undecided:
+                    diffed.verdict, diffed.complete = UNDECIDED, False
             found.append(diffed)
         return Diff(found)
 
@@ -152,7 +158,10 @@ class Differ:
         lower-case letters, digits and `.-_` where the rules allow, rather than the shortest."""
         kind = [term == model.eval(term, model_completion=True) for term in (was.status, was.rule, now.status,
                                                                               now.rule)]
-        return solve(self.space, region, *kind, z3.InRe(self.space.path, _READABLE_PATH)) or model
+        try:
+            return solve(self.space, region, *kind, z3.InRe(self.space.path, _READABLE_PATH)) or model
+        except Undecided:
+            return model
 
     def change(self, model: z3.ModelRef, host: str, was: Outcome, now: Outcome) -> tuple[Change, z3.BoolRef]:
         """The example `model` gives, confirmed by the interpreter, and the constraint that

@@ -21,7 +21,7 @@ from ..interpret.evaluator import Context, Evaluator
 from ..syntax.printer import expression
 from . import witness
 from .encode import Encoder
-from .space import LIST, MISSING, STRING, TOKEN_NONE, RequestSpace, solve
+from .space import LIST, MISSING, STRING, TOKEN_NONE, RequestSpace, Undecided, solve
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,18 @@ class Analyzer:
         allows = [r.name for r in service.rules if r.effect is n.Effect.ALLOW]
         found = []
         for rule in sorted(service.rules, key=lambda r: r.name):
-            if not self.possible(matches[rule.name]):
-                found.append(Finding("never-matches", service.name, rule.name,
-                                     "no request that reaches the rules can match it"))
-            elif rule.effect is n.Effect.ALLOW:
-                found += self.allow_findings(service, rule.name, matches, denies, allows)
+            try:
+                found += self.rule_findings(service, rule, matches, denies, allows)
+            except Undecided as e:
+                found.append(Finding("undecided", service.name, rule.name, f"the solver gave up ({e})"))
         return found
+
+    def rule_findings(self, service: n.Service, rule: n.Rule, matches, denies, allows) -> list[Finding]:
+        if not self.possible(matches[rule.name]):
+            return [Finding("never-matches", service.name, rule.name, "no request that reaches the rules can match it")]
+        if rule.effect is n.Effect.ALLOW:
+            return self.allow_findings(service, rule.name, matches, denies, allows)
+        return []
 
     def allow_findings(self, service: n.Service, name: str, matches, denies, allows) -> list[Finding]:
         admitted = z3.And(matches[name], z3.Not(z3.Or([matches[d] for d in denies])))
@@ -171,10 +177,14 @@ def who_can(checked: Checked, service_name: str, method: str, path: str) -> Acce
     admitted = encoder.outcome(service).status == 200
 
     def verdict(caller: z3.BoolRef) -> str:
-        """"always", "sometimes" (it depends on headers, source or other claims) or "never"."""
-        if not analyzer.possible(request, caller, admitted):
-            return "never"
-        return "sometimes" if analyzer.possible(request, caller, z3.Not(admitted)) else "always"
+        """"always", "sometimes" (it depends on headers, source or other claims), "never", or
+        "undecided" when the solver gave up."""
+        try:
+            if not analyzer.possible(request, caller, admitted):
+                return "never"
+            return "sometimes" if analyzer.possible(request, caller, z3.Not(admitted)) else "always"
+        except Undecided:
+            return "undecided"
 
     access.anonymous = verdict(space.token_is(TOKEN_NONE))
     issuers = [i for i in checked.issuers.values() if i.catalog_users]

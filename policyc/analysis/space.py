@@ -252,13 +252,23 @@ def group_ref(group: str) -> str:
     return normalize_ref(group, "group")
 
 
+# How long one question may take. z3's string solver is usually done in well under a second, but
+# a few mixes of regexes make it search for long; then the answer is "undecided", never a guess.
+TIMEOUT_MS = 10_000
+
+
+class Undecided(RuntimeError):
+    """The solver gave up on a question: nothing may be concluded from it."""
+
+
 def solve(space: RequestSpace, *facts: z3.BoolRef) -> z3.ModelRef | None:
     """A model of the request space's domain and `facts`, or None when there is none. Each question
     gets a fresh solver: z3's incremental mode (push/pop, assumptions) skips the preprocessing that
     makes string and regex questions fast."""
     solver = z3.Solver()
+    solver.set("timeout", TIMEOUT_MS)
     solver.add(*space.domain, *facts)
     result = solver.check()
     if result == z3.unknown:
-        raise RuntimeError(f"the solver gave up: {solver.reason_unknown()}")
+        raise Undecided(solver.reason_unknown())
     return solver.model() if result == z3.sat else None
