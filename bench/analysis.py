@@ -24,7 +24,7 @@ EXAMPLE = Path(__file__).parents[1] / "envoy_configs" / "examples" / "backstage"
 
 def changed(text: str) -> str:
     """The pull request: a path prefix widened in one service, a deny added to another."""
-    text = text.replace('"r5" when reader and path prefix "/api/v5/"', '"r5" when reader and path prefix "/api/"', 1)
+    text = text.replace('"r4" when reader and path prefix "/api/v4/"', '"r4" when reader and path prefix "/api/"', 1)
     return text.replace('service svc7 {\n', 'service svc7 {\n    deny "freeze" when method == HEAD\n', 1)
 
 
