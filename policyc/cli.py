@@ -504,3 +504,105 @@ def lsp_command():
     from .lsp import serve
 
     serve()
+
+
+def _checked_side(label: str, paths: list[str]) -> Pipeline:
+    """One side of a diff, checked; its diagnostics name the side."""
+    pipeline = load_and_check(_policy_paths(paths))
+    _report(pipeline)
+    if not pipeline.ok:
+        click.echo(f"policyc: {label}: {summary_line(pipeline.diagnostics)}", err=True)
+        sys.exit(EXIT_FAILED)
+    return pipeline
+
+
+@main.command("diff")
+@click.argument("sides", nargs=-1, required=True)
+@click.option("--format", "output_format", type=click.Choice(["text", "markdown", "json"]), default="text")
+@click.option("--fail-on", type=click.Choice(["broader", "any"]), default=None,
+              help="exit 1 when the change admits more requests (broader or mixed), or changes any decision")
+@click.option("--limit", default=20, show_default=True, help="example requests shown per service at most")
+def diff_command(sides, output_format, fail_on, limit):
+    """What a change does: OLD NEW as files or folders, or as git revisions of PATHS
+    (`policyc diff origin/main HEAD -- policies/`). Per service: equivalent, narrower, broader,
+    mixed or changed, and an example request for every kind of change of decision."""
+    from contextlib import ExitStack
+
+    from .analysis import diff, report
+    from .analysis.revisions import RevisionError, materialize
+    from .analysis.witness import AnalysisError
+
+    if len(sides) < 2:
+        raise click.UsageError("give OLD and NEW: two files or folders, or two revisions and `-- PATHS`")
+    old, new, paths = sides[0], sides[1], list(sides[2:])
+    with ExitStack() as stack:
+        try:
+            old_paths = materialize(old, paths, stack) if paths else [old]
+            new_paths = materialize(new, paths, stack) if paths else [new]
+        except RevisionError as e:
+            raise click.UsageError(str(e)) from None
+        before, after = _checked_side(f"old ({old})", old_paths), _checked_side(f"new ({new})", new_paths)
+        try:
+            found = diff(before.checked, after.checked, limit)
+        except AnalysisError as e:
+            click.echo(f"policyc: internal error, nothing reported: {e}", err=True)
+            sys.exit(EXIT_USAGE)
+    click.echo(report.RENDERERS[output_format](found))
+    # Fail closed: a verdict the solver could not reach fails either gate.
+    failing = {"broader": {"broader", "mixed", "undecided"}, "any": {"broader", "mixed", "narrower", "changed",
+                                                                   "undecided"}}
+    sys.exit(EXIT_FAILED if fail_on and found.verdict in failing[fail_on] else EXIT_OK)
+
+
+@main.command("analyze")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+def analyze_command(paths, output_format):
+    """Rules that never match, allow rules shadowed by deny rules or made redundant by other allow
+    rules, and what callers without a token can reach."""
+    from .analysis import analyze
+    from .analysis.report import request_text
+
+    pipeline = _checked_or_exit(_policy_paths(paths))
+    findings = analyze(pipeline.checked)
+    if output_format == "json":
+        click.echo(json.dumps([f.to_json() for f in findings], indent=2, sort_keys=True))
+        return
+    for finding in findings:
+        click.echo(f"{finding.service}: rule '{finding.rule}' [{finding.kind}]: {finding.message}")
+        for line in request_text(finding.request) if finding.request else []:
+            click.echo(f"    {line}")
+    click.echo(f"policyc analyze: {len(findings)} finding(s)", err=True)
+
+
+@main.command("who-can")
+@click.argument("method")
+@click.argument("path")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--service", "service_name", required=True, help="the service the request is sent to")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+def who_can_command(method, path, paths, service_name, output_format):
+    """Which callers may send METHOD PATH to a service: the conditions each rule leaves, and the
+    answer for anonymous callers and every catalog user and group."""
+    from dataclasses import asdict
+
+    from .analysis import who_can
+
+    pipeline = _checked_or_exit(_policy_paths(paths))
+    if service_name not in pipeline.checked.services:
+        raise click.UsageError(f"no service is named {service_name!r}")
+    access = who_can(pipeline.checked, service_name, method, path)
+    if output_format == "json":
+        click.echo(json.dumps(asdict(access), indent=2, sort_keys=True))
+        return
+    click.echo(f"{method} {path} on {service_name}")
+    click.echo("allowed when any of:" if access.allow else "no allow rule can match")
+    for rule, condition in access.allow.items():
+        click.echo(f"  {rule}: {condition}")
+    if access.deny:
+        click.echo("unless any of (deny):")
+        for rule, condition in access.deny.items():
+            click.echo(f"  {rule}: {condition}")
+    click.echo(f"callers without a token: {access.anonymous}")
+    for ref, verdict in access.callers.items():
+        click.echo(f"  {ref}: {verdict}")

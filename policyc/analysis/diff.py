@@ -1,0 +1,187 @@
+"""`policyc diff`: takes two checked policy sets and returns, per service, whether the new one
+decides every request alike (equivalent), admits strictly fewer (narrower) or more (broader)
+requests, both (mixed), or only answers some refusals with another status (changed); and every
+kind of change of decision with the rules that decide it and an example request, replayed
+through the interpreter for both sets.
+
+A kind of change is a pair of decisions (status and deciding rule, old and new): the solver is
+asked for a request of each kind not yet shown until none is left, or `limit` are shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import z3
+
+from .. import nodes as n
+from ..check import Checked
+from ..interpret.request import Decision
+from . import witness
+from .encode import Encoder, Outcome
+from .space import RequestSpace, Undecided, solve
+
+_WORD = z3.Plus(z3.Union(z3.Range("a", "z"), z3.Range("0", "9"), z3.Re("."), z3.Re("-"), z3.Re("_")))
+_READABLE_PATH = z3.Concat(z3.Re("/"), _WORD, z3.Plus(z3.Concat(z3.Re("/"), _WORD)))
+EQUIVALENT, NARROWER, BROADER, MIXED, CHANGED = "equivalent", "narrower", "broader", "mixed", "changed"
+UNDECIDED = "undecided"  # the solver gave up: the changes shown are real, the verdict unknown
+
+
+@dataclass(frozen=True)
+class Change:
+    """One kind of change of decision, shown by one request."""
+
+    old: Decision
+    new: Decision
+    request: dict
+
+    @property
+    def access(self) -> str:
+        """"gains" (newly reaches the upstream), "loses", or "status" (refused either way)."""
+        before, after = self.old.status == 200, self.new.status == 200
+        return "gains" if after and not before else "loses" if before and not after else "status"
+
+
+@dataclass
+class ServiceDiff:
+    """The comparison of what one service (or the hosts that moved between two) decides."""
+
+    old_service: str | None
+    new_service: str | None
+    hosts: list[str]
+    verdict: str = EQUIVALENT
+    changes: list[Change] = field(default_factory=list)
+    complete: bool = True  # every kind of change is shown
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    edited: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        if self.old_service == self.new_service:
+            return self.old_service
+        return f"{self.old_service or '(no service)'} → {self.new_service or '(no service)'}"
+
+
+@dataclass
+class Diff:
+    services: list[ServiceDiff]
+
+    @property
+    def verdict(self) -> str:
+        verdicts = {s.verdict for s in self.services} - {EQUIVALENT}
+        if UNDECIDED in verdicts:
+            return UNDECIDED
+        if not verdicts:
+            return EQUIVALENT
+        if MIXED in verdicts or {BROADER, NARROWER} <= verdicts:
+            return MIXED
+        return next((v for v in (BROADER, NARROWER) if v in verdicts), CHANGED)
+
+
+def _routes(old: Checked, new: Checked) -> dict[tuple[str | None, str | None], list[str]]:
+    """Hosts (lower-case) grouped by the service that serves them in each set."""
+    def serving(checked: Checked) -> dict[str, str]:
+        return {h.lower(): s.name for s in checked.services.values() for h in s.hosts}
+
+    before, after = serving(old), serving(new)
+    routes: dict[tuple[str | None, str | None], list[str]] = {}
+    for host in sorted(before.keys() | after.keys()):
+        routes.setdefault((before.get(host), after.get(host)), []).append(host)
+    return routes
+
+
+def _rule_edits(diffed: ServiceDiff, old: n.Service | None, new: n.Service | None) -> None:
+    before = {r.name: r for r in old.rules} if old else {}
+    after = {r.name: r for r in new.rules} if new else {}
+    diffed.added = sorted(after.keys() - before.keys())
+    diffed.removed = sorted(before.keys() - after.keys())
+    diffed.edited = sorted(name for name in before.keys() & after.keys() if before[name] != after[name])
+
+
+def _unchanged(old: Checked, new: Checked, before: n.Service | None, after: n.Service | None) -> bool:
+    """Alike in everything a decision reads: the service, conditions, issuers and catalog."""
+    return (before == after and old.conditions == new.conditions and old.issuers == new.issuers
+            and old.catalog == new.catalog)
+
+
+class Differ:
+    """Compares two checked sets over one request space."""
+
+    def __init__(self, old: Checked, new: Checked, limit: int = 20):
+        self.old, self.new, self.limit = old, new, limit
+        self.space = RequestSpace([old, new])
+        self.encoders = Encoder(self.space, old), Encoder(self.space, new)
+        self.signer = witness.Signer()
+        self.now = witness.now()
+        self.issuer_names = {i.url: name for c in (old, new) for name, i in c.issuers.items()}
+
+    def diff(self, shortcut: bool = True) -> Diff:
+        found = []
+        for (before, after), hosts in _routes(self.old, self.new).items():
+            old_service = self.old.services.get(before) if before else None
+            new_service = self.new.services.get(after) if after else None
+            diffed = ServiceDiff(before, after, hosts)
+            _rule_edits(diffed, old_service, new_service)
+            if not (shortcut and _unchanged(self.old, self.new, old_service, new_service)):
+                try:
+                    self.compare(diffed, old_service, new_service)
+                except Undecided:
+                    diffed.verdict, diffed.complete = UNDECIDED, False
+            found.append(diffed)
+        return Diff(found)
+
+    def compare(self, diffed: ServiceDiff, old_service: n.Service | None, new_service: n.Service | None) -> None:
+        was, now = self.encoders[0].outcome(old_service), self.encoders[1].outcome(new_service)
+        gains = z3.And(z3.Not(was.allowed), now.allowed)
+        loses = z3.And(was.allowed, z3.Not(now.allowed))
+        differs = z3.Or(was.status != now.status, was.allowed != now.allowed)
+        shown: list[z3.BoolRef] = []
+        # Gains first, then losses, then status changes: the order a reviewer reads them in.
+        for region in (gains, loses, differs):
+            while model := solve(self.space, region, *shown):
+                if len(diffed.changes) == self.limit:
+                    diffed.complete = False
+                    break
+                model = self.readable(model, region, was, now)
+                change, block = self.change(model, diffed.hosts[0], was, now)
+                diffed.changes.append(change)
+                shown.append(block)
+        accesses = {c.access for c in diffed.changes}
+        if not diffed.complete:  # the limit hid some kinds: ask directly
+            accesses |= {a for a, region in (("gains", gains), ("loses", loses)) if solve(self.space, region)}
+        diffed.verdict = (MIXED if {"gains", "loses"} <= accesses else BROADER if "gains" in accesses
+                          else NARROWER if "loses" in accesses else CHANGED if diffed.changes else EQUIVALENT)
+
+    def readable(self, model: z3.ModelRef, region: z3.BoolRef, was: Outcome, now: Outcome) -> z3.ModelRef:
+        """A request of the same kind of change whose path reads like one: two or more segments of
+        lower-case letters, digits and `.-_` where the rules allow, rather than the shortest."""
+        kind = [term == model.eval(term, model_completion=True) for term in (was.status, was.rule, now.status,
+                                                                              now.rule)]
+        try:
+            return solve(self.space, region, *kind, z3.InRe(self.space.path, _READABLE_PATH)) or model
+        except Undecided:
+            return model
+
+    def change(self, model: z3.ModelRef, host: str, was: Outcome, now: Outcome) -> tuple[Change, z3.BoolRef]:
+        """The example `model` gives, confirmed by the interpreter, and the constraint that
+        excludes its kind of change from the next questions."""
+        values = [model.eval(term, model_completion=True).as_long() for term in (was.status, was.rule, now.status,
+                                                                                 now.rule)]
+        allowed = [z3.is_true(model.eval(o.allowed, model_completion=True)) for o in (was, now)]
+        found = witness.example(model, self.space, host, self.signer, self.issuer_names, self.now)
+        decisions = []
+        for checked, status, rule, reaches, label in ((self.old, values[0], values[1], allowed[0], "old"),
+                                                       (self.new, values[2], values[3], allowed[1], "new")):
+            decision = witness.replay(checked, found, self.signer, self.now)
+            name = self.space.rule_names[rule] if rule >= 0 else None
+            witness.confirm(decision, status, name, reaches, f"{label} policy, request {found.description}")
+            decisions.append(decision)
+        block = z3.Not(z3.And(was.status == values[0], was.rule == values[1], now.status == values[2],
+                              now.rule == values[3]))
+        return Change(decisions[0], decisions[1], found.description), block
+
+
+def diff(old: Checked, new: Checked, limit: int = 20, shortcut: bool = True) -> Diff:
+    """Compare `old` with `new` (`shortcut`: services alike in text are equivalent unsolved)."""
+    return Differ(old, new, limit).diff(shortcut)

@@ -1,0 +1,229 @@
+"""One checked policy set over a `RequestSpace`: takes the set and the space and returns z3 terms
+for every condition, rule and decision, following the interpreter (policyc/interpret/evaluator.py)
+step by step: the token check, the host, deny-overrides, allow, default deny and dry-run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import z3
+
+from .. import nodes as n
+from ..catalog import normalize_ref
+from ..check import Checked
+from ..interpret.tokens import _normalized_audience
+from .space import BOOL, LIST, STRING, TOKEN_FOREIGN, TOKEN_GARBAGE, Claim, RequestSpace
+
+_BEARER = "Bearer "
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A version's decision of the symbolic request: the status it enforces, the rule it names
+    (`RequestSpace.rule_id`, -1 for none) and whether the request reaches the upstream."""
+
+    status: z3.ArithRef
+    rule: z3.ArithRef
+    allowed: z3.BoolRef
+
+
+def _text(value: str) -> z3.SeqRef:
+    return z3.StringVal(value)
+
+
+def _compare(op: n.Op, text: z3.SeqRef, values: tuple[str, ...]) -> z3.BoolRef:
+    match op:
+        case n.Op.EQ | n.Op.IN:
+            return z3.Or([text == _text(v) for v in values])
+        case n.Op.PREFIX:
+            return z3.PrefixOf(_text(values[0]), text)
+        case n.Op.SUFFIX:
+            return z3.SuffixOf(_text(values[0]), text)
+    raise AssertionError(op)
+
+
+def _compare_jwt(op: n.Op, values: tuple[str, ...]) -> bool:
+    """A test on `Authorization: Bearer <signed JWT>`: the JWT's text is a signature no literal
+    predicts, so only what "Bearer " itself decides is known."""
+    match op:
+        case n.Op.PREFIX:
+            return _BEARER.startswith(values[0])
+        case n.Op.SUFFIX:
+            return values[0] == ""
+    return False
+
+
+def glob_regex(pattern: str, segment_char: z3.ReRef) -> z3.ReRef:
+    """`glob_matches` as a z3 regex: `*` is any run inside a segment, a `**` segment any number of
+    whole segments with their slashes (so `/a/**` matches `/a`)."""
+    pieces = []
+    for segment in pattern.split("/")[1:]:
+        if segment == "**":
+            pieces.append(z3.Star(z3.Concat(z3.Re("/"), z3.Star(segment_char))))
+            continue
+        parts = [z3.Re("/")]
+        for i, literal in enumerate(segment.split("*")):
+            if i:
+                parts.append(z3.Star(segment_char))
+            if literal:
+                parts.append(z3.Re(literal))
+        pieces.append(z3.Concat(*parts) if len(parts) > 1 else parts[0])
+    return z3.Concat(*pieces) if len(pieces) > 1 else pieces[0]
+
+
+class Encoder:
+    """The z3 terms of one checked policy set: `holds(expr)` and `outcome(service)`."""
+
+    def __init__(self, space: RequestSpace, checked: Checked):
+        self.space = space
+        self.checked = checked
+        self._conditions: dict[str, z3.BoolRef] = {}
+        self.valid = {name: self._valid(issuer) for name, issuer in checked.issuers.items()}
+        self.authenticated = z3.Or(list(self.valid.values())) if self.valid else z3.BoolVal(False)
+
+    # ---------------------------------------------------------------- the token check
+
+    def _valid(self, issuer: n.Issuer) -> z3.BoolRef:
+        return z3.And(self.space.token_is(issuer.url), self._audience_ok(issuer))
+
+    def _audience_ok(self, issuer: n.Issuer) -> z3.BoolRef:
+        if not issuer.audiences:
+            return z3.BoolVal(True)
+        aud = self.space.claim(("aud",))
+        # The proxy drops one scheme and then one trailing slash from both sides.
+        spellings = {f"{scheme}{_normalized_audience(a)}{slash}" for a in issuer.audiences
+                     for scheme in ("", "https://", "http://") for slash in ("", "/")}
+        return z3.And(aud.kind == STRING, z3.Or([aud.text == _text(s) for s in sorted(spellings)]))
+
+    def token_failure(self) -> tuple[z3.BoolRef, z3.BoolRef]:
+        """(401, 403): a token presented and refused. With no issuer there is no token check."""
+        if not self.checked.issuers:
+            return z3.BoolVal(False), z3.BoolVal(False)
+        space, urls = self.space, {i.url for i in self.checked.issuers.values()}
+        strangers = [k for k in space.token_kinds if k in (TOKEN_GARBAGE, TOKEN_FOREIGN) or k.startswith("http")
+                     and k not in urls]
+        unauthenticated = z3.Or([space.token_is(k) for k in strangers])
+        forbidden = z3.Or([z3.And(space.token_is(i.url), z3.Not(self._audience_ok(i)))
+                           for i in self.checked.issuers.values()])
+        return unauthenticated, forbidden
+
+    # ---------------------------------------------------------------- conditions
+
+    def holds(self, expr: n.Expr) -> z3.BoolRef:
+        space = self.space
+        match expr:
+            case n.And(operands):
+                return z3.And([self.holds(o) for o in operands])
+            case n.Or(operands):
+                return z3.Or([self.holds(o) for o in operands])
+            case n.Not(operand):
+                return z3.Not(self.holds(operand))
+            case n.ConditionRef(name):
+                if name not in self._conditions:
+                    self._conditions[name] = self.holds(self.checked.conditions[name].expr)
+                return self._conditions[name]
+            case n.Authenticated():
+                return self.authenticated
+            case n.IssuerIs(name):
+                return self.valid[name]
+            case n.MethodTest(_, methods):
+                return space.method_in(methods)
+            case n.PathTest(op, values):
+                return self.path_matches(op, values)
+            case n.HeaderTest(name, op, values):
+                return self._header(name, lambda v: _compare(op, v, values), _compare_jwt(op, values))
+            case n.HeaderPresent(name):
+                return self._header(name, lambda v: z3.BoolVal(True), True)
+            case n.HeaderEqualsClaim(name, claim):
+                c = space.claim(claim.path)
+                test = self._header(name, lambda v: v == c.text, False)
+                return z3.And(self.authenticated, c.kind == STRING, test)
+            case n.SourceIn(cidrs):
+                return z3.Or([space.source_in(c) for c in cidrs])
+            case n.ClaimTest(claim, op, values):
+                c = space.claim(claim.path)
+                test = c.contains(values[0]) if op is n.Op.CONTAINS else c.is_string(lambda t: _compare(op, t, values))
+                return z3.And(self.authenticated, test)
+            case n.ClaimIsBool(claim, value):
+                c = space.claim(claim.path)
+                return z3.And(self.authenticated, c.kind == BOOL, c.flag == value)
+            case n.Member(group):
+                return self.member_of_group(normalize_ref(group, "group"))
+            case n.MemberOwners(entity):
+                return self.is_owner(normalize_ref(entity, None))
+            case n.PeerTest() | n.PeerTrusted():
+                # Client certificates are not modelled: callers have none, so peer atoms are false.
+                return z3.BoolVal(False)
+        raise TypeError(f"no encoding for {type(expr).__name__}")
+
+    def path_matches(self, op: n.Op, values: tuple[str, ...]) -> z3.BoolRef:
+        # Every path test is a regex membership: z3 mixes regexes with `PrefixOf` or `==` on the
+        # same string far worse (a glob and a negated prefix together can take it minutes).
+        match op:
+            case n.Op.EQ | n.Op.IN:
+                pattern = z3.Union(*[z3.Re(v) for v in values]) if len(values) > 1 else z3.Re(values[0])
+            case n.Op.PREFIX:
+                pattern = z3.Concat(z3.Re(values[0]), z3.Star(z3.AllChar(z3.ReSort(z3.StringSort()))))
+            case n.Op.GLOB:
+                pattern = glob_regex(values[0], self.space.path_characters)
+            case _:
+                raise AssertionError(op)
+        return z3.InRe(self.space.path, pattern)
+
+    def _header(self, name: str, test, with_jwt: bool) -> z3.BoolRef:
+        found = self.space.headers[name].any_value(test)
+        if name == "authorization":
+            return z3.If(self.space.signed_token(), z3.BoolVal(with_jwt), found)
+        return found
+
+    # ---------------------------------------------------------------- catalog membership
+
+    def _catalog_caller(self) -> z3.BoolRef:
+        """A valid token of an issuer whose tokens name catalog users."""
+        return z3.Or([self.valid[name] for name, i in self.checked.issuers.items() if i.catalog_users])
+
+    def _ent_holds(self, ref: str) -> z3.BoolRef:
+        ent: Claim = self.space.claim(("ent",))
+        return z3.Or(z3.And(ent.kind == LIST, ent.holds(ref)), z3.And(ent.kind == STRING, ent.text == _text(ref)))
+
+    def _sub_is(self, users) -> z3.BoolRef:
+        sub = self.space.claim(("sub",))
+        return z3.And(sub.kind == STRING, z3.Or([sub.text == _text(u) for u in sorted(users)]))
+
+    def member_of_group(self, group: str) -> z3.BoolRef:
+        catalog = self.checked.catalog
+        within = z3.Or([self._ent_holds(g) for g in sorted(catalog.groups_within(group))])
+        return z3.And(self._catalog_caller(), z3.Or(self._sub_is(catalog.users_in(group)), within))
+
+    def is_owner(self, entity: str) -> z3.BoolRef:
+        owner = self.checked.catalog.owner_of(entity)
+        if owner.startswith("group:"):
+            return self.member_of_group(owner)
+        return z3.And(self._catalog_caller(), z3.Or(self._sub_is([owner]), self._ent_holds(owner)))
+
+    # ---------------------------------------------------------------- decisions
+
+    def rule_matches(self, service: n.Service, effect: n.Effect) -> list[tuple[str, z3.BoolRef]]:
+        """The rules of `effect`, in the order the interpreter names them (by name)."""
+        rules = sorted((r for r in service.rules if r.effect is effect), key=lambda r: r.name)
+        return [(r.name, self.holds(r.expr)) for r in rules]
+
+    def outcome(self, service: n.Service | None) -> Outcome:
+        """The decision of a request routed to `service` (None: no service serves its host)."""
+        unauthenticated, forbidden = self.token_failure()
+        refused = z3.Or(unauthenticated, forbidden)
+        refused_status = z3.If(unauthenticated, 401, 403)
+        if service is None:
+            return Outcome(z3.If(refused, refused_status, 404), z3.IntVal(-1), z3.BoolVal(False))
+        denies = self.rule_matches(service, n.Effect.DENY)
+        allows = self.rule_matches(service, n.Effect.ALLOW)
+        rule = z3.IntVal(-1)
+        for name, matches in reversed(denies + allows):
+            rule = z3.If(matches, self.space.rule_id(name), rule)
+        denied = z3.Or([m for _, m in denies])
+        allowed = z3.Or([m for _, m in allows])
+        status = z3.If(refused, refused_status, z3.If(denied, 403, z3.If(allowed, 200, 403)))
+        rule = z3.If(refused, -1, rule)
+        reaches = z3.BoolVal(True) if service.mode is n.Mode.DRY_RUN else status == 200
+        return Outcome(status, rule, reaches)

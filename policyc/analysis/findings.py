@@ -1,0 +1,209 @@
+"""`policyc analyze` and `policyc who-can`: takes one checked policy set and returns findings
+about its rules, and who may send a given request, each decided exactly by the solver.
+
+Findings, per service:
+- `never-matches`: no request the proxy lets through to the rules can match the rule;
+- `shadowed`: an allow rule every one of whose requests a deny rule refuses;
+- `redundant`: an allow rule every one of whose admitted requests another allow rule admits too;
+- `anonymous`: an allow rule that admits callers without a token, with an example request
+  replayed through the interpreter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import z3
+
+from .. import nodes as n
+from ..check import Checked
+from ..interpret.evaluator import Context, Evaluator
+from ..syntax.printer import expression
+from . import witness
+from .encode import Encoder
+from .space import LIST, MISSING, STRING, TOKEN_NONE, RequestSpace, Undecided, solve
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    service: str
+    rule: str
+    message: str
+    request: dict | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class Analyzer:
+    """One solver per service over the set's request space."""
+
+    def __init__(self, checked: Checked):
+        self.checked = checked
+        self.space = RequestSpace([checked])
+        self.encoder = Encoder(self.space, checked)
+        self.signer = witness.Signer()
+        self.now = witness.now()
+        self.issuer_names = {i.url: name for name, i in checked.issuers.items()}
+
+    def solve(self, *facts: z3.BoolRef) -> z3.ModelRef | None:
+        # Rules are consulted only when the token check let the request through.
+        return solve(self.space, z3.Not(z3.Or(*self.encoder.token_failure())), *facts)
+
+    def possible(self, *facts: z3.BoolRef) -> bool:
+        return self.solve(*facts) is not None
+
+    def findings(self) -> list[Finding]:
+        found = []
+        for service in self.checked.services.values():
+            found += self.service_findings(service)
+        return found
+
+    def service_findings(self, service: n.Service) -> list[Finding]:
+        matches = {r.name: self.encoder.holds(r.expr) for r in service.rules}
+        denies = [r.name for r in service.rules if r.effect is n.Effect.DENY]
+        allows = [r.name for r in service.rules if r.effect is n.Effect.ALLOW]
+        found = []
+        for rule in sorted(service.rules, key=lambda r: r.name):
+            try:
+                found += self.rule_findings(service, rule, matches, denies, allows)
+            except Undecided as e:
+                found.append(Finding("undecided", service.name, rule.name, f"the solver gave up ({e})"))
+        return found
+
+    def rule_findings(self, service: n.Service, rule: n.Rule, matches, denies, allows) -> list[Finding]:
+        if not self.possible(matches[rule.name]):
+            if _tests_peers(self.checked, rule.expr):
+                return [Finding("not-analysed", service.name, rule.name,
+                                "matches only callers with a client certificate, which the analysis does not model")]
+            return [Finding("never-matches", service.name, rule.name, "no request that reaches the rules can match it")]
+        if rule.effect is n.Effect.ALLOW:
+            return self.allow_findings(service, rule.name, matches, denies, allows)
+        return []
+
+    def allow_findings(self, service: n.Service, name: str, matches, denies, allows) -> list[Finding]:
+        admitted = z3.And(matches[name], z3.Not(z3.Or([matches[d] for d in denies])))
+        if not self.possible(admitted):
+            by = self.covering(matches[name], denies, matches)
+            return [Finding("shadowed", service.name, name, f"every request it matches is denied by {by}")]
+        found = []
+        others = [a for a in allows if a != name]
+        if others and not self.possible(admitted, z3.Not(z3.Or([matches[a] for a in others]))):
+            by = self.covering(admitted, others, matches)
+            found.append(Finding("redundant", service.name, name, f"every request it admits is admitted by {by}"))
+        if model := self.solve(admitted, self.space.token_is(TOKEN_NONE)):
+            found.append(self.anonymous(model, service, name))
+        return found
+
+    def covering(self, region: z3.BoolRef, candidates: list[str], matches) -> str:
+        """The one rule that covers `region` by itself, or "the rules … together"."""
+        for candidate in candidates:
+            if not self.possible(region, z3.Not(matches[candidate])):
+                return f"rule '{candidate}'"
+        return "the rules " + ", ".join(f"'{c}'" for c in candidates) + " together"
+
+    def anonymous(self, model: z3.ModelRef, service: n.Service, name: str) -> Finding:
+        example = witness.example(model, self.space, service.hosts[0], self.signer, self.issuer_names, self.now)
+        decision = witness.replay(self.checked, example, self.signer, self.now)
+        rule = model.eval(self.encoder.outcome(service).rule, model_completion=True).as_long()
+        witness.confirm(decision, 200, self.space.rule_names[rule], True, f"anonymous request {example.description}")
+        return Finding("anonymous", service.name, name, "admits callers without a token", example.description)
+
+
+def _tests_peers(checked: Checked, expr: n.Expr) -> bool:
+    """Whether `expr`, with its named conditions written out, tests the client certificate."""
+    return any(isinstance(node, n.PeerTest | n.PeerTrusted)
+               or isinstance(node, n.ConditionRef) and _tests_peers(checked, checked.conditions[node.name].expr)
+               for node in n.walk(expr))
+
+
+def analyze(checked: Checked) -> list[Finding]:
+    return Analyzer(checked).findings()
+
+
+# ---------------------------------------------------------------- who-can
+
+
+def residual(expr: n.Expr, method: str, path: str, checked: Checked) -> n.Expr | bool:
+    """`expr` with the method and path of the request filled in: True, False, or what remains
+    to be decided about the caller, headers and source."""
+    match expr:
+        case n.MethodTest(_, methods):
+            return method in methods
+        case n.PathTest(op, values):
+            return Evaluator(checked, Context(method, path, {}, "", None)).path_matches(op, values)
+        case n.ConditionRef(name):
+            return residual(checked.conditions[name].expr, method, path, checked)
+        case n.Not(operand):
+            inner = residual(operand, method, path, checked)
+            return (not inner) if isinstance(inner, bool) else n.Not(inner)
+        case n.And(operands) | n.Or(operands):
+            unit = isinstance(expr, n.And)
+            kept = []
+            for o in operands:
+                value = residual(o, method, path, checked)
+                if value is (not unit):
+                    return not unit
+                if value is not unit:
+                    kept.append(value)
+            if not kept:
+                return unit
+            return kept[0] if len(kept) == 1 else type(expr)(tuple(kept))
+    return expr
+
+
+@dataclass
+class Access:
+    """Who may send one request to one service: the conditions left per rule, and the verdict for
+    anonymous callers, each catalog user and each catalog group."""
+
+    service: str
+    method: str
+    path: str
+    allow: dict[str, str] = field(default_factory=dict)  # rule → remaining condition
+    deny: dict[str, str] = field(default_factory=dict)
+    anonymous: str = "no"
+    callers: dict[str, str] = field(default_factory=dict)  # catalog ref → always / sometimes / never
+
+
+def _conditions_of(rules, method, path, checked: Checked) -> dict[str, str]:
+    found = {}
+    for rule in sorted(rules, key=lambda r: r.name):
+        left = residual(rule.expr, method, path, checked)
+        if left is not False:
+            found[rule.name] = "always" if left is True else expression(left)
+    return found
+
+
+def who_can(checked: Checked, service_name: str, method: str, path: str) -> Access:
+    service = checked.services[service_name]
+    access = Access(service_name, method, path)
+    access.allow = _conditions_of([r for r in service.rules if r.effect is n.Effect.ALLOW], method, path, checked)
+    access.deny = _conditions_of([r for r in service.rules if r.effect is n.Effect.DENY], method, path, checked)
+    analyzer = Analyzer(checked)
+    space, encoder = analyzer.space, analyzer.encoder
+    request = z3.And(space.method_in([method]), space.path == z3.StringVal(path))
+    admitted = encoder.outcome(service).status == 200
+
+    def verdict(caller: z3.BoolRef) -> str:
+        """"always", "sometimes" (it depends on headers, source or other claims), "never", or
+        "undecided" when the solver gave up."""
+        try:
+            if not analyzer.possible(request, caller, admitted):
+                return "never"
+            return "sometimes" if analyzer.possible(request, caller, z3.Not(admitted)) else "always"
+        except Undecided:
+            return "undecided"
+
+    access.anonymous = verdict(space.token_is(TOKEN_NONE))
+    issuers = [i for i in checked.issuers.values() if i.catalog_users]
+    sub, ent = space.claim(("sub",)), space.claim(("ent",))
+    token = z3.Or([encoder.valid[i.name] for i in issuers])
+    for ref in sorted(checked.catalog.entities) if issuers else []:
+        if ref.startswith("user:"):
+            access.callers[ref] = verdict(z3.And(token, sub.kind == STRING, sub.text == z3.StringVal(ref),
+                                                 ent.kind == MISSING))
+        elif ref.startswith("group:"):
+            access.callers[ref] = verdict(z3.And(token, sub.kind == MISSING, ent.kind == LIST, ent.holds(ref)))
+    return access

@@ -1,0 +1,274 @@
+"""The symbolic request: takes the checked policy sets to be compared and returns a `RequestSpace`
+of z3 variables for everything a rule can test, with the constraints that keep it to requests the
+proxy can actually hand to the policy filters.
+
+The model is the request *after* the proxy's admission and normalization (docs/analysis.md):
+- the method is one of those the policies name, or one more known method standing for all others;
+- the path is a normalized path: starts with `/`, no `//`, no `.` or `..` segment, only the
+  characters a normalized path can hold. `%` appears only in the escapes the policies' own
+  literals spell, because an escape the policies never name behaves as any other character does;
+- each header a rule names holds up to `HEADER_SLOTS` values (one for the headers the proxy
+  merges), printable ASCII without surrounding blanks;
+- the peer is an IPv4 address or an IPv6 address outside ::ffff:0:0/96, as a 128-bit vector;
+- the token is absent, garbage, signed by the issuer of one of the policies' `url`s, or signed by an
+  unknown issuer; its `aud` and every claim a rule tests are symbolic: a type tag, a string, a
+  boolean, and for list claims the membership of each literal a rule looks for.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import z3
+
+from .. import nodes as n
+from ..catalog import normalize_ref
+from ..check import Checked
+from ..interpret.headers import MERGED_HEADERS
+from ..interpret.paths import KNOWN_METHODS, PATH_CHARACTERS
+
+# Claim types. NUMBER stands for every JSON value no atom can satisfy (numbers, null).
+MISSING, STRING, BOOL, LIST, OBJECT, NUMBER = range(6)
+# Claims the token check itself reads: their shape is fixed by how a valid token is minted.
+REGISTERED = {"iss", "exp", "iat", "nbf", "aud", "sub", "jti"}
+# At most this many values per repeated header: enough for every difference that needs no more
+# than this many distinct values of one header at once (docs/analysis.md, "Bounds").
+HEADER_SLOTS = 4
+TOKEN_NONE, TOKEN_GARBAGE, TOKEN_FOREIGN = "none", "garbage", "foreign"
+FOREIGN_ISSUER = "https://unknown-issuer.invalid/"
+
+
+def _char_class(chars) -> z3.ReRef:
+    """A regex for one character of `chars`, as a union of contiguous ranges."""
+    codes = sorted(ord(c) for c in chars)
+    runs, start = [], codes[0]
+    for previous, code in zip(codes, codes[1:] + [None], strict=True):
+        if code != previous + 1:
+            runs.append(z3.Range(chr(start), chr(previous)))
+            start = code
+    return z3.Union(*runs) if len(runs) > 1 else runs[0]
+
+
+SEGMENT_CHAR = _char_class(PATH_CHARACTERS - {"/", "%"})
+
+
+def exprs_of(checked: Checked) -> list[n.Expr]:
+    """Every rule's and condition's condition."""
+    return [c.expr for c in checked.conditions.values()] + [
+        r.expr for s in checked.services.values() for r in s.rules]
+
+
+def _escapes(text: str) -> set[str]:
+    """The `%XX` escapes a literal spells."""
+    return {text[i:i + 3] for i in range(len(text) - 2) if text[i] == "%"}
+
+
+@dataclass
+class Claim:
+    """One claim path of the token: its type, and its value for each type an atom can test."""
+
+    path: tuple[str, ...]
+    kind: z3.ArithRef
+    text: z3.SeqRef
+    flag: z3.BoolRef
+    members: dict[str, z3.BoolRef] = field(default_factory=dict)
+
+    def holds(self, value: str) -> z3.BoolRef:
+        """A list claim holds `value`: one Boolean per literal looked for is all a rule can see."""
+        if value not in self.members:
+            self.members[value] = z3.Bool(f"claim{list(self.path)}∋{value!r}")
+        return self.members[value]
+
+    def is_string(self, test) -> z3.BoolRef:
+        return z3.And(self.kind == STRING, test(self.text))
+
+    def contains(self, value: str) -> z3.BoolRef:
+        """`contains`: a list holding the string, or a string equal to it."""
+        return z3.Or(z3.And(self.kind == LIST, self.holds(value)), self.is_string(lambda s: s == z3.StringVal(value)))
+
+
+@dataclass
+class Header:
+    """One header a rule names: up to `len(values)` values, each present or not."""
+
+    name: str
+    present: list[z3.BoolRef]
+    values: list[z3.SeqRef]
+
+    def any_value(self, test) -> z3.BoolRef:
+        return z3.Or([z3.And(p, test(v)) for p, v in zip(self.present, self.values, strict=True)])
+
+
+class RequestSpace:
+    """The variables shared by every policy version encoded against it, so that one model is one
+    request, decided by each version."""
+
+    def __init__(self, versions: list[Checked]):
+        exprs = [e for checked in versions for root in exprs_of(checked) for e in n.walk(root)]
+        methods = sorted({m for e in exprs if isinstance(e, n.MethodTest) for m in e.methods} | {"GET"})
+        # One known method the policies never name stands for all of them.
+        other = sorted(KNOWN_METHODS - set(methods) - {"CONNECT"})
+        self.methods = methods + other[:1]
+        self.method = z3.Int("method")
+        self.path = z3.String("path")
+        escapes = set()
+        for e in exprs:
+            if isinstance(e, n.PathTest):
+                for value in e.values:
+                    escapes |= _escapes(value)
+        self.escapes = sorted(escapes)
+        self.headers = {name: self._header(name, count) for name, count in _header_tests(exprs).items()}
+        self.v6 = z3.Bool("source_is_ipv6")
+        self.address = z3.BitVec("source", 128)
+        urls = sorted({i.url for checked in versions for i in checked.issuers.values()})
+        self.token_kinds = [TOKEN_NONE, TOKEN_GARBAGE, *urls, TOKEN_FOREIGN]
+        self.token = z3.Int("token")
+        self.rule_names = sorted({r.name for checked in versions for s in checked.services.values()
+                                  for r in s.rules})
+        self.claims: dict[tuple[str, ...], Claim] = {}
+        for path in sorted(_claim_paths(exprs)) + [("aud",), ("sub",), ("ent",)]:
+            self.claim(path)
+
+    def _header(self, name: str, tests: int) -> Header:
+        slots = 1 if name in MERGED_HEADERS else max(1, min(tests, HEADER_SLOTS))
+        return Header(name, [z3.Bool(f"header[{name!r}]#{i}") for i in range(slots)],
+                      [z3.String(f"header[{name!r}]={i}") for i in range(slots)])
+
+    def claim(self, path: tuple[str, ...]) -> Claim:
+        if path not in self.claims:
+            label = f"claim{list(path)}"
+            self.claims[path] = Claim(path, z3.Int(f"{label}:type"), z3.String(f"{label}:text"),
+                                      z3.Bool(f"{label}:bool"))
+        return self.claims[path]
+
+    def rule_id(self, name: str | None) -> int:
+        return -1 if name is None else self.rule_names.index(name)
+
+    def token_is(self, kind: str) -> z3.BoolRef:
+        return self.token == self.token_kinds.index(kind) if kind in self.token_kinds else z3.BoolVal(False)
+
+    def method_in(self, methods) -> z3.BoolRef:
+        return z3.Or([self.method == self.methods.index(m) for m in methods if m in self.methods])
+
+    def source_in(self, cidr: str) -> z3.BoolRef:
+        network = ipaddress.ip_network(cidr)
+        bits = network.prefixlen
+        if network.version == 4:
+            inside = z3.BoolVal(True) if bits == 0 else (
+                z3.Extract(31, 32 - bits, self.address) == int(network.network_address) >> (32 - bits))
+            return z3.And(z3.Not(self.v6), inside)
+        inside = z3.BoolVal(True) if bits == 0 else (
+            z3.Extract(127, 128 - bits, self.address) == int(network.network_address) >> (128 - bits))
+        return z3.And(self.v6, inside)
+
+    @cached_property
+    def path_characters(self) -> z3.ReRef:
+        return z3.Union(SEGMENT_CHAR, *[z3.Re(e) for e in self.escapes]) if self.escapes else SEGMENT_CHAR
+
+    @cached_property
+    def path_shape(self) -> z3.ReRef:
+        """`/`, or `/`-led segments, none empty, `.` or `..`, and maybe a trailing `/`. One regex:
+        z3 decides it far faster than the same facts written with `Contains`."""
+        dots = z3.Union(z3.Re("."), z3.Re(".."))
+        segment = z3.Intersect(z3.Plus(self.path_characters), z3.Complement(dots))
+        return z3.Union(z3.Re("/"), z3.Concat(z3.Plus(z3.Concat(z3.Re("/"), segment)), z3.Option(z3.Re("/"))))
+
+    @cached_property
+    def domain(self) -> tuple[z3.BoolRef, ...]:
+        """What keeps every variable to a request the proxy can hand to the filters."""
+        facts = [self.method >= 0, self.method < len(self.methods), z3.InRe(self.path, self.path_shape),
+                 self.token >= 0, self.token < len(self.token_kinds)]
+        mapped = ipaddress.IPv6Network("::ffff:0:0/96")
+        facts += [z3.Implies(z3.Not(self.v6), z3.ULT(self.address, 2 ** 32)),
+                  z3.Implies(self.v6, z3.Extract(127, 32, self.address) != int(mapped.network_address) >> 32)]
+        for header in self.headers.values():
+            for value in header.values:  # the proxy drops blanks around a value
+                facts += [z3.Not(z3.PrefixOf(z3.StringVal(blank), value)) for blank in " \t"]
+                facts += [z3.Not(z3.SuffixOf(z3.StringVal(blank), value)) for blank in " \t"]
+        facts += self._token_domain()
+        return tuple(facts)
+
+    def _token_domain(self) -> list[z3.BoolRef]:
+        facts = []
+        for path, claim in self.claims.items():
+            facts += [claim.kind >= MISSING, claim.kind <= NUMBER]
+            if path[0] in REGISTERED:
+                facts.append(_registered_shape(self, path, claim))
+            for parent in (path[:i] for i in range(1, len(path))):
+                if parent in self.claims:
+                    facts.append(z3.Implies(claim.kind != MISSING, self.claims[parent].kind == OBJECT))
+        if "authorization" in self.headers:
+            facts += self._authorization_domain(self.headers["authorization"])
+        return facts
+
+    def _authorization_domain(self, header: Header) -> list[z3.BoolRef]:
+        """The Authorization value carries the token: without one it holds no "Bearer ", the
+        garbage token is "Bearer x", and a signed one is present (`Encoder` decides the tests on
+        its text, which no literal can predict)."""
+        (present,), (value,) = header.present, header.values
+        return [
+            z3.Implies(self.token_is(TOKEN_NONE), z3.Not(z3.Contains(value, z3.StringVal("Bearer ")))),
+            z3.Implies(self.token_is(TOKEN_GARBAGE), z3.And(present, value == z3.StringVal("Bearer x"))),
+            z3.Implies(self.signed_token(), present),
+        ]
+
+    def signed_token(self) -> z3.BoolRef:
+        """A JWT signed by the key of its `iss` (a declared issuer's, or an unknown one's)."""
+        return self.token > self.token_kinds.index(TOKEN_GARBAGE)
+
+
+def _registered_shape(space: RequestSpace, path: tuple[str, ...], claim: Claim) -> z3.BoolRef:
+    """The registered claims as a minted token carries them: `iss` is the issuer's url, the times
+    are numbers, `sub`, `jti` and `aud` are strings when present; nothing nests below them."""
+    if len(path) > 1:
+        return claim.kind == MISSING
+    match path[0]:
+        case "iss":
+            urls = [(space.token_is(k), k) for k in space.token_kinds[2:-1]]
+            same = z3.Or([z3.And(is_kind, claim.text == z3.StringVal(url)) for is_kind, url in urls])
+            foreign = z3.And(space.token_is(TOKEN_FOREIGN), claim.text == z3.StringVal(FOREIGN_ISSUER))
+            return z3.And(claim.kind == STRING, z3.Or(same, foreign, z3.Not(space.signed_token())))
+        case "exp" | "iat" | "nbf":
+            return claim.kind == NUMBER
+    return z3.Or(claim.kind == MISSING, claim.kind == STRING)
+
+
+def _header_tests(exprs: list[n.Expr]) -> dict[str, int]:
+    """Per header name a rule tests, how many distinct atoms test it."""
+    atoms: dict[str, set] = {}
+    for e in exprs:
+        if isinstance(e, n.HeaderTest | n.HeaderPresent | n.HeaderEqualsClaim):
+            atoms.setdefault(e.name, set()).add(e)
+    return {name: len(found) for name, found in sorted(atoms.items())}
+
+
+def _claim_paths(exprs: list[n.Expr]) -> set[tuple[str, ...]]:
+    return {e.claim.path for e in exprs if isinstance(e, n.ClaimTest | n.ClaimIsBool | n.HeaderEqualsClaim)}
+
+
+def group_ref(group: str) -> str:
+    return normalize_ref(group, "group")
+
+
+# How long one question may take. z3's string solver is usually done in well under a second, but
+# a few mixes of regexes make it search for long; then the answer is "undecided", never a guess.
+TIMEOUT_MS = 10_000
+
+
+class Undecided(RuntimeError):
+    """The solver gave up on a question: nothing may be concluded from it."""
+
+
+def solve(space: RequestSpace, *facts: z3.BoolRef) -> z3.ModelRef | None:
+    """A model of the request space's domain and `facts`, or None when there is none. Each question
+    gets a fresh solver: z3's incremental mode (push/pop, assumptions) skips the preprocessing that
+    makes string and regex questions fast."""
+    solver = z3.Solver()
+    solver.set("timeout", TIMEOUT_MS)
+    solver.add(*space.domain, *facts)
+    result = solver.check()
+    if result == z3.unknown:
+        raise Undecided(solver.reason_unknown())
+    return solver.model() if result == z3.sat else None

@@ -1,0 +1,41 @@
+"""Small policy sets for the analysis tests, written to a folder and checked."""
+
+from pathlib import Path
+
+from policyc.check import Checked
+from policyc.pipeline import load_and_check
+
+ISSUERS = """
+issuer idp {
+    url "https://idp.example.com"
+    jwks "https://idp.example.com/jwks.json"
+    audience "api"
+}
+issuer ci {
+    url "https://ci.example.com"
+    jwks "https://ci.example.com/jwks.json"
+}
+"""
+
+API = ISSUERS + """
+service api {
+    hosts ["api.internal"]
+    upstream "127.0.0.1:8080"
+    deny "no-admin" when path prefix "/admin"
+    allow public "health" when path == "/healthz"
+    allow "read" when method in [GET, HEAD] and path glob "/api/v1/**" and issuer idp
+    allow "deploy" when method == POST and path == "/deploy" and issuer ci and token.roles contains "deployer"
+}
+"""
+
+
+def write(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "main.policy").write_text(text, encoding="utf-8")
+    return folder
+
+
+def checked(folder: Path, text: str) -> Checked:
+    pipeline = load_and_check([str(write(folder, text))])
+    assert pipeline.ok, pipeline.diagnostics
+    return pipeline.checked
