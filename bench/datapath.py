@@ -86,7 +86,7 @@ def baseline(bootstrap: dict) -> dict:
     every host the configurations below are asked for."""
     plain = keeping_filters(bootstrap, set())
     hosts = _hcm(plain)["route_config"]["virtual_hosts"]
-    cluster = next(h["routes"][0]["route"]["cluster"] for h in hosts if "route" in h["routes"][0])
+    cluster = next(route["route"]["cluster"] for h in hosts for route in h["routes"] if "route" in route)
     hosts[-1]["routes"] = [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}]
     return plain
 
