@@ -56,11 +56,12 @@ def _report(pipeline: Pipeline, output_format: str = "text") -> None:
         click.echo(render_text(diagnostic, pipeline.sources) + "\n", err=True)
 
 
-def _checked_or_exit(paths: tuple[str, ...]) -> Pipeline:
+def _checked_or_exit(paths, label: str | None = None) -> Pipeline:
+    """The checked policies, or their diagnostics and exit 1; `label` names which policies."""
     pipeline = load_and_check(list(paths))
     _report(pipeline)
     if not pipeline.ok:
-        click.echo(f"policyc: {summary_line(pipeline.diagnostics)}", err=True)
+        click.echo(f"policyc: {label + ': ' if label else ''}{summary_line(pipeline.diagnostics)}", err=True)
         sys.exit(EXIT_FAILED)
     return pipeline
 
@@ -506,16 +507,6 @@ def lsp_command():
     serve()
 
 
-def _checked_side(label: str, paths: list[str]) -> Pipeline:
-    """One side of a diff, checked; its diagnostics name the side."""
-    pipeline = load_and_check(_policy_paths(paths))
-    _report(pipeline)
-    if not pipeline.ok:
-        click.echo(f"policyc: {label}: {summary_line(pipeline.diagnostics)}", err=True)
-        sys.exit(EXIT_FAILED)
-    return pipeline
-
-
 @main.command("diff")
 @click.argument("sides", nargs=-1, required=True)
 @click.option("--format", "output_format", type=click.Choice(["text", "markdown", "json"]), default="text")
@@ -541,7 +532,8 @@ def diff_command(sides, output_format, fail_on, limit):
             new_paths = materialize(new, paths, stack) if paths else [new]
         except RevisionError as e:
             raise click.UsageError(str(e)) from None
-        before, after = _checked_side(f"old ({old})", old_paths), _checked_side(f"new ({new})", new_paths)
+        before, after = (_checked_or_exit(_policy_paths(old_paths), f"old ({old})"),
+                          _checked_or_exit(_policy_paths(new_paths), f"new ({new})"))
         try:
             found = diff(before.checked, after.checked, limit)
         except AnalysisError as e:
