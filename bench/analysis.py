@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from interpreter import generated_policy  # bench/ is the script's folder
+from policies import large_set  # bench/ is the script's folder
 
 from policyc.analysis import analyze, diff
 from policyc.pipeline import load_and_check
@@ -47,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rules", type=int, default=1000)
     args = parser.parse_args()
-    text = generated_policy(args.rules)
+    text = large_set(args.rules)
     with tempfile.TemporaryDirectory() as work:
         old, check_seconds = checked(Path(work) / "old", text)
         new, _ = checked(Path(work) / "new", changed(text))

@@ -20,7 +20,8 @@ from lsprotocol import types
 from pygls.uris import from_fs_path
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from bench.interpreter import EXAMPLE, generated_policy  # noqa: E402
+from bench.interpreter import EXAMPLE  # noqa: E402
+from bench.policies import large_set  # noqa: E402
 from policyc.pipeline import load_and_check  # noqa: E402
 from tests.editor.test_lsp import Client, start, stop  # noqa: E402
 
@@ -58,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         generated = Path(folder) / "generated.policy"
-        generated.write_text(generated_policy(args.rules))
+        generated.write_text(large_set(args.rules))
         print(f"{'document':<28} {'in process (ms)':>16} {'edit to diagnostics (ms)':>26} {'ratio':>7}")
         for name, path in (("example payments.policy", EXAMPLE / "payments.policy"),
                            (f"generated, {args.rules:,} rules", generated)):
