@@ -19,10 +19,8 @@ from ..check import Checked
 from ..interpret.request import Decision
 from . import witness
 from .encode import Encoder, Outcome
-from .space import RequestSpace, Undecided, solve
+from .space import RequestSpace, Solution, Undecided, solve
 
-_WORD = z3.Plus(z3.Union(z3.Range("a", "z"), z3.Range("0", "9"), z3.Re("."), z3.Re("-"), z3.Re("_")))
-_READABLE_PATH = z3.Concat(z3.Re("/"), _WORD, z3.Plus(z3.Concat(z3.Re("/"), _WORD)))
 EQUIVALENT, NARROWER, BROADER, MIXED, CHANGED = "equivalent", "narrower", "broader", "mixed", "changed"
 UNDECIDED = "undecided"  # the solver gave up: the changes shown are real, the verdict unknown
 
@@ -143,7 +141,6 @@ class Differ:
                 if len(diffed.changes) == self.limit:
                     diffed.complete = False
                     break
-                model = self.readable(model, region, was, now)
                 change, block = self.change(model, diffed.hosts[0], was, now)
                 diffed.changes.append(change)
                 shown.append(block)
@@ -153,17 +150,7 @@ class Differ:
         diffed.verdict = (MIXED if {"gains", "loses"} <= accesses else BROADER if "gains" in accesses
                           else NARROWER if "loses" in accesses else CHANGED if diffed.changes else EQUIVALENT)
 
-    def readable(self, model: z3.ModelRef, region: z3.BoolRef, was: Outcome, now: Outcome) -> z3.ModelRef:
-        """A request of the same kind of change whose path reads like one: two or more segments of
-        lower-case letters, digits and `.-_` where the rules allow, rather than the shortest."""
-        kind = [term == model.eval(term, model_completion=True) for term in (was.status, was.rule, now.status,
-                                                                              now.rule)]
-        try:
-            return solve(self.space, region, *kind, z3.InRe(self.space.path, _READABLE_PATH)) or model
-        except Undecided:
-            return model
-
-    def change(self, model: z3.ModelRef, host: str, was: Outcome, now: Outcome) -> tuple[Change, z3.BoolRef]:
+    def change(self, model: Solution, host: str, was: Outcome, now: Outcome) -> tuple[Change, z3.BoolRef]:
         """The example `model` gives, confirmed by the interpreter, and the constraint that
         excludes its kind of change from the next questions."""
         values = [model.eval(term, model_completion=True).as_long() for term in (was.status, was.rule, now.status,

@@ -28,21 +28,6 @@ class Outcome:
     allowed: z3.BoolRef
 
 
-def _text(value: str) -> z3.SeqRef:
-    return z3.StringVal(value)
-
-
-def _compare(op: n.Op, text: z3.SeqRef, values: tuple[str, ...]) -> z3.BoolRef:
-    match op:
-        case n.Op.EQ | n.Op.IN:
-            return z3.Or([text == _text(v) for v in values])
-        case n.Op.PREFIX:
-            return z3.PrefixOf(_text(values[0]), text)
-        case n.Op.SUFFIX:
-            return z3.SuffixOf(_text(values[0]), text)
-    raise AssertionError(op)
-
-
 def _compare_jwt(op: n.Op, values: tuple[str, ...]) -> bool:
     """A test on `Authorization: Bearer <signed JWT>`: the JWT's text is a signature no literal
     predicts, so only what "Bearer " itself decides is known."""
@@ -52,24 +37,6 @@ def _compare_jwt(op: n.Op, values: tuple[str, ...]) -> bool:
         case n.Op.SUFFIX:
             return values[0] == ""
     return False
-
-
-def glob_regex(pattern: str, segment_char: z3.ReRef) -> z3.ReRef:
-    """`glob_matches` as a z3 regex: `*` is any run inside a segment, a `**` segment any number of
-    whole segments with their slashes (so `/a/**` matches `/a`)."""
-    pieces = []
-    for segment in pattern.split("/")[1:]:
-        if segment == "**":
-            pieces.append(z3.Star(z3.Concat(z3.Re("/"), z3.Star(segment_char))))
-            continue
-        parts = [z3.Re("/")]
-        for i, literal in enumerate(segment.split("*")):
-            if i:
-                parts.append(z3.Star(segment_char))
-            if literal:
-                parts.append(z3.Re(literal))
-        pieces.append(z3.Concat(*parts) if len(parts) > 1 else parts[0])
-    return z3.Concat(*pieces) if len(pieces) > 1 else pieces[0]
 
 
 class Encoder:
@@ -94,7 +61,7 @@ class Encoder:
         # The proxy drops one scheme and then one trailing slash from both sides.
         spellings = {f"{scheme}{_normalized_audience(a)}{slash}" for a in issuer.audiences
                      for scheme in ("", "https://", "http://") for slash in ("", "/")}
-        return z3.And(aud.kind == STRING, z3.Or([aud.text == _text(s) for s in sorted(spellings)]))
+        return z3.And(aud.kind == STRING, z3.Or([aud.text.equals(s) for s in sorted(spellings)]))
 
     def token_failure(self) -> tuple[z3.BoolRef, z3.BoolRef]:
         """(401, 403): a token presented and refused. With no issuer there is no token check."""
@@ -132,18 +99,18 @@ class Encoder:
             case n.PathTest(op, values):
                 return self.path_matches(op, values)
             case n.HeaderTest(name, op, values):
-                return self._header(name, lambda v: _compare(op, v, values), _compare_jwt(op, values))
+                return self._header(name, lambda v: v.test(op, values), _compare_jwt(op, values))
             case n.HeaderPresent(name):
                 return self._header(name, lambda v: z3.BoolVal(True), True)
             case n.HeaderEqualsClaim(name, claim):
                 c = space.claim(claim.path)
-                test = self._header(name, lambda v: v == c.text, False)
+                test = self._header(name, lambda v: v.same_as(c.text), False)
                 return z3.And(self.authenticated, c.kind == STRING, test)
             case n.SourceIn(cidrs):
                 return z3.Or([space.source_in(c) for c in cidrs])
             case n.ClaimTest(claim, op, values):
                 c = space.claim(claim.path)
-                test = c.contains(values[0]) if op is n.Op.CONTAINS else c.is_string(lambda t: _compare(op, t, values))
+                test = c.contains(values[0]) if op is n.Op.CONTAINS else c.is_string(op, values)
                 return z3.And(self.authenticated, test)
             case n.ClaimIsBool(claim, value):
                 c = space.claim(claim.path)
@@ -158,18 +125,7 @@ class Encoder:
         raise TypeError(f"no encoding for {type(expr).__name__}")
 
     def path_matches(self, op: n.Op, values: tuple[str, ...]) -> z3.BoolRef:
-        # Every path test is a regex membership: z3 mixes regexes with `PrefixOf` or `==` on the
-        # same string far worse (a glob and a negated prefix together can take it minutes).
-        match op:
-            case n.Op.EQ | n.Op.IN:
-                pattern = z3.Union(*[z3.Re(v) for v in values]) if len(values) > 1 else z3.Re(values[0])
-            case n.Op.PREFIX:
-                pattern = z3.Concat(z3.Re(values[0]), z3.Star(z3.AllChar(z3.ReSort(z3.StringSort()))))
-            case n.Op.GLOB:
-                pattern = glob_regex(values[0], self.space.path_characters)
-            case _:
-                raise AssertionError(op)
-        return z3.InRe(self.space.path, pattern)
+        return self.space.paths.atom(op, values)
 
     def _header(self, name: str, test, with_jwt: bool) -> z3.BoolRef:
         found = self.space.headers[name].any_value(test)
@@ -185,11 +141,11 @@ class Encoder:
 
     def _ent_holds(self, ref: str) -> z3.BoolRef:
         ent: Claim = self.space.claim(("ent",))
-        return z3.Or(z3.And(ent.kind == LIST, ent.holds(ref)), z3.And(ent.kind == STRING, ent.text == _text(ref)))
+        return z3.Or(z3.And(ent.kind == LIST, ent.holds(ref)), z3.And(ent.kind == STRING, ent.text.equals(ref)))
 
     def _sub_is(self, users) -> z3.BoolRef:
         sub = self.space.claim(("sub",))
-        return z3.And(sub.kind == STRING, z3.Or([sub.text == _text(u) for u in sorted(users)]))
+        return z3.And(sub.kind == STRING, z3.Or([sub.text.equals(u) for u in sorted(users)]))
 
     def member_of_group(self, group: str) -> z3.BoolRef:
         catalog = self.checked.catalog

@@ -17,7 +17,7 @@ import z3
 
 from .. import nodes as n
 from ..check import Checked
-from ..interpret.evaluator import Context, Evaluator
+from ..interpret.evaluator import path_matches
 from ..syntax.printer import expression
 from . import witness
 from .encode import Encoder
@@ -132,7 +132,7 @@ def residual(expr: n.Expr, method: str, path: str, checked: Checked) -> n.Expr |
         case n.MethodTest(_, methods):
             return method in methods
         case n.PathTest(op, values):
-            return Evaluator(checked, Context(method, path, {}, "", None)).path_matches(op, values)
+            return path_matches(op, values, path)
         case n.ConditionRef(name):
             return residual(checked.conditions[name].expr, method, path, checked)
         case n.Not(operand):
@@ -183,7 +183,7 @@ def who_can(checked: Checked, service_name: str, method: str, path: str) -> Acce
     access.deny = _conditions_of([r for r in service.rules if r.effect is n.Effect.DENY], method, path, checked)
     analyzer = Analyzer(checked)
     space, encoder = analyzer.space, analyzer.encoder
-    request = z3.And(space.method_in([method]), space.path == z3.StringVal(path))
+    request = z3.And(space.method_in([method]), space.paths.fixed(path))
     admitted = encoder.outcome(service).status == 200
 
     def verdict(caller: z3.BoolRef) -> str:
@@ -202,7 +202,7 @@ def who_can(checked: Checked, service_name: str, method: str, path: str) -> Acce
     token = z3.Or([encoder.valid[i.name] for i in issuers])
     for ref in sorted(checked.catalog.entities) if issuers else []:
         if ref.startswith("user:"):
-            access.callers[ref] = verdict(z3.And(token, sub.kind == STRING, sub.text == z3.StringVal(ref),
+            access.callers[ref] = verdict(z3.And(token, sub.kind == STRING, sub.text.equals(ref),
                                                  ent.kind == MISSING))
         elif ref.startswith("group:"):
             access.callers[ref] = verdict(z3.And(token, sub.kind == MISSING, ent.kind == LIST, ent.holds(ref)))

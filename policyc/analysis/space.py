@@ -6,7 +6,8 @@ The model is the request *after* the proxy's admission and normalization (docs/a
 - the method is one of those the policies name, or one more known method standing for all others;
 - the path is a normalized path: starts with `/`, no `//`, no `.` or `..` segment, only the
   characters a normalized path can hold. `%` appears only in the escapes the policies' own
-  literals spell, because an escape the policies never name behaves as any other character does;
+  literals spell, because an escape the policies never name behaves as any other character does.
+  It is seen through one Boolean per path test (policyc/analysis/paths.py);
 - each header a rule names holds up to `HEADER_SLOTS` values (one for the headers the proxy
   merges), printable ASCII without surrounding blanks;
 - the peer is an IPv4 address or an IPv6 address outside ::ffff:0:0/96, as a 128-bit vector;
@@ -20,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import count
 
 import z3
 
@@ -28,6 +30,7 @@ from ..catalog import normalize_ref
 from ..check import Checked
 from ..interpret.headers import MERGED_HEADERS
 from ..interpret.paths import KNOWN_METHODS, PATH_CHARACTERS
+from .paths import TIMEOUT_MS, PathAtoms, Undecided
 
 # Claim types. NUMBER stands for every JSON value no atom can satisfy (numbers, null).
 MISSING, STRING, BOOL, LIST, OBJECT, NUMBER = range(6)
@@ -65,13 +68,59 @@ def _escapes(text: str) -> set[str]:
     return {text[i:i + 3] for i in range(len(text) - 2) if text[i] == "%"}
 
 
+class Text:
+    """A string of the request that rules test. Compared with literals only, it is an integer,
+    one code per literal and any other value for "something else", which every such test treats
+    alike: z3 decides that far faster than strings. Tested with `prefix`, `suffix` or against
+    another string, it is a z3 string. `trimmed`: the proxy drops blanks around it (headers)."""
+
+    def __init__(self, name: str, general: bool, trimmed: bool = False):
+        self.general, self.trimmed = general, trimmed
+        self.term = z3.String(name) if general else z3.Int(name)
+        self.codes: dict[str, int] = {}
+
+    def equals(self, literal: str) -> z3.BoolRef:
+        if self.trimmed and literal != literal.strip(" \t"):
+            return z3.BoolVal(False)
+        if self.general:
+            return self.term == z3.StringVal(literal)
+        return self.term == self.codes.setdefault(literal, len(self.codes))
+
+    def test(self, op: n.Op, values: tuple[str, ...]) -> z3.BoolRef:
+        match op:
+            case n.Op.EQ | n.Op.IN:
+                return z3.Or([self.equals(v) for v in values])
+            case n.Op.PREFIX:
+                return z3.PrefixOf(z3.StringVal(values[0]), self.term)
+            case n.Op.SUFFIX:
+                return z3.SuffixOf(z3.StringVal(values[0]), self.term)
+        raise AssertionError(op)
+
+    def same_as(self, other: Text) -> z3.BoolRef:
+        return self.term == other.term
+
+    def domain(self) -> list[z3.BoolRef]:
+        if not (self.general and self.trimmed):
+            return []
+        return [z3.Not(f(z3.StringVal(blank), self.term)) for f in (z3.PrefixOf, z3.SuffixOf) for blank in " \t"]
+
+    def value(self, model) -> str:
+        """The string `model` gives: the literal of its code, or one no literal names."""
+        found = model.eval(self.term, model_completion=True)
+        if self.general:
+            return found.as_string()
+        literals = {code: literal for literal, code in self.codes.items()}
+        return literals.get(found.as_long()) or next(
+            other for other in (f"x{i}" if i else "x" for i in count()) if other not in self.codes)
+
+
 @dataclass
 class Claim:
     """One claim path of the token: its type, and its value for each type an atom can test."""
 
     path: tuple[str, ...]
     kind: z3.ArithRef
-    text: z3.SeqRef
+    text: Text
     flag: z3.BoolRef
     members: dict[str, z3.BoolRef] = field(default_factory=dict)
 
@@ -81,12 +130,12 @@ class Claim:
             self.members[value] = z3.Bool(f"claim{list(self.path)}∋{value!r}")
         return self.members[value]
 
-    def is_string(self, test) -> z3.BoolRef:
-        return z3.And(self.kind == STRING, test(self.text))
+    def is_string(self, op: n.Op, values: tuple[str, ...]) -> z3.BoolRef:
+        return z3.And(self.kind == STRING, self.text.test(op, values))
 
     def contains(self, value: str) -> z3.BoolRef:
         """`contains`: a list holding the string, or a string equal to it."""
-        return z3.Or(z3.And(self.kind == LIST, self.holds(value)), self.is_string(lambda s: s == z3.StringVal(value)))
+        return z3.Or(z3.And(self.kind == LIST, self.holds(value)), self.is_string(n.Op.EQ, (value,)))
 
 
 @dataclass
@@ -95,7 +144,7 @@ class Header:
 
     name: str
     present: list[z3.BoolRef]
-    values: list[z3.SeqRef]
+    values: list[Text]
 
     def any_value(self, test) -> z3.BoolRef:
         return z3.Or([z3.And(p, test(v)) for p, v in zip(self.present, self.values, strict=True)])
@@ -112,13 +161,12 @@ class RequestSpace:
         other = sorted(KNOWN_METHODS - set(methods) - {"CONNECT"})
         self.methods = methods + other[:1]
         self.method = z3.Int("method")
-        self.path = z3.String("path")
-        escapes = set()
-        for e in exprs:
-            if isinstance(e, n.PathTest):
-                for value in e.values:
-                    escapes |= _escapes(value)
-        self.escapes = sorted(escapes)
+        path_tests = [e for e in exprs if isinstance(e, n.PathTest)]
+        self.escapes = sorted({escape for e in path_tests for value in e.values for escape in _escapes(value)})
+        self.paths = PathAtoms(self.path_characters, self.path_shape)
+        for e in path_tests:  # all of them now, so that `paths.fixed` decides every test
+            self.paths.atom(e.op, e.values)
+        self.general = _general_texts(exprs)
         self.headers = {name: self._header(name, count) for name, count in _header_tests(exprs).items()}
         self.v6 = z3.Bool("source_is_ipv6")
         self.address = z3.BitVec("source", 128)
@@ -134,12 +182,12 @@ class RequestSpace:
     def _header(self, name: str, tests: int) -> Header:
         slots = 1 if name in MERGED_HEADERS else max(1, min(tests, HEADER_SLOTS))
         return Header(name, [z3.Bool(f"header[{name!r}]#{i}") for i in range(slots)],
-                      [z3.String(f"header[{name!r}]={i}") for i in range(slots)])
+                      [Text(f"header[{name!r}]={i}", name in self.general, trimmed=True) for i in range(slots)])
 
     def claim(self, path: tuple[str, ...]) -> Claim:
         if path not in self.claims:
             label = f"claim{list(path)}"
-            self.claims[path] = Claim(path, z3.Int(f"{label}:type"), z3.String(f"{label}:text"),
+            self.claims[path] = Claim(path, z3.Int(f"{label}:type"), Text(f"{label}:text", path in self.general),
                                       z3.Bool(f"{label}:bool"))
         return self.claims[path]
 
@@ -178,15 +226,11 @@ class RequestSpace:
     @cached_property
     def domain(self) -> tuple[z3.BoolRef, ...]:
         """What keeps every variable to a request the proxy can hand to the filters."""
-        facts = [self.method >= 0, self.method < len(self.methods), z3.InRe(self.path, self.path_shape),
-                 self.token >= 0, self.token < len(self.token_kinds)]
+        facts = [self.method >= 0, self.method < len(self.methods), self.token >= 0, self.token < len(self.token_kinds)]
         mapped = ipaddress.IPv6Network("::ffff:0:0/96")
         facts += [z3.Implies(z3.Not(self.v6), z3.ULT(self.address, 2 ** 32)),
                   z3.Implies(self.v6, z3.Extract(127, 32, self.address) != int(mapped.network_address) >> 32)]
-        for header in self.headers.values():
-            for value in header.values:  # the proxy drops blanks around a value
-                facts += [z3.Not(z3.PrefixOf(z3.StringVal(blank), value)) for blank in " \t"]
-                facts += [z3.Not(z3.SuffixOf(z3.StringVal(blank), value)) for blank in " \t"]
+        facts += [fact for header in self.headers.values() for value in header.values for fact in value.domain()]
         facts += self._token_domain()
         return tuple(facts)
 
@@ -207,7 +251,7 @@ class RequestSpace:
         """The Authorization value carries the token: without one it holds no "Bearer ", the
         garbage token is "Bearer x", and a signed one is present (`Encoder` decides the tests on
         its text, which no literal can predict)."""
-        (present,), (value,) = header.present, header.values
+        (present,), (value,) = header.present, [v.term for v in header.values]
         return [
             z3.Implies(self.token_is(TOKEN_NONE), z3.Not(z3.Contains(value, z3.StringVal("Bearer ")))),
             z3.Implies(self.token_is(TOKEN_GARBAGE), z3.And(present, value == z3.StringVal("Bearer x"))),
@@ -227,8 +271,8 @@ def _registered_shape(space: RequestSpace, path: tuple[str, ...], claim: Claim) 
     match path[0]:
         case "iss":
             urls = [(space.token_is(k), k) for k in space.token_kinds[2:-1]]
-            same = z3.Or([z3.And(is_kind, claim.text == z3.StringVal(url)) for is_kind, url in urls])
-            foreign = z3.And(space.token_is(TOKEN_FOREIGN), claim.text == z3.StringVal(FOREIGN_ISSUER))
+            same = z3.Or([z3.And(is_kind, claim.text.equals(url)) for is_kind, url in urls])
+            foreign = z3.And(space.token_is(TOKEN_FOREIGN), claim.text.equals(FOREIGN_ISSUER))
             return z3.And(claim.kind == STRING, z3.Or(same, foreign, z3.Not(space.signed_token())))
         case "exp" | "iat" | "nbf":
             return claim.kind == NUMBER
@@ -244,6 +288,18 @@ def _header_tests(exprs: list[n.Expr]) -> dict[str, int]:
     return {name: len(found) for name, found in sorted(atoms.items())}
 
 
+def _general_texts(exprs: list[n.Expr]) -> set:
+    """The headers (by name) and claims (by path) some test reads as more than a literal's equal:
+    a `prefix` or `suffix`, or a header compared with a claim. Authorization holds the token."""
+    general: set = {"authorization"}
+    for e in exprs:
+        if isinstance(e, n.HeaderTest | n.ClaimTest) and e.op in (n.Op.PREFIX, n.Op.SUFFIX):
+            general.add(e.name if isinstance(e, n.HeaderTest) else e.claim.path)
+        elif isinstance(e, n.HeaderEqualsClaim):
+            general |= {e.name, e.claim.path}
+    return general
+
+
 def _claim_paths(exprs: list[n.Expr]) -> set[tuple[str, ...]]:
     return {e.claim.path for e in exprs if isinstance(e, n.ClaimTest | n.ClaimIsBool | n.HeaderEqualsClaim)}
 
@@ -252,23 +308,28 @@ def group_ref(group: str) -> str:
     return normalize_ref(group, "group")
 
 
-# How long one question may take. z3's string solver is usually done in well under a second, but
-# a few mixes of regexes make it search for long; then the answer is "undecided", never a guess.
-TIMEOUT_MS = 10_000
+@dataclass(frozen=True)
+class Solution:
+    """A model of a question, with the concrete path its path atoms stand for."""
+
+    model: z3.ModelRef
+    path: str
+
+    def eval(self, term, model_completion: bool = False):
+        return self.model.eval(term, model_completion=model_completion)
 
 
-class Undecided(RuntimeError):
-    """The solver gave up on a question: nothing may be concluded from it."""
-
-
-def solve(space: RequestSpace, *facts: z3.BoolRef) -> z3.ModelRef | None:
-    """A model of the request space's domain and `facts`, or None when there is none. Each question
-    gets a fresh solver: z3's incremental mode (push/pop, assumptions) skips the preprocessing that
-    makes string and regex questions fast."""
+def solve(space: RequestSpace, *facts: z3.BoolRef) -> Solution | None:
+    """A request of the space that makes `facts` hold, or None when there is none. A choice of
+    path tests no path satisfies is ruled out by a lemma and the solver asked again."""
     solver = z3.Solver()
     solver.set("timeout", TIMEOUT_MS)
-    solver.add(*space.domain, *facts)
-    result = solver.check()
+    solver.add(*space.domain, *space.paths.facts(), *facts)
+    while (result := solver.check()) == z3.sat:
+        model = solver.model()
+        if (path := space.paths.realize(model)) is not None:
+            return Solution(model, path)
+        solver.add(space.paths.lemmas[-1])
     if result == z3.unknown:
         raise Undecided(solver.reason_unknown())
-    return solver.model() if result == z3.sat else None
+    return None

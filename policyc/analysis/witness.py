@@ -31,6 +31,7 @@ from .space import (
     TOKEN_GARBAGE,
     TOKEN_NONE,
     RequestSpace,
+    Solution,
 )
 
 
@@ -63,10 +64,6 @@ class Example:
     description: dict
 
 
-def _text(model: z3.ModelRef, term) -> str:
-    return model.eval(term, model_completion=True).as_string()
-
-
 def _int(model: z3.ModelRef, term) -> int:
     return model.eval(term, model_completion=True).as_long()
 
@@ -92,7 +89,7 @@ def _claim_value(model: z3.ModelRef, claim):
     """The JSON value of a claim in `model`, None when it is missing."""
     kind = _int(model, claim.kind)
     if kind == STRING:
-        return _text(model, claim.text)
+        return claim.text.value(model)
     if kind == BOOL:
         return _true(model, claim.flag)
     if kind == LIST:
@@ -111,11 +108,11 @@ def _claims(model: z3.ModelRef, space: RequestSpace, iss: str, now: int) -> dict
     return claims
 
 
-def example(model: z3.ModelRef, space: RequestSpace, host: str, signer: Signer, checked_by_url: dict,
+def example(model: Solution, space: RequestSpace, host: str, signer: Signer, checked_by_url: dict,
             now: int) -> Example:
     """The request `model` describes, sent to `host`. `checked_by_url` names each issuer url's
     issuer, for the description."""
-    path = _text(model, space.path)
+    path = model.path
     method = space.methods[_int(model, space.method)]
     kind = space.token_kinds[_int(model, space.token)]
     headers: list[tuple[str, str]] = []
@@ -126,7 +123,7 @@ def example(model: z3.ModelRef, space: RequestSpace, host: str, signer: Signer, 
             continue
         for present, value in zip(header.present, header.values, strict=True):
             if _true(model, present):
-                headers.append((name, _text(model, value)))
+                headers.append((name, value.value(model)))
                 shown.setdefault(name, []).append(headers[-1][1])
     description = {"method": method, "path": path, "host": host}
     token = None

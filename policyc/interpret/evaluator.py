@@ -65,6 +65,18 @@ def _compare_string(op: n.Op, value, wanted: tuple[str, ...]) -> bool:
     raise AssertionError(op)
 
 
+def path_matches(op: n.Op, values: tuple[str, ...], path: str) -> bool:
+    """A path test on a normalized path."""
+    match op:
+        case n.Op.EQ | n.Op.IN:
+            return path in values
+        case n.Op.PREFIX:
+            return path.startswith(values[0])
+        case n.Op.GLOB:
+            return glob_matches(values[0], path)
+    raise AssertionError(op)
+
+
 def _peer_values(peer: Peer, field: n.PeerField) -> tuple[str, ...]:
     return {n.PeerField.URI: peer.uris, n.PeerField.DNS: peer.dns, n.PeerField.SUBJECT: (peer.subject,)}[field]
 
@@ -78,17 +90,6 @@ class Evaluator:
 
     def holds(self, expr: n.Expr) -> bool:
         return _ATOMS[type(expr)](self, expr)
-
-    def path_matches(self, op: n.Op, values: tuple[str, ...]) -> bool:
-        path = self.ctx.path
-        match op:
-            case n.Op.EQ | n.Op.IN:
-                return path in values
-            case n.Op.PREFIX:
-                return path.startswith(values[0])
-            case n.Op.GLOB:
-                return glob_matches(values[0], path)
-        raise AssertionError(op)
 
     def claim(self, claim: n.Claim):
         return claim_value(self.ctx.token.claims, claim.path) if self.ctx.token else None
@@ -126,7 +127,7 @@ _ATOMS: dict[type, Callable[[Evaluator, n.Expr], bool]] = {
     n.Authenticated: lambda ev, e: ev.ctx.token is not None,
     n.IssuerIs: lambda ev, e: ev.ctx.token is not None and ev.ctx.token.issuer == e.name,
     n.MethodTest: lambda ev, e: ev.ctx.method in e.methods,
-    n.PathTest: lambda ev, e: ev.path_matches(e.op, e.values),
+    n.PathTest: lambda ev, e: path_matches(e.op, e.values, ev.ctx.path),
     n.HeaderTest: lambda ev, e: any(_compare_string(e.op, v, e.values) for v in ev.ctx.headers.get(e.name, ())),
     n.HeaderPresent: lambda ev, e: e.name in ev.ctx.headers,
     n.HeaderEqualsClaim: lambda ev, e: _header_equals(ev.claim(e.claim), ev.ctx.headers.get(e.name, ())),

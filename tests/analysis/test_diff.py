@@ -24,6 +24,8 @@ def test_widening_a_glob_is_broader_and_shows_a_newly_allowed_request(tmp_path):
         path = change.request["path"]
         assert path.startswith("/api") and not path.startswith("/api/v1/") and path != "/api/v1"
         assert change.request["token"]["issuer"] == "idp"
+    # The example sits just outside the old glob, where a reviewer looks first.
+    assert service.changes[0].request["path"].startswith("/api/v2/")
 
 
 def test_the_same_policy_is_equivalent_even_when_solved(tmp_path):
