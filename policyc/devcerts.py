@@ -69,12 +69,15 @@ def make_ca(common_name: str, valid_from: datetime.datetime | None = None, valid
 
 
 def issue(ca: Issued, common_name: str, uris=(), dns=(), organization: str | None = None,
-          valid_from: datetime.datetime | None = None, valid_days: float = 365, server: bool = False) -> Issued:
-    """A leaf certificate signed by `ca` with these SANs, for a client (or, with `server`, a listener)."""
+          valid_from: datetime.datetime | None = None, valid_days: float = 365, server: bool = False,
+          subject: x509.Name | None = None) -> Issued:
+    """A leaf certificate signed by `ca` with these SANs, for a client (or, with `server`, a listener).
+    `subject` replaces the name made of `common_name` and `organization`."""
     key = ec.generate_private_key(ec.SECP256R1())
     start, end = _window(valid_from, valid_days)
     builder = (
-        x509.CertificateBuilder().subject_name(_name(common_name, organization)).issuer_name(ca.certificate.subject)
+        x509.CertificateBuilder().subject_name(subject or _name(common_name, organization))
+        .issuer_name(ca.certificate.subject)
         .public_key(key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(start).not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

@@ -13,7 +13,7 @@ from .. import nodes as n
 from ..catalog import normalize_ref
 from ..check import Checked
 from ..interpret.tokens import _normalized_audience
-from .space import BOOL, LIST, STRING, TOKEN_FOREIGN, TOKEN_GARBAGE, Claim, RequestSpace
+from .space import BOOL, LIST, STRING, TOKEN_FOREIGN, TOKEN_GARBAGE, Claim, RequestSpace, fingerprint
 
 _BEARER = "Bearer "
 
@@ -48,6 +48,11 @@ class Encoder:
         self._conditions: dict[str, z3.BoolRef] = {}
         self.valid = {name: self._valid(issuer) for name, issuer in checked.issuers.items()}
         self.authenticated = z3.Or(list(self.valid.values())) if self.valid else z3.BoolVal(False)
+        self.trust_of = _trust_of_ca(checked)
+        self.verified = space.issued_by(set(self.trust_of))
+        # Without a trust the listener asks for no certificate: one offered is not seen at all.
+        self.handshake_refused = z3.And(space.certificate != -1, z3.Not(self.verified)) if checked.trusts \
+            else z3.BoolVal(False)
 
     # ---------------------------------------------------------------- the token check
 
@@ -119,9 +124,12 @@ class Encoder:
                 return self.member_of_group(normalize_ref(group, "group"))
             case n.MemberOwners(entity):
                 return self.is_owner(normalize_ref(entity, None))
-            case n.PeerTest() | n.PeerTrusted():
-                # Client certificates are not modelled: callers have none, so peer atoms are false.
-                return z3.BoolVal(False)
+            case n.PeerTest(field, op, values):
+                return z3.And(self.verified, space.peer_values(field).any_value(lambda v: v.test(op, values)))
+            case n.PeerTrusted(None):
+                return self.verified
+            case n.PeerTrusted(trust):
+                return space.issued_by({ca for ca, name in self.trust_of.items() if name == trust})
         raise TypeError(f"no encoding for {type(expr).__name__}")
 
     def path_matches(self, op: n.Op, values: tuple[str, ...]) -> z3.BoolRef:
@@ -171,7 +179,7 @@ class Encoder:
         refused = z3.Or(unauthenticated, forbidden)
         refused_status = z3.If(unauthenticated, 401, 403)
         if service is None:
-            return Outcome(z3.If(refused, refused_status, 404), z3.IntVal(-1), z3.BoolVal(False))
+            return self._handshake(Outcome(z3.If(refused, refused_status, 404), z3.IntVal(-1), z3.BoolVal(False)))
         denies = self.rule_matches(service, n.Effect.DENY)
         allows = self.rule_matches(service, n.Effect.ALLOW)
         rule = z3.IntVal(-1)
@@ -182,4 +190,20 @@ class Encoder:
         status = z3.If(refused, refused_status, z3.If(denied, 403, z3.If(allowed, 200, 403)))
         rule = z3.If(refused, -1, rule)
         reaches = z3.BoolVal(True) if service.mode is n.Mode.DRY_RUN else status == 200
-        return Outcome(status, rule, reaches)
+        return self._handshake(Outcome(status, rule, reaches))
+
+    def _handshake(self, outcome: Outcome) -> Outcome:
+        """A certificate the listener does not trust ends the connection before any HTTP: status 0."""
+        refused = self.handshake_refused
+        return Outcome(z3.If(refused, 0, outcome.status), z3.If(refused, -1, outcome.rule),
+                       z3.And(z3.Not(refused), outcome.allowed))
+
+
+def _trust_of_ca(checked: Checked) -> dict[str, str]:
+    """Per trusted CA (fingerprint), the trust that names a certificate it issued: the first by
+    name, as the listener's verification reports it."""
+    found: dict[str, str] = {}
+    for name, cas in sorted(checked.trusts.items()):
+        for ca in cas:
+            found.setdefault(fingerprint(ca), name)
+    return found

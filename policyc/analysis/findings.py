@@ -5,7 +5,8 @@ Findings, per service:
 - `never-matches`: no request the proxy lets through to the rules can match the rule;
 - `shadowed`: an allow rule every one of whose requests a deny rule refuses;
 - `redundant`: an allow rule every one of whose admitted requests another allow rule admits too;
-- `anonymous`: an allow rule that admits callers without a token, with an example request
+- `anonymous`: an allow rule that admits callers without a token or client certificate, with an
+  example request
   replayed through the interpreter.
 """
 
@@ -48,8 +49,9 @@ class Analyzer:
         self.issuer_names = {i.url: name for name, i in checked.issuers.items()}
 
     def solve(self, *facts: z3.BoolRef) -> z3.ModelRef | None:
-        # Rules are consulted only when the token check let the request through.
-        return solve(self.space, z3.Not(z3.Or(*self.encoder.token_failure())), *facts)
+        # Rules are consulted only when the handshake and the token check let the request through.
+        passed = z3.Not(z3.Or(self.encoder.handshake_refused, *self.encoder.token_failure()))
+        return solve(self.space, passed, *facts)
 
     def possible(self, *facts: z3.BoolRef) -> bool:
         return self.solve(*facts) is not None
@@ -74,9 +76,9 @@ class Analyzer:
 
     def rule_findings(self, service: n.Service, rule: n.Rule, matches, denies, allows) -> list[Finding]:
         if not self.possible(matches[rule.name]):
-            if _tests_peers(self.checked, rule.expr):
+            if _tests_subject_pattern(self.checked, rule.expr):
                 return [Finding("not-analysed", service.name, rule.name,
-                                "matches only callers with a client certificate, which the analysis does not model")]
+                                "its certificate subject test needs a subject shape the analysis does not generate")]
             return [Finding("never-matches", service.name, rule.name, "no request that reaches the rules can match it")]
         if rule.effect is n.Effect.ALLOW:
             return self.allow_findings(service, rule.name, matches, denies, allows)
@@ -92,7 +94,7 @@ class Analyzer:
         if others and not self.possible(admitted, z3.Not(z3.Or([matches[a] for a in others]))):
             by = self.covering(admitted, others, matches)
             found.append(Finding("redundant", service.name, name, f"every request it admits is admitted by {by}"))
-        if model := self.solve(admitted, self.space.token_is(TOKEN_NONE)):
+        if model := self.solve(admitted, self.space.token_is(TOKEN_NONE), self.space.certificate == -1):
             found.append(self.anonymous(model, service, name))
         return found
 
@@ -108,14 +110,18 @@ class Analyzer:
         decision = witness.replay(self.checked, example, self.signer, self.now)
         rule = model.eval(self.encoder.outcome(service).rule, model_completion=True).as_long()
         witness.confirm(decision, 200, self.space.rule_names[rule], True, f"anonymous request {example.description}")
-        return Finding("anonymous", service.name, name, "admits callers without a token", example.description)
+        return Finding("anonymous", service.name, name, "admits callers without a token or certificate",
+                       example.description)
 
 
-def _tests_peers(checked: Checked, expr: n.Expr) -> bool:
-    """Whether `expr`, with its named conditions written out, tests the client certificate."""
-    return any(isinstance(node, n.PeerTest | n.PeerTrusted)
-               or isinstance(node, n.ConditionRef) and _tests_peers(checked, checked.conditions[node.name].expr)
-               for node in n.walk(expr))
+def _tests_subject_pattern(checked: Checked, expr: n.Expr) -> bool:
+    """Whether `expr`, with its named conditions written out, tests the certificate subject with
+    `prefix` or `suffix` (subjects are generated as `CN=…` or as the literals tests spell)."""
+    def pattern(node) -> bool:
+        return isinstance(node, n.PeerTest) and node.field is n.PeerField.SUBJECT and node.op in (n.Op.PREFIX,
+                                                                                                   n.Op.SUFFIX)
+    return any(pattern(node) or isinstance(node, n.ConditionRef)
+               and _tests_subject_pattern(checked, checked.conditions[node.name].expr) for node in n.walk(expr))
 
 
 def analyze(checked: Checked) -> list[Finding]:
@@ -196,7 +202,7 @@ def who_can(checked: Checked, service_name: str, method: str, path: str) -> Acce
         except Undecided:
             return "undecided"
 
-    access.anonymous = verdict(space.token_is(TOKEN_NONE))
+    access.anonymous = verdict(z3.And(space.token_is(TOKEN_NONE), space.certificate == -1))
     issuers = [i for i in checked.issuers.values() if i.catalog_users]
     sub, ent = space.claim(("sub",)), space.claim(("ent",))
     token = z3.Or([encoder.valid[i.name] for i in issuers])

@@ -24,6 +24,8 @@ from functools import cached_property
 from itertools import count
 
 import z3
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from .. import nodes as n
 from ..catalog import normalize_ref
@@ -40,6 +42,11 @@ REGISTERED = {"iss", "exp", "iat", "nbf", "aud", "sub", "jti"}
 # than this many distinct values of one header at once (docs/analysis.md, "Bounds").
 HEADER_SLOTS = 4
 TOKEN_NONE, TOKEN_GARBAGE, TOKEN_FOREIGN = "none", "garbage", "foreign"
+# What a certificate carries when a test reads more than a literal's equal: SANs in visible
+# ASCII, subjects as `CN=` and a plain name, or one the tests spell (docs/analysis.md, "Bounds").
+SAN_SHAPE = z3.Plus(z3.Range("!", "~"))
+SUBJECT_SHAPE = z3.Concat(z3.Re("CN="), z3.Plus(z3.Union(z3.Range("a", "z"), z3.Range("A", "Z"), z3.Range("0", "9"),
+                                                         z3.Re("."), z3.Re("-"), z3.Re("_"))))
 FOREIGN_ISSUER = "https://unknown-issuer.invalid/"
 
 
@@ -74,8 +81,9 @@ class Text:
     alike: z3 decides that far faster than strings. Tested with `prefix`, `suffix` or against
     another string, it is a z3 string. `trimmed`: the proxy drops blanks around it (headers)."""
 
-    def __init__(self, name: str, general: bool, trimmed: bool = False):
-        self.general, self.trimmed = general, trimmed
+    def __init__(self, name: str, general: bool, trimmed: bool = False, shape: z3.ReRef | None = None,
+                 other: str = "x"):
+        self.general, self.trimmed, self.shape, self.other = general, trimmed, shape, other
         self.term = z3.String(name) if general else z3.Int(name)
         self.codes: dict[str, int] = {}
 
@@ -100,9 +108,12 @@ class Text:
         return self.term == other.term
 
     def domain(self) -> list[z3.BoolRef]:
-        if not (self.general and self.trimmed):
+        if not self.general:
             return []
-        return [z3.Not(f(z3.StringVal(blank), self.term)) for f in (z3.PrefixOf, z3.SuffixOf) for blank in " \t"]
+        facts = [z3.InRe(self.term, self.shape)] if self.shape is not None else []
+        if self.trimmed:
+            facts += [z3.Not(f(z3.StringVal(blank), self.term)) for f in (z3.PrefixOf, z3.SuffixOf) for blank in " \t"]
+        return facts
 
     def value(self, model) -> str:
         """The string `model` gives: the literal of its code, or one no literal names."""
@@ -111,7 +122,7 @@ class Text:
             return found.as_string()
         literals = {code: literal for literal, code in self.codes.items()}
         return literals.get(found.as_long()) or next(
-            other for other in (f"x{i}" if i else "x" for i in count()) if other not in self.codes)
+            other for other in (f"{self.other}{i}" if i else self.other for i in count()) if other not in self.codes)
 
 
 @dataclass
@@ -140,7 +151,8 @@ class Claim:
 
 @dataclass
 class Header:
-    """One header a rule names: up to `len(values)` values, each present or not."""
+    """One header a rule names (or the SANs of one kind of a client certificate): up to
+    `len(values)` values, each present or not."""
 
     name: str
     present: list[z3.BoolRef]
@@ -178,6 +190,40 @@ class RequestSpace:
         self.claims: dict[tuple[str, ...], Claim] = {}
         for path in sorted(_claim_paths(exprs)) + [("aud",), ("sub",), ("ent",)]:
             self.claim(path)
+        self._peer(versions, exprs)
+
+    def _peer(self, versions: list[Checked], exprs: list[n.Expr]) -> None:
+        """The client certificate: none, or one issued by one of the trusts' CAs or by a CA none of
+        them trusts, with its SANs and subject."""
+        self.trusts_of_ca: dict[str, set[str]] = {}
+        for checked in versions:
+            for name, cas in checked.trusts.items():
+                for ca in cas:
+                    self.trusts_of_ca.setdefault(fingerprint(ca), set()).add(name)
+        self.cas = sorted(self.trusts_of_ca)
+        self.certificate = z3.Int("certificate")  # -1: none; i: issued by cas[i]; len(cas): by a stranger
+        tests = [e for e in exprs if isinstance(e, n.PeerTest)]
+        self.sans = {field: self._sans(field, len({e for e in tests if e.field is field}))
+                     for field in (n.PeerField.URI, n.PeerField.DNS)}
+        named = sorted({v for e in tests if e.field is n.PeerField.SUBJECT and e.op in (n.Op.EQ, n.Op.IN)
+                        for v in e.values})
+        self.subject = Text("peer.subject", ("peer", n.PeerField.SUBJECT) in self.general, other="CN=x",
+                            shape=z3.Union(SUBJECT_SHAPE, *[z3.Re(v) for v in named]) if named else SUBJECT_SHAPE)
+
+    def _sans(self, field: n.PeerField, tests: int) -> Header:
+        slots = range(max(1, min(tests, HEADER_SLOTS)))
+        general = ("peer", field) in self.general
+        return Header(f"peer.{field}", [z3.Bool(f"peer.{field}#{i}") for i in slots],
+                      [Text(f"peer.{field}={i}", general, shape=SAN_SHAPE) for i in slots])
+
+    def issued_by(self, cas: set[str]) -> z3.BoolRef:
+        """The client presented a certificate issued by one of the CAs `cas` (fingerprints)."""
+        return z3.Or([self.certificate == i for i, ca in enumerate(self.cas) if ca in cas])
+
+    def peer_values(self, field: n.PeerField) -> Header:
+        if field is n.PeerField.SUBJECT:
+            return Header("peer.subject", [z3.BoolVal(True)], [self.subject])
+        return self.sans[field]
 
     def _header(self, name: str, tests: int) -> Header:
         slots = 1 if name in MERGED_HEADERS else max(1, min(tests, HEADER_SLOTS))
@@ -226,11 +272,13 @@ class RequestSpace:
     @cached_property
     def domain(self) -> tuple[z3.BoolRef, ...]:
         """What keeps every variable to a request the proxy can hand to the filters."""
-        facts = [self.method >= 0, self.method < len(self.methods), self.token >= 0, self.token < len(self.token_kinds)]
+        facts = [self.method >= 0, self.method < len(self.methods), self.certificate >= -1,
+                 self.certificate <= len(self.cas), self.token >= 0, self.token < len(self.token_kinds)]
         mapped = ipaddress.IPv6Network("::ffff:0:0/96")
         facts += [z3.Implies(z3.Not(self.v6), z3.ULT(self.address, 2 ** 32)),
                   z3.Implies(self.v6, z3.Extract(127, 32, self.address) != int(mapped.network_address) >> 32)]
-        facts += [fact for header in self.headers.values() for value in header.values for fact in value.domain()]
+        texts = [*(v for h in [*self.headers.values(), *self.sans.values()] for v in h.values), self.subject]
+        facts += [fact for text in texts for fact in text.domain()]
         facts += self._token_domain()
         return tuple(facts)
 
@@ -293,11 +341,16 @@ def _general_texts(exprs: list[n.Expr]) -> set:
     a `prefix` or `suffix`, or a header compared with a claim. Authorization holds the token."""
     general: set = {"authorization"}
     for e in exprs:
-        if isinstance(e, n.HeaderTest | n.ClaimTest) and e.op in (n.Op.PREFIX, n.Op.SUFFIX):
-            general.add(e.name if isinstance(e, n.HeaderTest) else e.claim.path)
+        if isinstance(e, n.HeaderTest | n.ClaimTest | n.PeerTest) and e.op in (n.Op.PREFIX, n.Op.SUFFIX):
+            general.add(e.name if isinstance(e, n.HeaderTest) else e.claim.path if isinstance(e, n.ClaimTest)
+                        else ("peer", e.field))
         elif isinstance(e, n.HeaderEqualsClaim):
             general |= {e.name, e.claim.path}
     return general
+
+
+def fingerprint(ca: x509.Certificate) -> str:
+    return ca.fingerprint(hashes.SHA256()).hex()
 
 
 def _claim_paths(exprs: list[n.Expr]) -> set[tuple[str, ...]]:

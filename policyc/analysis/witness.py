@@ -4,21 +4,25 @@ it through the reference interpreter, which has the last word.
 
 Every issuer gets a made-up signing key per issuer `url`, shared by the versions compared, so a
 token means the same in both; the versions' own keys are replaced by those (key rotation is not
-analysed).
+analysed). Likewise every trusted CA (by fingerprint) gets a made-up CA that issues the example's
+client certificate, and the replay trusts the made-up CAs in place of the real ones.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import z3
+from cryptography import x509
 
-from .. import devtokens
+from .. import devcerts, devtokens
+from .. import nodes as n
 from ..check import Checked
 from ..harness.generate import put_claim
 from ..interpret import evaluate
+from ..interpret.peer import ClientCertificate
 from ..interpret.request import Decision, RawRequest
 from .space import (
     BOOL,
@@ -32,6 +36,7 @@ from .space import (
     TOKEN_NONE,
     RequestSpace,
     Solution,
+    fingerprint,
 )
 
 
@@ -42,9 +47,20 @@ class AnalysisError(AssertionError):
 
 @dataclass
 class Signer:
-    """A made-up private key per issuer url (and one for the unknown issuer)."""
+    """A made-up private key per issuer url (and one for the unknown issuer), and a made-up CA per
+    trusted CA's fingerprint (and one no policy trusts)."""
 
     keys: dict[str, dict] = field(default_factory=dict)
+    cas: dict[str, devcerts.Issued] = field(default_factory=dict)
+
+    def ca(self, fingerprint: str | None) -> devcerts.Issued:
+        if fingerprint not in self.cas:
+            self.cas[fingerprint] = devcerts.make_ca(f"analysis CA {len(self.cas)}")
+        return self.cas[fingerprint]
+
+    def trusts(self, checked: Checked) -> dict[str, tuple[x509.Certificate, ...]]:
+        """`checked`'s trusts with each CA replaced by its made-up one."""
+        return {name: tuple(self.ca(fingerprint(ca)).certificate for ca in cas) for name, cas in checked.trusts.items()}
 
     def key(self, url: str) -> dict:
         if url not in self.keys:
@@ -142,11 +158,32 @@ def example(model: Solution, space: RequestSpace, host: str, signer: Signer, che
         description["headers"] = {k: v[0] if len(v) == 1 else v for k, v in shown.items()}
     source = _source(model, space)
     description["source"] = source
-    return Example(RawRequest(method, target_for(path), host, tuple(headers), source), description)
+    certificate, described = _certificate(model, space, signer)
+    if certificate:
+        description["certificate"] = described
+    return Example(RawRequest(method, target_for(path), host, tuple(headers), source, certificate=certificate),
+                   description)
 
 
 def replay(checked: Checked, example_request: Example, signer: Signer, now: int) -> Decision:
-    return evaluate(checked, example_request.request, now, keys=signer.published(checked))
+    with_made_up_cas = replace(checked, trusts=signer.trusts(checked))
+    return evaluate(with_made_up_cas, example_request.request, now, keys=signer.published(checked))
+
+
+def _certificate(model: Solution, space: RequestSpace, signer: Signer) -> tuple[ClientCertificate | None, dict]:
+    """The client certificate `model` describes, and its description."""
+    issuer = _int(model, space.certificate)
+    if issuer < 0:
+        return None, {}
+    uris, dns = ([value.value(model) for present, value in zip(sans.present, sans.values, strict=True)
+                  if _true(model, present)] for sans in (space.sans[n.PeerField.URI], space.sans[n.PeerField.DNS]))
+    subject = space.subject.value(model)
+    ca = signer.ca(space.cas[issuer] if issuer < len(space.cas) else None)
+    leaf = devcerts.issue(ca, "", uris=uris, dns=dns, subject=x509.Name.from_rfc4514_string(subject))
+    trusts = sorted(space.trusts_of_ca[space.cas[issuer]]) if issuer < len(space.cas) else []
+    described = {"issued by": f"the CA of trust {' / '.join(trusts)}" if trusts else "a CA no policy trusts",
+                 "subject": subject} | ({"uri": uris} if uris else {}) | ({"dns": dns} if dns else {})
+    return ClientCertificate(leaf.cert_pem, leaf.key_pem), described
 
 
 def enforced(decision: Decision) -> int:
