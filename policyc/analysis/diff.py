@@ -98,9 +98,9 @@ def _rule_edits(diffed: ServiceDiff, old: n.Service | None, new: n.Service | Non
 
 
 def _unchanged(old: Checked, new: Checked, before: n.Service | None, after: n.Service | None) -> bool:
-    """Alike in everything a decision reads: the service, conditions, issuers and catalog."""
+    """Alike in everything a decision reads: the service, conditions, issuers, catalog and trusts."""
     return (before == after and old.conditions == new.conditions and old.issuers == new.issuers
-            and old.catalog == new.catalog)
+            and old.catalog == new.catalog and old.trusts == new.trusts)
 
 
 class Differ:

@@ -18,7 +18,8 @@ def decision_text(decision: Decision) -> str:
 
 
 def request_text(request: dict) -> list[str]:
-    """A request in a few lines: request line and host, then headers, token and source."""
+    """A request in a few lines: request line and host, then headers, token, client certificate
+    and source."""
     lines = [f"{request['method']} {request['path']}  (host {request['host']})"]
     for name, value in request.get("headers", {}).items():
         lines.append(f"{name}: {json.dumps(value)}")
@@ -30,6 +31,10 @@ def request_text(request: dict) -> list[str]:
         lines.append(f"token: {token}")
     else:
         lines.append("no token")
+    if certificate := request.get("certificate"):
+        names = "".join(f", {kind} {json.dumps(certificate[kind])}" for kind in ("uri", "dns") if kind in certificate)
+        lines.append(f"client certificate from {certificate['issued by']}: subject {json.dumps(certificate['subject'])}"
+                     f"{names}")
     lines.append(f"source {request['source']}")
     return lines
 

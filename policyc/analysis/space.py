@@ -7,7 +7,7 @@ The model is the request *after* the proxy's admission and normalization (docs/a
 - the path is a normalized path: starts with `/`, no `//`, no `.` or `..` segment, only the
   characters a normalized path can hold. `%` appears only in the escapes the policies' own
   literals spell, because an escape the policies never name behaves as any other character does.
-  It is seen through one Boolean per path test (policyc/analysis/paths.py);
+  It is seen through one Boolean per path test (policyc/analysis/strings.py);
 - each header a rule names holds up to `HEADER_SLOTS` values (one for the headers the proxy
   merges), printable ASCII without surrounding blanks;
 - the peer is an IPv4 address or an IPv6 address outside ::ffff:0:0/96, as a 128-bit vector;
@@ -32,7 +32,7 @@ from ..catalog import normalize_ref
 from ..check import Checked
 from ..interpret.headers import MERGED_HEADERS
 from ..interpret.paths import KNOWN_METHODS, PATH_CHARACTERS
-from .paths import TIMEOUT_MS, PathAtoms, Undecided
+from .strings import READABLE_PATH, TIMEOUT_MS, StringAtoms, Undecided
 
 # Claim types. NUMBER stands for every JSON value no atom can satisfy (numbers, null).
 MISSING, STRING, BOOL, LIST, OBJECT, NUMBER = range(6)
@@ -75,50 +75,66 @@ def _escapes(text: str) -> set[str]:
     return {text[i:i + 3] for i in range(len(text) - 2) if text[i] == "%"}
 
 
-class Text:
-    """A string of the request that rules test. Compared with literals only, it is an integer,
-    one code per literal and any other value for "something else", which every such test treats
-    alike: z3 decides that far faster than strings. Tested with `prefix`, `suffix` or against
-    another string, it is a z3 string. `trimmed`: the proxy drops blanks around it (headers)."""
+# How a `Text` is seen by the solver, cheapest first.
+LITERALS, TESTED, RELATED = "literals", "tested", "related"
+_ANY = z3.Full(z3.ReSort(z3.StringSort()))
+_BLANK = z3.Union(z3.Re(" "), z3.Re("\t"))
+_TRIMMED = z3.Intersect(z3.Complement(z3.Concat(_BLANK, _ANY)), z3.Complement(z3.Concat(_ANY, _BLANK)))
 
-    def __init__(self, name: str, general: bool, trimmed: bool = False, shape: z3.ReRef | None = None,
+
+class Text:
+    """A string of the request that rules test, in the cheapest form its tests allow:
+    - compared with literals only (LITERALS): an integer, one code per literal, any other value
+      standing for "none of them", which every such test treats alike;
+    - tested with `prefix` or `suffix` too (TESTED): one Boolean per test (`StringAtoms`);
+    - compared with another string (RELATED: `header == token.claim`, and the Authorization
+      header, which carries the token): a z3 string.
+    `trimmed`: the proxy drops blanks around it (headers); `shape`: what it may hold; `other`: how
+    a value no literal names starts."""
+
+    def __init__(self, name: str, mode: str, trimmed: bool = False, shape: z3.ReRef | None = None,
                  other: str = "x"):
-        self.general, self.trimmed, self.shape, self.other = general, trimmed, shape, other
-        self.term = z3.String(name) if general else z3.Int(name)
+        self.mode, self.trimmed, self.shape, self.other = mode, trimmed, shape, other
         self.codes: dict[str, int] = {}
+        whole = z3.Intersect(shape, _TRIMMED) if trimmed and shape is not None else _TRIMMED if trimmed else shape
+        self.atoms = StringAtoms(name, whole) if mode == TESTED else None
+        self.term = {LITERALS: z3.Int, RELATED: z3.String}.get(mode, lambda _: None)(name)
 
     def equals(self, literal: str) -> z3.BoolRef:
         if self.trimmed and literal != literal.strip(" \t"):
             return z3.BoolVal(False)
-        if self.general:
-            return self.term == z3.StringVal(literal)
-        return self.term == self.codes.setdefault(literal, len(self.codes))
+        match self.mode:
+            case "literals":  # LITERALS
+                return self.term == self.codes.setdefault(literal, len(self.codes))
+            case "tested":  # TESTED
+                return self.atoms.atom(n.Op.EQ, (literal,))
+        return self.term == z3.StringVal(literal)
 
     def test(self, op: n.Op, values: tuple[str, ...]) -> z3.BoolRef:
-        match op:
-            case n.Op.EQ | n.Op.IN:
-                return z3.Or([self.equals(v) for v in values])
-            case n.Op.PREFIX:
-                return z3.PrefixOf(z3.StringVal(values[0]), self.term)
-            case n.Op.SUFFIX:
-                return z3.SuffixOf(z3.StringVal(values[0]), self.term)
-        raise AssertionError(op)
+        if op in (n.Op.EQ, n.Op.IN):
+            return z3.Or([self.equals(v) for v in values])
+        if self.mode == TESTED:
+            return self.atoms.atom(op, values)
+        function = {n.Op.PREFIX: z3.PrefixOf, n.Op.SUFFIX: z3.SuffixOf}[op]
+        return function(z3.StringVal(values[0]), self.term)
 
     def same_as(self, other: Text) -> z3.BoolRef:
         return self.term == other.term
 
     def domain(self) -> list[z3.BoolRef]:
-        if not self.general:
+        if self.mode != RELATED:
             return []
         facts = [z3.InRe(self.term, self.shape)] if self.shape is not None else []
         if self.trimmed:
             facts += [z3.Not(f(z3.StringVal(blank), self.term)) for f in (z3.PrefixOf, z3.SuffixOf) for blank in " \t"]
         return facts
 
-    def value(self, model) -> str:
-        """The string `model` gives: the literal of its code, or one no literal names."""
-        found = model.eval(self.term, model_completion=True)
-        if self.general:
+    def value(self, solution: Solution) -> str:
+        """The string `solution` gives: the literal of its code, or one no literal names."""
+        if self.mode == TESTED:
+            return solution.strings[self.atoms]
+        found = solution.eval(self.term, model_completion=True)
+        if self.mode == RELATED:
             return found.as_string()
         literals = {code: literal for literal, code in self.codes.items()}
         return literals.get(found.as_long()) or next(
@@ -175,10 +191,11 @@ class RequestSpace:
         self.method = z3.Int("method")
         path_tests = [e for e in exprs if isinstance(e, n.PathTest)]
         self.escapes = sorted({escape for e in path_tests for value in e.values for escape in _escapes(value)})
-        self.paths = PathAtoms(self.path_characters, self.path_shape)
+        self.paths = StringAtoms("path", self.path_shape, self.path_characters, READABLE_PATH)
         for e in path_tests:  # all of them now, so that `paths.fixed` decides every test
             self.paths.atom(e.op, e.values)
-        self.general = _general_texts(exprs)
+        self.strings = [self.paths]  # and the atoms of every TESTED text
+        self.modes = _text_modes(exprs)
         self.headers = {name: self._header(name, count) for name, count in _header_tests(exprs).items()}
         self.v6 = z3.Bool("source_is_ipv6")
         self.address = z3.BitVec("source", 128)
@@ -207,14 +224,20 @@ class RequestSpace:
                      for field in (n.PeerField.URI, n.PeerField.DNS)}
         named = sorted({v for e in tests if e.field is n.PeerField.SUBJECT and e.op in (n.Op.EQ, n.Op.IN)
                         for v in e.values})
-        self.subject = Text("peer.subject", ("peer", n.PeerField.SUBJECT) in self.general, other="CN=x",
-                            shape=z3.Union(SUBJECT_SHAPE, *[z3.Re(v) for v in named]) if named else SUBJECT_SHAPE)
+        self.subject = self._text("peer.subject", ("peer", n.PeerField.SUBJECT), other="CN=x",
+                                  shape=z3.Union(SUBJECT_SHAPE, *[z3.Re(v) for v in named]) if named else SUBJECT_SHAPE)
 
     def _sans(self, field: n.PeerField, tests: int) -> Header:
         slots = range(max(1, min(tests, HEADER_SLOTS)))
-        general = ("peer", field) in self.general
         return Header(f"peer.{field}", [z3.Bool(f"peer.{field}#{i}") for i in slots],
-                      [Text(f"peer.{field}={i}", general, shape=SAN_SHAPE) for i in slots])
+                      [self._text(f"peer.{field}={i}", ("peer", field), shape=SAN_SHAPE) for i in slots])
+
+    def _text(self, name: str, key, **form) -> Text:
+        """A text read by the tests on `key` (a header name, a claim path, a certificate field)."""
+        text = Text(name, self.modes.get(key, LITERALS), **form)
+        if text.atoms is not None:
+            self.strings.append(text.atoms)
+        return text
 
     def issued_by(self, cas: set[str]) -> z3.BoolRef:
         """The client presented a certificate issued by one of the CAs `cas` (fingerprints)."""
@@ -228,12 +251,12 @@ class RequestSpace:
     def _header(self, name: str, tests: int) -> Header:
         slots = 1 if name in MERGED_HEADERS else max(1, min(tests, HEADER_SLOTS))
         return Header(name, [z3.Bool(f"header[{name!r}]#{i}") for i in range(slots)],
-                      [Text(f"header[{name!r}]={i}", name in self.general, trimmed=True) for i in range(slots)])
+                      [self._text(f"header[{name!r}]={i}", name, trimmed=True) for i in range(slots)])
 
     def claim(self, path: tuple[str, ...]) -> Claim:
         if path not in self.claims:
             label = f"claim{list(path)}"
-            self.claims[path] = Claim(path, z3.Int(f"{label}:type"), Text(f"{label}:text", path in self.general),
+            self.claims[path] = Claim(path, z3.Int(f"{label}:type"), self._text(f"{label}:text", path),
                                       z3.Bool(f"{label}:bool"))
         return self.claims[path]
 
@@ -336,17 +359,20 @@ def _header_tests(exprs: list[n.Expr]) -> dict[str, int]:
     return {name: len(found) for name, found in sorted(atoms.items())}
 
 
-def _general_texts(exprs: list[n.Expr]) -> set:
-    """The headers (by name) and claims (by path) some test reads as more than a literal's equal:
-    a `prefix` or `suffix`, or a header compared with a claim. Authorization holds the token."""
-    general: set = {"authorization"}
+def _text_modes(exprs: list[n.Expr]) -> dict:
+    """How each text is seen (`Text`), keyed by header name, claim path or ("peer", field): RELATED
+    when compared with another text (and the Authorization header), TESTED when some test reads it
+    with `prefix` or `suffix`; LITERALS, the default, otherwise."""
+    modes: dict = {"authorization": RELATED}
     for e in exprs:
         if isinstance(e, n.HeaderTest | n.ClaimTest | n.PeerTest) and e.op in (n.Op.PREFIX, n.Op.SUFFIX):
-            general.add(e.name if isinstance(e, n.HeaderTest) else e.claim.path if isinstance(e, n.ClaimTest)
-                        else ("peer", e.field))
-        elif isinstance(e, n.HeaderEqualsClaim):
-            general |= {e.name, e.claim.path}
-    return general
+            key = e.name if isinstance(e, n.HeaderTest) else e.claim.path if isinstance(e, n.ClaimTest) \
+                else ("peer", e.field)
+            modes.setdefault(key, TESTED)
+    for e in exprs:
+        if isinstance(e, n.HeaderEqualsClaim):
+            modes[e.name] = modes[e.claim.path] = RELATED
+    return modes
 
 
 def fingerprint(ca: x509.Certificate) -> str:
@@ -363,9 +389,10 @@ def group_ref(group: str) -> str:
 
 @dataclass(frozen=True)
 class Solution:
-    """A model of a question, with the concrete path its path atoms stand for."""
+    """A model of a question, with the concrete strings its string tests stand for."""
 
     model: z3.ModelRef
+    strings: dict[StringAtoms, str]
     path: str
 
     def eval(self, term, model_completion: bool = False):
@@ -374,15 +401,19 @@ class Solution:
 
 def solve(space: RequestSpace, *facts: z3.BoolRef) -> Solution | None:
     """A request of the space that makes `facts` hold, or None when there is none. A choice of
-    path tests no path satisfies is ruled out by a lemma and the solver asked again."""
+    string tests no string satisfies is ruled out by a lemma and the solver asked again."""
     solver = z3.Solver()
     solver.set("timeout", TIMEOUT_MS)
-    solver.add(*space.domain, *space.paths.facts(), *facts)
+    solver.add(*space.domain, *[fact for strings in space.strings for fact in strings.facts()], *facts)
     while (result := solver.check()) == z3.sat:
-        model = solver.model()
-        if (path := space.paths.realize(model)) is not None:
-            return Solution(model, path)
-        solver.add(space.paths.lemmas[-1])
+        model, found = solver.model(), {}
+        for strings in space.strings:
+            if (text := strings.realize(model)) is None:
+                solver.add(strings.lemmas[-1])
+                break
+            found[strings] = text
+        else:
+            return Solution(model, found, found[space.paths])
     if result == z3.unknown:
         raise Undecided(solver.reason_unknown())
     return None

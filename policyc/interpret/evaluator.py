@@ -49,7 +49,7 @@ def claim_value(claims: dict, path: tuple[str, ...]):
     return value
 
 
-def _compare_string(op: n.Op, value, wanted: tuple[str, ...]) -> bool:
+def compare_string(op: n.Op, value, wanted: tuple[str, ...]) -> bool:
     if op is n.Op.CONTAINS:
         held = value if isinstance(value, list) else [value]
         return any(isinstance(v, str) and v == wanted[0] for v in held)
@@ -128,15 +128,15 @@ _ATOMS: dict[type, Callable[[Evaluator, n.Expr], bool]] = {
     n.IssuerIs: lambda ev, e: ev.ctx.token is not None and ev.ctx.token.issuer == e.name,
     n.MethodTest: lambda ev, e: ev.ctx.method in e.methods,
     n.PathTest: lambda ev, e: path_matches(e.op, e.values, ev.ctx.path),
-    n.HeaderTest: lambda ev, e: any(_compare_string(e.op, v, e.values) for v in ev.ctx.headers.get(e.name, ())),
+    n.HeaderTest: lambda ev, e: any(compare_string(e.op, v, e.values) for v in ev.ctx.headers.get(e.name, ())),
     n.HeaderPresent: lambda ev, e: e.name in ev.ctx.headers,
     n.HeaderEqualsClaim: lambda ev, e: _header_equals(ev.claim(e.claim), ev.ctx.headers.get(e.name, ())),
     n.SourceIn: lambda ev, e: address_in(ev.ctx.source, e.cidrs),
-    n.ClaimTest: lambda ev, e: ev.ctx.token is not None and _compare_string(e.op, ev.claim(e.claim), e.values),
+    n.ClaimTest: lambda ev, e: ev.ctx.token is not None and compare_string(e.op, ev.claim(e.claim), e.values),
     n.ClaimIsBool: lambda ev, e: ev.ctx.token is not None and ev.claim(e.claim) is e.value,
     n.Member: lambda ev, e: ev.member_of_group(_normalized_ref(e.group, "group")),
     n.MemberOwners: lambda ev, e: ev.is_owner(_normalized_ref(e.entity, None)),
-    n.PeerTest: lambda ev, e: any(_compare_string(e.op, v, e.values)
+    n.PeerTest: lambda ev, e: any(compare_string(e.op, v, e.values)
                                   for v in (_peer_values(ev.ctx.peer, e.field) if ev.ctx.peer else ())),
     n.PeerTrusted: lambda ev, e: ev.ctx.peer is not None and e.trust in (None, ev.ctx.peer.trust),
 }

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from policyc import devcerts
 from policyc.check import Checked
 from policyc.pipeline import load_and_check
 
@@ -39,3 +40,24 @@ def checked(folder: Path, text: str) -> Checked:
     pipeline = load_and_check([str(write(folder, text))])
     assert pipeline.ok, pipeline.diagnostics
     return pipeline.checked
+
+
+def peer_policy(folder: Path, rules: str, ca: devcerts.Issued) -> Checked:
+    """A service behind a TLS listener that trusts `ca`, with `rules`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    server = devcerts.issue(ca, "api.internal", dns=["api.internal"], server=True)
+    for name, text in (("ca.pem", ca.cert_pem), ("server.pem", server.cert_pem), ("server.key", server.key_pem)):
+        (folder / name).write_text(text)
+    return checked(folder, f"""tls {{
+    cert file "server.pem"
+    key file "server.key"
+}}
+trust mesh {{
+    ca file "ca.pem"
+}}
+service api {{
+    hosts ["api.internal"]
+    upstream "127.0.0.1:8080"
+{rules}
+}}
+""")
