@@ -104,12 +104,11 @@ def _unchanged(old: Checked, new: Checked, before: n.Service | None, after: n.Se
 
 
 class Differ:
-    """Compares two checked sets over one request space."""
+    """Compares two checked sets, service by service, each pair over a request space of its own
+    tests."""
 
     def __init__(self, old: Checked, new: Checked, limit: int = 20):
         self.old, self.new, self.limit = old, new, limit
-        self.space = RequestSpace([old, new])
-        self.encoders = Encoder(self.space, old), Encoder(self.space, new)
         self.signer = witness.Signer()
         self.now = witness.now()
         self.issuer_names = {i.url: name for c in (old, new) for name, i in c.issuers.items()}
@@ -130,38 +129,40 @@ class Differ:
         return Diff(found)
 
     def compare(self, diffed: ServiceDiff, old_service: n.Service | None, new_service: n.Service | None) -> None:
-        was, now = self.encoders[0].outcome(old_service), self.encoders[1].outcome(new_service)
+        space = RequestSpace([self.old, self.new], {s.name for s in (old_service, new_service) if s})
+        was, now = Encoder(space, self.old).outcome(old_service), Encoder(space, self.new).outcome(new_service)
         gains = z3.And(z3.Not(was.allowed), now.allowed)
         loses = z3.And(was.allowed, z3.Not(now.allowed))
         differs = z3.Or(was.status != now.status, was.allowed != now.allowed)
         shown: list[z3.BoolRef] = []
         # Gains first, then losses, then status changes: the order a reviewer reads them in.
         for region in (gains, loses, differs):
-            while model := solve(self.space, region, *shown):
+            while model := solve(space, region, *shown):
                 if len(diffed.changes) == self.limit:
                     diffed.complete = False
                     break
-                change, block = self.change(model, diffed.hosts[0], was, now)
+                change, block = self.change(model, space, diffed.hosts[0], was, now)
                 diffed.changes.append(change)
                 shown.append(block)
         accesses = {c.access for c in diffed.changes}
         if not diffed.complete:  # the limit hid some kinds: ask directly
-            accesses |= {a for a, region in (("gains", gains), ("loses", loses)) if solve(self.space, region)}
+            accesses |= {a for a, region in (("gains", gains), ("loses", loses)) if solve(space, region)}
         diffed.verdict = (MIXED if {"gains", "loses"} <= accesses else BROADER if "gains" in accesses
                           else NARROWER if "loses" in accesses else CHANGED if diffed.changes else EQUIVALENT)
 
-    def change(self, model: Solution, host: str, was: Outcome, now: Outcome) -> tuple[Change, z3.BoolRef]:
+    def change(self, model: Solution, space: RequestSpace, host: str, was: Outcome,
+               now: Outcome) -> tuple[Change, z3.BoolRef]:
         """The example `model` gives, confirmed by the interpreter, and the constraint that
         excludes its kind of change from the next questions."""
         values = [model.eval(term, model_completion=True).as_long() for term in (was.status, was.rule, now.status,
                                                                                  now.rule)]
         allowed = [z3.is_true(model.eval(o.allowed, model_completion=True)) for o in (was, now)]
-        found = witness.example(model, self.space, host, self.signer, self.issuer_names, self.now)
+        found = witness.example(model, space, host, self.signer, self.issuer_names, self.now)
         decisions = []
         for checked, status, rule, reaches, label in ((self.old, values[0], values[1], allowed[0], "old"),
                                                        (self.new, values[2], values[3], allowed[1], "new")):
             decision = witness.replay(checked, found, self.signer, self.now)
-            name = self.space.rule_names[rule] if rule >= 0 else None
+            name = space.rule_names[rule] if rule >= 0 else None
             witness.confirm(decision, status, name, reaches, f"{label} policy, request {found.description}")
             decisions.append(decision)
         block = z3.Not(z3.And(was.status == values[0], was.rule == values[1], now.status == values[2],

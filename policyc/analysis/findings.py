@@ -38,11 +38,11 @@ class Finding:
 
 
 class Analyzer:
-    """One solver per service over the set's request space."""
+    """Questions about one checked set over its request space (of the services named, or all)."""
 
-    def __init__(self, checked: Checked):
+    def __init__(self, checked: Checked, services: set[str] | None = None):
         self.checked = checked
-        self.space = RequestSpace([checked])
+        self.space = RequestSpace([checked], services)
         self.encoder = Encoder(self.space, checked)
         self.signer = witness.Signer()
         self.now = witness.now()
@@ -55,12 +55,6 @@ class Analyzer:
 
     def possible(self, *facts: z3.BoolRef) -> bool:
         return self.solve(*facts) is not None
-
-    def findings(self) -> list[Finding]:
-        found = []
-        for service in self.checked.services.values():
-            found += self.service_findings(service)
-        return found
 
     def service_findings(self, service: n.Service) -> list[Finding]:
         matches = {r.name: self.encoder.holds(r.expr) for r in service.rules}
@@ -125,7 +119,9 @@ def _tests_subject_pattern(checked: Checked, expr: n.Expr) -> bool:
 
 
 def analyze(checked: Checked) -> list[Finding]:
-    return Analyzer(checked).findings()
+    """The findings of every service, each asked over a space of that service's tests alone."""
+    return [finding for service in checked.services.values()
+            for finding in Analyzer(checked, {service.name}).service_findings(service)]
 
 
 # ---------------------------------------------------------------- who-can
@@ -187,7 +183,7 @@ def who_can(checked: Checked, service_name: str, method: str, path: str) -> Acce
     access = Access(service_name, method, path)
     access.allow = _conditions_of([r for r in service.rules if r.effect is n.Effect.ALLOW], method, path, checked)
     access.deny = _conditions_of([r for r in service.rules if r.effect is n.Effect.DENY], method, path, checked)
-    analyzer = Analyzer(checked)
+    analyzer = Analyzer(checked, {service_name})
     space, encoder = analyzer.space, analyzer.encoder
     request = z3.And(space.method_in([method]), space.paths.fixed(path))
     admitted = encoder.outcome(service).status == 200

@@ -64,10 +64,10 @@ def _char_class(chars) -> z3.ReRef:
 SEGMENT_CHAR = _char_class(PATH_CHARACTERS - {"/", "%"})
 
 
-def exprs_of(checked: Checked) -> list[n.Expr]:
-    """Every rule's and condition's condition."""
+def exprs_of(checked: Checked, services: set[str] | None = None) -> list[n.Expr]:
+    """Every condition's expression, and every rule's of the services named (of all, for None)."""
     return [c.expr for c in checked.conditions.values()] + [
-        r.expr for s in checked.services.values() for r in s.rules]
+        r.expr for s in checked.services.values() if services is None or s.name in services for r in s.rules]
 
 
 def _escapes(text: str) -> set[str]:
@@ -137,8 +137,10 @@ class Text:
         if self.mode == RELATED:
             return found.as_string()
         literals = {code: literal for literal, code in self.codes.items()}
-        return literals.get(found.as_long()) or next(
-            other for other in (f"{self.other}{i}" if i else self.other for i in count()) if other not in self.codes)
+        if found.as_long() in literals:
+            return literals[found.as_long()]
+        return next(other for other in (f"{self.other}{i}" if i else self.other for i in count())
+                    if other not in self.codes)
 
 
 @dataclass
@@ -180,10 +182,11 @@ class Header:
 
 class RequestSpace:
     """The variables shared by every policy version encoded against it, so that one model is one
-    request, decided by each version."""
+    request, decided by each version. With `services`, only those services' rules are encoded
+    against it: a question about one service then carries none of the others' tests."""
 
-    def __init__(self, versions: list[Checked]):
-        exprs = [e for checked in versions for root in exprs_of(checked) for e in n.walk(root)]
+    def __init__(self, versions: list[Checked], services: set[str] | None = None):
+        exprs = [e for checked in versions for root in exprs_of(checked, services) for e in n.walk(root)]
         methods = sorted({m for e in exprs if isinstance(e, n.MethodTest) for m in e.methods} | {"GET"})
         # One known method the policies never name stands for all of them.
         other = sorted(KNOWN_METHODS - set(methods) - {"CONNECT"})
@@ -195,6 +198,7 @@ class RequestSpace:
         for e in path_tests:  # all of them now, so that `paths.fixed` decides every test
             self.paths.atom(e.op, e.values)
         self.strings = [self.paths]  # and the atoms of every TESTED text
+        self._solver: tuple[tuple, z3.Solver, list[int]] | None = None
         self.modes = _text_modes(exprs)
         self.headers = {name: self._header(name, count) for name, count in _header_tests(exprs).items()}
         self.v6 = z3.Bool("source_is_ipv6")
@@ -305,6 +309,22 @@ class RequestSpace:
         facts += self._token_domain()
         return tuple(facts)
 
+    def solver(self) -> z3.Solver:
+        """A solver holding the domain and what holds between the string tests; questions are asked
+        inside push/pop. Built again when tests were added (the structure changes), and given the
+        lemmas learnt since."""
+        atoms = tuple(len(strings.atoms) for strings in self.strings)
+        if self._solver is None or self._solver[0] != atoms:
+            solver = z3.Solver()
+            solver.set("timeout", TIMEOUT_MS)
+            solver.add(*self.domain, *[fact for strings in self.strings for fact in strings.facts()])
+            self._solver = atoms, solver, [len(strings.lemmas) for strings in self.strings]
+        _, solver, known = self._solver
+        for i, strings in enumerate(self.strings):
+            solver.add(*strings.lemmas[known[i]:])
+            known[i] = len(strings.lemmas)
+        return solver
+
     def _token_domain(self) -> list[z3.BoolRef]:
         facts = []
         for path, claim in self.claims.items():
@@ -402,18 +422,21 @@ class Solution:
 def solve(space: RequestSpace, *facts: z3.BoolRef) -> Solution | None:
     """A request of the space that makes `facts` hold, or None when there is none. A choice of
     string tests no string satisfies is ruled out by a lemma and the solver asked again."""
-    solver = z3.Solver()
-    solver.set("timeout", TIMEOUT_MS)
-    solver.add(*space.domain, *[fact for strings in space.strings for fact in strings.facts()], *facts)
-    while (result := solver.check()) == z3.sat:
-        model, found = solver.model(), {}
-        for strings in space.strings:
-            if (text := strings.realize(model)) is None:
-                solver.add(strings.lemmas[-1])
-                break
-            found[strings] = text
-        else:
-            return Solution(model, found, found[space.paths])
-    if result == z3.unknown:
-        raise Undecided(solver.reason_unknown())
-    return None
+    solver = space.solver()
+    solver.push()
+    try:
+        solver.add(*facts)
+        while (result := solver.check()) == z3.sat:
+            model, found = solver.model(), {}
+            for strings in space.strings:
+                if (text := strings.realize(model)) is None:
+                    solver.add(strings.lemmas[-1])
+                    break
+                found[strings] = text
+            else:
+                return Solution(model, found, found[space.paths])
+        if result == z3.unknown:
+            raise Undecided(solver.reason_unknown())
+        return None
+    finally:
+        solver.pop()

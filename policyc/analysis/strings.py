@@ -143,6 +143,8 @@ class StringAtoms:
         """A string on which every test has the value `model` gives it; None when there is none,
         after keeping the lemma that rules that choice out."""
         values = {a: z3.is_true(model.eval(a.var, model_completion=True)) for a in self.atoms.values()}
+        # The tests that hold first: most candidates fail one of those, and are dropped at once.
+        values = dict(sorted(values.items(), key=lambda item: not item[1]))
         for text in self._candidates(values):
             if _fits(text, values) and self.fits_shape(text):
                 return text
