@@ -1,6 +1,6 @@
 """Speed of `policyc diff` on generated 1,000-rule policy sets (with the shortcut for services alike
-in text, and with every service put to the solver) and of `policyc analyze` on the
-bundled example, against parse + check of the same sets in the same process. Prints a table and writes
+in text, and with every service put to the solver) and of `policyc analyze` on one of
+them and on the bundled example, against parse + check of the same sets in the same process. Prints a table and writes
 bench/results/analysis.json; no assertions.
 
     .venv/bin/python bench/analysis.py [--rules 1000]
@@ -60,6 +60,9 @@ def main() -> None:
         solved_seconds = time.perf_counter() - start
         assert solved.verdict == found.verdict
         print(f"diff: {diff_seconds:.2f} s, every service solved: {solved_seconds:.2f} s", flush=True)
+        start = time.perf_counter()
+        large_findings = analyze(old)
+        large_analyze_seconds = time.perf_counter() - start
     example, example_check_seconds = checked_example()
     start = time.perf_counter()
     findings = analyze(example)
@@ -68,6 +71,7 @@ def main() -> None:
     figures = {"rules": args.rules, "check_seconds": round(check_seconds, 3), "diff_seconds": round(diff_seconds, 3),
                "diff_to_check": round(diff_seconds / check_seconds, 2), "diff_verdicts": verdicts,
                "diff_every_service_seconds": round(solved_seconds, 3),
+               "analyze_large_seconds": round(large_analyze_seconds, 3), "analyze_large_findings": len(large_findings),
                "analyze_example_seconds": round(analyze_seconds, 3),
                "analyze_to_check": round(analyze_seconds / example_check_seconds, 2), "findings": len(findings)}
     print(f"{'measure':<52} {'value':>14}")
@@ -75,6 +79,7 @@ def main() -> None:
     print(f"{'diff, two ' + format(args.rules, ',') + '-rule sets (s)':<52} {diff_seconds:>14.2f}")
     print(f"{'diff / check':<52} {diff_seconds / check_seconds:>14.1f}")
     print(f"{'diff, every service solved (no text shortcut) (s)':<52} {solved_seconds:>14.2f}")
+    print(f"{'analyze, one ' + format(args.rules, ',') + '-rule set (s)':<52} {large_analyze_seconds:>14.2f}")
     print(f"{'analyze, the bundled example (s)':<52} {analyze_seconds:>14.2f}")
     print(f"{'analyze / check (example)':<52} {analyze_seconds / example_check_seconds:>14.1f}")
     print(f"verdicts: {verdicts}")
