@@ -1,4 +1,4 @@
-"""The path as Boolean tests (policyc/analysis/paths.py): the structure stated up front is true of
+"""Strings as Boolean tests (policyc/analysis/strings.py), on the path: the structure stated up front is true of
 every path, a request found has a real path with the tests' chosen values, and a choice no path
 has is refuted (by the structure, or by a lemma that is kept)."""
 
@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from policyc import nodes as n
 from policyc.analysis.space import RequestSpace, solve
+from policyc.analysis.strings import StringAtoms
 from policyc.harness.generate import glob_instances
 from tests.property.strategies import GLOBS, PATHS, PREFIXES
 
@@ -83,3 +84,15 @@ def test_fixing_a_path_the_proxy_never_hands_over_is_impossible():
     space = space_with([(n.Op.PREFIX, ("/a",))])
     assert solve(space, space.paths.fixed("/a/../b")) is None
     assert solve(space, space.paths.fixed("/a/b")).path.startswith("/a")
+
+
+def test_a_text_tested_by_prefix_and_suffix_is_realized_or_refuted():
+    space = RequestSpace([])
+    text = StringAtoms("header", shape=z3.Plus(z3.Range("!", "~")))
+    space.strings.append(text)
+    starts, ends, exact, other = (text.atom(op, values) for op, values in (
+        (n.Op.PREFIX, ("ab",)), (n.Op.SUFFIX, ("yz",)), (n.Op.EQ, ("abyz",)), (n.Op.PREFIX, ("ac",))))
+    found = solve(space, starts, ends, z3.Not(exact)).strings[text]
+    assert found.startswith("ab") and found.endswith("yz") and found != "abyz"
+    assert solve(space, starts, other) is None
+    assert solve(space, exact, z3.Not(ends)) is None
