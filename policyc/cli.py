@@ -83,6 +83,11 @@ class _Commands(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`policyc … | head`): no traceback, and not a success either,
+            # since the command never finished (a `--fail-on` gate must not pass by it).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_FAILED)
         except Exception as error:
             if os.environ.get("POLICYC_TRACEBACK"):
                 raise
@@ -595,6 +600,10 @@ def who_can_command(method, path, paths, service_name, output_format):
         click.echo("unless any of (deny):")
         for rule, condition in access.deny.items():
             click.echo(f"  {rule}: {condition}")
-    click.echo(f"callers without a token: {access.anonymous}")
+    click.echo(f"callers without a token or certificate: {access.anonymous}")
+    for trust, verdict in access.certificates.items():
+        click.echo(f"callers with a certificate from trust {trust} (no token): {verdict}")
+    if access.callers:
+        click.echo("catalog users and groups (a token, no certificate):")
     for ref, verdict in access.callers.items():
         click.echo(f"  {ref}: {verdict}")

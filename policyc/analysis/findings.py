@@ -158,7 +158,8 @@ def residual(expr: n.Expr, method: str, path: str, checked: Checked) -> n.Expr |
 @dataclass
 class Access:
     """Who may send one request to one service: the conditions left per rule, and the verdict for
-    anonymous callers, each catalog user and each catalog group."""
+    anonymous callers, each catalog user and each catalog group (with a token, without a client
+    certificate), and callers with a certificate from each trust (without a token)."""
 
     service: str
     method: str
@@ -167,6 +168,7 @@ class Access:
     deny: dict[str, str] = field(default_factory=dict)
     anonymous: str = "no"
     callers: dict[str, str] = field(default_factory=dict)  # catalog ref → always / sometimes / never
+    certificates: dict[str, str] = field(default_factory=dict)  # trust name → always / sometimes / never
 
 
 def _conditions_of(rules, method, path, checked: Checked) -> dict[str, str]:
@@ -198,10 +200,14 @@ def who_can(checked: Checked, service_name: str, method: str, path: str) -> Acce
         except Undecided:
             return "undecided"
 
-    access.anonymous = verdict(z3.And(space.token_is(TOKEN_NONE), space.certificate == -1))
+    no_certificate = space.certificate == -1
+    access.anonymous = verdict(z3.And(space.token_is(TOKEN_NONE), no_certificate))
+    for trust in sorted(checked.trusts):
+        cas = {ca for ca, name in encoder.trust_of.items() if name == trust}
+        access.certificates[trust] = verdict(z3.And(space.token_is(TOKEN_NONE), space.issued_by(cas)))
     issuers = [i for i in checked.issuers.values() if i.catalog_users]
     sub, ent = space.claim(("sub",)), space.claim(("ent",))
-    token = z3.Or([encoder.valid[i.name] for i in issuers])
+    token = z3.And(z3.Or([encoder.valid[i.name] for i in issuers]), no_certificate)
     for ref in sorted(checked.catalog.entities) if issuers else []:
         if ref.startswith("user:"):
             access.callers[ref] = verdict(z3.And(token, sub.kind == STRING, sub.text.equals(ref),

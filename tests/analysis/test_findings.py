@@ -1,5 +1,8 @@
 """`policyc analyze` and `policyc who-can` on small policies with one finding of each kind."""
 
+import subprocess
+import sys
+
 from click.testing import CliRunner
 
 from policyc.analysis import analyze, who_can
@@ -45,4 +48,14 @@ def test_cli(tmp_path):
     assert "api: rule 'impossible' [never-matches]" in result.stdout
     result = CliRunner().invoke(main, ["who-can", "GET", "/api/v1/x", str(folder), "--service", "api"])
     assert result.exit_code == 0, result.output
-    assert "  api: issuer idp" in result.stdout and "callers without a token: never" in result.stdout
+    assert "  api: issuer idp" in result.stdout and "callers without a token or certificate: never" in result.stdout
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly_and_not_as_a_success(tmp_path):
+    folder = write(tmp_path, FLAWED)
+    command = [sys.executable, "-m", "policyc", "analyze", str(folder)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        process.stdout.close()  # before the first line is written
+        stderr = process.stderr.read().decode()
+    assert process.returncode == 1
+    assert "internal error" not in stderr and "Traceback" not in stderr

@@ -48,6 +48,7 @@ def test_a_certificate_from_an_unknown_ca_never_reaches_the_rules(tmp_path, ca):
     assert ("open", "anonymous") in found and ("any-peer", "anonymous") not in found
     assert who_can(checked, "api", "GET", "/x").anonymous == "always"
     assert who_can(checked, "api", "GET", "/y").anonymous == "never"
+    assert who_can(checked, "api", "GET", "/y").certificates == {"mesh": "always"}
 
 
 def test_impossible_certificate_tests_never_match(tmp_path, ca):
