@@ -1,0 +1,341 @@
+"""The access matrix of `policyc report`: takes one checked policy set and returns, per service,
+who (rows: callers without a token, each issuer, each claim condition the rules test, each catalog
+group and user) may send which requests (columns: the distinct method + path tests of the rules),
+each cell decided exactly by the solver: `always`, `sometimes` or `never` allowed.
+
+A column stands for every request its method and path tests match, not one sample path: a cell is
+`always` when every such request of the row's callers passes the rules, `never` when none does.
+Each verdict comes with the example requests the solver found (one allowed, one denied), replayed
+through the interpreter before they are shown; the rules those examples name are the cell's
+deciding rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import z3
+
+from .. import nodes as n
+from ..check import Checked
+from ..interpret.evaluator import Context, Evaluator
+from ..syntax.printer import expression
+from . import witness
+from .findings import Analyzer
+from .space import LIST, MISSING, STRING, TOKEN_NONE, RequestSpace, Undecided
+
+ALWAYS, SOMETIMES, NEVER, UNDECIDED = "always", "sometimes", "never", "undecided"
+ANONYMOUS, ISSUER, CLAIM, GROUP, USER = "anonymous", "issuer", "claim", "group", "user"
+
+
+@dataclass(frozen=True)
+class Row:
+    """A class of callers: `kind` (anonymous, issuer, claim, group, user), a label, and the
+    z3 condition a request's caller meets."""
+
+    kind: str
+    label: str
+    caller: z3.BoolRef = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """The methods (None: any) and path tests (none: any path) a rule requires."""
+
+    methods: tuple[str, ...] | None
+    paths: tuple[n.PathTest, ...]
+
+    @property
+    def label(self) -> str:
+        methods = " ".join(self.methods) if self.methods else "any method"
+        paths = " and ".join(expression(p).removeprefix("path ") for p in self.paths) or "any path"
+        return f"{methods} {paths}"
+
+
+@dataclass(frozen=True)
+class Column:
+    """An endpoint, asked about with one path its tests match (`path`) and each of its methods."""
+
+    endpoint: Endpoint
+    path: str
+
+    @property
+    def methods(self) -> tuple[str, ...] | None:
+        return self.endpoint.methods
+
+    @property
+    def label(self) -> str:
+        return self.endpoint.label
+
+
+@dataclass(frozen=True)
+class Witness:
+    """An example request of a cell, as the interpreter decided it."""
+
+    request: dict
+    status: int
+    rule: str | None
+
+
+@dataclass
+class Cell:
+    verdict: str
+    allowed: Witness | None = None  # a request of the row's callers that the rules admit
+    denied: Witness | None = None  # and one they refuse
+
+    @property
+    def rules(self) -> list[str | None]:
+        """The rules that decide the examples (None: the default deny)."""
+        return [w.rule for w in (self.allowed, self.denied) if w]
+
+
+@dataclass
+class ServiceMatrix:
+    service: n.Service
+    rows: list[Row]
+    columns: list[Column]
+    cells: dict[tuple[int, int], Cell]  # (row, column) → cell
+    column_rules: dict[int, list[str]]  # per column, the rules that can match there
+
+
+def conjuncts(expr: n.Expr, checked: Checked) -> list[n.Expr]:
+    """The atoms `expr` requires at its top level, with named conditions written out."""
+    match expr:
+        case n.And(operands):
+            return [a for o in operands for a in conjuncts(o, checked)]
+        case n.ConditionRef(name):
+            return conjuncts(checked.conditions[name].expr, checked)
+    return [expr]
+
+
+def endpoint(rule: n.Rule, checked: Checked) -> Endpoint:
+    """The method and path tests `rule` requires of every request it matches."""
+    atoms = conjuncts(rule.expr, checked)
+    methods = None
+    for test in (a for a in atoms if isinstance(a, n.MethodTest)):
+        methods = set(test.methods) if methods is None else methods & set(test.methods)
+    paths = tuple(dict.fromkeys(a for a in atoms if isinstance(a, n.PathTest)))
+    return Endpoint(tuple(sorted(methods)) if methods is not None else None, paths)
+
+
+def _path_matches(checked: Checked, path: str, test: n.PathTest) -> bool:
+    return Evaluator(checked, Context("GET", path, {}, "", None)).path_matches(test.op, test.values)
+
+
+def _spelled(test: n.PathTest) -> str:
+    """A path `test` is likely to match: its literal, or its pattern with `x` for each wildcard."""
+    value = test.values[0]
+    if test.op is n.Op.PREFIX:
+        return value + ("x" if value.endswith("/") else "/x")
+    if test.op is n.Op.GLOB:
+        return value.replace("**", "x").replace("*", "x")
+    return value
+
+
+def may_match_in(checked: Checked, rule: n.Rule, column: Column) -> bool:
+    """Whether `rule` can match a request of `column`: False only when the rule requires a method
+    or a path test that the column's request line fails, so that leaving the other rules out of
+    a column's questions changes no answer."""
+    required = endpoint(rule, checked)
+    if column.methods is not None and required.methods is not None and not set(column.methods) & set(
+            required.methods):
+        return False
+    return all(_path_matches(checked, column.path, t) for t in required.paths)
+
+
+def request_line(space: RequestSpace, methods: tuple[str, ...] | None, path: str) -> z3.BoolRef:
+    """A request for one of `methods` (None: any) to the normalized `path`. The only place the
+    analysis is asked about one concrete path."""
+    line = [space.path == z3.StringVal(path)]
+    return z3.And(*line, space.method_in(methods)) if methods else line[0]
+
+
+class Matrix:
+    """Builds the access matrix of every service of one checked set."""
+
+    def __init__(self, checked: Checked):
+        self.checked = checked
+        self.analyzer = Analyzer(checked)
+        self.space, self.encoder = self.analyzer.space, self.analyzer.encoder
+        # Encode every rule first: the group rows exclude every group literal the rules look for.
+        for service in checked.services.values():
+            self.encoder.outcome(service)
+        self.catalog_rows = self._catalog_rows()
+
+    # ---------------------------------------------------------------- rows
+
+    def _catalog_rows(self) -> list[Row]:
+        """A group's row is a token whose `ent` lists that group and nothing else the rules or
+        the catalog name (membership by the catalog's nesting counts); a user's, a token whose
+        `sub` is the user, with no `ent`. Both from the issuers marked `catalog users`."""
+        issuers = [name for name, i in self.checked.issuers.items() if i.catalog_users]
+        if not issuers:
+            return []
+        token = z3.Or([self.encoder.valid[name] for name in issuers])
+        sub, ent = self.space.claim(("sub",)), self.space.claim(("ent",))
+        refs = sorted(self.checked.catalog.entities)
+        groups = [r for r in refs if r.startswith("group:")]
+        users = [r for r in refs if r.startswith("user:")]
+        for ref in groups + users:
+            ent.holds(ref)
+        listed = dict(ent.members)
+        rows = []
+        for group in groups:
+            others = [z3.Not(held) for ref, held in sorted(listed.items()) if ref != group]
+            rows.append(Row(GROUP, group, z3.And(token, sub.kind == MISSING, ent.kind == LIST, ent.holds(group),
+                                                 *others)))
+        for user in users:
+            rows.append(Row(USER, user, z3.And(token, sub.kind == STRING, sub.text == z3.StringVal(user),
+                                               ent.kind == MISSING)))
+        return rows
+
+    def rows(self, service: n.Service) -> list[Row]:
+        rows = [Row(ANONYMOUS, "no token", self.space.token_is(TOKEN_NONE))]
+        rows += [Row(ISSUER, f"issuer {name}", self.encoder.valid[name]) for name in sorted(self.checked.issuers)]
+        claims = {}
+        for rule in service.rules:
+            for atom in n.walk(_written_out(rule.expr, self.checked)):
+                if isinstance(atom, n.ClaimTest | n.ClaimIsBool):
+                    claims.setdefault(expression(atom), atom)
+        rows += [Row(CLAIM, label, self.encoder.holds(atom)) for label, atom in sorted(claims.items())]
+        return rows + self.catalog_rows
+
+    # ---------------------------------------------------------------- cells
+
+    def columns(self, service: n.Service) -> list[Column]:
+        found = dict.fromkeys(endpoint(rule, self.checked) for rule in service.rules)
+        ordered = sorted(found, key=lambda e: (e.methods is None and not e.paths, e.label))
+        return [Column(e, self.representative(e, service)) for e in ordered]
+
+    def representative(self, found: Endpoint, service: n.Service) -> str:
+        """A path every path test of `found` matches: a spelling of one of them, or else one the
+        solver finds ("/" when there is none, and the column is all `never`)."""
+        for path in [_spelled(t) for t in found.paths] or ["/"]:
+            if all(_path_matches(self.checked, path, t) for t in found.paths):
+                return path
+        model = self.analyzer.solve(self.encoder.holds(n.And(found.paths)))
+        if model is None:
+            return "/"
+        a = self.analyzer
+        return witness.example(model, self.space, service.hosts[0], a.signer, a.issuer_names, a.now).description["path"]
+
+    def service_matrix(self, service: n.Service) -> ServiceMatrix:
+        rows, columns = self.rows(service), self.columns(service)
+        cells, column_rules = {}, {}
+        for c, column in enumerate(columns):
+            relevant = [r for r in service.rules if may_match_in(self.checked, r, column)]
+            column_rules[c] = sorted(r.name for r in relevant)
+            for r, cell in self.column_cells(dataclasses.replace(service, rules=tuple(relevant)), column,
+                                             rows).items():
+                cells[r, c] = cell
+        return ServiceMatrix(service, rows, columns, cells, column_rules)
+
+    def column_cells(self, service: n.Service, column: Column, rows: list[Row]) -> dict[int, Cell]:
+        """`service` holds only the rules that may match in `column`; the others cannot change
+        any answer there, and leaving them out keeps the questions small."""
+        region = self.region(column)
+        outcome = self.encoder.outcome(service)
+        admitted = outcome.status == 200
+        allowed, undecided = self._rows_where(region, admitted, rows, range(len(rows)))
+        denied, more = self._rows_where(region, z3.Not(admitted), rows, allowed)
+        undecided |= more
+        cells = {}
+        for r in range(len(rows)):
+            if r in undecided:
+                cells[r] = Cell(UNDECIDED)
+            elif r not in allowed:
+                cells[r] = Cell(NEVER)
+            else:
+                cells[r] = Cell(SOMETIMES if r in denied else ALWAYS, self._witness(allowed[r], service, True),
+                                self._witness(denied[r], service, False) if r in denied else None)
+        return cells
+
+    def region(self, column: Column) -> z3.BoolRef:
+        return request_line(self.space, column.methods, column.path)
+
+    def _rows_where(self, region, goal, rows: list[Row], candidates) -> tuple[dict[int, z3.ModelRef], set[int]]:
+        """The rows among `candidates` with a request in `region` that meets `goal`, each with
+        such a request's model, and the rows the solver gave up on. One question covers every
+        row left: a model answers for every row its caller meets, and no model means none is left."""
+        found, left = {}, list(candidates)
+        while left:
+            try:
+                model = self.analyzer.solve(region, goal, z3.Or([rows[r].caller for r in left]))
+            except Undecided:
+                more, undecided = self._each_row(region, goal, rows, left)
+                return found | more, undecided
+            if model is None:
+                break
+            hit = [r for r in left if z3.is_true(model.eval(rows[r].caller, model_completion=True))]
+            found.update(dict.fromkeys(hit, model))
+            left = [r for r in left if r not in hit]
+        return found, set()
+
+    def _each_row(self, region, goal, rows: list[Row], left: list[int]):
+        """One question per row, when the question for all of them at once was too hard."""
+        found, undecided = {}, set()
+        for r in left:
+            try:
+                model = self.analyzer.solve(region, goal, rows[r].caller)
+            except Undecided:
+                undecided.add(r)
+                continue
+            if model is not None:
+                found[r] = model
+        return found, undecided
+
+    def _witness(self, model: z3.ModelRef, service: n.Service, allowed: bool) -> Witness:
+        """The request `model` describes, confirmed by the interpreter (`witness.AnalysisError`
+        when it decides otherwise than the model)."""
+        example, status, rule = self.replay(model, service)
+        if (status == 200) != allowed:
+            raise witness.AnalysisError(f"{example.description}: predicted {'allowed' if allowed else 'denied'}, "
+                                        f"the interpreter answered {status}")
+        return Witness(example.description, status, rule)
+
+    def replay(self, model: z3.ModelRef, service: n.Service) -> tuple[witness.Example, int, str | None]:
+        """The request `model` describes, replayed through the interpreter, which must name the
+        status and rule the model predicts."""
+        a = self.analyzer
+        example = witness.example(model, self.space, service.hosts[0], a.signer, a.issuer_names, a.now)
+        outcome = self.encoder.outcome(service)
+        status = model.eval(outcome.status, model_completion=True).as_long()
+        index = model.eval(outcome.rule, model_completion=True).as_long()
+        rule = self.space.rule_names[index] if index >= 0 else None
+        allowed = z3.is_true(model.eval(outcome.allowed, model_completion=True))
+        witness.confirm(witness.replay(self.checked, example, a.signer, a.now), status, rule, allowed,
+                        f"request {example.description}")
+        return example, status, rule
+
+    def samples(self, service: n.Service, row: Row, column: Column, count: int):
+        """Up to `count` requests of `row`'s callers in `column`, each with a method not used by the
+        previous ones, replayed: (description, status, rule)."""
+        found, used = [], []
+        while len(found) < count:
+            model = self.analyzer.solve(self.region(column), row.caller,
+                                        *[self.space.method != m for m in used])
+            if model is None:
+                break
+            used.append(model.eval(self.space.method, model_completion=True))
+            example, status, rule = self.replay(model, service)
+            found.append((example.description, status, rule))
+        return found
+
+
+def _written_out(expr: n.Expr, checked: Checked) -> n.Expr:
+    """`expr` with every named condition replaced by its definition."""
+    match expr:
+        case n.ConditionRef(name):
+            return _written_out(checked.conditions[name].expr, checked)
+        case n.And(operands) | n.Or(operands):
+            return type(expr)(tuple(_written_out(o, checked) for o in operands))
+        case n.Not(operand):
+            return n.Not(_written_out(operand, checked))
+    return expr
+
+
+def access_matrix(checked: Checked) -> list[ServiceMatrix]:
+    """Every service's matrix, in name order."""
+    matrix = Matrix(checked)
+    return [matrix.service_matrix(checked.services[name]) for name in sorted(checked.services)]
