@@ -73,7 +73,7 @@ class Column:
 class Witness:
     """An example request of a cell, as the interpreter decided it."""
 
-    request: dict
+    example: witness.Example
     status: int
     rule: str | None
 
@@ -204,9 +204,10 @@ class Matrix:
     # ---------------------------------------------------------------- cells
 
     def columns(self, service: n.Service) -> list[Column]:
+        """By path asked with, then methods; the column of rules that test neither comes last."""
         found = dict.fromkeys(endpoint(rule, self.checked) for rule in service.rules)
-        ordered = sorted(found, key=lambda e: (e.methods is None and not e.paths, e.label))
-        return [Column(e, self.representative(e, service)) for e in ordered]
+        columns = [Column(e, self.representative(e, service)) for e in found]
+        return sorted(columns, key=lambda c: (c.methods is None and not c.endpoint.paths, c.path, c.label))
 
     def representative(self, found: Endpoint, service: n.Service) -> str:
         """A path every path test of `found` matches: a spelling of one of them, or else one the
@@ -292,7 +293,7 @@ class Matrix:
         if (status == 200) != allowed:
             raise witness.AnalysisError(f"{example.description}: predicted {'allowed' if allowed else 'denied'}, "
                                         f"the interpreter answered {status}")
-        return Witness(example.description, status, rule)
+        return Witness(example, status, rule)
 
     def replay(self, model: z3.ModelRef, service: n.Service) -> tuple[witness.Example, int, str | None]:
         """The request `model` describes, replayed through the interpreter, which must name the
@@ -308,9 +309,9 @@ class Matrix:
                         f"request {example.description}")
         return example, status, rule
 
-    def samples(self, service: n.Service, row: Row, column: Column, count: int):
-        """Up to `count` requests of `row`'s callers in `column`, each with a method not used by the
-        previous ones, replayed: (description, status, rule)."""
+    def samples(self, service: n.Service, row: Row, column: Column, count: int) -> list[Witness]:
+        """Up to `count` requests of `row`'s callers in `column`, each with a method the previous
+        ones do not use, replayed."""
         found, used = [], []
         while len(found) < count:
             model = self.analyzer.solve(self.region(column), row.caller,
@@ -319,7 +320,7 @@ class Matrix:
                 break
             used.append(model.eval(self.space.method, model_completion=True))
             example, status, rule = self.replay(model, service)
-            found.append((example.description, status, rule))
+            found.append(Witness(example, status, rule))
         return found
 
 
