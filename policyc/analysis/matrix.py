@@ -22,6 +22,7 @@ from ..check import Checked
 from ..interpret.evaluator import Context, Evaluator
 from ..syntax.printer import expression
 from . import witness
+from .encode import Outcome
 from .findings import Analyzer
 from .space import LIST, MISSING, STRING, TOKEN_NONE, RequestSpace, Undecided
 
@@ -37,6 +38,26 @@ class Row:
     kind: str
     label: str
     caller: z3.BoolRef = field(compare=False, repr=False)
+    fixed: Values = field(compare=False, repr=False)
+
+
+class Values:
+    """Values a row's caller condition fixes, put into z3 terms: substituted into a question,
+    they often settle it without the solver. The arrays are built once, because a row's values
+    go into every column's questions and `z3.substitute` builds them again on each call."""
+
+    def __init__(self, pairs):
+        self.count = len(pairs)
+        self.variables, self.values = (z3.Ast * self.count)(), (z3.Ast * self.count)()
+        for i, (variable, value) in enumerate(pairs):
+            self.variables[i], self.values[i] = variable.as_ast(), value.as_ast()
+        self.condition = z3.And([variable == value for variable, value in pairs])
+
+    def __call__(self, term: z3.ExprRef) -> z3.ExprRef:
+        if not self.count:
+            return term
+        return z3.ExprRef(z3.Z3_substitute(term.ctx.ref(), term.as_ast(), self.count, self.variables, self.values),
+                          term.ctx)
 
 
 @dataclass(frozen=True)
@@ -145,10 +166,15 @@ def may_match_in(checked: Checked, rule: n.Rule, column: Column) -> bool:
 
 
 def request_line(space: RequestSpace, methods: tuple[str, ...] | None, path: str) -> z3.BoolRef:
-    """A request for one of `methods` (None: any) to the normalized `path`. The only place the
-    analysis is asked about one concrete path."""
+    """A request for one of `methods` (None: any) to the normalized `path`. With `path_value`, the
+    only places the analysis is asked about one concrete path."""
     line = [space.path == z3.StringVal(path)]
     return z3.And(*line, space.method_in(methods)) if methods else line[0]
+
+
+def path_value(space: RequestSpace, path: str) -> tuple:
+    """The (variable, value) pair that puts `path` in a question."""
+    return space.path, z3.StringVal(path)
 
 
 class Matrix:
@@ -169,36 +195,47 @@ class Matrix:
         """A group's row is a token whose `ent` lists that group and nothing else the rules or
         the catalog name (membership by the catalog's nesting counts); a user's, a token whose
         `sub` is the user, with no `ent`. Both from the issuers marked `catalog users`."""
-        issuers = [name for name, i in self.checked.issuers.items() if i.catalog_users]
+        issuers = [i for i in self.checked.issuers.values() if i.catalog_users]
         if not issuers:
             return []
-        token = z3.Or([self.encoder.valid[name] for name in issuers])
+        token = z3.Or([self.encoder.valid[i.name] for i in issuers])
+        one_issuer = self._token_value(issuers[0].url) if len(issuers) == 1 else ()
         sub, ent = self.space.claim(("sub",)), self.space.claim(("ent",))
         refs = sorted(self.checked.catalog.entities)
         groups = [r for r in refs if r.startswith("group:")]
         users = [r for r in refs if r.startswith("user:")]
-        for ref in groups + users:
-            ent.holds(ref)
-        listed = dict(ent.members)
+        for group in groups:
+            ent.holds(group)
+        listed = sorted(ent.members.items())
         rows = []
         for group in groups:
-            others = [z3.Not(held) for ref, held in sorted(listed.items()) if ref != group]
-            rows.append(Row(GROUP, group, z3.And(token, sub.kind == MISSING, ent.kind == LIST, ent.holds(group),
-                                                 *others)))
+            fixed = (*one_issuer, (sub.kind, z3.IntVal(MISSING)), (ent.kind, z3.IntVal(LIST)),
+                     *[(held, z3.BoolVal(ref == group)) for ref, held in listed])
+            values = Values(fixed)
+            rows.append(Row(GROUP, group, z3.And(token, values.condition), values))
         for user in users:
-            rows.append(Row(USER, user, z3.And(token, sub.kind == STRING, sub.text == z3.StringVal(user),
-                                               ent.kind == MISSING)))
+            fixed = (*one_issuer, (sub.kind, z3.IntVal(STRING)), (sub.text, z3.StringVal(user)),
+                     (ent.kind, z3.IntVal(MISSING)))
+            values = Values(fixed)
+            rows.append(Row(USER, user, z3.And(token, values.condition), values))
         return rows
 
+    def _token_value(self, kind: str) -> tuple:
+        return ((self.space.token, z3.IntVal(self.space.token_kinds.index(kind))),)
+
+    def _token_values(self, kind: str) -> Values:
+        return Values(self._token_value(kind))
+
     def rows(self, service: n.Service) -> list[Row]:
-        rows = [Row(ANONYMOUS, "no token", self.space.token_is(TOKEN_NONE))]
-        rows += [Row(ISSUER, f"issuer {name}", self.encoder.valid[name]) for name in sorted(self.checked.issuers)]
+        rows = [Row(ANONYMOUS, "no token", self.space.token_is(TOKEN_NONE), self._token_values(TOKEN_NONE))]
+        rows += [Row(ISSUER, f"issuer {name}", self.encoder.valid[name], self._token_values(issuer.url))
+                 for name, issuer in sorted(self.checked.issuers.items())]
         claims = {}
         for rule in service.rules:
             for atom in n.walk(_written_out(rule.expr, self.checked)):
                 if isinstance(atom, n.ClaimTest | n.ClaimIsBool):
                     claims.setdefault(expression(atom), atom)
-        rows += [Row(CLAIM, label, self.encoder.holds(atom)) for label, atom in sorted(claims.items())]
+        rows += [Row(CLAIM, label, self.encoder.holds(atom), Values(())) for label, atom in sorted(claims.items())]
         return rows + self.catalog_rows
 
     # ---------------------------------------------------------------- cells
@@ -238,69 +275,47 @@ class Matrix:
         region = self.region(column)
         outcome = self.encoder.outcome(service)
         admitted = outcome.status == 200
-        allowed, undecided = self._rows_where(region, admitted, rows, range(len(rows)))
-        denied, more = self._rows_where(region, z3.Not(admitted), rows, allowed)
-        undecided |= more
+        line = path_value(self.space, column.path)
         cells = {}
-        for r in range(len(rows)):
-            if r in undecided:
+        for r, row in enumerate(rows):
+            try:
+                allowed = self._example(region, admitted, row, line)
+                denied = self._example(region, z3.Not(admitted), row, line) if allowed else None
+            except Undecided:
                 cells[r] = Cell(UNDECIDED)
-            elif r not in allowed:
+                continue
+            if allowed is None:
                 cells[r] = Cell(NEVER)
             else:
-                cells[r] = Cell(SOMETIMES if r in denied else ALWAYS, self._witness(allowed[r], service, True),
-                                self._witness(denied[r], service, False) if r in denied else None)
+                cells[r] = Cell(SOMETIMES if denied else ALWAYS, self._witness(allowed, service, outcome, True),
+                                self._witness(denied, service, outcome, False) if denied else None)
         return cells
 
     def region(self, column: Column) -> z3.BoolRef:
         return request_line(self.space, column.methods, column.path)
 
-    def _rows_where(self, region, goal, rows: list[Row], candidates) -> tuple[dict[int, z3.ModelRef], set[int]]:
-        """The rows among `candidates` with a request in `region` that meets `goal`, each with
-        such a request's model, and the rows the solver gave up on. One question covers every
-        row left: a model answers for every row its caller meets, and no model means none is left."""
-        found, left = {}, list(candidates)
-        while left:
-            try:
-                model = self.analyzer.solve(region, goal, z3.Or([rows[r].caller for r in left]))
-            except Undecided:
-                more, undecided = self._each_row(region, goal, rows, left)
-                return found | more, undecided
-            if model is None:
-                break
-            hit = [r for r in left if z3.is_true(model.eval(rows[r].caller, model_completion=True))]
-            found.update(dict.fromkeys(hit, model))
-            left = [r for r in left if r not in hit]
-        return found, set()
+    def _example(self, region, goal, row: Row, line: tuple) -> z3.ModelRef | None:
+        """A model of a request of `row` in `region` that meets `goal`, or None. The path's and the
+        row's values are put in first: when that alone makes `goal` false, no solver is needed."""
+        if z3.is_false(z3.simplify(row.fixed(z3.substitute(goal, line)))):
+            return None
+        return self.analyzer.solve(region, goal, row.caller)
 
-    def _each_row(self, region, goal, rows: list[Row], left: list[int]):
-        """One question per row, when the question for all of them at once was too hard."""
-        found, undecided = {}, set()
-        for r in left:
-            try:
-                model = self.analyzer.solve(region, goal, rows[r].caller)
-            except Undecided:
-                undecided.add(r)
-                continue
-            if model is not None:
-                found[r] = model
-        return found, undecided
-
-    def _witness(self, model: z3.ModelRef, service: n.Service, allowed: bool) -> Witness:
+    def _witness(self, model: z3.ModelRef, service: n.Service, outcome: Outcome, allowed: bool) -> Witness:
         """The request `model` describes, confirmed by the interpreter (`witness.AnalysisError`
         when it decides otherwise than the model)."""
-        example, status, rule = self.replay(model, service)
+        example, status, rule = self.replay(model, service, outcome)
         if (status == 200) != allowed:
             raise witness.AnalysisError(f"{example.description}: predicted {'allowed' if allowed else 'denied'}, "
                                         f"the interpreter answered {status}")
         return Witness(example, status, rule)
 
-    def replay(self, model: z3.ModelRef, service: n.Service) -> tuple[witness.Example, int, str | None]:
+    def replay(self, model: z3.ModelRef, service: n.Service,
+               outcome: Outcome) -> tuple[witness.Example, int, str | None]:
         """The request `model` describes, replayed through the interpreter, which must name the
-        status and rule the model predicts."""
+        status and rule `outcome` (the service's, encoded) has in the model."""
         a = self.analyzer
         example = witness.example(model, self.space, service.hosts[0], a.signer, a.issuer_names, a.now)
-        outcome = self.encoder.outcome(service)
         status = model.eval(outcome.status, model_completion=True).as_long()
         index = model.eval(outcome.rule, model_completion=True).as_long()
         rule = self.space.rule_names[index] if index >= 0 else None
@@ -312,14 +327,14 @@ class Matrix:
     def samples(self, service: n.Service, row: Row, column: Column, count: int) -> list[Witness]:
         """Up to `count` requests of `row`'s callers in `column`, each with a method the previous
         ones do not use, replayed."""
-        found, used = [], []
+        found, used, outcome = [], [], self.encoder.outcome(service)
         while len(found) < count:
             model = self.analyzer.solve(self.region(column), row.caller,
                                         *[self.space.method != m for m in used])
             if model is None:
                 break
             used.append(model.eval(self.space.method, model_completion=True))
-            example, status, rule = self.replay(model, service)
+            example, status, rule = self.replay(model, service, outcome)
             found.append(Witness(example, status, rule))
         return found
 
