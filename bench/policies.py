@@ -135,7 +135,8 @@ def catalog_set(rules: int, groups: int = 100, per_service: int = 100) -> dict[s
             name, endpoint = f"r{s * per_service + r:04d}", r % 20
             group = f"d{r % departments:02d}" if r % 7 == 0 else f"t{r % (groups - departments):03d}"
             lines.append([
-                f'    allow "{name}" when reader and path prefix "/api/v{endpoint}/" and member "group:default/{group}"\n',
+                f'    allow "{name}" when reader and path prefix "/api/v{endpoint}/" '
+                f'and member "group:default/{group}"\n',
                 f'    allow "{name}" when method == POST and path prefix "/api/v{endpoint}/" '
                 f'and member "group:default/{group}"\n',
                 f'    allow "{name}" when path == "/jobs/{endpoint}" and token.scope contains "jobs{endpoint % 3}"\n',

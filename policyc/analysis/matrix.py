@@ -104,6 +104,7 @@ class Cell:
     verdict: str
     allowed: Witness | None = None  # a request of the row's callers that the rules admit
     denied: Witness | None = None  # and one they refuse
+    denies: list[str] = field(default_factory=list)  # for `never`: the deny rules that may match
 
     @property
     def rules(self) -> list[str | None]:
@@ -117,7 +118,6 @@ class ServiceMatrix:
     rows: list[Row]
     columns: list[Column]
     cells: dict[tuple[int, int], Cell]  # (row, column) → cell
-    column_rules: dict[int, list[str]]  # per column, the rules that can match there
 
 
 def conjuncts(expr: n.Expr, checked: Checked) -> list[n.Expr]:
@@ -260,14 +260,13 @@ class Matrix:
 
     def service_matrix(self, service: n.Service) -> ServiceMatrix:
         rows, columns = self.rows(service), self.columns(service)
-        cells, column_rules = {}, {}
+        cells = {}
         for c, column in enumerate(columns):
             relevant = [r for r in service.rules if may_match_in(self.checked, r, column)]
-            column_rules[c] = sorted(r.name for r in relevant)
             for r, cell in self.column_cells(dataclasses.replace(service, rules=tuple(relevant)), column,
                                              rows).items():
                 cells[r, c] = cell
-        return ServiceMatrix(service, rows, columns, cells, column_rules)
+        return ServiceMatrix(service, rows, columns, cells)
 
     def column_cells(self, service: n.Service, column: Column, rows: list[Row]) -> dict[int, Cell]:
         """`service` holds only the rules that may match in `column`; the others cannot change
@@ -276,6 +275,7 @@ class Matrix:
         outcome = self.encoder.outcome(service)
         admitted = outcome.status == 200
         line = path_value(self.space, column.path)
+        denies = self.encoder.rule_matches(service, n.Effect.DENY)
         cells = {}
         for r, row in enumerate(rows):
             try:
@@ -285,7 +285,8 @@ class Matrix:
                 cells[r] = Cell(UNDECIDED)
                 continue
             if allowed is None:
-                cells[r] = Cell(NEVER)
+                cells[r] = Cell(NEVER, denies=[name for name, matches in denies
+                                               if not self._settled_false(matches, row, line)])
             else:
                 cells[r] = Cell(SOMETIMES if denied else ALWAYS, self._witness(allowed, service, outcome, True),
                                 self._witness(denied, service, outcome, False) if denied else None)
@@ -297,9 +298,13 @@ class Matrix:
     def _example(self, region, goal, row: Row, line: tuple) -> z3.ModelRef | None:
         """A model of a request of `row` in `region` that meets `goal`, or None. The path's and the
         row's values are put in first: when that alone makes `goal` false, no solver is needed."""
-        if z3.is_false(z3.simplify(row.fixed(z3.substitute(goal, line)))):
+        if self._settled_false(goal, row, line):
             return None
         return self.analyzer.solve(region, goal, row.caller)
+
+    @staticmethod
+    def _settled_false(term, row: Row, line: tuple) -> bool:
+        return z3.is_false(z3.simplify(row.fixed(z3.substitute(term, line))))
 
     def _witness(self, model: z3.ModelRef, service: n.Service, outcome: Outcome, allowed: bool) -> Witness:
         """The request `model` describes, confirmed by the interpreter (`witness.AnalysisError`

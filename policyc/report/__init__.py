@@ -84,12 +84,11 @@ def _example_text(cell: Cell) -> str:
     return "\n".join(parts)
 
 
-def _cell_view(cell: Cell, column: int, matrix: ServiceMatrix, rules: dict[str, RuleEntry]) -> CellView:
+def _cell_view(cell: Cell, rules: dict[str, RuleEntry]) -> CellView:
     """The cell's deciding rules: those its examples name; for a `never` cell, which has no
-    example, the deny rules that can match in its column, and the default deny."""
+    example, the deny rules that may match its requests, and the default deny."""
     if cell.verdict == NEVER:
-        names = [r for r in matrix.column_rules[column] if rules[r].effect == n.Effect.DENY.value]
-        default = True
+        names, default = cell.denies, True
     else:
         names = list(dict.fromkeys(r for r in cell.rules if r))
         default = None in cell.rules
@@ -104,7 +103,7 @@ def _service_view(pipeline: Pipeline, index: int, matrix: ServiceMatrix, finding
     by_name = {e.name: e for e in entries}
     columns = [{"label": c.label, "path": c.path} for c in matrix.columns]
     rows = [{"kind": row.kind, "label": row.label,
-             "cells": [_cell_view(matrix.cells[r, c], c, matrix, by_name) for c in range(len(matrix.columns))]}
+             "cells": [_cell_view(matrix.cells[r, c], by_name) for c in range(len(matrix.columns))]}
             for r, row in enumerate(matrix.rows)]
     return ServiceView(service.name, service.hosts, service.mode is n.Mode.DRY_RUN, columns, rows, entries,
                        [f for f in findings if f.service == service.name])
