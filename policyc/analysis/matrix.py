@@ -3,9 +3,10 @@ who (rows: callers without a token, each issuer, each claim condition the rules 
 group and user) may send which requests (columns: the distinct method + path tests of the rules),
 each cell decided exactly by the solver: `always`, `sometimes` or `never` allowed.
 
-A column stands for every request its method and path tests match, not one sample path: a cell is
-`always` when every such request of the row's callers passes the rules, `never` when none does.
-Each verdict comes with the example requests the solver found (one allowed, one denied), replayed
+A column is asked about with one path its tests match (`Column.path`: the literal, or the pattern
+spelled with `x` for its wildcards) and every method it allows; over that request line the cell
+is exact, for every header, source, claim and method (docs/report.md says why one path). Each
+verdict comes with the example requests the solver found (one allowed, one denied), replayed
 through the interpreter before they are shown; the rules those examples name are the cell's
 deciding rules.
 """
@@ -248,13 +249,18 @@ class Matrix:
 
     def representative(self, found: Endpoint, service: n.Service) -> str:
         """A path every path test of `found` matches: a spelling of one of them, or else one the
-        solver finds ("/" when there is none, and the column is all `never`)."""
-        for path in [_spelled(t) for t in found.paths] or ["/"]:
+        solver finds. When there is none (or the solver gives up), the first spelling: the cells
+        are exact for whatever path the column shows."""
+        spellings = [_spelled(t) for t in found.paths] or ["/"]
+        for path in spellings:
             if all(_path_matches(self.checked, path, t) for t in found.paths):
                 return path
-        model = self.analyzer.solve(self.encoder.holds(n.And(found.paths)))
+        try:
+            model = self.analyzer.solve(self.encoder.holds(n.And(found.paths)))
+        except Undecided:
+            model = None
         if model is None:
-            return "/"
+            return spellings[0]
         a = self.analyzer
         return witness.example(model, self.space, service.hosts[0], a.signer, a.issuer_names, a.now).description["path"]
 
