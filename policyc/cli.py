@@ -574,7 +574,9 @@ def analyze_command(paths, output_format):
               help="the HTML file to write; left untouched on any error")
 @click.option("--diff", "old", multiple=True, type=click.Path(), metavar="OLD",
               help="also show what changed since the policies in OLD (files or folders; repeatable)")
-def report_command(paths, output, old):
+@click.option("--no-findings", "skip_findings", is_flag=True,
+              help="leave out the findings of analyze, whose questions grow with the square of the rules")
+def report_command(paths, output, old, skip_findings):
     """One self-contained HTML page: per service who may send what (exact, from the solver), the
     rules with their source, the diagnostics of check and the findings of analyze."""
     from .analysis.witness import AnalysisError
@@ -583,7 +585,7 @@ def report_command(paths, output, old):
     pipeline = _checked_or_exit(_policy_paths(paths), "new" if old else None)
     before = _checked_or_exit(_policy_paths(old), f"old ({', '.join(old)})") if old else None
     try:
-        page = build(pipeline, list(paths), before, list(old))
+        page = build(pipeline, list(paths), before, list(old), findings=not skip_findings)
     except AnalysisError as e:
         click.echo(f"policyc: internal error, nothing written: {e}", err=True)
         sys.exit(EXIT_INTERNAL)

@@ -9,7 +9,7 @@ only the page's own markup, so no policy text is ever placed inside script or st
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import jinja2
 
@@ -59,7 +59,6 @@ class ServiceView:
     columns: list[dict]
     rows: list[dict]
     rules: list[RuleEntry]
-    findings: list[Finding] = field(default_factory=list)
 
 
 def _rule_entries(pipeline: Pipeline, index: int, service: n.Service, changed: ServiceDiff | None) -> list[RuleEntry]:
@@ -96,8 +95,7 @@ def _cell_view(cell: Cell, rules: dict[str, RuleEntry]) -> CellView:
                     default, _example_text(cell))
 
 
-def _service_view(pipeline: Pipeline, index: int, matrix: ServiceMatrix, findings: list[Finding],
-                  changed: ServiceDiff | None) -> ServiceView:
+def _service_view(pipeline: Pipeline, index: int, matrix: ServiceMatrix, changed: ServiceDiff | None) -> ServiceView:
     service = matrix.service
     entries = _rule_entries(pipeline, index, service, changed)
     by_name = {e.name: e for e in entries}
@@ -105,8 +103,7 @@ def _service_view(pipeline: Pipeline, index: int, matrix: ServiceMatrix, finding
     rows = [{"kind": row.kind, "label": row.label,
              "cells": [_cell_view(matrix.cells[r, c], by_name) for c in range(len(matrix.columns))]}
             for r, row in enumerate(matrix.rows)]
-    return ServiceView(service.name, service.hosts, service.mode is n.Mode.DRY_RUN, columns, rows, entries,
-                       [f for f in findings if f.service == service.name])
+    return ServiceView(service.name, service.hosts, service.mode is n.Mode.DRY_RUN, columns, rows, entries)
 
 
 def _environment() -> jinja2.Environment:
@@ -114,11 +111,10 @@ def _environment() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def render(pipeline: Pipeline, inputs: list[str], matrices: list[ServiceMatrix], findings: list[Finding],
+def render(pipeline: Pipeline, inputs: list[str], matrices: list[ServiceMatrix], findings: list[Finding] | None,
            changes: Diff | None = None, old_inputs: list[str] | None = None) -> str:
     changed = {s.new_service: s for s in changes.services} if changes else {}
-    services = [_service_view(pipeline, i, m, findings, changed.get(m.service.name))
-                for i, m in enumerate(matrices)]
+    services = [_service_view(pipeline, i, m, changed.get(m.service.name)) for i, m in enumerate(matrices)]
     diagnostics = [{"severity": d.severity.value, "file": d.span.path, "line": d.span.line,
                     "text": render_text(d, pipeline.sources)} for d in pipeline.diagnostics]
     rules = {(e.service, e.name): e for s in services for e in s.rules}
@@ -129,9 +125,11 @@ def render(pipeline: Pipeline, inputs: list[str], matrices: list[ServiceMatrix],
 
 
 def build(pipeline: Pipeline, inputs: list[str], old: Pipeline | None = None,
-          old_inputs: list[str] | None = None) -> str:
-    """The page for checked `pipeline`; with `old`, also what changed since it."""
+          old_inputs: list[str] | None = None, findings: bool = True) -> str:
+    """The page for checked `pipeline`; with `old`, also what changed since it; without
+    `findings`, no findings of `analyze` (whose questions grow with the square of the rules)."""
     checked = pipeline.checked
     changes = diff(old.checked, checked) if old else None
-    return render(pipeline, inputs, access_matrix(checked), analyze(checked), changes, old_inputs)
+    return render(pipeline, inputs, access_matrix(checked), analyze(checked) if findings else None, changes,
+                  old_inputs)
 

@@ -72,3 +72,9 @@ def test_errors_write_nothing(tmp_path):
     result, output = _report(tmp_path, API.replace("and issuer ci and", "and issuer cj and"))
     assert result.exit_code == 1 and "error[check/unknown-issuer]" in result.output
     assert not output.exists()
+
+
+def test_no_findings(tmp_path):
+    result, output = _report(tmp_path, API, "--no-findings")
+    assert result.exit_code == 0, result.output
+    assert "Not computed (<code>--no-findings</code>)" in output.read_text()
