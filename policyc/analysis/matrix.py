@@ -105,7 +105,8 @@ class Cell:
     verdict: str
     allowed: Witness | None = None  # a request of the row's callers that the rules admit
     denied: Witness | None = None  # and one they refuse
-    denies: list[str] = field(default_factory=list)  # for `never`: the deny rules that may match
+    # For `never`: the deny rules that the row's values and the column's path do not rule out.
+    denies: list[str] = field(default_factory=list)
 
     @property
     def rules(self) -> list[str | None]:

@@ -85,7 +85,7 @@ def _example_text(cell: Cell) -> str:
 
 def _cell_view(cell: Cell, rules: dict[str, RuleEntry]) -> CellView:
     """The cell's deciding rules: those its examples name; for a `never` cell, which has no
-    example, the deny rules that may match its requests, and the default deny."""
+    example, the default deny and the deny rules its row and column do not rule out."""
     if cell.verdict == NEVER:
         names, default = cell.denies, True
     else:

@@ -66,8 +66,8 @@ def test_the_example_reads_as_its_policies_say(example):
     assert reads["user:default/alice"] == reads["user:default/bob"] == ALWAYS
     assert reads["user:default/carol"] == reads["group:default/support"] == reads["no token"] == NEVER
     assert _verdicts(payments, 'any method prefix "/debug/"')["group:default/sre"] == NEVER
-    # A `never` cell names the deny rules that may match its callers' requests: the contractor
-    # deny needs a token, so it is not named for callers without one.
+    # A `never` cell names the deny rules its row does not rule out: the contractor deny needs a
+    # token, so it is not named for callers without one.
     debug = next(c for c, column in enumerate(payments.columns) if column.path == "/debug/x")
     assert payments.cells[0, debug].denies == ["no-debug"]
     assert payments.rows[0].label == "no token"
