@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE := envoy_configs/examples/backstage
 
-.PHONY: test demo bench security fuzz lint clean
+.PHONY: test demo bench security fuzz lint clean report-screenshot
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ test: $(BIN)/.installed
 
 demo: $(BIN)/.installed
 	$(BIN)/python -m policyc.demo $(EXAMPLE)
+
+# docs/report.png: the example's `policyc report` page in headless Chromium (Debian's chromium and
+# chromium-driver).
+report-screenshot: $(BIN)/.installed
+	$(BIN)/python -m tests.report.screenshot docs/report.png
 
 # Benchmarks need wrk (Debian) and cedarpy (the `bench` extra); tables on stdout, JSON in bench/results/.
 bench: $(BIN)/.bench-installed

@@ -7,6 +7,8 @@
 - `services_set(n)`: `n` small services, for memory.
 - `large_set(n)`: `n` rules over services of 100, every cheap atom kind and a token claim, for
   the compiler.
+- `catalog_set(n, groups)`: `n` rules over services of 100 that name catalog groups, with a catalog
+  of `groups` groups (departments and their teams) and two users per team, for `policyc report`.
 """
 
 from __future__ import annotations
@@ -101,6 +103,47 @@ def large_set(rules: int, per_service: int = 100) -> str:
             lines.append(f'    {effect} "r{r}" when reader and {atom} and token.groups contains "g{r}"\n')
         lines.append("}\n")
     return "".join(lines)
+
+
+def _catalog(groups: int) -> str:
+    """Departments `d*` of nine teams `t*` each, two users `u*` per team."""
+    departments = max(1, groups // 10)
+    teams = [f"t{i:03d}" for i in range(groups - departments)]
+    entities = []
+    for d in range(departments):
+        children = ", ".join(teams[d::departments])
+        entities.append(f"kind: Group\nmetadata:\n  name: d{d:02d}\nspec:\n  type: department\n"
+                        f"  children: [{children}]\n")
+    for t, team in enumerate(teams):
+        entities.append(f"kind: Group\nmetadata:\n  name: {team}\nspec:\n  type: team\n"
+                        f"  parent: d{t % departments:02d}\n  children: []\n")
+        entities += [f"kind: User\nmetadata:\n  name: u{t:03d}{member}\nspec:\n  memberOf: [{team}]\n"
+                     for member in "ab"]
+    return "---\n".join(f"apiVersion: backstage.io/v1alpha1\n{e}" for e in entities)
+
+
+def catalog_set(rules: int, groups: int = 100, per_service: int = 100) -> dict[str, str]:
+    """Files (relative path → text): `rules` rules over services of `per_service` rules each, on
+    20 endpoints per service, each allow rule for one team or department, a few for a scope claim."""
+    departments = max(1, groups // 10)
+    lines = ['issuer backstage {\n    url "https://backstage.example.com/api/auth"\n'
+             '    jwks "https://backstage.example.com/api/auth/.well-known/jwks.json"\n    catalog users\n}\n',
+             'catalog "catalog"\ncondition reader = method in [GET, HEAD]\n']
+    for s in range(max(1, rules // per_service)):
+        lines.append(f'service svc{s} {{\n    hosts ["svc{s}.internal"]\n    upstream "127.0.0.1:8080"\n')
+        for r in range(per_service):
+            name, endpoint = f"r{s * per_service + r:04d}", r % 20
+            group = f"d{r % departments:02d}" if r % 7 == 0 else f"t{r % (groups - departments):03d}"
+            lines.append([
+                f'    allow "{name}" when reader and path prefix "/api/v{endpoint}/" '
+                f'and member "group:default/{group}"\n',
+                f'    allow "{name}" when method == POST and path prefix "/api/v{endpoint}/" '
+                f'and member "group:default/{group}"\n',
+                f'    allow "{name}" when path == "/jobs/{endpoint}" and token.scope contains "jobs{endpoint % 3}"\n',
+                f'    deny "{name}" when path prefix "/admin/v{endpoint}/"\n',
+            ][0 if r % 10 < 5 else 1 if r % 10 < 8 else 2 if r % 10 == 8 else 3])
+        lines.append("}\n")
+    return {"big.policy": "".join(lines), "catalog/org.yaml": _catalog(groups)}
 
 
 def check_text(text: str) -> Checked:

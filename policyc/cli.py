@@ -1,4 +1,5 @@
-"""Command line: `policyc check | fmt | eval | test | compile | verify | explain | lsp`.
+"""Command line: `policyc check | fmt | eval | test | compile | verify | explain | lsp | diff | analyze |
+who-can | report` and the operations commands.
 
 Artifacts go to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 policy errors or failed
 cases, 2 usage errors, 3 an internal error (a bug in policyc, reported in one line, not a traceback).
@@ -570,6 +571,31 @@ def analyze_command(paths, output_format):
         for line in request_text(finding.request) if finding.request else []:
             click.echo(f"    {line}")
     click.echo(f"policyc analyze: {len(findings)} finding(s)", err=True)
+
+
+@main.command("report")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
+              help="the HTML file to write; left untouched on any error")
+@click.option("--diff", "old", multiple=True, type=click.Path(), metavar="OLD",
+              help="also show what changed since the policies in OLD (files or folders; repeatable)")
+@click.option("--no-findings", "skip_findings", is_flag=True,
+              help="leave out the findings of analyze, whose questions grow with the square of the rules")
+def report_command(paths, output, old, skip_findings):
+    """One self-contained HTML page: per service who may send what (exact, from the solver), the
+    rules with their source, the diagnostics of check and the findings of analyze."""
+    from .analysis.witness import AnalysisError
+    from .report import build
+
+    pipeline = _checked_or_exit(_policy_paths(paths), "new" if old else None)
+    before = _checked_or_exit(_policy_paths(old), f"old ({', '.join(old)})") if old else None
+    try:
+        page = build(pipeline, list(paths), before, list(old), findings=not skip_findings)
+    except AnalysisError as e:
+        click.echo(f"policyc: internal error, nothing written: {e}", err=True)
+        sys.exit(EXIT_INTERNAL)
+    _write_atomically(output, page)
+    click.echo(f"wrote {output} ({len(pipeline.checked.services)} services)", err=True)
 
 
 @main.command("who-can")

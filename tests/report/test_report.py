@@ -1,0 +1,80 @@
+"""`policyc report` as HTML: policy text is escaped wherever it lands, warnings, findings and the
+changes since `--diff OLD` are on the page, and the command writes nothing on errors."""
+
+from html.parser import HTMLParser
+
+from click.testing import CliRunner
+
+from policyc.cli import main
+from tests.analysis.policies import API, ISSUERS, write
+
+# Header values, claim values and comments hold any text: it must stay text on the page.
+HOSTILE = ISSUERS + """
+service api {
+    hosts ["api.internal"]
+    upstream "127.0.0.1:8080"
+    allow "x" when header "x-a" == "<script>alert(1)</script>" and token.name == "\\"><img src=x>" # <b>c</b>
+    allow "open" when path prefix "/open/"
+}
+"""
+
+
+class Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+
+
+def _report(tmp_path, text: str, *extra: str):
+    folder = write(tmp_path / "policies", text)
+    output = tmp_path / "report.html"
+    result = CliRunner().invoke(main, ["report", str(folder), "-o", str(output), *extra])
+    return result, output
+
+
+def test_policy_text_is_escaped(tmp_path):
+    result, output = _report(tmp_path, HOSTILE)
+    assert result.exit_code == 0, result.output
+    page = output.read_text()
+    parser = Tags()
+    parser.feed(page)
+    assert parser.tags.count("script") == 1 and "img" not in parser.tags and "b" not in parser.tags
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+    assert "&lt;b&gt;c&lt;/b&gt;" in page and "&#34;&gt;&lt;img src=x&gt;" in page
+
+
+def test_warnings_findings_and_links(tmp_path):
+    result, output = _report(tmp_path, HOSTILE)
+    assert result.exit_code == 0, result.output
+    page = output.read_text()
+    # `open` admits callers without a token and is not marked public: a warning of check, a finding of analyze.
+    assert "warning[check/anonymous-allow]" in page
+    assert 'class="finding searchable finding-anonymous"' in page
+    line = HOSTILE.split("\n").index('    allow "open" when path prefix "/open/"') + 1
+    assert f'<li id="rule-0-1" class="rule searchable effect-allow" data-file="{tmp_path}/policies/main.policy" ' \
+           f'data-line="{line}"' in page and f"main.policy:{line}</span>" in page
+    assert "http" not in page.replace("https://idp.example.com", "").replace("https://ci.example.com", "")
+
+
+def test_diff_shows_what_changed(tmp_path):
+    old = write(tmp_path / "old", API)
+    result, output = _report(tmp_path, API.replace('path == "/deploy"', 'path prefix "/deploy"'), "--diff", str(old))
+    assert result.exit_code == 0, result.output
+    page = output.read_text()
+    assert 'class="verdict verdict-broader"' in page and "Rules edited: <code>deploy</code>" in page
+    assert "newly allowed" in page and 'class="badge change-edited"' in page
+
+
+def test_errors_write_nothing(tmp_path):
+    result, output = _report(tmp_path, API.replace("and issuer ci and", "and issuer cj and"))
+    assert result.exit_code == 1 and "error[check/unknown-issuer]" in result.output
+    assert not output.exists()
+
+
+def test_no_findings(tmp_path):
+    result, output = _report(tmp_path, API, "--no-findings")
+    assert result.exit_code == 0, result.output
+    assert "Not computed (<code>--no-findings</code>)" in output.read_text()
