@@ -1,7 +1,8 @@
 """The access matrix of `policyc report`: takes one checked policy set and returns, per service,
-who (rows: callers without a token, each issuer, each claim condition the rules test, each catalog
-group and user) may send which requests (columns: the distinct method + path tests of the rules),
-each cell decided exactly by the solver: `always`, `sometimes` or `never` allowed.
+who (rows: callers with neither token nor client certificate, certificate holders per trust, each
+issuer, each claim condition the rules test, each catalog group and user; all but the certificate
+rows without a certificate) may send which requests (columns: the distinct method + path tests of
+the rules), each cell decided exactly by the solver: `always`, `sometimes` or `never` allowed.
 
 A column is asked about with one path its tests match (`Column.path`: the literal, or the pattern
 spelled with `x` for its wildcards) and every method it allows; over that request line the cell
@@ -20,7 +21,7 @@ import z3
 
 from .. import nodes as n
 from ..check import Checked
-from ..interpret.evaluator import Context, Evaluator
+from ..interpret.evaluator import path_matches
 from ..syntax.printer import expression
 from . import witness
 from .encode import Outcome
@@ -28,7 +29,7 @@ from .findings import Analyzer
 from .space import LIST, MISSING, STRING, TOKEN_NONE, RequestSpace, Undecided
 
 ALWAYS, SOMETIMES, NEVER, UNDECIDED = "always", "sometimes", "never", "undecided"
-ANONYMOUS, ISSUER, CLAIM, GROUP, USER = "anonymous", "issuer", "claim", "group", "user"
+ANONYMOUS, CERTIFICATE, ISSUER, CLAIM, GROUP, USER = "anonymous", "certificate", "issuer", "claim", "group", "user"
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def endpoint(rule: n.Rule, checked: Checked) -> Endpoint:
 
 
 def _path_matches(checked: Checked, path: str, test: n.PathTest) -> bool:
-    return Evaluator(checked, Context("GET", path, {}, "", None)).path_matches(test.op, test.values)
+    return path_matches(test.op, test.values, path)
 
 
 def _spelled(test: n.PathTest) -> str:
@@ -170,13 +171,13 @@ def may_match_in(checked: Checked, rule: n.Rule, column: Column) -> bool:
 def request_line(space: RequestSpace, methods: tuple[str, ...] | None, path: str) -> z3.BoolRef:
     """A request for one of `methods` (None: any) to the normalized `path`. With `path_value`, the
     only places the analysis is asked about one concrete path."""
-    line = [space.path == z3.StringVal(path)]
-    return z3.And(*line, space.method_in(methods)) if methods else line[0]
+    line = space.paths.fixed(path)
+    return z3.And(line, space.method_in(methods)) if methods else line
 
 
-def path_value(space: RequestSpace, path: str) -> tuple:
-    """The (variable, value) pair that puts `path` in a question."""
-    return space.path, z3.StringVal(path)
+def path_value(space: RequestSpace, path: str) -> list[tuple]:
+    """The (variable, value) pairs that put `path` in a question: every path test's value on it."""
+    return space.paths.values_on(path)
 
 
 class Matrix:
@@ -200,7 +201,7 @@ class Matrix:
         issuers = [i for i in self.checked.issuers.values() if i.catalog_users]
         if not issuers:
             return []
-        token = z3.Or([self.encoder.valid[i.name] for i in issuers])
+        token = z3.And(z3.Or([self.encoder.valid[i.name] for i in issuers]), self.space.certificate == -1)
         one_issuer = self._token_value(issuers[0].url) if len(issuers) == 1 else ()
         sub, ent = self.space.claim(("sub",)), self.space.claim(("ent",))
         refs = sorted(self.checked.catalog.entities)
@@ -216,28 +217,37 @@ class Matrix:
             values = Values(fixed)
             rows.append(Row(GROUP, group, z3.And(token, values.condition), values))
         for user in users:
-            fixed = (*one_issuer, (sub.kind, z3.IntVal(STRING)), (sub.text, z3.StringVal(user)),
+            fixed = (*one_issuer, (sub.kind, z3.IntVal(STRING)), *sub.text.assigned(user),
                      (ent.kind, z3.IntVal(MISSING)))
             values = Values(fixed)
             rows.append(Row(USER, user, z3.And(token, values.condition), values))
         return rows
 
     def _token_value(self, kind: str) -> tuple:
-        return ((self.space.token, z3.IntVal(self.space.token_kinds.index(kind))),)
+        """The token of `kind` and no client certificate (certificate holders have rows of their own)."""
+        return ((self.space.token, z3.IntVal(self.space.token_kinds.index(kind))),
+                (self.space.certificate, z3.IntVal(-1)))
 
     def _token_values(self, kind: str) -> Values:
         return Values(self._token_value(kind))
 
     def rows(self, service: n.Service) -> list[Row]:
-        rows = [Row(ANONYMOUS, "no token", self.space.token_is(TOKEN_NONE), self._token_values(TOKEN_NONE))]
-        rows += [Row(ISSUER, f"issuer {name}", self.encoder.valid[name], self._token_values(issuer.url))
-                 for name, issuer in sorted(self.checked.issuers.items())]
+        space, no_certificate = self.space, self.space.certificate == -1
+        rows = [Row(ANONYMOUS, "no token, no certificate", z3.And(space.token_is(TOKEN_NONE), no_certificate),
+                    self._token_values(TOKEN_NONE))]
+        for trust in sorted(self.checked.trusts):
+            cas = {ca for ca, name in self.encoder.trust_of.items() if name == trust}
+            rows.append(Row(CERTIFICATE, f"certificate from trust {trust}", z3.And(
+                space.token_is(TOKEN_NONE), space.issued_by(cas)), Values(self._token_value(TOKEN_NONE)[:1])))
+        rows += [Row(ISSUER, f"issuer {name}", z3.And(self.encoder.valid[name], no_certificate),
+                     self._token_values(issuer.url)) for name, issuer in sorted(self.checked.issuers.items())]
         claims = {}
         for rule in service.rules:
             for atom in n.walk(_written_out(rule.expr, self.checked)):
                 if isinstance(atom, n.ClaimTest | n.ClaimIsBool):
                     claims.setdefault(expression(atom), atom)
-        rows += [Row(CLAIM, label, self.encoder.holds(atom), Values(())) for label, atom in sorted(claims.items())]
+        rows += [Row(CLAIM, label, z3.And(self.encoder.holds(atom), no_certificate), Values(()))
+                 for label, atom in sorted(claims.items())]
         return rows + self.catalog_rows
 
     # ---------------------------------------------------------------- cells
@@ -311,7 +321,7 @@ class Matrix:
 
     @staticmethod
     def _settled_false(term, row: Row, line: tuple) -> bool:
-        return z3.is_false(z3.simplify(row.fixed(z3.substitute(term, line))))
+        return z3.is_false(z3.simplify(row.fixed(z3.substitute(term, *line))))
 
     def _witness(self, model: z3.ModelRef, service: n.Service, outcome: Outcome, allowed: bool) -> Witness:
         """The request `model` describes, confirmed by the interpreter (`witness.AnalysisError`

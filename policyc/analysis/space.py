@@ -118,6 +118,15 @@ class Text:
         function = {n.Op.PREFIX: z3.PrefixOf, n.Op.SUFFIX: z3.SuffixOf}[op]
         return function(z3.StringVal(values[0]), self.term)
 
+    def assigned(self, literal: str) -> list[tuple[z3.ExprRef, z3.ExprRef]]:
+        """(variable, value) pairs that make the text `literal`, to substitute into a question."""
+        match self.mode:
+            case "literals":  # LITERALS
+                return [(self.term, z3.IntVal(self.codes.setdefault(literal, len(self.codes))))]
+            case "tested":  # TESTED
+                return self.atoms.values_on(literal)
+        return [(self.term, z3.StringVal(literal))]
+
     def same_as(self, other: Text) -> z3.BoolRef:
         return self.term == other.term
 

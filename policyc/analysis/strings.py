@@ -137,7 +137,11 @@ class StringAtoms:
         """The string is `text`: every test takes its value for it."""
         if not self.fits_shape(text):
             return z3.BoolVal(False)
-        return z3.And([a.var if a.matches(text) else z3.Not(a.var) for a in self.atoms.values()])
+        return z3.And([var == value for var, value in self.values_on(text)])
+
+    def values_on(self, text: str) -> list[tuple[z3.BoolRef, z3.BoolRef]]:
+        """(test, its value on `text`) for every test, to substitute into a question."""
+        return [(a.var, z3.BoolVal(a.matches(text))) for a in self.atoms.values()]
 
     def realize(self, model: z3.ModelRef) -> str | None:
         """A string on which every test has the value `model` gives it; None when there is none,

@@ -63,7 +63,8 @@ def test_the_matrices_render(driver):
     payments = _table(driver, "payments")
     assert len(_visible_columns(payments)) == 8
     rows = _visible_rows(payments)
-    assert rows[0] == "no token" and "group:default/sre" in rows and "user:default/alice" in rows
+    assert rows[:2] == ["no token, no certificate", "certificate from trust mesh"]
+    assert "group:default/sre" in rows and "user:default/alice" in rows
     cells = payments.find_elements(By.CSS_SELECTOR, "td.cell")
     assert len(cells) == 8 * len(rows)
     assert {c.get_attribute("data-verdict") for c in cells} == {"always", "sometimes", "never"}
@@ -96,7 +97,8 @@ def test_a_cell_links_to_its_rule(driver):
     payments = _table(driver, "payments")
     column = next(th.get_attribute("data-col") for th in payments.find_elements(By.CSS_SELECTOR, "thead th[data-col]")
                   if "/healthz" in th.text)
-    cell = payments.find_element(By.CSS_SELECTOR, f'tr[data-caller="no token"] td[data-col="{column}"]')
+    anonymous = 'tr[data-caller="no token, no certificate"]'
+    cell = payments.find_element(By.CSS_SELECTOR, f'{anonymous} td[data-col="{column}"]')
     assert cell.get_attribute("data-verdict") == "always"
     link = cell.find_element(By.CSS_SELECTOR, "a.rule-link")
     assert link.text == "health"

@@ -58,19 +58,20 @@ def test_the_example_reads_as_its_policies_say(example):
     _, _, services = example
     payments = services["payments"]
     health = _verdicts(payments, 'any method == "/healthz"')
-    assert health["no token"] == ALWAYS  # public; the contractor deny needs a token
+    assert health["no token, no certificate"] == ALWAYS  # public; the contractor deny needs a token
     reads = _verdicts(payments, "GET HEAD OPTIONS any path")
     # sre-read and team-read: SRE and the owners (payments-team, alice) read everything but /debug/,
     # which no column of reads asks about; bob is in SRE.
     assert reads["group:default/sre"] == reads["group:default/payments-team"] == ALWAYS
     assert reads["user:default/alice"] == reads["user:default/bob"] == ALWAYS
-    assert reads["user:default/carol"] == reads["group:default/support"] == reads["no token"] == NEVER
+    assert reads["user:default/carol"] == reads["group:default/support"] == NEVER
+    assert reads["no token, no certificate"] == NEVER
     assert _verdicts(payments, 'any method prefix "/debug/"')["group:default/sre"] == NEVER
     # A `never` cell names the deny rules its row does not rule out: the contractor deny needs a
     # token, so it is not named for callers without one.
     debug = next(c for c, column in enumerate(payments.columns) if column.path == "/debug/x")
     assert payments.cells[0, debug].denies == ["no-debug"]
-    assert payments.rows[0].label == "no token"
+    assert payments.rows[0].label == "no token, no certificate"
     rows = {row.kind for row in payments.rows}
     assert {GROUP, USER} <= rows
 
@@ -83,5 +84,5 @@ def test_columns_are_the_rules_method_and_path_tests(tmp_path):
     matrix = Matrix(found).service_matrix(found.services["api"])
     assert [c.path for c in matrix.columns] == ["/admin/x", "/api/v1/x", "/deploy", "/healthz"]
     deploy = _verdicts(matrix, 'POST == "/deploy"')
-    assert deploy == {"no token": NEVER, "issuer ci": SOMETIMES, "issuer idp": NEVER,
+    assert deploy == {"no token, no certificate": NEVER, "issuer ci": SOMETIMES, "issuer idp": NEVER,
                       'token.roles contains "deployer"': SOMETIMES}
