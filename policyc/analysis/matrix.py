@@ -4,10 +4,9 @@ issuer, each claim condition the rules test, each catalog group and user; all bu
 rows without a certificate) may send which requests (columns: the distinct method + path tests of
 the rules), each cell decided exactly by the solver: `always`, `sometimes` or `never` allowed.
 
-A column is asked about with one path its tests match (`Column.path`: the literal, or the pattern
-spelled with `x` for its wildcards) and every method it allows; over that request line the cell
-is exact, for every header, source, claim and method (docs/report.md says why one path). Each
-verdict comes with the example requests the solver found (one allowed, one denied), replayed
+A column is asked about over every request its tests admit: every path its path tests match and
+every method it allows, with every header, source and claim; `Column.path` is one such path, shown
+as an example. Each verdict comes with the example requests the solver found (one allowed, one denied), replayed
 through the interpreter before they are shown; the rules those examples name are the cell's
 deciding rules.
 """
@@ -26,7 +25,7 @@ from ..syntax.printer import expression
 from . import witness
 from .encode import Outcome
 from .findings import Analyzer
-from .space import LIST, MISSING, STRING, TOKEN_NONE, RequestSpace, Undecided
+from .space import LIST, MISSING, STRING, TOKEN_NONE, Undecided
 
 ALWAYS, SOMETIMES, NEVER, UNDECIDED = "always", "sometimes", "never", "undecided"
 ANONYMOUS, CERTIFICATE, ISSUER, CLAIM, GROUP, USER = "anonymous", "certificate", "issuer", "claim", "group", "user"
@@ -158,26 +157,10 @@ def _spelled(test: n.PathTest) -> str:
 
 
 def may_match_in(checked: Checked, rule: n.Rule, column: Column) -> bool:
-    """Whether `rule` can match a request of `column`: False only when the rule requires a method
-    or a path test that the column's request line fails, so that leaving the other rules out of
-    a column's questions changes no answer."""
+    """Whether `rule` may match a request of `column` as far as methods go: False only when the
+    rule requires methods the column does not allow (its paths are left to `Matrix.disjoint`)."""
     required = endpoint(rule, checked)
-    if column.methods is not None and required.methods is not None and not set(column.methods) & set(
-            required.methods):
-        return False
-    return all(_path_matches(checked, column.path, t) for t in required.paths)
-
-
-def request_line(space: RequestSpace, methods: tuple[str, ...] | None, path: str) -> z3.BoolRef:
-    """A request for one of `methods` (None: any) to the normalized `path`. With `path_value`, the
-    only places the analysis is asked about one concrete path."""
-    line = space.paths.fixed(path)
-    return z3.And(line, space.method_in(methods)) if methods else line
-
-
-def path_value(space: RequestSpace, path: str) -> list[tuple]:
-    """The (variable, value) pairs that put `path` in a question: every path test's value on it."""
-    return space.paths.values_on(path)
+    return column.methods is None or required.methods is None or bool(set(column.methods) & set(required.methods))
 
 
 class Matrix:
@@ -275,11 +258,18 @@ class Matrix:
         a = self.analyzer
         return witness.example(model, self.space, service.hosts[0], a.signer, a.issuer_names, a.now).description["path"]
 
+    def disjoint(self, rule: n.Rule, column: Column) -> bool:
+        """Whether no path meets both the path tests `rule` requires and the column's: a question
+        on path tests alone, which the solver settles in milliseconds."""
+        tests = endpoint(rule, self.checked).paths + column.endpoint.paths
+        return bool(tests) and not self.analyzer.possible(self.encoder.holds(n.And(tests)))
+
     def service_matrix(self, service: n.Service) -> ServiceMatrix:
         rows, columns = self.rows(service), self.columns(service)
         cells = {}
         for c, column in enumerate(columns):
-            relevant = [r for r in service.rules if may_match_in(self.checked, r, column)]
+            relevant = [r for r in service.rules
+                        if may_match_in(self.checked, r, column) and not self.disjoint(r, column)]
             for r, cell in self.column_cells(dataclasses.replace(service, rules=tuple(relevant)), column,
                                              rows).items():
                 cells[r, c] = cell
@@ -291,7 +281,8 @@ class Matrix:
         region = self.region(column)
         outcome = self.encoder.outcome(service)
         admitted = outcome.status == 200
-        line = path_value(self.space, column.path)
+        # In the column's region its own path tests hold: put that in before asking.
+        line = [(self.space.paths.atom(t.op, t.values), z3.BoolVal(True)) for t in column.endpoint.paths]
         denies = self.encoder.rule_matches(service, n.Effect.DENY)
         cells = {}
         for r, row in enumerate(rows):
@@ -310,7 +301,9 @@ class Matrix:
         return cells
 
     def region(self, column: Column) -> z3.BoolRef:
-        return request_line(self.space, column.methods, column.path)
+        """Every request of the column: one of its methods, a path that passes its path tests."""
+        paths = self.encoder.holds(n.And(column.endpoint.paths)) if column.endpoint.paths else z3.BoolVal(True)
+        return z3.And(paths, self.space.method_in(column.methods)) if column.methods else paths
 
     def _example(self, region, goal, row: Row, line: tuple) -> z3.ModelRef | None:
         """A model of a request of `row` in `region` that meets `goal`, or None. The path's and the

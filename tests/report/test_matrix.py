@@ -60,12 +60,17 @@ def test_the_example_reads_as_its_policies_say(example):
     health = _verdicts(payments, 'any method == "/healthz"')
     assert health["no token, no certificate"] == ALWAYS  # public; the contractor deny needs a token
     reads = _verdicts(payments, "GET HEAD OPTIONS any path")
-    # sre-read and team-read: SRE and the owners (payments-team, alice) read everything but /debug/,
-    # which no column of reads asks about; bob is in SRE.
-    assert reads["group:default/sre"] == reads["group:default/payments-team"] == ALWAYS
-    assert reads["user:default/alice"] == reads["user:default/bob"] == ALWAYS
-    assert reads["user:default/carol"] == reads["group:default/support"] == NEVER
-    assert reads["no token, no certificate"] == NEVER
+    # sre-read and team-read: SRE and the owners (payments-team, alice) read everything but /debug/
+    # (denied by no-debug): a column speaks for every path of its tests; bob is in SRE.
+    assert reads["group:default/sre"] == reads["group:default/payments-team"] == SOMETIMES
+    assert reads["user:default/alice"] == reads["user:default/bob"] == SOMETIMES
+    column = next(c for c, found in enumerate(payments.columns) if found.label == "GET HEAD OPTIONS any path")
+    sre = next(r for r, row in enumerate(payments.rows) if row.label == "group:default/sre")
+    assert payments.cells[sre, column].denied.example.description["path"].startswith("/debug/")
+    # Everyone reads /healthz at least (the public health rule); callers without a token only that.
+    assert reads["user:default/carol"] == reads["group:default/support"] == SOMETIMES
+    assert reads["no token, no certificate"] == SOMETIMES
+    assert payments.cells[0, column].allowed.rule == "health"
     assert _verdicts(payments, 'any method prefix "/debug/"')["group:default/sre"] == NEVER
     # A `never` cell names the deny rules its row does not rule out: the contractor deny needs a
     # token, so it is not named for callers without one.
