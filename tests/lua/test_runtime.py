@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from policyc import nodes as n
 from policyc.backends.lua import _glob, _networks, lua_string, runtime_source, service_script
-from policyc.interpret.evaluator import _compare_string, claim_value
+from policyc.interpret.evaluator import claim_value, compare_string
 from policyc.interpret.glob import glob_matches
 from policyc.interpret.net import address_in
 from policyc.pipeline import load_and_check
@@ -410,7 +410,7 @@ def test_claim_comparisons_like_the_interpreter(rt, payload, path, op, wanted):
         n.Op.SUFFIX: lambda: rt.claims.has_suffix(value, wanted[0].encode()),
         n.Op.CONTAINS: lambda: rt.claims.contains(value, wanted[0].encode()),
     }[op]()
-    assert got is _compare_string(op, claim_value(payload, path), wanted)
+    assert got is compare_string(op, claim_value(payload, path), wanted)
 
 
 @given(payload=st.dictionaries(st.sampled_from(["c", "a"]), _json, max_size=2), path=_claim_paths,
@@ -438,7 +438,7 @@ def test_claim_value_without_a_token_is_nil(rt):
 def test_claims_contains(rt, value, wanted, expected):
     payload = {"c": value}
     assert rt.claims.contains(lua_claim(rt, payload, ("c",)), wanted.encode()) is expected
-    assert _compare_string(n.Op.CONTAINS, claim_value(payload, ("c",)), (wanted,)) is expected
+    assert compare_string(n.Op.CONTAINS, claim_value(payload, ("c",)), (wanted,)) is expected
 
 
 @pytest.mark.parametrize(("value", "expected"), [
