@@ -132,7 +132,9 @@ class EnvoyUnderTest:
     def _log_entries(self, count: int, timeout: float = 10.0) -> list[dict]:
         deadline = time.monotonic() + timeout
         while True:
-            lines = self.log_path.read_text().splitlines() if self.log_path.exists() else []
+            text = self.log_path.read_text() if self.log_path.exists() else ""
+            # Only whole lines: Envoy may be halfway through writing the last one.
+            lines = text[:text.rfind("\n") + 1].splitlines()
             if len(lines) >= self.logged + count:
                 break
             if time.monotonic() > deadline:
