@@ -579,21 +579,35 @@ def analyze_command(paths, output_format):
               help="the HTML file to write; left untouched on any error")
 @click.option("--diff", "old", multiple=True, type=click.Path(), metavar="OLD",
               help="also show what changed since the policies in OLD (files or folders; repeatable)")
+@click.option("--diff-revision", "revision", metavar="REV",
+              help="also show what changed since git revision REV of the same PATHS (as `policyc diff`)")
 @click.option("--no-findings", "skip_findings", is_flag=True,
               help="leave out the findings of analyze, whose questions grow with the square of the rules")
-def report_command(paths, output, old, skip_findings):
+def report_command(paths, output, old, revision, skip_findings):
     """One self-contained HTML page: per service who may send what (exact, from the solver), the
     rules with their source, the diagnostics of check and the findings of analyze."""
+    from contextlib import ExitStack
+
+    from .analysis.revisions import RevisionError, materialize
     from .analysis.witness import AnalysisError
     from .report import build
 
-    pipeline = _checked_or_exit(_policy_paths(paths), "new" if old else None)
-    before = _checked_or_exit(_policy_paths(old), f"old ({', '.join(old)})") if old else None
-    try:
-        page = build(pipeline, list(paths), before, list(old), findings=not skip_findings)
-    except AnalysisError as e:
-        click.echo(f"policyc: internal error, nothing written: {e}", err=True)
-        sys.exit(EXIT_INTERNAL)
+    if old and revision:
+        raise click.UsageError("give --diff or --diff-revision, not both")
+    with ExitStack() as stack:
+        try:
+            old_paths = materialize(revision, list(paths), stack) if revision else list(old)
+        except RevisionError as e:
+            raise click.UsageError(str(e)) from None
+        # The page names the old side as the user did: the revision's paths, not a temporary folder.
+        old_names = [f"{revision}:{p}" for p in paths] if revision else list(old)
+        pipeline = _checked_or_exit(_policy_paths(paths), "new" if old_paths else None)
+        before = _checked_or_exit(_policy_paths(old_paths), f"old ({', '.join(old_names)})") if old_paths else None
+        try:
+            page = build(pipeline, list(paths), before, old_names, findings=not skip_findings)
+        except AnalysisError as e:
+            click.echo(f"policyc: internal error, nothing written: {e}", err=True)
+            sys.exit(EXIT_INTERNAL)
     _write_atomically(output, page)
     click.echo(f"wrote {output} ({len(pipeline.checked.services)} services)", err=True)
 

@@ -2,6 +2,7 @@
 changes since `--diff OLD` are on the page, and the command writes nothing on errors."""
 
 import re
+import subprocess
 from html.parser import HTMLParser
 
 from click.testing import CliRunner
@@ -68,6 +69,29 @@ def test_diff_shows_what_changed(tmp_path):
     page = output.read_text()
     assert 'class="verdict verdict-broader"' in page and "Rules edited: <code>deploy</code>" in page
     assert "newly allowed" in page and 'class="badge change-edited"' in page
+
+
+def test_diff_against_a_git_revision(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    write(repo / "policies", API)
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=repo,
+                       check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "old")
+    write(repo / "policies", API.replace('path == "/deploy"', 'path prefix "/deploy"'))
+    monkeypatch.chdir(repo)
+    output = tmp_path / "report.html"
+    result = CliRunner().invoke(main, ["report", "policies", "-o", str(output), "--diff-revision", "HEAD",
+                                       "--no-findings"])
+    assert result.exit_code == 0, result.output
+    page = output.read_text()
+    assert "compared with <code>HEAD:policies</code>" in page and 'class="verdict verdict-broader"' in page
+    result = CliRunner().invoke(main, ["report", "policies", "-o", str(output), "--diff-revision", "no-such-rev"])
+    assert result.exit_code == 2 and "no-such-rev" in result.output
 
 
 def test_errors_write_nothing(tmp_path):
