@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from enum import Enum
 from functools import cached_property
 from itertools import count
 
@@ -75,8 +76,14 @@ def _escapes(text: str) -> set[str]:
     return {text[i:i + 3] for i in range(len(text) - 2) if text[i] == "%"}
 
 
-# How a `Text` is seen by the solver, cheapest first.
-LITERALS, TESTED, RELATED = "literals", "tested", "related"
+class Form(Enum):
+    """How a `Text` is seen by the solver, cheapest first."""
+
+    LITERALS = "literals"
+    TESTED = "tested"
+    RELATED = "related"
+
+
 _ANY = z3.Full(z3.ReSort(z3.StringSort()))
 _BLANK = z3.Union(z3.Re(" "), z3.Re("\t"))
 _TRIMMED = z3.Intersect(z3.Complement(z3.Concat(_BLANK, _ANY)), z3.Complement(z3.Concat(_ANY, _BLANK)))
@@ -84,36 +91,36 @@ _TRIMMED = z3.Intersect(z3.Complement(z3.Concat(_BLANK, _ANY)), z3.Complement(z3
 
 class Text:
     """A string of the request that rules test, in the cheapest form its tests allow:
-    - compared with literals only (LITERALS): an integer, one code per literal, any other value
+    - compared with literals only (`Form.LITERALS`): an integer, one code per literal, any other value
       standing for "none of them", which every such test treats alike;
-    - tested with `prefix` or `suffix` too (TESTED): one Boolean per test (`StringAtoms`);
-    - compared with another string (RELATED: `header == token.claim`, and the Authorization
+    - tested with `prefix` or `suffix` too (`Form.TESTED`): one Boolean per test (`StringAtoms`);
+    - compared with another string (`Form.RELATED`: `header == token.claim`, and the Authorization
       header, which carries the token): a z3 string.
     `trimmed`: the proxy drops blanks around it (headers); `shape`: what it may hold; `other`: how
     a value no literal names starts."""
 
-    def __init__(self, name: str, mode: str, trimmed: bool = False, shape: z3.ReRef | None = None,
+    def __init__(self, name: str, mode: Form, trimmed: bool = False, shape: z3.ReRef | None = None,
                  other: str = "x"):
         self.mode, self.trimmed, self.shape, self.other = mode, trimmed, shape, other
         self.codes: dict[str, int] = {}
         whole = z3.Intersect(shape, _TRIMMED) if trimmed and shape is not None else _TRIMMED if trimmed else shape
-        self.atoms = StringAtoms(name, whole) if mode == TESTED else None
-        self.term = {LITERALS: z3.Int, RELATED: z3.String}.get(mode, lambda _: None)(name)
+        self.atoms = StringAtoms(name, whole) if mode is Form.TESTED else None
+        self.term = z3.Int(name) if mode is Form.LITERALS else z3.String(name) if mode is Form.RELATED else None
 
     def equals(self, literal: str) -> z3.BoolRef:
         if self.trimmed and literal != literal.strip(" \t"):
             return z3.BoolVal(False)
         match self.mode:
-            case "literals":  # LITERALS
+            case Form.LITERALS:
                 return self.term == self.codes.setdefault(literal, len(self.codes))
-            case "tested":  # TESTED
+            case Form.TESTED:
                 return self.atoms.atom(n.Op.EQ, (literal,))
         return self.term == z3.StringVal(literal)
 
     def test(self, op: n.Op, values: tuple[str, ...]) -> z3.BoolRef:
         if op in (n.Op.EQ, n.Op.IN):
             return z3.Or([self.equals(v) for v in values])
-        if self.mode == TESTED:
+        if self.mode is Form.TESTED:
             return self.atoms.atom(op, values)
         function = {n.Op.PREFIX: z3.PrefixOf, n.Op.SUFFIX: z3.SuffixOf}[op]
         return function(z3.StringVal(values[0]), self.term)
@@ -121,9 +128,9 @@ class Text:
     def assigned(self, literal: str) -> list[tuple[z3.ExprRef, z3.ExprRef]]:
         """(variable, value) pairs that make the text `literal`, to substitute into a question."""
         match self.mode:
-            case "literals":  # LITERALS
+            case Form.LITERALS:
                 return [(self.term, z3.IntVal(self.codes.setdefault(literal, len(self.codes))))]
-            case "tested":  # TESTED
+            case Form.TESTED:
                 return self.atoms.values_on(literal)
         return [(self.term, z3.StringVal(literal))]
 
@@ -131,7 +138,7 @@ class Text:
         return self.term == other.term
 
     def domain(self) -> list[z3.BoolRef]:
-        if self.mode != RELATED:
+        if self.mode is not Form.RELATED:
             return []
         facts = [z3.InRe(self.term, self.shape)] if self.shape is not None else []
         if self.trimmed:
@@ -140,10 +147,10 @@ class Text:
 
     def value(self, solution: Solution) -> str:
         """The string `solution` gives: the literal of its code, or one no literal names."""
-        if self.mode == TESTED:
+        if self.mode is Form.TESTED:
             return solution.strings[self.atoms]
         found = solution.eval(self.term, model_completion=True)
-        if self.mode == RELATED:
+        if self.mode is Form.RELATED:
             return found.as_string()
         literals = {code: literal for literal, code in self.codes.items()}
         if found.as_long() in literals:
@@ -206,7 +213,7 @@ class RequestSpace:
         self.paths = StringAtoms("path", self.path_shape, self.path_characters, READABLE_PATH)
         for e in path_tests:  # all of them now, so that `paths.fixed` decides every test
             self.paths.atom(e.op, e.values)
-        self.strings = [self.paths]  # and the atoms of every TESTED text
+        self.strings = [self.paths]  # and the atoms of every `Form.TESTED` text
         self._solver: tuple[tuple, z3.Solver, list[int]] | None = None
         self.modes = _text_modes(exprs)
         self.headers = {name: self._header(name, count) for name, count in _header_tests(exprs).items()}
@@ -247,7 +254,7 @@ class RequestSpace:
 
     def _text(self, name: str, key, **form) -> Text:
         """A text read by the tests on `key` (a header name, a claim path, a certificate field)."""
-        text = Text(name, self.modes.get(key, LITERALS), **form)
+        text = Text(name, self.modes.get(key, Form.LITERALS), **form)
         if text.atoms is not None:
             self.strings.append(text.atoms)
         return text
@@ -392,15 +399,15 @@ def _text_modes(exprs: list[n.Expr]) -> dict:
     """How each text is seen (`Text`), keyed by header name, claim path or ("peer", field): RELATED
     when compared with another text (and the Authorization header), TESTED when some test reads it
     with `prefix` or `suffix`; LITERALS, the default, otherwise."""
-    modes: dict = {"authorization": RELATED}
+    modes: dict = {"authorization": Form.RELATED}
     for e in exprs:
         if isinstance(e, n.HeaderTest | n.ClaimTest | n.PeerTest) and e.op in (n.Op.PREFIX, n.Op.SUFFIX):
             key = e.name if isinstance(e, n.HeaderTest) else e.claim.path if isinstance(e, n.ClaimTest) \
                 else ("peer", e.field)
-            modes.setdefault(key, TESTED)
+            modes.setdefault(key, Form.TESTED)
     for e in exprs:
         if isinstance(e, n.HeaderEqualsClaim):
-            modes[e.name] = modes[e.claim.path] = RELATED
+            modes[e.name] = modes[e.claim.path] = Form.RELATED
     return modes
 
 
