@@ -142,10 +142,6 @@ def endpoint(rule: n.Rule, checked: Checked) -> Endpoint:
     return Endpoint(tuple(sorted(methods)) if methods is not None else None, paths)
 
 
-def _path_matches(checked: Checked, path: str, test: n.PathTest) -> bool:
-    return path_matches(test.op, test.values, path)
-
-
 def _spelled(test: n.PathTest) -> str:
     """A path `test` is likely to match: its literal, or its pattern with `x` for each wildcard."""
     value = test.values[0]
@@ -247,7 +243,7 @@ class Matrix:
         are exact for whatever path the column shows."""
         spellings = [_spelled(t) for t in found.paths] or ["/"]
         for path in spellings:
-            if all(_path_matches(self.checked, path, t) for t in found.paths):
+            if all(path_matches(t.op, t.values, path) for t in found.paths):
                 return path
         try:
             model = self.analyzer.solve(self.encoder.holds(n.And(found.paths)))

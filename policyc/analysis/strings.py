@@ -24,8 +24,7 @@ from itertools import combinations
 import z3
 
 from .. import nodes as n
-from ..interpret.evaluator import compare_string
-from ..interpret.glob import glob_matches
+from ..interpret.evaluator import path_matches
 
 _ANY = z3.Full(z3.ReSort(z3.StringSort()))
 # Example paths should read like requests: lower-case words, digits and `.-_`, two segments or more.
@@ -54,9 +53,7 @@ class StringAtom:
     regex: z3.ReRef
 
     def matches(self, text: str) -> bool:
-        if self.op is n.Op.GLOB:
-            return glob_matches(self.values[0], text)
-        return compare_string(self.op, text, self.values)
+        return path_matches(self.op, self.values, text)
 
     @property
     def literals(self) -> list[str]:
