@@ -1,5 +1,6 @@
 """Small policy sets for the analysis tests, written to a folder and checked."""
 
+import subprocess
 from pathlib import Path
 
 from policyc import devcerts
@@ -34,6 +35,16 @@ def write(folder: Path, text: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "main.policy").write_text(text, encoding="utf-8")
     return folder
+
+
+def commit(repo: Path, text: str, message: str) -> None:
+    """`text` as the policies of git repository `repo` (made on first use), committed."""
+    write(repo / "policies", text)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    if not (repo / ".git").exists():
+        subprocess.run([*git, "init", "-q"], cwd=repo, check=True, capture_output=True)
+    for args in (["add", "."], ["commit", "-qm", message]):
+        subprocess.run([*git, *args], cwd=repo, check=True, capture_output=True)
 
 
 def checked(folder: Path, text: str) -> Checked:

@@ -2,13 +2,12 @@
 through the interpreter inside `diff`), the three formats, `--fail-on`, and git revisions."""
 
 import json
-import subprocess
 
 from click.testing import CliRunner
 
 from policyc.analysis import diff
 from policyc.cli import main
-from tests.analysis.policies import API, checked, write
+from tests.analysis.policies import API, checked, commit, write
 
 WIDER_READ = API.replace('path glob "/api/v1/**"', 'path glob "/api/**"')
 
@@ -102,17 +101,8 @@ def test_cli_formats_and_fail_on(tmp_path):
 
 def test_cli_git_revisions(tmp_path, monkeypatch):
     repo = tmp_path / "repo"
-    write(repo / "policies", API)
-
-    def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=repo,
-                       check=True, capture_output=True)
-
-    git("init", "-q")
-    git("add", ".")
-    git("commit", "-qm", "old")
-    write(repo / "policies", WIDER_READ)
-    git("commit", "-qam", "new")
+    commit(repo, API, "old")
+    commit(repo, WIDER_READ, "new")
     monkeypatch.chdir(repo)
     result = run("diff", "HEAD~1", "HEAD", "policies", "--limit", "1", "--fail-on", "broader", expect=1)
     assert "broader" in result.stdout

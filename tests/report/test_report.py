@@ -2,13 +2,12 @@
 changes since `--diff OLD` are on the page, and the command writes nothing on errors."""
 
 import re
-import subprocess
 from html.parser import HTMLParser
 
 from click.testing import CliRunner
 
 from policyc.cli import main
-from tests.analysis.policies import API, ISSUERS, write
+from tests.analysis.policies import API, ISSUERS, commit, write
 
 # Header values, claim values and comments hold any text: it must stay text on the page.
 HOSTILE = ISSUERS + """
@@ -73,15 +72,7 @@ def test_diff_shows_what_changed(tmp_path):
 
 def test_diff_against_a_git_revision(tmp_path, monkeypatch):
     repo = tmp_path / "repo"
-    write(repo / "policies", API)
-
-    def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=repo,
-                       check=True, capture_output=True)
-
-    git("init", "-q")
-    git("add", ".")
-    git("commit", "-qm", "old")
+    commit(repo, API, "old")
     write(repo / "policies", API.replace('path == "/deploy"', 'path prefix "/deploy"'))
     monkeypatch.chdir(repo)
     output = tmp_path / "report.html"
