@@ -9,6 +9,10 @@ A case file:
         request: {method: GET, path: /x, host: a.internal, headers: {…}, source: 10.0.0.1,
                   token: {issuer: backstage, claims: {sub: user:default/alice}}}
         expect: {status: 200, rule: read}
+
+Each case is decided over every protocol (HTTP/1.1, h2c, h2), or only over the one its request
+names (`protocol: h2c`). Where a protocol decides otherwise, `expect` says so under its name:
+`expect: {status: 400, h2c: {status: 200, rule: read}, h2: {status: 200, rule: read}}`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import yaml
 from . import devtokens
 from .check import Checked
 from .interpret.peer import ClientCertificate
-from .interpret.request import Decision, RawRequest, RequestError
+from .interpret.request import PROTOCOLS, Decision, RawRequest, RequestError
 
 _TOKEN_FIELDS = {"issuer", "claims", "alg", "kid", "signed_by", "scheme", "in", "expires_in", "not_before_in",
                  "pad", "tamper"}
@@ -170,11 +174,9 @@ def build_request(spec: dict, checked: Checked, keys: Keys, now: float) -> RawRe
     token = _mint(token_spec, checked, keys, now)
     if token_spec.get("in", "header") == "query":
         separator = "&" if "?" in request.target else "?"
-        return RawRequest(request.method, f"{request.target}{separator}access_token={quote(token)}",
-                          request.host, request.headers, request.source, certificate=certificate)
+        return replace(request, target=f"{request.target}{separator}access_token={quote(token)}")
     header = ("authorization", f"{token_spec.get('scheme', 'Bearer')} {token}")
-    return RawRequest(request.method, request.target, request.host, request.headers + (header,), request.source,
-                      certificate=certificate)
+    return replace(request, headers=request.headers + (header,))
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,21 @@ class CaseResult:
     @property
     def passed(self) -> bool:
         return not self.failures
+
+
+def protocols(case: Case) -> tuple[str, ...]:
+    """The protocols a case is decided over: the one its request names, or every one."""
+    named = case.request.get("protocol") if isinstance(case.request, dict) else None
+    return (named,) if named in PROTOCOLS else PROTOCOLS
+
+
+def expectation(case: Case, protocol: str) -> dict:
+    """What the case expects over `protocol`: its expectation, with that protocol's exceptions."""
+    if not isinstance(case.expect, dict):
+        return case.expect
+    shared = {k: v for k, v in case.expect.items() if k not in PROTOCOLS}
+    exceptions = case.expect.get(protocol, {})
+    return {**shared, **exceptions} if isinstance(exceptions, dict) else {protocol: exceptions}
 
 
 def compare(expect: dict, decision: Decision) -> tuple[str, ...]:
@@ -209,6 +226,10 @@ def run_cases(checked: Checked, case_file: CaseFile, now: float | None = None) -
         except (CaseFileError, RequestError) as e:
             results.append(CaseResult(case, None, (f"bad case: {e}",)))
             continue
-        decision = evaluate(checked, request, now, keys=case_file.keys.published(checked))
-        results.append(CaseResult(case, decision, compare(case.expect, decision)))
+        decisions = {protocol: evaluate(checked, replace(request, protocol=protocol), now,
+                                         keys=case_file.keys.published(checked)) for protocol in protocols(case)}
+        failures = tuple(f"{protocol}: {failure}" if len(decisions) > 1 else failure
+                         for protocol, decision in decisions.items()
+                         for failure in compare(expectation(case, protocol), decision))
+        results.append(CaseResult(case, next(iter(decisions.values())), failures))
     return results

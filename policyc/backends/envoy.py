@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 
 from .. import nodes as n
 from ..check import Checked, split_port
+from ..interpret.headers import value_tested_headers
 from ..interpret.paths import DOT_SEGMENT_PARAMETERS, KNOWN_METHODS
 from . import lua, rbac
 from .resolve import PAYLOAD_KEY
@@ -225,7 +226,7 @@ class ServiceFilters:
 
 
 def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool, cluster: str,
-                  version: str) -> dict:
+                  version: str, refusals: list[dict]) -> dict:
     per_filter = {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}}
     if has_issuers and service.mode is n.Mode.DRY_RUN:
         per_filter[JWT_FILTER] = {"@type": _TYPES["jwt_route"], "requirement_name": DRY_RUN}
@@ -238,7 +239,7 @@ def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool
                         for name, config in zip((DENY_FILTER, ALLOW_FILTER), configs, strict=True) if config}
         route = {"match": {"prefix": prefix}, "route": {"cluster": cluster}, "metadata": metadata}
         routes.append({**route, "typed_per_filter_config": rbac_configs} if rbac_configs else route)
-    return {"name": service.name, "domains": sorted(service.hosts), "routes": [*REFUSED_ROUTES, *routes],
+    return {"name": service.name, "domains": sorted(service.hosts), "routes": [*refusals, *routes],
             "typed_per_filter_config": per_filter}
 
 
@@ -260,16 +261,26 @@ REFUSED_ROUTES = [
 ]
 
 
+def refused_routes(checked: Checked) -> list[dict]:
+    """The refusal routes, then one per header whose values the rules test: HTTP/2 keeps the
+    spaces and tabs around a value, which an HTTP/1 upstream drops (interpret/headers.py)."""
+    padded = {"safe_regex": {"regex": "[ \t].*|.*[ \t]"}}
+    return REFUSED_ROUTES + [
+        _refusal({"prefix": "/", "headers": [{"name": name, "string_match": padded}]},
+                 "header value with surrounding whitespace")
+        for name in value_tested_headers(checked)]
+
+
 def _route_metadata(version: str, **fields: str) -> dict:
     """What the access log reads back per request: the service, its mode and the policy version."""
     return {"filter_metadata": {ROUTE_NAMESPACE: {**fields, "version": version}}}
 
 
-def _no_service(version: str) -> dict:
+def _no_service(version: str, refusals: list[dict]) -> dict:
     return {
         "name": "no-service",
         "domains": ["*"],
-        "routes": [*REFUSED_ROUTES, {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {
+        "routes": [*refusals, {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {
             "inline_string": "no service for this host\n"}}, "metadata": _route_metadata(version)}],
         "typed_per_filter_config": {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}},
     }
@@ -278,10 +289,11 @@ def _no_service(version: str) -> dict:
 def route_config(checked: Checked, service_filters: dict[str, ServiceFilters], options: Options,
                  version: str) -> dict:
     """Every service's virtual host and the catch-all; `version` is stamped on every route."""
+    refusals = refused_routes(checked)
     virtual_hosts = [_virtual_host(service, service_filters[name], bool(checked.issuers), options.cluster_of(service),
-                                   version)
+                                   version, refusals)
                      for name, service in sorted(checked.services.items()) if name in service_filters]
-    return {"name": ROUTE_CONFIG_NAME, "virtual_hosts": virtual_hosts + [_no_service(version)]}
+    return {"name": ROUTE_CONFIG_NAME, "virtual_hosts": virtual_hosts + [_no_service(version, refusals)]}
 
 
 def _watched(config_dir: str, kind: str) -> dict:
@@ -322,8 +334,10 @@ def downstream_tls(checked: Checked) -> dict:
     for but not required. A presented one must verify (chain and validity period) or the
     handshake fails; callers without one connect, and peer atoms are false for them."""
     tls = checked.listener_tls
+    # HTTP/2 when the client offers it by ALPN, else HTTP/1.1.
     context = {"tls_certificates": [{"certificate_chain": {"inline_string": tls.chain},
-                                     "private_key": {"inline_string": tls.key}}]}
+                                     "private_key": {"inline_string": tls.key}}],
+               "alpn_protocols": ["h2", "http/1.1"]}
     if checked.trusts:
         cas = "".join(ca.public_bytes(serialization.Encoding.PEM).decode()
                       for _, certificates in sorted(checked.trusts.items()) for ca in certificates)

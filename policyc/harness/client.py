@@ -10,6 +10,11 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+
 from ..interpret.peer import ClientCertificate
 from ..interpret.request import RawRequest
 
@@ -62,10 +67,11 @@ def _read_response(connection: socket.socket, head_request: bool) -> bytes:
 
 
 @cache
-def tls_context(certificate: ClientCertificate | None) -> ssl.SSLContext:
-    """A client context presenting `certificate`. The proxy's own certificate is not checked:
-    what is under test is how the proxy checks its clients."""
+def tls_context(certificate: ClientCertificate | None, alpn: str = "http/1.1") -> ssl.SSLContext:
+    """A client context presenting `certificate` and offering one protocol by ALPN. The proxy's
+    own certificate is not checked: what is under test is how the proxy checks its clients."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.set_alpn_protocols([alpn])
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     if certificate is not None:
@@ -101,3 +107,92 @@ def send_bytes(port: int, data: bytes, head: bool = False, timeout: float = 10.0
     if len(status_line) < 2 or not status_line[1].isdigit():
         raise ConnectionError(f"no HTTP response: {response[:200]!r}")
     return int(status_line[1]), response
+
+
+class StreamRefused(ConnectionError):
+    """The proxy reset the HTTP/2 stream (or the connection) instead of answering."""
+
+
+def h2_fields(request: RawRequest, tls: bool) -> list[tuple[str, str]]:
+    """The request as HTTP/2 header fields: the pseudo-headers from the method, the target and the
+    Host (as :authority), then the header lines as given, names and values untouched."""
+    fields = [(":method", request.method), (":scheme", "https" if tls else "http"), (":path", request.target)]
+    if request.host is not None:
+        fields.append((":authority", request.host))
+    return fields + list(request.headers)
+
+
+class H2Session:
+    """One HTTP/2 connection (prior knowledge in the clear, or TLS with ALPN `h2`) on which
+    requests are sent one after another; a new connection is opened when the proxy ends one."""
+
+    def __init__(self, port: int, tls: ssl.SSLContext | None = None, timeout: float = 10.0):
+        self.port, self.tls, self.timeout = port, tls, timeout
+        self.sock: socket.socket | None = None
+
+    def __enter__(self) -> H2Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def _connect(self) -> None:
+        plain = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
+        try:
+            self.sock = self.tls.wrap_socket(plain) if self.tls else plain
+        except ssl.SSLError as e:
+            plain.close()
+            raise HandshakeRefused(str(e)) from e
+        if self.tls and self.sock.selected_alpn_protocol() != "h2":
+            self.close()
+            raise ConnectionError("the proxy did not select h2 by ALPN")
+        config = h2.config.H2Configuration(client_side=True, validate_outbound_headers=False,
+                                           normalize_outbound_headers=False, validate_inbound_headers=False)
+        self.connection = h2.connection.H2Connection(config=config)
+        self.connection.initiate_connection()
+        self.sock.sendall(self.connection.data_to_send())
+
+    def send(self, fields: list[tuple[str, str]]) -> tuple[int, bytes]:
+        """The status and the body the proxy answers `fields` with; raises StreamRefused when it
+        resets the stream or ends the connection."""
+        try:
+            if self.sock is None:
+                self._connect()
+            stream = self.connection.get_next_available_stream_id()
+            encoded = [(name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape"))
+                       for name, value in fields]
+            self.connection.send_headers(stream, encoded, end_stream=True)
+            return self._exchange(stream)
+        except ssl.SSLError as e:
+            # With TLS 1.3 a refused client certificate shows as an alert on the first read.
+            self.close()
+            raise HandshakeRefused(str(e)) from e
+        except (StreamRefused, OSError, h2.exceptions.ProtocolError):
+            self.close()
+            raise StreamRefused("the stream ended without an answer") from None
+
+    def _exchange(self, stream: int) -> tuple[int, bytes]:
+        status, body = None, b""
+        while True:
+            self.sock.sendall(self.connection.data_to_send())
+            data = self.sock.recv(65536)
+            if not data:
+                raise StreamRefused("connection closed")
+            for event in self.connection.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream:
+                    status = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    body += event.data if event.stream_id == stream else b""
+                    self.connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded) and event.stream_id == stream:
+                    self.sock.sendall(self.connection.data_to_send())
+                    return status, body
+                elif isinstance(event, h2.events.StreamReset) and event.stream_id == stream:
+                    raise StreamRefused(f"stream reset, error {event.error_code}")
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    raise StreamRefused(f"connection ended, error {event.error_code}")

@@ -37,6 +37,8 @@ def _token_failure(failures: dict) -> str | None:
 def logged_decision(entry: dict) -> tuple[str, str | None]:
     details = entry.get("details") or ""
     status = int(entry.get("status") or 0)
+    if not status:  # the HTTP/2 codec reset the stream: no answer, no route
+        return "reset", None
     if details.startswith("jwt_authn_access_denied"):
         return ("forbidden" if status == 403 else "unauthenticated"), None
     if not entry.get("issuer"):  # no provider verified a token: did one refuse it?

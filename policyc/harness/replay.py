@@ -6,6 +6,11 @@ recording upstream), publishes it by an atomic rename and waits until Envoy serv
 Envoy can decide many policy sets in turn. `send_all(requests)` returns what Envoy did with each
 request: status, the deciding rule read from the access log, and whether it reached the upstream.
 Everything is stopped when the `with` block ends.
+
+Each request goes out in its own protocol (`RawRequest.protocol`): HTTP/1.1 to the listener as
+compiled, h2c to a listener in the clear and h2 to one with TLS. The compiled listener is
+published twice, once with TLS (a development certificate when the policies declare none) and
+once without, so that every policy set is decided over every protocol.
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ import urllib.parse
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
 
+from .. import devcerts
 from ..backends import compile_outputs, yaml_out
-from ..backends.envoy import LISTENER_NAME, OVERRIDE_CLUSTER, Options, bootstrap, cluster
-from ..check import Checked
+from ..backends.envoy import LISTENER_NAME, OVERRIDE_CLUSTER, Options, bootstrap, cluster, downstream_tls
+from ..check import Checked, ListenerTls
 from ..deploy import publish
-from ..interpret.request import RawRequest
-from .client import HandshakeRefused, send
+from ..interpret.request import H2, HTTP1, RawRequest
+from .client import H2Session, HandshakeRefused, StreamRefused, h2_fields, send, tls_context
 from .decisions import logged_decision
 from .envoy_process import Envoy, admin_get, listener_ports, running_envoy
 from .upstream import RecordingUpstream
@@ -44,6 +51,27 @@ class Observed:
     log: dict
 
 
+TWIN_NAME = f"{LISTENER_NAME}-twin"
+
+
+def _twin(listener: dict, checked: Checked) -> dict:
+    """The compiled listener on the other transport: without its TLS, or with TLS (a development
+    certificate, client certificates not asked for) when the policies declare none."""
+    chain = dict(listener["filter_chains"][0])
+    if "transport_socket" in chain:
+        del chain["transport_socket"]
+    else:
+        chain["transport_socket"] = downstream_tls(replace(checked, listener_tls=_development_tls()))
+    return {**listener, "name": TWIN_NAME, "filter_chains": [chain]}
+
+
+@cache
+def _development_tls() -> ListenerTls:
+    ca = devcerts.make_ca("policyc test listener CA")
+    leaf = devcerts.issue(ca, "localhost", dns=["localhost"], server=True)
+    return ListenerTls(leaf.cert_pem, leaf.key_pem)
+
+
 class EnvoyUnderTest:
     def __init__(self, workdir: Path, runner: Runner = running_envoy, key_clusters: tuple[dict, ...] = ()):
         """`key_clusters`: the clusters of remote JWKS the loaded policies fetch from."""
@@ -52,8 +80,9 @@ class EnvoyUnderTest:
         self.log_path = workdir / "access.log"
         self.lds_dir = workdir / "lds"
         self.loads = 0
-        self.port: int | None = None
-        self.tls = False  # whether the loaded listener speaks TLS
+        self.port: int | None = None  # the compiled listener's
+        self.tls = False  # whether the compiled listener speaks TLS
+        self.ports: dict[bool, int] = {}  # with TLS or not → the port of that listener
 
     def __enter__(self) -> EnvoyUnderTest:
         self.lds_dir.mkdir(parents=True, exist_ok=True)
@@ -81,12 +110,16 @@ class EnvoyUnderTest:
         if not clusters <= {OVERRIDE_CLUSTER} | {c["name"] for c in self.key_clusters}:
             raise ValueError("policies with remote JWKS need their key servers' clusters (`key_clusters`)")
         self.loads += 1
-        lds = {**compiled.lds, "version_info": f"{self.loads}-{compiled.lds['version_info']}"}
+        [listener] = compiled.lds["resources"]
+        lds = {**compiled.lds, "version_info": f"{self.loads}-{compiled.lds['version_info']}",
+               "resources": [listener, _twin(listener, checked)]}
         refused = self._refusals()
         self._publish(lds)
         self._wait_for_version(lds["version_info"], refused)
-        self.port = listener_ports(self.envoy.admin_port)[LISTENER_NAME]
+        ports = listener_ports(self.envoy.admin_port)
         self.tls = checked.listener_tls is not None
+        self.port = ports[LISTENER_NAME]
+        self.ports = {self.tls: self.port, not self.tls: ports[TWIN_NAME]}
 
     def _publish(self, lds: dict) -> None:
         publish(self.lds_dir, {"lds.yaml": yaml_out.dump(lds)})  # as `policyc compile` writes it
@@ -112,20 +145,37 @@ class EnvoyUnderTest:
 
     def send_all(self, requests: list[RawRequest]) -> list[Observed]:
         results = []
-        for request in requests:
-            before = len(self.upstream.received)
-            try:
-                status, _ = send(self.port, request, tls=self.tls)
-            except HandshakeRefused:
-                status = 0  # no HTTP exchange, so no access log line either
-            results.append((replace(request, source=LOOPBACK), status, len(self.upstream.received) > before))
-        entries = iter(self._log_entries(sum(1 for _, status, _ in results if status)))
-        return [self._observed(request, status, reached, entries) for request, status, reached in results]
+        with ExitStack() as connections:
+            sessions: dict[tuple, H2Session] = {}  # one HTTP/2 connection per listener and certificate
+            for request in requests:
+                before = len(self.upstream.received)
+                status, reason = self._exchange(request, sessions, connections)
+                reached = len(self.upstream.received) > before
+                results.append((replace(request, source=LOOPBACK), status, reason, reached))
+        entries = iter(self._log_entries(sum(1 for _, _, reason, _ in results if reason != "handshake-refused")))
+        return [self._observed(*result, entries) for result in results]
+
+    def _exchange(self, request: RawRequest, sessions: dict, connections: ExitStack) -> tuple[int, str | None]:
+        """Envoy's status, and the reason when there is none: the handshake refused (and nothing
+        logged), or the HTTP/2 stream reset (logged with status 0)."""
+        try:
+            if request.protocol == HTTP1:
+                return send(self.port, request, tls=self.tls)[0], None
+            tls = request.protocol == H2
+            key = (tls, request.certificate if tls else None)
+            if key not in sessions:
+                context = tls_context(request.certificate, "h2") if tls else None
+                sessions[key] = connections.enter_context(H2Session(self.ports[tls], context))
+            return sessions[key].send(h2_fields(request, tls))[0], None
+        except HandshakeRefused:
+            return 0, "handshake-refused"  # no HTTP exchange, so no access log line either
+        except StreamRefused:
+            return 0, "reset"
 
     @staticmethod
-    def _observed(request: RawRequest, status: int, reached: bool, entries) -> Observed:
-        if not status:
-            return Observed(request, 0, "handshake-refused", None, reached, {})
+    def _observed(request: RawRequest, status: int, reason: str | None, reached: bool, entries) -> Observed:
+        if reason == "handshake-refused":
+            return Observed(request, 0, reason, None, reached, {})
         entry = next(entries)
         return Observed(request, status, *logged_decision(entry), reached, entry)
 

@@ -14,14 +14,15 @@ from functools import lru_cache
 from .. import nodes as n
 from ..catalog import normalize_ref
 from ..check import Checked
+from . import h2
 from .glob import glob_matches
-from .headers import header_table
-from .hosts import admit_request
+from .headers import header_table, padded, value_tested_headers
+from .hosts import Admitted, admit_received, admit_request
 from .memo import per_object
 from .net import address_in
-from .paths import Rejected
+from .paths import KNOWN_METHODS, Rejected
 from .peer import HandshakeRefused, Peer, verified_peer
-from .request import Decision, RawRequest
+from .request import H2C, HTTP1, Decision, RawRequest
 from .tokens import Token, TokenError, authenticate
 
 _UPSTREAM_STATUS = 200  # what the test upstreams answer; a real upstream answers what it likes
@@ -199,14 +200,14 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
     """Decide `request` as the emitted Envoy config would. `keys` adds JWKS for `jwks "<uri>"`
     issuers (the proxy fetches those; without keys their tokens fail verification)."""
     now = time.time() if now is None else now
-    peer = verified_peer(request.certificate, checked.trusts, now)
+    # h2c is HTTP/2 in the clear: there is no handshake in which to present a certificate.
+    peer = verified_peer(request.certificate if request.protocol != H2C else None, checked.trusts, now)
     if isinstance(peer, HandshakeRefused):  # before any HTTP: no status, no service, no log line
         return Decision(0, "handshake-refused", detail=peer.reason)
-    host_lines = ([request.host] if request.host is not None else []) + [
-        value for name, value in request.headers if name.lower() == "host"]
-    admitted = admit_request(request.method, request.target, host_lines, _hosts_by_service(checked), request.version)
+    admitted = _admitted(checked, request)
     if isinstance(admitted, Rejected):
-        return Decision(admitted.status, "bad-request", detail=admitted.reason)
+        return Decision(admitted.status, "bad-request" if admitted.status else "reset", detail=admitted.reason)
+    (admitted, table) = admitted
     identity = authenticate(request.headers, checked.issuers, {**checked.keys, **(keys or {})}, now)
     service = checked.services.get(admitted.service)
     if isinstance(identity, TokenError):
@@ -217,10 +218,33 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
         return Decision(identity.status, reason, detail=identity.reason)
     if service is None:
         return Decision(404, "no-service", detail=f"no service serves host {admitted.authority!r}")
-    headers = [(name, value) for name, value in request.headers if name.lower() != "host"]
-    ctx = Context(request.method, admitted.target.path, header_table(headers), request.source, identity, peer)
+    ctx = Context(request.method, admitted.target.path, table, request.source, identity, peer)
     decision = _rule_decision(checked, service, ctx)
     if _mode(service) is n.Mode.DRY_RUN:
         return Decision(_UPSTREAM_STATUS, decision.reason, decision.rule, service.name, dry_run=True,
                         enforced_status=decision.status, caller=decision.caller)
     return decision
+
+
+def _admitted(checked: Checked, request: RawRequest) -> tuple[Admitted, Mapping[str, tuple[str, ...]]] | Rejected:
+    """The request Envoy routes and the header table its filters see, or Envoy's own answer:
+    the codec's (HTTP/1 or HTTP/2), the HCM's, or a refusal route's (backends/envoy.py)."""
+    if request.protocol == HTTP1:
+        host_lines = ([request.host] if request.host is not None else []) + [
+            value for name, value in request.headers if name.lower() == "host"]
+        admitted = admit_request(request.method, request.target, host_lines, _hosts_by_service(checked),
+                                 request.version)
+        table = header_table((name, value) for name, value in request.headers if name.lower() != "host")
+    else:
+        received = h2.receive(request)
+        if isinstance(received, Rejected):
+            return received
+        admitted = admit_received(received.received, received.authority, _hosts_by_service(checked))
+        if not isinstance(admitted, Rejected) and request.method not in KNOWN_METHODS:
+            return Rejected(400, "unknown method")  # a refusal route: HTTP/2 carries any method token
+        table = header_table(received.fields, http2=True)
+    if isinstance(admitted, Rejected):
+        return admitted
+    if padded(table, value_tested_headers(checked)):
+        return Rejected(400, "header value with surrounding whitespace")
+    return admitted, table

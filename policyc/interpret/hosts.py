@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from .paths import Rejected, Target, normalize_path, parse_target
+from .paths import Received, Rejected, Target, normalize_path, parse_target
 
 # RFC 3986 authority characters, the set Envoy checks :authority against (http.invalid_authority).
 _AUTHORITY_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._~%!$&'()*+,;=:@[]")
@@ -56,6 +56,13 @@ def admit_request(
         authority = host_header(host_values)
     if authority is None:
         return Rejected(400, "missing_host_header")
+    return admit_received(received, authority, hosts_by_service)
+
+
+def admit_received(received: Received, authority: str, hosts_by_service: Mapping[str, Sequence[str]]
+                   ) -> Admitted | Rejected:
+    """What follows the codec, for either protocol: the authority check, path normalization and
+    routing."""
     if not set(authority) <= _AUTHORITY_CHARACTERS:
         return Rejected(400, "http.invalid_authority")
     target_seen = _target_seen(received.path_value, received.authority)

@@ -13,10 +13,20 @@ class RequestError(ValueError):
     """A request description (JSON/YAML) that is not of the documented shape."""
 
 
+# The protocols a caller speaks to the listener: HTTP/1.1 (in the clear, or over TLS when the
+# listener has TLS), HTTP/2 with prior knowledge in the clear, and HTTP/2 over TLS chosen by ALPN.
+HTTP1, H2C, H2 = "HTTP/1.1", "h2c", "h2"
+PROTOCOLS = (HTTP1, H2C, H2)
+
+
 @dataclass(frozen=True)
 class RawRequest:
     """A request as sent: method, request-target, Host, headers in arrival order, peer address and
-    the request line's HTTP version, and the client certificate presented over TLS, if any."""
+    the request line's HTTP version, and the client certificate presented over TLS, if any.
+
+    `protocol` says how it is framed. Over HTTP/2 the method, target and Host are sent as the
+    :method, :path and :authority pseudo-headers (no :authority when `host` is None) and the
+    header lines as fields, names and values exactly as given (interpret/h2.py)."""
 
     method: str
     target: str
@@ -25,28 +35,32 @@ class RawRequest:
     source: str = "127.0.0.1"
     version: str = "HTTP/1.1"
     certificate: ClientCertificate | None = None
+    protocol: str = HTTP1
 
     @classmethod
     def from_dict(cls, data: Any) -> RawRequest:
-        """`{"method", "path", "host", "headers": {name: value or [values]}, "source", "version"}`."""
+        """`{"method", "path", "host", "headers": {name: value or [values]}, "source", "version",
+        "protocol"}`."""
         if not isinstance(data, dict):
             raise RequestError("a request is an object with method, path, host, headers and source")
-        unknown = set(data) - {"method", "path", "host", "headers", "source", "version"}
+        unknown = set(data) - {"method", "path", "host", "headers", "source", "version", "protocol"}
         if unknown:
             raise RequestError(f"unknown request field(s): {', '.join(sorted(unknown))}")
         method, path = data.get("method", "GET"), data.get("path", "/")
         host, source = data.get("host"), data.get("source", "127.0.0.1")
-        version = data.get("version", "HTTP/1.1")
+        version, protocol = data.get("version", "HTTP/1.1"), data.get("protocol", HTTP1)
         for name, value in (("method", method), ("path", path), ("source", source), ("version", version)):
             if not isinstance(value, str):
                 raise RequestError(f"request {name} must be a string")
+        if protocol not in PROTOCOLS:
+            raise RequestError(f"request protocol must be one of {', '.join(PROTOCOLS)}")
         if host is not None and not isinstance(host, str):
             raise RequestError("request host must be a string")
         try:
             ipaddress.ip_address(source)
         except ValueError:
             raise RequestError(f"request source {source!r} is not an IP address") from None
-        return cls(method, path, host, _headers(data.get("headers", {})), source, version)
+        return cls(method, path, host, _headers(data.get("headers", {})), source, version, protocol=protocol)
 
 
 def _headers(raw: Any) -> tuple[tuple[str, str], ...]:
@@ -66,8 +80,9 @@ class Decision:
     """What happens to a request: the status the client sees, and which rule decided and why.
 
     `reason` is one of handshake-refused (status 0: the TLS handshake failed, no HTTP answer),
-    bad-request, unauthenticated, forbidden, no-service, deny, allow, default-deny. For a dry-run
-    service `status` is the upstream's and `enforced_status` what the policy would have answered.
+    reset (status 0: the HTTP/2 stream was reset, no HTTP answer), bad-request, unauthenticated,
+    forbidden, no-service, deny, allow, default-deny. For a dry-run service `status` is the
+    upstream's and `enforced_status` what the policy would have answered.
     """
 
     status: int

@@ -1,14 +1,16 @@
 """Every case of the decision corpus (tests/cases/) and of the example, replayed through a real
-Envoy for every target, decided as the interpreter decides. Issuers whose keys the proxy would
+Envoy for every target and over every protocol its case names (HTTP/1.1, h2c, h2 over TLS),
+decided as the interpreter decides. Issuers whose keys the proxy would
 fetch get made-up keys, as `policyc verify` gives them."""
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from policyc.backends.rbac import expressible_part
-from policyc.casefile import build_request, load_case_file
+from policyc.casefile import build_request, load_case_file, protocols
 from policyc.harness.compare import compare
 from policyc.harness.replay import EnvoyUnderTest
 from policyc.harness.verify import with_made_up_keys
@@ -40,13 +42,15 @@ def test_corpus_decides_alike_in_envoy(envoy, folder):
     case_files = [load_case_file(str(p)) for p in sorted(folder.glob("*.cases.yaml"))]
     checked, keys = with_made_up_keys(load_and_check([str(folder)]).checked, case_files)
     now = time.time()
-    cases = [case for f in case_files for case in f.cases if not _clock_sensitive(case.request)]
-    requests = [build_request(case.request, checked, keys, now) for case in cases]
+    cases = [(case, protocol) for f in case_files for case in f.cases if not _clock_sensitive(case.request)
+             for protocol in protocols(case)]
+    requests = [replace(build_request(case.request, checked, keys, now), protocol=protocol) for case, protocol in cases]
     failures = []
     for target in ("lua", "auto", "rbac"):
         policies = expressible_part(checked) if target == "rbac" else checked
         envoy.load(policies, target)
-        for case, comparison in zip(cases, compare(policies, envoy.send_all(requests), now, {}), strict=True):
+        for (case, protocol), comparison in zip(cases, compare(policies, envoy.send_all(requests), now, {}),
+                                                strict=True):
             if comparison.differences:
-                failures.append(f"{target} {case.where} {case.name}\n{comparison.report()}")
+                failures.append(f"{target} {protocol} {case.where} {case.name}\n{comparison.report()}")
     assert not failures, "\n".join(failures)
