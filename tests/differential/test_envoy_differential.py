@@ -1,5 +1,6 @@
 """The differential suite: generated policies and requests, decided by a real Envoy running the
-emitted configuration — as a process and in a container — and by the reference interpreter.
+emitted configuration — as a process and in a container — and by the reference interpreter. Every
+request is sent over HTTP/1.1, over h2c and over HTTP/2 with TLS.
 Any difference fails with the policy text, the request, the token's claims and both decisions,
 shrunk by hypothesis.
 
@@ -12,6 +13,8 @@ import base64
 import contextlib
 import json
 import os
+from collections import Counter
+from dataclasses import replace
 from functools import partial
 
 import pytest
@@ -23,6 +26,7 @@ from policyc.harness.compare import compare
 from policyc.harness.container import running_envoy_container
 from policyc.harness.envoy_process import running_envoy
 from policyc.harness.replay import EnvoyUnderTest
+from policyc.interpret.request import PROTOCOLS
 from policyc.syntax.printer import format_file
 from tests.property.strategies import NOW, checked_policy, requests, write_world
 
@@ -31,7 +35,8 @@ pytestmark = pytest.mark.envoy
 POLICIES = int(os.environ.get("POLICYC_DIFF_POLICIES", "100"))
 REQUESTS = int(os.environ.get("POLICYC_DIFF_REQUESTS", "50"))
 TARGETS = ("lua", "auto", "rbac")
-COUNTS: dict[str, dict[str, int]] = {}  # runner → {target: requests compared}; printed at the end
+# runner → {"target protocol": requests compared}; printed at the end
+COUNTS: dict[str, Counter] = {}
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +69,13 @@ def _claims(headers) -> list[dict]:
 
 def _report(generated, target: str, comparison) -> str:
     policy = "\n".join(format_file(f) for f in generated.policy_set.files)
-    return (f"target {target}: Envoy and the interpreter disagree\n--- policy\n{policy}--- request\n"
+    protocol = comparison.observed.request.protocol
+    return (f"target {target}, {protocol}: Envoy and the interpreter disagree\n--- policy\n{policy}--- request\n"
             f"{comparison.report()}\n  token claims: {_claims(comparison.observed.request.headers)}\n"
             f"  interpreter: {comparison.expected}")
 
 
-def differential(envoy, world, policies: int, counts: dict[str, int], shrink: bool = True) -> None:
+def differential(envoy, world, policies: int, counts: Counter, shrink: bool = True) -> None:
     """Generated policies and requests through Envoy and the interpreter; fails on any difference."""
     phases = tuple(Phase) if shrink else (Phase.explicit, Phase.reuse, Phase.generate)
 
@@ -81,17 +87,17 @@ def differential(envoy, world, policies: int, counts: dict[str, int], shrink: bo
     @given(data=st.data())
     def run(data):
         generated = data.draw(checked_policy(world), label="policy")
-        sent = data.draw(st.lists(requests(generated), min_size=REQUESTS, max_size=REQUESTS), label="requests")
+        drawn = data.draw(st.lists(requests(generated), min_size=REQUESTS, max_size=REQUESTS), label="requests")
+        sent = [replace(request, protocol=protocol) for request in drawn for protocol in PROTOCOLS]
         for target in TARGETS:
             policies = expressible_part(generated.checked) if target == "rbac" else generated.checked
             envoy.load(policies, target)
-            comparisons = compare(policies, envoy.send_all(sent), NOW, {})
-            counts[target] += len(comparisons)
-            for comparison in comparisons:
+            for comparison in compare(policies, envoy.send_all(sent), NOW, {}):
+                counts[f"{target} {comparison.observed.request.protocol}"] += 1
                 assert not comparison.differences, _report(generated, target, comparison)
 
     run()
 
 
 def test_envoy_decides_every_generated_request_as_the_interpreter(envoy, world):
-    differential(envoy, world, POLICIES, COUNTS.setdefault(envoy.runner_name, dict.fromkeys(TARGETS, 0)))
+    differential(envoy, world, POLICIES, COUNTS.setdefault(envoy.runner_name, Counter()))

@@ -1,5 +1,9 @@
 """The differential harness can fail: a bug planted in the backends (`path prefix` emitted as an
-exact match, in RBAC and in Lua) must be caught, by a fixed case and by the generated suite."""
+exact match, in RBAC and in Lua) or in the interpreter's HTTP/2 model (values trimmed as HTTP/1
+does, `cookie` fields left apart) must be caught, by a fixed case and by the generated suite."""
+
+from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -7,7 +11,8 @@ from policyc.backends import lua, rbac
 from policyc.harness.compare import compare
 from policyc.harness.envoy_process import running_envoy
 from policyc.harness.replay import EnvoyUnderTest
-from policyc.interpret.request import RawRequest
+from policyc.interpret import evaluator, headers
+from policyc.interpret.request import H2, H2C, RawRequest
 from policyc.nodes import Op
 from policyc.pipeline import load_and_check
 from tests.differential.test_envoy_differential import TARGETS, differential
@@ -47,7 +52,33 @@ def test_the_generated_suite_catches_a_planted_bug(prefix_as_exact, envoy, world
     with pytest.raises(AssertionError, match="Envoy and the interpreter disagree"):
         # No shrinking: the point is only that it fails; and no database, so that the planted
         # failure is never replayed by the real suite.
-        differential(envoy, world, 100, dict.fromkeys(TARGETS, 0), shrink=False)
+        differential(envoy, world, 100, Counter(), shrink=False)
+
+
+@pytest.fixture
+def http2_read_as_http1(monkeypatch):
+    """The interpreter's HTTP/2 header model replaced by HTTP/1's: values trimmed, cookies apart."""
+    monkeypatch.setattr(evaluator, "header_table", lambda lines, http2=False: headers.header_table(lines))
+
+
+def test_a_planted_http2_bug_is_a_mismatch(http2_read_as_http1, envoy, tmp_path):
+    (tmp_path / "p.policy").write_text(
+        'service s {\n    hosts "s.test"\n    upstream "127.0.0.1:1"\n'
+        '    deny "xa" when header "x-a" == "evil"\n    deny "debug" when header "cookie" == "debug=1"\n'
+        '    allow public "all" when path prefix "/"\n}\n')
+    checked = load_and_check([str(tmp_path / "p.policy")]).checked
+    padded = RawRequest("GET", "/", "s.test", (("x-a", " evil"),))
+    cookies = RawRequest("GET", "/", "s.test", (("cookie", "debug=1"), ("cookie", "x=y")))
+    sent = [replace(request, protocol=protocol) for request in (padded, cookies) for protocol in (H2C, H2)]
+    for target in TARGETS:
+        envoy.load(checked, target)
+        comparisons = compare(checked, envoy.send_all(sent), NOW, {})
+        assert all("status: interpreter 403, envoy" in c.differences[0] for c in comparisons), comparisons
+
+
+def test_the_generated_suite_catches_a_planted_http2_bug(http2_read_as_http1, envoy, world):
+    with pytest.raises(AssertionError, match=r"h2c?: Envoy and the interpreter disagree"):
+        differential(envoy, world, 100, Counter(), shrink=False)
 
 
 @pytest.fixture(scope="module")

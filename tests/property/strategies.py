@@ -340,8 +340,8 @@ PATHS = ("/", "/healthz", "/admin", "/admin;x", "/api/v1/items", "/api/v1/tenant
 PREFIXES = ("/", "/api/", "/api/v1/", "/debug/", "/admin", "/reports/")
 GLOBS = ("/api/*/items/**", "/api/v1/**", "/reports/*.csv", "/v*/x", "/**", "/*", "/admin/**",
          "/api/v1/tenants/*/invoices", "/a*b*c")
-HEADER_NAMES = ("x-tenant", "x-role", "accept", "authorization")
-HEADER_VALUES = ("acme", "globex", "admin", "editor", "", "application/json")
+HEADER_NAMES = ("x-tenant", "x-role", "accept", "authorization", "cookie")
+HEADER_VALUES = ("acme", "globex", "admin", "editor", "", "application/json", "debug=1")
 CIDRS = ("10.0.0.0/8", "10.20.0.0/16", "192.168.1.0/24", "127.0.0.1/32", "0.0.0.0/0", "::1/128",
          "fd00:20::/32", "2001:db8::/32", "::/0")
 CLAIMS = (("sub",), ("email",), ("tenant",), ("email_verified",), ("roles",), ("https://example.com/roles",),
@@ -487,6 +487,15 @@ _ODD_TARGETS = ("*", "/%2e%2e/admin", "/%00", "/a b", "http://payments.internal:
                 "HTTP://LEDGER.INTERNAL/admin", "ftp://x/", "http://u@docs.internal:8080/", "\t/admin",
                 "/é", "")
 _ODD_METHODS = ("get", "Get", "X", "")
+# Headers HTTP/1 consumes and HTTP/2 forbids (te but "trailers").
+_FRAMING_HEADERS = (("te", "trailers"), ("te", "gzip"), ("keep-alive", "timeout=5"), ("proxy-connection", "close"))
+
+
+def _value_variant(draw, value: str) -> str:
+    """Mostly the value itself; sometimes in another case, or with spaces and tabs around it."""
+    if not _rarely(draw):
+        return value
+    return _pick(draw, (value.upper(), value.capitalize(), f" {value}", f"{value} ", f"\t{value}", f" {value}\t"))
 _USUAL_PEERS = ("127.0.0.1", "::1", "10.0.0.1", "::ffff:10.0.0.1", "192.168.1.7", "fd00:20::5", "8.8.8.8")
 
 # The request strategies below draw procedurally with `_pick` and friends rather than composing
@@ -643,10 +652,15 @@ def requests(draw, gen: Generated, service_name: str | None = None) -> RawReques
     header_names = [*sorted(focus.headers), *sorted(set(everything.headers) | set(HEADER_NAMES))]
     headers = []
     for _ in range(draw(st.integers(0, 3))):
-        # Names compare without regard to case; the proxy trims spaces and tabs around a value.
+        # Names compare without regard to case over HTTP/1.1 and must be lower case over HTTP/2;
+        # HTTP/1 drops the spaces and tabs around a value, HTTP/2 keeps them.
         name, value = _pick(draw, header_names), _pick(draw, values)
-        headers.append((name.upper() if _rarely(draw) else name, f" {value}\t" if _rarely(draw) else value))
+        headers.append((name.upper() if _rarely(draw) else name, _value_variant(draw, value)))
+    if _rarely(draw):
+        headers.append(_pick(draw, _FRAMING_HEADERS))
     for line in _authorization(draw, gen, focus, everything):
+        if _rarely(draw):
+            line = _pick(draw, (f" {line}", f"{line} ", f"{line}\t"))
         headers.insert(draw(st.integers(0, len(headers))), ("authorization", line))
     if host and _rarely(draw) and _rarely(draw):
         headers.append(("Host", host))  # a second Host line: never routed
