@@ -31,7 +31,7 @@ from .interpret.peer import ClientCertificate
 from .interpret.request import PROTOCOLS, Decision, RawRequest, RequestError
 
 _TOKEN_FIELDS = {"issuer", "claims", "alg", "kid", "signed_by", "scheme", "in", "expires_in", "not_before_in",
-                 "pad", "tamper"}
+                 "pad", "tamper", "header_text", "payload_text"}
 
 
 class CaseFileError(ValueError):
@@ -146,8 +146,29 @@ def _mint(spec: dict, checked: Checked, keys: Keys, now: float) -> str:
     stranger = spec.get("signed_by") == "stranger"
     # A stranger signs under the issuer's kid, so that only the signature is wrong.
     kid = spec.get("kid", own.get("kid") if stranger else None)
-    token = devtokens.mint(claims, keys.stranger if stranger else own, spec.get("alg"), kid)
+    signer = keys.stranger if stranger else own
+    if "header_text" in spec or "payload_text" in spec:
+        return _mint_text(spec, claims, signer, kid)
+    token = devtokens.mint(claims, signer, spec.get("alg"), kid)
     return devtokens.tampered(token, spec["tamper"]) if "tamper" in spec else token
+
+
+def _mint_text(spec: dict, claims: dict, signer: dict, kid: str | None) -> str:
+    """A token whose header or payload is JSON text as written: `$header` and `$claims` stand for
+    the members the token would have had, and the text is UTF-8 except that U+DC80–U+DCFF stand
+    for the single bytes 0x80–0xFF (Python's surrogateescape), so that invalid UTF-8 can be sent."""
+    if {"alg", "tamper"} & set(spec):
+        raise CaseFileError("`header_text` and `payload_text` are signed with the issuer's own alg, untampered")
+    header = {"alg": signer["alg"], "typ": "JWT", "kid": kid or signer.get("kid")}
+    texts = [(spec.get("header_text", "{$header}"), "$header", header),
+             (spec.get("payload_text", "{$claims}"), "$claims", claims)]
+    try:
+        header_bytes, payload_bytes = (
+            str(text).replace(placeholder, json.dumps(members)[1:-1]).encode("utf-8", "surrogateescape")
+            for text, placeholder, members in texts)
+    except UnicodeEncodeError as e:
+        raise CaseFileError(f"token text: {e}") from None
+    return devtokens.mint_text(header_bytes, payload_bytes, signer)
 
 
 def _certificate(spec) -> ClientCertificate | None:

@@ -54,6 +54,15 @@ def mint(claims: dict, private: dict, alg: str | None = None, kid: str | None = 
     return jwt.encode(claims, key, algorithm=alg, headers={k: v for k, v in header.items() if k != "alg"})
 
 
+def mint_text(header: bytes, payload: bytes, private: dict) -> str:
+    """A JWT whose header and payload are exactly these bytes, whatever they hold, signed with
+    `private` under its own `alg`: for tokens no JSON serializer would write."""
+    signing_input = _b64(header) + "." + _b64(payload)
+    algorithm = jwt.PyJWS().get_algorithm_by_name(private["alg"])
+    signature = algorithm.sign(signing_input.encode(), jwt.PyJWK(private, algorithm=private["alg"]).key)
+    return signing_input + "." + _b64(signature)
+
+
 def tampered(token: str, changes: dict) -> str:
     """`token` with `changes` written into its payload and the original signature kept."""
     header, payload, signature = token.split(".")

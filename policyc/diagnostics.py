@@ -28,6 +28,7 @@ CODES: dict[str, str] = {
     "parse/unexpected-end": "the file ends in the middle of a construct",
     "parse/unexpected-character": "a character that starts no token of the language",
     "parse/bad-string": "a string literal with an invalid escape",
+    "parse/lone-surrogate": "a string literal with half of a UTF-16 surrogate pair",
     "parse/too-deep": "a condition nested deeper than the parser accepts",
     "parse/file-too-large": "a policy file larger than the compiler accepts",
     # loading

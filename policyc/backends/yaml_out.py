@@ -3,10 +3,17 @@
 Every string is double-quoted (a bare `n` or `yes` would turn into a boolean), keys are sorted
 and nothing is folded, so the output is deterministic and each scalar means what it says.
 
+Strings are written in printable ASCII alone. Envoy does not read every YAML escape as the spec
+says: it loads `\\N` and `\\_`, which PyYAML writes for U+0085 and U+00A0, as a space (its YAML
+parser, yaml-cpp, makes them single bytes that are not UTF-8), so a rule on either character
+would test another string in Envoy. This writer escapes `"`, `\\`, newline, tab and carriage
+return by their letters and every other character outside printable ASCII by its code point, as
+`\\xXX`, `\\uXXXX` or `\\UXXXXXXXX`: the forms Envoy was seen to load exactly, for every class
+of character (tests/envoy/test_yaml_envoy.py).
+
 The layout is PyYAML's block style, byte for byte, written directly: PyYAML's representer is
 pure Python and builds a node per value, which made compiling 10,000 rules take a minute. PyYAML
-still writes every scalar this writer has no fast form for (a string with a control character or
-beyond ASCII, a float), so quoting and escaping are always PyYAML's own.
+still writes the rare scalars that are neither strings, integers nor booleans (a float, None).
 """
 
 from __future__ import annotations
@@ -76,14 +83,30 @@ def _leaf(value) -> str:
 
 @lru_cache(maxsize=65536, typed=True)  # keys and values repeat across rules; True is not 1
 def _scalar(value) -> str:
-    if isinstance(value, str) and value.isascii() and value.isprintable():
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, str):
+        return '"' + value.translate(_ESCAPES) + '"'
     if value is True or value is False:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
     # The rest, rare in Envoy configs, exactly as PyYAML writes it inside a one-item list.
     return _pyyaml([value])[2:-1]
+
+
+class _Escapes(dict):
+    """`str.translate`'s table: each character's text inside a double-quoted scalar, made on
+    first use. Printable ASCII stands for itself."""
+
+    def __missing__(self, code: int) -> str:
+        if 0x20 <= code < 0x7F:
+            text = chr(code)
+        else:
+            text = f"\\x{code:02X}" if code <= 0xFF else f"\\u{code:04X}" if code <= 0xFFFF else f"\\U{code:08X}"
+        self[code] = text
+        return text
+
+
+_ESCAPES = _Escapes({ord('"'): '\\"', ord("\\"): "\\\\", ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r"})
 
 
 class _ManifestDumper(_Dumper):

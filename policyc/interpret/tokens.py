@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from .. import nodes as n
+from . import tokenjson
 from .memo import per_object
 
 CLOCK_SKEW = 60
@@ -92,43 +93,6 @@ def _b64url(text: str) -> bytes | None:
         return None
 
 
-def _no_duplicates(pairs):
-    keys = [k for k, _ in pairs]
-    if len(keys) != len(set(keys)):
-        raise ValueError("duplicate key")
-    return dict(pairs)
-
-
-def _reject_constant(name):
-    raise ValueError(name)
-
-
-def _json_object(data: bytes) -> dict | None:
-    try:
-        value = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
-                           parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) and _nesting(value) <= MAX_JSON_NESTING else None
-
-
-# Envoy refuses a header or payload nested deeper than this many objects and lists, the outer
-# object included (observed on 1.40: 100 levels verify, 101 do not).
-MAX_JSON_NESTING = 100
-
-
-def _nesting(value) -> int:
-    """How many objects and lists deep `value` goes, found without recursion."""
-    deepest, pending = 0, [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is not None:
-            deepest = max(deepest, depth)
-            pending.extend((child, depth + 1) for child in children)
-    return deepest
-
-
 @dataclass(frozen=True)
 class _Jwt:
     header: dict
@@ -153,7 +117,7 @@ def _json_part(text: str, part: str) -> dict:
     data = _b64url(text)
     if data is None:
         raise _Refused(f"Jwt {part} is an invalid Base64url encoded")
-    value = _json_object(data)
+    value = tokenjson.loads(data)
     if value is None:
         raise _Refused(f"Jwt {part} is an invalid JSON")
     return value

@@ -6,6 +6,7 @@ Takes the tree of one file and returns its `PolicyFile`, plus diagnostics for ba
 from __future__ import annotations
 
 import json
+import re
 
 from lark import Token, Tree
 
@@ -16,6 +17,29 @@ from ..source import Span
 
 def _token_span(path: str, token: Token) -> Span:
     return Span(path, token.line, token.column, token.end_line, token.end_column)
+
+
+# An escape, or a raw surrogate (only unsaved text from an editor can hold one).
+_ESCAPE = re.compile("\\\\(?:u([0-9a-fA-F]{4})|.)|[\ud800-\udfff]")
+
+
+def _unpaired(raw: str) -> re.Match:
+    """The first surrogate in the string token `raw` without its other half right next to it; the
+    caller knows there is one."""
+    high = None  # a high half, waiting for a low half right after it
+    for found in _ESCAPE.finditer(raw):
+        if len(found.group()) == 1:
+            return found
+        code = int(found.group(1), 16) if found.group(1) else -1
+        if high is not None:
+            if found.start() != high.end() or not 0xDC00 <= code <= 0xDFFF:
+                return high
+            high = None
+        elif 0xD800 <= code <= 0xDBFF:
+            high = found
+        elif 0xDC00 <= code <= 0xDFFF:
+            return found
+    return high
 
 
 class ToAst:
@@ -43,13 +67,31 @@ class ToAst:
         if token.type != "STRING":
             return str(token)
         try:
-            return json.loads(token)
+            value = json.loads(token)
         except json.JSONDecodeError:
             self.diagnostics.append(Diagnostic(
                 "parse/bad-string", "invalid escape in string", _token_span(self.path, token),
                 hint='strings use JSON escapes: \\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX',
             ))
             return str(token)[1:-1]
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # JSON decodes a `\uD800` without its other half to a lone surrogate, which is no
+            # character: no UTF-8 file, header or token can hold it.
+            self.diagnostics.append(self._lone_surrogate(token))
+            return str(token)[1:-1]
+        return value
+
+    def _lone_surrogate(self, token: Token) -> Diagnostic:
+        found = _unpaired(str(token))
+        column = token.column + found.start()
+        shown = found.group() if len(found.group()) > 1 else f"\\u{ord(found.group()):04x}"
+        return Diagnostic(
+            "parse/lone-surrogate", f"`{shown}` is half of a UTF-16 surrogate pair, not a character",
+            Span(self.path, token.line, column, token.line, column + len(found.group())),
+            hint='write the character itself, or both halves of its pair: "\\ud83d\\ude00" is U+1F600',
+        )
 
     def texts(self, tokens) -> tuple[tuple[str, ...], tuple[Span, ...]]:
         values = tuple(self.text(t) for t in tokens)

@@ -124,9 +124,10 @@ names = st.one_of(
 )
 _reference_names = names.filter(lambda name: name not in _ATOM_KEYWORDS)
 
-# Fragments that stress quoting: escapes, comment and line characters, non-BMP, a lone surrogate.
+# Fragments that stress quoting: escapes, comment and line characters, non-BMP. (A lone surrogate
+# is no character, and no policy may hold one: parse/lone-surrogate.)
 _TRICKY = ('"', "\\", '\\"', "\\u0041", "\n", "\r", "\t", "\x00", "\x1f", "\x7f", "#", "# x", "\u2028",
-           "\u0085", "\ufeff", "é", "𝄞", "\ud800", "}", "]", ")", " and ", "token.x")
+           "\u0085", "\ufeff", "é", "𝄞", "}", "]", ")", " and ", "token.x")
 strings = st.one_of(
     st.text(max_size=8),
     st.lists(st.one_of(st.sampled_from(_TRICKY), st.text(max_size=2)), max_size=4).map("".join),

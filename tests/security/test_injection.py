@@ -29,7 +29,9 @@ KEYS = Path(__file__).parents[1] / "cases" / "keys"
 # format and template syntax, a NUL, line breaks, and letters that only look alike.
 HOSTILE = ['"', "\\", '\\"', "'", "]]", "]=]", "[[", "--", "--[[ x", "\0", "a\nb", "\r\n", "\u2028",
            "n", "yes", "no", "null", "~", "*a", "&a", "!!python/object:os.system", "---", "%YAML 1.1",
-           "${jndi:x}", "%(x)s", "{{x}}", "end)", "\\065", "\u0430dmin", "\U0001f600"]
+           "${jndi:x}", "%(x)s", "{{x}}", "end)", "\\065", "\u0430dmin", "\U0001f600",
+           # YAML's named escapes (`\\N`, `\\_`, `\\L`, `\\P`) and a byte-order mark.
+           "\x85", "a\xa0b", "\u2029", "\ufeff"]
 # Header names are HTTP tokens; within that, the ones YAML reads as something else.
 HEADER_NAMES = ["n", "yes", "null", "~", "*a", "!!", "&a", "%", "|", "#", "'", "`", "x--", "x.^"]
 # Header values travel in HTTP: no NUL or line breaks, and Envoy trims spaces around them.
@@ -115,7 +117,8 @@ def test_hostile_strings_keep_their_meaning_in_envoy(checked, target, tmp_path):
 
 @pytest.mark.parametrize("target", ["lua", "auto"])
 def test_the_emitted_yaml_reads_back_as_the_config_built(checked, target):
-    # No string turned into a boolean, a null, an alias, a tag or a second document.
+    # No string turned into a boolean, a null, an alias, a tag or a second document. PyYAML is
+    # not Envoy's parser: tests/envoy/test_yaml_envoy.py reads the strings back through Envoy.
     compiled = compile_outputs(checked, target)
     assert not compiled.diagnostics
     assert yaml.safe_load(compiled.files["envoy.yaml"]) == compiled.bootstrap

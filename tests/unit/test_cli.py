@@ -106,3 +106,14 @@ def test_fmt_refuses_files_with_syntax_errors(tmp_path):
     result = run("fmt", policy, expect=1)
     assert "error[parse/unexpected-end]" in result.stderr
     assert policy.read_text() == "condition c = \n"
+
+
+def test_half_a_surrogate_pair_is_a_located_error_for_every_command(tmp_path):
+    # Regression: `check` passed it, and `compile`/`verify` failed with an internal UnicodeEncodeError.
+    policy = tmp_path / "p.policy"
+    policy.write_text('service s {\n    hosts "s.test"\n    upstream "127.0.0.1:1"\n'
+                      '    deny "d" when header "x-name" suffix "\\ud800"\n}\n')
+    for command in (["check"], ["compile", "-o", tmp_path / "out"], ["verify"]):
+        result = run(*command, policy, expect=1)
+        assert f"{policy}:4:43: error[parse/lone-surrogate]" in result.stderr
+    assert not (tmp_path / "out").exists()

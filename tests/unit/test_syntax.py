@@ -102,3 +102,19 @@ def parsed_text(text: str):
     file, diagnostics = parse(source)
     assert diagnostics == []
     return source, file
+
+
+@pytest.mark.parametrize(("literal", "column", "shown"), [
+    ('"\\ud800"', 23, "\\ud800"),  # a high half alone
+    ('"x\\udc00y"', 24, "\\udc00"),  # a low half alone
+    ('"\\ud83d\\ude00 \\ud83d \\ude00"', 36, "\\ud83d"),  # a pair, then halves apart
+    ('"\\udc00\\ud800"', 23, "\\udc00"),  # the halves the wrong way round
+    ('"a\ud800"', 24, "\\ud800"),  # raw, as an editor's unsaved text can hold it
+])
+def test_half_a_surrogate_pair_is_located_at_the_half(literal, column, shown):
+    [error] = errors_of(f"condition c = header {literal} present\n")
+    assert error.startswith(f"t.policy:1:{column}: error[parse/lone-surrogate]: `{shown}` is half")
+
+
+def test_escaped_backslashes_and_whole_pairs_are_no_surrogates():
+    assert errors_of('condition c = header "\\\\ud800 \\ud83d\\ude00 \\uD83D\\uDE00" present\n') == []
