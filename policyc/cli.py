@@ -24,13 +24,14 @@ from . import audit
 from .backends import TARGETS, compile_dynamic, compile_outputs
 from .backends.envoy import Options
 from .backends.rbac import expressible
-from .casefile import CaseFileError, load_case_file, run_cases
+from .casefile import CaseFileError, load_case_file, protocols, run_cases
 from .check import upstream_problem
 from .deploy import Deployment, configmap, deploy, watch
 from .devidp import DevIdp, default_keys_path, mint_token
 from .diagnostics import CODES, render_github, render_json, render_sarif, render_text, summary_line
 from .explain import explanation, explanations
 from .interpret import RawRequest, evaluate
+from .interpret.request import H2, H2C, HTTP1, PROTOCOLS
 from .junit import junit_xml
 from .loader import expand_inputs, load
 from .output import stale_files, write_tree
@@ -438,6 +439,10 @@ def _check_tree(outdir: str, files: dict[str, str]) -> None:
     click.echo(f"{outdir} is up to date ({len(files)} files)", err=True)
 
 
+# `verify --protocol`: the protocols each choice speaks.
+VERIFIED_PROTOCOLS = {"h1": (HTTP1,), "h2": (H2C, H2), "all": PROTOCOLS}
+
+
 @main.command("verify")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--cases", "case_paths", multiple=True, type=click.Path(),
@@ -448,7 +453,9 @@ def _check_tree(outdir: str, files: dict[str, str]) -> None:
 @click.option("--examples", default=100, show_default=True, help="generated requests per service")
 @click.option("--target", "targets", multiple=True, type=click.Choice(TARGETS), help="default: every target")
 @click.option("--seed", default=0, show_default=True, help="seed of the generated requests")
-def verify_command(paths, case_paths, runner, image, examples, targets, seed):
+@click.option("--protocol", type=click.Choice(sorted(VERIFIED_PROTOCOLS)), default="all", show_default=True,
+              help="h1: HTTP/1.1; h2: HTTP/2 in the clear (h2c) and over TLS; all: both")
+def verify_command(paths, case_paths, runner, image, examples, targets, seed, protocol):
     """Run the policies in a real Envoy and check that it decides every case and generated
     request as the interpreter does. Exit 1 on any difference."""
     from .harness.verify import verify
@@ -461,9 +468,11 @@ def verify_command(paths, case_paths, runner, image, examples, targets, seed):
         raise click.UsageError(str(e)) from None
     run = _runner(runner, image)
     targets = list(targets or TARGETS)
-    total = (sum(len(f.cases) for f in case_files) + examples * len(pipeline.checked.services)) * len(targets)
+    spoken = VERIFIED_PROTOCOLS[protocol]
+    cases = sum(len(set(protocols(case)) & set(spoken)) for f in case_files for case in f.cases)
+    total = (cases + examples * len(pipeline.checked.services) * len(spoken)) * len(targets)
     with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
-        report = verify(pipeline.checked, case_files, run, targets, examples, seed, bar.update)
+        report = verify(pipeline.checked, case_files, run, targets, examples, seed, bar.update, spoken)
     dropped = [r.name for s in pipeline.checked.services.values() for r in s.rules
                if not expressible(pipeline.checked, r)]
     if "rbac" in targets and dropped:
@@ -472,7 +481,7 @@ def verify_command(paths, case_paths, runner, image, examples, targets, seed):
     for target, comparison in report.mismatches:
         click.echo(f"MISMATCH ({target}) {comparison.report()}")
     click.echo(f"{report.count - len(report.mismatches)} passed, {len(report.mismatches)} failed "
-               f"({', '.join(targets)}; Envoy as a {runner})")
+               f"({', '.join(targets)}; {', '.join(spoken)}; Envoy as a {runner})")
     sys.exit(EXIT_FAILED if report.mismatches else EXIT_OK)
 
 

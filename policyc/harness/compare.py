@@ -28,7 +28,7 @@ class Comparison:
 
     def report(self) -> str:
         request = self.observed.request
-        lines = [f"{request.method} {request.target} host={request.host!r}"]
+        lines = [f"{request.method} {request.target} host={request.host!r} over {request.protocol}"]
         lines += [f"  {name}: {value}" for name, value in request.headers]
         lines += [f"  {difference}" for difference in self.differences]
         lines.append(f"  envoy details: {self.observed.log.get('details')}")

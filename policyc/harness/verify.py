@@ -1,7 +1,7 @@
 """`policyc verify`: users' policies in a real Envoy against the interpreter. Takes a checked set,
-case files and a runner; replays every case plus generated requests per service, for each target,
-and returns each comparison. Remote-JWKS issuers get made-up keys: what is verified is the policy,
-not the identity provider.
+case files, a runner and the protocols to speak; replays every case plus generated requests per
+service, over each protocol, for each target, and returns each comparison. Remote-JWKS issuers
+get made-up keys: what is verified is the policy, not the identity provider.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..backends.rbac import expressible_part
-from ..casefile import CaseFile, Keys, build_request
+from ..casefile import CaseFile, Keys, build_request, protocols
 from ..check import Checked
+from ..interpret.request import PROTOCOLS
 from .compare import Comparison, compare
 from .generate import RequestGenerator
 from .replay import EnvoyUnderTest, Runner
@@ -48,13 +49,18 @@ def with_made_up_keys(checked: Checked, case_files: list[CaseFile]) -> tuple[Che
 
 
 def verify(checked: Checked, case_files: list[CaseFile], runner: Runner, targets: list[str], examples: int,
-           seed: int = 0, progress: Callable[[int], None] = lambda done: None) -> Report:
+           seed: int = 0, progress: Callable[[int], None] = lambda done: None,
+           spoken: tuple[str, ...] = PROTOCOLS) -> Report:
+    """`spoken`: the protocols to send requests in; a case that names its protocol goes in that
+    one only, when it is spoken."""
     checked, keys = with_made_up_keys(checked, case_files)
     now = time.time()
-    requests = [build_request(case.request, checked, keys, now) for f in case_files for case in f.cases]
+    requests = [replace(build_request(case.request, checked, keys, now), protocol=protocol)
+                for f in case_files for case in f.cases for protocol in protocols(case) if protocol in spoken]
     generator = RequestGenerator(checked, keys.private, seed)
     for service in checked.services.values():
-        requests += [generator.request(service) for _ in range(examples)]
+        requests += [replace(request, protocol=protocol) for request in
+                     (generator.request(service) for _ in range(examples)) for protocol in spoken]
     report = Report()
     with tempfile.TemporaryDirectory() as work, EnvoyUnderTest(Path(work), runner) as envoy:
         for target in targets:

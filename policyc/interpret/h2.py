@@ -10,7 +10,7 @@ Observed on the real binary with the emitted configuration, over h2c and over TL
   other control character but HTAB, or DEL: the stream is reset.
 - Connection-specific fields (connection, keep-alive, proxy-connection, transfer-encoding,
   upgrade) and a `te` other than "trailers": reset.
-- :path must be "*" or start with "/", hold no space, control character or DEL (reset); raw
+- :path must start with "/" (or be "*" for OPTIONS), hold no space, control character or DEL (reset); raw
   non-ASCII bytes are percent-encoded; the HCM then normalizes it as for HTTP/1.
 - :authority is required (a single non-empty `host` field stands in for a missing one; two, or
   an empty one, reset); `host` fields beside an :authority are dropped. An :authority that is
@@ -52,7 +52,7 @@ def receive(request: RawRequest) -> H2Received | Rejected:
     reset = Rejected(0, RESET)
     if not _valid_method(request.method) or not all(_valid_field(name, value) for name, value in request.headers):
         return reset
-    path = _path(request.target)
+    path = _path(request.target, request.method)
     authority = _authority(request)
     if path is None or authority is None:
         return reset
@@ -70,9 +70,9 @@ def _valid_field(name: str, value: str) -> bool:
     return name not in _CONNECTION_SPECIFIC and (name != "te" or value == "trailers")
 
 
-def _path(target: str) -> str | None:
+def _path(target: str, method: str) -> str | None:
     """:path as the HCM receives it: raw non-ASCII bytes percent-encoded; None when it resets."""
-    if not target or _BAD_PATH.search(target) or not (target == "*" or target.startswith("/")):
+    if not target or _BAD_PATH.search(target) or not (target.startswith("/") or (target, method) == ("*", "OPTIONS")):
         return None
     return "".join(c if c.isascii() else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape"))
                    for c in target)
