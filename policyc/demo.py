@@ -1,6 +1,7 @@
 """`make demo`: compile the bundled example, run it in a real Envoy in front of a recording
-upstream, replay the example's requests over TLS with freshly minted tokens and the machines'
-client certificates, and print what the reference interpreter expected next to what Envoy did.
+upstream, replay the example's requests with freshly minted tokens and the machines' client
+certificates over HTTP/1.1 and HTTP/2 with TLS, and over HTTP/2 in the clear (h2c), and print what
+the reference interpreter expected next to what Envoy did in each protocol.
 Envoy fetches the issuers' keys with `remote_jwks` from development IdPs on 127.0.0.1, as it would
 from Backstage or Okta. Everything started is stopped at the end.
 
@@ -19,12 +20,13 @@ from pathlib import Path
 from . import nodes as n
 from .backends import compile_outputs
 from .backends.envoy import OVERRIDE_CLUSTER, Options, clusters
-from .casefile import Keys, build_request, load_case_file
+from .casefile import Keys, build_request, load_case_file, protocols
 from .check import Checked
 from .devidp import DevIdp, save_keys
 from .diagnostics import render_text
 from .harness.replay import EnvoyUnderTest
 from .interpret import evaluate
+from .interpret.request import PROTOCOLS
 from .output import write_tree
 from .pipeline import load_and_check
 
@@ -72,7 +74,8 @@ def main(argv: list[str]) -> int:
     print(f"policyc compile {example} -o {out}: " + ", ".join(f"{n} → {p}" for n, p in compiled.plans.items()))
     case_file = load_case_file(str(next(example.glob("*.cases.yaml"))))
     now = time.time()
-    requests = [build_request(case.request, checked, case_file.keys, now) for case in case_file.cases]
+    requests = [replace(build_request(case.request, checked, case_file.keys, now), protocol=protocol)
+                for case in case_file.cases for protocol in protocols(case)]
     with tempfile.TemporaryDirectory() as work, ExitStack() as stack:
         checked = _served_by_dev_idps(checked, case_file.keys, Path(work), stack)
         key_clusters = tuple(c for c in clusters(checked, Options(upstream_override="127.0.0.1:1"))
@@ -84,20 +87,27 @@ def main(argv: list[str]) -> int:
         observed = envoy.send_all(requests)
     keys = case_file.keys.published(checked)
     rows, agreed = [], 0
-    for case, seen in zip(case_file.cases, observed, strict=True):
-        expected = evaluate(checked, seen.request, now, keys)
-        same = (seen.status, seen.reason, seen.rule) == (expected.status, expected.reason, expected.rule)
-        agreed += same
+    seen_by_case = iter(observed)
+    for case in case_file.cases:
+        cells, same = {}, True
+        for protocol in protocols(case):
+            seen = next(seen_by_case)
+            expected = evaluate(checked, seen.request, now, keys)
+            agrees = (seen.status, seen.reason, seen.rule) == (expected.status, expected.reason, expected.rule)
+            agreed, same = agreed + agrees, same and agrees
+            cells[protocol] = (_outcome(expected.status, expected.reason, expected.enforced_status),
+                               f"{seen.status} {seen.reason}" + ("" if agrees else " (differs)"), seen.rule or "-")
+        first = next(iter(cells.values()))
         target = seen.request.target if len(seen.request.target) <= 32 else seen.request.target[:31] + "…"
-        rows.append((f"{seen.request.method} {seen.request.host}{target}", _caller(case.request),
-                     _outcome(expected.status, expected.reason, expected.enforced_status),
-                     f"{seen.status} {seen.reason}", seen.rule or "-", "ok" if same else "MISMATCH"))
-    header = ("request", "caller", "interpreter", "envoy", "rule", "")
+        rows.append((f"{seen.request.method} {seen.request.host}{target}", _caller(case.request), first[0],
+                     *(cells[p][1] if p in cells else "-" for p in PROTOCOLS), first[2], "ok" if same else "MISMATCH"))
+    header = ("request", "caller", "interpreter", *(f"envoy {p}" for p in PROTOCOLS), "rule", "")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    print(f"\n{agreed} of {len(rows)} requests decided alike by Envoy and the interpreter; Envoy stopped.")
-    return 0 if agreed == len(rows) else 1
+    print(f"\n{agreed} of {len(observed)} requests ({len(rows)} cases over {', '.join(PROTOCOLS)}) decided alike "
+          "by Envoy and the interpreter; Envoy stopped.")
+    return 0 if agreed == len(observed) else 1
 
 
 if __name__ == "__main__":
