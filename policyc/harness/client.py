@@ -143,6 +143,9 @@ class H2Session:
 
     def _connect(self) -> None:
         plain = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
+        # Frames are small and requests follow one another: without this, Nagle's algorithm holds
+        # each request until the proxy's delayed ACK of the previous write.
+        plain.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             self.sock = self.tls.wrap_socket(plain) if self.tls else plain
         except ssl.SSLError as e:
