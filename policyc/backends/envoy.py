@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives import serialization
 
 from .. import nodes as n
 from ..check import Checked, split_port
-from ..interpret.paths import DOT_SEGMENT_PARAMETERS, KNOWN_METHODS
+from ..interpret.headers import OVERRIDE_HEADERS
+from ..interpret.paths import DOT_SEGMENT_PARAMETERS, KNOWN_METHODS, PATH_PARAMETERS
 from . import lua, rbac
 from .resolve import PAYLOAD_KEY
 
@@ -238,7 +239,8 @@ def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool
                         for name, config in zip((DENY_FILTER, ALLOW_FILTER), configs, strict=True) if config}
         route = {"match": {"prefix": prefix}, "route": {"cluster": cluster}, "metadata": metadata}
         routes.append({**route, "typed_per_filter_config": rbac_configs} if rbac_configs else route)
-    return {"name": service.name, "domains": sorted(service.hosts), "routes": [*REFUSED_ROUTES, *routes],
+    return {"name": service.name, "domains": sorted(service.hosts),
+            "routes": [*refusal_routes(service.path_parameters), *routes],
             "typed_per_filter_config": per_filter}
 
 
@@ -249,15 +251,27 @@ def _refusal(match: dict, reason: str) -> dict:
                                         for name in (JWT_FILTER, DENY_FILTER, LUA_FILTER, ALLOW_FILTER)}}
 
 
-# First in every virtual host: what the interpreter's request model refuses but Envoy would pass.
-REFUSED_ROUTES = [
-    # A dot segment that an application still resolves (interpret/paths.py).
-    _refusal({"safe_regex": {"regex": f".*{DOT_SEGMENT_PARAMETERS.pattern}.*"}}, "dot segment with parameters"),
-    # HTTP/1 refuses methods outside its list, but HTTP/2 carries any token: "delete" would pass a
-    # rule on DELETE and reach an application that reads methods without regard to case.
-    _refusal({"prefix": "/", "headers": [{"name": ":method", "invert_match": True, "string_match": {"exact": method}}
-                                         for method in sorted(KNOWN_METHODS)]}, "unknown method"),
-]
+def refusal_routes(parameters_allowed: bool = False) -> list[dict]:
+    """First in every virtual host: what the interpreter's request model refuses but Envoy would
+    pass (interpret/hosts.py, `refusal_route`). Route matching sees the normalized path."""
+    routes = [
+        # A dot segment that an application still resolves (interpret/paths.py).
+        _refusal({"safe_regex": {"regex": f".*{DOT_SEGMENT_PARAMETERS.pattern}.*"}}, "dot segment with parameters"),
+        # HTTP/1 refuses methods outside its list, but HTTP/2 carries any token: "delete" would pass a
+        # rule on DELETE and reach an application that reads methods without regard to case.
+        _refusal({"prefix": "/", "headers": [
+            {"name": ":method", "invert_match": True, "string_match": {"exact": method}}
+            for method in sorted(KNOWN_METHODS)]}, "unknown method"),
+        # Headers that make the application serve another URL or method (interpret/headers.py).
+        *(_refusal({"prefix": "/", "headers": [{"name": name, "present_match": True}]}, f"override header {name}")
+          for name in OVERRIDE_HEADERS),
+    ]
+    if not parameters_allowed:  # `;` that servlet containers read as path parameters
+        routes.append(_refusal({"safe_regex": {"regex": f".*({PATH_PARAMETERS.pattern}).*"}}, "path parameters"))
+    return routes
+
+
+REFUSED_ROUTES = refusal_routes()  # a service's, unless it allows path parameters; the catch-all's
 
 
 def _route_metadata(version: str, **fields: str) -> dict:
@@ -305,6 +319,9 @@ def listener(checked: Checked, routes: dict, options: Options) -> dict:
         "normalize_path": True,
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        # `x_a` would pass a rule on `x-a` and reach CGI, PHP or WSGI applications as `x-a`:
+        # refused (400 over HTTP/1, the stream reset over HTTP/2) before any filter.
+        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
         **routes,
         "http_filters": _http_filters(checked, options),
         "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {

@@ -171,6 +171,11 @@ def _hosts_by_service(checked: Checked) -> dict[str, tuple[str, ...]]:
     return {name: service.hosts for name, service in checked.services.items()}
 
 
+@per_object
+def _parameters_allowed(checked: Checked) -> frozenset[str]:
+    return frozenset(name for name, service in checked.services.items() if service.path_parameters)
+
+
 def _caller(token: Token | None, peer: Peer | None) -> dict:
     caller = {}
     if token is not None:
@@ -204,10 +209,12 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
         return Decision(0, "handshake-refused", detail=peer.reason)
     host_lines = ([request.host] if request.host is not None else []) + [
         value for name, value in request.headers if name.lower() == "host"]
-    admitted = admit_request(request.method, request.target, host_lines, _hosts_by_service(checked), request.version)
+    others = [(name, value) for name, value in request.headers if name.lower() != "host"]
+    admitted = admit_request(request.method, request.target, host_lines, _hosts_by_service(checked), request.version,
+                             others, _parameters_allowed(checked))
     if isinstance(admitted, Rejected):
         return Decision(admitted.status, "bad-request", detail=admitted.reason)
-    identity = authenticate(request.headers, checked.issuers, {**checked.keys, **(keys or {})}, now)
+    identity = authenticate(admitted.headers, checked.issuers, {**checked.keys, **(keys or {})}, now)
     service = checked.services.get(admitted.service)
     if isinstance(identity, TokenError):
         reason = "forbidden" if identity.status == 403 else "unauthenticated"
@@ -217,8 +224,7 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
         return Decision(identity.status, reason, detail=identity.reason)
     if service is None:
         return Decision(404, "no-service", detail=f"no service serves host {admitted.authority!r}")
-    headers = [(name, value) for name, value in request.headers if name.lower() != "host"]
-    ctx = Context(request.method, admitted.target.path, header_table(headers), request.source, identity, peer)
+    ctx = Context(request.method, admitted.target.path, header_table(admitted.headers), request.source, identity, peer)
     decision = _rule_decision(checked, service, ctx)
     if _mode(service) is n.Mode.DRY_RUN:
         return Decision(_UPSTREAM_STATUS, decision.reason, decision.rule, service.name, dry_run=True,

@@ -171,6 +171,7 @@ _service_settings = st.one_of(
     st.builds(n.Hosts, _some(strings, 0)),
     st.builds(n.Upstream, strings),
     st.builds(n.ModeSetting, st.sampled_from(n.Mode)),
+    st.builds(n.PathParameters),
 )
 _any_rules = st.builds(n.Rule, st.sampled_from(n.Effect), st.booleans(), strings, _any_expressions)
 _any_items = st.one_of(
@@ -455,6 +456,8 @@ def _service(draw, name: str, pool: tuple[str, ...], v: Vocabulary) -> n.Service
     mode = _pick(draw, [None, n.Mode.DRY_RUN, n.Mode.ENFORCE])
     if mode is not None:
         settings.append(n.ModeSetting(mode))
+    if _rarely(draw):
+        settings.append(n.PathParameters())
     # Names first, so that no rule is drawn only to be thrown away as a duplicate.
     rule_names = _subset(draw, RULE_NAMES, min_size=1)[:4]
     return n.Service(name, tuple(settings), tuple(draw(rules(v, name=rule)) for rule in rule_names))
@@ -487,6 +490,10 @@ _ODD_TARGETS = ("*", "/%2e%2e/admin", "/%00", "/a b", "http://payments.internal:
                 "HTTP://LEDGER.INTERNAL/admin", "ftp://x/", "http://u@docs.internal:8080/", "\t/admin",
                 "/é", "")
 _ODD_METHODS = ("get", "Get", "X", "")
+# Header lines the proxy refuses, or acts on before the policy filters (interpret/headers.py).
+_PROXY_TRICKS = (("x_tenant", "acme"), ("X_Role", "admin"), ("connection", "x-tenant"), ("connection", "authorization"),
+                 ("connection", "x-forwarded-for"), ("connection", "upgrade"), ("upgrade", "websocket"),
+                 ("x-original-url", "/admin"), ("X-HTTP-Method-Override", "DELETE"))
 _USUAL_PEERS = ("127.0.0.1", "::1", "10.0.0.1", "::ffff:10.0.0.1", "192.168.1.7", "fd00:20::5", "8.8.8.8")
 
 # The request strategies below draw procedurally with `_pick` and friends rather than composing
@@ -648,6 +655,8 @@ def requests(draw, gen: Generated, service_name: str | None = None) -> RawReques
         headers.append((name.upper() if _rarely(draw) else name, f" {value}\t" if _rarely(draw) else value))
     for line in _authorization(draw, gen, focus, everything):
         headers.insert(draw(st.integers(0, len(headers))), ("authorization", line))
+    if _rarely(draw):
+        headers.insert(draw(st.integers(0, len(headers))), _pick(draw, _PROXY_TRICKS))
     if host and _rarely(draw) and _rarely(draw):
         headers.append(("Host", host))  # a second Host line: never routed
     return RawRequest(method, target, host, tuple(headers), _address(draw, focus, everything))
