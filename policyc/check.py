@@ -19,6 +19,7 @@ from . import nodes as n
 from .catalog import Catalog, load_catalog, normalize_ref
 from .diagnostics import Diagnostic, Severity
 from .interpret.glob import glob_error
+from .interpret.headers import proxy_header
 from .interpret.net import cidr_error
 from .interpret.paths import KNOWN_METHODS, Rejected, normalize_path
 from .interpret.peer import is_ca
@@ -33,15 +34,12 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
 _METHOD = re.compile(r"[A-Z][A-Z0-9_-]{0,31}\Z")
 _HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+\Z")
 _HOST_NAME = re.compile(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\Z")
-# Headers the proxy itself sets or rewrites before any policy filter runs: a rule on them would
-# test the proxy's value, not the caller's, so they are refused (use `source` or `hosts`).
-_PROXY_HEADERS = {"host", "x-request-id", "x-forwarded-proto", "x-envoy-internal", "te", "connection",
-                  "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "x-forwarded-client-cert"}
 _KEYWORDS = {"import", "catalog", "issuer", "url", "jwks", "file", "audience", "users", "condition",
              "service", "hosts", "upstream", "mode", "when", "or", "and", "not", "authenticated",
              "method", "in", "path", "prefix", "glob", "header", "suffix", "present", "source",
              "contains", "true", "false", "member", "owners", "token", "public", "allow", "deny",
-             "enforce", "dry-run", "trust", "ca", "tls", "cert", "key", "peer", "trusted"}
+             "enforce", "dry-run", "trust", "ca", "tls", "cert", "key", "peer", "trusted", "parameters",
+             "allowed"}
 
 
 @dataclass
@@ -455,9 +453,10 @@ def _header_name(name: str, span: Span) -> Iterator[Diagnostic]:
     if not _HEADER_NAME.match(name):
         hint = f'write "{name.lower()}"' if _HEADER_NAME.match(name.lower()) else None
         yield error("check/bad-header-name", f"`{name}` is not a lower-case header name", span, hint=hint)
-    elif name in _PROXY_HEADERS or name.startswith("x-envoy-"):
-        yield error("check/bad-header-name", f"the proxy sets `{name}` itself; a rule on it tests the proxy",
-                    span, hint="use `hosts`, `source` or `method` for what the proxy decides")
+    elif (why := proxy_header(name)) is not None:
+        hint = (f'write "{name.replace("_", "-")}"' if "_" in name
+                else "test what the proxy leaves as sent: `hosts`, `source`, `method`, `path` or another header")
+        yield error("check/proxy-header", f"a rule cannot see `{name}` as the client sent it: {why}", span, hint=hint)
 
 
 def path_problem(path: str, prefix: bool = False) -> str | None:

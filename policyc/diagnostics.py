@@ -57,6 +57,7 @@ CODES: dict[str, str] = {
     "check/bad-glob": "a malformed path glob",
     "check/bad-cidr": "a malformed IPv4 or IPv6 CIDR",
     "check/bad-header-name": "a header name that is not a lower-case HTTP token",
+    "check/proxy-header": "a rule on a header the proxy refuses, removes, adds or rewrites before the rules",
     "check/bad-host": "a malformed host in a service's `hosts`",
     "check/bad-upstream": "an upstream that is not `host:port`",
     "check/bad-entity-ref": "a malformed catalog entity reference",

@@ -404,7 +404,15 @@ class ModeSetting:
     span: Span | None = _span()
 
 
-ServiceSetting = Hosts | Upstream | ModeSetting
+@dataclass(frozen=True)
+class PathParameters:
+    """`path parameters allowed`: paths holding `;` (or `%3B`) reach the service's rules and
+    upstream instead of being refused with 400."""
+
+    span: Span | None = _span()
+
+
+ServiceSetting = Hosts | Upstream | ModeSetting | PathParameters
 
 
 @dataclass(frozen=True)
@@ -446,6 +454,10 @@ class Service:
     def mode(self) -> Mode:
         setting = self.first(ModeSetting)
         return setting.mode if setting else Mode.ENFORCE
+
+    @property
+    def path_parameters(self) -> bool:
+        return self.first(PathParameters) is not None
 
 
 Item = Import | Issuer | Catalog | Condition | Service | Trust | Tls

@@ -173,13 +173,25 @@ class Encoder:
         rules = sorted((r for r in service.rules if r.effect is effect), key=lambda r: r.name)
         return [(r.name, self.holds(r.expr)) for r in rules]
 
+    def path_refused(self, service: n.Service | None) -> z3.BoolRef:
+        """The proxy refuses the path before any rule: `;` parameters, unless the service takes them."""
+        return z3.BoolVal(False) if service is not None and service.path_parameters else self.space.path_parameters
+
     def outcome(self, service: n.Service | None) -> Outcome:
         """The decision of a request routed to `service` (None: no service serves its host)."""
+        return self._handshake(self._refusal(service, self._decided(service)))
+
+    def _refusal(self, service: n.Service | None, outcome: Outcome) -> Outcome:
+        refused = self.path_refused(service)
+        return Outcome(z3.If(refused, 400, outcome.status), z3.If(refused, -1, outcome.rule),
+                       z3.And(z3.Not(refused), outcome.allowed))
+
+    def _decided(self, service: n.Service | None) -> Outcome:
         unauthenticated, forbidden = self.token_failure()
         refused = z3.Or(unauthenticated, forbidden)
         refused_status = z3.If(unauthenticated, 401, 403)
         if service is None:
-            return self._handshake(Outcome(z3.If(refused, refused_status, 404), z3.IntVal(-1), z3.BoolVal(False)))
+            return Outcome(z3.If(refused, refused_status, 404), z3.IntVal(-1), z3.BoolVal(False))
         denies = self.rule_matches(service, n.Effect.DENY)
         allows = self.rule_matches(service, n.Effect.ALLOW)
         rule = z3.IntVal(-1)
@@ -190,7 +202,7 @@ class Encoder:
         status = z3.If(refused, refused_status, z3.If(denied, 403, z3.If(allowed, 200, 403)))
         rule = z3.If(refused, -1, rule)
         reaches = z3.BoolVal(True) if service.mode is n.Mode.DRY_RUN else status == 200
-        return self._handshake(Outcome(status, rule, reaches))
+        return Outcome(status, rule, reaches)
 
     def _handshake(self, outcome: Outcome) -> Outcome:
         """A certificate the listener does not trust ends the connection before any HTTP: status 0."""

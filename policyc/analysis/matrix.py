@@ -274,7 +274,7 @@ class Matrix:
     def column_cells(self, service: n.Service, column: Column, rows: list[Row]) -> dict[int, Cell]:
         """`service` holds only the rules that may match in `column`; the others cannot change
         any answer there, and leaving them out keeps the questions small."""
-        region = self.region(column)
+        region = self.region(column, service)
         outcome = self.encoder.outcome(service)
         admitted = outcome.status == 200
         # In the column's region its own path tests hold: put that in before asking.
@@ -296,9 +296,11 @@ class Matrix:
                                 self._witness(denied, service, outcome, False) if denied else None)
         return cells
 
-    def region(self, column: Column) -> z3.BoolRef:
-        """Every request of the column: one of its methods, a path that passes its path tests."""
+    def region(self, column: Column, service: n.Service) -> z3.BoolRef:
+        """Every request of the column that reaches the service's rules: one of its methods, a path
+        that passes its path tests and that the proxy does not refuse."""
         paths = self.encoder.holds(n.And(column.endpoint.paths)) if column.endpoint.paths else z3.BoolVal(True)
+        paths = z3.And(paths, z3.Not(self.encoder.path_refused(service)))
         return z3.And(paths, self.space.method_in(column.methods)) if column.methods else paths
 
     def _example(self, region, goal, row: Row, line: tuple) -> z3.ModelRef | None:
@@ -340,7 +342,7 @@ class Matrix:
         ones do not use, replayed."""
         found, used, outcome = [], [], self.encoder.outcome(service)
         while len(found) < count:
-            model = self.analyzer.solve(self.region(column), row.caller,
+            model = self.analyzer.solve(self.region(column, service), row.caller,
                                         *[self.space.method != m for m in used])
             if model is None:
                 break

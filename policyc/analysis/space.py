@@ -7,7 +7,9 @@ The model is the request *after* the proxy's admission and normalization (docs/a
 - the path is a normalized path: starts with `/`, no `//`, no `.` or `..` segment, only the
   characters a normalized path can hold. `%` appears only in the escapes the policies' own
   literals spell, because an escape the policies never name behaves as any other character does.
-  It is seen through one Boolean per path test (policyc/analysis/strings.py);
+  It holds `;` (or `%3B`) only when a service asked about allows path parameters; the others'
+  outcomes refuse such paths. It is seen through one Boolean per path test
+  (policyc/analysis/strings.py);
 - each header a rule names holds up to `HEADER_SLOTS` values (one for the headers the proxy
   merges), printable ASCII without surrounding blanks;
 - the peer is an IPv4 address or an IPv6 address outside ::ffff:0:0/96, as a 128-bit vector;
@@ -213,6 +215,12 @@ class RequestSpace:
         self.paths = StringAtoms("path", self.path_shape, self.path_characters, READABLE_PATH)
         for e in path_tests:  # all of them now, so that `paths.fixed` decides every test
             self.paths.atom(e.op, e.values)
+        # A path with `;` parameters, which the proxy refuses for services that do not allow them.
+        self.path_parameters = z3.Or([self.paths.atom(n.Op.GLOB, (f"/**/*{sign}*/**",))
+                                      for sign in [";", *(e for e in self.escapes if e.lower() == "%3b")]])
+        # Paths holding them are left out unless some service asked about takes them.
+        self.parameters_possible = any(s.path_parameters for checked in versions for s in checked.services.values()
+                                       if services is None or s.name in services)
         self.strings = [self.paths]  # and the atoms of every `Form.TESTED` text
         self._solver: tuple[tuple, z3.Solver, list[int]] | None = None
         self.modes = _text_modes(exprs)
@@ -323,6 +331,8 @@ class RequestSpace:
         texts = [*(v for h in [*self.headers.values(), *self.sans.values()] for v in h.values), self.subject]
         facts += [fact for text in texts for fact in text.domain()]
         facts += self._token_domain()
+        if not self.parameters_possible:
+            facts.append(z3.Not(self.path_parameters))
         return tuple(facts)
 
     def solver(self) -> z3.Solver:

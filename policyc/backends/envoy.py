@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import serialization
 
 from .. import nodes as n
 from ..check import Checked, split_port
-from ..interpret.headers import value_tested_headers
-from ..interpret.paths import DOT_SEGMENT_PARAMETERS, KNOWN_METHODS
+from ..interpret.headers import OVERRIDE_HEADERS, value_tested_headers
+from ..interpret.paths import DOT_SEGMENT_PARAMETERS, KNOWN_METHODS, PATH_PARAMETERS
 from . import lua, rbac
 from .resolve import PAYLOAD_KEY
 
@@ -226,7 +226,7 @@ class ServiceFilters:
 
 
 def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool, cluster: str,
-                  version: str, refusals: list[dict]) -> dict:
+                  version: str, padded_headers: tuple[str, ...]) -> dict:
     per_filter = {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}}
     if has_issuers and service.mode is n.Mode.DRY_RUN:
         per_filter[JWT_FILTER] = {"@type": _TYPES["jwt_route"], "requirement_name": DRY_RUN}
@@ -239,7 +239,8 @@ def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool
                         for name, config in zip((DENY_FILTER, ALLOW_FILTER), configs, strict=True) if config}
         route = {"match": {"prefix": prefix}, "route": {"cluster": cluster}, "metadata": metadata}
         routes.append({**route, "typed_per_filter_config": rbac_configs} if rbac_configs else route)
-    return {"name": service.name, "domains": sorted(service.hosts), "routes": [*refusals, *routes],
+    return {"name": service.name, "domains": sorted(service.hosts),
+            "routes": [*refusal_routes(service.path_parameters, padded_headers), *routes],
             "typed_per_filter_config": per_filter}
 
 
@@ -250,25 +251,31 @@ def _refusal(match: dict, reason: str) -> dict:
                                         for name in (JWT_FILTER, DENY_FILTER, LUA_FILTER, ALLOW_FILTER)}}
 
 
-# First in every virtual host: what the interpreter's request model refuses but Envoy would pass.
-REFUSED_ROUTES = [
-    # A dot segment that an application still resolves (interpret/paths.py).
-    _refusal({"safe_regex": {"regex": f".*{DOT_SEGMENT_PARAMETERS.pattern}.*"}}, "dot segment with parameters"),
-    # HTTP/1 refuses methods outside its list, but HTTP/2 carries any token: "delete" would pass a
-    # rule on DELETE and reach an application that reads methods without regard to case.
-    _refusal({"prefix": "/", "headers": [{"name": ":method", "invert_match": True, "string_match": {"exact": method}}
-                                         for method in sorted(KNOWN_METHODS)]}, "unknown method"),
-]
-
-
-def refused_routes(checked: Checked) -> list[dict]:
-    """The refusal routes, then one per header whose values the rules test: HTTP/2 keeps the
-    spaces and tabs around a value, which an HTTP/1 upstream drops (interpret/headers.py)."""
+def refusal_routes(parameters_allowed: bool = False, padded_headers: tuple[str, ...] = ()) -> list[dict]:
+    """First in every virtual host: what the interpreter's request model refuses but Envoy would
+    pass (interpret/hosts.py, `refusal_route`). Route matching sees the normalized path.
+    `padded_headers`: the headers whose values the rules test (interpret/headers.py); HTTP/2 keeps
+    the spaces and tabs around a value, which an HTTP/1 upstream drops."""
+    routes = [
+        # A dot segment that an application still resolves (interpret/paths.py).
+        _refusal({"safe_regex": {"regex": f".*{DOT_SEGMENT_PARAMETERS.pattern}.*"}}, "dot segment with parameters"),
+        # HTTP/1 refuses methods outside its list, but HTTP/2 carries any token: "delete" would pass a
+        # rule on DELETE and reach an application that reads methods without regard to case.
+        _refusal({"prefix": "/", "headers": [
+            {"name": ":method", "invert_match": True, "string_match": {"exact": method}}
+            for method in sorted(KNOWN_METHODS)]}, "unknown method"),
+        # Headers that make the application serve another URL or method (interpret/headers.py).
+        *(_refusal({"prefix": "/", "headers": [{"name": name, "present_match": True}]}, f"override header {name}")
+          for name in OVERRIDE_HEADERS),
+    ]
+    if not parameters_allowed:  # `;` that servlet containers read as path parameters
+        routes.append(_refusal({"safe_regex": {"regex": f".*({PATH_PARAMETERS.pattern}).*"}}, "path parameters"))
     padded = {"safe_regex": {"regex": "[ \t].*|.*[ \t]"}}
-    return REFUSED_ROUTES + [
-        _refusal({"prefix": "/", "headers": [{"name": name, "string_match": padded}]},
-                 "header value with surrounding whitespace")
-        for name in value_tested_headers(checked)]
+    return routes + [_refusal({"prefix": "/", "headers": [{"name": name, "string_match": padded}]},
+                              "header value with surrounding whitespace") for name in padded_headers]
+
+
+REFUSED_ROUTES = refusal_routes()  # with no tested headers: a service's, unless it allows path parameters
 
 
 def _route_metadata(version: str, **fields: str) -> dict:
@@ -276,12 +283,13 @@ def _route_metadata(version: str, **fields: str) -> dict:
     return {"filter_metadata": {ROUTE_NAMESPACE: {**fields, "version": version}}}
 
 
-def _no_service(version: str, refusals: list[dict]) -> dict:
+def _no_service(version: str, padded_headers: tuple[str, ...]) -> dict:
     return {
         "name": "no-service",
         "domains": ["*"],
-        "routes": [*refusals, {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {
-            "inline_string": "no service for this host\n"}}, "metadata": _route_metadata(version)}],
+        "routes": [*refusal_routes(False, padded_headers), {
+            "match": {"prefix": "/"}, "metadata": _route_metadata(version),
+            "direct_response": {"status": 404, "body": {"inline_string": "no service for this host\n"}}}],
         "typed_per_filter_config": {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}},
     }
 
@@ -289,11 +297,11 @@ def _no_service(version: str, refusals: list[dict]) -> dict:
 def route_config(checked: Checked, service_filters: dict[str, ServiceFilters], options: Options,
                  version: str) -> dict:
     """Every service's virtual host and the catch-all; `version` is stamped on every route."""
-    refusals = refused_routes(checked)
+    padded_headers = value_tested_headers(checked)
     virtual_hosts = [_virtual_host(service, service_filters[name], bool(checked.issuers), options.cluster_of(service),
-                                   version, refusals)
+                                   version, padded_headers)
                      for name, service in sorted(checked.services.items()) if name in service_filters]
-    return {"name": ROUTE_CONFIG_NAME, "virtual_hosts": virtual_hosts + [_no_service(version, refusals)]}
+    return {"name": ROUTE_CONFIG_NAME, "virtual_hosts": virtual_hosts + [_no_service(version, padded_headers)]}
 
 
 def _watched(config_dir: str, kind: str) -> dict:
@@ -317,6 +325,9 @@ def listener(checked: Checked, routes: dict, options: Options) -> dict:
         "normalize_path": True,
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        # `x_a` would pass a rule on `x-a` and reach CGI, PHP or WSGI applications as `x-a`:
+        # refused (400 over HTTP/1, the stream reset over HTTP/2) before any filter.
+        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
         **routes,
         "http_filters": _http_filters(checked, options),
         "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {

@@ -45,9 +45,10 @@ def logged_decision(entry: dict) -> tuple[str, str | None]:
         reason = _token_failure(entry.get("token_errors") or {})
         if reason is not None:  # a dry-run service let a bad token through
             return reason, None
-    if not entry.get("service"):
+    if not entry.get("service") or details == "upgrade_failed":
         # The catch-all virtual host answers 404; any other answer without a service is the proxy
-        # refusing the request itself (codec, Host, path normalization, refused paths).
+        # refusing the request itself (codec, Host, path normalization, refusal routes), and so is
+        # an upgrade it does not serve, refused once a route (and its service) was chosen.
         return ("no-service" if status == 404 and details == "direct_response" else "bad-request"), None
     rbac, lua = entry.get("rbac") or {}, entry.get("lua") or {}
     deny = _rbac(rbac, "deny_")

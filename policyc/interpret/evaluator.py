@@ -172,6 +172,11 @@ def _hosts_by_service(checked: Checked) -> dict[str, tuple[str, ...]]:
     return {name: service.hosts for name, service in checked.services.items()}
 
 
+@per_object
+def _parameters_allowed(checked: Checked) -> frozenset[str]:
+    return frozenset(name for name, service in checked.services.items() if service.path_parameters)
+
+
 def _caller(token: Token | None, peer: Peer | None) -> dict:
     caller = {}
     if token is not None:
@@ -208,7 +213,7 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
     if isinstance(admitted, Rejected):
         return Decision(admitted.status, "bad-request" if admitted.status else "reset", detail=admitted.reason)
     (admitted, table) = admitted
-    identity = authenticate(request.headers, checked.issuers, {**checked.keys, **(keys or {})}, now)
+    identity = authenticate(admitted.headers, checked.issuers, {**checked.keys, **(keys or {})}, now)
     service = checked.services.get(admitted.service)
     if isinstance(identity, TokenError):
         reason = "forbidden" if identity.status == 403 else "unauthenticated"
@@ -232,19 +237,20 @@ def _admitted(checked: Checked, request: RawRequest) -> tuple[Admitted, Mapping[
     if request.protocol == HTTP1:
         host_lines = ([request.host] if request.host is not None else []) + [
             value for name, value in request.headers if name.lower() == "host"]
+        others = [(name, value) for name, value in request.headers if name.lower() != "host"]
         admitted = admit_request(request.method, request.target, host_lines, _hosts_by_service(checked),
-                                 request.version)
-        table = header_table((name, value) for name, value in request.headers if name.lower() != "host")
+                                 request.version, others, _parameters_allowed(checked))
     else:
         received = h2.receive(request)
         if isinstance(received, Rejected):
             return received
-        admitted = admit_received(received.received, received.authority, _hosts_by_service(checked))
+        admitted = admit_received(received.received, received.authority, received.fields,
+                                  _hosts_by_service(checked), _parameters_allowed(checked))
         if not isinstance(admitted, Rejected) and request.method not in KNOWN_METHODS:
             return Rejected(400, "unknown method")  # a refusal route: HTTP/2 carries any method token
-        table = header_table(received.fields, http2=True)
     if isinstance(admitted, Rejected):
         return admitted
+    table = header_table(admitted.headers, http2=request.protocol != HTTP1)
     if padded(table, value_tested_headers(checked)):
         return Rejected(400, "header value with surrounding whitespace")
     return admitted, table

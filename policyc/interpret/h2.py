@@ -5,7 +5,7 @@ or the stream reset the caller gets instead of an answer (`Rejected` with status
 
 Observed on the real binary with the emitted configuration, over h2c and over TLS
 (tests/envoy/test_h2_envoy.py, tests/security/h2_corpus.yaml):
-- A field name with an upper-case letter or a character outside the token set, a field after
+- A field name with an upper-case letter, `_` or a character outside the token set, a field after
   which a pseudo-header follows (or any unknown pseudo-header), a value holding NUL, CR, LF, any
   other control character but HTAB, or DEL: the stream is reset.
 - Connection-specific fields (connection, keep-alive, proxy-connection, transfer-encoding,
@@ -65,7 +65,8 @@ def _valid_method(method: str) -> bool:
 
 
 def _valid_field(name: str, value: str) -> bool:
-    if not _NAME.fullmatch(name) or _BAD_VALUE.search(value):
+    # `_` in a name: headers_with_underscores_action REJECT_REQUEST, a reset over HTTP/2.
+    if not _NAME.fullmatch(name) or "_" in name or _BAD_VALUE.search(value):
         return False
     return name not in _CONNECTION_SPECIFIC and (name != "te" or value == "trailers")
 

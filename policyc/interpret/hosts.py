@@ -1,6 +1,7 @@
 """Which service Envoy routes a request to: takes the Host header lines as sent (or the authority
-of an absolute-form target) and the services' hosts, and returns the service, None for the 404
-catch-all, or the `Rejected` answer Envoy gives before routing.
+of an absolute-form target), the other header lines and the services' hosts, and returns the
+service, None for the 404 catch-all, or the `Rejected` answer Envoy gives before any policy
+filter: its own, or a refusal route's (`refusal_route`).
 
 Observed on Envoy 1.40 with one virtual host per service (`domains` = its hosts) and a `*`
 catch-all answering 404 (tests/envoy/test_paths_envoy.py):
@@ -19,11 +20,12 @@ catch-all answering 404 (tests/envoy/test_paths_envoy.py):
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from .paths import Received, Rejected, Target, normalize_path, parse_target
+from .headers import codec_headers, overridden, upgrade_refused
+from .paths import PATH_PARAMETERS, Received, Rejected, Target, normalize_path, parse_target
 
 # RFC 3986 authority characters, the set Envoy checks :authority against (http.invalid_authority).
 _AUTHORITY_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._~%!$&'()*+,;=:@[]")
@@ -31,11 +33,13 @@ _AUTHORITY_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._~%!
 
 @dataclass(frozen=True)
 class Admitted:
-    """A request Envoy hands to routing: its normalized target, :authority and service."""
+    """A request Envoy hands to the policy filters: its normalized target, :authority, service
+    and header lines (Host aside) as the codec left them."""
 
     target: Target
     authority: str
     service: str | None  # None: the catch-all virtual host answers 404
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def admit_request(
@@ -44,31 +48,62 @@ def admit_request(
     host_values: Sequence[str],
     hosts_by_service: Mapping[str, Sequence[str]],
     version: str = "HTTP/1.1",
+    headers: Sequence[tuple[str, str]] = (),
+    parameters_allowed: Collection[str] = (),
 ) -> Admitted | Rejected:
-    """Envoy's checks in Envoy's order: the codec's request line (400, 426), the authority (400),
-    the missing Host (400), the non-relative path (404), path normalization (400), then routing.
-    The order matters: OPTIONS * without a Host is 400, not 404."""
+    """Envoy's checks in Envoy's order: the codec's request line (400), then its header lines
+    (400: `_` in a name, a bad `Connection`), the HTTP version (426), the authority (400), the
+    missing Host (400), the non-relative path (404), path normalization (400), an upgrade it does
+    not serve (403), then routing and the refusal routes of the virtual host it picked (400).
+    The order matters: OPTIONS * without a Host is 400, not 404. `headers` are the lines besides
+    `host_values`; `parameters_allowed` names the services that take `;` path parameters."""
     received = _parsed_target(target, method, version)
+    # The codec judges the version only once the header lines are read, unless the request line
+    # had none at all (HTTP/0.9), which ends the request there.
+    if isinstance(received, Rejected) and (received.status != 426 or "\n" in target):
+        return received
+    lines = codec_headers([("host", value) for value in host_values] + list(headers))
+    if isinstance(lines, Rejected):
+        return lines
     if isinstance(received, Rejected):
         return received
     authority = received.authority
     if authority is None:
-        authority = host_header(host_values)
+        authority = host_header([value for name, value in lines if name.lower() == "host"])
     if authority is None:
         return Rejected(400, "missing_host_header")
-    return admit_received(received, authority, hosts_by_service)
+    others = tuple((name, value) for name, value in lines if name.lower() != "host")
+    return admit_received(received, authority, others, hosts_by_service, parameters_allowed, upgrade_refused(lines))
 
 
-def admit_received(received: Received, authority: str, hosts_by_service: Mapping[str, Sequence[str]]
-                   ) -> Admitted | Rejected:
-    """What follows the codec, for either protocol: the authority check, path normalization and
-    routing."""
+def admit_received(received: Received, authority: str, headers: tuple[tuple[str, str], ...],
+                   hosts_by_service: Mapping[str, Sequence[str]], parameters_allowed: Collection[str],
+                   upgrade: bool = False) -> Admitted | Rejected:
+    """What follows the codec, for either protocol: the authority check, path normalization, an
+    upgrade the proxy does not serve, routing and the refusal routes. `headers` are the header
+    lines (or HTTP/2 fields) but Host."""
     if not set(authority) <= _AUTHORITY_CHARACTERS:
         return Rejected(400, "http.invalid_authority")
     target_seen = _target_seen(received.path_value, received.authority)
     if isinstance(target_seen, Rejected):
         return target_seen
-    return Admitted(target_seen, authority, match_host(authority, hosts_by_service))
+    if upgrade:
+        return Rejected(403, "upgrade_failed")
+    service = match_host(authority, hosts_by_service)
+    refused = refusal_route(target_seen.path, headers, service in parameters_allowed)
+    return refused or Admitted(target_seen, authority, service, headers)
+
+
+def refusal_route(path: str, headers: Sequence[tuple[str, str]], parameters_allowed: bool) -> Rejected | None:
+    """What the routes first in every virtual host (backends/envoy.py) answer before any policy
+    filter: 400 for `;` path parameters, unless the service allows them, and for a URL- or
+    method-override header. (The dot segments that keep parameters are refused by such a route
+    too; `normalize_path` models that one, since it needs the path before normalization.)"""
+    if not parameters_allowed and PATH_PARAMETERS.search(path):
+        return Rejected(400, "path_parameters")
+    if overridden(headers):
+        return Rejected(400, "override_header")
+    return None
 
 
 # Both stages are pure functions of their text, and a request-target is read character by

@@ -174,6 +174,16 @@ def normalize_path(path_value: str) -> Target | Rejected:
 DOT_SEGMENT_PARAMETERS = re.compile(r"/\.\.?(;|%3[bB])")
 
 
+# Any `;` left in a normalized path, or `%3B` in any case, unless the service allows path
+# parameters. Servlet containers (Tomcat, Jetty) and Spring drop `;…` from every segment, so
+# "/;/admin" and "/admin;x" are served as "/admin" whatever a rule on the path decided. Envoy
+# keeps `%3B` encoded; Tomcat and Spring MVC decode it only after splitting off parameters, but
+# Spring Security's firewall refuses it and a framework that decodes first reads a parameter, so
+# the encoded form is refused alike. The emitted routes refuse such paths with 400 before any
+# policy filter runs (backends/envoy.py); `admit_request` in hosts.py does the same.
+PATH_PARAMETERS = re.compile(r";|%3[bB]")
+
+
 def drop_dot_segment_parameters(path: str) -> str:
     """"/a/..;x/b" is "/a/../b": a '/'-delimited segment that is a raw "." or ".." followed by
     ';' loses everything from the ';' on, before canonicalization. Observed on Envoy 1.40 (not in

@@ -160,6 +160,8 @@ def _service_setting(setting: n.ServiceSetting) -> str:
             return f"upstream {string(address)}"
         case n.ModeSetting(mode):
             return f"mode {mode.value}"
+        case n.PathParameters():
+            return "path parameters allowed"
     raise TypeError(f"no printer for {type(setting).__name__}")
 
 

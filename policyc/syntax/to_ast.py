@@ -166,6 +166,9 @@ class ToAst:
     def mode(self, meta, children):
         return n.ModeSetting(n.Mode(str(children[0])), self.span(meta))
 
+    def path_parameters(self, meta, children):
+        return n.PathParameters(self.span(meta))
+
     def rule(self, meta, children):
         effect, *rest = children
         public = len(rest) == 3

@@ -21,9 +21,15 @@ CONCRETE = sorted(set(PATHS + PREFIXES) | {p for g in GLOBS for p in glob_instan
 
 def space_with(tests) -> RequestSpace:
     space = RequestSpace([])
+    space.parameters_possible = True  # as for a service that allows them: `;` is a path character
     for op, values in tests:
         space.paths.atom(op, values)
     return space
+
+
+def variables(space: RequestSpace, tests) -> list[z3.BoolRef]:
+    """The Booleans of `tests`, in their order (the space holds its own tests besides)."""
+    return [space.paths.atom(op, values) for op, values in tests]
 
 
 def values_on(space: RequestSpace, path: str) -> dict:
@@ -56,17 +62,19 @@ def test_every_real_path_is_possible_with_every_test_fixed():
 
 
 def test_disjoint_prefixes_and_segments_are_refuted_by_the_structure():
-    space = space_with([(n.Op.PREFIX, ("/a/",)), (n.Op.PREFIX, ("/b/",)), (n.Op.GLOB, ("/items/*/r1/**",)),
-                        (n.Op.GLOB, ("/items/*/r2/**",))])
-    a, b, r1, r2 = (atom.var for atom in space.paths.atoms.values())
+    tests = [(n.Op.PREFIX, ("/a/",)), (n.Op.PREFIX, ("/b/",)), (n.Op.GLOB, ("/items/*/r1/**",)),
+             (n.Op.GLOB, ("/items/*/r2/**",))]
+    space = space_with(tests)
+    a, b, r1, r2 = variables(space, tests)
     assert solve(space, a, b) is None
     assert solve(space, r1, r2) is None
     assert not space.paths.lemmas
 
 
 def test_a_clash_the_structure_misses_becomes_a_lemma_that_is_kept():
-    space = space_with([(n.Op.GLOB, ("/*/a*",)), (n.Op.EQ, ("/q/b",))])
-    starred, exact = (atom.var for atom in space.paths.atoms.values())
+    tests = [(n.Op.GLOB, ("/*/a*",)), (n.Op.EQ, ("/q/b",))]
+    space = space_with(tests)
+    starred, exact = variables(space, tests)
     assert solve(space, starred, exact) is None
     assert len(space.paths.lemmas) == 1
     assert solve(space, starred, exact) is None  # answered by the lemma alone
@@ -75,8 +83,9 @@ def test_a_clash_the_structure_misses_becomes_a_lemma_that_is_kept():
 
 
 def test_an_example_sits_just_outside_an_excluded_test():
-    space = space_with([(n.Op.GLOB, ("/api/v1/**",)), (n.Op.GLOB, ("/api/**",))])
-    old, new = (atom.var for atom in space.paths.atoms.values())
+    tests = [(n.Op.GLOB, ("/api/v1/**",)), (n.Op.GLOB, ("/api/**",))]
+    space = space_with(tests)
+    old, new = variables(space, tests)
     assert solve(space, new, z3.Not(old)).path == "/api/v2/x"
 
 

@@ -64,6 +64,8 @@ EXPECTED = [
     ("condition read_only", "in", "keyword.operator.word.policy"),
     ("service payments", "payments", "entity.name.type.service.policy"),
     ("mode dry-run", "dry-run", "constant.language.mode.policy"),
+    ("path parameters allowed", "parameters", "keyword.other.setting.policy"),
+    ("path parameters allowed", "allowed", "keyword.other.setting.policy"),
     ('deny "no-debug"', "deny", "keyword.control.effect.policy"),
     ('deny "no-debug"', '"no-debug"', "entity.name.function.rule.policy"),
     ('deny "no-debug"', "when", "keyword.control.when.policy"),

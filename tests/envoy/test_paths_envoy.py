@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policyc.backends.envoy import REFUSED_ROUTES
+from policyc.backends.envoy import REFUSED_ROUTES, refusal_routes
 from policyc.harness.envoy_process import running_envoy
 from policyc.harness.upstream import RecordingUpstream
 from policyc.interpret.glob import glob_error, glob_matches, glob_to_regex
@@ -74,8 +74,9 @@ def _services_routes() -> dict:
 
 
 def _glob_routes() -> dict:
-    # One route per glob, selected by the x-glob header: 200 when its safe_regex matches.
-    routes = REFUSED_ROUTES + [{"match": {"safe_regex": {"regex": glob_to_regex(glob)},
+    # One route per glob, selected by the x-glob header: 200 when its safe_regex matches. Path
+    # parameters are allowed here, so that globs holding `;` meet paths holding it.
+    routes = refusal_routes(parameters_allowed=True) + [{"match": {"safe_regex": {"regex": glob_to_regex(glob)},
                          "headers": [{"name": "x-glob", "string_match": {"exact": str(i)}}]},
                "direct_response": {"status": 200}} for i, glob in enumerate(GLOBS)]
     routes.append({"match": {"prefix": ""}, "direct_response": {"status": 404}})

@@ -55,11 +55,13 @@ def filter_view(checked: Checked, raw: RawRequest, now: float, keys) -> tuple[Co
     jwt_authn, the codec's headers. Lua's `:path` is the normalized path plus the original query."""
     hosts = {name: service.hosts for name, service in checked.services.items()}
     host_lines = ([raw.host] if raw.host is not None else []) + [v for k, v in raw.headers if k.lower() == "host"]
-    admitted = admit_request(raw.method, raw.target, host_lines, hosts)
+    others = [(name, value) for name, value in raw.headers if name.lower() != "host"]
+    parameters_allowed = {name for name, service in checked.services.items() if service.path_parameters}
+    admitted = admit_request(raw.method, raw.target, host_lines, hosts, raw.version, others, parameters_allowed)
     assert not isinstance(admitted, Rejected), admitted
-    identity = authenticate(raw.headers, checked.issuers, {**checked.keys, **(keys or {})}, now)
+    identity = authenticate(admitted.headers, checked.issuers, {**checked.keys, **(keys or {})}, now)
     assert identity is None or isinstance(identity, Token), identity
-    headers = header_table([(name, value) for name, value in raw.headers if name.lower() != "host"])
+    headers = header_table(admitted.headers)
     peer = verified_peer(raw.certificate, checked.trusts, now)
     assert not isinstance(peer, HandshakeRefused), peer
     ctx = Context(raw.method, admitted.target.path, headers, raw.source, identity, peer)

@@ -172,6 +172,7 @@ _service_settings = st.one_of(
     st.builds(n.Hosts, _some(strings, 0)),
     st.builds(n.Upstream, strings),
     st.builds(n.ModeSetting, st.sampled_from(n.Mode)),
+    st.builds(n.PathParameters),
 )
 _any_rules = st.builds(n.Rule, st.sampled_from(n.Effect), st.booleans(), strings, _any_expressions)
 _any_items = st.one_of(
@@ -456,6 +457,8 @@ def _service(draw, name: str, pool: tuple[str, ...], v: Vocabulary) -> n.Service
     mode = _pick(draw, [None, n.Mode.DRY_RUN, n.Mode.ENFORCE])
     if mode is not None:
         settings.append(n.ModeSetting(mode))
+    if _rarely(draw):
+        settings.append(n.PathParameters())
     # Names first, so that no rule is drawn only to be thrown away as a duplicate.
     rule_names = _subset(draw, RULE_NAMES, min_size=1)[:4]
     return n.Service(name, tuple(settings), tuple(draw(rules(v, name=rule)) for rule in rule_names))
@@ -488,8 +491,12 @@ _ODD_TARGETS = ("*", "/%2e%2e/admin", "/%00", "/a b", "http://payments.internal:
                 "HTTP://LEDGER.INTERNAL/admin", "ftp://x/", "http://u@docs.internal:8080/", "\t/admin",
                 "/é", "")
 _ODD_METHODS = ("get", "Get", "X", "")
-# Headers HTTP/1 consumes and HTTP/2 forbids (te but "trailers").
-_FRAMING_HEADERS = (("te", "trailers"), ("te", "gzip"), ("keep-alive", "timeout=5"), ("proxy-connection", "close"))
+# Header lines the proxy refuses, or acts on before the policy filters (interpret/headers.py);
+# HTTP/1 consumes the connection-specific ones, HTTP/2 resets the stream (te but "trailers").
+_PROXY_TRICKS = (("x_tenant", "acme"), ("X_Role", "admin"), ("connection", "x-tenant"), ("connection", "authorization"),
+                 ("connection", "x-forwarded-for"), ("connection", "upgrade"), ("upgrade", "websocket"),
+                 ("x-original-url", "/admin"), ("X-HTTP-Method-Override", "DELETE"), ("te", "trailers"),
+                 ("te", "gzip"), ("keep-alive", "timeout=5"), ("proxy-connection", "close"))
 
 
 def _value_variant(draw, value: str) -> str:
@@ -657,12 +664,12 @@ def requests(draw, gen: Generated, service_name: str | None = None) -> RawReques
         # HTTP/1 drops the spaces and tabs around a value, HTTP/2 keeps them.
         name, value = _pick(draw, header_names), _pick(draw, values)
         headers.append((name.upper() if _rarely(draw) else name, _value_variant(draw, value)))
-    if _rarely(draw):
-        headers.append(_pick(draw, _FRAMING_HEADERS))
     for line in _authorization(draw, gen, focus, everything):
         if _rarely(draw):
             line = _pick(draw, (f" {line}", f"{line} ", f"{line}\t"))
         headers.insert(draw(st.integers(0, len(headers))), ("authorization", line))
+    if _rarely(draw):
+        headers.insert(draw(st.integers(0, len(headers))), _pick(draw, _PROXY_TRICKS))
     if host and _rarely(draw) and _rarely(draw):
         headers.append(("Host", host))  # a second Host line: never routed
     return RawRequest(method, target, host, tuple(headers), _address(draw, focus, everything))
