@@ -101,3 +101,13 @@ def send_bytes(port: int, data: bytes, head: bool = False, timeout: float = 10.0
     if len(status_line) < 2 or not status_line[1].isdigit():
         raise ConnectionError(f"no HTTP response: {response[:200]!r}")
     return int(status_line[1]), response
+
+
+def grpc_status_of(response: bytes) -> int | None:
+    """The grpc-status header of a raw HTTP/1.1 response, unless none or OK (0)."""
+    head = response.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"grpc-status" and value.strip().isdigit():
+            return int(value) or None
+    return None

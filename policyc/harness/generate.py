@@ -50,6 +50,8 @@ def literals(exprs: Iterable[n.Expr], conditions: dict[str, n.Condition]) -> Lit
                     found.paths.update(glob_instances(glob))
                 case n.PathTest(_, paths):
                     found.paths.update(paths)
+                case n.GrpcTest():  # as parsed; a checked set holds its path tests instead
+                    todo.append(n.grpc_paths(node))
                 case n.HeaderTest(name, _, values):
                     found.headers.setdefault(name, set()).update(values)
                 case n.HeaderPresent(name) | n.HeaderEqualsClaim(name):

@@ -1,11 +1,11 @@
 """Runs compiled policies in a real Envoy and replays requests through it.
 
-`EnvoyUnderTest(workdir)` starts a recording upstream and an Envoy whose listener comes from a
-watched LDS file. `load(checked, target)` compiles a policy set (every service pointed at the
-recording upstream), publishes it by an atomic rename and waits until Envoy serves it, so one
-Envoy can decide many policy sets in turn. `send_all(requests)` returns what Envoy did with each
-request: status, the deciding rule read from the access log, and whether it reached the upstream.
-Everything is stopped when the `with` block ends.
+`EnvoyUnderTest(workdir)` starts a recording upstream (or the one it is given) and an Envoy whose
+listener comes from a watched LDS file. `load(checked, target)` compiles a policy set (every
+service pointed at that upstream), publishes it by an atomic rename and waits until Envoy serves
+it, so one Envoy can decide many policy sets in turn. `send_all(requests)` returns what Envoy did
+with each request: status (and a gRPC call's grpc-status), the deciding rule read from the access
+log, and whether it reached the upstream. Everything is stopped when the `with` block ends.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from ..backends.envoy import LISTENER_NAME, OVERRIDE_CLUSTER, Options, bootstrap
 from ..check import Checked
 from ..deploy import publish
 from ..interpret.request import RawRequest
-from .client import HandshakeRefused, send
+from ..nodes import UpstreamProtocol
+from .client import HandshakeRefused, grpc_status_of, send
 from .decisions import logged_decision
 from .envoy_process import Envoy, admin_get, listener_ports, running_envoy
 from .upstream import RecordingUpstream
@@ -32,6 +33,9 @@ from .upstream import RecordingUpstream
 LOOPBACK = "127.0.0.1"
 # `running_envoy` or a runner with its contract, such as `container.running_envoy_container`.
 Runner = Callable[..., AbstractContextManager[Envoy]]
+# Sends one request to the proxy's port (over TLS when told) and returns the HTTP status and the
+# grpc-status the client read (None for none, or OK); raises HandshakeRefused.
+Client = Callable[[int, RawRequest, bool], tuple[int, int | None]]
 
 
 @dataclass(frozen=True)
@@ -42,12 +46,19 @@ class Observed:
     rule: str | None
     reached_upstream: bool
     log: dict
+    grpc_status: int | None = None  # the proxy's answer to a gRPC call, as its client read it
 
 
 class EnvoyUnderTest:
-    def __init__(self, workdir: Path, runner: Runner = running_envoy, key_clusters: tuple[dict, ...] = ()):
-        """`key_clusters`: the clusters of remote JWKS the loaded policies fetch from."""
+    def __init__(self, workdir: Path, runner: Runner = running_envoy, key_clusters: tuple[dict, ...] = (),
+                 upstream: AbstractContextManager | None = None,
+                 upstream_protocol: UpstreamProtocol = UpstreamProtocol.HTTP1):
+        """`key_clusters`: the clusters of remote JWKS the loaded policies fetch from. `upstream`:
+        what every service is sent to instead of a recording upstream (a context manager whose
+        value has `address` and a growing `received` list), speaking `upstream_protocol`."""
         self.workdir, self.runner, self.key_clusters = workdir, runner, key_clusters
+        self.upstream_server = upstream or RecordingUpstream()
+        self.upstream_protocol = upstream_protocol
         self.stack = ExitStack()
         self.log_path = workdir / "access.log"
         self.lds_dir = workdir / "lds"
@@ -59,10 +70,12 @@ class EnvoyUnderTest:
         self.lds_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.unlink(missing_ok=True)
         self.logged = 0
-        self.upstream = self.stack.enter_context(RecordingUpstream())
-        self.options = Options(f"{LOOPBACK}:0", f"{LOOPBACK}:0", str(self.log_path), self.upstream.address)
+        self.upstream = self.stack.enter_context(self.upstream_server)
+        self.options = Options(f"{LOOPBACK}:0", f"{LOOPBACK}:0", str(self.log_path), self.upstream.address,
+                               upstream_override_protocol=self.upstream_protocol)
         self._publish({"version_info": "empty", "resources": []})
-        config = bootstrap(None, [cluster(OVERRIDE_CLUSTER, self.upstream.address), *self.key_clusters], self.options)
+        upstream = cluster(OVERRIDE_CLUSTER, self.upstream.address, protocol=self.upstream_protocol)
+        config = bootstrap(None, [upstream, *self.key_clusters], self.options)
         config["dynamic_resources"] = {"lds_config": {"resource_api_version": "V3", "path_config_source": {
             "path": str(self.lds_dir / "lds.yaml"), "watched_directory": {"path": str(self.lds_dir)}}}}
         self.envoy = self.stack.enter_context(self.runner(
@@ -110,24 +123,26 @@ class EnvoyUnderTest:
             time.sleep(0.005)
         raise TimeoutError(f"Envoy did not load listener version {version}")
 
-    def send_all(self, requests: list[RawRequest]) -> list[Observed]:
+    def send_all(self, requests: list[RawRequest], client: Client | None = None) -> list[Observed]:
+        """What Envoy did with each request, sent by `client` (a raw HTTP/1.1 exchange by default)."""
         results = []
         for request in requests:
             before = len(self.upstream.received)
             try:
-                status, _ = send(self.port, request, tls=self.tls)
+                status, grpc_status = (client or _http1)(self.port, request, self.tls)
             except HandshakeRefused:
-                status = 0  # no HTTP exchange, so no access log line either
-            results.append((replace(request, source=LOOPBACK), status, len(self.upstream.received) > before))
-        entries = iter(self._log_entries(sum(1 for _, status, _ in results if status)))
-        return [self._observed(request, status, reached, entries) for request, status, reached in results]
+                status, grpc_status = 0, None  # no HTTP exchange, so no access log line either
+            reached = len(self.upstream.received) > before
+            results.append((replace(request, source=LOOPBACK), status, grpc_status, reached))
+        entries = iter(self._log_entries(sum(1 for _, status, _, _ in results if status)))
+        return [self._observed(*result, entries) for result in results]
 
     @staticmethod
-    def _observed(request: RawRequest, status: int, reached: bool, entries) -> Observed:
+    def _observed(request: RawRequest, status: int, grpc_status: int | None, reached: bool, entries) -> Observed:
         if not status:
             return Observed(request, 0, "handshake-refused", None, reached, {})
         entry = next(entries)
-        return Observed(request, status, *logged_decision(entry), reached, entry)
+        return Observed(request, status, *logged_decision(entry), reached, entry, grpc_status)
 
     def _log_entries(self, count: int, timeout: float = 10.0) -> list[dict]:
         deadline = time.monotonic() + timeout
@@ -144,3 +159,8 @@ class EnvoyUnderTest:
         self.logged += count
         return entries
 
+
+
+def _http1(port: int, request: RawRequest, tls: bool) -> tuple[int, int | None]:
+    status, response = send(port, request, tls=tls)
+    return status, grpc_status_of(response)

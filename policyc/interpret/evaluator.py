@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from .. import nodes as n
 from ..catalog import normalize_ref
 from ..check import Checked
 from .glob import glob_matches
+from .grpc import grpc_status, is_grpc_call
 from .headers import header_table
 from .hosts import admit_request
 from .memo import per_object
@@ -197,8 +198,16 @@ def _rule_decision(checked: Checked, service: n.Service, ctx: Context) -> Decisi
 def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
              keys: Mapping[str, dict] | None = None) -> Decision:
     """Decide `request` as the emitted Envoy config would. `keys` adds JWKS for `jwks "<uri>"`
-    issuers (the proxy fetches those; without keys their tokens fail verification)."""
-    now = time.time() if now is None else now
+    issuers (the proxy fetches those; without keys their tokens fail verification). A gRPC
+    call's decision carries the grpc-status its client reads (interpret/grpc.py)."""
+    headers = header_table([(name, value) for name, value in request.headers if name.lower() != "host"])
+    decision = _decide(checked, request, headers, time.time() if now is None else now, keys)
+    status = grpc_status(decision.status, decision.reason, decision.detail) if is_grpc_call(headers) else None
+    return decision if status is None else replace(decision, grpc_status=status)
+
+
+def _decide(checked: Checked, request: RawRequest, headers: Mapping[str, tuple[str, ...]], now: float,
+            keys: Mapping[str, dict] | None) -> Decision:
     peer = verified_peer(request.certificate, checked.trusts, now)
     if isinstance(peer, HandshakeRefused):  # before any HTTP: no status, no service, no log line
         return Decision(0, "handshake-refused", detail=peer.reason)
@@ -217,8 +226,7 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
         return Decision(identity.status, reason, detail=identity.reason)
     if service is None:
         return Decision(404, "no-service", detail=f"no service serves host {admitted.authority!r}")
-    headers = [(name, value) for name, value in request.headers if name.lower() != "host"]
-    ctx = Context(request.method, admitted.target.path, header_table(headers), request.source, identity, peer)
+    ctx = Context(request.method, admitted.target.path, headers, request.source, identity, peer)
     decision = _rule_decision(checked, service, ctx)
     if _mode(service) is n.Mode.DRY_RUN:
         return Decision(_UPSTREAM_STATUS, decision.reason, decision.rule, service.name, dry_run=True,

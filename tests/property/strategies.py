@@ -41,6 +41,8 @@ class Vocabulary:
     cidrs: st.SearchStrategy[str]
     claims: st.SearchStrategy[n.Claim]
     claim_values: st.SearchStrategy[str]
+    grpc_services: st.SearchStrategy[str]
+    grpc_methods: st.SearchStrategy[str]
     min_list: int  # the grammar admits `[]`; the checker refuses it
     issuers: st.SearchStrategy[str] | None
     conditions: st.SearchStrategy[str] | None
@@ -87,6 +89,11 @@ def atoms_of(v: Vocabulary) -> st.SearchStrategy[n.Expr]:
         st.builds(n.HeaderTest, v.header_names, st.just(IN), _some(v.header_values, v.min_list)),
         st.builds(n.HeaderPresent, v.header_names),
         st.builds(n.SourceIn, _some(v.cidrs, v.min_list)),
+        st.builds(n.GrpcTest, st.just(n.GrpcKind.SERVICE), st.just(EQ), _one(v.grpc_services)),
+        st.builds(n.GrpcTest, st.just(n.GrpcKind.SERVICE), st.just(IN), _some(v.grpc_services, v.min_list)),
+        st.builds(n.GrpcTest, st.just(n.GrpcKind.METHOD), st.just(EQ), _one(v.grpc_methods)),
+        st.builds(n.GrpcTest, st.just(n.GrpcKind.METHOD), st.just(IN), _some(v.grpc_methods, v.min_list)),
+        st.builds(n.GrpcTest, st.sampled_from([n.GrpcKind.HEALTH, n.GrpcKind.REFLECTION])),
         identity_atoms_of(v),
     ]
     if v.conditions is not None:
@@ -109,11 +116,12 @@ KEYWORDS = ("import", "catalog", "issuer", "url", "jwks", "file", "audience", "u
             "service", "hosts", "upstream", "mode", "when", "or", "and", "not", "authenticated",
             "method", "in", "path", "prefix", "glob", "header", "suffix", "present", "source",
             "contains", "true", "false", "member", "owners", "token", "public", "allow", "deny",
-            "enforce", "dry-run", "trust", "ca", "tls", "cert", "key", "peer", "trusted")
+            "enforce", "dry-run", "trust", "ca", "tls", "cert", "key", "peer", "trusted", "grpc", "health",
+            "reflection", "http1", "http2")
 # A bare name is read as a keyword only where that keyword can start an atom, so a parsed tree
 # never holds a condition reference by one of these names; every other name position takes any.
 _ATOM_KEYWORDS = frozenset({"not", "authenticated", "issuer", "method", "path", "header", "source",
-                            "member", "token", "peer"})
+                            "member", "token", "peer", "grpc"})
 
 _NAME_START = "ABCXYZabcxyz_"
 _bare_names = st.builds(str.__add__, st.sampled_from(_NAME_START), st.text(_NAME_START + "09-", max_size=10))
@@ -149,8 +157,8 @@ def _networks(version: int) -> st.SearchStrategy[str]:
 _ANY_VOCABULARY = Vocabulary(
     methods=names, paths=strings, prefixes=strings, globs=strings, header_names=strings,
     header_values=strings, cidrs=st.one_of(_networks(4), _networks(6), strings), claims=_any_claims,
-    claim_values=strings, min_list=0, issuers=names, conditions=_reference_names, groups=strings,
-    owned=_entity_refs,
+    claim_values=strings, grpc_services=strings, grpc_methods=strings, min_list=0, issuers=names,
+    conditions=_reference_names, groups=strings, owned=_entity_refs,
 )
 # `peer trusted` reads a keyword after it as what follows the atom, so a parsed tree never names
 # a trust by a keyword there.
@@ -169,7 +177,7 @@ _issuer_settings = st.one_of(
 )
 _service_settings = st.one_of(
     st.builds(n.Hosts, _some(strings, 0)),
-    st.builds(n.Upstream, strings),
+    st.builds(n.Upstream, strings, st.sampled_from(n.UpstreamProtocol)),
     st.builds(n.ModeSetting, st.sampled_from(n.Mode)),
 )
 _any_rules = st.builds(n.Rule, st.sampled_from(n.Effect), st.booleans(), strings, _any_expressions)
@@ -336,12 +344,15 @@ def write_world(root: Path) -> World:
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND")
 PATHS = ("/", "/healthz", "/admin", "/admin;x", "/api/v1/items", "/api/v1/tenants/acme/invoices",
-         "/debug/vars", "/reports/q1.csv", "/a%20b")
+         "/debug/vars", "/reports/q1.csv", "/a%20b", "/shop.v1.Orders/Get", "/shop.v1.Orders/Delete",
+         "/grpc.health.v1.Health/Check", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
 PREFIXES = ("/", "/api/", "/api/v1/", "/debug/", "/admin", "/reports/")
 GLOBS = ("/api/*/items/**", "/api/v1/**", "/reports/*.csv", "/v*/x", "/**", "/*", "/admin/**",
          "/api/v1/tenants/*/invoices", "/a*b*c")
-HEADER_NAMES = ("x-tenant", "x-role", "accept", "authorization")
-HEADER_VALUES = ("acme", "globex", "admin", "editor", "", "application/json")
+HEADER_NAMES = ("x-tenant", "x-role", "accept", "authorization", "content-type")
+# The gRPC content-types: the proxy answers a gRPC call's refusals with a grpc-status.
+HEADER_VALUES = ("acme", "globex", "admin", "editor", "", "application/json", "application/grpc",
+                 "application/grpc+proto", "application/grpc-web")
 CIDRS = ("10.0.0.0/8", "10.20.0.0/16", "192.168.1.0/24", "127.0.0.1/32", "0.0.0.0/0", "::1/128",
          "fd00:20::/32", "2001:db8::/32", "::/0")
 CLAIMS = (("sub",), ("email",), ("tenant",), ("email_verified",), ("roles",), ("https://example.com/roles",),
@@ -350,6 +361,9 @@ CLAIM_VALUES = ("user:default/alice", "acme", "admin", "ledger-reader", "@exampl
                 "group:default/sre", "")
 GROUPS = ("group:default/sre", "sre", "platform", "group:org", "payments-team", "Group:Default/SRE")
 OWNED = ("component:payments", "component:default/ledger", "Component:Payments", "component:ledger")
+GRPC_SERVICES = ("shop.v1.Orders", "shop.v1.Items", "Ping", "grpc.health.v1.Health")
+GRPC_METHODS = ("shop.v1.Orders/Get", "shop.v1.Orders/List", "shop.v1.Items/Get", "Ping/Ping",
+                "grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
 CONDITION_NAMES = ("read_only", "sre", "from_office", "c-3")
 RULE_NAMES = ("health", "no-debug", "read", "write", "tenant", "r.1", "team:x")
 SERVICES = (
@@ -373,7 +387,8 @@ def _vocabulary(issuers: tuple[str, ...], conditions: tuple[str, ...], catalog_u
         globs=st.sampled_from(GLOBS), header_names=st.sampled_from(HEADER_NAMES),
         header_values=st.sampled_from(HEADER_VALUES),
         cidrs=st.one_of(st.sampled_from(CIDRS), _networks(4), _networks(6).filter(_not_mapped)),
-        claims=st.sampled_from(CLAIMS).map(n.Claim), claim_values=st.sampled_from(CLAIM_VALUES), min_list=1,
+        claims=st.sampled_from(CLAIMS).map(n.Claim), claim_values=st.sampled_from(CLAIM_VALUES),
+        grpc_services=st.sampled_from(GRPC_SERVICES), grpc_methods=st.sampled_from(GRPC_METHODS), min_list=1,
         issuers=st.sampled_from(issuers) if issuers else None,
         conditions=st.sampled_from(conditions) if conditions else None,
         groups=st.sampled_from(GROUPS) if catalog_users else None,
