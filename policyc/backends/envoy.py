@@ -333,7 +333,8 @@ def grpc_local_replies(checked: Checked) -> dict:
     refuses a token for another audience with 403, which a gRPC client would read as 7
     PERMISSION_DENIED. Answered 401, it reads 16 UNAUTHENTICATED, as every other token failure
     does. Only for gRPC calls (the content-types Envoy converts): an HTTP client keeps its 403."""
-    wrong_audience = [{"metadata_filter": {"matcher": {
+    # A metadata filter matches when its key is missing, unless told otherwise.
+    wrong_audience = [{"metadata_filter": {"match_if_key_not_found": False, "matcher": {
         "filter": JWT_FILTER, "path": [{"key": TOKEN_FAILURE_PREFIX + name}, {"key": "message"}],
         "value": {"string_match": {"exact": WRONG_AUDIENCE}}}}}
         for name, issuer in sorted(checked.issuers.items()) if issuer.audiences]

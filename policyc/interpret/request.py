@@ -25,6 +25,7 @@ class RawRequest:
     source: str = "127.0.0.1"
     version: str = "HTTP/1.1"
     certificate: ClientCertificate | None = None
+    protocol: str = "HTTP/1.1"  # or "h2c" (HTTP/2 in the clear), "h2" (HTTP/2 over TLS)
 
     @classmethod
     def from_dict(cls, data: Any) -> RawRequest:
