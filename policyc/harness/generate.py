@@ -87,6 +87,16 @@ def near_misses(path: str) -> list[str]:
             "/./" + path.lstrip("/")]
 
 
+def grpc_near_misses(path: str) -> list[str]:
+    """gRPC calls (`/package.Service/Method`) a careless matcher might confuse with `path`:
+    another method or service by a letter or by case, the service alone, and spellings that
+    normalize to `path`."""
+    service, _, method = path[1:].rpartition("/")
+    return [path + "X", path.lower(), path.upper(), f"/{service}X/{method}", f"/{service}/{method.lower()}",
+            f"/{service}", f"/{service}/", path + "/", "/x/.." + path, path.replace("/", "//"), path + "?x=1",
+            path + ";x", f"/{service}/%{ord(method[0]):02X}{method[1:]}" if method else path + "%2F"]
+
+
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 

@@ -24,7 +24,7 @@ from policyc.harness.container import running_envoy_container
 from policyc.harness.envoy_process import running_envoy
 from policyc.harness.replay import EnvoyUnderTest
 from policyc.syntax.printer import format_file
-from tests.property.strategies import NOW, checked_policy, requests, write_world
+from tests.property.strategies import NOW, checked_policy, grpc_calls, requests, write_world
 
 pytestmark = pytest.mark.envoy
 
@@ -69,8 +69,10 @@ def _report(generated, target: str, comparison) -> str:
             f"  interpreter: {comparison.expected}")
 
 
-def differential(envoy, world, policies: int, counts: dict[str, int], shrink: bool = True) -> None:
-    """Generated policies and requests through Envoy and the interpreter; fails on any difference."""
+def differential(envoy, world, policies: int, counts: dict[str, int], shrink: bool = True,
+                 per_policy: int = REQUESTS, client=None, grpc: bool = False) -> None:
+    """Generated policies and requests through Envoy and the interpreter; fails on any difference.
+    With `grpc`, policies for gRPC services and gRPC calls, sent by `client` (tests/grpc)."""
     phases = tuple(Phase) if shrink else (Phase.explicit, Phase.reuse, Phase.generate)
 
     # Without shrinking (the planted-bug test): seeded, and never saved for the real suite to replay.
@@ -80,12 +82,13 @@ def differential(envoy, world, policies: int, counts: dict[str, int], shrink: bo
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(data=st.data())
     def run(data):
-        generated = data.draw(checked_policy(world), label="policy")
-        sent = data.draw(st.lists(requests(generated), min_size=REQUESTS, max_size=REQUESTS), label="requests")
+        generated = data.draw(checked_policy(world, grpc), label="policy")
+        made = grpc_calls(generated) if grpc else requests(generated)
+        sent = data.draw(st.lists(made, min_size=per_policy, max_size=per_policy), label="requests")
         for target in TARGETS:
             policies = expressible_part(generated.checked) if target == "rbac" else generated.checked
             envoy.load(policies, target)
-            comparisons = compare(policies, envoy.send_all(sent), NOW, {})
+            comparisons = compare(policies, envoy.send_all(sent, client), NOW, {})
             counts[target] += len(comparisons)
             for comparison in comparisons:
                 assert not comparison.differences, _report(generated, target, comparison)

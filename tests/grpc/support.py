@@ -19,15 +19,12 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from policyc.interpret.grpc import GRPC_CONTENT_TYPE
 from policyc.interpret.request import RawRequest
+from tests.property.strategies import GRPC_TRANSPORT
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
-# Metadata grpcio sets itself, or refuses from the application.
-_TRANSPORT_HEADERS = {"content-type", "te", "host", "user-agent", "grpc-timeout", "grpc-encoding",
-                      "grpc-accept-encoding"}
 # How grpcio reports an HTTP answer that is not a gRPC one.
 _HTTP_STATUS = re.compile(r"Received http2 header with status: (\d+)")
 
@@ -77,8 +74,8 @@ class GrpcUpstream:
             self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(REFLECTION_V1, {
                 "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
                     servicer.ServerReflectionInfo,
-                    reflection_pb2_grpc.reflection__pb2.ServerReflectionRequest.FromString,
-                    reflection_pb2_grpc.reflection__pb2.ServerReflectionResponse.SerializeToString)})])
+                    reflection_pb2.ServerReflectionRequest.FromString,
+                    reflection_pb2.ServerReflectionResponse.SerializeToString)})])
         self.server.add_generic_rpc_handlers([_Echo()])
         self.port = self.server.add_insecure_port("127.0.0.1:0")
 
@@ -101,12 +98,7 @@ def channel(port: int, authority: str | None) -> grpc.Channel:
 
 
 def metadata_of(request: RawRequest) -> list[tuple[str, str]]:
-    return [(name.lower(), value) for name, value in request.headers if name.lower() not in _TRANSPORT_HEADERS]
-
-
-def as_grpc_call(method: str, host: str | None, metadata=()) -> RawRequest:
-    """The request grpcio sends for a call, as the interpreter reads it."""
-    return RawRequest("POST", method, host, (("content-type", GRPC_CONTENT_TYPE), *metadata), protocol="h2c")
+    return [(name.lower(), value) for name, value in request.headers if name.lower() not in GRPC_TRANSPORT]
 
 
 def grpc_call(port: int, request: RawRequest, tls: bool = False) -> tuple[int, int | None]:

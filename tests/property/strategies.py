@@ -7,7 +7,7 @@ import ipaddress
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache, lru_cache
 from pathlib import Path
 
@@ -17,8 +17,16 @@ from hypothesis import strategies as st
 from policyc import devtokens
 from policyc import nodes as n
 from policyc.check import Checked, check
-from policyc.harness.generate import Literals, glob_instances, literals, near_misses, put_claim
+from policyc.harness.generate import (
+    Literals,
+    glob_instances,
+    grpc_near_misses,
+    literals,
+    near_misses,
+    put_claim,
+)
 from policyc.interpret.evaluator import Context
+from policyc.interpret.grpc import GRPC_CONTENT_TYPE
 from policyc.interpret.request import RawRequest
 from policyc.source import Span
 from policyc.syntax.printer import format_file
@@ -373,9 +381,25 @@ SERVICES = (
 )
 
 
-def vocabulary(issuers: Iterable[str], conditions: Iterable[str], catalog_users: bool) -> Vocabulary:
-    """Literals the checker accepts, naming only what the policy declares."""
-    return _vocabulary(tuple(sorted(issuers)), tuple(sorted(conditions)), catalog_users)
+# Paths of gRPC services: what the gRPC differential's policies test besides the gRPC atoms.
+GRPC_PATHS = ("/shop.v1.Orders/Get", "/shop.v1.Orders/ListOrders", "/shop.v1.Items/Get", "/Ping/Ping",
+              "/grpc.health.v1.Health/Check", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+GRPC_PREFIXES = ("/", "/shop.v1.", "/shop.v1.Orders/", "/grpc.", "/shop.v1.Orders/Get")
+GRPC_GLOBS = ("/shop.v1.*/Get", "/shop.v1.Orders/**", "/*/Get", "/**", "/*.v1.*/List*")
+
+
+def vocabulary(issuers: Iterable[str], conditions: Iterable[str], catalog_users: bool,
+               grpc: bool = False) -> Vocabulary:
+    """Literals the checker accepts, naming only what the policy declares (paths of gRPC
+    services with `grpc`)."""
+    v = _vocabulary(tuple(sorted(issuers)), tuple(sorted(conditions)), catalog_users)
+    return _grpc_vocabulary(v) if grpc else v
+
+
+@cache
+def _grpc_vocabulary(v: Vocabulary) -> Vocabulary:
+    return replace(v, paths=st.sampled_from(GRPC_PATHS), prefixes=st.sampled_from(GRPC_PREFIXES),
+                   globs=st.sampled_from(GRPC_GLOBS))
 
 
 # Strategies are cached because building (and validating) fresh ones for every example costs
@@ -407,11 +431,12 @@ class Generated:
 
     policy_set: n.PolicySet
     checked: Checked = field(repr=False)
+    grpc: bool = False  # made for gRPC calls
 
     def vocabulary(self) -> Vocabulary:
         issuers = self.checked.issuers.values()
         return vocabulary((i.name for i in issuers), self.checked.conditions,
-                          any(i.catalog_users for i in issuers))
+                          any(i.catalog_users for i in issuers), self.grpc)
 
 
 # Hypothesis often replays a policy set with only the request changed, and reading the catalog is
@@ -465,8 +490,9 @@ def rules(v: Vocabulary, effect: n.Effect | None = None, name: str | None = None
     )
 
 
-def _service(draw, name: str, pool: tuple[str, ...], v: Vocabulary) -> n.Service:
-    settings = [n.Hosts(tuple(_subset(draw, pool, min_size=1))), n.Upstream("127.0.0.1:8080")]
+def _service(draw, name: str, pool: tuple[str, ...], v: Vocabulary, grpc: bool) -> n.Service:
+    protocol = n.UpstreamProtocol.HTTP2 if grpc else n.UpstreamProtocol.HTTP1
+    settings = [n.Hosts(tuple(_subset(draw, pool, min_size=1))), n.Upstream("127.0.0.1:8080", protocol)]
     mode = _pick(draw, [None, n.Mode.DRY_RUN, n.Mode.ENFORCE])
     if mode is not None:
         settings.append(n.ModeSetting(mode))
@@ -476,23 +502,25 @@ def _service(draw, name: str, pool: tuple[str, ...], v: Vocabulary) -> n.Service
 
 
 @st.composite
-def checked_policy(draw, world: World) -> Generated:
+def checked_policy(draw, world: World, grpc: bool = False) -> Generated:
+    """A policy set that checks cleanly; with `grpc`, for gRPC services (`http2` upstreams,
+    paths of gRPC calls)."""
     here = Span(world.policy_path, 1, 1, 1, 1)
     issuers = [_issuer(draw, profile, here) for profile in _subset(draw, ISSUERS)]
     catalog_users = any(i.catalog_users for i in issuers)
     conditions: list[n.Condition] = []
     # Each condition may use only those before it, so conditions never form a cycle.
     for name in _subset(draw, CONDITION_NAMES):
-        v = vocabulary((i.name for i in issuers), (c.name for c in conditions), catalog_users)
+        v = vocabulary((i.name for i in issuers), (c.name for c in conditions), catalog_users, grpc)
         conditions.append(n.Condition(name, draw(condition_expressions(v))))
-    v = vocabulary((i.name for i in issuers), (c.name for c in conditions), catalog_users)
-    services = [_service(draw, name, pool, v) for name, pool in _subset(draw, SERVICES, min_size=1)]
+    v = vocabulary((i.name for i in issuers), (c.name for c in conditions), catalog_users, grpc)
+    services = [_service(draw, name, pool, v, grpc) for name, pool in _subset(draw, SERVICES, min_size=1)]
     # The catalog only matters to `member`, which needs a `catalog users` issuer; reading it is
     # most of what `check` costs.
     catalog = [n.Catalog("catalog", here)] if catalog_users else []
     items = (*issuers, *catalog, *conditions, *services)
     policy_set = n.PolicySet((n.PolicyFile(world.policy_path, items),))
-    return Generated(policy_set, check_clean(policy_set))
+    return Generated(policy_set, check_clean(policy_set), grpc)
 
 
 # ---------------------------------------------------------------- requests biased to a policy's literals
@@ -689,3 +717,39 @@ def arbitrary_requests() -> st.SearchStrategy[RawRequest]:
     return st.builds(RawRequest, st.one_of(st.sampled_from(METHODS), text), text.filter(lambda t: "\n" not in t),
                      st.none() | text, st.lists(st.tuples(header_names, header_values), max_size=3).map(tuple),
                      st.ip_addresses().map(str))
+
+
+# Metadata a gRPC client cannot choose: grpcio sets it, or the proxy does.
+GRPC_TRANSPORT = frozenset({"content-type", "te", "host", "user-agent", "grpc-timeout", "grpc-encoding",
+                            "grpc-accept-encoding"})
+
+
+def _grpc_host_variants(host: str) -> list[str]:
+    # What an `:authority` can be that grpcio sends as given.
+    return [host.upper(), host + ".", "x" + host, "unknown.internal"]
+
+
+@st.composite
+def grpc_calls(draw, gen: Generated, service_name: str | None = None) -> RawRequest:
+    """A gRPC call (`POST /Service/Method` of the gRPC content-type, over HTTP/2) whose method,
+    authority, metadata and token are likely to hit, or just miss, the policy's literals."""
+    service, focus, everything = _focus(draw, gen, service_name)
+    path = _prefer(draw, focus.paths, everything.paths | set(GRPC_PATHS))
+    if _rarely(draw) or _rarely(draw):
+        path = _pick(draw, grpc_near_misses(path))
+    host = _pick(draw, service.hosts)
+    if _rarely(draw):
+        host = _pick(draw, _grpc_host_variants(host))
+    values = [*sorted(focus.header_values | focus.claim_values),
+              *sorted(everything.header_values | set(HEADER_VALUES) | everything.claim_values | set(CLAIM_VALUES))]
+    names = [name for name in [*sorted(focus.headers), *sorted(set(everything.headers) | set(HEADER_NAMES))]
+             if name not in GRPC_TRANSPORT and name != "authorization"]
+    # One value per name: how a repeated header reads over HTTP/2 is left to the HTTP differential.
+    metadata = {_pick(draw, names): _pick(draw, values) for _ in range(draw(st.integers(0, 3)))}
+    lines = _authorization(draw, gen, focus, everything)[:1]
+    return grpc_call_request(path, host, [*metadata.items(), *(("authorization", line) for line in lines)])
+
+
+def grpc_call_request(path: str, host: str | None, metadata=()) -> RawRequest:
+    """The request grpcio sends for a call, as the interpreter reads it."""
+    return RawRequest("POST", path, host, (("content-type", GRPC_CONTENT_TYPE), *metadata), protocol="h2c")
