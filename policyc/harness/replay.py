@@ -134,7 +134,7 @@ class EnvoyUnderTest:
                 status, grpc_status = 0, None  # no HTTP exchange, so no access log line either
             reached = len(self.upstream.received) > before
             results.append((replace(request, source=LOOPBACK), status, grpc_status, reached))
-        entries = iter(self._log_entries(sum(1 for _, status, _, _ in results if status)))
+        entries = iter(self.log_entries(sum(1 for _, status, _, _ in results if status)))
         return [self._observed(*result, entries) for result in results]
 
     @staticmethod
@@ -144,7 +144,8 @@ class EnvoyUnderTest:
         entry = next(entries)
         return Observed(request, status, *logged_decision(entry), reached, entry, grpc_status)
 
-    def _log_entries(self, count: int, timeout: float = 10.0) -> list[dict]:
+    def log_entries(self, count: int, timeout: float = 10.0) -> list[dict]:
+        """The next `count` access-log entries, once Envoy has written them."""
         deadline = time.monotonic() + timeout
         while True:
             text = self.log_path.read_text() if self.log_path.exists() else ""
