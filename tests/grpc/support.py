@@ -2,9 +2,10 @@
 
 `GrpcUpstream` serves every method with generic handlers (no generated code): unary, or a
 bidirectional stream when the method's name says so (`streaming`), echoing what it is sent; with
-`health=True` and `reflection=True` the real health-checking and reflection services answer
-their own methods (reflection under both `v1alpha` and `v1`: the messages are the same). It
-records every call that reaches it, metadata included.
+`health_service` and `reflection_service` the real health-checking and reflection services
+answer their own methods (reflection under both `v1alpha` and `v1`: the messages are the same);
+without `echo`, only the handlers a test adds to `server` answer. It records every call that
+reaches it, metadata included.
 
 `grpc_call(port, request, tls)` makes a `RawRequest` a gRPC call through the proxy: its target is
 the method, its host the `:authority`, its headers the metadata. It returns what the client read,
@@ -59,7 +60,7 @@ class _Echo(grpc.GenericRpcHandler):
 class GrpcUpstream:
     """`with GrpcUpstream() as upstream:` serves on `upstream.address` (h2c) until the block ends."""
 
-    def __init__(self, health_service: bool = False, reflection_service: bool = False):
+    def __init__(self, health_service: bool = False, reflection_service: bool = False, echo: bool = True):
         self.received: list[Call] = []
         self.health = health.HealthServicer()
         self.server = grpc.server(futures.ThreadPoolExecutor(8), interceptors=[_Recorder(self.received)])
@@ -76,7 +77,8 @@ class GrpcUpstream:
                     servicer.ServerReflectionInfo,
                     reflection_pb2.ServerReflectionRequest.FromString,
                     reflection_pb2.ServerReflectionResponse.SerializeToString)})])
-        self.server.add_generic_rpc_handlers([_Echo()])
+        if echo:
+            self.server.add_generic_rpc_handlers([_Echo()])
         self.port = self.server.add_insecure_port("127.0.0.1:0")
 
     @property

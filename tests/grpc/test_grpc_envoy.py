@@ -17,6 +17,7 @@ from policyc.audit import read_events
 from policyc.backends.rbac import expressible_part
 from policyc.casefile import build_request, load_case_file
 from policyc.harness.compare import compare
+from policyc.harness.generate import grpc_near_misses
 from policyc.harness.replay import EnvoyUnderTest
 from policyc.harness.verify import with_made_up_keys
 from policyc.interpret.grpc import GRPC_CONTENT_TYPE
@@ -140,3 +141,32 @@ def test_token_failures_are_unauthenticated_with_the_proxy_s_reason(echo_envoy, 
         entry = _last_log_entry(echo_envoy)
         details = "jwt_authn_access_denied{" + message.replace(" ", "_") + "}"
         assert (entry["status"], entry["grpc_status"], entry["details"]) == (200, 16, details)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_no_spelling_that_passes_a_method_deny_reaches_the_method(tmp_path_factory, target):
+    """Behind `allow everything`, a deny on one method: a grpcio server with that method answers
+    every spelling the proxy lets through with UNIMPLEMENTED, never with the method."""
+    folder = tmp_path_factory.mktemp("policy")
+    (folder / "p.policy").write_text(
+        'service s {\n    hosts "s.test"\n    upstream "127.0.0.1:1" http2\n'
+        '    deny "no-delete" when grpc method "shop.v1.Orders/Delete"\n'
+        '    allow public "everything" when path prefix "/"\n}\n')
+    checked = load_and_check([str(folder)]).checked
+    upstream = GrpcUpstream(echo=False)
+    upstream.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("shop.v1.Orders", {
+        name: grpc.unary_unary_rpc_method_handler(lambda message, context, name=name: name.encode())
+        for name in ("Delete", "Get")})])
+    spellings = [*grpc_near_misses("/shop.v1.Orders/Delete"), "/shop.v1.Orders/Delete%3Bx", "/shop.v1.Orders/%44elete",
+                 "/shop.v1.Orders/./Delete", "/shop.v1.Orders/Delete\\", "/SHOP.V1.ORDERS/DELETE"]
+    with _envoy(tmp_path_factory, upstream) as envoy:
+        envoy.load(checked, target)
+        with channel(envoy.port, "s.test") as ch:
+            assert ch.unary_unary("/shop.v1.Orders/Get")(b"", timeout=10) == b"Get"
+            for spelling in spellings:
+                with pytest.raises(grpc.RpcError) as refused:
+                    ch.unary_unary(spelling)(b"", timeout=10)
+                assert refused.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED,
+                                                grpc.StatusCode.INTERNAL), spelling
+        reached = {call.method for call in upstream.received}
+        assert "/shop.v1.Orders/Delete" not in reached and len(reached) > 5  # the rest were the server's to refuse
