@@ -688,20 +688,19 @@ def _nodes_written_out(expr: n.Expr, conditions: dict[str, n.Condition]) -> Iter
 
 
 def _names_reflection(expr: n.Expr, conditions) -> bool:
-    """Whether `expr` tests for server reflection by name: then admitting it is deliberate."""
-    reflection = {f"/{s}/" for s in n.GRPC_REFLECTION}
-    return any(isinstance(node, n.GrpcTest) and (set(node.services) & set(n.GRPC_REFLECTION) or any(
-        f"/{name}".startswith(tuple(reflection)) for name in node.names if node.kind is n.GrpcKind.METHOD))
-        for node in _nodes_written_out(expr, conditions))
+    """Whether `expr` names server reflection with a gRPC atom: then admitting it is deliberate."""
+    prefixes = tuple(f"/{service}/" for service in n.GRPC_REFLECTION)
+    paths = (value for node in _nodes_written_out(expr, conditions) if isinstance(node, n.GrpcTest)
+             for test in n.walk(n.grpc_paths(node)) if isinstance(test, n.PathTest) for value in test.values)
+    return any(path.startswith(prefixes) for path in paths)
 
 
 def _grpc_warnings(service: n.Service, conditions, skipped: set[int]) -> Iterator[Diagnostic]:
     """gRPC rules sent to an HTTP/1.1 upstream, and server reflection open to anonymous callers."""
     rules = [r for r in service.rules if id(r) not in skipped]
     if service.upstream_protocol is n.UpstreamProtocol.HTTP1:
-        rule = next((r for r in rules if any(isinstance(node, n.GrpcTest)
-                                             for node in _nodes_written_out(r.expr, conditions))), None)
-        if rule is not None and service.upstream is not None:
+        grpc_rules = any(isinstance(node, n.GrpcTest) for r in rules for node in _nodes_written_out(r.expr, conditions))
+        if grpc_rules and service.upstream is not None:
             yield warning("check/grpc-needs-http2", f"service `{service.name}` has gRPC rules, but its upstream "
                           "speaks HTTP/1.1", service.first(n.Upstream).span,
                           hint=f'gRPC needs HTTP/2: write `upstream "{service.upstream}" http2`')

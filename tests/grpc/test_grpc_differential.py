@@ -28,7 +28,7 @@ from tests.property.strategies import NOW, grpc_call_request, mint, signing_keys
 
 pytestmark = pytest.mark.envoy
 
-POLICIES = int(os.environ.get("POLICYC_GRPC_DIFF_POLICIES", "30"))
+POLICIES = int(os.environ.get("POLICYC_GRPC_DIFF_POLICIES", "50"))
 CALLS = int(os.environ.get("POLICYC_GRPC_DIFF_CALLS", "25"))
 
 

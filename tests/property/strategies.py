@@ -746,7 +746,8 @@ def grpc_calls(draw, gen: Generated, service_name: str | None = None) -> RawRequ
              if name not in GRPC_TRANSPORT and name != "authorization"]
     # One value per name: how a repeated header reads over HTTP/2 is left to the HTTP differential.
     metadata = {_pick(draw, names): _pick(draw, values) for _ in range(draw(st.integers(0, 3)))}
-    lines = _authorization(draw, gen, focus, everything)[:1]
+    # HTTP/2 keeps blanks around a value (HTTP/1 drops them): left to the model of HTTP/2 requests.
+    lines = [line for line in _authorization(draw, gen, focus, everything)[:1] if line == line.strip(" \t")]
     return grpc_call_request(path, host, [*metadata.items(), *(("authorization", line) for line in lines)])
 
 
