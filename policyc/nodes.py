@@ -563,15 +563,14 @@ def walk(expr: Expr) -> Iterator[Expr]:
 def grpc_paths(test: GrpcTest) -> Expr:
     """What a gRPC atom tests: a method's path exactly (`/pkg.v1.Svc/Get`), or a service's
     prefix (`/pkg.v1.Svc/`, every method of it)."""
-    spans = test.value_spans or (test.span,) * len(test.names)
     if test.kind is GrpcKind.METHOD:
-        return PathTest(test.op, tuple(f"/{name}" for name in test.names), test.span, tuple(spans))
-    services = test.services
-    spans = spans if test.kind is GrpcKind.SERVICE else (test.span,) * len(services)
-    prefixes = [PathTest(Op.PREFIX, (f"/{s}/",), test.span, (span,)) for s, span in zip(services, spans, strict=True)]
+        return PathTest(test.op, tuple(f"/{name}" for name in test.names), test.span, test.value_spans)
+    spans = test.value_spans if test.kind is GrpcKind.SERVICE else ()  # the shorthands have no values
+    prefixes = tuple(PathTest(Op.PREFIX, (f"/{service}/",), test.span, spans[i:i + 1])
+                     for i, service in enumerate(test.services))
     if len(prefixes) == 1:
         return prefixes[0]
-    return Or(tuple(prefixes), test.span) if prefixes else PathTest(Op.IN, (), test.span)
+    return Or(prefixes, test.span) if prefixes else PathTest(Op.IN, (), test.span)
 
 
 def without_grpc(expr: Expr) -> Expr:

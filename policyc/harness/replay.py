@@ -161,7 +161,6 @@ class EnvoyUnderTest:
         return entries
 
 
-
 def _http1(port: int, request: RawRequest, tls: bool) -> tuple[int, int | None]:
     status, response = send(port, request, tls=tls)
     return status, grpc_status_of(response)
