@@ -38,6 +38,7 @@ class Event:
     path: str
     source: str
     status: int
+    grpc_status: int | None  # a gRPC call's refusal is status 200 with this grpc-status
     reason: str  # the interpreter's vocabulary: allow, deny, default-deny, unauthenticated, …
     rule: str | None
     verdict: str
@@ -59,6 +60,11 @@ def _verdict(entry: dict, reason: str) -> str:
     return WOULD_DENY if entry.get("mode") == "dry-run" else DENIED
 
 
+def _grpc_status(entry: dict) -> int | None:
+    value = entry.get("grpc_status")
+    return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
+
+
 def _event(entry: dict) -> Event:
     reason, rule = logged_decision(entry)
     return Event(
@@ -73,6 +79,7 @@ def _event(entry: dict) -> Event:
         path=str(entry.get("path") or ""),
         source=str(entry.get("source") or ""),
         status=int(entry.get("status") or 0),
+        grpc_status=_grpc_status(entry),
         reason=reason,
         rule=rule,
         verdict=_verdict(entry, reason),
@@ -133,9 +140,13 @@ def _columns(rows: list[tuple]) -> list[str]:
             for row in rows]
 
 
+def _status(event: Event) -> str:
+    return f"{event.status} grpc {event.grpc_status}" if event.grpc_status is not None else str(event.status)
+
+
 def render_table(events: list[Event], skipped: int) -> str:
     rows = [("time", "service", "caller", "request", "status", "verdict", "rule", "version")]
-    rows += [(e.time, e.service or "-", e.caller, f"{e.method} {e.host}{e.path}", e.status, e.verdict,
+    rows += [(e.time, e.service or "-", e.caller, f"{e.method} {e.host}{e.path}", _status(e), e.verdict,
               e.rule or f"({e.reason})", e.policy_version or "-") for e in events]
     summary = [("service", "rule", ALLOWED, DENIED, WOULD_DENY, "callers")]
     summary += [tuple(row.values()) for row in summarize(events)]

@@ -229,7 +229,8 @@ def expectation(case: Case, protocol: str) -> dict:
 def compare(expect: dict, decision: Decision) -> tuple[str, ...]:
     """The differences between an expectation (status, rule, reason, …) and a decision."""
     got = {"status": decision.status, "rule": decision.rule, "reason": decision.reason,
-           "service": decision.service, "enforced_status": decision.enforced_status}
+           "service": decision.service, "enforced_status": decision.enforced_status,
+           "grpc_status": decision.grpc_status}
     unknown = set(expect) - set(got)
     if unknown:
         return (f"unknown expectation(s): {', '.join(sorted(unknown))}",)

@@ -9,7 +9,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import jwt
 from cryptography import x509
@@ -39,7 +39,11 @@ _KEYWORDS = {"import", "catalog", "issuer", "url", "jwks", "file", "audience", "
              "method", "in", "path", "prefix", "glob", "header", "suffix", "present", "source",
              "contains", "true", "false", "member", "owners", "token", "public", "allow", "deny",
              "enforce", "dry-run", "trust", "ca", "tls", "cert", "key", "peer", "trusted", "parameters",
-             "allowed"}
+             "allowed", "grpc", "health", "reflection", "http1", "http2"}
+# Protocol buffers' names: a service is its package and name, dotted; a method is an identifier.
+_GRPC_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_GRPC_SERVICE = re.compile(rf"{_GRPC_IDENTIFIER}(\.{_GRPC_IDENTIFIER})*\Z")
+_GRPC_METHOD = re.compile(rf"{_GRPC_IDENTIFIER}(\.{_GRPC_IDENTIFIER})*/{_GRPC_IDENTIFIER}\Z")
 
 
 @dataclass
@@ -324,6 +328,7 @@ class _ExprChecker:
         self.checked = checked
         self.has_catalog_issuer = has_catalog_issuer
         self.has_catalog = has_catalog
+        self.grpc_seen = False  # whether any gRPC atom was met, to be written out as path tests
 
     def check(self, expr: n.Expr) -> Iterator[Diagnostic]:
         for node in n.walk(expr):
@@ -360,6 +365,15 @@ class _ExprChecker:
             elif (problem := path_problem(value, prefix=node.op is n.Op.PREFIX)) is not None:
                 yield error("check/bad-path", f"path `{value}` {problem}", span,
                             hint="paths are compared after the proxy normalizes them")
+
+    def check_GrpcTest(self, node: n.GrpcTest):
+        self.grpc_seen = True
+        if node.op is n.Op.IN and not node.names:
+            yield error("check/empty-list", "an empty list never matches", node.span)
+        for name, span in _with_spans(node.names, node):
+            if (problem := grpc_name_problem(node.kind, name)) is not None:
+                message, hint = problem
+                yield error("check/bad-grpc-name", message, span, hint=hint)
 
     def check_HeaderTest(self, node: n.HeaderTest):
         yield from _header_name(node.name, node.span)
@@ -457,6 +471,25 @@ def _header_name(name: str, span: Span) -> Iterator[Diagnostic]:
         hint = (f'write "{name.replace("_", "-")}"' if "_" in name
                 else "test what the proxy leaves as sent: `hosts`, `source`, `method`, `path` or another header")
         yield error("check/proxy-header", f"a rule cannot see `{name}` as the client sent it: {why}", span, hint=hint)
+
+
+def grpc_name_problem(kind: n.GrpcKind, name: str) -> tuple[str, str] | None:
+    """What is wrong with a gRPC service or method name, and how to write it, if anything."""
+    if kind is n.GrpcKind.SERVICE:
+        if _GRPC_SERVICE.match(name):
+            return None
+        if _GRPC_METHOD.match(name.lstrip("/")):
+            return f"`{name}` names a method, not a service", f'write `grpc method "{name.lstrip("/")}"`'
+        return (f"`{name}` is not a gRPC service name",
+                'a service is its package and name, dotted: "pkg.v1.Orders" (letters, digits, `_`)')
+    if _GRPC_METHOD.match(name):
+        return None
+    if name.startswith("/") and _GRPC_METHOD.match(name[1:]):
+        return f"`{name}` is a path, not a gRPC method name", f'write "{name[1:]}": the path is made from it'
+    if _GRPC_SERVICE.match(name):
+        return f"`{name}` has no method", f'a method is "Service/Method", e.g. "{name}/Get"; or `grpc service "{name}"`'
+    return (f"`{name}` is not a gRPC method name",
+            'a method is its service and name: "pkg.v1.Orders/Get" (letters, digits, `_`)')
 
 
 def path_problem(path: str, prefix: bool = False) -> str | None:
@@ -590,25 +623,34 @@ def can_match_anonymous(expr: n.Expr, conditions: dict[str, n.Condition]) -> boo
     return _anonymous(expr, conditions, frozenset()) is not False
 
 
-def _anonymous(expr: n.Expr, conditions, seen: frozenset) -> bool | None:
-    """True/False when `expr` holds/fails for every anonymous request; None when it depends."""
+def _anonymous(expr: n.Expr, conditions, seen: frozenset, call: str | None = None) -> bool | None:
+    """True/False when `expr` holds/fails for every anonymous request (every anonymous gRPC call
+    of the path `call`, when given); None when it depends."""
     match expr:
         case n.And(operands):
-            values = [_anonymous(o, conditions, seen) for o in operands]
+            values = [_anonymous(o, conditions, seen, call) for o in operands]
             return False if False in values else (True if all(v is True for v in values) else None)
         case n.Or(operands):
-            values = [_anonymous(o, conditions, seen) for o in operands]
+            values = [_anonymous(o, conditions, seen, call) for o in operands]
             return True if True in values else (False if all(v is False for v in values) else None)
         case n.Not(operand):
-            value = _anonymous(operand, conditions, seen)
+            value = _anonymous(operand, conditions, seen, call)
             return None if value is None else not value
         case n.ConditionRef(name):
             if name not in conditions or name in seen:
                 return None
-            return _anonymous(conditions[name].expr, conditions, seen | {name})
+            return _anonymous(conditions[name].expr, conditions, seen | {name}, call)
         case (n.Authenticated() | n.IssuerIs() | n.HeaderEqualsClaim() | n.ClaimTest() | n.ClaimIsBool()
               | n.Member() | n.MemberOwners() | n.PeerTest() | n.PeerTrusted()):
             return False
+        case n.GrpcTest():
+            return _anonymous(n.grpc_paths(expr), conditions, seen, call)
+        case n.PathTest(op, values) if call is not None:
+            from .interpret.evaluator import path_matches  # the interpreter imports this module
+
+            return path_matches(op, values, call)
+        case n.MethodTest(_, methods) if call is not None:
+            return "POST" in methods  # every gRPC call is a POST
     return None
 
 
@@ -624,6 +666,61 @@ def _anonymous_warnings(service: n.Service, conditions, skipped: set[int]) -> It
             yield warning("check/public-needs-no-token",
                           f"rule `{rule.name}` is marked `public` but needs a token or a client certificate to match",
                           rule.name_span, hint="drop `public`")
+
+
+# ---------------------------------------------------------------- gRPC
+
+# A server reflection call of each version: it lists every service and method the server has.
+REFLECTION_CALLS = tuple(f"/{service}/ServerReflectionInfo" for service in n.GRPC_REFLECTION)
+
+
+def _nodes_written_out(expr: n.Expr, conditions: dict[str, n.Condition]) -> Iterator[n.Expr]:
+    """Every node of `expr` and of the conditions it names, each condition once."""
+    todo, seen = [expr], set()
+    while todo:
+        for node in n.walk(todo.pop()):
+            yield node
+            if isinstance(node, n.ConditionRef) and node.name in conditions and node.name not in seen:
+                seen.add(node.name)
+                todo.append(conditions[node.name].expr)
+
+
+def _names_reflection(expr: n.Expr, conditions) -> bool:
+    """Whether `expr` names server reflection with a gRPC atom: then admitting it is deliberate."""
+    prefixes = tuple(f"/{service}/" for service in n.GRPC_REFLECTION)
+    paths = (value for node in _nodes_written_out(expr, conditions) if isinstance(node, n.GrpcTest)
+             for test in n.walk(n.grpc_paths(node)) if isinstance(test, n.PathTest) for value in test.values)
+    return any(path.startswith(prefixes) for path in paths)
+
+
+def _grpc_warnings(service: n.Service, conditions, skipped: set[int]) -> Iterator[Diagnostic]:
+    """gRPC rules sent to an HTTP/1.1 upstream, and server reflection open to anonymous callers."""
+    rules = [r for r in service.rules if id(r) not in skipped]
+    if service.upstream_protocol is n.UpstreamProtocol.HTTP1:
+        grpc_rules = any(isinstance(node, n.GrpcTest) for r in rules for node in _nodes_written_out(r.expr, conditions))
+        if grpc_rules and service.upstream is not None:
+            yield warning("check/grpc-needs-http2", f"service `{service.name}` has gRPC rules, but its upstream "
+                          "speaks HTTP/1.1", service.first(n.Upstream).span,
+                          hint=f'gRPC needs HTTP/2: write `upstream "{service.upstream}" http2`')
+        return
+    denies = [r for r in rules if r.effect is n.Effect.DENY]
+    open_calls = [call for call in REFLECTION_CALLS
+                  if not any(_anonymous(r.expr, conditions, frozenset(), call) is True for r in denies)]
+    for rule in rules:
+        if rule.effect is n.Effect.ALLOW and not _names_reflection(rule.expr, conditions) and any(
+                _anonymous(rule.expr, conditions, frozenset(), call) is not False for call in open_calls):
+            yield warning("check/anonymous-reflection", f"rule `{rule.name}` lets callers without a token "
+                          "reach gRPC server reflection", rule.name_span,
+                          hint="reflection lists every service and method: add "
+                               '`deny "no-reflection" when grpc reflection and not authenticated`')
+
+
+def _written_out_grpc(checked: Checked) -> None:
+    """Every gRPC atom of the checked rules and conditions replaced by its path tests, so that
+    the interpreter, the backends and the analysis share one meaning of it (`nodes.grpc_paths`)."""
+    checked.conditions = {name: replace(c, expr=n.without_grpc(c.expr)) for name, c in checked.conditions.items()}
+    checked.services = {name: replace(s, rules=tuple(replace(r, expr=n.without_grpc(r.expr)) for r in s.rules))
+                        for name, s in checked.services.items()}
 
 
 # ---------------------------------------------------------------- entry point
@@ -678,4 +775,7 @@ def check(policy_set: n.PolicySet) -> tuple[Checked, list[Diagnostic]]:
         diagnostics += size_errors
         for service in policy_set.services:
             diagnostics += _anonymous_warnings(service, checked.conditions, rules_over)
+            diagnostics += _grpc_warnings(service, checked.conditions, rules_over)
+    if exprs.grpc_seen:
+        _written_out_grpc(checked)
     return checked, diagnostics

@@ -193,6 +193,8 @@ def eval_command(paths, request_path, as_json, jwks, now):
                + (f" in service {decision.service!r}" if decision.service else ""))
     if decision.dry_run:
         click.echo(f"dry-run: the policy would have answered {decision.enforced_status}")
+    if decision.grpc_status is not None:
+        click.echo(f"a gRPC call: HTTP 200 with grpc-status {decision.grpc_status}")
     if decision.detail:
         click.echo(decision.detail)
     if decision.caller:

@@ -65,6 +65,7 @@ CODES: dict[str, str] = {
     "check/bad-name": "a service or rule name with characters outside [A-Za-z0-9_.-]",
     "check/type-mismatch": "an operator used on a value it does not apply to",
     "check/empty-list": "an empty list, which could never match",
+    "check/bad-grpc-name": "a gRPC service or method name that is not `pkg.Service` or `pkg.Service/Method`",
     # settings
     "check/missing-setting": "a required setting is absent (issuer `url`/`jwks`, service `hosts`/`upstream`)",
     "check/member-without-catalog": "`member` used with no issuer marked `catalog users` or no catalog",
@@ -92,6 +93,8 @@ CODES: dict[str, str] = {
     # warnings
     "check/anonymous-allow": "an `allow` rule that can match a request without a token, not marked `public`",
     "check/public-needs-no-token": "a rule marked `public` that can never match an anonymous request",
+    "check/grpc-needs-http2": "gRPC rules on a service whose upstream speaks HTTP/1.1",
+    "check/anonymous-reflection": "an `allow` rule that lets callers without a token reach gRPC server reflection",
 }
 
 

@@ -28,7 +28,7 @@ from .pipeline import Pipeline, load_and_check
 from .resources import grammar_text
 from .source import Source, Span
 from .syntax import parse
-from .syntax.printer import format_file
+from .syntax.printer import expression, format_file
 
 KEYWORDS = sorted(set(re.findall(r'"([a-z][a-z-]*)"', grammar_text())))
 # Edits closer together than this are checked once: a large policy set takes seconds to check,
@@ -270,6 +270,8 @@ def _hover_text(node, service: n.Service | None, pipeline: Pipeline) -> str | No
             return _block(node.span, sources)
         case n.Member(group) if (ref := normalize_ref(group, "group")) and checked.catalog.has(ref):
             return _members(checked, ref)
+        case n.GrpcTest():
+            return f"the call's path: {_code(expression(n.grpc_paths(node)))}"
         case n.MemberOwners(entity) if (owner := checked.catalog.owner_of(normalize_ref(entity, None) or "")):
             if owner.startswith("group:") and checked.catalog.has(owner):
                 return f"owner of {_code(normalize_ref(entity, None))}\n\n" + _members(checked, owner)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from .source import Span
@@ -221,10 +221,43 @@ class PeerTrusted:
     span: Span | None = _span()
 
 
+class GrpcKind(StrEnum):
+    """What a gRPC atom names."""
+
+    SERVICE = "service"  # `grpc service "pkg.v1.Svc"` or `in [..]`
+    METHOD = "method"  # `grpc method "pkg.v1.Svc/Get"` or `in [..]`
+    HEALTH = "health"  # `grpc health`: the standard health-checking service
+    REFLECTION = "reflection"  # `grpc reflection`: server reflection, every version
+
+
+GRPC_HEALTH = ("grpc.health.v1.Health",)
+GRPC_REFLECTION = ("grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection")
+
+
+@dataclass(frozen=True)
+class GrpcTest:
+    """The request calls one of these gRPC services or methods. A call is `POST /Service/Method`,
+    and an upstream dispatches on the path alone, whatever protocol carries it (gRPC, gRPC-Web,
+    Connect), so the atom is a test on the normalized path: `grpc_paths` says which. `check`
+    writes it out so in `Checked`: the interpreter, the backends and the analysis never see it."""
+
+    kind: GrpcKind
+    op: Op = Op.EQ  # EQ or IN, for SERVICE and METHOD
+    names: tuple[str, ...] = ()  # services, or `Service/Method`s, as written (none for the shorthands)
+    span: Span | None = _span()
+    value_spans: tuple[Span, ...] = _spans()
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The services of a service atom or shorthand (none for a method atom)."""
+        return {GrpcKind.HEALTH: GRPC_HEALTH, GrpcKind.REFLECTION: GRPC_REFLECTION,
+                GrpcKind.SERVICE: self.names}.get(self.kind, ())
+
+
 Expr = (
     And | Or | Not | ConditionRef | Authenticated | IssuerIs | MethodTest | PathTest | HeaderTest
     | HeaderPresent | HeaderEqualsClaim | SourceIn | ClaimTest | ClaimIsBool | Member | MemberOwners
-    | PeerTest | PeerTrusted
+    | PeerTest | PeerTrusted | GrpcTest
 )
 
 
@@ -388,11 +421,19 @@ class Hosts:
     value_spans: tuple[Span, ...] = _spans()
 
 
+class UpstreamProtocol(StrEnum):
+    """What the proxy speaks to an upstream: HTTP/1.1, or HTTP/2 in the clear (gRPC needs it)."""
+
+    HTTP1 = "http1"
+    HTTP2 = "http2"
+
+
 @dataclass(frozen=True)
 class Upstream:
-    """`upstream "host:port"`: where allowed requests go."""
+    """`upstream "host:port" [http1|http2]`: where allowed requests go, and how."""
 
     address: str
+    protocol: UpstreamProtocol = UpstreamProtocol.HTTP1
     span: Span | None = _span()
 
 
@@ -449,6 +490,11 @@ class Service:
     def upstream(self) -> str | None:
         setting = self.first(Upstream)
         return setting.address if setting else None
+
+    @property
+    def upstream_protocol(self) -> UpstreamProtocol:
+        setting = self.first(Upstream)
+        return setting.protocol if setting else UpstreamProtocol.HTTP1
 
     @property
     def mode(self) -> Mode:
@@ -524,3 +570,32 @@ def walk(expr: Expr) -> Iterator[Expr]:
     yield expr
     for child in children(expr):
         yield from walk(child)
+
+
+def grpc_paths(test: GrpcTest) -> Expr:
+    """What a gRPC atom tests: a method's path exactly (`/pkg.v1.Svc/Get`), or a service's
+    prefix (`/pkg.v1.Svc/`, every method of it)."""
+    if test.kind is GrpcKind.METHOD:
+        return PathTest(test.op, tuple(f"/{name}" for name in test.names), test.span, test.value_spans)
+    spans = test.value_spans if test.kind is GrpcKind.SERVICE else ()  # the shorthands have no values
+    prefixes = tuple(PathTest(Op.PREFIX, (f"/{service}/",), test.span, spans[i:i + 1])
+                     for i, service in enumerate(test.services))
+    if len(prefixes) == 1:
+        return prefixes[0]
+    return Or(prefixes, test.span) if prefixes else PathTest(Op.IN, (), test.span)
+
+
+def without_grpc(expr: Expr) -> Expr:
+    """`expr` with every gRPC atom written out as the path tests it means (the same object when
+    it holds none)."""
+    match expr:
+        case GrpcTest():
+            return grpc_paths(expr)
+        case And(operands) | Or(operands):
+            written = tuple(without_grpc(o) for o in operands)
+            unchanged = all(a is b for a, b in zip(written, operands, strict=True))
+            return expr if unchanged else replace(expr, operands=written)
+        case Not(operand):
+            written = without_grpc(operand)
+            return expr if written is operand else replace(expr, operand=written)
+    return expr

@@ -33,6 +33,7 @@ ROUTE_NAMESPACE = "policyc"
 TOKEN_FAILURE_PREFIX = "jwt_failure_"  # + issuer name: each provider records its own failure
 ENFORCE, DRY_RUN = "enforce", "dry-run"  # jwt_authn requirement names
 OVERRIDE_CLUSTER = "upstream"
+WRONG_AUDIENCE = "Audiences in Jwt are not allowed"  # jwt_authn's failure message, answered 403
 
 _TYPES = {
     "hcm": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -50,6 +51,7 @@ _TYPES = {
     "filter_config": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
     "routes": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
     "cluster": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+    "http_protocol": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
 }
 ROUTE_CONFIG_NAME = "policyc"
 # The files of a watched folder, by resource kind; published in this order (clusters before the
@@ -63,6 +65,8 @@ ACCESS_LOG_FIELDS = {
     "authority": "%REQ(:AUTHORITY)%",
     "source": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%",
     "status": "%RESPONSE_CODE%",
+    # A gRPC call's refusal is HTTP 200 on the wire: its grpc-status says what it was.
+    "grpc_status": "%GRPC_STATUS(NUMBER)%",
     "details": "%RESPONSE_CODE_DETAILS%",
     "service": f"%METADATA(ROUTE:{ROUTE_NAMESPACE}:service)%",
     "mode": f"%METADATA(ROUTE:{ROUTE_NAMESPACE}:mode)%",
@@ -105,6 +109,7 @@ class Options:
     admin: str = "127.0.0.1:9901"
     access_log: str = "/dev/stdout"
     upstream_override: str | None = None  # send every service to this address (test upstreams)
+    upstream_override_protocol: n.UpstreamProtocol = n.UpstreamProtocol.HTTP1  # what that address speaks
     jwks_refresh_seconds: int = 10  # how often a remote JWKS is fetched again (Envoy's floor is 1)
 
     def cluster_of(self, service: n.Service) -> str:
@@ -126,7 +131,8 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def cluster(name: str, address: str, tls_host: str | None = None) -> dict:
+def cluster(name: str, address: str, tls_host: str | None = None,
+            protocol: n.UpstreamProtocol = n.UpstreamProtocol.HTTP1) -> dict:
     host, port = split_port(address)
     cluster = {
         "name": name,
@@ -135,6 +141,9 @@ def cluster(name: str, address: str, tls_host: str | None = None) -> dict:
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
             {"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}}]}]},
     }
+    if protocol is n.UpstreamProtocol.HTTP2:  # HTTP/2 with prior knowledge, in the clear (h2c)
+        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": _TYPES["http_protocol"], "explicit_http_config": {"http2_protocol_options": {}}}}
     if tls_host is not None:
         cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
             "@type": _TYPES["tls"], "sni": tls_host,
@@ -334,10 +343,30 @@ def listener(checked: Checked, routes: dict, options: Options) -> dict:
             "@type": _TYPES["file_log"], "path": options.access_log,
             "log_format": {"json_format": access_log_fields(checked)}}}],
     }
+    if any(issuer.audiences for issuer in checked.issuers.values()):
+        hcm["local_reply_config"] = grpc_local_replies(checked)
     chain = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
     if checked.listener_tls is not None:
         chain["transport_socket"] = downstream_tls(checked)
     return {"name": LISTENER_NAME, "address": socket_address(options.listen), "filter_chains": [chain]}
+
+
+def grpc_local_replies(checked: Checked) -> dict:
+    """Envoy answers a gRPC call's refusal with the grpc-status of its HTTP status, and jwt_authn
+    refuses a token for another audience with 403, which a gRPC client would read as 7
+    PERMISSION_DENIED. Answered 401, it reads 16 UNAUTHENTICATED, as every other token failure
+    does. Only for gRPC calls (the content-types Envoy converts): an HTTP client keeps its 403."""
+    # A metadata filter matches when its key is missing, unless told otherwise.
+    wrong_audience = [{"metadata_filter": {"match_if_key_not_found": False, "matcher": {
+        "filter": JWT_FILTER, "path": [{"key": TOKEN_FAILURE_PREFIX + name}, {"key": "message"}],
+        "value": {"string_match": {"exact": WRONG_AUDIENCE}}}}}
+        for name, issuer in sorted(checked.issuers.items()) if issuer.audiences]
+    grpc_call = {"header_filter": {"header": {"name": "content-type", "string_match": {
+        "safe_regex": {"regex": r"application/grpc(\+.*)?"}}}}}
+    refused = {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+        "default_value": 403, "runtime_key": "policyc.grpc_wrong_audience_status"}}}}
+    token = wrong_audience[0] if len(wrong_audience) == 1 else {"or_filter": {"filters": wrong_audience}}
+    return {"mappers": [{"filter": {"and_filter": {"filters": [grpc_call, refused, token]}}, "status_code": 401}]}
 
 
 def downstream_tls(checked: Checked) -> dict:
@@ -359,9 +388,10 @@ def downstream_tls(checked: Checked) -> dict:
 
 def clusters(checked: Checked, options: Options) -> list[dict]:
     if options.upstream_override:
-        result = [cluster(OVERRIDE_CLUSTER, options.upstream_override)]
+        result = [cluster(OVERRIDE_CLUSTER, options.upstream_override, protocol=options.upstream_override_protocol)]
     else:
-        result = [cluster(options.cluster_of(s), s.upstream) for _, s in sorted(checked.services.items())]
+        result = [cluster(options.cluster_of(s), s.upstream, protocol=s.upstream_protocol)
+                  for _, s in sorted(checked.services.items())]
     for name, issuer in sorted(checked.issuers.items()):
         if name not in checked.keys:
             result.append(_jwks_cluster(issuer)[1])

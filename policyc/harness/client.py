@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import ssl
 import tempfile
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -122,6 +123,13 @@ def h2_fields(request: RawRequest, tls: bool) -> list[tuple[str, str]]:
     return fields + list(request.headers)
 
 
+@dataclass(frozen=True)
+class H2Response:
+    status: int
+    headers: list[tuple[bytes, bytes]]  # the response's header fields, then its trailers
+    body: bytes
+
+
 class H2Session:
     """One HTTP/2 connection (prior knowledge in the clear, or TLS with ALPN `h2`) on which
     requests are sent one after another; a new connection is opened when the proxy ends one."""
@@ -160,9 +168,9 @@ class H2Session:
         self.connection.initiate_connection()
         self.sock.sendall(self.connection.data_to_send())
 
-    def send(self, fields: list[tuple[str, str]]) -> tuple[int, bytes]:
-        """The status and the body the proxy answers `fields` with; raises StreamRefused when it
-        resets the stream or ends the connection."""
+    def send(self, fields: list[tuple[str, str]]) -> H2Response:
+        """The proxy's answer to `fields`; raises StreamRefused when it resets the stream or ends
+        the connection."""
         try:
             if self.sock is None:
                 self._connect()
@@ -179,23 +187,36 @@ class H2Session:
             self.close()
             raise StreamRefused("the stream ended without an answer") from None
 
-    def _exchange(self, stream: int) -> tuple[int, bytes]:
-        status, body = None, b""
+    def _exchange(self, stream: int) -> H2Response:
+        headers, body = [], b""
         while True:
             self.sock.sendall(self.connection.data_to_send())
             data = self.sock.recv(65536)
             if not data:
                 raise StreamRefused("connection closed")
             for event in self.connection.receive_data(data):
-                if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream:
-                    status = int(dict(event.headers)[b":status"])
+                if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived) \
+                        and event.stream_id == stream:
+                    headers += event.headers
                 elif isinstance(event, h2.events.DataReceived):
                     body += event.data if event.stream_id == stream else b""
                     self.connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 elif isinstance(event, h2.events.StreamEnded) and event.stream_id == stream:
                     self.sock.sendall(self.connection.data_to_send())
-                    return status, body
+                    return H2Response(int(dict(headers)[b":status"]), headers, body)
                 elif isinstance(event, h2.events.StreamReset) and event.stream_id == stream:
                     raise StreamRefused(f"stream reset, error {event.error_code}")
                 elif isinstance(event, h2.events.ConnectionTerminated):
                     raise StreamRefused(f"connection ended, error {event.error_code}")
+def grpc_status_of(response: bytes) -> int | None:
+    """The grpc-status header of a raw HTTP/1.1 response, unless none or OK (0)."""
+    head = response.split(b"\r\n\r\n", 1)[0]
+    return grpc_status_in(line.partition(b":")[::2] for line in head.split(b"\r\n")[1:])
+
+
+def grpc_status_in(fields) -> int | None:
+    """The grpc-status among response header fields (name, value as bytes), unless none or OK."""
+    for name, value in fields:
+        if name.strip().lower() == b"grpc-status" and value.strip().isdigit():
+            return int(value) or None
+    return None

@@ -20,8 +20,8 @@ class Comparison:
     def differences(self) -> list[str]:
         seen, expected = self.observed, self.expected
         found = [f"{field}: interpreter {want!r}, envoy {got!r}" for field, want, got in (
-            ("status", expected.status, seen.status), ("reason", expected.reason, seen.reason),
-            ("rule", expected.rule, seen.rule)) if want != got]
+            ("status", expected.wire_status, seen.status), ("grpc_status", expected.grpc_status, seen.grpc_status),
+            ("reason", expected.reason, seen.reason), ("rule", expected.rule, seen.rule)) if want != got]
         if seen.reached_upstream != (expected.status == 200):
             found.append(f"reached the upstream: {seen.reached_upstream}")
         return found

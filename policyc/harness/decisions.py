@@ -7,6 +7,11 @@ why, from the RBAC filters' metadata, the Lua filter's record and the response d
 
 from __future__ import annotations
 
+from ..backends.envoy import WRONG_AUDIENCE
+
+# How the access log's details name a token refused for its audience (403, or grpc-status 16).
+_WRONG_AUDIENCE_DETAILS = WRONG_AUDIENCE.replace(" ", "_")
+
 
 def _rule(policy_id: str | None) -> str | None:
     return policy_id.split("/", 1)[1] if policy_id else None
@@ -31,7 +36,7 @@ def _token_failure(failures: dict) -> str | None:
     if not messages or messages == {"Jwt is missing"}:
         return None
     real = messages - _NOT_A_FAILURE
-    return "forbidden" if real == {"Audiences in Jwt are not allowed"} else "unauthenticated"
+    return "forbidden" if real == {WRONG_AUDIENCE} else "unauthenticated"
 
 
 def logged_decision(entry: dict) -> tuple[str, str | None]:
@@ -39,8 +44,10 @@ def logged_decision(entry: dict) -> tuple[str, str | None]:
     status = int(entry.get("status") or 0)
     if not status:  # the HTTP/2 codec reset the stream: no answer, no route
         return "reset", None
+    # A gRPC call's refusal is logged with status 200: its grpc-status tells the 404 apart.
+    not_found = status == 404 or str(entry.get("grpc_status")) == "12"
     if details.startswith("jwt_authn_access_denied"):
-        return ("forbidden" if status == 403 else "unauthenticated"), None
+        return ("forbidden" if _WRONG_AUDIENCE_DETAILS in details else "unauthenticated"), None
     if not entry.get("issuer"):  # no provider verified a token: did one refuse it?
         reason = _token_failure(entry.get("token_errors") or {})
         if reason is not None:  # a dry-run service let a bad token through
@@ -49,7 +56,7 @@ def logged_decision(entry: dict) -> tuple[str, str | None]:
         # The catch-all virtual host answers 404; any other answer without a service is the proxy
         # refusing the request itself (codec, Host, path normalization, refusal routes), and so is
         # an upgrade it does not serve, refused once a route (and its service) was chosen.
-        return ("no-service" if status == 404 and details == "direct_response" else "bad-request"), None
+        return ("no-service" if not_found and details == "direct_response" else "bad-request"), None
     rbac, lua = entry.get("rbac") or {}, entry.get("lua") or {}
     deny = _rbac(rbac, "deny_")
     if deny is not None and deny[0] == "denied":

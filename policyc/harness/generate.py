@@ -50,6 +50,8 @@ def literals(exprs: Iterable[n.Expr], conditions: dict[str, n.Condition]) -> Lit
                     found.paths.update(glob_instances(glob))
                 case n.PathTest(_, paths):
                     found.paths.update(paths)
+                case n.GrpcTest():  # as parsed; a checked set holds its path tests instead
+                    todo.append(n.grpc_paths(node))
                 case n.HeaderTest(name, _, values):
                     found.headers.setdefault(name, set()).update(values)
                 case n.HeaderPresent(name) | n.HeaderEqualsClaim(name):
@@ -83,6 +85,16 @@ def near_misses(path: str) -> list[str]:
     return [path + "/", path.rstrip("/") or "/", path.upper(), path + ";x", path + "x", "/x/.." + path,
             path.replace("/", "//"), path.replace("/", "\\"), encoded, path + "?a=b", path + "%2F", path + "#f",
             "/./" + path.lstrip("/")]
+
+
+def grpc_near_misses(path: str) -> list[str]:
+    """gRPC calls (`/package.Service/Method`) a careless matcher might confuse with `path`:
+    another method or service by a letter or by case, the service alone, and spellings that
+    normalize to `path`."""
+    service, _, method = path[1:].rpartition("/")
+    return [path + "X", path.lower(), path.upper(), f"/{service}X/{method}", f"/{service}/{method.lower()}",
+            f"/{service}", f"/{service}/", path + "/", "/x/.." + path, path.replace("/", "//"), path + "?x=1",
+            path + ";x", f"/{service}/%{ord(method[0]):02X}{method[1:]}" if method else path + "%2F"]
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

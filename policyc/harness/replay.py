@@ -1,11 +1,13 @@
 """Runs compiled policies in a real Envoy and replays requests through it.
 
-`EnvoyUnderTest(workdir)` starts a recording upstream and an Envoy whose listener comes from a
-watched LDS file. `load(checked, target)` compiles a policy set (every service pointed at the
-recording upstream), publishes it by an atomic rename and waits until Envoy serves it, so one
-Envoy can decide many policy sets in turn. `send_all(requests)` returns what Envoy did with each
-request: status, the deciding rule read from the access log, and whether it reached the upstream.
-Everything is stopped when the `with` block ends.
+Runs compiled policies in a real Envoy and replays requests through it.
+
+`EnvoyUnderTest(workdir)` starts a recording upstream (or the one it is given) and an Envoy whose
+listener comes from a watched LDS file. `load(checked, target)` compiles a policy set (every
+service pointed at that upstream), publishes it by an atomic rename and waits until Envoy serves
+it, so one Envoy can decide many policy sets in turn. `send_all(requests)` returns what Envoy did
+with each request: status (and a gRPC call's grpc-status), the deciding rule read from the access
+log, and whether it reached the upstream. Everything is stopped when the `with` block ends.
 
 Each request goes out in its own protocol (`RawRequest.protocol`): HTTP/1.1 to the listener as
 compiled, h2c to a listener in the clear and h2 to one with TLS. The compiled listener is
@@ -31,7 +33,17 @@ from ..backends.envoy import LISTENER_NAME, OVERRIDE_CLUSTER, Options, bootstrap
 from ..check import Checked, ListenerTls
 from ..deploy import publish
 from ..interpret.request import H2, HTTP1, RawRequest
-from .client import H2Session, HandshakeRefused, StreamRefused, h2_fields, send, tls_context
+from ..nodes import UpstreamProtocol
+from .client import (
+    H2Session,
+    HandshakeRefused,
+    StreamRefused,
+    grpc_status_in,
+    grpc_status_of,
+    h2_fields,
+    send,
+    tls_context,
+)
 from .decisions import logged_decision
 from .envoy_process import Envoy, admin_get, listener_ports, running_envoy
 from .upstream import RecordingUpstream
@@ -39,6 +51,9 @@ from .upstream import RecordingUpstream
 LOOPBACK = "127.0.0.1"
 # `running_envoy` or a runner with its contract, such as `container.running_envoy_container`.
 Runner = Callable[..., AbstractContextManager[Envoy]]
+# Sends one request to the proxy's port (over TLS when told) and returns the HTTP status and the
+# grpc-status the client read (None for none, or OK); raises HandshakeRefused.
+Client = Callable[[int, RawRequest, bool], tuple[int, int | None]]
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,7 @@ class Observed:
     rule: str | None
     reached_upstream: bool
     log: dict
+    grpc_status: int | None = None  # the proxy's answer to a gRPC call, as its client read it
 
 
 TWIN_NAME = f"{LISTENER_NAME}-twin"
@@ -73,9 +89,15 @@ def _development_tls() -> ListenerTls:
 
 
 class EnvoyUnderTest:
-    def __init__(self, workdir: Path, runner: Runner = running_envoy, key_clusters: tuple[dict, ...] = ()):
-        """`key_clusters`: the clusters of remote JWKS the loaded policies fetch from."""
+    def __init__(self, workdir: Path, runner: Runner = running_envoy, key_clusters: tuple[dict, ...] = (),
+                 upstream: AbstractContextManager | None = None,
+                 upstream_protocol: UpstreamProtocol = UpstreamProtocol.HTTP1):
+        """`key_clusters`: the clusters of remote JWKS the loaded policies fetch from. `upstream`:
+        what every service is sent to instead of a recording upstream (a context manager whose
+        value has `address` and a growing `received` list), speaking `upstream_protocol`."""
         self.workdir, self.runner, self.key_clusters = workdir, runner, key_clusters
+        self.upstream_server = upstream or RecordingUpstream()
+        self.upstream_protocol = upstream_protocol
         self.stack = ExitStack()
         self.log_path = workdir / "access.log"
         self.lds_dir = workdir / "lds"
@@ -88,10 +110,12 @@ class EnvoyUnderTest:
         self.lds_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.unlink(missing_ok=True)
         self.logged = 0
-        self.upstream = self.stack.enter_context(RecordingUpstream())
-        self.options = Options(f"{LOOPBACK}:0", f"{LOOPBACK}:0", str(self.log_path), self.upstream.address)
+        self.upstream = self.stack.enter_context(self.upstream_server)
+        self.options = Options(f"{LOOPBACK}:0", f"{LOOPBACK}:0", str(self.log_path), self.upstream.address,
+                               upstream_override_protocol=self.upstream_protocol)
         self._publish({"version_info": "empty", "resources": []})
-        config = bootstrap(None, [cluster(OVERRIDE_CLUSTER, self.upstream.address), *self.key_clusters], self.options)
+        upstream = cluster(OVERRIDE_CLUSTER, self.upstream.address, protocol=self.upstream_protocol)
+        config = bootstrap(None, [upstream, *self.key_clusters], self.options)
         config["dynamic_resources"] = {"lds_config": {"resource_api_version": "V3", "path_config_source": {
             "path": str(self.lds_dir / "lds.yaml"), "watched_directory": {"path": str(self.lds_dir)}}}}
         self.envoy = self.stack.enter_context(self.runner(
@@ -143,43 +167,51 @@ class EnvoyUnderTest:
             time.sleep(0.005)
         raise TimeoutError(f"Envoy did not load listener version {version}")
 
-    def send_all(self, requests: list[RawRequest]) -> list[Observed]:
+    def send_all(self, requests: list[RawRequest], client: Client | None = None) -> list[Observed]:
+        """What Envoy did with each request, sent by `client`, or by default in its own protocol."""
         results = []
         with ExitStack() as connections:
             sessions: dict[tuple, H2Session] = {}  # one HTTP/2 connection per listener and certificate
             for request in requests:
                 before = len(self.upstream.received)
-                status, reason = self._exchange(request, sessions, connections)
+                outcome = self._exchange(request, client, sessions, connections)
                 reached = len(self.upstream.received) > before
-                results.append((replace(request, source=LOOPBACK), status, reason, reached))
-        entries = iter(self._log_entries(sum(1 for _, _, reason, _ in results if reason != "handshake-refused")))
+                results.append((replace(request, source=LOOPBACK), *outcome, reached))
+        entries = iter(self.log_entries(sum(1 for *_, reason, _ in results if reason != "handshake-refused")))
         return [self._observed(*result, entries) for result in results]
 
-    def _exchange(self, request: RawRequest, sessions: dict, connections: ExitStack) -> tuple[int, str | None]:
-        """Envoy's status, and the reason when there is none: the handshake refused (and nothing
-        logged), or the HTTP/2 stream reset (logged with status 0)."""
+    def _exchange(self, request: RawRequest, client: Client | None, sessions: dict,
+                  connections: ExitStack) -> tuple[int, int | None, str | None]:
+        """Envoy's status and grpc-status, and the reason when there is no status: the handshake
+        refused (and nothing logged), or the HTTP/2 stream reset (logged with status 0)."""
         try:
+            if client is not None:
+                return *client(self.port, request, self.tls), None
             if request.protocol == HTTP1:
-                return send(self.port, request, tls=self.tls)[0], None
+                status, response = send(self.port, request, tls=self.tls)
+                return status, grpc_status_of(response), None
             tls = request.protocol == H2
             key = (tls, request.certificate if tls else None)
             if key not in sessions:
                 context = tls_context(request.certificate, "h2") if tls else None
                 sessions[key] = connections.enter_context(H2Session(self.ports[tls], context))
-            return sessions[key].send(h2_fields(request, tls))[0], None
+            response = sessions[key].send(h2_fields(request, tls))
+            return response.status, grpc_status_in(response.headers), None
         except HandshakeRefused:
-            return 0, "handshake-refused"  # no HTTP exchange, so no access log line either
+            return 0, None, "handshake-refused"  # no HTTP exchange, so no access log line either
         except StreamRefused:
-            return 0, "reset"
+            return 0, None, "reset"
 
     @staticmethod
-    def _observed(request: RawRequest, status: int, reason: str | None, reached: bool, entries) -> Observed:
+    def _observed(request: RawRequest, status: int, grpc_status: int | None, reason: str | None, reached: bool,
+                  entries) -> Observed:
         if reason == "handshake-refused":
             return Observed(request, 0, reason, None, reached, {})
         entry = next(entries)
-        return Observed(request, status, *logged_decision(entry), reached, entry)
+        return Observed(request, status, *logged_decision(entry), reached, entry, grpc_status)
 
-    def _log_entries(self, count: int, timeout: float = 10.0) -> list[dict]:
+    def log_entries(self, count: int, timeout: float = 10.0) -> list[dict]:
+        """The next `count` access-log entries, once Envoy has written them."""
         deadline = time.monotonic() + timeout
         while True:
             text = self.log_path.read_text() if self.log_path.exists() else ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from .. import nodes as n
@@ -16,6 +16,7 @@ from ..catalog import normalize_ref
 from ..check import Checked
 from . import h2
 from .glob import glob_matches
+from .grpc import grpc_status, is_grpc_call
 from .headers import header_table, padded, value_tested_headers
 from .hosts import Admitted, admit_received, admit_request
 from .memo import per_object
@@ -203,8 +204,16 @@ def _rule_decision(checked: Checked, service: n.Service, ctx: Context) -> Decisi
 def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
              keys: Mapping[str, dict] | None = None) -> Decision:
     """Decide `request` as the emitted Envoy config would. `keys` adds JWKS for `jwks "<uri>"`
-    issuers (the proxy fetches those; without keys their tokens fail verification)."""
-    now = time.time() if now is None else now
+    issuers (the proxy fetches those; without keys their tokens fail verification). A gRPC
+    call's decision carries the grpc-status its client reads (interpret/grpc.py)."""
+    decision = _decide(checked, request, time.time() if now is None else now, keys)
+    lines = [(name, value) for name, value in request.headers if name.lower() != "host"]
+    grpc = is_grpc_call(header_table(lines, http2=request.protocol != HTTP1))
+    status = grpc_status(decision.status, decision.reason, decision.detail) if grpc else None
+    return decision if status is None else replace(decision, grpc_status=status)
+
+
+def _decide(checked: Checked, request: RawRequest, now: float, keys: Mapping[str, dict] | None) -> Decision:
     # h2c is HTTP/2 in the clear: there is no handshake in which to present a certificate.
     peer = verified_peer(request.certificate if request.protocol != H2C else None, checked.trusts, now)
     if isinstance(peer, HandshakeRefused):  # before any HTTP: no status, no service, no log line

@@ -80,9 +80,12 @@ class Decision:
     """What happens to a request: the status the client sees, and which rule decided and why.
 
     `reason` is one of handshake-refused (status 0: the TLS handshake failed, no HTTP answer),
+    `reason` is one of handshake-refused (status 0: the TLS handshake failed, no HTTP answer),
     reset (status 0: the HTTP/2 stream was reset, no HTTP answer), bad-request, unauthenticated,
     forbidden, no-service, deny, allow, default-deny. For a dry-run service `status` is the
-    upstream's and `enforced_status` what the policy would have answered.
+    upstream's and `enforced_status` what the policy would have answered. To a gRPC call the proxy
+    gives its own answers as `grpc_status` (16 UNAUTHENTICATED, 7 PERMISSION_DENIED, …) in an HTTP
+    200 response; `status` stays the HTTP answer it stands for.
     """
 
     status: int
@@ -93,6 +96,12 @@ class Decision:
     dry_run: bool = False
     enforced_status: int | None = None
     caller: dict = field(default_factory=dict)
+    grpc_status: int | None = None
+
+    @property
+    def wire_status(self) -> int:
+        """The HTTP status on the wire: 200 when the answer travels as a grpc-status."""
+        return 200 if self.grpc_status is not None else self.status
 
     def to_json(self) -> dict:
         data = asdict(self)

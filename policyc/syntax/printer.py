@@ -121,6 +121,10 @@ def expression(expr: n.Expr) -> str:
             return f"peer.{field.value} {op.value} {_values(op, values)}"
         case n.PeerTrusted(trust):
             return "peer trusted" + (f" {trust}" if trust else "")
+        case n.GrpcTest(n.GrpcKind.SERVICE | n.GrpcKind.METHOD as kind, op, names):
+            return f"grpc {kind.value} " + (f"in {string_list(names)}" if op is n.Op.IN else string(names[0]))
+        case n.GrpcTest(kind):
+            return f"grpc {kind.value}"
     raise TypeError(f"no printer for {type(expr).__name__}")
 
 
@@ -156,8 +160,10 @@ def _service_setting(setting: n.ServiceSetting) -> str:
     match setting:
         case n.Hosts(hosts):
             return f"hosts {_string_or_list(hosts)}"
-        case n.Upstream(address):
-            return f"upstream {string(address)}"
+        case n.Upstream(address, protocol):
+            # HTTP/1.1 is the default, written as nothing: the canonical form of `http1`.
+            http2 = protocol is n.UpstreamProtocol.HTTP2
+            return f"upstream {string(address)}" + (f" {protocol.value}" if http2 else "")
         case n.ModeSetting(mode):
             return f"mode {mode.value}"
         case n.PathParameters():

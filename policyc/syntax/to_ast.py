@@ -161,7 +161,8 @@ class ToAst:
         return n.Hosts(values, self.span(meta), spans)
 
     def upstream(self, meta, children):
-        return n.Upstream(self.text(children[0]), self.span(meta))
+        protocol = n.UpstreamProtocol(str(children[1])) if len(children) > 1 else n.UpstreamProtocol.HTTP1
+        return n.Upstream(self.text(children[0]), protocol, self.span(meta))
 
     def mode(self, meta, children):
         return n.ModeSetting(n.Mode(str(children[0])), self.span(meta))
@@ -305,3 +306,25 @@ class ToAst:
 
     def peer_trusted(self, meta, children):
         return n.PeerTrusted(str(children[0]) if children else None, self.span(meta))
+
+    def _grpc(self, meta, kind, op, tokens):
+        names, spans = self.texts(tokens)
+        return n.GrpcTest(kind, op, names, self.span(meta), spans)
+
+    def grpc_service_eq(self, meta, children):
+        return self._grpc(meta, n.GrpcKind.SERVICE, n.Op.EQ, children)
+
+    def grpc_service_in(self, meta, children):
+        return self._grpc(meta, n.GrpcKind.SERVICE, n.Op.IN, children[0])
+
+    def grpc_method_eq(self, meta, children):
+        return self._grpc(meta, n.GrpcKind.METHOD, n.Op.EQ, children)
+
+    def grpc_method_in(self, meta, children):
+        return self._grpc(meta, n.GrpcKind.METHOD, n.Op.IN, children[0])
+
+    def grpc_health(self, meta, children):
+        return n.GrpcTest(n.GrpcKind.HEALTH, span=self.span(meta))
+
+    def grpc_reflection(self, meta, children):
+        return n.GrpcTest(n.GrpcKind.REFLECTION, span=self.span(meta))

@@ -28,7 +28,7 @@ from policyc.harness.envoy_process import running_envoy
 from policyc.harness.replay import EnvoyUnderTest
 from policyc.interpret.request import PROTOCOLS
 from policyc.syntax.printer import format_file
-from tests.property.strategies import NOW, checked_policy, requests, write_world
+from tests.property.strategies import NOW, checked_policy, grpc_calls, requests, write_world
 
 pytestmark = pytest.mark.envoy
 
@@ -75,8 +75,11 @@ def _report(generated, target: str, comparison) -> str:
             f"  interpreter: {comparison.expected}")
 
 
-def differential(envoy, world, policies: int, counts: Counter, shrink: bool = True) -> None:
-    """Generated policies and requests through Envoy and the interpreter; fails on any difference."""
+def differential(envoy, world, policies: int, counts: Counter, shrink: bool = True,
+                 per_policy: int = REQUESTS, client=None, grpc: bool = False) -> None:
+    """Generated policies and requests through Envoy and the interpreter; fails on any difference.
+    Every request goes over every protocol; with `grpc`, policies for gRPC services and gRPC calls,
+    sent by `client` (tests/grpc) in the protocol it speaks."""
     phases = tuple(Phase) if shrink else (Phase.explicit, Phase.reuse, Phase.generate)
 
     # Without shrinking (the planted-bug test): seeded, and never saved for the real suite to replay.
@@ -86,13 +89,14 @@ def differential(envoy, world, policies: int, counts: Counter, shrink: bool = Tr
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(data=st.data())
     def run(data):
-        generated = data.draw(checked_policy(world), label="policy")
-        drawn = data.draw(st.lists(requests(generated), min_size=REQUESTS, max_size=REQUESTS), label="requests")
-        sent = [replace(request, protocol=protocol) for request in drawn for protocol in PROTOCOLS]
+        generated = data.draw(checked_policy(world, grpc), label="policy")
+        made = grpc_calls(generated) if grpc else requests(generated)
+        drawn = data.draw(st.lists(made, min_size=per_policy, max_size=per_policy), label="requests")
+        sent = drawn if client else [replace(request, protocol=protocol) for request in drawn for protocol in PROTOCOLS]
         for target in TARGETS:
             policies = expressible_part(generated.checked) if target == "rbac" else generated.checked
             envoy.load(policies, target)
-            for comparison in compare(policies, envoy.send_all(sent), NOW, {}):
+            for comparison in compare(policies, envoy.send_all(sent, client), NOW, {}):
                 counts[f"{target} {comparison.observed.request.protocol}"] += 1
                 assert not comparison.differences, _report(generated, target, comparison)
 

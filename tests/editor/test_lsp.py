@@ -338,6 +338,21 @@ def test_hover_keeps_policy_text_out_of_markdown(lsp, tmp_path):
     lsp(scenario)
 
 
+def test_hover_on_a_grpc_atom_shows_the_path_it_tests(lsp, tmp_path):
+    policy = tmp_path / "main.policy"
+    policy.write_text('condition reads = grpc service in ["shop.v1.Orders", "Ping"] or grpc health\n')
+
+    async def scenario(client):
+        await client.open(policy)
+        uri = types.TextDocumentIdentifier(from_fs_path(str(policy)))
+        service = await client.text_document_hover_async(types.HoverParams(uri, types.Position(0, 20)))
+        assert 'path prefix "/shop.v1.Orders/" or path prefix "/Ping/"' in service.contents.value
+        health = await client.text_document_hover_async(types.HoverParams(uri, types.Position(0, 65)))
+        assert 'path prefix "/grpc.health.v1.Health/"' in health.contents.value
+
+    lsp(scenario)
+
+
 def test_go_to_definition_of_conditions_issuers_imports_and_groups(lsp, example):
     payments, common = example / "payments.policy", example / "common.policy"
 

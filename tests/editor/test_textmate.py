@@ -88,6 +88,14 @@ EXPECTED = [
     ('header "x-tenant"', "header", "variable.language.attribute.policy"),
     ('header "x-tenant"', '\\"', "constant.character.escape.policy"),
     ('header "x-tenant"', "\\q", "invalid.illegal.escape.policy"),
+    ("service orders", "orders", "entity.name.type.service.policy"),
+    ('upstream "127.0.0.1:50051"', "http2", "constant.language.protocol.policy"),
+    ('allow public "probe"', "grpc", "variable.language.attribute.policy"),
+    ('allow public "probe"', "health", "variable.language.attribute.policy"),
+    ('allow "read"', "method", "variable.language.attribute.policy"),
+    ('allow "read"', "shop.v1.Orders/Get", "string.quoted.double.policy"),
+    ('allow "read"', "reflection", "variable.language.attribute.policy"),
+    ("or grpc service", "service", "variable.language.attribute.policy"),
 ]
 
 

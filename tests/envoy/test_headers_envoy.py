@@ -1,8 +1,8 @@
 """What the policy filters see of request headers, on a real Envoy running the emitted
 configuration with a Lua probe in place of the policy: which repeated headers Envoy joins into one
-value over HTTP/1.1 and HTTP/2 (exactly the interpreter's list, interpret/headers.py), that no header a rule may not test
-(`check/proxy-header`) reaches the filters as sent, and what a client sees over HTTP/2 of a header
-name holding `_`."""
+value over HTTP/1.1 and HTTP/2 (exactly the interpreter's list, interpret/headers.py), that no
+header a rule may not test (`check/proxy-header`) reaches the filters as sent, and what a client
+sees over HTTP/2 of a header name holding `_`."""
 
 import json
 import socket

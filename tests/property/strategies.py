@@ -7,7 +7,7 @@ import ipaddress
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache, lru_cache
 from pathlib import Path
 
@@ -17,8 +17,16 @@ from hypothesis import strategies as st
 from policyc import devtokens
 from policyc import nodes as n
 from policyc.check import Checked, check
-from policyc.harness.generate import Literals, glob_instances, literals, near_misses, put_claim
+from policyc.harness.generate import (
+    Literals,
+    glob_instances,
+    grpc_near_misses,
+    literals,
+    near_misses,
+    put_claim,
+)
 from policyc.interpret.evaluator import Context
+from policyc.interpret.grpc import GRPC_CONTENT_TYPE
 from policyc.interpret.request import RawRequest
 from policyc.source import Span
 from policyc.syntax.printer import format_file
@@ -41,6 +49,8 @@ class Vocabulary:
     cidrs: st.SearchStrategy[str]
     claims: st.SearchStrategy[n.Claim]
     claim_values: st.SearchStrategy[str]
+    grpc_services: st.SearchStrategy[str]
+    grpc_methods: st.SearchStrategy[str]
     min_list: int  # the grammar admits `[]`; the checker refuses it
     issuers: st.SearchStrategy[str] | None
     conditions: st.SearchStrategy[str] | None
@@ -87,6 +97,11 @@ def atoms_of(v: Vocabulary) -> st.SearchStrategy[n.Expr]:
         st.builds(n.HeaderTest, v.header_names, st.just(IN), _some(v.header_values, v.min_list)),
         st.builds(n.HeaderPresent, v.header_names),
         st.builds(n.SourceIn, _some(v.cidrs, v.min_list)),
+        st.builds(n.GrpcTest, st.just(n.GrpcKind.SERVICE), st.just(EQ), _one(v.grpc_services)),
+        st.builds(n.GrpcTest, st.just(n.GrpcKind.SERVICE), st.just(IN), _some(v.grpc_services, v.min_list)),
+        st.builds(n.GrpcTest, st.just(n.GrpcKind.METHOD), st.just(EQ), _one(v.grpc_methods)),
+        st.builds(n.GrpcTest, st.just(n.GrpcKind.METHOD), st.just(IN), _some(v.grpc_methods, v.min_list)),
+        st.builds(n.GrpcTest, st.sampled_from([n.GrpcKind.HEALTH, n.GrpcKind.REFLECTION])),
         identity_atoms_of(v),
     ]
     if v.conditions is not None:
@@ -109,11 +124,12 @@ KEYWORDS = ("import", "catalog", "issuer", "url", "jwks", "file", "audience", "u
             "service", "hosts", "upstream", "mode", "when", "or", "and", "not", "authenticated",
             "method", "in", "path", "prefix", "glob", "header", "suffix", "present", "source",
             "contains", "true", "false", "member", "owners", "token", "public", "allow", "deny",
-            "enforce", "dry-run", "trust", "ca", "tls", "cert", "key", "peer", "trusted")
+            "enforce", "dry-run", "trust", "ca", "tls", "cert", "key", "peer", "trusted", "grpc", "health",
+            "reflection", "http1", "http2")
 # A bare name is read as a keyword only where that keyword can start an atom, so a parsed tree
 # never holds a condition reference by one of these names; every other name position takes any.
 _ATOM_KEYWORDS = frozenset({"not", "authenticated", "issuer", "method", "path", "header", "source",
-                            "member", "token", "peer"})
+                            "member", "token", "peer", "grpc"})
 
 _NAME_START = "ABCXYZabcxyz_"
 _bare_names = st.builds(str.__add__, st.sampled_from(_NAME_START), st.text(_NAME_START + "09-", max_size=10))
@@ -150,8 +166,8 @@ def _networks(version: int) -> st.SearchStrategy[str]:
 _ANY_VOCABULARY = Vocabulary(
     methods=names, paths=strings, prefixes=strings, globs=strings, header_names=strings,
     header_values=strings, cidrs=st.one_of(_networks(4), _networks(6), strings), claims=_any_claims,
-    claim_values=strings, min_list=0, issuers=names, conditions=_reference_names, groups=strings,
-    owned=_entity_refs,
+    claim_values=strings, grpc_services=strings, grpc_methods=strings, min_list=0, issuers=names,
+    conditions=_reference_names, groups=strings, owned=_entity_refs,
 )
 # `peer trusted` reads a keyword after it as what follows the atom, so a parsed tree never names
 # a trust by a keyword there.
@@ -170,7 +186,7 @@ _issuer_settings = st.one_of(
 )
 _service_settings = st.one_of(
     st.builds(n.Hosts, _some(strings, 0)),
-    st.builds(n.Upstream, strings),
+    st.builds(n.Upstream, strings, st.sampled_from(n.UpstreamProtocol)),
     st.builds(n.ModeSetting, st.sampled_from(n.Mode)),
     st.builds(n.PathParameters),
 )
@@ -338,12 +354,15 @@ def write_world(root: Path) -> World:
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND")
 PATHS = ("/", "/healthz", "/admin", "/admin;x", "/api/v1/items", "/api/v1/tenants/acme/invoices",
-         "/debug/vars", "/reports/q1.csv", "/a%20b")
+         "/debug/vars", "/reports/q1.csv", "/a%20b", "/shop.v1.Orders/Get", "/shop.v1.Orders/Delete",
+         "/grpc.health.v1.Health/Check", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
 PREFIXES = ("/", "/api/", "/api/v1/", "/debug/", "/admin", "/reports/")
 GLOBS = ("/api/*/items/**", "/api/v1/**", "/reports/*.csv", "/v*/x", "/**", "/*", "/admin/**",
          "/api/v1/tenants/*/invoices", "/a*b*c")
-HEADER_NAMES = ("x-tenant", "x-role", "accept", "authorization", "cookie")
-HEADER_VALUES = ("acme", "globex", "admin", "editor", "", "application/json", "debug=1")
+HEADER_NAMES = ("x-tenant", "x-role", "accept", "authorization", "cookie", "content-type")
+# The gRPC content-types: the proxy answers a gRPC call's refusals with a grpc-status.
+HEADER_VALUES = ("acme", "globex", "admin", "editor", "", "application/json", "debug=1", "application/grpc",
+                 "application/grpc+proto", "application/grpc-web")
 CIDRS = ("10.0.0.0/8", "10.20.0.0/16", "192.168.1.0/24", "127.0.0.1/32", "0.0.0.0/0", "::1/128",
          "fd00:20::/32", "2001:db8::/32", "::/0")
 CLAIMS = (("sub",), ("email",), ("tenant",), ("email_verified",), ("roles",), ("https://example.com/roles",),
@@ -352,6 +371,9 @@ CLAIM_VALUES = ("user:default/alice", "acme", "admin", "ledger-reader", "@exampl
                 "group:default/sre", "")
 GROUPS = ("group:default/sre", "sre", "platform", "group:org", "payments-team", "Group:Default/SRE")
 OWNED = ("component:payments", "component:default/ledger", "Component:Payments", "component:ledger")
+GRPC_SERVICES = ("shop.v1.Orders", "shop.v1.Items", "Ping", "grpc.health.v1.Health")
+GRPC_METHODS = ("shop.v1.Orders/Get", "shop.v1.Orders/List", "shop.v1.Items/Get", "Ping/Ping",
+                "grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
 CONDITION_NAMES = ("read_only", "sre", "from_office", "c-3")
 RULE_NAMES = ("health", "no-debug", "read", "write", "tenant", "r.1", "team:x")
 SERVICES = (
@@ -361,9 +383,25 @@ SERVICES = (
 )
 
 
-def vocabulary(issuers: Iterable[str], conditions: Iterable[str], catalog_users: bool) -> Vocabulary:
-    """Literals the checker accepts, naming only what the policy declares."""
-    return _vocabulary(tuple(sorted(issuers)), tuple(sorted(conditions)), catalog_users)
+# Paths of gRPC services: what the gRPC differential's policies test besides the gRPC atoms.
+GRPC_PATHS = ("/shop.v1.Orders/Get", "/shop.v1.Orders/ListOrders", "/shop.v1.Items/Get", "/Ping/Ping",
+              "/grpc.health.v1.Health/Check", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+GRPC_PREFIXES = ("/", "/shop.v1.", "/shop.v1.Orders/", "/grpc.", "/shop.v1.Orders/Get")
+GRPC_GLOBS = ("/shop.v1.*/Get", "/shop.v1.Orders/**", "/*/Get", "/**", "/*.v1.*/List*")
+
+
+def vocabulary(issuers: Iterable[str], conditions: Iterable[str], catalog_users: bool,
+               grpc: bool = False) -> Vocabulary:
+    """Literals the checker accepts, naming only what the policy declares (paths of gRPC
+    services with `grpc`)."""
+    v = _vocabulary(tuple(sorted(issuers)), tuple(sorted(conditions)), catalog_users)
+    return _grpc_vocabulary(v) if grpc else v
+
+
+@cache
+def _grpc_vocabulary(v: Vocabulary) -> Vocabulary:
+    return replace(v, paths=st.sampled_from(GRPC_PATHS), prefixes=st.sampled_from(GRPC_PREFIXES),
+                   globs=st.sampled_from(GRPC_GLOBS))
 
 
 # Strategies are cached because building (and validating) fresh ones for every example costs
@@ -375,7 +413,8 @@ def _vocabulary(issuers: tuple[str, ...], conditions: tuple[str, ...], catalog_u
         globs=st.sampled_from(GLOBS), header_names=st.sampled_from(HEADER_NAMES),
         header_values=st.sampled_from(HEADER_VALUES),
         cidrs=st.one_of(st.sampled_from(CIDRS), _networks(4), _networks(6).filter(_not_mapped)),
-        claims=st.sampled_from(CLAIMS).map(n.Claim), claim_values=st.sampled_from(CLAIM_VALUES), min_list=1,
+        claims=st.sampled_from(CLAIMS).map(n.Claim), claim_values=st.sampled_from(CLAIM_VALUES),
+        grpc_services=st.sampled_from(GRPC_SERVICES), grpc_methods=st.sampled_from(GRPC_METHODS), min_list=1,
         issuers=st.sampled_from(issuers) if issuers else None,
         conditions=st.sampled_from(conditions) if conditions else None,
         groups=st.sampled_from(GROUPS) if catalog_users else None,
@@ -394,11 +433,12 @@ class Generated:
 
     policy_set: n.PolicySet
     checked: Checked = field(repr=False)
+    grpc: bool = False  # made for gRPC calls
 
     def vocabulary(self) -> Vocabulary:
         issuers = self.checked.issuers.values()
         return vocabulary((i.name for i in issuers), self.checked.conditions,
-                          any(i.catalog_users for i in issuers))
+                          any(i.catalog_users for i in issuers), self.grpc)
 
 
 # Hypothesis often replays a policy set with only the request changed, and reading the catalog is
@@ -452,8 +492,9 @@ def rules(v: Vocabulary, effect: n.Effect | None = None, name: str | None = None
     )
 
 
-def _service(draw, name: str, pool: tuple[str, ...], v: Vocabulary) -> n.Service:
-    settings = [n.Hosts(tuple(_subset(draw, pool, min_size=1))), n.Upstream("127.0.0.1:8080")]
+def _service(draw, name: str, pool: tuple[str, ...], v: Vocabulary, grpc: bool) -> n.Service:
+    protocol = n.UpstreamProtocol.HTTP2 if grpc else n.UpstreamProtocol.HTTP1
+    settings = [n.Hosts(tuple(_subset(draw, pool, min_size=1))), n.Upstream("127.0.0.1:8080", protocol)]
     mode = _pick(draw, [None, n.Mode.DRY_RUN, n.Mode.ENFORCE])
     if mode is not None:
         settings.append(n.ModeSetting(mode))
@@ -465,23 +506,25 @@ def _service(draw, name: str, pool: tuple[str, ...], v: Vocabulary) -> n.Service
 
 
 @st.composite
-def checked_policy(draw, world: World) -> Generated:
+def checked_policy(draw, world: World, grpc: bool = False) -> Generated:
+    """A policy set that checks cleanly; with `grpc`, for gRPC services (`http2` upstreams,
+    paths of gRPC calls)."""
     here = Span(world.policy_path, 1, 1, 1, 1)
     issuers = [_issuer(draw, profile, here) for profile in _subset(draw, ISSUERS)]
     catalog_users = any(i.catalog_users for i in issuers)
     conditions: list[n.Condition] = []
     # Each condition may use only those before it, so conditions never form a cycle.
     for name in _subset(draw, CONDITION_NAMES):
-        v = vocabulary((i.name for i in issuers), (c.name for c in conditions), catalog_users)
+        v = vocabulary((i.name for i in issuers), (c.name for c in conditions), catalog_users, grpc)
         conditions.append(n.Condition(name, draw(condition_expressions(v))))
-    v = vocabulary((i.name for i in issuers), (c.name for c in conditions), catalog_users)
-    services = [_service(draw, name, pool, v) for name, pool in _subset(draw, SERVICES, min_size=1)]
+    v = vocabulary((i.name for i in issuers), (c.name for c in conditions), catalog_users, grpc)
+    services = [_service(draw, name, pool, v, grpc) for name, pool in _subset(draw, SERVICES, min_size=1)]
     # The catalog only matters to `member`, which needs a `catalog users` issuer; reading it is
     # most of what `check` costs.
     catalog = [n.Catalog("catalog", here)] if catalog_users else []
     items = (*issuers, *catalog, *conditions, *services)
     policy_set = n.PolicySet((n.PolicyFile(world.policy_path, items),))
-    return Generated(policy_set, check_clean(policy_set))
+    return Generated(policy_set, check_clean(policy_set), grpc)
 
 
 # ---------------------------------------------------------------- requests biased to a policy's literals
@@ -696,3 +739,40 @@ def arbitrary_requests() -> st.SearchStrategy[RawRequest]:
     return st.builds(RawRequest, st.one_of(st.sampled_from(METHODS), text), text.filter(lambda t: "\n" not in t),
                      st.none() | text, st.lists(st.tuples(header_names, header_values), max_size=3).map(tuple),
                      st.ip_addresses().map(str))
+
+
+# Metadata a gRPC client cannot choose: grpcio sets it, or the proxy does.
+GRPC_TRANSPORT = frozenset({"content-type", "te", "host", "user-agent", "grpc-timeout", "grpc-encoding",
+                            "grpc-accept-encoding"})
+
+
+def _grpc_host_variants(host: str) -> list[str]:
+    # What an `:authority` can be that grpcio sends as given.
+    return [host.upper(), host + ".", "x" + host, "unknown.internal"]
+
+
+@st.composite
+def grpc_calls(draw, gen: Generated, service_name: str | None = None) -> RawRequest:
+    """A gRPC call (`POST /Service/Method` of the gRPC content-type, over HTTP/2) whose method,
+    authority, metadata and token are likely to hit, or just miss, the policy's literals."""
+    service, focus, everything = _focus(draw, gen, service_name)
+    path = _prefer(draw, focus.paths, everything.paths | set(GRPC_PATHS))
+    if _rarely(draw) or _rarely(draw):
+        path = _pick(draw, grpc_near_misses(path))
+    host = _pick(draw, service.hosts)
+    if _rarely(draw):
+        host = _pick(draw, _grpc_host_variants(host))
+    values = [*sorted(focus.header_values | focus.claim_values),
+              *sorted(everything.header_values | set(HEADER_VALUES) | everything.claim_values | set(CLAIM_VALUES))]
+    names = [name for name in [*sorted(focus.headers), *sorted(set(everything.headers) | set(HEADER_NAMES))]
+             if name not in GRPC_TRANSPORT and name != "authorization"]
+    # One value per name: how a repeated header reads over HTTP/2 is left to the HTTP differential.
+    metadata = {_pick(draw, names): _pick(draw, values) for _ in range(draw(st.integers(0, 3)))}
+    # HTTP/2 keeps blanks around a value (HTTP/1 drops them): left to the model of HTTP/2 requests.
+    lines = [line for line in _authorization(draw, gen, focus, everything)[:1] if line == line.strip(" \t")]
+    return grpc_call_request(path, host, [*metadata.items(), *(("authorization", line) for line in lines)])
+
+
+def grpc_call_request(path: str, host: str | None, metadata=()) -> RawRequest:
+    """The request grpcio sends for a call, as the interpreter reads it."""
+    return RawRequest("POST", path, host, (("content-type", GRPC_CONTENT_TYPE), *metadata), protocol="h2c")

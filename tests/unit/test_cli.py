@@ -61,6 +61,17 @@ def test_eval_with_hostile_path(tmp_path):
     assert json.loads(result.stdout)["status"] == 400
 
 
+def test_eval_of_a_grpc_call_gives_its_grpc_status(tmp_path):
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"method": "POST", "path": "/shop.v1.Orders/Get", "host": "shop.test",
+                                   "headers": {"content-type": "application/grpc"}}))
+    grpc = Path(__file__).parents[1] / "cases" / "grpc"
+    result = run("eval", grpc, "--request", request, "--json", expect=0)
+    assert json.loads(result.stdout) == {"status": 403, "reason": "default-deny", "rule": None, "service": "shop",
+                                         "grpc_status": 7}
+    assert "a gRPC call: HTTP 200 with grpc-status 7" in run("eval", grpc, "--request", request, expect=0).stdout
+
+
 def test_eval_bad_request_file_is_a_usage_error(tmp_path):
     request = tmp_path / "request.json"
     request.write_text('{"method": 1}')
