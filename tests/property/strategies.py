@@ -766,11 +766,11 @@ def grpc_calls(draw, gen: Generated, service_name: str | None = None) -> RawRequ
               *sorted(everything.header_values | set(HEADER_VALUES) | everything.claim_values | set(CLAIM_VALUES))]
     names = [name for name in [*sorted(focus.headers), *sorted(set(everything.headers) | set(HEADER_NAMES))]
              if name not in GRPC_TRANSPORT and name != "authorization"]
-    # One value per name: how a repeated header reads over HTTP/2 is left to the HTTP differential.
-    metadata = {_pick(draw, names): _pick(draw, values) for _ in range(draw(st.integers(0, 3)))}
-    # HTTP/2 keeps blanks around a value (HTTP/1 drops them): left to the model of HTTP/2 requests.
-    lines = [line for line in _authorization(draw, gen, focus, everything)[:1] if line == line.strip(" \t")]
-    return grpc_call_request(path, host, [*metadata.items(), *(("authorization", line) for line in lines)])
+    # Names may repeat and values carry spaces around them (grpcio refuses tabs): HTTP/2 keeps them.
+    metadata = [(_pick(draw, names), _value_variant(draw, _pick(draw, values)).replace("\t", " "))
+                for _ in range(draw(st.integers(0, 3)))]
+    lines = [f" {line}" if _rarely(draw) else line for line in _authorization(draw, gen, focus, everything)[:1]]
+    return grpc_call_request(path, host, [*metadata, *(("authorization", line) for line in lines)])
 
 
 def grpc_call_request(path: str, host: str | None, metadata=()) -> RawRequest:
