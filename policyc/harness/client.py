@@ -1,12 +1,16 @@
 """Sends a `RawRequest` to a proxy exactly as described (request-target, Host and header lines
-as given) over a raw HTTP/1.1 socket on loopback, in the clear or over TLS with the request's
-client certificate, and reads back one response."""
+as given) on loopback and reads back one response: over a raw HTTP/1.1 socket (`send`), or as
+HTTP/2 fields on a kept connection (`H2Session`), in the clear or over TLS with the request's
+client certificate."""
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -168,9 +172,10 @@ class H2Session:
         self.connection.initiate_connection()
         self.sock.sendall(self.connection.data_to_send())
 
-    def send(self, fields: list[tuple[str, str]]) -> H2Response:
+    def send(self, fields: list[tuple[str, str]], reset_seen: Callable[[], bool] | None = None) -> H2Response:
         """The proxy's answer to `fields`; raises StreamRefused when it resets the stream or ends
-        the connection."""
+        the connection. `reset_seen` tells, while no answer has come, whether the proxy has already
+        recorded the reset (see `_wait_readable`)."""
         try:
             if self.sock is None:
                 self._connect()
@@ -178,7 +183,7 @@ class H2Session:
             encoded = [(name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape"))
                        for name, value in fields]
             self.connection.send_headers(stream, encoded, end_stream=True)
-            return self._exchange(stream)
+            return self._exchange(stream, reset_seen)
         except ssl.SSLError as e:
             # With TLS 1.3 a refused client certificate shows as an alert on the first read.
             self.close()
@@ -187,10 +192,12 @@ class H2Session:
             self.close()
             raise StreamRefused("the stream ended without an answer") from None
 
-    def _exchange(self, stream: int) -> H2Response:
+    def _exchange(self, stream: int, reset_seen: Callable[[], bool] | None) -> H2Response:
         headers, body = [], b""
         while True:
             self.sock.sendall(self.connection.data_to_send())
+            if reset_seen is not None:
+                self._wait_readable(reset_seen)
             data = self.sock.recv(65536)
             if not data:
                 raise StreamRefused("connection closed")
@@ -208,6 +215,21 @@ class H2Session:
                     raise StreamRefused(f"stream reset, error {event.error_code}")
                 elif isinstance(event, h2.events.ConnectionTerminated):
                     raise StreamRefused(f"connection ended, error {event.error_code}")
+
+    def _wait_readable(self, reset_seen: Callable[[], bool]) -> None:
+        """Waits for data from the proxy. A request that breaks the HTTP/2 codec ends the whole
+        connection, and Envoy then writes nothing and closes only after its delayed-close timeout
+        (1 s); but it logs the reset at once, and `reset_seen` reads that log."""
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+                return
+            if select.select([self.sock], [], [], 0.01)[0]:
+                return
+            if reset_seen():
+                raise StreamRefused("the proxy logged a reset")
+
+
 def grpc_status_of(response: bytes) -> int | None:
     """The grpc-status header of a raw HTTP/1.1 response, unless none or OK (0)."""
     head = response.split(b"\r\n\r\n", 1)[0]

@@ -109,7 +109,8 @@ class EnvoyUnderTest:
     def __enter__(self) -> EnvoyUnderTest:
         self.lds_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.unlink(missing_ok=True)
-        self.logged = 0
+        self.logged = 0  # log lines already matched to requests
+        self.log_read, self.log_lines = 0, []  # bytes of the log read so far, and their lines
         self.upstream = self.stack.enter_context(self.upstream_server)
         self.options = Options(f"{LOOPBACK}:0", f"{LOOPBACK}:0", str(self.log_path), self.upstream.address,
                                upstream_override_protocol=self.upstream_protocol)
@@ -170,20 +171,23 @@ class EnvoyUnderTest:
     def send_all(self, requests: list[RawRequest], client: Client | None = None) -> list[Observed]:
         """What Envoy did with each request, sent by `client`, or by default in its own protocol."""
         results = []
+        logged = self.logged  # the log line of the next request that gets one
         with ExitStack() as connections:
             sessions: dict[tuple, H2Session] = {}  # one HTTP/2 connection per listener and certificate
             for request in requests:
                 before = len(self.upstream.received)
-                outcome = self._exchange(request, client, sessions, connections)
+                outcome = self._exchange(request, client, sessions, connections, logged)
                 reached = len(self.upstream.received) > before
                 results.append((replace(request, source=LOOPBACK), *outcome, reached))
-        entries = iter(self.log_entries(sum(1 for *_, reason, _ in results if reason != "handshake-refused")))
+                logged += outcome[-1] != "handshake-refused"
+        entries = iter(self.log_entries(logged - self.logged))
         return [self._observed(*result, entries) for result in results]
 
-    def _exchange(self, request: RawRequest, client: Client | None, sessions: dict,
-                  connections: ExitStack) -> tuple[int, int | None, str | None]:
+    def _exchange(self, request: RawRequest, client: Client | None, sessions: dict, connections: ExitStack,
+                  line: int) -> tuple[int, int | None, str | None]:
         """Envoy's status and grpc-status, and the reason when there is no status: the handshake
-        refused (and nothing logged), or the HTTP/2 stream reset (logged with status 0)."""
+        refused (and nothing logged), or the HTTP/2 stream reset (logged with status 0, as log
+        line `line`)."""
         try:
             if client is not None:
                 return *client(self.port, request, self.tls), None
@@ -195,7 +199,7 @@ class EnvoyUnderTest:
             if key not in sessions:
                 context = tls_context(request.certificate, "h2") if tls else None
                 sessions[key] = connections.enter_context(H2Session(self.ports[tls], context))
-            response = sessions[key].send(h2_fields(request, tls))
+            response = sessions[key].send(h2_fields(request, tls), lambda: self._logged_reset(line))
             return response.status, grpc_status_in(response.headers), None
         except HandshakeRefused:
             return 0, None, "handshake-refused"  # no HTTP exchange, so no access log line either
@@ -210,19 +214,30 @@ class EnvoyUnderTest:
         entry = next(entries)
         return Observed(request, status, *logged_decision(entry), reached, entry, grpc_status)
 
+    def _log_lines(self) -> list[str]:
+        """The whole lines of the access log so far, read on from where the last call stopped."""
+        if self.log_path.exists():
+            with self.log_path.open("rb") as log:
+                log.seek(self.log_read)
+                data = log.read()
+            # Only whole lines: Envoy may be halfway through writing the last one.
+            whole = data[:data.rfind(b"\n") + 1]
+            self.log_read += len(whole)
+            self.log_lines += whole.decode().splitlines()
+        return self.log_lines
+
+    def _logged_reset(self, line: int) -> bool:
+        """Whether log line `line` is there and records a reset (status 0: no answer)."""
+        lines = self._log_lines()
+        return len(lines) > line and not int(json.loads(lines[line]).get("status") or 0)
+
     def log_entries(self, count: int, timeout: float = 10.0) -> list[dict]:
         """The next `count` access-log entries, once Envoy has written them."""
         deadline = time.monotonic() + timeout
-        while True:
-            text = self.log_path.read_text() if self.log_path.exists() else ""
-            # Only whole lines: Envoy may be halfway through writing the last one.
-            lines = text[:text.rfind("\n") + 1].splitlines()
-            if len(lines) >= self.logged + count:
-                break
+        while len(lines := self._log_lines()) < self.logged + count:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Envoy logged {len(lines) - self.logged} of {count} requests")
             time.sleep(0.005)
         entries = [json.loads(line) for line in lines[self.logged:self.logged + count]]
         self.logged += count
         return entries
-
