@@ -7,7 +7,7 @@ fields too, so they may be extra pseudo-headers or pseudo-headers out of order.
 
 Observed on the real binary with the emitted configuration, over h2c and over TLS (the `http2:`
 corpus of tests/security/bypass.yaml, and every case of tests/cases/ over both):
-- A field name with an upper-case letter or a character outside the token set (an empty name
+- A field name with an upper-case letter, `_` or a character outside the token set (an empty name
   too), a pseudo-header after a regular field, a second :method, :scheme, :path or :authority,
   any other pseudo-header (:protocol, :status, unknown ones), a value holding NUL, CR, LF, any
   other control character but HTAB, or DEL: the stream is reset. An :authority sent right after
@@ -112,7 +112,8 @@ def _valid_method(method: str) -> bool:
 
 
 def _valid_field(name: str, value: str) -> bool:
-    if not _NAME.fullmatch(name) or _BAD_VALUE.search(value):
+    # `_` in a name: headers_with_underscores_action REJECT_REQUEST, a reset over HTTP/2.
+    if not _NAME.fullmatch(name) or "_" in name or _BAD_VALUE.search(value):
         return False
     return name not in _CONNECTION_SPECIFIC and (name != "te" or (value.isascii() and value.lower() == "trailers"))
 
