@@ -81,11 +81,11 @@ def _seen(port: int, header_lines: list[str], method: str = "GET", body: bytes =
 def _seen_h2(port: int, fields: list[tuple[str, str]]) -> dict[str, tuple[int, str]]:
     """`_seen` over h2c."""
     with H2Session(port) as session:
-        status, body = session.send([(":method", "GET"), (":scheme", "http"), (":path", "/"),
-                                     (":authority", "s.test"), *fields])
-    assert status == 200, body
+        response = session.send([(":method", "GET"), (":scheme", "http"), (":path", "/"),
+                                 (":authority", "s.test"), *fields])
+    assert response.status == 200, response.body
     return {name: (int(count), value) for name, count, value in
-            (line.split("=", 2) for line in body.decode().splitlines())}
+            (line.split("=", 2) for line in response.body.decode().splitlines())}
 
 
 VALUES = (" v1", "v2 ")  # HTTP/1 drops the spaces, HTTP/2 keeps them
