@@ -11,8 +11,7 @@ Observed on Envoy 1.40 with the emitted configuration (tests/envoy/test_headers_
 - the headers Envoy keeps in its fixed ("inline") slots — those below — hold one value: repeated
   lines are joined with ",", empty lines skipped, so `header "accept" == "a"` does not match the
   lines `accept: a` and `accept: b`, whose one value is "a,b";
-- over HTTP/2, `cookie` fields are joined with "; " into one value, empty ones skipped (and the
-  header is gone when all are empty);
+- over HTTP/2, `cookie` fields are joined with "; " into one value (`_joined_cookies`);
 - a header name holding `_` gets the request refused (400 over HTTP/1, a reset stream over
   HTTP/2) before anything else reads it;
 - the headers that `Connection` names are removed (HTTP/1), `Authorization` included, and naming
@@ -132,10 +131,19 @@ def header_table(lines, http2: bool = False) -> dict[str, tuple[str, ...]]:
         if not name.startswith("x-envoy-"):
             table.setdefault(name, []).append(value if http2 else value.strip(" \t"))
     if http2 and "cookie" in table:
-        # Envoy joins the cookie fields it keeps; empty ones are dropped, and with them the header.
-        joined = "; ".join(v for v in table.pop("cookie") if v)
+        joined = _joined_cookies(table.pop("cookie"))
         table.update({"cookie": [joined]} if joined else {})
     return {name: _merged(values) if name in MERGED_HEADERS else tuple(values) for name, values in table.items()}
+
+
+def _joined_cookies(values: list[str]) -> str:
+    """Envoy's HTTP/2 codec appends each cookie field to what it has, after "; " unless that is
+    still empty: ["", "a"] is "a" but ["a", ""] is "a; ", and no cookie header is left when the
+    result is empty."""
+    joined = ""
+    for value in values:
+        joined += ("; " if joined else "") + value
+    return joined
 
 
 def _merged(values: list[str]) -> tuple[str, ...]:
