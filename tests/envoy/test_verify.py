@@ -1,0 +1,40 @@
+"""`policyc verify --protocol`: the requests go out in the protocols asked for (HTTP/1.1 for h1,
+h2c and h2 over TLS for h2, all three by default) and the summary says which."""
+
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from policyc.cli import main
+
+pytestmark = pytest.mark.envoy
+
+POLICY = """service s {
+    hosts "s.test"
+    upstream "127.0.0.1:1"
+
+    deny "xa" when header "x-a" == "evil"
+    allow public "all" when path prefix "/"
+}
+"""
+CASES = """cases:
+  - name: a padded value is read as sent over HTTP/2
+    request: {path: /, host: s.test, headers: {x-a: " evil"}}
+    expect: {status: 403, rule: xa, h2c: {status: 400, reason: bad-request, rule: null},
+             h2: {status: 400, reason: bad-request, rule: null}}
+"""
+
+
+@pytest.mark.parametrize(("protocol", "spoken"), [
+    ("h1", ["HTTP/1.1"]), ("h2", ["h2c", "h2"]), (None, ["HTTP/1.1", "h2c", "h2"])])
+def test_verify_speaks_the_protocols_asked_for(tmp_path, protocol, spoken):
+    (tmp_path / "p.policy").write_text(POLICY)
+    (tmp_path / "p.cases.yaml").write_text(CASES)
+    args = ["verify", str(tmp_path), "--examples", "5", "--target", "rbac"]
+    result = CliRunner().invoke(main, args + (["--protocol", protocol] if protocol else []))
+    assert result.exit_code == 0, result.output
+    summary = re.search(r"(\d+) passed, 0 failed \(rbac; (.*); Envoy as a process\)", result.stdout)
+    assert summary is not None, result.stdout
+    assert summary[2].split(", ") == spoken
+    assert int(summary[1]) == 6 * len(spoken)  # the case and five generated requests, per protocol
