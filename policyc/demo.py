@@ -105,8 +105,8 @@ def main(argv: list[str]) -> int:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    print(f"\n{agreed} of {len(observed)} requests ({len(rows)} cases over {', '.join(PROTOCOLS)}) decided alike "
-          "by Envoy and the interpreter; Envoy stopped.")
+    print(f"\n{agreed} of {len(observed)} requests decided alike by Envoy and the interpreter ({len(rows)} cases "
+          f"over {', '.join(PROTOCOLS)}); Envoy stopped.")
     return 0 if agreed == len(observed) else 1
 
 
