@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from policyc.backends.rbac import expressible_part
 from policyc.harness.compare import compare
 from policyc.harness.replay import EnvoyUnderTest
 from policyc.interpret import RawRequest
+from policyc.interpret.request import HTTP1, PROTOCOLS
 from policyc.pipeline import load_and_check
 from policyc.syntax.printer import string
 
@@ -98,16 +100,19 @@ def checked(tmp_path_factory):
     return pipeline.checked
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("target", ["lua", "auto", "rbac"])
-def test_hostile_strings_keep_their_meaning_in_envoy(checked, target, tmp_path):
+def test_hostile_strings_keep_their_meaning_in_envoy(checked, target, protocol, tmp_path):
     policies = expressible_part(checked) if target == "rbac" else checked
     now = time.time()
-    requests = _requests(now)
+    requests = [replace(request, protocol=protocol) for request in _requests(now)]
     with EnvoyUnderTest(tmp_path) as envoy:
         envoy.load(policies, target)
         comparisons = compare(policies, envoy.send_all(requests), now, {})
     differences = [c.report() for c in comparisons if c.differences]
     assert not differences, "\n".join(differences)
+    if protocol != HTTP1:
+        return  # HTTP/2 resets the streams whose values hold control characters
     # Half the requests match their rule exactly, half miss it by a character.
     statuses = [c.expected.status for c in comparisons]
     matched = [s for s, r in zip(statuses, requests, strict=True) if not r.target.startswith("/r/")]
