@@ -7,7 +7,8 @@ reloads on a rename into the folder, never sees a half-written file, and keeps s
 policy if it refuses a new one. Nothing is written when the policies have errors.
 It returns a `Deployment`: the policy version (as every Envoy on the folder reports it), or the
 diagnostics that stopped it. `watch(...)` deploys again whenever an input file changes.
-`configmap(compiled, name)` packs the same files into a Kubernetes ConfigMap: mounted as a volume,
+`configmap(compiled, name)` packs the same files into a Kubernetes ConfigMap (a Secret when they hold
+the listener's private key): mounted as a volume,
 the kubelet swaps its files by a rename in the mounted folder, which Envoy watches the same way.
 """
 
@@ -25,6 +26,7 @@ from .backends import Compiled, compile_dynamic
 from .backends.envoy import Options, Plan
 from .backends.yaml_out import dump_manifest
 from .diagnostics import Diagnostic
+from .output import file_mode
 from .pipeline import Pipeline, load_and_check
 
 
@@ -64,7 +66,7 @@ def publish(folder: Path, files: dict[str, str]) -> float:
             staged.append((staging, target))
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
-            os.chmod(staging, 0o644)
+            os.chmod(staging, file_mode(text))  # mkstemp made it 0600: no one read it meanwhile
         renamed_at = time.monotonic()
         for staging, target in staged:
             os.rename(staging, target)
@@ -75,14 +77,16 @@ def publish(folder: Path, files: dict[str, str]) -> float:
 
 
 def configmap(compiled: Compiled, name: str) -> str:
-    """The files of `compile_dynamic` as a ConfigMap manifest, labelled with the policy version."""
-    return dump_manifest({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "policyc",
-                                              "policyc/policy-version": compiled.version}},
-        "data": dict(sorted(compiled.files.items())),
-    })
+    """The files of `compile_dynamic` as a ConfigMap manifest, labelled with the policy version;
+    as a Secret when a file holds the listener's private key (a `tls` block), since anyone who may
+    read ConfigMaps could read it. The kubelet updates a mounted Secret the same way."""
+    files = dict(sorted(compiled.files.items()))
+    metadata = {"name": name, "labels": {"app.kubernetes.io/name": "policyc",
+                                         "policyc/policy-version": compiled.version}}
+    if any(file_mode(text) == 0o600 for text in files.values()):
+        return dump_manifest({"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque",
+                              "stringData": files})
+    return dump_manifest({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": files})
 
 
 def _snapshot(paths: list[str], sources: set[str]) -> dict[str, tuple[int, int]]:

@@ -98,6 +98,17 @@ CODES: dict[str, str] = {
 }
 
 
+MESSAGE_LIMIT = 400  # characters of a message or hint
+
+
+def bounded(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """`text`, or its start and end around a `…` when it is longer than `limit`."""
+    if len(text) <= limit:
+        return text
+    tail = limit // 4
+    return text[:limit - tail - 3] + " … " + text[-tail:]
+
+
 @dataclass(frozen=True)
 class Diagnostic:
     """One finding about the input, located by `span`."""
@@ -111,6 +122,11 @@ class Diagnostic:
 
     def __post_init__(self) -> None:
         assert self.code in CODES, f"unregistered diagnostic code {self.code}"
+        # Messages quote values from the input (a token, a path), which can be megabytes long;
+        # every renderer and the editor show them, so they are bounded once, here.
+        object.__setattr__(self, "message", bounded(self.message))
+        if self.hint is not None:
+            object.__setattr__(self, "hint", bounded(self.hint))
 
     @property
     def is_error(self) -> bool:
@@ -134,17 +150,27 @@ def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
     return any(d.is_error for d in diagnostics)
 
 
+SNIPPET_WIDTH = 120  # characters of a source line shown around a caret
+
+
 def _caret_block(span: Span, sources: Mapping[str, Source]) -> list[str]:
     source = sources.get(span.path)
     if source is None:
         return []
     text = source.line_text(span.line).replace("\t", " ")
     width = (span.end_column - span.column) if span.end_line == span.line else len(text) - span.column + 1
+    # A window of the line around the caret, never the whole of a long line: a minified or
+    # binary file can be one line of megabytes, and a file named by mistake should not be echoed.
+    start = max(0, min(span.column - 1 - SNIPPET_WIDTH // 2, len(text) - SNIPPET_WIDTH))
+    end = min(len(text), start + SNIPPET_WIDTH)
+    shown = ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
+    indent = span.column - 1 - start + (1 if start else 0)
+    width = min(width, max(end - (span.column - 1), 1))
     gutter = " " * len(str(span.line))
     return [
         f"{gutter} |",
-        f"{span.line} | {text}",
-        f"{gutter} | {' ' * (span.column - 1)}{'^' * max(width, 1)}",
+        f"{span.line} | {shown}",
+        f"{gutter} | {' ' * indent}{'^' * max(width, 1)}",
     ]
 
 

@@ -1,5 +1,7 @@
 """Writes a set of files into a folder all at once: the new folder is built beside the old one
 and swapped in by renames, so a failure leaves an existing folder exactly as it was.
+A file that holds a private key (the listener's, inlined by a `tls` block) is written readable by
+its owner alone (`file_mode`).
 `stale_files` says where a folder differs from what would be written (`compile --check`)."""
 
 from __future__ import annotations
@@ -8,6 +10,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+
+def file_mode(text: str) -> int:
+    """0600 for a file holding a private key, 0644 for any other."""
+    return 0o600 if "PRIVATE KEY-----" in text else 0o644
 
 
 def write_tree(folder: str, files: dict[str, str]) -> None:
@@ -19,6 +26,8 @@ def write_tree(folder: str, files: dict[str, str]) -> None:
             path = staging / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
+            # No one reads it meanwhile: the staging folder is 0700 until every file is written.
+            path.chmod(file_mode(text))
         staging.chmod(0o755)
         if target.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))

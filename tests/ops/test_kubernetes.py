@@ -73,8 +73,18 @@ def test_committed_manifests_are_current():
     assert container["args"][container["args"].index("--drain-strategy") + 1] == "immediate"
     [mount] = container["volumeMounts"]
     assert mount["mountPath"] == "/etc/policyc" and "subPath" not in mount
-    assert pod["volumes"] == [{"name": mount["name"], "configMap": {"name": committed["metadata"]["name"]}}]
+    assert committed["kind"] == "Secret"  # the example's `tls` key is in its files
+    assert pod["volumes"] == [{"name": mount["name"], "secret": {"secretName": committed["metadata"]["name"]}}]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_files_holding_a_private_key_are_packed_in_a_secret_not_a_configmap(tmp_path):
+    manifest = compile_configmap(EXAMPLE)
+    assert manifest["kind"] == "Secret" and "data" not in manifest
+    assert "PRIVATE KEY-----" in manifest["stringData"]["lds.yaml"]
+    (tmp_path / "s.policy").write_text('service s {\n    hosts "s.test"\n    upstream "127.0.0.1:1"\n'
+                                       '    allow public "r" when path == "/"\n}\n')
+    assert compile_configmap(tmp_path / "s.policy")["kind"] == "ConfigMap"
 
 
 def test_configmap_and_folder_outputs_exclude_each_other(tmp_path):

@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ET
 
 from sarif import loader
 
-from policyc.diagnostics import CODES, Diagnostic, render_github
-from policyc.source import Span
+from policyc.diagnostics import CODES, SNIPPET_WIDTH, Diagnostic, render_github, render_text
+from policyc.source import Source, Span
 from tests.unit.test_cli import EXAMPLE, FIVE_MISTAKES, run
 
 
@@ -110,3 +110,26 @@ def test_compile_check_passes_on_current_outputs_and_lists_stale_ones(tmp_path):
 def test_compile_check_on_a_missing_folder_fails(tmp_path):
     result = run("compile", EXAMPLE, "-o", tmp_path / "nothing-yet", "--check", expect=1)
     assert "envoy.yaml: missing" in result.stderr and not (tmp_path / "nothing-yet").exists()
+
+
+def test_a_long_line_is_shown_as_a_window_around_the_caret():
+    line = "é" * 300_000 + "@" + "x" * 300_000
+    source = Source("p.policy", line + "\n")
+    text = render_text(Diagnostic("parse/unexpected-character", "unexpected `@`",
+                                  Span("p.policy", 1, 300_001, 1, 300_002)), {"p.policy": source})
+    _, _, shown, caret = text.splitlines()
+    assert len(shown) < SNIPPET_WIDTH + 10 and shown.startswith("1 | …") and shown.endswith("…")
+    assert shown[caret.index("^")] == "@" and caret.count("^") == 1
+
+
+def test_a_short_line_is_shown_whole_with_the_caret_to_its_end():
+    source = Source("p.policy", "allow x\n")
+    text = render_text(Diagnostic("parse/unexpected-token", "m", Span("p.policy", 1, 7, 1, 8)), {"p.policy": source})
+    assert text.splitlines()[2:] == ["1 | allow x", "  |       ^"]
+
+
+def test_no_output_format_echoes_a_huge_one_line_file(tmp_path):
+    (tmp_path / "p.policy").write_text("x" * 2_000_000 + " @\n")
+    for output_format in ("text", "json", "github", "sarif"):
+        result = run("check", "--format", output_format, str(tmp_path / "p.policy"), expect=1)
+        assert len(result.stdout) + len(result.stderr) < 100_000, output_format

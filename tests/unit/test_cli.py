@@ -128,3 +128,18 @@ def test_half_a_surrogate_pair_is_a_located_error_for_every_command(tmp_path):
         result = run(*command, policy, expect=1)
         assert f"{policy}:4:43: error[parse/lone-surrogate]" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _modes(folder: Path) -> dict[str, int]:
+    return {p.relative_to(folder).as_posix(): p.stat().st_mode & 0o777 for p in folder.rglob("*") if p.is_file()}
+
+
+def test_files_holding_the_private_key_are_written_for_their_owner_alone(tmp_path):
+    run("compile", EXAMPLE, "-o", tmp_path / "out", expect=0)
+    run("deploy", EXAMPLE, "--to", tmp_path / "live", expect=0)
+    for folder in ("out", "live"):
+        modes = _modes(tmp_path / folder)
+        keyed = {name for name in modes if "PRIVATE KEY-----" in (tmp_path / folder / name).read_text()}
+        assert "lds.yaml" in keyed, folder
+        assert {name: modes[name] for name in keyed} == dict.fromkeys(keyed, 0o600), folder
+        assert set(modes.values()) - {0o600} == {0o644}, folder
