@@ -12,8 +12,8 @@ Observed on Envoy 1.40 with the emitted configuration (tests/envoy/test_headers_
   lines are joined with ",", empty lines skipped, so `header "accept" == "a"` does not match the
   lines `accept: a` and `accept: b`, whose one value is "a,b";
 - over HTTP/2, `cookie` fields are joined with "; " into one value (`_joined_cookies`);
-- a header name holding `_` gets the request refused (400 over HTTP/1, a reset stream over
-  HTTP/2) before anything else reads it;
+- a header name holding `_`, or a value holding a control character other than tab, gets the
+  request refused (400 over HTTP/1, a reset stream over HTTP/2) before anything else reads it;
 - the headers that `Connection` names are removed (HTTP/1), `Authorization` included, and naming
   `X-Forwarded-For`, `-Host`, `-Proto`, a pseudo-header, or ten names or more is refused (400);
 - Envoy removes some `x-envoy-*` headers and keeps others; rules may name none, so the table
@@ -22,6 +22,7 @@ Observed on Envoy 1.40 with the emitted configuration (tests/envoy/test_headers_
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from .. import nodes as n
@@ -89,14 +90,19 @@ _CONNECTION_OPTIONS = frozenset({"close", "keep-alive", "upgrade", "http2-settin
 _NOT_NOMINABLE = frozenset({"x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"})
 _MAX_NOMINATED = 10
 _WHITESPACE = " \t\f\v\r\n"
+# A CR inside a value and a LF (which ends the line) are the codec's own business: not modelled.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def codec_headers(lines: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...] | Rejected:
     """The header lines (Host included) that the HTTP/1 codec hands on, or its refusal: a name
-    holding `_` (headers_with_underscores_action REJECT_REQUEST), then the `Connection` header's
-    nominations. `te` keeps its `trailers` and rules may not test it, so it is left as sent."""
+    holding `_` (headers_with_underscores_action REJECT_REQUEST), a value holding a control
+    character (but tab) or DEL, then the `Connection` header's nominations. `te` keeps its
+    `trailers` and rules may not test it, so it is left as sent."""
     if any("_" in name for name, _ in lines):
         return Rejected(400, "http1.unexpected_underscore")
+    if any(_CONTROL.search(value) for _, value in lines):
+        return Rejected(400, "http1.invalid_characters")
     connection = _merged([value.strip(" \t") for name, value in lines if name.lower() == "connection"])[0]
     tokens = [token for token in connection.split(",") if token]
     if len(tokens) >= _MAX_NOMINATED:
