@@ -34,9 +34,9 @@ corpus of tests/security/bypass.yaml, and every case of tests/cases/ over both):
 from __future__ import annotations
 
 import re
-import string
 from dataclasses import dataclass
 
+from .hosts import AUTHORITY_CHARACTERS
 from .paths import Received, Rejected
 from .request import H2, RawRequest
 
@@ -49,7 +49,8 @@ _NAME = re.compile(r"[a-z0-9!#$%&'*+\-.^_`|~]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _BAD_PATH = re.compile(r"[\x00-\x20\x7f]")
 _CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
-_AUTHORITY_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._~%!$&'()*+,;=:[]")
+# The HTTP/2 codec allows no userinfo: `@` resets where HTTP/1 routes to the catch-all.
+_AUTHORITY_CHARACTERS = AUTHORITY_CHARACTERS - {"@"}
 
 
 @dataclass(frozen=True)

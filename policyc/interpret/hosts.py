@@ -28,7 +28,7 @@ from .headers import codec_headers, overridden, upgrade_refused
 from .paths import PATH_PARAMETERS, Received, Rejected, Target, normalize_path, parse_target
 
 # RFC 3986 authority characters, the set Envoy checks :authority against (http.invalid_authority).
-_AUTHORITY_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._~%!$&'()*+,;=:@[]")
+AUTHORITY_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._~%!$&'()*+,;=:@[]")
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def admit_received(received: Received, authority: str, headers: tuple[tuple[str,
     """What follows the codec, for either protocol: the authority check, path normalization, an
     upgrade the proxy does not serve, routing and the refusal routes. `headers` are the header
     lines (or HTTP/2 fields) but Host."""
-    if not set(authority) <= _AUTHORITY_CHARACTERS:
+    if not set(authority) <= AUTHORITY_CHARACTERS:
         return Rejected(400, "http.invalid_authority")
     target_seen = _target_seen(received.path_value, received.authority)
     if isinstance(target_seen, Rejected):
