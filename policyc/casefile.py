@@ -203,7 +203,7 @@ def build_request(spec: dict, checked: Checked, keys: Keys, now: float) -> RawRe
 @dataclass(frozen=True)
 class CaseResult:
     case: Case
-    decision: Decision | None
+    decisions: dict[str, Decision]  # protocol → its decision; none for a case that could not be built
     failures: tuple[str, ...]  # empty when the case passed
 
     @property
@@ -246,12 +246,12 @@ def run_cases(checked: Checked, case_file: CaseFile, now: float | None = None) -
         try:
             request = build_request(case.request, checked, case_file.keys, now)
         except (CaseFileError, RequestError) as e:
-            results.append(CaseResult(case, None, (f"bad case: {e}",)))
+            results.append(CaseResult(case, {}, (f"bad case: {e}",)))
             continue
         decisions = {protocol: evaluate(checked, replace(request, protocol=protocol), now,
                                          keys=case_file.keys.published(checked)) for protocol in protocols(case)}
         failures = tuple(f"{protocol}: {failure}" if len(decisions) > 1 else failure
                          for protocol, decision in decisions.items()
                          for failure in compare(expectation(case, protocol), decision))
-        results.append(CaseResult(case, next(iter(decisions.values())), failures))
+        results.append(CaseResult(case, decisions, failures))
     return results

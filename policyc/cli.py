@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import time
+from dataclasses import replace
 from difflib import get_close_matches
 from functools import partial
 from importlib.metadata import version
@@ -24,8 +26,9 @@ from . import audit
 from .backends import TARGETS, compile_dynamic, compile_outputs
 from .backends.envoy import Options
 from .backends.rbac import expressible
-from .casefile import CaseFileError, load_case_file, protocols, run_cases
+from .casefile import CaseFileError, CaseResult, load_case_file, protocols, run_cases
 from .check import upstream_problem
+from .coverage import Coverage, rule_coverage
 from .deploy import Deployment, configmap, deploy, watch
 from .devidp import DevIdp, default_keys_path, mint_token
 from .diagnostics import CODES, render_github, render_json, render_sarif, render_text, summary_line
@@ -221,33 +224,85 @@ def _case_paths(paths) -> tuple[list[str], list[str]]:
 @click.option("-v", "--verbose", is_flag=True, help="print every case, not only failures")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
               help="also write the results as a JUnit XML report to this file")
-def test_command(paths, now, verbose, junit_path):
-    """Run policy unit tests: case files (*.cases.yaml) against the policies given with them."""
+@click.option("--run", "pattern", metavar="REGEX",
+              help="run only the cases whose name this regular expression matches (anywhere in the name)")
+@click.option("--coverage", "show_coverage", is_flag=True,
+              help="also report rule coverage: the rules that decided no passing case")
+@click.option("--coverage-min", type=click.FloatRange(0, 100), default=None, metavar="PERCENT",
+              help="exit 1 when fewer than PERCENT of the rules decided a passing case (implies --coverage)")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text, or one JSON object on stdout: every case, the totals and the coverage")
+def test_command(paths, now, verbose, junit_path, pattern, show_coverage, coverage_min, output_format):
+    """Run policy unit tests: case files (*.cases.yaml) against the policies given with them.
+    A rule is covered when it decided a passing case (see docs/language.md)."""
     policy_paths, case_paths = _case_paths(paths)
     if not case_paths:
         raise click.UsageError("no case files (*.cases.yaml) among the given paths")
+    selected = _case_pattern(pattern)
     pipeline = _checked_or_exit(_policy_paths(policy_paths))
-    passed = failed = 0
+    suites = _run_case_files(pipeline.checked, case_paths, now, selected)
+    results = [result for _, found in suites for result in found]
+    if not results and selected is not None:
+        raise click.UsageError(f"no case name matches --run {pattern!r}")
+    failed = sum(not result.passed for result in results)
+    covered = rule_coverage(pipeline.checked, results) if show_coverage or coverage_min is not None else None
+    if junit_path:
+        _write_atomically(junit_path, junit_xml(suites))
+    if output_format == "json":
+        click.echo(json.dumps(_test_json(results, covered), indent=2, sort_keys=True))
+    else:
+        _print_results(results, verbose, covered)
+    below = coverage_min is not None and covered.below(coverage_min)
+    if below:
+        click.echo(f"policyc: rule coverage {covered.percent}% is under --coverage-min {coverage_min:g}%", err=True)
+    sys.exit(EXIT_FAILED if failed or below else EXIT_OK)
+
+
+def _case_pattern(pattern: str | None) -> re.Pattern | None:
+    try:
+        return None if pattern is None else re.compile(pattern)
+    except re.error as e:
+        raise click.BadParameter(f"{pattern!r} is not a regular expression: {e}", param_hint="--run") from None
+
+
+def _run_case_files(checked, case_paths: list[str], now: float | None,
+                    selected: re.Pattern | None) -> list[tuple[str, list[CaseResult]]]:
+    """Each case file with the results of its cases (those `selected` names, when given); a case
+    file that cannot be read ends the run with exit 1. Files with no selected case are left out."""
     suites = []
     for case_path in case_paths:
         try:
-            results = run_cases(pipeline.checked, load_case_file(case_path), now)
+            case_file = load_case_file(case_path)
         except CaseFileError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(EXIT_FAILED)
-        suites.append((case_path, results))
-        for result in results:
-            passed += result.passed
-            failed += not result.passed
-            if not result.passed or verbose:
-                status = "PASS" if result.passed else "FAIL"
-                click.echo(f"{status} {result.case.where} {result.case.name}")
-                for failure in result.failures:
-                    click.echo(f"     {failure}")
-    if junit_path:
-        _write_atomically(junit_path, junit_xml(suites))
-    click.echo(f"{passed} passed, {failed} failed")
-    sys.exit(EXIT_OK if failed == 0 else EXIT_FAILED)
+        if selected is not None:
+            case_file = replace(case_file, cases=[c for c in case_file.cases if selected.search(c.name)])
+        if case_file.cases:
+            suites.append((case_path, run_cases(checked, case_file, now)))
+    return suites
+
+
+def _print_results(results: list[CaseResult], verbose: bool, covered: Coverage | None) -> None:
+    for result in results:
+        if not result.passed or verbose:
+            click.echo(f"{'PASS' if result.passed else 'FAIL'} {result.case.where} {result.case.name}")
+            for failure in result.failures:
+                click.echo(f"     {failure}")
+    failed = sum(not result.passed for result in results)
+    click.echo(f"{len(results) - failed} passed, {failed} failed")
+    if covered is not None:
+        click.echo(covered.text())
+
+
+def _test_json(results: list[CaseResult], covered: Coverage | None) -> dict:
+    failed = sum(not result.passed for result in results)
+    report = {"passed": len(results) - failed, "failed": failed, "cases": [
+        {"name": r.case.name, "where": r.case.where, "passed": r.passed, "failures": list(r.failures),
+         "decisions": {protocol: d.to_json() for protocol, d in r.decisions.items()}} for r in results]}
+    if covered is not None:
+        report["coverage"] = covered.to_json()
+    return report
 
 
 def _envoy_options(command):
