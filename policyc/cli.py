@@ -1,5 +1,6 @@
 """Command line: `policyc check | fmt | eval | test | compile | verify | explain | lsp | diff | analyze |
-who-can | report` and the operations commands.
+who-can | report`, the operations commands, and the starting points `init` and `dev-certs`.
+Shell completion is click's: `_POLICYC_COMPLETE=bash_source policyc` prints the bash script.
 
 Artifacts go to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 policy errors or failed
 cases, 2 usage errors, 3 an internal error (a bug in policyc, reported in one line, not a traceback).
@@ -22,7 +23,7 @@ from pathlib import Path
 import click
 import yaml
 
-from . import audit
+from . import audit, devcerts, scaffold
 from .backends import TARGETS, compile_dynamic, compile_outputs
 from .backends.envoy import Options
 from .backends.rbac import expressible
@@ -30,14 +31,14 @@ from .casefile import CaseFileError, CaseResult, load_case_file, protocols, run_
 from .check import upstream_problem
 from .coverage import Coverage, rule_coverage
 from .deploy import Deployment, configmap, deploy, watch
-from .devidp import DevIdp, default_keys_path, mint_token
+from .devidp import DEFAULT_PORT, DevIdp, default_keys_path, mint_token
 from .diagnostics import CODES, render_github, render_json, render_sarif, render_text, summary_line
 from .explain import explanation, explanations
 from .interpret import RawRequest, evaluate
 from .interpret.request import H2, H2C, HTTP1, PROTOCOLS
 from .junit import junit_xml
 from .loader import expand_inputs, load
-from .output import stale_files, write_tree
+from .output import create_files, stale_files, write_tree
 from .pipeline import Pipeline, load_and_check
 from .syntax import parse
 from .syntax.printer import format_file
@@ -107,6 +108,9 @@ def main() -> None:
     """Identity-aware access policies for services behind Envoy.
 
     Exit codes: 0 ok, 1 policy errors or failed cases, 2 usage errors, 3 internal errors.
+
+    Shell completion: eval "$(_POLICYC_COMPLETE=bash_source policyc)" in ~/.bashrc
+    (zsh_source in ~/.zshrc; fish: _POLICYC_COMPLETE=fish_source policyc | source).
     """
 
 
@@ -231,7 +235,7 @@ def _case_paths(paths) -> tuple[list[str], list[str]]:
 @click.option("--coverage-min", type=click.FloatRange(0, 100), default=None, metavar="PERCENT",
               help="exit 1 when fewer than PERCENT of the rules decided a passing case (implies --coverage)")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="text, or one JSON object on stdout: every case, the totals and the coverage")
+              help="text, or one JSON object on stdout: every case, the totals and, when asked for, the coverage")
 def test_command(paths, now, verbose, junit_path, pattern, show_coverage, coverage_min, output_format):
     """Run policy unit tests: case files (*.cases.yaml) against the policies given with them.
     A rule is covered when it decided a passing case (see docs/language.md)."""
@@ -468,7 +472,7 @@ def token_mint_command(keys_path, issuer, sub, audiences, claims, expires_in):
 
 @main.command("dev-idp")
 @_KEYS_OPTION
-@click.option("--port", default=8900, show_default=True, help="the port on 127.0.0.1 (0: any free port)")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, help="the port on 127.0.0.1 (0: any free port)")
 @click.option("--rotate-every", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
               help="sign with a new key this often, keeping the previous one published")
 def dev_idp_command(keys_path, port, rotate_every):
@@ -482,6 +486,110 @@ def dev_idp_command(keys_path, port, rotate_every):
             if rotate_every:
                 idp.rotate()
                 click.echo("rotated the signing key", err=True)
+
+
+@main.command("init")
+@click.argument("folder", default=".", type=click.Path(file_okay=False, path_type=Path))
+def init_command(folder):
+    """Start a policy repository in FOLDER (default: here): an issuer served by `policyc dev-idp`,
+    a service, its case file, the Envoy configuration they compile to and a GitHub workflow that
+    runs check, test, verify and compile --check. No existing file is replaced."""
+    files = scaffold.project_files(folder)
+    policies, compiled = scaffold.project_layout()
+    # `compile` replaces its output folder as a whole: one already there is not init's to fill.
+    _create_or_exit(folder, files, new_folders=(compiled,))
+    made = [(f"{policies}/common.policy", "the development issuer, `dev`"),
+            (f"{policies}/hello.policy", "the service `hello` and its rules"),
+            (f"{policies}/hello.cases.yaml", "their unit tests"),
+            (f"{compiled}/", "the Envoy configuration they compile to"),
+            (scaffold.WORKFLOW_PATH, "check, test, verify and compile --check in GitHub Actions")]
+    width = max(len(path) for path, _ in made)
+    click.echo(f"created in {folder}:\n" + "\n".join(f"  {path:{width}}  {what}" for path, what in made), err=True)
+    click.echo(f"""next, in {folder}:
+  policyc test {policies} --coverage
+  policyc dev-idp &  # serves the issuer's keys on 127.0.0.1:{DEFAULT_PORT}
+  envoy -c {compiled}/envoy.yaml  # listens on 127.0.0.1:10000; hello's upstream is 127.0.0.1:8080
+  curl -H "host: hello.internal" http://127.0.0.1:10000/api/greetings \\
+      -H "authorization: Bearer $(policyc token mint --sub user:default/bob --audience hello)"
+after each change: policyc compile {policies} -o {compiled}, and commit both""", err=True)
+
+
+@main.command("dev-certs")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--server-dns", multiple=True, metavar="NAME",
+              help="a DNS name of the listener's certificate (repeatable) [default: localhost]")
+@click.option("--no-server", is_flag=True, help="no listener certificate: only client certificates, from the CA")
+@click.option("--spiffe-id", "spiffe_ids", multiple=True, metavar="[NAME=]ID",
+              help="a client certificate with this SPIFFE ID (URI SAN), as NAME.pem and NAME.key; NAME "
+                   "defaults to the ID's last path segment (repeatable)")
+@click.option("--client-dns", multiple=True, metavar="[NAME=]DNS",
+              help="a client certificate with this DNS SAN, as NAME.pem and NAME.key; NAME defaults to "
+                   "the name (repeatable)")
+@click.option("--days", type=click.IntRange(min=1), default=365, show_default=True, metavar="DAYS",
+              help="how long the listener and client certificates are valid")
+def dev_certs_command(folder, server_dns, no_server, spiffe_ids, client_dns, days):
+    """Write development certificates into FOLDER as PEM files: a CA (ca.pem, ca.key), the
+    listener's (server.pem, server.key) and client certificates with SPIFFE IDs or DNS names.
+    A CA already in FOLDER issues the new certificates; no existing file is replaced. Private
+    keys are readable by their owner alone. For local trials and tests only."""
+    if no_server and server_dns:
+        raise click.UsageError("--server-dns names the listener's certificate: not with --no-server")
+    try:
+        clients = [scaffold.spiffe_client(v) for v in spiffe_ids] + [scaffold.dns_client(v) for v in client_dns]
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    ca = _existing_ca(folder)
+    if ca is not None and no_server and not clients:
+        raise click.UsageError("nothing to write: the CA exists; ask for client certificates")
+    try:
+        files = scaffold.certificate_files(ca, () if no_server else server_dns or ("localhost",), clients, days)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    _create_or_exit(folder, files)
+    for name in files:
+        click.echo(f"wrote {folder / name}", err=True)
+    click.echo("\n" + _certificate_settings(folder, "server.pem" in files), err=True)
+
+
+def _certificate_settings(folder: Path, server: bool) -> str:
+    """The `tls` and `trust` blocks that use the files of `dev-certs`, to paste into a policy."""
+    def quoted(name: str) -> str:
+        return json.dumps(str(folder / name))  # a policy string: JSON's escapes
+
+    lines = ["# the paths as given to dev-certs: in a policy, a path is relative to the .policy file"]
+    if server:
+        lines += ["tls {", f"    cert file {quoted('server.pem')}", f"    key file {quoted('server.key')}", "}"]
+    lines += ["trust dev {", f"    ca file {quoted('ca.pem')}", "}",
+              "# a case presents a client certificate with `certificate: {chain: NAME.pem, key: NAME.key}`"]
+    return "\n".join(lines)
+
+
+def _existing_ca(folder: Path):
+    """The CA whose files are in `folder`, or None when neither is; exit 1 on half a CA or a bad one."""
+    paths = [folder / name for name in scaffold.CA_FILES]
+    present = [p.exists() for p in paths]
+    if not any(present):
+        return None
+    if not all(present):
+        click.echo(f"policyc: {paths[present.index(False)]} is missing beside {paths[present.index(True)]}", err=True)
+        sys.exit(EXIT_FAILED)
+    try:
+        return devcerts.load_ca(paths[0].read_bytes(), paths[1].read_bytes())
+    except (OSError, ValueError) as e:
+        click.echo(f"policyc: cannot use the CA in {folder}: {e}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+def _create_or_exit(folder: Path, files: dict[str, str], new_folders: tuple[str, ...] = ()) -> None:
+    """`create_files`, or one line on stderr and exit 1: files in the way, or a write that failed."""
+    try:
+        create_files(folder, files, new_folders)
+    except FileExistsError as e:
+        click.echo(f"policyc: not replacing what exists: {e}; nothing written", err=True)
+        sys.exit(EXIT_FAILED)
+    except OSError as e:
+        click.echo(f"policyc: cannot write into {folder}: {e}; nothing written", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 def _check_tree(outdir: str, files: dict[str, str]) -> None:
@@ -556,8 +664,13 @@ def _runner(kind: str, image: str | None):
     return partial(running_envoy_container, image=image)
 
 
+def _complete_code(ctx, param, incomplete: str) -> list[str]:
+    """Shell completion of `policyc explain CODE`: the diagnostic codes."""
+    return [code for code in CODES if code.startswith(incomplete)]
+
+
 @main.command("explain")
-@click.argument("code", required=False)
+@click.argument("code", required=False, shell_complete=_complete_code)
 def explain_command(code):
     """Explain a diagnostic code, with a wrong and a fixed example; without CODE, list the codes."""
     if code is None:

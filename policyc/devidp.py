@@ -23,6 +23,7 @@ from .devtokens import generate_key, mint, public_jwks
 JWKS_PATH = "/.well-known/jwks.json"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 KEPT_KEYS = 2  # the signing key and the one before it
+DEFAULT_PORT = 8900  # of `policyc dev-idp`, and the issuer `policyc init` writes
 
 
 def default_keys_path() -> Path:

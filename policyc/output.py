@@ -2,7 +2,8 @@
 and swapped in by renames, so a failure leaves an existing folder exactly as it was.
 A file that holds a private key (the listener's, inlined by a `tls` block) is written readable by
 its owner alone (`file_mode`).
-`stale_files` says where a folder differs from what would be written (`compile --check`)."""
+`stale_files` says where a folder differs from what would be written (`compile --check`).
+`create_files` adds new files to a folder and never replaces one (`init`, `dev-certs`)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,33 @@ def stale_files(folder: str, files: dict[str, str]) -> list[tuple[str, str]]:
         elif (root / relative).read_text(encoding="utf-8", errors="replace") != files[relative]:
             stale.append((relative, "content differs"))
     return stale
+
+
+def create_files(folder: str | Path, files: dict[str, str], new_folders: tuple[str, ...] = ()) -> list[Path]:
+    """Writes `files` (relative path → text) under `folder` as new files, each with `file_mode`,
+    and returns their paths. When any of them, or any of `new_folders`, exists already, raises
+    FileExistsError naming every one and writes nothing. Each file is created exclusively, so one
+    that appears meanwhile is not replaced either; on any failure the files this call created are
+    removed again."""
+    root = Path(folder)
+    paths = {relative: root / relative for relative in files}
+    folders = [root / name for name in new_folders if (root / name).exists() or (root / name).is_symlink()]
+    existing = [str(path) for path in folders] + [  # what is in an existing folder goes without saying
+        str(path) for path in paths.values()
+        if (path.exists() or path.is_symlink()) and not any(f in path.parents for f in folders)]
+    if existing:
+        raise FileExistsError(", ".join(existing))
+    created = []
+    try:
+        for relative, path in paths.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            text = files[relative]
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode(text))
+            created.append(path)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+                f.write(text)
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
+    return created

@@ -1,4 +1,5 @@
-"""Where the files shipped beside the code live: `grammar/`, `lua_runtime/` and `docs/diagnostics.md`.
+"""Where the files shipped beside the code live: `grammar/`, `lua_runtime/`, `docs/diagnostics.md`
+and `docs/ci/github-workflow.yml` (which `policyc init` copies).
 
 An installed wheel carries them under `policyc/_data/`; a source checkout has them at the top.
 """

@@ -1,5 +1,5 @@
-"""The built wheel carries grammar/, lua_runtime/ and docs/diagnostics.md, and an installed copy
-finds and uses them."""
+"""The built wheel carries grammar/, lua_runtime/, docs/diagnostics.md and the CI workflow, and an
+installed copy finds and uses them."""
 
 import subprocess
 import sys
@@ -28,6 +28,7 @@ def test_wheel_contains_the_data_folders(wheel):
     assert "policyc/_data/grammar/policy.lark" in names
     assert "policyc/_data/lua_runtime/README.md" in names
     assert "policyc/_data/docs/diagnostics.md" in names
+    assert "policyc/_data/docs/ci/github-workflow.yml" in names
 
 
 def test_installed_wheel_parses_with_its_own_grammar(wheel, tmp_path):
@@ -39,12 +40,14 @@ def test_installed_wheel_parses_with_its_own_grammar(wheel, tmp_path):
         "print(r.resource_dir('grammar'));"
         "f, d = s.parse(src.Source('x', 'condition c = authenticated'));"
         "print(type(f.items[0]).__name__, d);"
-        "import policyc.explain as e; print(e.explanation('check/bad-glob').splitlines()[0])"
+        "import policyc.explain as e; print(e.explanation('check/bad-glob').splitlines()[0]);"
+        "import policyc.scaffold as sc, pathlib; print(sorted(sc.project_files(pathlib.Path('repo')))[:2])"
     )
     # Run outside the checkout, with the installed copy first on the path.
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
                             env={"PYTHONPATH": str(target), "PATH": ""}, check=True)
-    grammar_dir, parsed, explained = result.stdout.splitlines()
+    grammar_dir, parsed, explained, layout = result.stdout.splitlines()
     assert grammar_dir == str(target / "policyc" / "_data" / "grammar")
     assert parsed == "Condition []"
     assert explained == "### `check/bad-glob`"
+    assert layout == "['.github/workflows/policies.yml', 'envoy/envoy.yaml']"  # `policyc init` works
