@@ -219,6 +219,11 @@ def _yaml_files(folder: str, on_error: Callable[[OSError], None]) -> list[str]:
     return sorted(found)
 
 
+def _foreign(path: str) -> bool:
+    """Whether a catalog file is really something else: a `.yaml` symlink to a file named otherwise."""
+    return not os.path.realpath(path).lower().endswith((".yaml", ".yml"))
+
+
 def _yaml_error_span(source: Source, error: yaml.YAMLError) -> Span:
     if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
         mark = error.problem_mark
@@ -316,12 +321,12 @@ class _Loader:
             text = data.decode("utf-8")
         except UnicodeDecodeError as error:
             # Kept, decoded leniently, so the diagnostic can show the offending line.
-            source = self.sources[path] = Source(path, data.decode("utf-8", "replace"))
+            source = self.sources[path] = Source(path, data.decode("utf-8", "replace"), _foreign(path))
             offset = len(data[:error.start].decode("utf-8", "replace"))
             span = source.span_at_offset(offset)
             self.error("catalog/bad-yaml", f"`{path}` is not UTF-8 text", span)
             return None
-        source = self.sources[path] = Source(path, text.removeprefix("\ufeff"))
+        source = self.sources[path] = Source(path, text.removeprefix("\ufeff"), _foreign(path))
         return source
 
     # -- entities

@@ -1,6 +1,6 @@
 """Check stage: a loaded `PolicySet` → `Checked` (the resolved catalog, keys and name tables) and
-every diagnostic: unknown names, duplicates, malformed literals, missing files, catalog errors,
-and the warnings about rules anonymous callers can match.
+every diagnostic: unknown names, duplicates, malformed literals, missing files, files outside the
+roots (never opened), catalog errors, and the warnings about rules anonymous callers can match.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .interpret.headers import proxy_header
 from .interpret.net import cidr_error
 from .interpret.paths import KNOWN_METHODS, Rejected, normalize_path
 from .interpret.peer import is_ca
+from .roots import Roots
 from .source import Source, Span
 from .syntax import MAX_DEPTH
 
@@ -92,7 +93,18 @@ def _unique(items, code: str, what: str) -> Iterator[Diagnostic]:
 # ---------------------------------------------------------------- declarations
 
 
-def _check_issuer(issuer: n.Issuer, checked: Checked) -> Iterator[Diagnostic]:
+FileSetting = n.JwksFile | n.Catalog | n.CaFile | n.CertFile | n.KeyFile
+
+
+def _confined(setting: FileSetting, roots: Roots) -> tuple[str, list[Diagnostic]]:
+    """The file a setting names, resolved against its declaring file, and the refusal to read it
+    when it lies outside the roots."""
+    path = n.relative_to_declaring_file(setting.span, setting.path)
+    refused = roots.refusal(path, setting.path_span or setting.span)
+    return path, [refused] if refused else []
+
+
+def _check_issuer(issuer: n.Issuer, checked: Checked, roots: Roots) -> Iterator[Diagnostic]:
     seen: dict[type, Span] = {}
     for setting in issuer.settings:
         kind = n.JwksUri if isinstance(setting, n.JwksFile) else type(setting)
@@ -112,8 +124,12 @@ def _check_issuer(issuer: n.Issuer, checked: Checked) -> Iterator[Diagnostic]:
         case n.JwksUri(uri, span):
             if (problem := _url_problem(uri)) is not None:
                 yield error("check/bad-url", f"jwks url {problem}", span)
-        case n.JwksFile(path, span):
-            yield from _load_key_file(issuer, n.relative_to_declaring_file(span, path), span, checked)
+        case n.JwksFile() as setting:
+            path, refused = _confined(setting, roots)
+            if refused:
+                yield from refused
+            else:
+                yield from _load_key_file(issuer, path, setting.span, checked)
     audience = issuer.first(n.Audience)
     if audience is not None and not audience.values:
         yield error("check/empty-list", "an empty audience list admits no token", audience.span,
@@ -179,7 +195,7 @@ def _load_certificates(path: str, span: Span) -> tuple[tuple[x509.Certificate, .
         return (), [error("check/bad-certificate", f"`{path}` is not PEM certificates: {e}", span)]
 
 
-def _check_trust(trust: n.Trust, checked: Checked) -> Iterator[Diagnostic]:
+def _check_trust(trust: n.Trust, checked: Checked, roots: Roots) -> Iterator[Diagnostic]:
     if trust.ca is None:
         yield error("check/missing-setting", f"trust `{trust.name}` has no `ca file`", trust.name_span,
                     hint='add `ca file "ca.pem"`: the authority that issues client certificates')
@@ -187,8 +203,8 @@ def _check_trust(trust: n.Trust, checked: Checked) -> Iterator[Diagnostic]:
     for extra in trust.settings[1:]:
         yield error("check/duplicate-setting", f"trust `{trust.name}` sets this twice", extra.span,
                     notes=[("first set here", trust.ca.span)])
-    path = n.relative_to_declaring_file(trust.ca.span, trust.ca.path)
-    certificates, problems = _load_certificates(path, trust.ca.span)
+    path, problems = _confined(trust.ca, roots)
+    certificates, problems = ((), problems) if problems else _load_certificates(path, trust.ca.span)
     yield from problems
     if problems:
         return
@@ -199,7 +215,7 @@ def _check_trust(trust: n.Trust, checked: Checked) -> Iterator[Diagnostic]:
     checked.trusts[trust.name] = certificates
 
 
-def _check_tls(tls: n.Tls, checked: Checked) -> Iterator[Diagnostic]:
+def _check_tls(tls: n.Tls, checked: Checked, roots: Roots) -> Iterator[Diagnostic]:
     found = {}
     for setting in tls.settings:
         if type(setting) in found:
@@ -211,8 +227,12 @@ def _check_tls(tls: n.Tls, checked: Checked) -> Iterator[Diagnostic]:
                     hint='tls { cert file "server.pem" key file "server.key" }')
         return
     cert, key = found[n.CertFile], found[n.KeyFile]
-    chain, problems = _load_certificates(n.relative_to_declaring_file(cert.span, cert.path), cert.span)
-    key_path = n.relative_to_declaring_file(key.span, key.path)
+    cert_path, problems = _confined(cert, roots)
+    key_path, key_problems = _confined(key, roots)
+    if problems or key_problems:
+        yield from problems + key_problems
+        return
+    chain, problems = _load_certificates(cert_path, cert.span)
     key_data, key_problems = _read_pem(key_path, key.span)
     yield from problems + key_problems
     if problems or key_problems:
@@ -231,16 +251,16 @@ def _check_tls(tls: n.Tls, checked: Checked) -> Iterator[Diagnostic]:
     checked.listener_tls = ListenerTls(pem, key_pem)
 
 
-def _check_mtls(policy_set: n.PolicySet, checked: Checked) -> Iterator[Diagnostic]:
+def _check_mtls(policy_set: n.PolicySet, checked: Checked, roots: Roots) -> Iterator[Diagnostic]:
     tls_blocks = policy_set.of(n.Tls)
     for extra in tls_blocks[1:]:
         yield error("check/duplicate-setting", "the listener has one `tls` block", extra.span,
                     notes=[("first set here", tls_blocks[0].span)])
     if tls_blocks:
-        yield from _check_tls(tls_blocks[0], checked)
+        yield from _check_tls(tls_blocks[0], checked, roots)
     for trust in policy_set.trusts:
         checked.trust_decls.setdefault(trust.name, trust)
-        yield from _check_trust(trust, checked)
+        yield from _check_trust(trust, checked, roots)
     if policy_set.trusts and not tls_blocks:
         yield error("check/trust-needs-tls", "client certificates need a TLS listener", policy_set.trusts[0].span,
                     hint='declare tls { cert file "…" key file "…" }')
@@ -726,12 +746,18 @@ def _written_out_grpc(checked: Checked) -> None:
 # ---------------------------------------------------------------- entry point
 
 
-def check(policy_set: n.PolicySet) -> tuple[Checked, list[Diagnostic]]:
-    """Every diagnostic of the set, and the name tables, keys and catalog the later stages use."""
-    catalog_dirs = [(n.relative_to_declaring_file(c.span, c.path), c.span) for c in policy_set.catalogs]
+def check(policy_set: n.PolicySet, roots: Roots) -> tuple[Checked, list[Diagnostic]]:
+    """Every diagnostic of the set, and the name tables, keys and catalog the later stages use.
+    Key, certificate and catalog files are read only under `roots`."""
+    catalog_dirs, refused = [], []
+    for statement in policy_set.catalogs:
+        path, problems = _confined(statement, roots)
+        refused += problems
+        if not problems:
+            catalog_dirs.append((path, statement.span))
     catalog, catalog_sources, diagnostics = load_catalog(catalog_dirs)
     checked = Checked(policy_set, catalog, sources=catalog_sources)
-    diagnostics = list(diagnostics)
+    diagnostics = refused + diagnostics
 
     declared = [(i.name, i.name_span) for i in policy_set.issuers] + \
                [(c.name, c.name_span) for c in policy_set.conditions] + \
@@ -748,14 +774,14 @@ def check(policy_set: n.PolicySet) -> tuple[Checked, list[Diagnostic]]:
     diagnostics += _unique(((s.name, s.name_span) for s in policy_set.services),
                            "check/duplicate-service", "service")
     diagnostics += _unique(((t.name, t.name_span) for t in policy_set.trusts), "check/duplicate-trust", "trust")
-    diagnostics += _check_mtls(policy_set, checked)
+    diagnostics += _check_mtls(policy_set, checked, roots)
     host_items = [(h.lower(), span) for s in policy_set.services for setting in s.settings
                   if isinstance(setting, n.Hosts) for h, span in _with_spans(setting.hosts, setting)]
     diagnostics += _unique(host_items, "check/duplicate-host", "host")
 
     for issuer in policy_set.issuers:
         checked.issuers.setdefault(issuer.name, issuer)
-        diagnostics += _check_issuer(issuer, checked)
+        diagnostics += _check_issuer(issuer, checked, roots)
     for condition in policy_set.conditions:
         checked.conditions.setdefault(condition.name, condition)
     for service in policy_set.services:

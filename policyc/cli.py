@@ -37,7 +37,7 @@ from .explain import explanation, explanations
 from .interpret import RawRequest, evaluate
 from .interpret.request import H2, H2C, HTTP1, PROTOCOLS
 from .junit import junit_xml
-from .loader import expand_inputs, load
+from .loader import expand_inputs, read_policy_file
 from .output import create_files, stale_files, write_tree
 from .pipeline import Pipeline, load_and_check
 from .syntax import parse
@@ -62,9 +62,15 @@ def _report(pipeline: Pipeline, output_format: str = "text") -> None:
         click.echo(render_text(diagnostic, pipeline.sources) + "\n", err=True)
 
 
-def _checked_or_exit(paths, label: str | None = None) -> Pipeline:
+_ALLOW_PATH = click.option(
+    "--allow-path", "allowed", multiple=True, type=click.Path(file_okay=False), metavar="DIR",
+    help="a folder, besides the inputs' own, that policies may read files from: imports, `jwks file`, "
+         "`ca file`, `cert file`, `key file`, `catalog` (repeatable); any other file is refused")
+
+
+def _checked_or_exit(paths, allowed=(), label: str | None = None) -> Pipeline:
     """The checked policies, or their diagnostics and exit 1; `label` names which policies."""
-    pipeline = load_and_check(list(paths))
+    pipeline = load_and_check(list(paths), allowed_roots=allowed)
     _report(pipeline)
     if not pipeline.ok:
         click.echo(f"policyc: {label + ': ' if label else ''}{summary_line(pipeline.diagnostics)}", err=True)
@@ -107,6 +113,9 @@ class _Commands(click.Group):
 def main() -> None:
     """Identity-aware access policies for services behind Envoy.
 
+    Policies read files (imports, keys, certificates, catalogs) only under the folders given as
+    inputs and each --allow-path DIR; any other is refused and never opened.
+
     Exit codes: 0 ok, 1 policy errors or failed cases, 2 usage errors, 3 internal errors.
 
     Shell completion: eval "$(_POLICYC_COMPLETE=bash_source policyc)" in ~/.bashrc
@@ -118,9 +127,10 @@ def main() -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "output_format", type=click.Choice(["text", "json", "github", "sarif"]), default="text",
               help="text on stderr; or on stdout a JSON list, GitHub Actions annotations or a SARIF 2.1.0 log")
-def check_command(paths, output_format):
+@_ALLOW_PATH
+def check_command(paths, output_format, allowed):
     """Parse and check policies; print every diagnostic."""
-    pipeline = load_and_check(_policy_paths(paths))
+    pipeline = load_and_check(_policy_paths(paths), allowed_roots=allowed)
     _report(pipeline, output_format)
     if output_format in ("text", "github"):
         click.echo(f"policyc: {summary_line(pipeline.diagnostics)}", err=True)
@@ -134,11 +144,10 @@ def fmt_command(paths, check_only):
     """Rewrite policy files in the canonical layout (comments kept)."""
     changed, failed = [], False
     for path in expand_inputs(_policy_paths(paths)):
-        loaded = load([path])
-        source = loaded.sources.get(path)
-        file, diagnostics = parse(source) if source else (None, loaded.diagnostics)
+        source, diagnostics = read_policy_file(path)
+        file, diagnostics = parse(source) if source else (None, diagnostics)
         if file is None or diagnostics:
-            _report(Pipeline(None, loaded.sources, diagnostics or loaded.diagnostics))
+            _report(Pipeline(None, {path: source} if source else {}, diagnostics))
             failed = True
             continue
         text = format_file(file, source)
@@ -189,9 +198,10 @@ def _read_jwks(pairs) -> dict[str, dict]:
 @click.option("--jwks", "jwks", multiple=True, metavar="ISSUER=FILE",
               help="keys an issuer with a remote `jwks` would publish")
 @click.option("--now", type=float, default=None, help="the time, in seconds since the epoch")
-def eval_command(paths, request_path, as_json, jwks, now):
+@_ALLOW_PATH
+def eval_command(paths, request_path, as_json, jwks, now, allowed):
     """Decide one request with the reference interpreter, and say why."""
-    pipeline = _checked_or_exit(_policy_paths(paths))
+    pipeline = _checked_or_exit(_policy_paths(paths), allowed)
     decision = evaluate(pipeline.checked, _read_request(request_path), now, keys=_read_jwks(jwks))
     if as_json:
         click.echo(json.dumps(decision.to_json(), sort_keys=True))
@@ -236,14 +246,16 @@ def _case_paths(paths) -> tuple[list[str], list[str]]:
               help="exit 1 when fewer than PERCENT of the rules decided a passing case (implies --coverage)")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text, or one JSON object on stdout: every case, the totals and, when asked for, the coverage")
-def test_command(paths, now, verbose, junit_path, pattern, show_coverage, coverage_min, output_format):
+@_ALLOW_PATH
+def test_command(paths, now, verbose, junit_path, pattern, show_coverage, coverage_min, output_format,
+                 allowed):
     """Run policy unit tests: case files (*.cases.yaml) against the policies given with them.
     A rule is covered when it decided a passing case (see docs/language.md)."""
     policy_paths, case_paths = _case_paths(paths)
     if not case_paths:
         raise click.UsageError("no case files (*.cases.yaml) among the given paths")
     selected = _case_pattern(pattern)
-    pipeline = _checked_or_exit(_policy_paths(policy_paths))
+    pipeline = _checked_or_exit(_policy_paths(policy_paths), allowed)
     suites = _run_case_files(pipeline.checked, case_paths, now, selected)
     results = [result for _, found in suites for result in found]
     if not results and selected is not None:
@@ -345,14 +357,15 @@ def _options(listen: str, admin: str, access_log: str, jwks_refresh: int) -> Opt
 @click.option("--check", "check_only", is_flag=True,
               help="write nothing; exit 1 if the output folder differs from what would be written")
 @_envoy_options
+@_ALLOW_PATH
 def compile_command(paths, outdir, output_format, mount_path, name, check_only, target, listen, admin, access_log,
-                    jwks_refresh):
+                    jwks_refresh, allowed):
     """Compile policies to Envoy configuration: envoy.yaml, lds.yaml and per-service filters, or
     a ConfigMap holding a bootstrap and the clusters, listener and routes it reloads."""
     if (outdir is None) == (output_format == "files"):
         raise click.UsageError("--output is needed with --format files, and only then")
     options = _options(listen, admin, access_log, jwks_refresh)
-    pipeline = _checked_or_exit(_policy_paths(paths))
+    pipeline = _checked_or_exit(_policy_paths(paths), allowed)
     if output_format == "configmap":
         compiled = compile_dynamic(pipeline.checked, target, options, mount_path)
     else:
@@ -390,11 +403,12 @@ _TO_OPTION = click.option("--to", "folder", required=True, type=click.Path(file_
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @_TO_OPTION
 @_envoy_options
-def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refresh):
+@_ALLOW_PATH
+def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refresh, allowed):
     """Check and compile policies, then publish them by atomic renames into a watched folder:
     running Envoys switch to them without a restart. Prints the policy version."""
     options = _options(listen, admin, access_log, jwks_refresh)
-    deployment = deploy(_policy_paths(paths), folder, target, options)
+    deployment = deploy(_policy_paths(paths), folder, target, options, allowed)
     _report_deployment(deployment, folder)
     sys.exit(EXIT_OK if deployment.version else EXIT_FAILED)
 
@@ -403,12 +417,14 @@ def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refres
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @_TO_OPTION
 @_envoy_options
-def watch_command(paths, folder, target, listen, admin, access_log, jwks_refresh):
+@_ALLOW_PATH
+def watch_command(paths, folder, target, listen, admin, access_log, jwks_refresh, allowed):
     """Deploy, then deploy again on every save. A policy with errors is reported and not
     deployed; Envoy keeps the last good one. Stop with Ctrl-C."""
     options = _options(listen, admin, access_log, jwks_refresh)
     with contextlib.suppress(KeyboardInterrupt):
-        watch(_policy_paths(paths), folder, partial(_report_deployment, folder=folder), target, options)
+        watch(_policy_paths(paths), folder, partial(_report_deployment, folder=folder), target, options,
+              allowed_roots=allowed)
 
 
 @main.command("audit")
@@ -620,13 +636,14 @@ VERIFIED_PROTOCOLS = {"h1": (HTTP1,), "h2": (H2C, H2), "all": PROTOCOLS}
 @click.option("--seed", default=0, show_default=True, help="seed of the generated requests")
 @click.option("--protocol", type=click.Choice(sorted(VERIFIED_PROTOCOLS)), default="all", show_default=True,
               help="h1: HTTP/1.1; h2: HTTP/2 in the clear (h2c) and over TLS; all: both")
-def verify_command(paths, case_paths, runner, image, examples, targets, seed, protocol):
+@_ALLOW_PATH
+def verify_command(paths, case_paths, runner, image, examples, targets, seed, protocol, allowed):
     """Run the policies in a real Envoy and check that it decides every case and generated
     request as the interpreter does. Exit 1 on any difference."""
     from .harness.verify import verify
 
     policy_paths, found_cases = _case_paths(paths)
-    pipeline = _checked_or_exit(_policy_paths(policy_paths))
+    pipeline = _checked_or_exit(_policy_paths(policy_paths), allowed)
     try:
         case_files = [load_case_file(p) for p in (case_paths or found_cases)]
     except CaseFileError as e:
@@ -698,14 +715,16 @@ def lsp_command():
 @click.option("--fail-on", type=click.Choice(["broader", "any"]), default=None,
               help="exit 1 when the change admits more requests (broader or mixed), or changes any decision")
 @click.option("--limit", default=20, show_default=True, help="example requests shown per service at most")
-def diff_command(sides, output_format, fail_on, limit):
+@_ALLOW_PATH
+def diff_command(sides, output_format, fail_on, limit, allowed):
     """What a change does: OLD NEW as files or folders, or as git revisions of PATHS
     (`policyc diff origin/main HEAD -- policies/`). Per service: equivalent, narrower, broader,
-    mixed or changed, and an example request for every kind of change of decision."""
+    mixed or changed, and an example request for every kind of change of decision. With
+    revisions, each --allow-path folder is taken at each revision too."""
     from contextlib import ExitStack
 
     from .analysis import diff, report
-    from .analysis.revisions import RevisionError, materialize
+    from .analysis.revisions import RevisionError
     from .analysis.witness import AnalysisError
 
     if len(sides) < 2:
@@ -713,12 +732,12 @@ def diff_command(sides, output_format, fail_on, limit):
     old, new, paths = sides[0], sides[1], list(sides[2:])
     with ExitStack() as stack:
         try:
-            old_paths = materialize(old, paths, stack) if paths else [old]
-            new_paths = materialize(new, paths, stack) if paths else [new]
+            old_paths, old_allowed = _materialized(old, paths, allowed, stack) if paths else ([old], allowed)
+            new_paths, new_allowed = _materialized(new, paths, allowed, stack) if paths else ([new], allowed)
         except RevisionError as e:
             raise click.UsageError(str(e)) from None
-        before, after = (_checked_or_exit(_policy_paths(old_paths), f"old ({old})"),
-                          _checked_or_exit(_policy_paths(new_paths), f"new ({new})"))
+        before, after = (_checked_or_exit(_policy_paths(old_paths), old_allowed, f"old ({old})"),
+                          _checked_or_exit(_policy_paths(new_paths), new_allowed, f"new ({new})"))
         try:
             found = diff(before.checked, after.checked, limit)
         except AnalysisError as e:
@@ -731,16 +750,26 @@ def diff_command(sides, output_format, fail_on, limit):
     sys.exit(EXIT_FAILED if fail_on and found.verdict in failing[fail_on] else EXIT_OK)
 
 
+def _materialized(revision: str, paths, allowed, stack) -> tuple[list[str], list[str]]:
+    """`paths` and the `--allow-path` folders as they are at `revision`, in one temporary tree:
+    the policies of a revision read only that revision's files."""
+    from .analysis.revisions import materialize
+
+    found = materialize(revision, [*paths, *allowed], stack)
+    return found[:len(paths)], found[len(paths):]
+
+
 @main.command("analyze")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
-def analyze_command(paths, output_format):
+@_ALLOW_PATH
+def analyze_command(paths, output_format, allowed):
     """Rules that never match, allow rules shadowed by deny rules or made redundant by other allow
     rules, and what callers without a token can reach."""
     from .analysis import analyze
     from .analysis.report import request_text
 
-    pipeline = _checked_or_exit(_policy_paths(paths))
+    pipeline = _checked_or_exit(_policy_paths(paths), allowed)
     findings = analyze(pipeline.checked)
     if output_format == "json":
         click.echo(json.dumps([f.to_json() for f in findings], indent=2, sort_keys=True))
@@ -762,12 +791,13 @@ def analyze_command(paths, output_format):
               help="also show what changed since git revision REV of the same PATHS (as `policyc diff`)")
 @click.option("--no-findings", "skip_findings", is_flag=True,
               help="leave out the findings of analyze, whose questions grow with the square of the rules")
-def report_command(paths, output, old, revision, skip_findings):
+@_ALLOW_PATH
+def report_command(paths, output, old, revision, skip_findings, allowed):
     """One self-contained HTML page: per service who may send what (exact, from the solver), the
     rules with their source, the diagnostics of check and the findings of analyze."""
     from contextlib import ExitStack
 
-    from .analysis.revisions import RevisionError, materialize
+    from .analysis.revisions import RevisionError
     from .analysis.witness import AnalysisError
     from .report import build
 
@@ -775,13 +805,15 @@ def report_command(paths, output, old, revision, skip_findings):
         raise click.UsageError("give --diff or --diff-revision, not both")
     with ExitStack() as stack:
         try:
-            old_paths = materialize(revision, list(paths), stack) if revision else list(old)
+            old_paths, old_allowed = (_materialized(revision, paths, allowed, stack) if revision
+                                      else (list(old), allowed))
         except RevisionError as e:
             raise click.UsageError(str(e)) from None
         # The page names the old side as the user did: the revision's paths, not a temporary folder.
         old_names = [f"{revision}:{p}" for p in paths] if revision else list(old)
-        pipeline = _checked_or_exit(_policy_paths(paths), "new" if old_paths else None)
-        before = _checked_or_exit(_policy_paths(old_paths), f"old ({', '.join(old_names)})") if old_paths else None
+        pipeline = _checked_or_exit(_policy_paths(paths), allowed, "new" if old_paths else None)
+        before = (_checked_or_exit(_policy_paths(old_paths), old_allowed, f"old ({', '.join(old_names)})")
+                  if old_paths else None)
         try:
             page = build(pipeline, list(paths), before, old_names, findings=not skip_findings)
         except AnalysisError as e:
@@ -797,14 +829,15 @@ def report_command(paths, output, old, revision, skip_findings):
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--service", "service_name", required=True, help="the service the request is sent to")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
-def who_can_command(method, path, paths, service_name, output_format):
+@_ALLOW_PATH
+def who_can_command(method, path, paths, service_name, output_format, allowed):
     """Which callers may send METHOD PATH to a service: the conditions each rule leaves, and the
     answer for anonymous callers and every catalog user and group."""
     from dataclasses import asdict
 
     from .analysis import who_can
 
-    pipeline = _checked_or_exit(_policy_paths(paths))
+    pipeline = _checked_or_exit(_policy_paths(paths), allowed)
     if service_name not in pipeline.checked.services:
         raise click.UsageError(f"no service is named {service_name!r}")
     access = who_can(pipeline.checked, service_name, method, path)

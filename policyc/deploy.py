@@ -5,6 +5,7 @@ in `folder`, a directory Envoy watches (`envoy -c FOLDER/envoy.yaml`): the boots
 `cds.yaml`, `rds.yaml` and `lds.yaml`, each written beside its name and renamed into place. Envoy
 reloads on a rename into the folder, never sees a half-written file, and keeps serving the old
 policy if it refuses a new one. Nothing is written when the policies have errors.
+Policies read files only under the inputs' folders and `allowed_roots`, as `load_and_check`.
 It returns a `Deployment`: the policy version (as every Envoy on the folder reports it), or the
 diagnostics that stopped it. `watch(...)` deploys again whenever an input file changes.
 `configmap(compiled, name)` packs the same files into a Kubernetes ConfigMap (a Secret when they hold
@@ -18,7 +19,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +40,9 @@ class Deployment:
     published_at: float = 0.0  # time.monotonic() at the first rename
 
 
-def deploy(paths: list[str], folder: str | Path, target: str = "auto", options: Options | None = None) -> Deployment:
-    pipeline = load_and_check(paths)
+def deploy(paths: list[str], folder: str | Path, target: str = "auto", options: Options | None = None,
+           allowed_roots: Iterable[str] = ()) -> Deployment:
+    pipeline = load_and_check(paths, allowed_roots=allowed_roots)
     if not pipeline.ok:
         return Deployment(pipeline, diagnostics=pipeline.diagnostics)
     config_dir = Path(folder).resolve()
@@ -109,7 +111,8 @@ def _snapshot(paths: list[str], sources: set[str]) -> dict[str, tuple[int, int]]
 
 
 def watch(paths: list[str], folder: str | Path, report: Callable[[Deployment], None], target: str = "auto",
-          options: Options | None = None, stop: threading.Event | None = None, interval: float = 0.25) -> None:
+          options: Options | None = None, stop: threading.Event | None = None, interval: float = 0.25,
+          allowed_roots: Iterable[str] = ()) -> None:
     """Deploy now, then again after every change to the inputs, until `stop` is set. A policy
     with errors is reported and not deployed: the folder keeps the last good one."""
     stop = stop or threading.Event()
@@ -122,7 +125,7 @@ def watch(paths: list[str], folder: str | Path, report: Callable[[Deployment], N
             stop.wait(interval)
             if _snapshot(paths, sources) != current:
                 continue
-            deployment = deploy(paths, folder, target, options)
+            deployment = deploy(paths, folder, target, options, allowed_roots)
             # Files first read by this load count as seen as they were before it.
             sources = set(deployment.pipeline.sources)
             seen = {**_snapshot([], sources), **current}

@@ -35,6 +35,8 @@ CODES: dict[str, str] = {
     "load/file-not-found": "an input or imported policy file does not exist or cannot be read",
     "load/not-utf8": "a policy file that is not valid UTF-8",
     "load/import-cycle": "files that import each other in a cycle",
+    "load/outside-root": "a file a policy names (import, `jwks file`, `ca file`, `cert file`, `key file`, "
+                         "`catalog`) outside the folders the policy set may read",
     # names
     "check/unknown-issuer": "a reference to an issuer that no loaded file declares",
     "check/unknown-condition": "a reference to a condition that no loaded file declares",
@@ -151,6 +153,7 @@ def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
 
 
 SNIPPET_WIDTH = 120  # characters of a source line shown around a caret
+FOREIGN_SNIPPET_WIDTH = 40  # the same, in a file that is not of the kind read (`Source.foreign`)
 
 
 def _caret_block(span: Span, sources: Mapping[str, Source]) -> list[str]:
@@ -161,8 +164,9 @@ def _caret_block(span: Span, sources: Mapping[str, Source]) -> list[str]:
     width = (span.end_column - span.column) if span.end_line == span.line else len(text) - span.column + 1
     # A window of the line around the caret, never the whole of a long line: a minified or
     # binary file can be one line of megabytes, and a file named by mistake should not be echoed.
-    start = max(0, min(span.column - 1 - SNIPPET_WIDTH // 2, len(text) - SNIPPET_WIDTH))
-    end = min(len(text), start + SNIPPET_WIDTH)
+    snippet = FOREIGN_SNIPPET_WIDTH if source.foreign else SNIPPET_WIDTH
+    start = max(0, min(span.column - 1 - snippet // 2, len(text) - snippet))
+    end = min(len(text), start + snippet)
     shown = ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
     indent = span.column - 1 - start + (1 if start else 0)
     width = min(width, max(end - (span.column - 1), 1))

@@ -2,7 +2,8 @@
 located exactly, while the user types, plus hover, go-to-definition, completion and formatting.
 
 It takes the open documents (unsaved text included) and answers from the same stages as the
-command line: `pipeline.load_and_check` with the buffers as an overlay, the checker's name tables
+command line: `pipeline.load_and_check` with the buffers as an overlay and the workspace folders
+as the roots files may be read from (besides each document's own folder), the checker's name tables
 and catalog, and the printer. Spans are 1-based code-point columns; LSP positions are 0-based in
 the encoding the client chose (UTF-16 unless it offered another), converted by pygls's codec.
 """
@@ -119,6 +120,12 @@ def _open_policies(ls: PolicyServer) -> dict[str, str]:
     return found
 
 
+def _workspace_roots(ls: PolicyServer) -> list[str]:
+    """The folders the client opened: besides a document's own folder, what its policies may read."""
+    folders = [to_fs_path(folder.uri) for folder in ls.workspace.folders.values()]
+    return [path for path in [ls.workspace.root_path, *folders] if path]
+
+
 def analyze(ls: PolicyServer, uri: str) -> None:
     """Check a document as `policyc check FILE` would, with every open buffer standing in for its
     file, and publish the diagnostics: the document's own, and those of files it reads that are
@@ -126,7 +133,7 @@ def analyze(ls: PolicyServer, uri: str) -> None:
     client spells a URI."""
     open_docs = _open_policies(ls)
     overlay = {real: ls.workspace.get_text_document(u).source for u, real in open_docs.items()}
-    pipeline = load_and_check([to_fs_path(uri)], overlay)
+    pipeline = load_and_check([to_fs_path(uri)], overlay, _workspace_roots(ls))
     ls.pipelines[uri] = pipeline
     if pipeline.checked is not None:
         ls.checked[uri] = pipeline.checked

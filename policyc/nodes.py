@@ -270,6 +270,7 @@ class Import:
 
     path: str
     span: Span | None = _span()
+    path_span: Span | None = _span()  # the string naming the file
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,7 @@ class JwksFile:
 
     path: str
     span: Span | None = _span()
+    path_span: Span | None = _span()  # the string naming the file
 
 
 @dataclass(frozen=True)
@@ -351,6 +353,7 @@ class Catalog:
 
     path: str
     span: Span | None = _span()
+    path_span: Span | None = _span()  # the string naming the file
 
 
 @dataclass(frozen=True)
@@ -359,6 +362,7 @@ class CaFile:
 
     path: str
     span: Span | None = _span()
+    path_span: Span | None = _span()  # the string naming the file
 
 
 @dataclass(frozen=True)
@@ -381,6 +385,7 @@ class CertFile:
 
     path: str
     span: Span | None = _span()
+    path_span: Span | None = _span()  # the string naming the file
 
 
 @dataclass(frozen=True)
@@ -389,6 +394,7 @@ class KeyFile:
 
     path: str
     span: Span | None = _span()
+    path_span: Span | None = _span()  # the string naming the file
 
 
 @dataclass(frozen=True)

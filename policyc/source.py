@@ -28,10 +28,13 @@ class Span:
 
 @dataclass(frozen=True)
 class Source:
-    """The text of one file, under the path diagnostics name it by."""
+    """The text of one file, under the path diagnostics name it by. `foreign` marks text from a
+    file whose real name is not of the kind read (an import of a file not named `*.policy`): it
+    may be anything, a secret included, so diagnostics show only a short excerpt of it."""
 
     path: str
     text: str
+    foreign: bool = False
 
     def line_text(self, line: int) -> str:
         # Lines end at "\n" only, as the parser counts them: splitlines() would also break at

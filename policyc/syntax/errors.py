@@ -50,7 +50,10 @@ def diagnostic_from_lark(error: UnexpectedInput, source: Source) -> Diagnostic:
         if token.type == "$END":
             return Diagnostic("parse/unexpected-end", "the file ends in the middle of a construct",
                               _token_span(source, token), hint=f"expected {_expected(expected)}")
-        return Diagnostic("parse/unexpected-token", f"unexpected `{token}`", _token_span(source, token),
+        # A foreign file's token could be a secret (`API_TOKEN=…` reads as a name): only the
+        # short excerpt under the caret shows it.
+        shown = "text" if source.foreign else f"`{token}`"
+        return Diagnostic("parse/unexpected-token", f"unexpected {shown}", _token_span(source, token),
                           hint=f"expected {_expected(expected)}")
     if isinstance(error, UnexpectedCharacters):
         span = source.span_at_offset(error.pos_in_stream)

@@ -97,6 +97,10 @@ class ToAst:
         values = tuple(self.text(t) for t in tokens)
         return values, tuple(_token_span(self.path, t) for t in tokens)
 
+    def file_setting(self, kind: type, meta, children):
+        """A statement naming a file (`import`, `catalog`, `… file`): its path, span and the string's span."""
+        return kind(self.text(children[0]), self.span(meta), _token_span(self.path, children[0]))
+
     def listed(self, child) -> tuple[tuple[str, ...], tuple[Span, ...]]:
         """A `_string_or_list` child: a lone STRING token or a string_list's tokens."""
         return self.texts([child] if isinstance(child, Token) else child)
@@ -106,10 +110,10 @@ class ToAst:
         return n.PolicyFile(self.path, tuple(items))
 
     def import_stmt(self, meta, children):
-        return n.Import(self.text(children[0]), self.span(meta))
+        return self.file_setting(n.Import, meta, children)
 
     def catalog(self, meta, children):
-        return n.Catalog(self.text(children[0]), self.span(meta))
+        return self.file_setting(n.Catalog, meta, children)
 
     def issuer(self, meta, children):
         name, *settings = children
@@ -122,7 +126,7 @@ class ToAst:
         return n.JwksUri(self.text(children[0]), self.span(meta))
 
     def jwks_file(self, meta, children):
-        return n.JwksFile(self.text(children[0]), self.span(meta))
+        return self.file_setting(n.JwksFile, meta, children)
 
     def audience(self, meta, children):
         return n.Audience(self.listed(children[0])[0], self.span(meta))
@@ -135,16 +139,16 @@ class ToAst:
         return n.Trust(str(name), tuple(settings), self.span(meta), _token_span(self.path, name))
 
     def ca_file(self, meta, children):
-        return n.CaFile(self.text(children[0]), self.span(meta))
+        return self.file_setting(n.CaFile, meta, children)
 
     def tls(self, meta, children):
         return n.Tls(tuple(children), self.span(meta))
 
     def cert_file(self, meta, children):
-        return n.CertFile(self.text(children[0]), self.span(meta))
+        return self.file_setting(n.CertFile, meta, children)
 
     def key_file(self, meta, children):
-        return n.KeyFile(self.text(children[0]), self.span(meta))
+        return self.file_setting(n.KeyFile, meta, children)
 
     def condition_def(self, meta, children):
         name, expr = children

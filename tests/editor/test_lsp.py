@@ -240,6 +240,37 @@ def test_diagnostics_of_another_file_are_cleared_when_they_no_longer_apply(lsp, 
     lsp(scenario)
 
 
+def test_files_are_read_only_inside_the_document_folder_and_the_workspace(lsp, tmp_path):
+    """Besides a document's own folder, its policies may read the workspace folders and nothing
+    else: an import of /proc/self/environ stays refused whatever the workspace."""
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "shared").mkdir()
+    main_policy = tmp_path / "policies" / "main.policy"
+    main_policy.write_text('import "../shared/common.policy"\nimport "/proc/self/environ"\ncondition c = staff\n')
+    (tmp_path / "shared" / "common.policy").write_text("condition staff = authenticated\n")
+    workspace = [types.WorkspaceFolder(from_fs_path(str(tmp_path)), "workspace")]
+
+    async def scenario(client):
+        def folders(added, removed):
+            client.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(
+                types.WorkspaceFoldersChangeEvent(added=added, removed=removed)))
+
+        uri = from_fs_path(str(main_policy))
+        refused = await client.open(main_policy)
+        assert [(d.code, d.range.start.line) for d in refused] == [("load/outside-root", 0), ("load/outside-root", 1)]
+        folders(workspace, [])
+        try:
+            change = types.TextDocumentContentChangeWholeDocument(text=main_policy.read_text())
+            [environ] = await client.next_diagnostics(uri, lambda: client.text_document_did_change(
+                types.DidChangeTextDocumentParams(types.VersionedTextDocumentIdentifier(2, uri), [change])))
+        finally:
+            folders([], workspace)
+        assert (environ.code, environ.range.start.line, environ.range.start.character) == ("load/outside-root", 1, 7)
+        assert "PATH=" not in environ.message
+
+    lsp(scenario)
+
+
 def position_of(path: Path, needle: str, offset: int = 0) -> types.Position:
     """The position of `needle` (plus `offset` characters) in an ASCII file."""
     text = path.read_text()

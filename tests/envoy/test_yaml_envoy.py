@@ -15,7 +15,6 @@ import json
 import time
 import urllib.request
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -25,6 +24,7 @@ from policyc.harness.envoy_process import running_envoy
 from policyc.harness.replay import EnvoyUnderTest
 from policyc.pipeline import load_and_check
 from policyc.syntax.printer import string
+from tests import CASE_KEYS
 
 pytestmark = pytest.mark.envoy
 
@@ -114,7 +114,7 @@ def _policy() -> str:
         if value.isprintable() and value == value.strip(" \t"):
             rules.append(f'deny "h{i}" when header "x-v" == {literal} or header "x-v" suffix {literal}')
     body = "\n    ".join(rules)
-    keys = Path(__file__).parents[1] / "cases" / "keys" / "idp.jwks.json"
+    keys = CASE_KEYS / "idp.jwks.json"
     return f"""
 issuer idp {{
     url "https://idp.cases.test"
@@ -132,7 +132,7 @@ service strings {{
 @pytest.mark.parametrize("target", ["auto", "rbac"])
 def test_compiled_strings_load_as_compiled(target, tmp_path):
     (tmp_path / "strings.policy").write_text(_policy(), encoding="utf-8")
-    pipeline = load_and_check([str(tmp_path / "strings.policy")])
+    pipeline = load_and_check([str(tmp_path / "strings.policy")], allowed_roots=[CASE_KEYS])
     assert pipeline.ok, [d.message for d in pipeline.diagnostics]
     policies = expressible_part(pipeline.checked) if target == "rbac" else pipeline.checked
     with EnvoyUnderTest(tmp_path / "envoy") as envoy:

@@ -81,7 +81,7 @@ def test_a_long_cycle_of_conditions(tmp_path):
 
 
 def test_an_unexpected_exception_is_an_internal_error_not_a_traceback(tmp_path, monkeypatch):
-    def broken(paths):
+    def broken(*args, **kwargs):
         raise RuntimeError("planted")
 
     monkeypatch.setattr(policyc.cli, "load_and_check", broken)

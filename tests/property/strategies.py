@@ -28,6 +28,7 @@ from policyc.harness.generate import (
 from policyc.interpret.evaluator import Context
 from policyc.interpret.grpc import GRPC_CONTENT_TYPE
 from policyc.interpret.request import RawRequest
+from policyc.roots import Roots
 from policyc.source import Span
 from policyc.syntax.printer import format_file
 
@@ -446,7 +447,8 @@ class Generated:
 @lru_cache(maxsize=256)
 def check_clean(policy_set: n.PolicySet) -> Checked:
     """`check`, failing on any error: a generated policy set must be well formed."""
-    checked, diagnostics = check(policy_set)
+    # The world's files lie beside the policy file, under the one root its folder gives.
+    checked, diagnostics = check(policy_set, Roots.of(file.path for file in policy_set.files))
     errors = [f"{d.code}: {d.message}" for d in diagnostics if d.is_error]
     assert not errors, errors
     return checked

@@ -22,6 +22,7 @@ from policyc.backends import lua
 from policyc.casefile import build_request, load_case_file
 from policyc.harness.replay import EnvoyUnderTest
 from policyc.pipeline import load_and_check
+from tests import CASE_KEYS
 
 pytestmark = pytest.mark.envoy
 
@@ -51,7 +52,9 @@ SCRIPT_FAULTS = {  # the emitted script's own code: the entry point, and every r
 
 @pytest.fixture(scope="module")
 def corpus():
-    checked = load_and_check([str(FOLDER)]).checked
+    # The keys and catalog are the decision corpus's, outside this folder.
+    catalog = CASE_KEYS.parent / "membership" / "catalog"
+    checked = load_and_check([str(FOLDER)], allowed_roots=[CASE_KEYS, catalog]).checked
     case_file = load_case_file(str(FOLDER / "faults.cases.yaml"))
     now = time.time()
     requests = [build_request(case.request, checked, case_file.keys, now) for case in case_file.cases]

@@ -95,7 +95,7 @@ def _requests(now: float) -> list[RawRequest]:
 def checked(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hostile")
     (folder / "hostile.policy").write_text(_policy())
-    pipeline = load_and_check([str(folder / "hostile.policy")])
+    pipeline = load_and_check([str(folder / "hostile.policy")], allowed_roots=[KEYS])
     assert pipeline.ok, [d.message for d in pipeline.diagnostics]
     return pipeline.checked
 

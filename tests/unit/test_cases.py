@@ -14,6 +14,7 @@ import pytest
 
 from policyc.casefile import load_case_file, run_cases
 from policyc.pipeline import Pipeline, load_and_check
+from tests import CASE_KEYS
 
 CASES = Path(__file__).resolve().parent.parent / "cases"
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -34,7 +35,7 @@ def _feature(case_file: Path) -> Path:
 
 @functools.cache
 def _pipeline(folder: Path) -> Pipeline:
-    return load_and_check([str(folder)])
+    return load_and_check([str(folder)], allowed_roots=[CASE_KEYS])
 
 
 def _messages(pipeline: Pipeline) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from policyc.cli import main
+from tests import CASE_KEYS
 
 EXAMPLE = Path(__file__).parents[2] / "envoy_configs" / "examples" / "backstage"
 FIVE_MISTAKES = Path(__file__).parent.parent / "golden" / "diagnostics" / "five_mistakes" / "main.policy"
@@ -66,10 +67,11 @@ def test_eval_of_a_grpc_call_gives_its_grpc_status(tmp_path):
     request.write_text(json.dumps({"method": "POST", "path": "/shop.v1.Orders/Get", "host": "shop.test",
                                    "headers": {"content-type": "application/grpc"}}))
     grpc = Path(__file__).parents[1] / "cases" / "grpc"
-    result = run("eval", grpc, "--request", request, "--json", expect=0)
+    result = run("eval", grpc, "--request", request, "--json", "--allow-path", CASE_KEYS, expect=0)
     assert json.loads(result.stdout) == {"status": 403, "reason": "default-deny", "rule": None, "service": "shop",
                                          "grpc_status": 7}
-    assert "a gRPC call: HTTP 200 with grpc-status 7" in run("eval", grpc, "--request", request, expect=0).stdout
+    decided = run("eval", grpc, "--request", request, "--allow-path", CASE_KEYS, expect=0)
+    assert "a gRPC call: HTTP 200 with grpc-status 7" in decided.stdout
 
 
 def test_eval_bad_request_file_is_a_usage_error(tmp_path):
