@@ -730,6 +730,10 @@ def diff_command(sides, output_format, fail_on, limit, allowed):
     if len(sides) < 2:
         raise click.UsageError("give OLD and NEW: two files or folders, or two revisions and `-- PATHS`")
     old, new, paths = sides[0], sides[1], list(sides[2:])
+    # After `--` every word is a path: an option there would otherwise reach git as a pathspec.
+    options = {name for param in click.get_current_context().command.params for name in param.opts}
+    if misplaced := [word for word in paths if word.split("=")[0] in options]:
+        raise click.UsageError(f"{misplaced[0]} after `--` is read as a path: put options before `--`")
     with ExitStack() as stack:
         try:
             old_paths, old_allowed = _materialized(old, paths, allowed, stack) if paths else ([old], allowed)
@@ -742,7 +746,7 @@ def diff_command(sides, output_format, fail_on, limit, allowed):
             found = diff(before.checked, after.checked, limit)
         except AnalysisError as e:
             click.echo(f"policyc: internal error, nothing reported: {e}", err=True)
-            sys.exit(EXIT_USAGE)
+            sys.exit(EXIT_INTERNAL)
     click.echo(report.RENDERERS[output_format](found))
     # Fail closed: a verdict the solver could not reach fails either gate.
     failing = {"broader": {"broader", "mixed", "undecided"}, "any": {"broader", "mixed", "narrower", "changed",

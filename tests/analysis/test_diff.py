@@ -1,11 +1,14 @@
 """`policyc diff`: verdicts, the rules and example requests of each change (every one replayed
-through the interpreter inside `diff`), the three formats, `--fail-on`, and git revisions."""
+through the interpreter inside `diff`), the three formats, `--fail-on`, git revisions, and the exit
+codes of misplaced options (2) and of a solver the interpreter contradicts (3)."""
 
 import json
 
 from click.testing import CliRunner
 
+from policyc import analysis
 from policyc.analysis import diff
+from policyc.analysis.witness import AnalysisError
 from policyc.cli import main
 from tests.analysis.policies import API, checked, commit, write
 
@@ -107,3 +110,24 @@ def test_cli_git_revisions(tmp_path, monkeypatch):
     result = run("diff", "HEAD~1", "HEAD", "policies", "--limit", "1", "--fail-on", "broader", expect=1)
     assert "broader" in result.stdout
     assert "no-such-revision" in run("diff", "no-such-revision", "HEAD", "policies", expect=2).stderr
+
+
+def test_cli_options_after_the_double_dash_are_refused_by_name(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    commit(repo, API, "old")
+    monkeypatch.chdir(repo)
+    result = run("diff", "HEAD", "HEAD", "--", "policies", "--fail-on", "broader", expect=2)
+    assert "--fail-on after `--` is read as a path: put options before `--`" in result.stderr
+    assert "--format=markdown after" in run("diff", "HEAD", "HEAD", "--", "policies", "--format=markdown",
+                                             expect=2).stderr
+    run("diff", "HEAD", "HEAD", "--fail-on", "any", "--", "policies", expect=0)
+
+
+def test_cli_a_solver_the_interpreter_contradicts_is_an_internal_error(tmp_path, monkeypatch):
+    def contradicted(*args):
+        raise AnalysisError("GET /x: the model predicted status 200, the interpreter 403")
+
+    monkeypatch.setattr(analysis, "diff", contradicted)
+    old = write(tmp_path / "old", API)
+    result = run("diff", old, old, expect=3)
+    assert result.stdout == "" and "internal error, nothing reported: GET /x" in result.stderr

@@ -1,6 +1,7 @@
 """The shipped CI files work: the GitHub workflow example runs check, test, verify and
 compile --check in that order, and its steps pass on the bundled example (and fail on stale
-outputs); every pre-commit hook's entry is a working policyc command."""
+outputs); its check step annotates every error and writes the SARIF log even when check fails;
+every pre-commit hook's entry is a working policyc command."""
 
 import os
 import shlex
@@ -28,24 +29,42 @@ def policyc_steps() -> list[dict]:
 
 
 def test_workflow_runs_check_test_verify_then_compile_check():
-    commands = [shlex.split(line) for step in policyc_steps() for line in step["run"].splitlines() if line.strip()]
+    commands = [shlex.split(line) for step in policyc_steps() for line in step["run"].splitlines()
+                if line.strip().startswith("policyc ")]
     order = [words[1] for words in commands]
     assert list(dict.fromkeys(order)) == ["check", "test", "verify", "compile"]
     assert order == sorted(order, key=["check", "test", "verify", "compile"].index), "each command once, in order"
     assert "--check" in commands[-1]
-    assert {"--format", "github"} <= set(commands[1]) and "--junit" in commands[2]
+    assert [words[words.index("--format") + 1] for words in commands if words[1] == "check"] == ["github", "sarif"]
+    assert "--junit" in commands[order.index("test")]
 
 
 def run_step(step: dict, env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    """A step's script as GitHub Actions runs it (`bash --noprofile --norc -eo pipefail {0}`)."""
     return subprocess.run(["bash", "-eo", "pipefail", "-c", step["run"]], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
+
+
+def workflow_env(**overrides) -> dict:
+    return {**os.environ, **WORKFLOW["env"], **overrides,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_check_step_annotates_errors_writes_sarif_and_fails(tmp_path):
+    (tmp_path / "policies").mkdir()
+    shutil.copy(FIVE_MISTAKES, tmp_path / "policies" / "main.policy")
+    [step] = [step for step in policyc_steps() if step["name"] == "policyc check"]
+    result = run_step(step, workflow_env(POLICIES="policies"), tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.count("::error file=policies/main.policy,") == 5
+    assert result.stdout.count("::warning file=policies/main.policy,") == 1
+    assert (tmp_path / "policyc.sarif").read_text().count('"ruleId"') == 6
 
 
 @pytest.mark.envoy
 def test_workflow_steps_pass_on_the_example_and_catch_stale_outputs(tmp_path):
     shutil.copytree(EXAMPLE, tmp_path / "policies")
-    env = {**os.environ, **WORKFLOW["env"], "POLICIES": "policies", "COMPILED": "policies/compiled",
-           "VERIFY_EXAMPLES": "5", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = workflow_env(POLICIES="policies", COMPILED="policies/compiled", VERIFY_EXAMPLES="5")
     for step in policyc_steps():
         result = run_step(step, env, tmp_path)
         assert result.returncode == 0, (step["name"], result.stdout[-2000:], result.stderr[-2000:])
