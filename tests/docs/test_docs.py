@@ -49,13 +49,6 @@ def test_the_commands_not_run_are_the_listed_ones():
     assert {name: found for name, found in left_out.items() if found} == NOT_RUN
 
 
-@pytest.mark.parametrize("name, command", [pytest.param(name, c, id=f"{name}:{c.line}")
-                                           for name, text in TEXTS.items() for c in _left_out(text)])
-def test_not_run(name, command):
-    """One skip per command left out, so that each shows, with its reason, in every run's summary."""
-    pytest.skip(f"{name}:{command.line} `{_without_comment(command.text)}` not run: {command.not_run}")
-
-
 def check(text: str, work) -> list[str]:
     return run_document(text, "doc.md", work)
 
