@@ -26,6 +26,7 @@ from .interpret.peer import is_ca
 from .roots import Roots
 from .source import Source, Span
 from .syntax import MAX_DEPTH
+from .syntax.printer import expression
 
 # Tests in one rule once the conditions it names are written out: far beyond any policy a person
 # writes, and small enough that checking, deciding and compiling it take milliseconds.
@@ -292,7 +293,8 @@ def _check_service(service: n.Service) -> Iterator[Diagnostic]:
     for rule in service.rules:
         if not _SAFE_NAME.match(rule.name):
             yield error("check/bad-name", f"rule name `{rule.name}` has characters logs and Envoy cannot carry",
-                        rule.name_span, hint="use letters, digits and `_ . : -` (at most 128)")
+                        rule.name_span, hint="start with a letter or digit, then letters, digits and `_ . : -` "
+                                             "(at most 128 in all)")
 
 
 def split_port(authority: str) -> tuple[str, str | None]:
@@ -369,11 +371,12 @@ class _ExprChecker:
     def check_MethodTest(self, node: n.MethodTest):
         for method, span in _with_spans(node.methods, node):
             if not _METHOD.match(method):
-                yield error("check/bad-method", f"`{method}` is not an upper-case HTTP method", span,
-                            hint=f"write `{method.upper()}`" if _METHOD.match(method.upper()) else None)
-            elif method not in KNOWN_METHODS or method == "CONNECT":
+                # Upper case is the fix only for a method the proxy accepts: `fetch` is refused as `FETCH` too.
+                hint = f"write `{method.upper()}`" if _accepted_method(method.upper()) else _METHODS_HINT
+                yield error("check/bad-method", f"`{method}` is not an upper-case HTTP method", span, hint=hint)
+            elif not _accepted_method(method):
                 yield error("check/bad-method", f"the proxy refuses `{method}` requests before any rule",
-                            span, hint="methods the proxy accepts: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, …")
+                            span, hint=_METHODS_HINT)
 
     def check_PathTest(self, node: n.PathTest):
         if node.op is n.Op.IN and not node.values:
@@ -405,6 +408,13 @@ class _ExprChecker:
 
     def check_HeaderEqualsClaim(self, node: n.HeaderEqualsClaim):
         yield from _header_name(node.name, node.span)
+        yield from self._issuer_available(node)
+
+    def check_Authenticated(self, node: n.Authenticated):
+        yield from self._issuer_available(node)
+
+    def check_ClaimIsBool(self, node: n.ClaimIsBool):
+        yield from self._issuer_available(node)
 
     def check_SourceIn(self, node: n.SourceIn):
         if not node.cidrs:
@@ -416,6 +426,15 @@ class _ExprChecker:
     def check_ClaimTest(self, node: n.ClaimTest):
         if node.op is n.Op.IN and not node.values:
             yield error("check/empty-list", "an empty list never matches", node.span)
+        yield from self._issuer_available(node)
+
+    def _issuer_available(self, node) -> Iterator[Diagnostic]:
+        """A token atom holds only for a verified token, and without an issuer none is accepted."""
+        if not self.checked.issuers:
+            yield warning("check/token-without-issuer", f"`{expression(node)}` is never true: no `issuer` is "
+                          "declared, so no token is ever accepted", node.span,
+                          hint='declare the issuer of the callers\' tokens: issuer NAME { url "https://…" '
+                               'jwks "https://…/jwks.json" }')
 
     def check_Member(self, node: n.Member):
         yield from self._catalog_available(node)
@@ -474,8 +493,17 @@ class _ExprChecker:
             yield error("check/member-without-catalog", "`member` needs a `catalog`", node.span,
                         hint='declare `catalog "path/to/catalog"`')
         if not self.has_catalog_issuer:
+            hint = ("add `catalog users` to the issuer whose tokens name catalog users" if self.checked.issuers
+                    else "declare the issuer whose tokens name catalog users, with `catalog users`")
             yield error("check/member-without-catalog", "`member` needs an issuer marked `catalog users`",
-                        node.span, hint="add `catalog users` to the issuer whose tokens name catalog users")
+                        node.span, hint=hint)
+
+
+_METHODS_HINT = "methods the proxy accepts: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, …"
+
+
+def _accepted_method(method: str) -> bool:
+    return method in KNOWN_METHODS and method != "CONNECT"
 
 
 def _with_spans(values, node) -> Iterator[tuple[str, Span]]:
@@ -485,12 +513,22 @@ def _with_spans(values, node) -> Iterator[tuple[str, Span]]:
 
 def _header_name(name: str, span: Span) -> Iterator[Diagnostic]:
     if not _HEADER_NAME.match(name):
-        hint = f'write "{name.lower()}"' if _HEADER_NAME.match(name.lower()) else None
+        hint = _header_hint(name.lower()) if _HEADER_NAME.match(name.lower()) else None
         yield error("check/bad-header-name", f"`{name}` is not a lower-case header name", span, hint=hint)
     elif (why := proxy_header(name)) is not None:
-        hint = (f'write "{name.replace("_", "-")}"' if "_" in name
-                else "test what the proxy leaves as sent: `hosts`, `source`, `method`, `path` or another header")
-        yield error("check/proxy-header", f"a rule cannot see `{name}` as the client sent it: {why}", span, hint=hint)
+        yield error("check/proxy-header", f"a rule cannot see `{name}` as the client sent it: {why}", span,
+                    hint=_header_hint(name))
+
+
+def _header_hint(name: str) -> str:
+    """How to write a test of the lower-case header `name` that the checker accepts: each hint
+    leads to a policy without this family's errors, never to `check/proxy-header`."""
+    for candidate in (name, name.replace("_", "-")):
+        if proxy_header(candidate) is None:
+            return f'write "{candidate}"'
+    if name.replace("_", "-") == "host":
+        return "a rule cannot test the host: list it in a service's `hosts`, whose rules then decide its requests"
+    return "test what the proxy leaves as sent instead: `source`, `method`, `path` or another header"
 
 
 def grpc_name_problem(kind: n.GrpcKind, name: str) -> tuple[str, str] | None:
@@ -674,14 +712,24 @@ def _anonymous(expr: n.Expr, conditions, seen: frozenset, call: str | None = Non
     return None
 
 
-def _anonymous_warnings(service: n.Service, conditions, skipped: set[int]) -> Iterator[Diagnostic]:
+def _identity_atom(checked: Checked) -> str | None:
+    """An atom true for exactly the callers who proved who they are, when the policies accept
+    any proof: a verified token, else a verified client certificate."""
+    if checked.issuers:
+        return "authenticated"
+    return "peer trusted" if checked.trust_decls else None
+
+
+def _anonymous_warnings(service: n.Service, checked: Checked, skipped: set[int]) -> Iterator[Diagnostic]:
+    conditions, identity = checked.conditions, _identity_atom(checked)
+    fix = f"add `{identity}`" if identity else "declare an `issuer` and add `authenticated`"
     for rule in service.rules:
         if rule.effect is not n.Effect.ALLOW or id(rule) in skipped:
             continue
         anonymous = can_match_anonymous(rule.expr, conditions)
         if anonymous and not rule.public:
             yield warning("check/anonymous-allow", f"rule `{rule.name}` can allow callers without a token",
-                          rule.name_span, hint="write `allow public` if that is intended, or add `authenticated`")
+                          rule.name_span, hint=f"write `allow public` if that is intended, or {fix}")
         elif rule.public and not anonymous:
             yield warning("check/public-needs-no-token",
                           f"rule `{rule.name}` is marked `public` but needs a token or a client certificate to match",
@@ -713,8 +761,9 @@ def _names_reflection(expr: n.Expr, conditions) -> bool:
     return any(path.startswith(prefixes) for path in paths)
 
 
-def _grpc_warnings(service: n.Service, conditions, skipped: set[int]) -> Iterator[Diagnostic]:
+def _grpc_warnings(service: n.Service, checked: Checked, skipped: set[int]) -> Iterator[Diagnostic]:
     """gRPC rules sent to an HTTP/1.1 upstream, and server reflection open to anonymous callers."""
+    conditions, identity = checked.conditions, _identity_atom(checked)
     rules = [r for r in service.rules if id(r) not in skipped]
     if service.upstream_protocol is n.UpstreamProtocol.HTTP1:
         grpc_rules = any(isinstance(node, n.GrpcTest) for r in rules for node in _nodes_written_out(r.expr, conditions))
@@ -731,8 +780,8 @@ def _grpc_warnings(service: n.Service, conditions, skipped: set[int]) -> Iterato
                 _anonymous(rule.expr, conditions, frozenset(), call) is not False for call in open_calls):
             yield warning("check/anonymous-reflection", f"rule `{rule.name}` lets callers without a token "
                           "reach gRPC server reflection", rule.name_span,
-                          hint="reflection lists every service and method: add "
-                               '`deny "no-reflection" when grpc reflection and not authenticated`')
+                          hint="reflection lists every service and method: add `deny \"no-reflection\" when grpc "
+                               f"reflection{f' and not {identity}' if identity else ''}`")
 
 
 def _written_out_grpc(checked: Checked) -> None:
@@ -800,8 +849,8 @@ def check(policy_set: n.PolicySet, roots: Roots) -> tuple[Checked, list[Diagnost
         rules_over, size_errors = _size_limits(checked, order)
         diagnostics += size_errors
         for service in policy_set.services:
-            diagnostics += _anonymous_warnings(service, checked.conditions, rules_over)
-            diagnostics += _grpc_warnings(service, checked.conditions, rules_over)
+            diagnostics += _anonymous_warnings(service, checked, rules_over)
+            diagnostics += _grpc_warnings(service, checked, rules_over)
     if exprs.grpc_seen:
         _written_out_grpc(checked)
     return checked, diagnostics

@@ -1,9 +1,11 @@
 """Command line: `policyc check | fmt | eval | test | compile | verify | explain | lsp | diff | analyze |
-who-can | report`, the operations commands, and the starting points `init` and `dev-certs`.
+who-can | what-can | report`, the operations commands, and the starting points `init` and `dev-certs`.
 Shell completion is click's: `_POLICYC_COMPLETE=bash_source policyc` prints the bash script.
 
 Artifacts go to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 policy errors or failed
-cases, 2 usage errors, 3 an internal error (a bug in policyc, reported in one line, not a traceback).
+cases (or a failed `--fail-on` gate), 2 usage errors, 3 an internal error (a bug in policyc,
+reported in one line, not a traceback), 4 for `who-can` and `what-can`: the proxy refuses the
+request or caller before any rule.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import re
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from difflib import get_close_matches
 from functools import partial
 from importlib.metadata import version
@@ -24,6 +26,7 @@ import click
 import yaml
 
 from . import audit, devcerts, scaffold
+from . import nodes as n
 from .backends import TARGETS, compile_dynamic, compile_outputs
 from .backends.envoy import Options
 from .backends.rbac import expressible
@@ -43,7 +46,8 @@ from .pipeline import Pipeline, load_and_check
 from .syntax import parse
 from .syntax.printer import format_file
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+# 4: `who-can` and `what-can` only: the proxy refuses the request or caller before any rule.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_REFUSED = 0, 1, 2, 3, 4
 
 
 def _report(pipeline: Pipeline, output_format: str = "text") -> None:
@@ -116,7 +120,8 @@ def main() -> None:
     Policies read files (imports, keys, certificates, catalogs) only under the folders given as
     inputs and each --allow-path DIR; any other is refused and never opened.
 
-    Exit codes: 0 ok, 1 policy errors or failed cases, 2 usage errors, 3 internal errors.
+    Exit codes: 0 ok, 1 policy errors, failed cases or a failed --fail-on gate, 2 usage errors,
+    3 internal errors, 4 (who-can, what-can) the proxy refuses the request or caller before any rule.
 
     Shell completion: eval "$(_POLICYC_COMPLETE=bash_source policyc)" in ~/.bashrc
     (zsh_source in ~/.zshrc; fish: _POLICYC_COMPLETE=fish_source policyc | source).
@@ -763,26 +768,37 @@ def _materialized(revision: str, paths, allowed, stack) -> tuple[list[str], list
     return found[:len(paths)], found[len(paths):]
 
 
+# `analyze --fail-on`: a severity (it and those above it), a kind, or `any`.
+_ANALYZE_GATES = ["any", "warning", "note", "never-matches", "shadowed", "redundant", "anonymous"]
+
+
 @main.command("analyze")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
 @_ALLOW_PATH
-def analyze_command(paths, output_format, allowed):
+@click.option("--fail-on", "fail_on", multiple=True, type=click.Choice(_ANALYZE_GATES),
+              help="exit 1 on a finding of this severity (warning; note: every finding), of this kind, or on "
+                   "any finding (repeatable); a rule the solver could not answer for fails every gate")
+def analyze_command(paths, output_format, fail_on, allowed):
     """Rules that never match, allow rules shadowed by deny rules or made redundant by other allow
-    rules, and what callers without a token can reach."""
+    rules, and what callers without a token can reach through rules not marked `public`. Each
+    finding is a warning, or a note for a redundant rule."""
     from .analysis import analyze
     from .analysis.report import request_text
 
     pipeline = _checked_or_exit(_policy_paths(paths), allowed)
     findings = analyze(pipeline.checked)
+    failing = [f for f in findings if f.fails(fail_on)]
     if output_format == "json":
         click.echo(json.dumps([f.to_json() for f in findings], indent=2, sort_keys=True))
-        return
+        sys.exit(EXIT_FAILED if failing else EXIT_OK)
     for finding in findings:
         click.echo(f"{finding.service}: rule '{finding.rule}' [{finding.kind}]: {finding.message}")
         for line in request_text(finding.request) if finding.request else []:
             click.echo(f"    {line}")
-    click.echo(f"policyc analyze: {len(findings)} finding(s)", err=True)
+    click.echo(f"policyc analyze: {len(findings)} finding(s)"
+               + (f", {len(failing)} failing --fail-on {' '.join(fail_on)}" if failing else ""), err=True)
+    sys.exit(EXIT_FAILED if failing else EXIT_OK)
 
 
 @main.command("report")
@@ -827,28 +843,24 @@ def report_command(paths, output, old, revision, skip_findings, allowed):
     click.echo(f"wrote {output} ({len(pipeline.checked.services)} services)", err=True)
 
 
-@main.command("who-can")
-@click.argument("method")
-@click.argument("path")
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--service", "service_name", required=True, help="the service the request is sent to")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
-@_ALLOW_PATH
-def who_can_command(method, path, paths, service_name, output_format, allowed):
-    """Which callers may send METHOD PATH to a service: the conditions each rule leaves, and the
-    answer for anonymous callers and every catalog user and group."""
-    from dataclasses import asdict
+def _target_host(checked, service_name: str | None, host: str | None) -> str:
+    """The host a question is sent to: `--host` as given, or the first host of `--service`."""
+    if (service_name is None) == (host is None):
+        raise click.UsageError("give --service or --host (one of them)")
+    if host is not None:
+        return host
+    if service_name not in checked.services:
+        close = get_close_matches(service_name, list(checked.services), n=1)
+        raise click.UsageError(f"no service is named {service_name!r}" + (f"; did you mean {close[0]!r}?" if close
+                                                                          else ""))
+    return checked.services[service_name].hosts[0]
 
-    from .analysis import who_can
 
-    pipeline = _checked_or_exit(_policy_paths(paths), allowed)
-    if service_name not in pipeline.checked.services:
-        raise click.UsageError(f"no service is named {service_name!r}")
-    access = who_can(pipeline.checked, service_name, method, path)
-    if output_format == "json":
-        click.echo(json.dumps(asdict(access), indent=2, sort_keys=True))
-        return
-    click.echo(f"{method} {path} on {service_name}")
+def _access_text(method: str, target: str, access, reading, refusals, several: bool) -> None:
+    over = f" (over {', '.join(reading.protocols)})" if several or refusals else ""
+    click.echo(f"{method} {reading.path} on {access.service}{over}")
+    if reading.path != target:
+        click.echo(f"the proxy normalizes {target} to {reading.path}")
     click.echo("allowed when any of:" if access.allow else "no allow rule can match")
     for rule, condition in access.allow.items():
         click.echo(f"  {rule}: {condition}")
@@ -863,3 +875,189 @@ def who_can_command(method, path, paths, service_name, output_format, allowed):
         click.echo("catalog users and groups (a token, no certificate):")
     for ref, verdict in access.callers.items():
         click.echo(f"  {ref}: {verdict}")
+
+
+@main.command("who-can")
+@click.argument("method")
+@click.argument("path")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--service", "service_name", help="the service the request is sent to (at its first host)")
+@click.option("--host", help="the host the request is sent to (the :authority, or the Host header)")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@_ALLOW_PATH
+def who_can_command(method, path, paths, service_name, host, output_format, allowed):
+    """Which callers may send METHOD PATH to a service (--service) or host (--host): the
+    conditions each rule leaves, and the answer for anonymous callers, certificate holders and
+    every catalog user and group. PATH is the request-target as sent: the rules see it as the
+    proxy normalizes it, over HTTP/1.1, h2c and h2. A request the proxy refuses before any rule
+    (400, 404, a reset HTTP/2 stream) over every protocol gets the proxy's answers and exit 4."""
+    from .analysis import who_can
+    from .analysis.admission import read_request
+
+    pipeline = _checked_or_exit(_policy_paths(paths), allowed)
+    checked = pipeline.checked
+    host = _target_host(checked, service_name, host)
+    try:
+        readings, refusals = read_request(checked, method, path, host)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    answers = [(reading, who_can(checked, reading.service, method, reading.path)) for reading in readings]
+    if output_format == "json":
+        click.echo(json.dumps({"method": method, "target": path, "host": host,
+                               "refused": [asdict(r) for r in refusals], "answers": [
+            {"protocols": list(reading.protocols)} | asdict(access) for reading, access in answers]},
+            indent=2, sort_keys=True))
+    elif not answers:
+        click.echo(f"{method} {path} to host {host} never reaches a rule: the proxy refuses it")
+        click.echo("\n".join(f"  {refusal}" for refusal in refusals))
+    else:
+        for refusal in refusals:
+            click.echo(f"refused by the proxy before any rule over {refusal}")
+        for reading, access in answers:
+            _access_text(method, path, access, reading, refusals, len(answers) > 1)
+    sys.exit(EXIT_OK if answers else EXIT_REFUSED)
+
+
+def _caller(checked, anonymous, issuer, claims, user, groups, trust, uris, dns, subject):
+    """The caller the what-can options describe, or a usage error."""
+    from .analysis.callers import Caller, caller_problem, canonical_subject
+
+    token = issuer is not None or user is not None or bool(groups)
+    if anonymous and (token or trust or claims):
+        raise click.UsageError("--anonymous takes no token or certificate options")
+    if not anonymous and not token and trust is None:
+        raise click.UsageError("describe the caller: --anonymous, or a token (--issuer, --user, --group) and/or "
+                               "a client certificate (--trust)")
+    if claims and not token:
+        raise click.UsageError("--claim needs a token: give --issuer, --user or --group")
+    if (uris or dns or subject is not None) and trust is None:
+        raise click.UsageError("--uri, --dns and --subject describe a certificate: give --trust")
+    issuers = (issuer,) if issuer is not None else ()
+    if token and not issuers:
+        issuers = tuple(sorted(name for name, i in checked.issuers.items() if i.catalog_users))
+        if not issuers:
+            raise click.UsageError("no issuer is marked `catalog users`: give --issuer")
+    claims = _claims(claims)
+    for option, name, value in (("--user", "sub", user), ("--group", "ent", groups)):
+        if value and name in claims:
+            raise click.UsageError(f"{option} sets the `{name}` claim: give one or the other")
+    if user is not None:
+        claims["sub"] = _catalog_ref(checked, user, "user", "--user")
+    if groups:
+        claims["ent"] = [_catalog_ref(checked, group, "group", "--group") for group in groups]
+    try:
+        subject = canonical_subject(subject) if subject is not None else None
+    except ValueError:
+        raise click.BadParameter(f"{subject!r} is not an RFC 4514 name, e.g. CN=deploy-bot,O=CI",
+                                 param_hint="--subject") from None
+    caller = Caller(issuers, claims, trust, tuple(uris), tuple(dns), subject)
+    if (problem := caller_problem(checked, caller)) is not None:
+        raise click.UsageError(problem)
+    return caller
+
+
+def _catalog_ref(checked, ref: str, kind: str, option: str) -> str:
+    from .catalog import normalize_ref
+
+    found = normalize_ref(ref, kind)
+    if found is None or not found.startswith(f"{kind}:") or not checked.catalog.has(found):
+        known = [r for r in checked.catalog.entities if r.startswith(f"{kind}:")]
+        close = get_close_matches(found or ref, known, n=1)
+        raise click.BadParameter(f"the catalog has no {kind} {ref!r}" + (f"; did you mean {close[0]!r}?" if close
+                                                                          else ""), param_hint=option)
+    return found
+
+
+def _endpoint_text(matrix) -> None:
+    from .analysis.matrix import NEVER
+
+    service = matrix.service
+    click.echo(f"{service.name} ({', '.join(service.hosts)})" + (" [dry-run]" if service.mode is n.Mode.DRY_RUN
+                                                                 else ""))
+    never = 0
+    for c, column in enumerate(matrix.columns):
+        cell = matrix.cells[0, c]
+        if cell.verdict == NEVER:
+            never += 1
+            continue
+        why = ""
+        if cell.allowed:
+            why = f"  by rule '{cell.allowed.rule}'"
+        if cell.denied:
+            why += f"; else {f'refused by rule {cell.denied.rule!r}' if cell.denied.rule else 'default deny'}"
+        click.echo(f"  {cell.verdict:9}  {column.label}{why}")
+    if never:
+        click.echo("  never      " + (f"{never} other endpoint(s)" if never < len(matrix.columns) else "anything"))
+
+
+def _endpoint_json(matrix) -> dict:
+    service = matrix.service
+    endpoints = []
+    for c, column in enumerate(matrix.columns):
+        cell = matrix.cells[0, c]
+        endpoints.append({"endpoint": column.label, "methods": list(column.methods) if column.methods else None,
+                          "verdict": cell.verdict, "rules": cell.rules,
+                          "allowed": cell.allowed.example.description if cell.allowed else None,
+                          "denied": cell.denied.example.description if cell.denied else None})
+    return {"service": service.name, "hosts": list(service.hosts), "mode": service.mode.value,
+            "endpoints": endpoints}
+
+
+@main.command("what-can")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--anonymous", is_flag=True, help="a caller with neither token nor client certificate")
+@click.option("--issuer", help="a token from this issuer")
+@click.option("--claim", "claims", multiple=True, metavar="NAME=VALUE",
+              help="a claim of the token (repeatable; a value that is JSON is taken as such)")
+@click.option("--user", help="a catalog user: a token whose `sub` is the user (from the issuers marked "
+                             "`catalog users`, unless --issuer)")
+@click.option("--group", "groups", multiple=True, help="a catalog group the token's `ent` lists (repeatable)")
+@click.option("--trust", help="a client certificate from this trust")
+@click.option("--uri", "uris", multiple=True, help="a URI SAN of the certificate (repeatable)")
+@click.option("--dns", "dns", multiple=True, help="a DNS SAN of the certificate (repeatable)")
+@click.option("--subject", help="the certificate's subject, e.g. CN=deploy-bot,O=CI [default: any]")
+@click.option("--service", "service_name", help="only this service")
+@click.option("--host", help="only the service this host is routed to")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@_ALLOW_PATH
+def what_can_command(paths, anonymous, issuer, claims, user, groups, trust, uris, dns, subject, service_name, host,
+                     output_format, allowed):
+    """What one caller may do: per service, the endpoints (the method and path tests of its
+    rules) the caller may call, `always` or `sometimes` (depending on headers or source), with the
+    rule that admits it. The token carries exactly the claims given (`iss`, the times and, unless
+    given, `aud` are those of a valid token); the certificate exactly the SANs given. A caller the
+    token check refuses never reaches a rule: exit 4."""
+    from .analysis.admission import read_request
+    from .analysis.callers import what_can
+    from .analysis.witness import AnalysisError
+
+    pipeline = _checked_or_exit(_policy_paths(paths), allowed)
+    checked = pipeline.checked
+    caller = _caller(checked, anonymous, issuer, claims, user, groups, trust, uris, dns, subject)
+    services = sorted(checked.services)
+    if service_name is not None or host is not None:
+        readings, refusals = read_request(checked, "GET", "/", _target_host(checked, service_name, host))
+        if not readings:
+            raise click.BadParameter(f"no service is reached: {'; '.join(map(str, refusals))}", param_hint="--host")
+        services = [readings[0].service]
+    try:
+        access = what_can(checked, caller, services)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    except AnalysisError as e:
+        click.echo(f"policyc: internal error, nothing reported: {e}", err=True)
+        sys.exit(EXIT_INTERNAL)
+    if access.refused is not None:
+        if output_format == "json":
+            click.echo(json.dumps({"caller": caller.to_json(), "refused": access.refused, "services": []},
+                                  indent=2, sort_keys=True))
+        else:
+            click.echo(f"{caller.describe()}: never reaches a rule: {access.refused}")
+        sys.exit(EXIT_REFUSED)
+    if output_format == "json":
+        click.echo(json.dumps({"caller": caller.to_json(), "refused": None,
+                               "services": [_endpoint_json(m) for m in access.matrices]}, indent=2, sort_keys=True))
+        return
+    click.echo(f"caller: {caller.describe()}")
+    for matrix in access.matrices:
+        _endpoint_text(matrix)

@@ -97,6 +97,8 @@ CODES: dict[str, str] = {
     "check/public-needs-no-token": "a rule marked `public` that can never match an anonymous request",
     "check/grpc-needs-http2": "gRPC rules on a service whose upstream speaks HTTP/1.1",
     "check/anonymous-reflection": "an `allow` rule that lets callers without a token reach gRPC server reflection",
+    "check/token-without-issuer": "a token test while no issuer is declared: no token is ever accepted, so it is "
+                                  "never true",
 }
 
 

@@ -5,9 +5,12 @@ Findings, per service:
 - `never-matches`: no request the proxy lets through to the rules can match the rule;
 - `shadowed`: an allow rule every one of whose requests a deny rule refuses;
 - `redundant`: an allow rule every one of whose admitted requests another allow rule admits too;
-- `anonymous`: an allow rule that admits callers without a token or client certificate, with an
-  example request
-  replayed through the interpreter.
+- `anonymous`: an allow rule not marked `public` that admits callers without a token or client
+  certificate, with an example request replayed through the interpreter (`allow public` says
+  that anonymous access is intended);
+- `not-analysed` and `undecided`: a rule the analysis could not answer for.
+
+Each kind has a severity (`SEVERITIES`), which `analyze --fail-on` gates on.
 """
 
 from __future__ import annotations
@@ -19,10 +22,19 @@ import z3
 from .. import nodes as n
 from ..check import Checked
 from ..interpret.evaluator import path_matches
+from ..interpret.paths import KNOWN_METHODS, Target, normalize_path
 from ..syntax.printer import expression
 from . import witness
 from .encode import Encoder
 from .space import LIST, MISSING, STRING, TOKEN_NONE, RequestSpace, Undecided, solve
+
+# `warning`: likely a mistake or an open door, or a rule the analysis could not answer for;
+# `note`, below it: a rule that changes no decision.
+WARNING, NOTE = "warning", "note"
+SEVERITIES = {"never-matches": WARNING, "shadowed": WARNING, "anonymous": WARNING, "not-analysed": WARNING,
+              "undecided": WARNING, "redundant": NOTE}
+# Unanswered questions: a gate on any kind or severity fails on them, since nothing is guessed.
+UNANSWERED = frozenset({"not-analysed", "undecided"})
 
 
 @dataclass(frozen=True)
@@ -33,8 +45,19 @@ class Finding:
     message: str
     request: dict | None = None
 
+    @property
+    def severity(self) -> str:
+        return SEVERITIES[self.kind]
+
+    def fails(self, gates) -> bool:
+        """Whether the finding fails one of the `--fail-on` gates: `any` or `note` (every finding),
+        `warning`, or its kind. An unanswered question fails every gate."""
+        if not gates:
+            return False
+        return self.kind in UNANSWERED or any(gate in ("any", NOTE, self.severity, self.kind) for gate in gates)
+
     def to_json(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        return {k: v for k, v in self.__dict__.items() if v is not None} | {"severity": self.severity}
 
 
 class Analyzer:
@@ -75,10 +98,11 @@ class Analyzer:
                                 "its certificate subject test needs a subject shape the analysis does not generate")]
             return [Finding("never-matches", service.name, rule.name, "no request that reaches the rules can match it")]
         if rule.effect is n.Effect.ALLOW:
-            return self.allow_findings(service, rule.name, matches, denies, allows)
+            return self.allow_findings(service, rule, matches, denies, allows)
         return []
 
-    def allow_findings(self, service: n.Service, name: str, matches, denies, allows) -> list[Finding]:
+    def allow_findings(self, service: n.Service, rule: n.Rule, matches, denies, allows) -> list[Finding]:
+        name = rule.name
         admitted = z3.And(matches[name], z3.Not(z3.Or([matches[d] for d in denies])))
         if not self.possible(admitted):
             by = self.covering(matches[name], denies, matches)
@@ -88,6 +112,9 @@ class Analyzer:
         if others and not self.possible(admitted, z3.Not(z3.Or([matches[a] for a in others]))):
             by = self.covering(admitted, others, matches)
             found.append(Finding("redundant", service.name, name, f"every request it admits is admitted by {by}"))
+        # `allow public` says that anonymous callers are meant to be admitted.
+        if rule.public:
+            return found
         if model := self.solve(admitted, self.space.token_is(TOKEN_NONE), self.space.certificate == -1):
             found.append(self.anonymous(model, service, name))
         return found
@@ -181,13 +208,17 @@ def _conditions_of(rules, method, path, checked: Checked) -> dict[str, str]:
 
 
 def who_can(checked: Checked, service_name: str, method: str, path: str) -> Access:
+    """Who may send `method path` to the service, once the proxy let it through: `path` is the
+    normalized path the rules see (`admission.read_request` finds it, or the proxy's refusal)."""
+    if method not in KNOWN_METHODS or method == "CONNECT" or normalize_path(path) != Target(path, None):
+        raise ValueError(f"{method} {path} is not a request line the rules see")
     service = checked.services[service_name]
     access = Access(service_name, method, path)
     access.allow = _conditions_of([r for r in service.rules if r.effect is n.Effect.ALLOW], method, path, checked)
     access.deny = _conditions_of([r for r in service.rules if r.effect is n.Effect.DENY], method, path, checked)
     analyzer = Analyzer(checked, {service_name})
     space, encoder = analyzer.space, analyzer.encoder
-    request = z3.And(space.method_in([method]), space.paths.fixed(path))
+    request = z3.And(space.method_is(method), space.paths.fixed(path))
     admitted = encoder.outcome(service).status == 200
 
     def verdict(caller: z3.BoolRef) -> str:

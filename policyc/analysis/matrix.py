@@ -260,8 +260,9 @@ class Matrix:
         tests = endpoint(rule, self.checked).paths + column.endpoint.paths
         return bool(tests) and not self.analyzer.possible(self.encoder.holds(n.And(tests)))
 
-    def service_matrix(self, service: n.Service) -> ServiceMatrix:
-        rows, columns = self.rows(service), self.columns(service)
+    def service_matrix(self, service: n.Service, rows: list[Row] | None = None) -> ServiceMatrix:
+        """The matrix of `service`, for `rows` (by default the rows of `rows(service)`)."""
+        rows, columns = self.rows(service) if rows is None else rows, self.columns(service)
         cells = {}
         for c, column in enumerate(columns):
             relevant = [r for r in service.rules

@@ -297,6 +297,11 @@ class RequestSpace:
     def method_in(self, methods) -> z3.BoolRef:
         return z3.Or([self.method == self.methods.index(m) for m in methods if m in self.methods])
 
+    def method_is(self, method: str) -> z3.BoolRef:
+        """The request's method is `method`, a known one: one the policies never name is seen as
+        the method that stands for all of them."""
+        return self.method_in([method if method in self.methods else self.methods[-1]])
+
     def source_in(self, cidr: str) -> z3.BoolRef:
         network = ipaddress.ip_network(cidr)
         bits = network.prefixlen

@@ -218,7 +218,7 @@ def _decide(checked: Checked, request: RawRequest, now: float, keys: Mapping[str
     peer = verified_peer(request.certificate if request.protocol != H2C else None, checked.trusts, now)
     if isinstance(peer, HandshakeRefused):  # before any HTTP: no status, no service, no log line
         return Decision(0, "handshake-refused", detail=peer.reason)
-    admitted = _admitted(checked, request)
+    admitted = admit(checked, request)
     if isinstance(admitted, Rejected):
         return Decision(admitted.status, "bad-request" if admitted.status else "reset", detail=admitted.reason)
     (admitted, table) = admitted
@@ -240,9 +240,10 @@ def _decide(checked: Checked, request: RawRequest, now: float, keys: Mapping[str
     return decision
 
 
-def _admitted(checked: Checked, request: RawRequest) -> tuple[Admitted, Mapping[str, tuple[str, ...]]] | Rejected:
+def admit(checked: Checked, request: RawRequest) -> tuple[Admitted, Mapping[str, tuple[str, ...]]] | Rejected:
     """The request Envoy routes and the header table its filters see, or Envoy's own answer:
-    the codec's (HTTP/1 or HTTP/2), the HCM's, or a refusal route's (backends/envoy.py)."""
+    the codec's (HTTP/1 or HTTP/2), the HCM's, or a refusal route's (backends/envoy.py). Raises
+    ValueError for what the HTTP/1 model leaves out (CONNECT, a LF ending the request line early)."""
     if request.protocol == HTTP1:
         host_lines = ([request.host] if request.host is not None else []) + [
             value for name, value in request.headers if name.lower() == "host"]

@@ -44,8 +44,10 @@ def test_trusting_another_ca_refuses_the_handshake_to_the_old_ones_certificates(
 
 def test_a_certificate_from_an_unknown_ca_never_reaches_the_rules(tmp_path, ca):
     checked = peer_policy(tmp_path / "p", '    allow "any-peer" when peer trusted\n' + OPEN, ca)
-    found = {(f.rule, f.kind) for f in analyze(checked)}
-    assert ("open", "anonymous") in found and ("any-peer", "anonymous") not in found
+    unmarked = peer_policy(tmp_path / "q", '    allow "any-peer" when peer trusted\n' + OPEN.replace(" public", ""), ca)
+    # `open` admits anonymous callers: a finding only where it is not marked `public`.
+    assert {(f.rule, f.kind) for f in analyze(unmarked)} == {("open", "anonymous")}
+    assert not analyze(checked)
     assert who_can(checked, "api", "GET", "/x").anonymous == "always"
     assert who_can(checked, "api", "GET", "/y").anonymous == "never"
     assert who_can(checked, "api", "GET", "/y").certificates == {"mesh": "always"}

@@ -1,6 +1,7 @@
 """Checker: every diagnostic, rendered, against golden files; and the checker's helpers."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,107 @@ def test_example_checks_clean():
     assert pipeline.ok, [render_text(d, pipeline.sources) for d in pipeline.diagnostics]
     assert [d for d in pipeline.diagnostics] == [], "the example should not even warn"
 
+
+
+# ---------------------------------------------------------------- hints lead to accepted policies
+
+ISSUER = """
+issuer idp {
+    url "https://idp.example.com"
+    jwks "https://idp.example.com/jwks.json"
+}
+"""
+
+
+def diagnostics_of(folder: Path, text: str, *, hosts: str = '"uploads.internal"', issuer: str = ISSUER,
+                   upstream: str = '"127.0.0.1:8080"') -> list:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "main.policy").write_text(f"""{issuer}
+service uploads {{
+    hosts [{hosts}]
+    upstream {upstream}
+{text}
+}}
+""", encoding="utf-8")
+    return load_and_check([str(folder / "main.policy")]).diagnostics
+
+
+def only_hint(diagnostics: list, code: str) -> str:
+    (found,) = diagnostics
+    assert found.code == code, found
+    return found.hint
+
+
+_WRITE_HEADER = re.compile(r'write "(?P<name>[^"]+)"\Z')
+
+
+@pytest.mark.parametrize("name", ["Host", "host", "X-Tenant", "X_Tenant", "x_tenant", "X_Forwarded_Proto",
+                                  "x_forwarded_proto", "x_envoy_internal", "X-Envoy-Internal", "X_Original_URL",
+                                  "Connection", "TE", "expect"])
+def test_a_header_name_hint_leads_to_a_clean_policy_in_one_step(tmp_path, name):
+    code = "check/proxy-header" if name == name.lower() else "check/bad-header-name"
+    hint = only_hint(diagnostics_of(tmp_path / "wrong", f'    allow "a" when authenticated and header "{name}" == "v"'),
+                     code)
+    fixed = tmp_path / "fixed"
+    if written := _WRITE_HEADER.match(hint):
+        followed = diagnostics_of(fixed, f'    allow "a" when authenticated and header "{written["name"]}" == "v"')
+    elif "`hosts`" in hint:  # the host routes requests: a service lists it, and its rules apply there
+        followed = diagnostics_of(fixed, '    allow "a" when authenticated', hosts='"uploads.internal", "v.internal"')
+    else:
+        assert hint.startswith("test what the proxy leaves as sent instead: `source`, `method`, `path`"), hint
+        followed = diagnostics_of(fixed, '    allow "a" when authenticated and source in "10.0.0.0/8"')
+    assert followed == [], followed
+
+
+@pytest.mark.parametrize("method", ["get", "Patch", "fetch", "connect"])
+def test_a_method_hint_names_a_method_the_proxy_accepts(tmp_path, method):
+    hint = only_hint(diagnostics_of(tmp_path / "wrong", f'    allow "a" when authenticated and method == {method}'),
+                     "check/bad-method")
+    if hint.startswith("write `"):
+        followed = f'    allow "a" when authenticated and method == {hint.removeprefix("write `").rstrip("`")}'
+        assert diagnostics_of(tmp_path / "fixed", followed) == []
+    else:  # `fetch` and `connect` are refused in upper case too
+        assert method.upper() not in hint and hint.startswith("methods the proxy accepts:")
+
+
+@pytest.mark.parametrize("issuer", [ISSUER, ""], ids=["issuer", "no-issuer"])
+def test_the_anonymous_hints_lead_to_clean_policies(tmp_path, issuer):
+    hint = only_hint(diagnostics_of(tmp_path / "wrong", '    allow "docs" when path prefix "/docs/"', issuer=issuer),
+                     "check/anonymous-allow")
+    assert hint.startswith("write `allow public` if that is intended, or ")
+    assert diagnostics_of(tmp_path / "public", '    allow public "docs" when path prefix "/docs/"', issuer=issuer) == []
+    # Without an issuer, `authenticated` would never hold: the hint says to declare one first.
+    assert hint.endswith("add `authenticated`") and ("declare an `issuer`" in hint) == (not issuer)
+    assert diagnostics_of(tmp_path / "fixed", '    allow "docs" when authenticated and path prefix "/docs/"') == []
+    reflection = '    allow public "everything" when path prefix "/"'
+    hint = only_hint(diagnostics_of(tmp_path / "grpc", reflection, issuer=issuer, upstream='"127.0.0.1:50051" http2'),
+                     "check/anonymous-reflection")
+    deny = re.search(r"`(deny .*)`", hint)[1]
+    assert deny.endswith("and not authenticated") == bool(issuer)
+    followed = diagnostics_of(tmp_path / "grpc-fixed", f"    {deny}\n{reflection}", issuer=issuer,
+                              upstream='"127.0.0.1:50051" http2')
+    assert followed == [], followed
+
+
+def test_a_rule_name_hint_says_how_a_name_starts(tmp_path):
+    hint = only_hint(diagnostics_of(tmp_path / "wrong", '    allow "-docs" when authenticated'), "check/bad-name")
+    assert hint.startswith("start with a letter or digit")
+    assert diagnostics_of(tmp_path / "fixed", '    allow "docs-1" when authenticated') == []
+
+
+def test_token_tests_without_an_issuer_are_flagged_where_they_are_written(tmp_path):
+    found = diagnostics_of(tmp_path, '    allow "a" when authenticated and (token.role == "x" or token.ok == true\n'
+                                     '        or header "x-t" == token.t)', issuer="")
+    assert [(d.code, d.severity.value, d.span.line) for d in found] == [
+        ("check/token-without-issuer", "warning", 5)] * 3 + [("check/token-without-issuer", "warning", 6)]
+    assert [d.message.split("`")[1] for d in found] == ["authenticated", 'token.role == "x"', "token.ok == true",
+                                                         'header "x-t" == token.t']
+    assert diagnostics_of(tmp_path / "with", '    allow "a" when authenticated and token.role == "x"') == []
+
+
+@pytest.mark.parametrize("issuer", [ISSUER, ""], ids=["issuer", "no-issuer"])
+def test_the_catalog_issuer_hint_names_an_issuer_to_mark(tmp_path, issuer):
+    found = [d for d in diagnostics_of(tmp_path, '    allow "a" when member "sre"', issuer=issuer)
+             if "catalog users" in d.message]
+    (hint,) = [d.hint for d in found]
+    assert hint.startswith("add `catalog users` to the issuer" if issuer else "declare the issuer")
