@@ -203,7 +203,7 @@ def _value(entries: dict[str, tuple[yaml.Node, yaml.Node]], key: str) -> yaml.No
     return entries[key][1] if key in entries else None
 
 
-def _yaml_files(folder: str, on_error: Callable[[OSError], None]) -> list[str]:
+def yaml_files(folder: str, on_error: Callable[[OSError], None]) -> list[str]:
     """The YAML files under `folder`, sorted; a symlink only when its target stays inside it."""
     root = os.path.realpath(folder)
     found = []
@@ -285,7 +285,7 @@ class _Loader:
             # A skipped sub-folder could hold memberships, so it is an error, not silence.
             self.unreadable(error.filename, error, span)
 
-        for path in _yaml_files(folder, unreadable):
+        for path in yaml_files(folder, unreadable):
             self.file(path, span)
 
     def file(self, path: str, folder_span: Span) -> None:

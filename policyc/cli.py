@@ -396,8 +396,11 @@ def _report_deployment(deployment: Deployment, folder: str) -> None:
     if deployment.version is None:
         click.echo(f"policyc: {summary_line(deployment.diagnostics)}; nothing deployed", err=True)
         return
-    click.echo(f"deployed {deployment.version} to {folder} ("
-               + ", ".join(f"{name}: {plan}" for name, plan in sorted(deployment.plans.items())) + ")")
+    # The version is the second word either way, for scripts.
+    done = f"deployed {deployment.version} to" if deployment.published_at is not None else \
+        f"unchanged {deployment.version} in"
+    click.echo(f"{done} {folder} (" + ", ".join(f"{name}: {plan}" for name, plan in sorted(deployment.plans.items()))
+               + ")")
 
 
 _TO_OPTION = click.option("--to", "folder", required=True, type=click.Path(file_okay=False),

@@ -7,7 +7,8 @@ reloads on a rename into the folder, never sees a half-written file, and keeps s
 policy if it refuses a new one. Nothing is written when the policies have errors.
 Policies read files only under the inputs' folders and `allowed_roots`, as `load_and_check`.
 It returns a `Deployment`: the policy version (as every Envoy on the folder reports it), or the
-diagnostics that stopped it. `watch(...)` deploys again whenever an input file changes.
+diagnostics that stopped it. `watch(...)` deploys again whenever a file the policies read changes,
+and reports a deploy only when it changed something (a policy version, or errors).
 `configmap(compiled, name)` packs the same files into a Kubernetes ConfigMap (a Secret when they hold
 the listener's private key): mounted as a volume,
 the kubelet swaps its files by a rename in the mounted folder, which Envoy watches the same way.
@@ -23,10 +24,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import nodes as n
 from .backends import Compiled, compile_dynamic
 from .backends.envoy import Options, Plan
 from .backends.yaml_out import dump_manifest
+from .catalog import yaml_files
 from .diagnostics import Diagnostic
+from .loader import expand_inputs
 from .output import file_mode
 from .pipeline import Pipeline, load_and_check
 
@@ -37,7 +41,7 @@ class Deployment:
     version: str | None = None  # None: nothing was deployed
     diagnostics: list[Diagnostic] = field(default_factory=list)  # check and compile, errors and warnings
     plans: dict[str, Plan] = field(default_factory=dict)
-    published_at: float = 0.0  # time.monotonic() at the first rename
+    published_at: float | None = None  # time.monotonic() at the first rename; None: nothing renamed
 
 
 def deploy(paths: list[str], folder: str | Path, target: str = "auto", options: Options | None = None,
@@ -53,10 +57,11 @@ def deploy(paths: list[str], folder: str | Path, target: str = "auto", options: 
     return Deployment(pipeline, compiled.version, pipeline.diagnostics, compiled.plans, published_at)
 
 
-def publish(folder: Path, files: dict[str, str]) -> float:
+def publish(folder: Path, files: dict[str, str]) -> float | None:
     """Every changed file written beside its name, then all renamed into `folder` in the given
     order; unchanged files are left alone. Envoy reloads only on a rename into a watched folder,
-    never on a rewrite in place (envoy-lab §7). Returns time.monotonic() at the first rename."""
+    never on a rewrite in place (envoy-lab §7). Returns time.monotonic() at the first rename, or
+    None when every file was already in place."""
     folder.mkdir(parents=True, exist_ok=True)
     staged = []
     try:
@@ -69,6 +74,8 @@ def publish(folder: Path, files: dict[str, str]) -> float:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
             os.chmod(staging, file_mode(text))  # mkstemp made it 0600: no one read it meanwhile
+        if not staged:
+            return None
         renamed_at = time.monotonic()
         for staging, target in staged:
             os.rename(staging, target)
@@ -91,43 +98,55 @@ def configmap(compiled: Compiled, name: str) -> str:
     return dump_manifest({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": files})
 
 
-def _snapshot(paths: list[str], sources: set[str]) -> dict[str, tuple[int, int]]:
-    """(mtime, size) of every file under the inputs and every file the last load read (imports,
-    catalog files and keys outside the inputs included)."""
-    files = set(sources)
-    for path in paths:
-        if os.path.isdir(path):
-            files.update(os.path.join(d, f) for d, _, names in os.walk(path) for f in names)
-        else:
-            files.add(path)
+def _inputs(paths: list[str], pipeline: Pipeline | None) -> set[str]:
+    """The files a deploy of `paths` reads: the `.policy` files under them, and every file the
+    last load read or the policies name (imports, catalog files, key and certificate files),
+    missing ones included, so that creating one counts. Nothing else under `paths` counts: a log
+    written there, by `watch` itself or by Envoy, must not set off a deploy."""
+    files = set(expand_inputs(paths))
+    if pipeline is not None:
+        files.update(pipeline.sources)
+    if pipeline is not None and pipeline.policy_set is not None:
+        files.update(pipeline.policy_set.named_files())
+        for catalog in pipeline.policy_set.catalogs:
+            # A file added to a catalog folder counts too; an unreadable folder is the deploy's to report.
+            files.update(yaml_files(n.relative_to_declaring_file(catalog.span, catalog.path), lambda _: None))
+    return files
+
+
+def _snapshot(files: set[str]) -> dict[str, tuple[int, int] | None]:
+    """(mtime, size) of each file; None for one that is missing."""
     snapshot = {}
     for file in files:
         try:
             stat = os.stat(file)
         except OSError:
-            continue  # deleted: its absence is the change
-        snapshot[file] = (stat.st_mtime_ns, stat.st_size)
+            snapshot[file] = None
+        else:
+            snapshot[file] = (stat.st_mtime_ns, stat.st_size)
     return snapshot
 
 
 def watch(paths: list[str], folder: str | Path, report: Callable[[Deployment], None], target: str = "auto",
           options: Options | None = None, stop: threading.Event | None = None, interval: float = 0.25,
           allowed_roots: Iterable[str] = ()) -> None:
-    """Deploy now, then again after every change to the inputs, until `stop` is set. A policy
-    with errors is reported and not deployed: the folder keeps the last good one."""
+    """Deploy now, then again after every change to the files the policies read, until `stop`
+    is set. A policy with errors is reported and not deployed: the folder keeps the last good
+    one. A deploy that leaves the folder as it was, with the version last reported, is not reported."""
     stop = stop or threading.Event()
-    sources: set[str] = set()
-    seen = None
+    pipeline, reported, seen = None, None, None
     while not stop.is_set():
-        current = _snapshot(paths, sources)
+        current = _snapshot(_inputs(paths, pipeline))
         if current != seen:
             # An editor's save may be caught half written: deploy only what stays put a moment.
             stop.wait(interval)
-            if _snapshot(paths, sources) != current:
+            if _snapshot(set(current)) != current:
                 continue
             deployment = deploy(paths, folder, target, options, allowed_roots)
+            pipeline = deployment.pipeline
             # Files first read by this load count as seen as they were before it.
-            sources = set(deployment.pipeline.sources)
-            seen = {**_snapshot([], sources), **current}
-            report(deployment)
+            seen = {file: current.get(file, stat) for file, stat in _snapshot(_inputs(paths, pipeline)).items()}
+            if deployment.version is None or deployment.version != reported or deployment.published_at is not None:
+                report(deployment)
+            reported = deployment.version
         stop.wait(interval)

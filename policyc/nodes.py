@@ -555,6 +555,16 @@ class PolicySet:
     def trusts(self) -> list[Trust]:
         return self.of(Trust)
 
+    def named_files(self) -> list[str]:
+        """Every file the policies name, resolved: imports, key, certificate and CA files (catalog
+        folders are `catalogs`). A change of the policy can come from any of them."""
+        return [relative_to_declaring_file(node.span, node.path) for f in self.files for item in f.items
+                for node in (item, *getattr(item, "settings", ())) if isinstance(node, _FILE_NODES)]
+
+
+# Nodes that name a file by a `path` relative to the declaring file.
+_FILE_NODES = (Import, JwksFile, CaFile, CertFile, KeyFile)
+
 
 def relative_to_declaring_file(span: Span, path: str) -> str:
     """A path written in a policy, resolved against the folder of the file that wrote it."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from . import nodes as n
 from .check import Checked, check
 from .diagnostics import Diagnostic, has_errors, sort_diagnostics
 from .loader import load
@@ -21,6 +22,7 @@ class Pipeline:
     checked: Checked | None
     sources: dict[str, Source] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    policy_set: n.PolicySet | None = None  # what was loaded, even when it could not be checked
 
     @property
     def ok(self) -> bool:
@@ -35,7 +37,7 @@ def load_and_check(paths: list[str], overlay: Mapping[str, str] | None = None,
     loaded = load(paths, overlay, allowed_roots)
     if has_errors(loaded.diagnostics):
         # Checking a set with missing files would only add noise about the names they declare.
-        return Pipeline(None, loaded.sources, sort_diagnostics(loaded.diagnostics))
+        return Pipeline(None, loaded.sources, sort_diagnostics(loaded.diagnostics), loaded.policy_set)
     checked, diagnostics = check(loaded.policy_set, loaded.roots)
     sources = {**loaded.sources, **checked.sources}
-    return Pipeline(checked, sources, sort_diagnostics(loaded.diagnostics + diagnostics))
+    return Pipeline(checked, sources, sort_diagnostics(loaded.diagnostics + diagnostics), loaded.policy_set)

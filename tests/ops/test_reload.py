@@ -3,7 +3,10 @@ running Envoys without a restart or a failed request, a fleet on one folder conv
 version, revocation reaches kept-alive connections, and a bad policy is never deployed."""
 
 import http.client
+import os
+import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ from policyc.harness.upstream import RecordingUpstream
 from policyc.interpret.request import RawRequest
 
 ROOT = Path(__file__).parents[2]
+EXAMPLE = ROOT / "envoy_configs" / "examples" / "backstage"
 FIVE_MISTAKES = ROOT / "tests" / "golden" / "diagnostics" / "five_mistakes" / "main.policy"
 OPTIONS = Options("127.0.0.1:0", "127.0.0.1:0", "/dev/null")
 
@@ -120,3 +124,125 @@ def test_watch_deploys_each_save_and_skips_broken_ones(tmp_path):
         watcher.join()
     assert [r.version is not None for r in reports] == [True, False, True]
     assert reports[1].diagnostics and '"/b"' in (folder / "rds.yaml").read_text()
+
+
+def _watching(paths, folder, monkeypatch):
+    """A running `watch` whose deploys and reports are recorded: (reports, deploys, a wait for the
+    next report, its stop event, its thread)."""
+    import policyc.deploy
+
+    reports, deploys, stop = [], [], threading.Event()
+    arrived = threading.Semaphore(0)
+    real_deploy = policyc.deploy.deploy
+
+    def counted_deploy(*args, **kwargs):
+        deploys.append(real_deploy(*args, **kwargs))
+        return deploys[-1]
+
+    def report(deployment):
+        reports.append(deployment)
+        arrived.release()
+
+    monkeypatch.setattr(policyc.deploy, "deploy", counted_deploy)
+    watcher = threading.Thread(target=watch, args=(paths, folder, report), kwargs={"stop": stop, "interval": 0.02})
+    watcher.start()
+    return reports, deploys, lambda: arrived.acquire(timeout=10), stop, watcher
+
+
+def test_watch_ignores_logs_written_into_the_watched_folder(tmp_path, monkeypatch):
+    """Its own log and Envoy's access log beside the policies, and the deployed folder under them,
+    set off no deploy; an edit of the policy sets off exactly one."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    source, own_log, access_log = policies / "s.policy", policies / "watch.log", policies / "access.log"
+    source.write_text(policy("127.0.0.1:1", 'allow public "a" when path == "/a"'))
+    reports, deploys, next_report, stop, watcher = _watching([str(policies)], policies / "live", monkeypatch)
+    try:
+        assert next_report()
+        for i in range(40):
+            with own_log.open("a") as log:
+                log.write(f"deployed {reports[-1].version}\n")
+            with access_log.open("a") as log:
+                log.write(f'{{"line": {i}}}\n')
+            (policies / "notes.yaml").write_text(f"edit: {i}\n")  # not a catalog file: no policy names it
+            time.sleep(0.01)
+        source.write_text(policy("127.0.0.1:1", 'allow public "b" when path == "/b"'))
+        assert next_report()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        watcher.join()
+    assert len(deploys) == 2 and len(reports) == 2
+    assert reports[0].version != reports[1].version and reports[1].published_at is not None
+
+
+def test_watch_reports_no_deploy_that_leaves_the_version_as_it_was(tmp_path, monkeypatch):
+    """A save that changes nothing Envoy is given is deployed quietly; the same version after a
+    broken save is reported, so that the errors shown last are not left standing."""
+    source = tmp_path / "s.policy"
+    good = policy("127.0.0.1:1", 'allow public "a" when path == "/a"')
+    source.write_text(good)
+    reports, deploys, next_report, stop, watcher = _watching([str(source)], tmp_path / "live", monkeypatch)
+    try:
+        assert next_report()
+        rds = (tmp_path / "live" / "rds.yaml").stat()
+        source.write_text("# the same policy\n" + good)
+        while len(deploys) < 2:
+            time.sleep(0.01)
+        source.write_text(good + "}")  # a syntax error
+        assert next_report()
+        source.write_text(good)
+        assert next_report()
+    finally:
+        stop.set()
+        watcher.join()
+    assert len(deploys) == 4
+    assert [r.version for r in reports] == [reports[0].version, None, reports[0].version]
+    assert deploys[1].version == reports[0].version and deploys[1].published_at is None
+    assert reports[2].published_at is None
+    assert (tmp_path / "live" / "rds.yaml").stat().st_ino == rds.st_ino  # never renamed again
+
+
+def test_deploy_says_unchanged_when_the_folder_holds_the_version_already(tmp_path):
+    (tmp_path / "s.policy").write_text(policy("127.0.0.1:1", 'allow public "a" when path == "/a"'))
+    args = ["deploy", str(tmp_path / "s.policy"), "--to", str(tmp_path / "live")]
+    first, again = CliRunner().invoke(main, args), CliRunner().invoke(main, args)
+    assert first.exit_code == again.exit_code == 0
+    assert first.stdout.startswith("deployed ") and again.stdout.startswith("unchanged ")
+    assert first.stdout.split()[1] == again.stdout.split()[1]
+
+
+def test_watch_follows_every_file_the_policies_read(tmp_path, monkeypatch):
+    """Imports (one created after the start), key, certificate and CA files, and a file added
+    to the catalog set off a deploy each, wherever they are; other files beside them do not."""
+    policies = tmp_path / "policies"
+    shutil.copytree(EXAMPLE, policies, ignore=shutil.ignore_patterns("compiled"))
+    entry = policies / "payments.policy"
+    entry.write_text('import "extra.policy"\n' + entry.read_text())
+    reports, deploys, next_report, stop, watcher = _watching([str(entry)], tmp_path / "live", monkeypatch)
+
+    def changed(path: Path, deploys_then: int) -> None:
+        if path.exists():
+            os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+        else:
+            path.write_text("# nothing yet\n" if path.suffix == ".policy" else "")
+        deadline = time.monotonic() + 10
+        while len(deploys) < deploys_then and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    try:
+        assert next_report()
+        assert reports[0].version is None  # extra.policy is missing
+        for unread in ("keys/okta.private.jwk.json", "certs/impostor-bot.pem", "docs.policy", "notes.yaml"):
+            changed(policies / unread, 0)
+        time.sleep(0.3)
+        assert len(deploys) == 1
+        read = ["extra.policy", "keys/okta.jwks.json", "certs/mesh-ca.pem", "certs/proxy.key", "catalog/more.yaml"]
+        for count, path in enumerate(read, start=2):
+            changed(policies / path, count)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        watcher.join()
+    assert len(deploys) == 1 + len(read)
+    assert reports[1].version is not None
