@@ -21,12 +21,14 @@ import json
 import os
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from urllib.parse import quote
 
 import yaml
 
 from . import devtokens
 from .check import Checked
+from .files import why, yaml_problem
 from .interpret.peer import ClientCertificate
 from .interpret.request import PROTOCOLS, Decision, RawRequest, RequestError
 
@@ -94,23 +96,42 @@ class CaseFile:
     keys: Keys
 
 
-def load_case_file(path: str) -> CaseFile:
+def _text(path: str, context: str = "") -> str:
+    """The UTF-8 text of the case file or of a file it names; `context` begins the error."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.load(f, Loader=_LineLoader)
-    except (OSError, yaml.YAMLError) as e:
-        raise CaseFileError(f"{path}: {e}") from None
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CaseFileError(f"{context}cannot read {path}: {why(e)}") from None
+
+
+def _signing_keys(path: str, data: dict) -> Keys:
+    """`signing_keys: {issuer: key file}`, the files relative to the case file."""
+    named = _strip_lines(data.get("signing_keys", {}))
+    if not isinstance(named, dict) or not all(isinstance(v, str) for v in named.values()):
+        raise CaseFileError(f"{path}: `signing_keys` maps issuer names to key files")
+    keys = Keys()
+    for issuer, key_path in named.items():
+        key_text = _text(os.path.join(os.path.dirname(path), key_path), f"{path}: signing key of `{issuer}`: ")
+        try:
+            keys.private[issuer] = json.loads(key_text)
+        except ValueError as e:
+            raise CaseFileError(f"{path}: signing key of `{issuer}`: not JSON: {e}") from None
+        if not isinstance(keys.private[issuer], dict):
+            raise CaseFileError(f"{path}: signing key of `{issuer}`: not a private JWK (a JSON object)")
+    return keys
+
+
+def load_case_file(path: str) -> CaseFile:
+    text = _text(path)
+    try:
+        data = yaml.load(text, Loader=_LineLoader)
+    except yaml.YAMLError as e:
+        raise CaseFileError(yaml_problem(path, e)) from None
     except RecursionError:
         raise CaseFileError(f"{path}: nested too deeply to read") from None
     if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
         raise CaseFileError(f"{path}: a case file is a mapping with a `cases` list")
-    keys = Keys()
-    for issuer, key_path in _strip_lines(data.get("signing_keys", {})).items():
-        try:
-            with open(os.path.join(os.path.dirname(path), key_path), encoding="utf-8") as f:
-                keys.private[issuer] = json.load(f)
-        except (OSError, ValueError) as e:
-            raise CaseFileError(f"{path}: signing key of `{issuer}`: {e}") from None
+    keys = _signing_keys(path, data)
     cases = []
     for i, raw in enumerate(data["cases"]):
         if not isinstance(raw, dict) or "request" not in raw or "expect" not in raw:
@@ -177,11 +198,7 @@ def _certificate(spec) -> ClientCertificate | None:
         return None
     if not isinstance(spec, dict) or set(spec) != {"chain", "key"}:
         raise CaseFileError("a certificate is {chain: <PEM file>, key: <PEM file>}")
-    try:
-        with open(spec["chain"], encoding="utf-8") as chain, open(spec["key"], encoding="utf-8") as key:
-            return ClientCertificate(chain.read(), key.read())
-    except OSError as e:
-        raise CaseFileError(f"certificate: {e}") from None
+    return ClientCertificate(_text(spec["chain"]), _text(spec["key"]))
 
 
 def build_request(spec: dict, checked: Checked, keys: Keys, now: float) -> RawRequest:

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from .diagnostics import Diagnostic, Severity
+from .files import why, yaml_message
 from .source import Source, Span
 
 # Backstage's kind schemas accept both versions; other apiVersions are some other tool's YAML.
@@ -233,14 +234,6 @@ def _yaml_error_span(source: Source, error: yaml.YAMLError) -> Span:
     return source.whole_file()
 
 
-def _yaml_error_message(error: yaml.YAMLError) -> str:
-    if isinstance(error, yaml.MarkedYAMLError) and error.problem:
-        return error.problem
-    if isinstance(error, yaml.reader.ReaderError) and isinstance(error.character, int):
-        return f"character U+{error.character:04X} is not allowed in YAML"  # a code point
-    return str(error).splitlines()[0]
-
-
 def _cycles(edges: dict[str, dict[str, Span]]) -> Iterator[list[str]]:
     """Each cycle a depth-first search meets, as [first, …, last, first]; iterative, so deep
     hierarchies cannot exhaust the stack."""
@@ -303,13 +296,12 @@ class _Loader:
                 self.document(source, document)
         except yaml.YAMLError as error:
             span = _yaml_error_span(source, error)
-            self.error("catalog/bad-yaml", _yaml_error_message(error), span)
+            self.error("catalog/bad-yaml", yaml_message(error), span)
         except RecursionError:  # PyYAML composes nested collections recursively
             self.error("catalog/bad-yaml", "collections nested too deeply", source.whole_file())
 
     def unreadable(self, path: str, error: OSError, folder_span: Span) -> None:
-        reason = (error.strerror or "unreadable").lower()
-        self.error("catalog/unreadable-file", f"cannot read `{path}`: {reason}", folder_span)
+        self.error("catalog/unreadable-file", f"cannot read `{path}`: {why(error)}", folder_span)
 
     def read(self, path: str, folder_span: Span) -> Source | None:
         try:

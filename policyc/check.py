@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from . import nodes as n
 from .catalog import Catalog, load_catalog, normalize_ref
 from .diagnostics import Diagnostic, Severity
+from .files import why
 from .interpret.glob import glob_error
 from .interpret.headers import proxy_header
 from .interpret.net import cidr_error
@@ -154,8 +155,8 @@ def _load_key_file(issuer: n.Issuer, path: str, span: Span, checked: Checked) ->
         with open(path, encoding="utf-8") as f:
             jwks = json.load(f)
         jwt.PyJWKSet.from_dict(jwks)
-    except OSError as e:
-        yield error("check/missing-key-file", f"cannot read key file `{path}`: {(e.strerror or '').lower()}", span)
+    except (OSError, UnicodeDecodeError) as e:
+        yield error("check/missing-key-file", f"cannot read key file `{path}`: {why(e)}", span)
         return
     except (ValueError, RecursionError, jwt.exceptions.PyJWTError, AttributeError, TypeError) as e:
         yield error("check/missing-key-file", f"`{path}` is not a usable JWKS: {e}", span,
@@ -180,7 +181,7 @@ def _read_pem(path: str, span: Span) -> tuple[bytes | None, list[Diagnostic]]:
         with open(path, "rb") as f:
             return f.read(), []
     except OSError as e:
-        return None, [error("check/bad-certificate", f"cannot read `{path}`: {(e.strerror or '').lower()}", span)]
+        return None, [error("check/bad-certificate", f"cannot read `{path}`: {why(e)}", span)]
 
 
 def _load_certificates(path: str, span: Span) -> tuple[tuple[x509.Certificate, ...], list[Diagnostic]]:

@@ -3,15 +3,17 @@ who-can | what-can | report`, the operations commands, and the starting points `
 Shell completion is click's: `_POLICYC_COMPLETE=bash_source policyc` prints the bash script.
 
 Artifacts go to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 policy errors or failed
-cases (or a failed `--fail-on` gate), 2 usage errors, 3 an internal error (a bug in policyc,
-reported in one line, not a traceback), 4 for `who-can` and `what-can`: the proxy refuses the
-request or caller before any rule.
+cases (or a failed `--fail-on` gate), 2 usage errors (options, and files, folders or ports named
+that cannot be used: one line naming it), 3 an internal error (a bug in policyc, reported in one
+line, not a traceback), 4 for `who-can` and `what-can`: the proxy refuses the request or caller
+before any rule.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import sys
@@ -37,8 +39,9 @@ from .deploy import Deployment, configmap, deploy, watch
 from .devidp import DEFAULT_PORT, DevIdp, default_keys_path, mint_token
 from .diagnostics import CODES, render_github, render_json, render_sarif, render_text, summary_line
 from .explain import explanation, explanations
+from .files import Unusable, using, yaml_problem
 from .interpret import RawRequest, evaluate
-from .interpret.request import H2, H2C, HTTP1, PROTOCOLS
+from .interpret.request import H2, H2C, HTTP1, PROTOCOLS, RequestError
 from .junit import junit_xml
 from .loader import expand_inputs, read_policy_file
 from .output import create_files, stale_files, write_tree
@@ -89,16 +92,30 @@ def _policy_paths(paths) -> list[str]:
     return list(paths)
 
 
+class _Finite(click.FloatRange):
+    """A number in a range, and finite: nan and the infinities pass every range's comparisons."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 class _Commands(click.Group):
     """The last resort: an exception that no stage turned into a diagnostic is a bug in policyc.
     It is named in one line on stderr with exit code 3, never shown as a traceback (unless
-    POLICYC_TRACEBACK is set, for debugging)."""
+    POLICYC_TRACEBACK is set, for debugging). A file, folder or port the user named that cannot
+    be used (`files.Unusable`) is no bug: one line naming it, exit code 2."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except Unusable as error:
+            click.echo(f"policyc: {error}", err=True)
+            sys.exit(EXIT_USAGE)
         except BrokenPipeError:
             # The reader went away (`policyc … | head`): no traceback, and not a success either,
             # since the command never finished (a `--fail-on` gate must not pass by it).
@@ -120,8 +137,9 @@ def main() -> None:
     Policies read files (imports, keys, certificates, catalogs) only under the folders given as
     inputs and each --allow-path DIR; any other is refused and never opened.
 
-    Exit codes: 0 ok, 1 policy errors, failed cases or a failed --fail-on gate, 2 usage errors,
-    3 internal errors, 4 (who-can, what-can) the proxy refuses the request or caller before any rule.
+    Exit codes: 0 ok, 1 policy errors, failed cases or a failed --fail-on gate, 2 usage errors
+    (files, folders or ports that cannot be used among them), 3 internal errors, 4 (who-can,
+    what-can) the proxy refuses the request or caller before any rule.
 
     Shell completion: eval "$(_POLICYC_COMPLETE=bash_source policyc)" in ~/.bashrc
     (zsh_source in ~/.zshrc; fish: _POLICYC_COMPLETE=fish_source policyc | source).
@@ -166,33 +184,65 @@ def fmt_command(paths, check_only):
 
 
 def _write_atomically(path: str, text: str) -> None:
+    """`path` replaced by `text` at once, or `Unusable` naming it (left as it was)."""
     temporary = f"{path}.policyc-tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(temporary, path)
+    with using(path, "write"):
+        try:
+            with open(temporary, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(temporary, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+
+def _read_data(path: str, what: str):
+    """The JSON (or, by its name, YAML) a file the user named holds; `Unusable` naming it and
+    `what` it is otherwise."""
+    with using(path, f"read {what}"):
+        text = Path(path).read_text(encoding="utf-8")
+    try:
+        return yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
+    except ValueError as e:
+        raise Unusable(f"{what} {path} is not JSON: {e}") from None
+    except yaml.YAMLError as e:
+        raise Unusable(f"{what} {yaml_problem(path, e)}") from None
+    except RecursionError:
+        raise Unusable(f"{what} {path} is nested too deeply to read") from None
 
 
 def _read_request(path: str) -> RawRequest:
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) if path.endswith((".yaml", ".yml")) else json.load(f)
-        return RawRequest.from_dict(data)
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise click.UsageError(f"cannot read request {path}: {e}") from None
+        return RawRequest.from_dict(_read_data(path, "request"))
+    except RequestError as e:
+        raise Unusable(f"request {path}: {e}") from None
 
 
-def _read_jwks(pairs) -> dict[str, dict]:
+def _read_jwks(pairs, checked) -> dict[str, dict]:
+    """`--jwks ISSUER=FILE`: the keys a declared issuer with a remote `jwks` would publish."""
     keys = {}
     for pair in pairs:
         name, sep, path = pair.partition("=")
         if not sep:
-            raise click.UsageError(f"--jwks takes ISSUER=FILE, not {pair!r}")
-        try:
-            with open(path, encoding="utf-8") as f:
-                keys[name] = json.load(f)
-        except (OSError, ValueError) as e:
-            raise click.UsageError(f"cannot read JWKS {path}: {e}") from None
+            raise click.BadParameter(f"takes ISSUER=FILE, not {pair!r}", param_hint="--jwks")
+        issuer = checked.issuers.get(name)
+        if issuer is None:
+            close = get_close_matches(name, list(checked.issuers), n=1)
+            raise click.BadParameter(f"no issuer is named {name!r}" + (f"; did you mean {close[0]!r}?" if close
+                                                                       else ""), param_hint="--jwks")
+        if name in checked.keys:
+            raise click.BadParameter(f"issuer {name!r} reads its keys from its `jwks file`; --jwks is for "
+                                     "issuers with a remote `jwks`", param_hint="--jwks")
+        jwks = _read_data(path, "JWKS")
+        if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+            raise Unusable(f'JWKS {path} is not a JSON object {{"keys": [ … ]}}')
+        keys[name] = jwks
     return keys
+
+
+_NOW_OPTION = click.option("--now", type=_Finite(min=0, max=253402300799), default=None, metavar="SECONDS",
+                           help="the time, in seconds since the epoch (up to the end of the year 9999)")
 
 
 @main.command("eval")
@@ -202,12 +252,12 @@ def _read_jwks(pairs) -> dict[str, dict]:
 @click.option("--json", "as_json", is_flag=True, help='print {"status", "rule", "reason", …}')
 @click.option("--jwks", "jwks", multiple=True, metavar="ISSUER=FILE",
               help="keys an issuer with a remote `jwks` would publish")
-@click.option("--now", type=float, default=None, help="the time, in seconds since the epoch")
+@_NOW_OPTION
 @_ALLOW_PATH
 def eval_command(paths, request_path, as_json, jwks, now, allowed):
     """Decide one request with the reference interpreter, and say why."""
     pipeline = _checked_or_exit(_policy_paths(paths), allowed)
-    decision = evaluate(pipeline.checked, _read_request(request_path), now, keys=_read_jwks(jwks))
+    decision = evaluate(pipeline.checked, _read_request(request_path), now, keys=_read_jwks(jwks, pipeline.checked))
     if as_json:
         click.echo(json.dumps(decision.to_json(), sort_keys=True))
         return
@@ -239,7 +289,7 @@ def _case_paths(paths) -> tuple[list[str], list[str]]:
 
 @main.command("test")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--now", type=float, default=None, help="the time, in seconds since the epoch")
+@_NOW_OPTION
 @click.option("-v", "--verbose", is_flag=True, help="print every case, not only failures")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
               help="also write the results as a JUnit XML report to this file")
@@ -335,7 +385,9 @@ def _envoy_options(command):
         click.option("--admin", default="127.0.0.1:9901", show_default=True, help="the admin interface's address"),
         click.option("--access-log", default="/dev/stdout", show_default=True,
                      help="where Envoy writes JSON access logs"),
-        click.option("--jwks-refresh", type=click.IntRange(min=1), default=10, show_default=True, metavar="SECONDS",
+        # Envoy's durations (protobuf's) end at 10,000 years: it refuses a config with a longer one.
+        click.option("--jwks-refresh", type=click.IntRange(1, 315_576_000_000), default=10, show_default=True,
+                     metavar="SECONDS",
                      help="how often Envoy fetches a remote JWKS again (a rotated key works from then on)"),
     ]):
         command = option(command)
@@ -385,9 +437,11 @@ def compile_command(paths, outdir, output_format, mount_path, name, check_only, 
         click.echo(configmap(compiled, name), nl=False)
         return
     if check_only:
-        _check_tree(outdir, compiled.files)
+        with using(outdir, "read"):
+            _check_tree(outdir, compiled.files)
         return
-    write_tree(outdir, compiled.files)
+    with using(outdir, "write"):
+        write_tree(outdir, compiled.files)
     click.echo(f"wrote {len(compiled.files)} files to {outdir}", err=True)
 
 
@@ -416,7 +470,8 @@ def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refres
     """Check and compile policies, then publish them by atomic renames into a watched folder:
     running Envoys switch to them without a restart. Prints the policy version."""
     options = _options(listen, admin, access_log, jwks_refresh)
-    deployment = deploy(_policy_paths(paths), folder, target, options, allowed)
+    with using(folder, "deploy to"):
+        deployment = deploy(_policy_paths(paths), folder, target, options, allowed)
     _report_deployment(deployment, folder)
     sys.exit(EXIT_OK if deployment.version else EXIT_FAILED)
 
@@ -427,16 +482,19 @@ def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refres
 @_envoy_options
 @_ALLOW_PATH
 def watch_command(paths, folder, target, listen, admin, access_log, jwks_refresh, allowed):
-    """Deploy, then deploy again on every save. A policy with errors is reported and not
-    deployed; Envoy keeps the last good one. Stop with Ctrl-C."""
+    """Deploy, then deploy again whenever a file the policies read changes (their .policy files,
+    imports, catalog, key and certificate files; nothing else, so logs may sit beside them). A
+    policy with errors is reported and not deployed; Envoy keeps the last good one. A deploy
+    that leaves the version as it was prints nothing. Stop with Ctrl-C."""
     options = _options(listen, admin, access_log, jwks_refresh)
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt), using(folder, "deploy to"):
         watch(_policy_paths(paths), folder, partial(_report_deployment, folder=folder), target, options,
               allowed_roots=allowed)
 
 
 @main.command("audit")
-@click.argument("logs", nargs=-1, required=True, type=click.File("r", encoding="utf-8"))
+# A line that is not UTF-8 is read with replacement characters: it is then a log entry or not.
+@click.argument("logs", nargs=-1, required=True, type=click.File("r", encoding="utf-8", errors="replace"))
 @click.option("--service", default=None, help="only this service's requests")
 @click.option("--since", default=None, metavar="TIME",
               help="only requests from TIME on: ISO 8601 (UTC unless a zone is given) or a duration back, e.g. 2h")
@@ -446,6 +504,8 @@ def audit_command(logs, service, since, output_format):
     have denied, from Envoy's JSON access logs (`-` reads stdin)."""
     try:
         start = audit.parse_since(since) if since else None
+    except OverflowError:
+        raise click.BadParameter(f"{since!r} reaches back before the year 1", param_hint="--since") from None
     except ValueError:
         raise click.BadParameter(f"{since!r} is neither an ISO 8601 time nor a duration like 15m",
                                  param_hint="--since") from None
@@ -478,26 +538,28 @@ def token_group():
     """Development tokens, signed by the keys `policyc dev-idp` publishes."""
 
 
+# Development tokens outlive no trial; the bound also keeps `exp` far inside every verifier's range.
+_TEN_YEARS = 10 * 365 * 24 * 3600
+
+
 @token_group.command("mint")
 @_KEYS_OPTION
 @click.option("--issuer", default=None, help="the `iss` claim [default: the issuer of the last dev-idp started]")
 @click.option("--sub", required=True, help="the `sub` claim, e.g. user:default/alice")
 @click.option("--audience", "audiences", multiple=True, help="the `aud` claim (repeat for a list)")
 @click.option("--claim", "claims", multiple=True, metavar="NAME=VALUE", help="any other claim (repeatable)")
-@click.option("--expires-in", default=3600, show_default=True, help="seconds until `exp`")
+@click.option("--expires-in", type=click.IntRange(min=1, max=_TEN_YEARS), default=3600, show_default=True,
+              metavar="SECONDS", help="seconds until `exp` (ten years at most)")
 def token_mint_command(keys_path, issuer, sub, audiences, claims, expires_in):
     """Print a signed JWT for local trials and tests."""
-    try:
-        token = mint_token(keys_path or default_keys_path(), sub, _claims(claims), issuer, audiences, expires_in)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
-    click.echo(token)
+    click.echo(mint_token(keys_path or default_keys_path(), sub, _claims(claims), issuer, audiences, expires_in))
 
 
 @main.command("dev-idp")
 @_KEYS_OPTION
-@click.option("--port", default=DEFAULT_PORT, show_default=True, help="the port on 127.0.0.1 (0: any free port)")
-@click.option("--rotate-every", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
+              help="the port on 127.0.0.1 (0: any free port)")
+@click.option("--rotate-every", type=_Finite(min=1, max=_TEN_YEARS), default=None, metavar="SECONDS",
               help="sign with a new key this often, keeping the previous one published")
 def dev_idp_command(keys_path, port, rotate_every):
     """Serve a development identity provider on 127.0.0.1: its OpenID discovery document and
@@ -639,7 +701,8 @@ VERIFIED_PROTOCOLS = {"h1": (HTTP1,), "h2": (H2C, H2), "all": PROTOCOLS}
 @click.option("--envoy", "runner", type=click.Choice(["process", "docker"]), default="process", show_default=True)
 @click.option("--image", default=None,
               help="with --envoy docker: an Envoy image (default: one built from the local binary)")
-@click.option("--examples", default=100, show_default=True, help="generated requests per service")
+@click.option("--examples", type=click.IntRange(min=0), default=100, show_default=True,
+              help="generated requests per service")
 @click.option("--target", "targets", multiple=True, type=click.Choice(TARGETS), help="default: every target")
 @click.option("--seed", default=0, show_default=True, help="seed of the generated requests")
 @click.option("--protocol", type=click.Choice(sorted(VERIFIED_PROTOCOLS)), default="all", show_default=True,
@@ -661,6 +724,8 @@ def verify_command(paths, case_paths, runner, image, examples, targets, seed, pr
     spoken = VERIFIED_PROTOCOLS[protocol]
     cases = sum(len(set(protocols(case)) & set(spoken)) for f in case_files for case in f.cases)
     total = (cases + examples * len(pipeline.checked.services) * len(spoken)) * len(targets)
+    if total == 0:  # a run that compares nothing must not pass as a verification
+        raise click.UsageError("nothing to verify: no cases, and no generated requests (--examples 0 or no services)")
     with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
         report = verify(pipeline.checked, case_files, run, targets, examples, seed, bar.update, spoken)
     dropped = [r.name for s in pipeline.checked.services.values() for r in s.rules
@@ -677,8 +742,12 @@ def verify_command(paths, case_paths, runner, image, examples, targets, seed, pr
 
 def _runner(kind: str, image: str | None):
     if kind == "process":
-        from .harness.envoy_process import running_envoy
+        from .harness.envoy_process import envoy_binary, running_envoy
 
+        try:
+            envoy_binary()
+        except FileNotFoundError as e:
+            raise click.UsageError(str(e)) from None
         return running_envoy
     from .harness.container import ensure_docker, running_envoy_container
 
@@ -722,7 +791,8 @@ def lsp_command():
 @click.option("--format", "output_format", type=click.Choice(["text", "markdown", "json"]), default="text")
 @click.option("--fail-on", type=click.Choice(["broader", "any"]), default=None,
               help="exit 1 when the change admits more requests (broader or mixed), or changes any decision")
-@click.option("--limit", default=20, show_default=True, help="example requests shown per service at most")
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
+              help="example requests shown per service at most")
 @_ALLOW_PATH
 def diff_command(sides, output_format, fail_on, limit, allowed):
     """What a change does: OLD NEW as files or folders, or as git revisions of PATHS

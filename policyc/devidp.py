@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from .devtokens import generate_key, mint, public_jwks
+from .files import Unusable, using
 
 JWKS_PATH = "/.well-known/jwks.json"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
@@ -32,19 +33,30 @@ def default_keys_path() -> Path:
 
 
 def load_keys(path: Path) -> dict:
-    """The key file, created with one new key when missing."""
+    """The key file, created with one new key when missing; `Unusable` when it cannot be read or
+    is not a key file."""
     if not path.exists():
         save_keys(path, {"issuer": None, "keys": [generate_key()]})
-    return json.loads(path.read_text(encoding="utf-8"))
+    with using(path, "read the key file"):
+        text = path.read_text(encoding="utf-8")
+    try:
+        ring = json.loads(text)
+    except ValueError as e:
+        raise Unusable(f"the key file {path} is not JSON: {e}") from None
+    keys = ring.get("keys") if isinstance(ring, dict) else None
+    if not isinstance(keys, list) or not keys or not all(isinstance(key, dict) for key in keys):
+        raise Unusable(f"{path} is not a key file of `policyc dev-idp` ({{\"keys\": [private JWK, …]}})")
+    return ring
 
 
 def save_keys(path: Path, ring: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.new")
-    # Private keys: readable by their owner only.
-    with os.fdopen(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
-        json.dump(ring, f, indent=2)
-    os.replace(staging, path)
+    with using(path, "write the key file"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Private keys: readable by their owner only.
+        with os.fdopen(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
+            json.dump(ring, f, indent=2)
+        os.replace(staging, path)
 
 
 def mint_token(path: Path, sub: str, claims: dict, issuer: str | None = None, audiences: tuple[str, ...] = (),
@@ -53,7 +65,7 @@ def mint_token(path: Path, sub: str, claims: dict, issuer: str | None = None, au
     ring = load_keys(path)
     issuer = issuer or ring.get("issuer")
     if not issuer:
-        raise ValueError("no issuer: pass one, or start `policyc dev-idp` once with this key file")
+        raise Unusable("no issuer: pass one, or start `policyc dev-idp` once with this key file")
     now = int(time.time())
     payload = {"iss": issuer, "sub": sub, "iat": now, "exp": now + expires_in, **claims}
     if audiences:
@@ -84,13 +96,18 @@ class DevIdp:
 
     def __init__(self, keys_path: Path, port: int = 0):
         self.keys_path = keys_path
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+        with using(f"127.0.0.1:{port}", "listen on"):
+            self.server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self.server.idp = self
         self.server.daemon_threads = True
         self.lock = threading.Lock()
-        with self.lock:
-            ring = load_keys(keys_path)
-            save_keys(keys_path, {**ring, "issuer": self.issuer})
+        try:
+            with self.lock:
+                ring = load_keys(keys_path)
+                save_keys(keys_path, {**ring, "issuer": self.issuer})
+        except Unusable:
+            self.server.server_close()
+            raise
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property

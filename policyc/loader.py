@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import nodes as n
 from .diagnostics import Diagnostic
+from .files import why
 from .roots import Roots
 from .source import Source, Span
 from .syntax import parse
@@ -64,9 +65,8 @@ class _Loader:
             data = Path(path).read_bytes()
         except OSError as error:
             where = span or Span(path, 1, 1, 1, 1)
-            reason = error.strerror or "cannot be read"
             self.result.diagnostics.append(Diagnostic(
-                "load/file-not-found", f"cannot read `{path}`: {reason.lower()}", where))
+                "load/file-not-found", f"cannot read `{path}`: {why(error)}", where))
             return None
         try:
             return Source(path, data.decode("utf-8"), foreign)
