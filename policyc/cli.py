@@ -39,7 +39,7 @@ from .deploy import Deployment, configmap, deploy, watch
 from .devidp import DEFAULT_PORT, DevIdp, default_keys_path, mint_token
 from .diagnostics import CODES, render_github, render_json, render_sarif, render_text, summary_line
 from .explain import explanation, explanations
-from .files import Unusable, using, yaml_problem
+from .files import Unusable, using, why, yaml_problem
 from .interpret import RawRequest, evaluate
 from .interpret.request import H2, H2C, HTTP1, PROTOCOLS, RequestError
 from .junit import junit_xml
@@ -297,7 +297,7 @@ def _case_paths(paths) -> tuple[list[str], list[str]]:
               help="run only the cases whose name this regular expression matches (anywhere in the name)")
 @click.option("--coverage", "show_coverage", is_flag=True,
               help="also report rule coverage: the rules that decided no passing case")
-@click.option("--coverage-min", type=click.FloatRange(0, 100), default=None, metavar="PERCENT",
+@click.option("--coverage-min", type=_Finite(0, 100), default=None, metavar="PERCENT",
               help="exit 1 when fewer than PERCENT of the rules decided a passing case (implies --coverage)")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text, or one JSON object on stdout: every case, the totals and, when asked for, the coverage")
@@ -611,8 +611,9 @@ after each change: policyc compile {policies} -o {compiled}, and commit both""",
 @click.option("--client-dns", multiple=True, metavar="[NAME=]DNS",
               help="a client certificate with this DNS SAN, as NAME.pem and NAME.key; NAME defaults to "
                    "the name (repeatable)")
-@click.option("--days", type=click.IntRange(min=1), default=365, show_default=True, metavar="DAYS",
-              help="how long the listener and client certificates are valid")
+# A hundred years at most: a certificate's dates end with the year 9999, and these are for trials.
+@click.option("--days", type=click.IntRange(1, 36500), default=365, show_default=True, metavar="DAYS",
+              help="how long the listener and client certificates are valid (a hundred years at most)")
 def dev_certs_command(folder, server_dns, no_server, spiffe_ids, client_dns, days):
     """Write development certificates into FOLDER as PEM files: a CA (ca.pem, ca.key), the
     listener's (server.pem, server.key) and client certificates with SPIFFE IDs or DNS names.
@@ -659,23 +660,26 @@ def _existing_ca(folder: Path):
     if not all(present):
         click.echo(f"policyc: {paths[present.index(False)]} is missing beside {paths[present.index(True)]}", err=True)
         sys.exit(EXIT_FAILED)
+    with using(folder, "read the CA in"):
+        certificate, key = paths[0].read_bytes(), paths[1].read_bytes()
     try:
-        return devcerts.load_ca(paths[0].read_bytes(), paths[1].read_bytes())
-    except (OSError, ValueError) as e:
+        return devcerts.load_ca(certificate, key)
+    except ValueError as e:
         click.echo(f"policyc: cannot use the CA in {folder}: {e}", err=True)
         sys.exit(EXIT_FAILED)
 
 
 def _create_or_exit(folder: Path, files: dict[str, str], new_folders: tuple[str, ...] = ()) -> None:
-    """`create_files`, or one line on stderr and exit 1: files in the way, or a write that failed."""
+    """`create_files`, or one line on stderr: files in the way (exit 1), or a write that failed
+    (`Unusable`, exit 2)."""
     try:
         create_files(folder, files, new_folders)
     except FileExistsError as e:
-        click.echo(f"policyc: not replacing what exists: {e}; nothing written", err=True)
+        # create_files names what is in the way; the system, a file where a folder must go.
+        click.echo(f"policyc: not replacing what exists: {e.filename or e}; nothing written", err=True)
         sys.exit(EXIT_FAILED)
     except OSError as e:
-        click.echo(f"policyc: cannot write into {folder}: {e}; nothing written", err=True)
-        sys.exit(EXIT_FAILED)
+        raise Unusable(f"cannot write {e.filename or folder}: {why(e)}; nothing written") from None
 
 
 def _check_tree(outdir: str, files: dict[str, str]) -> None:

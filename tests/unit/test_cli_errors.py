@@ -84,7 +84,23 @@ def test_junit_report_to_a_missing_folder(tmp_path):
     assert result.stderr.splitlines()[-1] == f"policyc: cannot write {junit}: no such file or directory"
 
 
+@pytest.mark.parametrize(("in_the_way", "expect", "says"), [
+    (".github", 2, "cannot write {folder}/.github/workflows: not a directory; nothing written"),
+    ("policies", 1, "not replacing what exists: {folder}/policies; nothing written"),
+])
+def test_init_where_a_file_is_in_the_way_of_a_folder(tmp_path, in_the_way, expect, says):
+    (tmp_path / in_the_way).write_text("")
+    assert one_line(run("init", tmp_path, expect=expect)) == "policyc: " + says.format(folder=tmp_path)
+
+
 # ---------------------------------------------------------------- request, key and case files read
+
+
+def test_a_ca_that_cannot_be_read(tmp_path):
+    (tmp_path / "ca.pem").mkdir()
+    (tmp_path / "ca.key").write_text("")
+    assert one_line(run("dev-certs", tmp_path, "--no-server", "--client-dns", "a.test", expect=2)) == \
+        f"policyc: cannot read the CA in {tmp_path}: is a directory"
 
 
 def request_file(tmp_path, name: str, content: bytes | None) -> Path:
@@ -210,6 +226,8 @@ def test_dev_idp_serves_on_a_free_port_until_interrupted(tmp_path, monkeypatch):
     ("eval", EXAMPLE, "--request", "r.json", "--now", "-1"),
     ("test", EXAMPLE, "--now", "1e300"),
     ("audit", EXAMPLE / "example.cases.yaml", "--since", "99999999999d"),
+    ("test", EXAMPLE, "--coverage-min", "nan"),  # would pass any coverage
+    ("dev-certs", "certs", "--days", "3000000"),  # past the year 9999
     ("compile", EXAMPLE, "-o", "out", "--jwks-refresh", "0"),
     ("compile", EXAMPLE, "-o", "out", "--jwks-refresh", "315576000001"),  # Envoy refuses a longer duration
 ])
