@@ -23,7 +23,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 import click
-import yaml
 
 from . import audit, devcerts, scaffold
 from . import nodes as n
@@ -36,9 +35,10 @@ from .coverage import Coverage, rule_coverage
 from .deploy import Deployment, configmap, deploy, watch
 from .devidp import DEFAULT_PORT, DevIdp, default_keys_path, mint_token
 from .diagnostics import CODES, render_github, render_json, render_sarif, render_text, summary_line
+from .evalinput import Built, Caller, Certificate, Entry, InputError, StandIns, read_entries
 from .explain import explanation, explanations
-from .interpret import RawRequest, evaluate
-from .interpret.request import H2, H2C, HTTP1, PROTOCOLS
+from .interpret import evaluate
+from .interpret.request import H2, H2C, HTTP1, PROTOCOLS, RequestError
 from .junit import junit_xml
 from .loader import expand_inputs, read_policy_file
 from .output import create_files, stale_files, write_tree
@@ -172,15 +172,6 @@ def _write_atomically(path: str, text: str) -> None:
     os.replace(temporary, path)
 
 
-def _read_request(path: str) -> RawRequest:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) if path.endswith((".yaml", ".yml")) else json.load(f)
-        return RawRequest.from_dict(data)
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise click.UsageError(f"cannot read request {path}: {e}") from None
-
-
 def _read_jwks(pairs) -> dict[str, dict]:
     keys = {}
     for pair in pairs:
@@ -195,32 +186,121 @@ def _read_jwks(pairs) -> dict[str, dict]:
     return keys
 
 
+def _given_caller(issuer, claims, trust, uris, dns, subject) -> Caller | None:
+    """The caller of eval's token (--issuer, --claim) and certificate (--trust, --uri, --dns,
+    --subject) options, or None when none is given."""
+    certificate = None
+    if uris or dns or subject is not None or trust is not None:
+        certificate = Certificate(trust, tuple(uris), tuple(dns), subject or "")
+    if claims and issuer is None:
+        raise click.UsageError("--claim needs --issuer: the issuer of the token that holds the claims")
+    if issuer is None and certificate is None:
+        return None
+    return Caller(issuer, _claims(claims), certificate)
+
+
+def _read_entries(path: str) -> tuple[list[Entry], bool]:
+    """The requests of `path` (`-`: stdin), and whether they are a batch."""
+    name = "<stdin>" if path == "-" else path
+    try:
+        with click.open_file(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.UsageError(f"cannot read requests from {name}: {e}") from None
+    return read_entries(text, name, as_yaml=path.endswith((".yaml", ".yml")))
+
+
+def _built(entries: list[Entry], stand_ins: StandIns, given: Caller | None) -> list[Built]:
+    """Every request ready to decide; or each problem, located, and exit 2 with nothing decided."""
+    built, problems = [], []
+    for entry in entries:
+        if entry.problem is not None:
+            problems.append(entry.problem)
+            continue
+        try:
+            built.append(stand_ins.build(entry.data, given))
+        except (InputError, RequestError) as e:
+            problems.append(f"{entry.where}: {e}")
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if problems:
+        click.echo(f"policyc eval: {len(problems)} request(s) not valid; nothing decided", err=True)
+        sys.exit(EXIT_USAGE)
+    return built
+
+
+def _decision_lines(decision) -> list[str]:
+    lines = [f"{decision.status} {decision.reason}" + (f" by rule {decision.rule!r}" if decision.rule else "")
+             + (f" in service {decision.service!r}" if decision.service else "")]
+    if decision.dry_run:
+        lines.append(f"dry-run: the policy would have answered {decision.enforced_status}")
+    if decision.grpc_status is not None:
+        lines.append(f"a gRPC call: HTTP 200 with grpc-status {decision.grpc_status}")
+    if decision.detail:
+        lines.append(decision.detail)
+    caller = decision.caller
+    named = ([f"{caller.get('sub') or 'a token without sub'} (issuer {caller['issuer']})"] if "issuer" in caller
+             else []) + ([f"certificate {caller['peer']}"] if "peer" in caller else [])
+    if named:
+        lines.append(f"caller: {', '.join(named)}")
+    return lines
+
+
 @main.command("eval")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--request", "request_path", required=True, type=click.Path(),
-              help="the request as JSON (or YAML): method, path, host, headers, source")
-@click.option("--json", "as_json", is_flag=True, help='print {"status", "rule", "reason", …}')
+@click.option("--request", "--input", "request_path", required=True, metavar="FILE|-",
+              help="the request as JSON (YAML for a .yaml file), or a batch as JSON lines; - reads stdin. "
+                   "Fields: method, path, host, headers, source, protocol, caller (docs/eval.md)")
+@click.option("--json", "as_json", is_flag=True, help='print {"status", "rule", "reason", …}, a line per request')
+@click.option("--fail", "fail_on_deny", is_flag=True,
+              help="exit 1 when any request is denied (by the policy, the proxy, or a dry-run service's policy)")
+@click.option("--issuer", default=None, metavar="NAME",
+              help="the caller sends a token of this declared issuer, its signature taken as valid")
+@click.option("--claim", "claims", multiple=True, metavar="NAME=VALUE",
+              help="a claim of that token; VALUE as JSON (true, 42, [\"a\"]), else a string (repeatable)")
+@click.option("--trust", default=None, metavar="NAME",
+              help="the caller presents a client certificate issued by this trust's CA, its chain taken as "
+                   "valid [default: the only trust]")
+@click.option("--uri", "uris", multiple=True, metavar="URI",
+              help="a URI SAN of that certificate, e.g. a SPIFFE ID (repeatable)")
+@click.option("--dns", "dns", multiple=True, metavar="NAME", help="a DNS SAN of that certificate (repeatable)")
+@click.option("--subject", default=None, metavar="DN", help="that certificate's subject, e.g. CN=deploy-bot,O=CI")
 @click.option("--jwks", "jwks", multiple=True, metavar="ISSUER=FILE",
-              help="keys an issuer with a remote `jwks` would publish")
+              help="keys an issuer with a remote `jwks` would publish, for tokens in the requests' headers")
 @click.option("--now", type=float, default=None, help="the time, in seconds since the epoch")
 @_ALLOW_PATH
-def eval_command(paths, request_path, as_json, jwks, now, allowed):
-    """Decide one request with the reference interpreter, and say why."""
+def eval_command(paths, request_path, as_json, fail_on_deny, issuer, claims, trust, uris, dns, subject, jwks, now,
+                 allowed):
+    """Decide requests with the reference interpreter, and say why.
+
+    The caller may be given directly, on the command line for every request or as a request's
+    `caller`: a token's issuer and claims, a client certificate's names. Eval decides it as
+    Envoy decides a caller sending that token or certificate, with the token's signature and the
+    certificate's chain taken as valid; time claims are checked against --now.
+
+    \b
+    echo '{"method": "GET", "path": "/api/v1/payments/1", "host": "payments.internal"}' |
+      policyc eval policies --request - --issuer backstage \\
+        --claim sub=user:default/bob --claim 'ent=["group:default/sre"]'
+    policyc eval policies --request requests.jsonl --json --fail
+    """
+    given = _given_caller(issuer, claims, trust, uris, dns, subject)
+    entries, batch = _read_entries(request_path)
     pipeline = _checked_or_exit(_policy_paths(paths), allowed)
-    decision = evaluate(pipeline.checked, _read_request(request_path), now, keys=_read_jwks(jwks))
-    if as_json:
-        click.echo(json.dumps(decision.to_json(), sort_keys=True))
-        return
-    click.echo(f"{decision.status} {decision.reason}" + (f" by rule {decision.rule!r}" if decision.rule else "")
-               + (f" in service {decision.service!r}" if decision.service else ""))
-    if decision.dry_run:
-        click.echo(f"dry-run: the policy would have answered {decision.enforced_status}")
-    if decision.grpc_status is not None:
-        click.echo(f"a gRPC call: HTTP 200 with grpc-status {decision.grpc_status}")
-    if decision.detail:
-        click.echo(decision.detail)
-    if decision.caller:
-        click.echo(f"caller: {decision.caller.get('sub')} (issuer {decision.caller.get('issuer')})")
+    keys, now = _read_jwks(jwks), time.time() if now is None else now
+    built = _built(entries, StandIns(pipeline.checked, now), given)
+    decisions = [evaluate(pipeline.checked, b.request, now, {**keys, **b.keys}, b.trusts) for b in built]
+    for entry, decision in zip(entries, decisions, strict=True):
+        if as_json:
+            click.echo(json.dumps(decision.to_json(), sort_keys=True))
+        elif batch:
+            click.echo(f"{entry.where}: " + "; ".join(_decision_lines(decision)))
+        else:
+            click.echo("\n".join(_decision_lines(decision)))
+    denied = sum(d.reason != "allow" for d in decisions)
+    if fail_on_deny:
+        click.echo(f"policyc eval: {denied} of {len(decisions)} request(s) denied", err=True)
+    sys.exit(EXIT_FAILED if fail_on_deny and denied else EXIT_OK)
 
 
 def _case_paths(paths) -> tuple[list[str], list[str]]:
@@ -451,16 +531,23 @@ def audit_command(logs, service, since, output_format):
     click.echo(render(events, skipped))
 
 
+def _json_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 def _claims(pairs) -> dict:
-    """k=v pairs; a value that is JSON (true, 42, ["a","b"]) is taken as such, anything else as a string."""
+    """k=v pairs; a value that is JSON (true, 42, ["a","b"]) is taken as such, anything else
+    (NaN and Infinity too, which no token can hold) as a string."""
     claims = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"takes NAME=VALUE, not {pair!r}", param_hint="--claim")
+        if name in claims:
+            raise click.BadParameter(f"claim {name!r} given twice", param_hint="--claim")
         try:
-            claims[name] = json.loads(value)
-        except ValueError:
+            claims[name] = json.loads(value, parse_constant=_json_constant)
+        except (ValueError, RecursionError):
             claims[name] = value
     return claims
 
