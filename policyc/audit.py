@@ -1,11 +1,11 @@
 """Audit trails from Envoy's JSON access logs (the format the emitted config writes).
 
 `read_events(lines, service, since)` turns log lines into `Event`s: who (the verified token's
-`sub` and issuer, or anonymous) asked what (method, host, path, source), the deciding rule and
-reason as `harness.decisions.logged_decision` reads them, the policy version that decided, and a
-verdict: `allowed`, `denied`, or `would-deny` for a dry-run service that let through a request its
-policy refuses (`unknown` when the line does not say). Lines that are not JSON objects (Envoy's
-own log mixed in) are counted and skipped.
+`sub` and issuer, the client certificate's URI SANs and subject, or anonymous) asked what (method,
+host, path, source), the deciding rule and reason as `harness.decisions.logged_decision` reads
+them, the policy version that decided, and a verdict: `allowed`, `denied`, or `would-deny` for a
+dry-run service that let through a request its policy refuses (`unknown` when the line does not
+say). Lines that are not JSON objects (Envoy's own log mixed in) are counted and skipped.
 `summarize(events)` counts verdicts per service and rule; `render_table` and `render_json` print.
 """
 
@@ -31,8 +31,10 @@ class Event:
     service: str | None
     mode: str | None
     policy_version: str | None
-    caller: str  # the token's `sub`, or "anonymous"
+    caller: str  # the token's `sub`, else the certificate's URI SANs, else its subject, else "anonymous"
     issuer: str | None  # the token's `iss`
+    peer: str | None  # the client certificate's URI SANs, joined by "," as Envoy logs them
+    peer_subject: str | None  # the client certificate's subject (RFC 2253)
     method: str
     host: str
     path: str
@@ -72,8 +74,10 @@ def _event(entry: dict) -> Event:
         service=entry.get("service"),
         mode=entry.get("mode"),
         policy_version=entry.get("policy_version"),
-        caller=entry.get("sub") or "anonymous",
+        caller=entry.get("sub") or entry.get("peer") or entry.get("peer_subject") or "anonymous",
         issuer=entry.get("issuer"),
+        peer=entry.get("peer"),
+        peer_subject=entry.get("peer_subject"),
         method=str(entry.get("method") or ""),
         host=str(entry.get("authority") or ""),
         path=str(entry.get("path") or ""),

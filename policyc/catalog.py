@@ -327,7 +327,7 @@ class _Loader:
         top = _entries(node)
         kind_node = _value(top, "kind")
         kind = _text(kind_node)
-        if _text(_value(top, "apiVersion")) not in API_VERSIONS or kind not in KINDS:
+        if kind not in KINDS or not self.backstage_version(source, kind, kind_node, _value(top, "apiVersion")):
             return  # Locations, Templates, other tools' YAML: not ours to judge
         metadata, spec = _value(top, "metadata"), _value(top, "spec")
         for mapping in (node, metadata, spec):
@@ -349,6 +349,23 @@ class _Loader:
             refs = self.relation(source, entity, name, _value(_entries(spec), name))
             relations[relation.attribute] = refs if relation.many else next(iter(refs), None)
         self.catalog.entities[entity.ref] = replace(entity, **relations)
+
+    def backstage_version(self, source: Source, kind: str, kind_node: yaml.Node, node: yaml.Node | None) -> bool:
+        """Whether a `kind` entity's apiVersion is one of Backstage's. Another tool's is not ours to
+        judge, but none at all, or a `backstage.io/` one Backstage does not accept, is a mistake
+        (reported): Backstage refuses the entity, and left out silently it would only show up as
+        missing from the catalog."""
+        version = _text(node)
+        if version in API_VERSIONS:
+            return True
+        accepted = " or ".join(f"`{v}`" for v in sorted(API_VERSIONS))
+        if version is None:
+            self.error("catalog/bad-entity", f"`{kind}` entity without `apiVersion`", _span(source.path, kind_node),
+                       hint=f"add `apiVersion: backstage.io/v1alpha1` (Backstage accepts {accepted})")
+        elif version.startswith("backstage.io/"):
+            self.error("catalog/bad-entity", f"`{kind}` entity with `apiVersion: {version}`, which Backstage does "
+                       "not accept", _span(source.path, node), hint=f"write {accepted}")
+        return False
 
     def check_unique_keys(self, source: Source, node: yaml.Node | None) -> None:
         # Backstage's YAML parser rejects repeated keys; PyYAML would silently keep the last.

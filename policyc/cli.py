@@ -25,7 +25,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 import click
-import yaml
 
 from . import audit, devcerts, scaffold
 from . import nodes as n
@@ -38,9 +37,10 @@ from .coverage import Coverage, rule_coverage
 from .deploy import Deployment, configmap, deploy, watch
 from .devidp import DEFAULT_PORT, DevIdp, default_keys_path, mint_token
 from .diagnostics import CODES, render_github, render_json, render_sarif, render_text, summary_line
+from .evalinput import Built, Caller, Certificate, Entry, InputError, StandIns, read_entries
 from .explain import explanation, explanations
 from .files import Unusable, using, why, yaml_problem
-from .interpret import RawRequest, evaluate
+from .interpret import evaluate
 from .interpret.request import H2, H2C, HTTP1, PROTOCOLS, RequestError
 from .junit import junit_xml
 from .loader import expand_inputs, read_policy_file
@@ -197,26 +197,16 @@ def _write_atomically(path: str, text: str) -> None:
             raise
 
 
-def _read_data(path: str, what: str):
-    """The JSON (or, by its name, YAML) a file the user named holds; `Unusable` naming it and
-    `what` it is otherwise."""
+def _read_json(path: str, what: str):
+    """The JSON a file the user named holds; `Unusable` naming it and `what` it is otherwise."""
     with using(path, f"read {what}"):
         text = Path(path).read_text(encoding="utf-8")
     try:
-        return yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
+        return json.loads(text)
     except ValueError as e:
         raise Unusable(f"{what} {path} is not JSON: {e}") from None
-    except yaml.YAMLError as e:
-        raise Unusable(f"{what} {yaml_problem(path, e)}") from None
     except RecursionError:
         raise Unusable(f"{what} {path} is nested too deeply to read") from None
-
-
-def _read_request(path: str) -> RawRequest:
-    try:
-        return RawRequest.from_dict(_read_data(path, "request"))
-    except RequestError as e:
-        raise Unusable(f"request {path}: {e}") from None
 
 
 def _read_jwks(pairs, checked) -> dict[str, dict]:
@@ -234,7 +224,7 @@ def _read_jwks(pairs, checked) -> dict[str, dict]:
         if name in checked.keys:
             raise click.BadParameter(f"issuer {name!r} reads its keys from its `jwks file`; --jwks is for "
                                      "issuers with a remote `jwks`", param_hint="--jwks")
-        jwks = _read_data(path, "JWKS")
+        jwks = _read_json(path, "JWKS")
         if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
             raise Unusable(f'JWKS {path} is not a JSON object {{"keys": [ … ]}}')
         keys[name] = jwks
@@ -245,32 +235,121 @@ _NOW_OPTION = click.option("--now", type=_Finite(min=0, max=253402300799), defau
                            help="the time, in seconds since the epoch (up to the end of the year 9999)")
 
 
+def _given_caller(issuer, claims, trust, uris, dns, subject) -> Caller | None:
+    """The caller of eval's token (--issuer, --claim) and certificate (--trust, --uri, --dns,
+    --subject) options, or None when none is given."""
+    certificate = None
+    if uris or dns or subject is not None or trust is not None:
+        certificate = Certificate(trust, tuple(uris), tuple(dns), subject or "")
+    if claims and issuer is None:
+        raise click.UsageError("--claim needs --issuer: the issuer of the token that holds the claims")
+    if issuer is None and certificate is None:
+        return None
+    return Caller(issuer, _claims(claims), certificate)
+
+
+def _read_entries(path: str) -> tuple[list[Entry], bool]:
+    """The requests of `path` (`-`: stdin), and whether they are a batch."""
+    name = "<stdin>" if path == "-" else path
+    try:
+        with click.open_file(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.UsageError(f"cannot read requests from {name}: {e}") from None
+    return read_entries(text, name, as_yaml=path.endswith((".yaml", ".yml")))
+
+
+def _built(entries: list[Entry], stand_ins: StandIns, given: Caller | None) -> list[Built]:
+    """Every request ready to decide; or each problem, located, and exit 2 with nothing decided."""
+    built, problems = [], []
+    for entry in entries:
+        if entry.problem is not None:
+            problems.append(entry.problem)
+            continue
+        try:
+            built.append(stand_ins.build(entry.data, given))
+        except (InputError, RequestError) as e:
+            problems.append(f"{entry.where}: {e}")
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if problems:
+        click.echo(f"policyc eval: {len(problems)} request(s) not valid; nothing decided", err=True)
+        sys.exit(EXIT_USAGE)
+    return built
+
+
+def _decision_lines(decision) -> list[str]:
+    lines = [f"{decision.status} {decision.reason}" + (f" by rule {decision.rule!r}" if decision.rule else "")
+             + (f" in service {decision.service!r}" if decision.service else "")]
+    if decision.dry_run:
+        lines.append(f"dry-run: the policy would have answered {decision.enforced_status}")
+    if decision.grpc_status is not None:
+        lines.append(f"a gRPC call: HTTP 200 with grpc-status {decision.grpc_status}")
+    if decision.detail:
+        lines.append(decision.detail)
+    caller = decision.caller
+    named = ([f"{caller.get('sub') or 'a token without sub'} (issuer {caller['issuer']})"] if "issuer" in caller
+             else []) + ([f"certificate {caller['peer']}"] if "peer" in caller else [])
+    if named:
+        lines.append(f"caller: {', '.join(named)}")
+    return lines
+
+
 @main.command("eval")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--request", "request_path", required=True, type=click.Path(),
-              help="the request as JSON (or YAML): method, path, host, headers, source")
-@click.option("--json", "as_json", is_flag=True, help='print {"status", "rule", "reason", …}')
+@click.option("--request", "--input", "request_path", required=True, metavar="FILE|-",
+              help="the request as JSON (YAML for a .yaml file), or a batch as JSON lines; - reads stdin. "
+                   "Fields: method, path, host, headers, source, protocol, caller (docs/eval.md)")
+@click.option("--json", "as_json", is_flag=True, help='print {"status", "rule", "reason", …}, a line per request')
+@click.option("--fail", "fail_on_deny", is_flag=True,
+              help="exit 1 when any request is denied (by the policy, the proxy, or a dry-run service's policy)")
+@click.option("--issuer", default=None, metavar="NAME",
+              help="the caller sends a token of this declared issuer, its signature taken as valid")
+@click.option("--claim", "claims", multiple=True, metavar="NAME=VALUE",
+              help="a claim of that token; VALUE as JSON (true, 42, [\"a\"]), else a string (repeatable)")
+@click.option("--trust", default=None, metavar="NAME",
+              help="the caller presents a client certificate issued by this trust's CA, its chain taken as "
+                   "valid [default: the only trust]")
+@click.option("--uri", "uris", multiple=True, metavar="URI",
+              help="a URI SAN of that certificate, e.g. a SPIFFE ID (repeatable)")
+@click.option("--dns", "dns", multiple=True, metavar="NAME", help="a DNS SAN of that certificate (repeatable)")
+@click.option("--subject", default=None, metavar="DN", help="that certificate's subject, e.g. CN=deploy-bot,O=CI")
 @click.option("--jwks", "jwks", multiple=True, metavar="ISSUER=FILE",
-              help="keys an issuer with a remote `jwks` would publish")
+              help="keys an issuer with a remote `jwks` would publish, for tokens in the requests' headers")
 @_NOW_OPTION
 @_ALLOW_PATH
-def eval_command(paths, request_path, as_json, jwks, now, allowed):
-    """Decide one request with the reference interpreter, and say why."""
+def eval_command(paths, request_path, as_json, fail_on_deny, issuer, claims, trust, uris, dns, subject, jwks, now,
+                 allowed):
+    """Decide requests with the reference interpreter, and say why.
+
+    The caller may be given directly, on the command line for every request or as a request's
+    `caller`: a token's issuer and claims, a client certificate's names. Eval decides it as
+    Envoy decides a caller sending that token or certificate, with the token's signature and the
+    certificate's chain taken as valid; time claims are checked against --now.
+
+    \b
+    echo '{"method": "GET", "path": "/api/v1/payments/1", "host": "payments.internal"}' |
+      policyc eval policies --request - --issuer backstage \\
+        --claim sub=user:default/bob --claim 'ent=["group:default/sre"]'
+    policyc eval policies --request requests.jsonl --json --fail
+    """
+    given = _given_caller(issuer, claims, trust, uris, dns, subject)
+    entries, batch = _read_entries(request_path)
     pipeline = _checked_or_exit(_policy_paths(paths), allowed)
-    decision = evaluate(pipeline.checked, _read_request(request_path), now, keys=_read_jwks(jwks, pipeline.checked))
-    if as_json:
-        click.echo(json.dumps(decision.to_json(), sort_keys=True))
-        return
-    click.echo(f"{decision.status} {decision.reason}" + (f" by rule {decision.rule!r}" if decision.rule else "")
-               + (f" in service {decision.service!r}" if decision.service else ""))
-    if decision.dry_run:
-        click.echo(f"dry-run: the policy would have answered {decision.enforced_status}")
-    if decision.grpc_status is not None:
-        click.echo(f"a gRPC call: HTTP 200 with grpc-status {decision.grpc_status}")
-    if decision.detail:
-        click.echo(decision.detail)
-    if decision.caller:
-        click.echo(f"caller: {decision.caller.get('sub')} (issuer {decision.caller.get('issuer')})")
+    keys, now = _read_jwks(jwks, pipeline.checked), time.time() if now is None else now
+    built = _built(entries, StandIns(pipeline.checked, now), given)
+    decisions = [evaluate(pipeline.checked, b.request, now, {**keys, **b.keys}, b.trusts) for b in built]
+    for entry, decision in zip(entries, decisions, strict=True):
+        if as_json:
+            click.echo(json.dumps(decision.to_json(), sort_keys=True))
+        elif batch:
+            click.echo(f"{entry.where}: " + "; ".join(_decision_lines(decision)))
+        else:
+            click.echo("\n".join(_decision_lines(decision)))
+    denied = sum(d.reason != "allow" for d in decisions)
+    if fail_on_deny:
+        click.echo(f"policyc eval: {denied} of {len(decisions)} request(s) denied", err=True)
+    sys.exit(EXIT_FAILED if fail_on_deny and denied else EXIT_OK)
 
 
 def _case_paths(paths) -> tuple[list[str], list[str]]:
@@ -514,16 +593,23 @@ def audit_command(logs, service, since, output_format):
     click.echo(render(events, skipped))
 
 
+def _json_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 def _claims(pairs) -> dict:
-    """k=v pairs; a value that is JSON (true, 42, ["a","b"]) is taken as such, anything else as a string."""
+    """k=v pairs; a value that is JSON (true, 42, ["a","b"]) is taken as such, anything else
+    (NaN and Infinity too, which no token can hold) as a string."""
     claims = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"takes NAME=VALUE, not {pair!r}", param_hint="--claim")
+        if name in claims:
+            raise click.BadParameter(f"claim {name!r} given twice", param_hint="--claim")
         try:
-            claims[name] = json.loads(value)
-        except ValueError:
+            claims[name] = json.loads(value, parse_constant=_json_constant)
+        except (ValueError, RecursionError):
             claims[name] = value
     return claims
 

@@ -79,7 +79,7 @@ def issue(ca: Issued, common_name: str, uris=(), dns=(), organization: str | Non
     key = ec.generate_private_key(ec.SECP256R1())
     start, end = _window(valid_from, valid_days)
     builder = (
-        x509.CertificateBuilder().subject_name(subject or _name(common_name, organization))
+        x509.CertificateBuilder().subject_name(_name(common_name, organization) if subject is None else subject)
         .issuer_name(ca.certificate.subject)
         .public_key(key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(start).not_valid_after(end)

@@ -16,12 +16,11 @@ import json
 from dataclasses import dataclass, field
 
 import z3
-from cryptography import x509
 
 from .. import nodes as n
 from ..check import Checked
 from ..interpret.evaluator import compare_string
-from ..interpret.peer import subject_text
+from ..interpret.peer import subject_name, subject_text
 from .matrix import Matrix, Row, ServiceMatrix, Values
 from .space import BOOL, LIST, MISSING, NUMBER, OBJECT, SAN_SHAPE, STRING, TOKEN_NONE, Claim, exprs_of, solve
 from .strings import Undecided
@@ -71,7 +70,7 @@ class Caller:
 
 def canonical_subject(text: str) -> str:
     """`text` (RFC 4514) as the proxy writes a certificate's subject; ValueError when it is none."""
-    return subject_text(x509.Name.from_rfc4514_string(text))
+    return subject_text(subject_name(text))
 
 
 def caller_problem(checked: Checked, caller: Caller) -> str | None:

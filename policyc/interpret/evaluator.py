@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
+from cryptography import x509
+
 from .. import nodes as n
 from ..catalog import normalize_ref
 from ..check import Checked
@@ -183,8 +185,8 @@ def _caller(token: Token | None, peer: Peer | None) -> dict:
     if token is not None:
         sub = token.claims.get("sub")
         caller = {"issuer": token.issuer, "sub": sub if isinstance(sub, str) else None}
-    if peer is not None:  # named as the access log names it: its first URI SAN, else its subject
-        caller["peer"] = peer.uris[0] if peer.uris else peer.subject
+    if peer is not None:  # named as the access log names it: its URI SANs joined by ",", else its subject
+        caller["peer"] = ",".join(peer.uris) if peer.uris else peer.subject
     return caller
 
 
@@ -202,20 +204,24 @@ def _rule_decision(checked: Checked, service: n.Service, ctx: Context) -> Decisi
 
 
 def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
-             keys: Mapping[str, dict] | None = None) -> Decision:
+             keys: Mapping[str, dict] | None = None,
+             trusts: Mapping[str, tuple[x509.Certificate, ...]] | None = None) -> Decision:
     """Decide `request` as the emitted Envoy config would. `keys` adds JWKS for `jwks "<uri>"`
-    issuers (the proxy fetches those; without keys their tokens fail verification). A gRPC
+    issuers (the proxy fetches those; without keys their tokens fail verification), or stands in
+    for an issuer's own; `trusts` likewise stands in CA certificates for declared trusts. A gRPC
     call's decision carries the grpc-status its client reads (interpret/grpc.py)."""
-    decision = _decide(checked, request, time.time() if now is None else now, keys)
+    decision = _decide(checked, request, time.time() if now is None else now, keys, trusts)
     lines = [(name, value) for name, value in request.headers if name.lower() != "host"]
     grpc = is_grpc_call(header_table(lines, http2=request.protocol != HTTP1))
     status = grpc_status(decision.status, decision.reason, decision.detail) if grpc else None
     return decision if status is None else replace(decision, grpc_status=status)
 
 
-def _decide(checked: Checked, request: RawRequest, now: float, keys: Mapping[str, dict] | None) -> Decision:
+def _decide(checked: Checked, request: RawRequest, now: float, keys: Mapping[str, dict] | None,
+            trusts: Mapping[str, tuple[x509.Certificate, ...]] | None) -> Decision:
     # h2c is HTTP/2 in the clear: there is no handshake in which to present a certificate.
-    peer = verified_peer(request.certificate if request.protocol != H2C else None, checked.trusts, now)
+    cas = {**checked.trusts, **trusts} if trusts else checked.trusts
+    peer = verified_peer(request.certificate if request.protocol != H2C else None, cas, now)
     if isinstance(peer, HandshakeRefused):  # before any HTTP: no status, no service, no log line
         return Decision(0, "handshake-refused", detail=peer.reason)
     admitted = admit(checked, request)

@@ -54,6 +54,15 @@ def subject_text(name: x509.Name) -> str:
     return name.rfc4514_string(_SHORT_NAMES)
 
 
+_ATTRIBUTES = {short: oid for oid, short in _SHORT_NAMES.items()}
+
+
+def subject_name(text: str) -> x509.Name:
+    """RFC 4514 text (`CN=deploy-bot,O=CI`) as a name, the inverse of `subject_text`; ValueError
+    when it is not such text."""
+    return x509.Name.from_rfc4514_string(text, _ATTRIBUTES)
+
+
 def _valid_at(certificate: x509.Certificate, now: datetime.datetime) -> bool:
     return certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc
 

@@ -206,11 +206,18 @@ def test_bad_entity():
         ("catalog/bad-entity", "entities.yaml", 36, 14),  # a namespace with a space
         ("catalog/bad-entity", "entities.yaml", 45, 10),  # an owner that is a component
         ("catalog/bad-entity", "entities.yaml", 51, 7),  # spec is a list
+        ("catalog/bad-entity", "entities.yaml", 53, 7),  # no apiVersion: at the kind
+        ("catalog/bad-entity", "entities.yaml", 59, 13),  # an apiVersion of Backstage's it does not accept
     ]
     # What is valid survives: ivan's good membership, svc2 without its owner.
     assert catalog.entities["user:default/ivan"].member_of == ("group:default/ops",)
     assert catalog.owner_of("component:default/svc2") is None
     assert not catalog.has("component:not valid/svc")
+    # Refused, as Backstage refuses them, and reported where they are written.
+    assert not catalog.has("user:default/judy") and not catalog.has("group:default/auditors")
+    by_line = {d.span.line: d for d in diagnostics}
+    assert by_line[53].message == "`User` entity without `apiVersion`"
+    assert "apiVersion: backstage.io/v1alpha1" in by_line[53].hint
 
 
 def test_duplicate_entity_at_the_second_with_a_note_at_the_first():
