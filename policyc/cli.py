@@ -39,7 +39,7 @@ from .devidp import DEFAULT_PORT, DevIdp, default_keys_path, mint_token
 from .diagnostics import CODES, render_github, render_json, render_sarif, render_text, summary_line
 from .evalinput import Built, Caller, Certificate, Entry, InputError, StandIns, read_entries
 from .explain import explanation, explanations
-from .files import Unusable, using, why, yaml_problem
+from .files import Unusable, using, why
 from .interpret import evaluate
 from .interpret.request import H2, H2C, HTTP1, PROTOCOLS, RequestError
 from .junit import junit_xml
@@ -251,11 +251,8 @@ def _given_caller(issuer, claims, trust, uris, dns, subject) -> Caller | None:
 def _read_entries(path: str) -> tuple[list[Entry], bool]:
     """The requests of `path` (`-`: stdin), and whether they are a batch."""
     name = "<stdin>" if path == "-" else path
-    try:
-        with click.open_file(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise click.UsageError(f"cannot read requests from {name}: {e}") from None
+    with using(name, "read request"), click.open_file(path, encoding="utf-8") as f:
+        text = f.read()
     return read_entries(text, name, as_yaml=path.endswith((".yaml", ".yml")))
 
 

@@ -112,14 +112,22 @@ def request_file(tmp_path, name: str, content: bytes | None) -> Path:
 @pytest.mark.parametrize(("name", "content", "says"), [
     ("folder.json", None, "cannot read request {path}: is a directory"),
     ("latin1.json", b'{"path": "/\xe9"}', "cannot read request {path}: not UTF-8 text (byte 11 cannot be decoded)"),
-    ("broken.yaml", b"method: [GET\n", "request {path}:2:1: expected ',' or ']', but got '<stream end>'"),
-    ("broken.json", b'{"method": ', "request {path} is not JSON: Expecting value: line 1 column 12 (char 11)"),
-    ("deep.json", b"[" * 100_000 + b"]" * 100_000, "request {path} is nested too deeply to read"),
-    ("list.json", b"[]", "request {path}: a request is an object with method, path, host, headers and source"),
 ])
-def test_a_request_file_that_cannot_be_used_is_named_with_why(tmp_path, name, content, says):
+def test_a_request_file_that_cannot_be_read_is_named_with_why(tmp_path, name, content, says):
     path = request_file(tmp_path, name, content)
     assert one_line(run("eval", EXAMPLE, "--request", path, expect=2)) == "policyc: " + says.format(path=path)
+
+
+@pytest.mark.parametrize(("name", "content", "says"), [
+    ("broken.yaml", b"method: [GET\n", "{path}:2:1: expected ',' or ']', but got '<stream end>'"),
+    ("broken.json", b'{"method": ', "{path}:1:12: Expecting value"),
+    ("deep.json", b"[" * 100_000 + b"]" * 100_000, "{path}: nested too deeply"),
+    ("list.json", b"[]", "{path}: a request is an object with method, path, host, headers and source"),
+])
+def test_a_request_that_cannot_be_used_is_located(tmp_path, name, content, says):
+    path = request_file(tmp_path, name, content)
+    assert run("eval", EXAMPLE, "--request", path, expect=2).stderr.splitlines() == [
+        "error: " + says.format(path=path), "policyc eval: 1 request(s) not valid; nothing decided"]
 
 
 def test_jwks_only_for_a_declared_issuer_with_a_remote_jwks(tmp_path):

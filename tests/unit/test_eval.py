@@ -241,8 +241,8 @@ def test_option_mistakes_are_usage_errors(tmp_path):
     assert "--claim needs --issuer" in run("--request", "-", "--claim", "sub=x", expect=2, stdin=request()).output
     binary = tmp_path / "request.json"
     binary.write_bytes(b'{"path": "/\xff"}')
-    assert f"cannot read requests from {binary}" in run("--request", binary, expect=2).output
-    assert "cannot read requests from" in run("--request", tmp_path, expect=2).output  # a folder
+    assert f"cannot read request {binary}" in run("--request", binary, expect=2).output
+    assert "cannot read request" in run("--request", tmp_path, expect=2).output  # a folder
     assert "claim 'sub' given twice" in run("--request", "-", "--issuer", "okta", "--claim", "sub=x", "--claim",
                                             "sub=y", expect=2, stdin=request()).output
 
