@@ -1,6 +1,7 @@
 """Syntax stage: `.policy` text → `nodes.PolicyFile`, or located diagnostics.
 
-`parse(source)` never raises for bad input; it returns `(file or None, diagnostics)`.
+`parse(source)` never raises for bad input; it returns `(file or None, diagnostics)`. A file with
+syntax errors gives None and every one of them (see `recovery.py`), not just the first.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from lark.exceptions import UnexpectedInput
 from ..diagnostics import Diagnostic
 from ..nodes import PolicyFile
 from ..source import Source
-from .errors import diagnostic_from_lark
 from .grammar import parser
+from .recovery import Recovery
 from .to_ast import ToAst
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -39,10 +40,13 @@ def parse(source: Source) -> tuple[PolicyFile | None, list[Diagnostic]]:
                                  f"policy file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB",
                                  source.whole_file(), hint="split it into files that import each other")]
     with _no_cycle_collection():
+        recovery = Recovery(source)
         try:
-            tree = parser().parse(source.text)
+            tree = parser().parse(source.text, on_error=recovery)
         except UnexpectedInput as error:
-            return None, [diagnostic_from_lark(error, source)]
+            recovery.record(error)
+        if recovery.diagnostics:
+            return None, recovery.diagnostics
         deep = _too_deep(tree)
         if deep is not None:
             span = source.span_at_offset(deep.meta.start_pos) if not deep.meta.empty else source.whole_file()

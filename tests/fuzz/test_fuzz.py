@@ -3,7 +3,8 @@ imports, catalogs and key files they read). Whatever it is given, every stage a 
 answers with a result or diagnostics — never an exception, a hang or a partial output:
 
 - parsing returns a tree or errors; a clean tree formats to text that parses back to it, and
-  formatting is idempotent;
+  formatting is idempotent; recovery after a syntax error finds the same first error as a parse
+  without it, and the errors after it each once, in the order of the text;
 - loading and checking files returns diagnostics that render; a set that checks clean compiles
   for every target to complete output (YAML that reads back as what was meant, Lua that loads)
   or to diagnostics with no files, and the interpreter decides a request for it;
@@ -24,6 +25,7 @@ import yaml
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
+from lark.exceptions import UnexpectedInput
 
 from policyc.backends import TARGETS, compile_outputs
 from policyc.cli import main
@@ -32,7 +34,10 @@ from policyc.interpret import evaluate
 from policyc.pipeline import Pipeline, load_and_check
 from policyc.source import Source
 from policyc.syntax import parse
+from policyc.syntax.errors import diagnostic_from_lark
+from policyc.syntax.grammar import parser
 from policyc.syntax.printer import format_file
+from policyc.syntax.recovery import MAX_ERRORS
 from tests.fuzz.inputs import (
     EXAMPLE,
     INPUTS,
@@ -47,6 +52,7 @@ from tests.fuzz.inputs import (
 from tests.property.strategies import arbitrary_requests
 
 FUZZED = "fuzzed.policy"
+SYNTAX_ERRORS = ("parse/unexpected-token", "parse/unexpected-end", "parse/unexpected-character")
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +77,7 @@ def _count(name: str) -> None:
 def assert_parse_sound(source: Source) -> None:
     tree, diagnostics = parse(source)
     assert tree is not None or has_errors(diagnostics)
+    assert_recovery_sound(source, diagnostics)
     for diagnostic in diagnostics:
         render_text(diagnostic, {source.path: source})
     if tree is None or diagnostics:
@@ -79,6 +86,20 @@ def assert_parse_sound(source: Source) -> None:
     again, again_diagnostics = parse(Source(source.path, formatted))
     assert again_diagnostics == [] and again == tree, formatted
     assert format_file(again, Source(source.path, formatted)) == formatted
+
+
+def assert_recovery_sound(source: Source, diagnostics: list) -> None:
+    syntax_errors = [d for d in diagnostics if d.code.startswith(SYNTAX_ERRORS)]
+    if not syntax_errors:
+        return
+    try:
+        parser().parse(source.text)
+    except UnexpectedInput as error:
+        assert syntax_errors[0] == diagnostic_from_lark(error, source)
+    else:
+        raise AssertionError("a syntax error where the parser without recovery finds none")
+    positions = [d.span.sort_key for d in syntax_errors]
+    assert positions == sorted(set(positions)) and len(positions) <= MAX_ERRORS
 
 
 def assert_pipeline_sound(pipeline: Pipeline, request=None) -> None:

@@ -1,6 +1,7 @@
 """The compiler's limits, each met with its own diagnostic rather than a RecursionError, a hang or
 an exponential blow-up: file size, nesting depth (written or through named conditions), and tests
-per rule (written or through named conditions). Also the CLI's last resort for a bug."""
+per rule (written or through named conditions); and syntax errors reported per file. Also the
+CLI's last resort for a bug."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from policyc.diagnostics import render_text
 from policyc.pipeline import load_and_check
 from policyc.source import Source
 from policyc.syntax import MAX_DEPTH, MAX_FILE_BYTES, parse
+from policyc.syntax.recovery import MAX_ERRORS
 from tests.fuzz.test_fuzz import assert_pipeline_sound
 
 ISSUER = 'issuer idp {\n    url "https://idp.example.com"\n    jwks "https://idp.example.com/jwks"\n}\n'
@@ -40,6 +42,14 @@ def test_a_very_long_line_and_string(tmp_path):
     long_string = '"' + "a" * 200_000 + '"'
     assert codes(tmp_path, ISSUER + service(f"token.sub == {long_string}")) == []
     assert codes(tmp_path, ISSUER + service(f"token.sub == {long_string} oops")) == ["parse/unexpected-token"]
+
+
+@pytest.mark.parametrize("line", ['service s { allow "r" when path ==\n', "x\n", "}\n", "    path ==\n"])
+def test_a_file_of_nothing_but_syntax_errors(tmp_path, line):
+    # Recovery looks at each line once at most: a file as large as accepted, where every line is
+    # an error or none is a place to resume, still parses in about the time a valid one takes.
+    found = codes(tmp_path, "service s {\n" + line * ((MAX_FILE_BYTES - 100) // len(line)))
+    assert 1 <= len(found) <= MAX_ERRORS and set(found) <= {"parse/unexpected-token", "parse/unexpected-end"}
 
 
 def test_ten_thousand_nots(tmp_path):

@@ -9,6 +9,7 @@ from policyc.diagnostics import render_text
 from policyc.source import Source
 from policyc.syntax import parse
 from policyc.syntax.printer import format_file
+from policyc.syntax.recovery import MAX_ERRORS
 from tests.golden import assert_golden
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "syntax"
@@ -118,3 +119,77 @@ def test_half_a_surrogate_pair_is_located_at_the_half(literal, column, shown):
 
 def test_escaped_backslashes_and_whole_pairs_are_no_surrogates():
     assert errors_of('condition c = header "\\\\ud800 \\ud83d\\ude00 \\uD83D\\uDE00" present\n') == []
+
+
+# ---------------------------------------------------------------- recovery: every syntax error, each once
+
+
+def located(text: str) -> list[str]:
+    """`line:column code` of each diagnostic, in the order they were found."""
+    _, diagnostics = parse(Source("t.policy", text))
+    return [f"{d.span.line}:{d.span.column} {d.code}" for d in diagnostics]
+
+
+def test_errors_in_separate_rules_and_services_are_each_reported_once():
+    text = ('service a {\n'
+            '    allow "x" when path ==\n'  # the string is missing: found at the next rule
+            '    allow "y" when header == "z"\n'
+            '    deny "z" when method == GET\n'
+            '}\n'
+            'service b {\n'
+            '    hosts "b"\n'
+            '    deny "d" if path prefix "/x"\n'
+            '}\n')
+    assert located(text) == ["3:5 parse/unexpected-token", "3:27 parse/unexpected-token", "8:14 parse/unexpected-token"]
+    file, _ = parse(Source("t.policy", text))
+    assert file is None  # no tree, so nothing is checked or compiled
+
+
+def test_a_condition_continued_on_lines_that_start_like_items_is_no_new_item():
+    # `path …` and `issuer …` also start a service setting and a top-level block; the lines after
+    # the error continue its condition and must not be taken for those.
+    text = ('issuer idp {\n    url "https://idp.test"\n}\n'
+            'service a {\n'
+            '    allow "x" when header "h" ==\n'
+            '        path prefix "/a"\n'
+            '        and issuer idp and\n'
+            '        issuer idp\n'
+            '    deny "y" when method in [GET]\n'
+            '}\n')
+    assert located(text) == ["6:9 parse/unexpected-token"]
+
+
+def test_a_missing_closing_brace_costs_one_error_and_the_next_block_is_still_read():
+    text = 'service a {\n    hosts "a"\nservice b {\n    hosts "b"\n    allow "r" when authenticated oops\n}\n'
+    assert located(text) == ["3:1 parse/unexpected-token", "5:34 parse/unexpected-token"]
+
+
+def test_a_broken_block_header_hides_no_later_block():
+    text = ('service a b {\n    allow "r" when authenticated\n    catalog users\n}\n'
+            'issuer i {\n    url 5\n}\n')
+    assert located(text) == ["1:11 parse/unexpected-token", "6:9 parse/unexpected-character"]
+
+
+def test_a_broken_item_on_the_line_where_the_last_error_surfaced_gets_its_own_error():
+    text = 'service a {\n    upstream\n    deny foo "r" when authenticated\n}\n'
+    assert located(text) == ["3:5 parse/unexpected-token", "3:10 parse/unexpected-token"]
+
+
+def test_a_stray_closing_brace_is_one_error():
+    assert located('issuer i {\n    url "https://i.test"\n} }\n\ncatalog "c"\n') == ["3:3 parse/unexpected-token"]
+
+
+def test_an_error_at_the_end_of_the_file_is_the_last_one():
+    text = 'condition c = path ==\nservice a {\n    hosts ["a"]\n'
+    assert located(text) == ["2:1 parse/unexpected-token", "3:15 parse/unexpected-end"]
+
+
+def test_one_syntax_error_is_reported_once():
+    for text in ('service s {\n    allow "r" when path ==\n}\n', 'condition c = path == "/a" "/b"\n',
+                 'service s {\n    hosts ["a", "b"\n    upstream "127.0.0.1:1"\n}\n', "service s {\n"):
+        assert len(located(text)) == 1, text
+
+
+def test_syntax_errors_past_the_limit_are_not_reported():
+    text = 'service a {\n    allow "r" when path ==\n' * (MAX_ERRORS + 10)
+    assert len(located(text)) == MAX_ERRORS
