@@ -19,7 +19,7 @@ import re
 import sys
 import time
 from dataclasses import asdict, replace
-from difflib import get_close_matches
+from difflib import get_close_matches, unified_diff
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
@@ -43,9 +43,10 @@ from .files import Unusable, using, why
 from .interpret import evaluate
 from .interpret.request import H2, H2C, HTTP1, PROTOCOLS, RequestError
 from .junit import junit_xml
-from .loader import expand_inputs, read_policy_file
+from .loader import decode_source, expand_inputs, read_policy_file
 from .output import create_files, stale_files, write_tree
 from .pipeline import Pipeline, load_and_check
+from .source import Source
 from .syntax import parse
 from .syntax.printer import format_file
 
@@ -160,27 +161,78 @@ def check_command(paths, output_format, allowed):
     sys.exit(EXIT_OK if pipeline.ok else EXIT_FAILED)
 
 
+STDIN = "<stdin>"  # how diagnostics name a policy read from stdin
+
+
 @main.command("fmt")
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("--check", "check_only", is_flag=True, help="write nothing; exit 1 if a file would change")
-def fmt_command(paths, check_only):
-    """Rewrite policy files in the canonical layout (comments kept)."""
+@click.option("--diff", "show_diff", is_flag=True,
+              help="write nothing; print a unified diff of what would change, and exit 1 if anything would")
+def fmt_command(paths, check_only, show_diff):
+    """Rewrite policy files in the canonical layout (comments kept).
+
+    With `-` as the only path, read a policy from stdin and write it, formatted, to stdout
+    (diagnostics name it `<stdin>`)."""
+    from_stdin = "-" in paths
+    if from_stdin and len(paths) > 1:
+        raise click.UsageError("`-` (stdin) cannot be given with other paths")
+    rewrite = not (check_only or show_diff)
     changed, failed = [], False
-    for path in expand_inputs(_policy_paths(paths)):
-        source, diagnostics = read_policy_file(path)
-        file, diagnostics = parse(source) if source else (None, diagnostics)
-        if file is None or diagnostics:
-            _report(Pipeline(None, {path: source} if source else {}, diagnostics))
+    for path in [STDIN] if from_stdin else expand_inputs(_policy_paths(paths)):
+        formatted = _formatted(path)
+        if formatted is None:
             failed = True
             continue
-        text = format_file(file, source)
-        if text != source.text:
+        source, text = formatted
+        if from_stdin and rewrite:
+            _write_stdout(text)
+        elif text != source.text:
             changed.append(path)
-            if not check_only:
+            if show_diff:
+                _write_stdout(_unified_diff(path, source.text, text))
+            elif rewrite:
                 _write_atomically(path, text)
     for path in changed:
-        click.echo(f"{'would reformat' if check_only else 'reformatted'} {path}", err=True)
-    sys.exit(EXIT_FAILED if failed or (check_only and changed) else EXIT_OK)
+        click.echo(f"{'reformatted' if rewrite else 'would reformat'} {path}", err=True)
+    sys.exit(EXIT_FAILED if failed or (changed and not rewrite) else EXIT_OK)
+
+
+def _formatted(path: str) -> tuple[Source, str] | None:
+    """A policy's text (from stdin for `STDIN`) and the same in the canonical layout; None, with
+    its diagnostics reported, when it cannot be read or has errors."""
+    if path == STDIN:
+        source, diagnostics = decode_source(STDIN, sys.stdin.buffer.read())
+    else:
+        source, diagnostics = read_policy_file(path)
+    file = None
+    if source is not None:
+        file, diagnostics = parse(source)
+    if file is None or diagnostics:
+        _report(Pipeline(None, {source.path: source} if source else {}, diagnostics))
+        return None
+    return source, format_file(file, source)
+
+
+def _unified_diff(path: str, old: str, new: str) -> str:
+    """What formatting changes in a file, as a unified diff that `patch -p0` applies."""
+    lines = []
+    for line in unified_diff(_lines_of(old), _lines_of(new), path, path):
+        lines.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
+    return "".join(lines)
+
+
+def _lines_of(text: str) -> list[str]:
+    """The lines of a text, each with its line feed. Lines end at line feeds only, as the parser
+    counts them, not at the other breaks `str.splitlines` knows (a form feed is a blank here)."""
+    lines = text.split("\n")
+    return [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+
+
+def _write_stdout(text: str) -> None:
+    """Policy text, or a diff of it, to stdout in UTF-8 as files hold it, whatever the locale."""
+    sys.stdout.buffer.write(text.encode("utf-8"))
+    sys.stdout.buffer.flush()
 
 
 def _write_atomically(path: str, text: str) -> None:

@@ -42,6 +42,15 @@ def expand_inputs(paths: list[str]) -> list[str]:
     return files
 
 
+def decode_source(path: str, data: bytes, foreign: bool = False) -> tuple[Source | None, list[Diagnostic]]:
+    """Policy text read from a file or from stdin, as a `Source` named `path`; it must be UTF-8."""
+    try:
+        return Source(path, data.decode("utf-8"), foreign), []
+    except UnicodeDecodeError as error:
+        return None, [Diagnostic("load/not-utf8", f"`{path}` is not UTF-8 text", Source(path, "").span_at_offset(0),
+                                 hint=f"byte {error.start} cannot be decoded")]
+
+
 class _Loader:
     def __init__(self, overlay: Mapping[str, str], roots: Roots) -> None:
         self.overlay = overlay
@@ -68,13 +77,9 @@ class _Loader:
             self.result.diagnostics.append(Diagnostic(
                 "load/file-not-found", f"cannot read `{path}`: {why(error)}", where))
             return None
-        try:
-            return Source(path, data.decode("utf-8"), foreign)
-        except UnicodeDecodeError as error:
-            self.result.diagnostics.append(Diagnostic(
-                "load/not-utf8", f"`{path}` is not UTF-8 text", Source(path, "").span_at_offset(0),
-                hint=f"byte {error.start} cannot be decoded"))
-            return None
+        source, diagnostics = decode_source(path, data, foreign)
+        self.result.diagnostics += diagnostics
+        return source
 
     def load(self, path: str, span: Span | None = None, path_span: Span | None = None) -> None:
         """Load `path`, named by the import at `span` (its string at `path_span`), or an input."""

@@ -8,7 +8,8 @@ answers with a result or diagnostics — never an exception, a hang or a partial
 - loading and checking files returns diagnostics that render; a set that checks clean compiles
   for every target to complete output (YAML that reads back as what was meant, Lua that loads)
   or to diagnostics with no files, and the interpreter decides a request for it;
-- the CLI's check, fmt and compile exit 0, 1 or 2 with no traceback, and write nothing on failure.
+- the CLI's check, fmt (of files or stdin) and compile exit 0, 1 or 2 with no traceback, and write
+  nothing on failure.
 
 A deep run: `make fuzz` (see the Makefile for the count).
 """
@@ -221,7 +222,7 @@ def test_hostile_catalogs_and_key_files(tmp_path_factory, data, catalog, jwks):
 
 @fuzz_settings()
 @given(st.data(), st.one_of(raw_bytes(), policy_texts().map(lambda t: t.encode("utf-8", "surrogateescape"))),
-       st.sampled_from(["check", "fmt", "fmt-check", "compile"]))
+       st.sampled_from(["check", "fmt", "fmt-check", "fmt-diff", "fmt-stdin", "compile"]))
 def test_cli_answers_with_an_exit_code_never_a_traceback(world, data, content, command):
     _count("cli")
     folder = data.draw(st.sampled_from(world))
@@ -230,12 +231,17 @@ def test_cli_answers_with_an_exit_code_never_a_traceback(world, data, content, c
     out = folder / "fuzzed-out"
     shutil.rmtree(out, ignore_errors=True)
     args = {"check": ["check", str(path)], "fmt": ["fmt", str(path)], "fmt-check": ["fmt", "--check", str(path)],
+            "fmt-diff": ["fmt", "--diff", str(path)], "fmt-stdin": ["fmt", "-"],
             "compile": ["compile", str(path), "-o", str(out), "--target", data.draw(st.sampled_from(TARGETS))]}
-    result = CliRunner().invoke(main, args[command])
+    result = CliRunner().invoke(main, args[command], input=content if command == "fmt-stdin" else None)
     assert result.exit_code in (0, 1, 2), result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output
     if command == "compile":
         assert out.exists() == (result.exit_code == 0)
-    if command == "fmt-check":
+    if command in ("fmt-check", "fmt-diff"):
         assert path.read_bytes() == content
+    if command == "fmt-stdin" and result.exit_code:
+        assert result.stdout_bytes == b""
+    elif command == "fmt-stdin":
+        assert parse(Source("<stdin>", result.stdout_bytes.decode()))[1] == []

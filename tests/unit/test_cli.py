@@ -13,8 +13,8 @@ EXAMPLE = Path(__file__).parents[2] / "envoy_configs" / "examples" / "backstage"
 FIVE_MISTAKES = Path(__file__).parent.parent / "golden" / "diagnostics" / "five_mistakes" / "main.policy"
 
 
-def run(*args, expect: int):
-    result = CliRunner().invoke(main, [str(a) for a in args])
+def run(*args, expect: int, stdin: bytes | None = None):
+    result = CliRunner().invoke(main, [str(a) for a in args], input=stdin)
     assert result.exit_code == expect, (result.output, result.stderr, result.exception)
     return result
 
@@ -119,6 +119,77 @@ def test_fmt_refuses_files_with_syntax_errors(tmp_path):
     result = run("fmt", policy, expect=1)
     assert "error[parse/unexpected-end]" in result.stderr
     assert policy.read_text() == "condition c = \n"
+
+
+UNFORMATTED = 'condition   c=method==GET   # keep me\nservice s {\n  hosts "a"\n    upstream "127.0.0.1:1"}'
+
+
+def test_fmt_diff_prints_what_would_change_and_writes_nothing(tmp_path):
+    policy = tmp_path / "p.policy"
+    policy.write_text(UNFORMATTED)
+    result = run("fmt", "--diff", policy, expect=1)
+    assert result.stdout == (
+        f"--- {policy}\n+++ {policy}\n@@ -1,4 +1,6 @@\n"
+        "-condition   c=method==GET   # keep me\n+condition c = method == GET  # keep me\n+\n service s {\n"
+        '-  hosts "a"\n-    upstream "127.0.0.1:1"}\n\\ No newline at end of file\n'
+        '+    hosts "a"\n+    upstream "127.0.0.1:1"\n+}\n')
+    assert result.stderr == f"would reformat {policy}\n"
+    assert policy.read_text() == UNFORMATTED
+    run("fmt", policy, expect=0)
+    assert run("fmt", "--diff", policy, expect=0).stdout == ""
+
+
+def test_fmt_diff_holds_both_sides_line_for_line(tmp_path):
+    # Lines end at "\n" only: a form feed or a carriage return is part of its line, not a break.
+    policy = tmp_path / "p.policy"
+    policy.write_bytes(b"condition c = authenticated\n\x0ccondition   d = not c\r\n")
+    before = policy.read_bytes().decode()
+    body = run("fmt", "--diff", policy, expect=1).stdout_bytes.decode().split("\n")[3:-1]
+    run("fmt", policy, expect=0)
+    assert "".join(line[1:] + "\n" for line in body if line[0] in " -") == before
+    assert "".join(line[1:] + "\n" for line in body if line[0] in " +") == policy.read_bytes().decode()
+
+
+def test_fmt_stdin_writes_the_formatted_policy_to_stdout():
+    result = run("fmt", "-", stdin=UNFORMATTED.encode(), expect=0)
+    assert result.stdout == 'condition c = method == GET  # keep me\n\nservice s {\n    hosts "a"\n' \
+                            '    upstream "127.0.0.1:1"\n}\n'
+    assert result.stderr == ""
+    assert run("fmt", "-", stdin=result.stdout_bytes, expect=0).stdout == result.stdout
+
+
+def test_fmt_stdin_with_check_or_diff_writes_no_policy():
+    assert run("fmt", "--check", "-", stdin=UNFORMATTED.encode(), expect=1).stdout == ""
+    result = run("fmt", "--diff", "-", stdin=b"condition c=authenticated\n", expect=1)
+    assert result.stdout.startswith("--- <stdin>\n+++ <stdin>\n@@ -1 +1 @@\n-condition c=authenticated\n")
+    assert result.stderr == "would reformat <stdin>\n"
+
+
+def test_fmt_stdin_diagnostics_name_stdin():
+    result = run("fmt", "-", stdin=b'service s {\n    allow "x" when path ==\n    allow "y" when header == "z"\n}\n',
+                 expect=1)
+    assert result.stdout == ""
+    assert "<stdin>:3:5: error[parse/unexpected-token]" in result.stderr
+    assert "<stdin>:3:27: error[parse/unexpected-token]" in result.stderr
+    assert '3 |     allow "y" when header == "z"\n  |     ^^^^^' in result.stderr
+    assert "<stdin>:1:1: error[load/not-utf8]" in run("fmt", "-", stdin=b"\xff", expect=1).stderr
+
+
+def test_fmt_stdin_is_the_only_path(tmp_path):
+    policy = tmp_path / "p.policy"
+    policy.write_text("condition c = authenticated\n")
+    assert "cannot be given with other paths" in run("fmt", "-", policy, expect=2).stderr
+
+
+def test_check_reports_each_syntax_error_and_compile_writes_nothing(tmp_path):
+    policy = tmp_path / "p.policy"
+    policy.write_text('service s {\n    allow "x" when path ==\n    deny "y" if authenticated\n}\n'
+                      'service t {\n    hosts "t" "u"\n}\n')
+    result = run("check", policy, expect=1)
+    assert result.stderr.count(": error[parse/unexpected-token]") == 3
+    assert "3 errors, 0 warnings" in result.stderr
+    run("compile", policy, "-o", tmp_path / "out", expect=1)
+    assert not (tmp_path / "out").exists()
 
 
 def test_half_a_surrogate_pair_is_a_located_error_for_every_command(tmp_path):
