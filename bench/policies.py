@@ -9,6 +9,8 @@
   the compiler.
 - `catalog_set(n, groups)`: `n` rules over services of 100 that name catalog groups, with a catalog
   of `groups` groups (departments and their teams) and two users per team, for `policyc report`.
+- `backstage_set(n, services)`: `n` rules in the shapes of the bundled example over `services`
+  services, with a catalog, for `bench/compile_size.py`.
 """
 
 from __future__ import annotations
@@ -155,3 +157,65 @@ def check_text(text: str) -> Checked:
     if not pipeline.ok:
         raise RuntimeError(f"a generated policy does not check: {pipeline.diagnostics[:3]}")
     return pipeline.checked
+
+
+# The shapes of envoy_configs/examples/backstage's rules, `{i}` numbering each copy apart. The
+# `tenant` rule compares a header with a claim, which RBAC cannot do: its services run Lua.
+_BACKSTAGE_RULES = (
+    'deny "no-debug-{i}" when path prefix "/debug/v{i}/"',
+    'deny "no-contractor-writes-{i}" when not read_only and path prefix "/api/v{i}/"\n'
+    '        and token.email suffix "@contractor.example.com"',
+    'allow public "health-{i}" when path == "/healthz/{i}"',
+    'allow "sre-read-{i}" when read_only and sre and path prefix "/api/v{i}/"',
+    'allow "team-write-{i}" when method in [POST, PUT, PATCH, DELETE]\n        and path glob "/api/v{i}/**"\n'
+    '        and (member "group:default/team{t}" or token.sub == "user:default/user{t}a")',
+    'allow "team-read-{i}" when read_only and path glob "/api/v{i}/items/*" and member "group:default/team{t}"',
+    'allow "reports-{i}" when read_only and path glob "/reports/v{i}/*.csv"\n'
+    '        and token["https://example.com/roles"] contains "reader-{t}"',
+    'allow "settlement-bot-{i}" when issuer okta and token.scp contains "svc{s}:settle-{i}"\n'
+    '        and method == POST and path == "/api/v{i}/settlements"',
+    'allow "drafts-{i}" when path glob "/drafts/v{i}/**" and token.email_verified == true\n'
+    '        and token.email suffix "@example.com"',
+    'allow "editors-{i}" when method == PUT and path prefix "/pages/v{i}/"\n'
+    '        and header "x-docs-role" in ["editor", "admin"] and authenticated',
+)
+_TENANT_RULE = ('allow "tenant-{i}" when authenticated and path glob "/api/v{i}/tenants/*/invoices"\n'
+                '        and header "x-tenant" == token.tenant')
+# Every service's own rules; the first tests no path, so every route of the service holds it.
+_SERVICE_RULES = ('    allow "owner" when member owners(component:svc{s})\n'
+                  '    deny "outside-office" when not from_office and path prefix "/internal/"\n')
+
+
+def backstage_set(rules: int, services: int = 20, teams: int = 40) -> dict[str, str]:
+    """Files (relative path → text): `rules` rules in the example's shapes over `services`
+    services, one in four also running Lua and one in ten in dry-run, with a catalog of `teams`
+    teams (two users each) and a component per service."""
+    header = ('issuer backstage {\n    url "https://backstage.example.com/api/auth"\n'
+              '    jwks "https://backstage.example.com/api/auth/.well-known/jwks.json"\n'
+              '    audience "backstage"\n    catalog users\n}\n'
+              'issuer okta {\n    url "https://example.okta.com/oauth2/default"\n'
+              '    jwks "https://example.okta.com/oauth2/default/v1/keys"\n    audience "api://internal"\n}\n'
+              'catalog "catalog"\ncondition read_only = method in [GET, HEAD, OPTIONS]\n'
+              'condition sre = member "group:default/sre"\n'
+              'condition from_office = source in ["10.20.0.0/16", "fd00:20::/32"]\n')
+    blocks = [header]
+    for s in range(services):
+        shapes = _BACKSTAGE_RULES + ((_TENANT_RULE,) if s % 4 == 3 else ())
+        mode = "    mode dry-run\n" if s % 10 == 9 else ""
+        own = rules // services + (s < rules % services) - 2  # two are the service's own rules
+        body = "".join("    " + shapes[r % len(shapes)].format(i=r, s=s, t=(s + r) % teams) + "\n"
+                       for r in range(own))
+        blocks.append(f'service svc{s} {{\n    hosts ["svc{s}.internal", "svc{s}.internal:8443"]\n'
+                      f'    upstream "127.0.0.1:{8000 + s}"\n{mode}{_SERVICE_RULES.format(s=s)}{body}}}\n')
+    return {"big.policy": "".join(blocks), "catalog/org.yaml": _backstage_catalog(services, teams)}
+
+
+def _backstage_catalog(services: int, teams: int) -> str:
+    """Teams `team*` with two users each and `sre`, and a component `svc*` per service owned by a team."""
+    entities = ["kind: Group\nmetadata:\n  name: sre\nspec:\n  type: team\n  children: []\n"]
+    for t in range(teams):
+        entities.append(f"kind: Group\nmetadata:\n  name: team{t}\nspec:\n  type: team\n  children: []\n")
+        entities += [f"kind: User\nmetadata:\n  name: user{t}{m}\nspec:\n  memberOf: [team{t}]\n" for m in "ab"]
+    entities += [f"kind: Component\nmetadata:\n  name: svc{s}\nspec:\n  type: service\n  lifecycle: production\n"
+                 f"  owner: team{s % teams}\n" for s in range(services)]
+    return "---\n".join(f"apiVersion: backstage.io/v1alpha1\n{e}" for e in entities)

@@ -2,8 +2,9 @@
 missed, and writes everything to bench/results/bench.json. Each figure is a median of several runs
 with its spread, and each ratio is against a baseline measured in the same run.
 
-Also runs bench/reload.py, bench/analysis.py and bench/report.py when they exist, and reads the JSON
-they leave in bench/results/ (reload.json, analysis.json, report.json).
+Also runs bench/reload.py, bench/analysis.py, bench/report.py and bench/compile_size.py when they
+exist, and reads the JSON they leave in bench/results/ (reload.json, analysis.json, report.json,
+compile_size.json).
 
     .venv/bin/python bench/run.py [--seconds 2] [--rounds 3] [--quick]
 """
@@ -25,7 +26,8 @@ import interpreter
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 COMPANIONS = {"hot reload": ("reload.py", "reload.json"), "policy analysis": ("analysis.py", "analysis.json"),
-              "access report": ("report.py", "report.json")}
+              "access report": ("report.py", "report.json"),
+              "compile time and output size": ("compile_size.py", "compile_size.json")}
 
 
 def log(message: str) -> None:

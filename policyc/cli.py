@@ -545,7 +545,7 @@ def _options(listen: str, admin: str, access_log: str, jwks_refresh: int) -> Opt
 @_ALLOW_PATH
 def compile_command(paths, outdir, output_format, mount_path, name, check_only, target, listen, admin, access_log,
                     jwks_refresh, allowed):
-    """Compile policies to Envoy configuration: envoy.yaml, lds.yaml and per-service filters, or
+    """Compile policies to Envoy configuration: envoy.yaml and per-service filters, or
     a ConfigMap holding a bootstrap and the clusters, listener and routes it reloads."""
     if (outdir is None) == (output_format == "files"):
         raise click.UsageError("--output is needed with --format files, and only then")

@@ -1,7 +1,6 @@
-"""Envoy assembly: a checked policy set and per-service targets → the complete bootstrap, the
-listener alone (for file-based LDS) and each service's filter configs, as plain dicts. For hot
-reloads, the same policy as discovery responses (clusters, listener, routes) and a bootstrap that
-takes all three from a watched folder.
+"""Envoy assembly: a checked policy set and per-service targets → the complete bootstrap and each
+service's filter configs, as plain dicts. For hot reloads, the same policy as discovery responses
+(clusters, listener, routes) and a bootstrap that takes all three from a watched folder.
 
 One HTTP connection manager: jwt_authn (every issuer, anonymous callers pass), then an RBAC
 filter for deny rules, the Lua filter, an RBAC filter for allow rules, and the router. Each
@@ -416,10 +415,6 @@ def discovery_response(kind: str, resources: list[dict], version: str) -> dict:
     return {"version_info": version, "resources": [{"@type": _TYPES[kind], **r} for r in resources]}
 
 
-def lds(listener_config: dict, version: str) -> dict:
-    return discovery_response("listener", [listener_config], version)
-
-
 def dynamic_bootstrap(config_dir: str, options: Options) -> dict:
     """A bootstrap with no policy in it: clusters and the listener (whose routes come by RDS) are
     read from `config_dir` and reloaded when a deploy renames new files into it."""
@@ -434,14 +429,17 @@ def service_filters(checked: Checked, service: n.Service, plan: Plan) -> Service
     """The filter configs enforcing `service` according to `plan` (already feasible)."""
     source = lua.service_script(checked, service, plan.deny == "lua", plan.allow == "lua") \
         if "lua" in (plan.deny, plan.allow) else None
-    deny, allow = _rbac_configs(checked, service, plan)
-    return ServiceFilters(deny, source, allow, _rbac_by_prefix(checked, service, plan))
+    builder = rbac.PrincipalBuilder(checked)  # one for the service: each rule's principal built once
+    deny, allow = _rbac_configs(builder, service, plan)
+    shares = _route_shares(checked, service) if "rbac" in (plan.deny, plan.allow) else {"/": service.rules}
+    by_prefix = {route: _rbac_configs(builder, replace(service, rules=rules), plan) for route, rules in shares.items()}
+    return ServiceFilters(deny, source, allow, by_prefix)
 
 
-def _rbac_configs(checked: Checked, service: n.Service, plan: Plan) -> tuple[dict | None, dict | None]:
+def _rbac_configs(builder: rbac.PrincipalBuilder, service: n.Service, plan: Plan) -> tuple[dict | None, dict | None]:
     """The RBAC deny and allow configs of the service's rules (all of them, or one route's share)."""
-    deny = rbac.rules_config(checked, service, n.Effect.DENY)[0] if plan.deny == "rbac" else None
-    allow = rbac.rules_config(checked, service, n.Effect.ALLOW)[0] if plan.allow == "rbac" else None
+    deny = rbac.rules_config(builder, service, n.Effect.DENY)[0] if plan.deny == "rbac" else None
+    allow = rbac.rules_config(builder, service, n.Effect.ALLOW)[0] if plan.allow == "rbac" else None
     if "lua" in (plan.deny, plan.allow) and service.mode is n.Mode.ENFORCE:
         allow = rbac.require_lua_verdict(service, allow)
     return deny, allow
@@ -452,16 +450,29 @@ def _rbac_configs(checked: Checked, service: n.Service, plan: Plan) -> tuple[dic
 _MAX_COPIES_PER_RULE = 4
 
 
-def _rbac_by_prefix(checked: Checked, service: n.Service, plan: Plan) -> dict[str, tuple[dict | None, dict | None]]:
-    """Each route's path prefix, longest first and "/" last, with the RBAC configs of the rules
-    that a path under it can match: rules that need a prefix the route's prefix has, and rules
-    that need none. The Lua script indexes its rules by the same prefixes (lua.required_prefixes)."""
-    needed = {rule.name: lua.required_prefixes(checked, rule.expr) for rule in service.rules}
-    routes = sorted({p for found in needed.values() if found for p in found} | {"/"}, key=lambda p: (-len(p), p))
-    shares = {route: tuple(rule for rule in service.rules
-                           if needed[rule.name] is None or any(route.startswith(p) for p in needed[rule.name]))
-              for route in routes}
-    if "rbac" not in (plan.deny, plan.allow) or \
-            sum(map(len, shares.values())) > _MAX_COPIES_PER_RULE * max(len(service.rules), 1):
-        shares = {"/": service.rules}
-    return {route: _rbac_configs(checked, replace(service, rules=rules), plan) for route, rules in shares.items()}
+def _route_shares(checked: Checked, service: n.Service) -> dict[str, tuple[n.Rule, ...]]:
+    """Each route's path prefix, longest first and "/" last, with the rules that a path under it
+    can match: rules that need a prefix the route's prefix has, and rules that need none; or one
+    route "/" with every rule when that is the smaller config. The Lua script indexes its rules
+    by the same prefixes (lua.required_prefixes).
+
+    Rules are filed by prefix, and a route finds its share by looking up its own prefix cut at
+    each length a rule's prefix has, so the work grows with the routes and their shares rather
+    than with routes times rules; it stops as soon as the shares outgrow the budget."""
+    anywhere, by_prefix = set(), {}
+    for position, rule in enumerate(service.rules):
+        prefixes = lua.required_prefixes(checked, rule.expr)
+        if prefixes is None:
+            anywhere.add(position)
+        for prefix in prefixes or ():
+            by_prefix.setdefault(prefix, set()).add(position)
+    lengths = sorted({len(prefix) for prefix in by_prefix})
+    budget = _MAX_COPIES_PER_RULE * max(len(service.rules), 1)
+    shares = {}
+    for route in sorted(by_prefix.keys() | {"/"}, key=lambda p: (-len(p), p)):
+        found = anywhere.union(*(by_prefix.get(route[:length], ()) for length in lengths if length <= len(route)))
+        budget -= len(found)
+        if budget < 0:
+            return {"/": service.rules}
+        shares[route] = tuple(service.rules[position] for position in sorted(found))
+    return shares

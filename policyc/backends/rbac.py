@@ -80,6 +80,13 @@ class PrincipalBuilder:
 
     def __init__(self, checked: Checked):
         self.checked = checked
+        self._rules: dict[str, dict] = {}  # rule name → principal: a builder serves one service
+
+    def rule(self, rule: n.Rule) -> dict:
+        """The rule's principal, built once however many route configs hold the rule."""
+        if rule.name not in self._rules:
+            self._rules[rule.name] = self.build(rule.expr)
+        return self._rules[rule.name]
 
     def build(self, expr: n.Expr) -> dict:
         match expr:
@@ -157,16 +164,17 @@ def policy_name(service: n.Service, rule: n.Rule) -> str:
     return f"{service.name}/{rule.name}"
 
 
-def rules_config(checked: Checked, service: n.Service, effect: n.Effect) -> tuple[dict | None, list[Diagnostic]]:
+def rules_config(builder: PrincipalBuilder, service: n.Service,
+                 effect: n.Effect) -> tuple[dict | None, list[Diagnostic]]:
     """The RBAC config enforcing (or, in dry-run, shadowing) the service's rules of `effect`.
     None when a deny set is empty: no filter needs to run. An empty allow set denies everything."""
     rules = [r for r in service.rules if r.effect is effect]
     if effect is n.Effect.DENY and not rules:
         return None, []
-    builder, policies, diagnostics = PrincipalBuilder(checked), {}, []
+    policies, diagnostics = {}, []
     for rule in rules:
         try:
-            principal = builder.build(rule.expr)
+            principal = builder.rule(rule)
         except Unsupported as unsupported:
             diagnostics.append(unsupported_diagnostic(rule, unsupported))
             continue

@@ -29,7 +29,15 @@ from pathlib import Path
 
 from .. import devcerts
 from ..backends import compile_outputs, yaml_out
-from ..backends.envoy import LISTENER_NAME, OVERRIDE_CLUSTER, Options, bootstrap, cluster, downstream_tls
+from ..backends.envoy import (
+    LISTENER_NAME,
+    OVERRIDE_CLUSTER,
+    Options,
+    bootstrap,
+    cluster,
+    discovery_response,
+    downstream_tls,
+)
 from ..check import Checked, ListenerTls
 from ..deploy import publish
 from ..interpret.request import H2, HTTP1, RawRequest
@@ -135,9 +143,8 @@ class EnvoyUnderTest:
         if not clusters <= {OVERRIDE_CLUSTER} | {c["name"] for c in self.key_clusters}:
             raise ValueError("policies with remote JWKS need their key servers' clusters (`key_clusters`)")
         self.loads += 1
-        [listener] = compiled.lds["resources"]
-        lds = {**compiled.lds, "version_info": f"{self.loads}-{compiled.lds['version_info']}",
-               "resources": [listener, _twin(listener, checked)]}
+        [listener] = compiled.bootstrap["static_resources"]["listeners"]
+        lds = discovery_response("listener", [listener, _twin(listener, checked)], f"{self.loads}-{compiled.version}")
         refused = self._refusals()
         self._publish(lds)
         self._wait_for_version(lds["version_info"], refused)
@@ -147,7 +154,7 @@ class EnvoyUnderTest:
         self.ports = {self.tls: self.port, not self.tls: ports[TWIN_NAME]}
 
     def _publish(self, lds: dict) -> None:
-        publish(self.lds_dir, {"lds.yaml": yaml_out.dump(lds)})  # as `policyc compile` writes it
+        publish(self.lds_dir, {"lds.yaml": yaml_out.dump(lds)})  # as `policyc deploy` writes it
 
     def _refusals(self) -> int:
         """How many listener updates Envoy has rejected or failed to read so far."""

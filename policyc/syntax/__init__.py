@@ -6,12 +6,10 @@ syntax errors gives None and every one of them (see `recovery.py`), not just the
 
 from __future__ import annotations
 
-import gc
-from contextlib import contextmanager
-
 from lark import Tree
 from lark.exceptions import UnexpectedInput
 
+from .. import collector
 from ..diagnostics import Diagnostic
 from ..nodes import PolicyFile
 from ..source import Source
@@ -39,7 +37,7 @@ def parse(source: Source) -> tuple[PolicyFile | None, list[Diagnostic]]:
         return None, [Diagnostic("parse/file-too-large",
                                  f"policy file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB",
                                  source.whole_file(), hint="split it into files that import each other")]
-    with _no_cycle_collection():
+    with collector.paused():  # a tree node per token and rule, all kept until the end
         recovery = Recovery(source)
         try:
             tree = parser().parse(source.text, on_error=recovery)
@@ -55,17 +53,3 @@ def parse(source: Source) -> tuple[PolicyFile | None, list[Diagnostic]]:
         builder = ToAst(source.path)
         return builder.transform(tree), builder.diagnostics
 
-
-@contextmanager
-def _no_cycle_collection():
-    """Parsing allocates a tree node per token and rule and frees none until the end, and
-    Python's cycle collector rescans all of them again and again as they pile up, which made
-    parsing grow faster than the file. Trees and nodes hold no cycles, so nothing is lost by
-    letting the collector run again afterwards."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()

@@ -138,7 +138,7 @@ def test_compiled_strings_load_as_compiled(target, tmp_path):
     with EnvoyUnderTest(tmp_path / "envoy") as envoy:
         envoy.load(policies, target)
         listener = _loaded_listener(envoy.envoy.admin_port, time.monotonic() + 20)
-        built = compile_outputs(policies, target, envoy.options).lds["resources"][0]
+        [built] = compile_outputs(policies, target, envoy.options).bootstrap["static_resources"]["listeners"]
     compiled, loaded = _strings(built), _strings(listener)
     assert compiled.total() > len(VALUES)
     assert loaded == compiled, (f"compiled, not loaded: {list((compiled - loaded).items())[:10]}\n"

@@ -122,10 +122,9 @@ def assert_compiled_sound(compiled, target: str) -> None:
         assert compiled.files == {} and target == "rbac"
         assert all(d.severity is Severity.ERROR for d in compiled.diagnostics)
         return
-    assert {"envoy.yaml", "lds.yaml", "targets.json"} <= compiled.files.keys()
+    assert {"envoy.yaml", "targets.json"} <= compiled.files.keys()
     # Read back, the YAML says exactly what the compiler meant: no string of a policy changed its shape.
     assert yaml.safe_load(compiled.files["envoy.yaml"]) == compiled.bootstrap
-    assert yaml.safe_load(compiled.files["lds.yaml"]) == compiled.lds
     for name, text in compiled.files.items():
         if name.endswith(".yaml"):
             assert isinstance(yaml.safe_load(text), dict), name

@@ -127,7 +127,6 @@ def test_the_emitted_yaml_reads_back_as_the_config_built(checked, target):
     compiled = compile_outputs(checked, target)
     assert not compiled.diagnostics
     assert yaml.safe_load(compiled.files["envoy.yaml"]) == compiled.bootstrap
-    assert yaml.safe_load(compiled.files["lds.yaml"]) == compiled.lds
 
 
 @pytest.mark.parametrize(("text", "code"), [

@@ -70,10 +70,10 @@ def test_workflow_steps_pass_on_the_example_and_catch_stale_outputs(tmp_path):
         assert result.returncode == 0, (step["name"], result.stdout[-2000:], result.stderr[-2000:])
     assert (tmp_path / "policyc.sarif").read_text().count('"version": "2.1.0"') == 1
     assert "<testsuites" in (tmp_path / "policyc-junit.xml").read_text()
-    lds = tmp_path / "policies" / "compiled" / "lds.yaml"
-    lds.write_text(lds.read_text().replace("version_info", "version_info_old", 1))
+    bootstrap = tmp_path / "policies" / "compiled" / "envoy.yaml"
+    bootstrap.write_text(bootstrap.read_text().replace("static_resources", "static_resources_old", 1))
     result = run_step(policyc_steps()[-1], env, tmp_path)
-    assert result.returncode == 1 and "lds.yaml: content differs" in result.stderr
+    assert result.returncode == 1 and "envoy.yaml: content differs" in result.stderr
 
 
 def hook_command(hook_id: str, *args) -> list[str]:

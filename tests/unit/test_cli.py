@@ -213,6 +213,6 @@ def test_files_holding_the_private_key_are_written_for_their_owner_alone(tmp_pat
     for folder in ("out", "live"):
         modes = _modes(tmp_path / folder)
         keyed = {name for name in modes if "PRIVATE KEY-----" in (tmp_path / folder / name).read_text()}
-        assert "lds.yaml" in keyed, folder
+        assert keyed == {"out": {"envoy.yaml"}, "live": {"lds.yaml"}}[folder], folder
         assert {name: modes[name] for name in keyed} == dict.fromkeys(keyed, 0o600), folder
         assert set(modes.values()) - {0o600} == {0o644}, folder

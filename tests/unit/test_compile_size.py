@@ -1,0 +1,104 @@
+"""What `policyc compile` writes, and the work it takes: the listener written once, each route
+holding exactly the rules its paths can match, each rule's RBAC principal built once, and work
+that grows with the policy rather than with its square."""
+
+import gc
+import time
+from pathlib import Path
+
+import pytest
+
+from policyc import nodes as n
+from policyc.backends import compile_outputs, envoy, lua, plan_service, rbac
+from policyc.pipeline import load_and_check
+
+EXAMPLE = Path(__file__).parents[2] / "envoy_configs" / "examples" / "backstage"
+HCM = envoy._TYPES["hcm"]
+
+
+@pytest.fixture(scope="module")
+def example():
+    return load_and_check([str(EXAMPLE)]).checked
+
+
+def checked_text(tmp_path: Path, rules: str):
+    (tmp_path / "p.policy").write_text(f'service s {{\n    hosts ["s.test"]\n    upstream "127.0.0.1:1"\n{rules}}}\n'
+                                       'condition reader = method in [GET, HEAD]\n')
+    pipeline = load_and_check([str(tmp_path)])
+    assert pipeline.ok, pipeline.diagnostics
+    return pipeline.checked
+
+
+def test_the_listener_is_written_once(example):
+    # envoy.yaml runs as is and holds it; no LDS file beside it repeats it.
+    files = compile_outputs(example).files
+    assert sum(text.count(HCM) for text in files.values()) == 1
+    assert files["envoy.yaml"].count(HCM) == 1
+
+
+def naive_shares(checked, service: n.Service) -> dict:
+    """Every rule tested against every route: the definition `_route_shares` computes faster."""
+    needed = {rule.name: lua.required_prefixes(checked, rule.expr) for rule in service.rules}
+    routes = sorted({p for found in needed.values() if found for p in found} | {"/"}, key=lambda p: (-len(p), p))
+    return {route: tuple(rule for rule in service.rules
+                         if needed[rule.name] is None or any(route.startswith(p) for p in needed[rule.name]))
+            for route in routes}
+
+
+SHAPES = """\
+    allow "a" when path prefix "/a"
+    allow "ab" when path prefix "/ab/"
+    allow "a-b" when path prefix "/a/b/" and reader
+    deny "a-b-c" when path == "/a/b/c"
+    allow "either" when path prefix "/a/b/" or path glob "/x/*/y"
+    allow "items" when path in ["/items/1", "/items/2", "/a/b/c"]
+    allow "glob" when path glob "/a/**"
+    allow "read" when reader and path prefix "/ab/c"
+"""
+
+
+@pytest.mark.parametrize("anywhere", [0, 1, 4], ids=["no rule without a path", "one", "four"])
+def test_each_route_holds_the_rules_its_paths_can_match(tmp_path, anywhere):
+    rules = SHAPES + "".join(f'    allow "any{i}" when header "x-{i}" == "1"\n' for i in range(anywhere))
+    checked = checked_text(tmp_path, rules)
+    service = checked.services["s"]
+    expected = naive_shares(checked, service)
+    if sum(map(len, expected.values())) > envoy._MAX_COPIES_PER_RULE * len(service.rules):
+        expected = {"/": service.rules}  # four rules in every route: one route is smaller
+    assert anywhere < 4 or expected == {"/": service.rules}
+    assert envoy._route_shares(checked, service) == expected
+    assert list(envoy._route_shares(checked, service)) == list(expected)  # longest prefix first
+
+
+def test_route_shares_of_a_large_service_take_linear_time(tmp_path):
+    # Testing every rule against every route took minutes for one service of 20,000 rules.
+    checked = checked_text(tmp_path, 'allow "x" when path prefix "/x/"\n')
+    rules = tuple(n.Rule(n.Effect.ALLOW, False, f"r{i}", n.PathTest(n.Op.PREFIX, (f"/api/r{i}/",)))
+                  for i in range(20_000))
+    anywhere = n.Rule(n.Effect.ALLOW, False, "any", n.HeaderPresent("x-a"))
+    service = n.Service("s", (), (anywhere, *rules))
+    start = time.process_time()
+    shares = envoy._route_shares(checked, service)
+    assert time.process_time() - start < 10
+    assert len(shares) == 20_001 and shares["/api/r7/"] == (anywhere, rules[7]) and shares["/"] == (anywhere,)
+
+
+def test_each_rule_principal_is_built_once_however_many_routes_hold_it(tmp_path, monkeypatch):
+    checked = checked_text(tmp_path, "".join(f'    allow "r{i}" when reader and path prefix "/r/{i}/"\n'
+                                             for i in range(10)) + '    allow "any" when reader\n')
+    service = checked.services["s"]
+    plan, built = plan_service(checked, service, "auto"), []
+    original = rbac.PrincipalBuilder.build
+    monkeypatch.setattr(rbac.PrincipalBuilder, "build", lambda self, expr: built.append(expr) or original(self, expr))
+    filters = envoy.service_filters(checked, service, plan)
+    assert len(filters.rbac_by_prefix) == 11  # "any" is in all eleven routes
+    assert len([e for e in built if any(e is rule.expr for rule in service.rules)]) == len(service.rules)
+
+
+def test_the_collector_is_paused_while_compiling_and_restored_after(example, monkeypatch):
+    seen = []
+    original = envoy.service_filters
+    monkeypatch.setattr(envoy, "service_filters", lambda *a: seen.append(gc.isenabled()) or original(*a))
+    assert gc.isenabled()
+    assert not compile_outputs(example).diagnostics
+    assert seen and not any(seen) and gc.isenabled()
