@@ -64,8 +64,13 @@ def _lines(text: str) -> list[str]:
 
 
 def _position(ls: PolicyServer, lines: list[str], line: int, column: int) -> types.Position:
-    """A 1-based code-point line/column → an LSP position in the client's encoding."""
-    return ls.workspace.position_codec.position_to_client_units(lines, types.Position(line - 1, column - 1))
+    """A 1-based code-point line/column → an LSP position in the client's encoding; as it is in a
+    file whose text is unknown (one that is not UTF-8 has no source), which `policyc check` shows
+    at the same line and column."""
+    position = types.Position(line - 1, column - 1)
+    if line > len(lines):
+        return position
+    return ls.workspace.position_codec.position_to_client_units(lines, position)
 
 
 def _range(ls: PolicyServer, span: Span, sources: dict[str, Source]) -> types.Range:

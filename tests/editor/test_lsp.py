@@ -121,8 +121,9 @@ def example(tmp_path) -> Path:
 
 
 def utf16(path: str, line: int, column: int) -> tuple[int, int]:
-    """A 1-based code-point line/column of a file → a 0-based LSP position in UTF-16 units."""
-    text = Path(path).read_text(encoding="utf-8").split("\n")[line - 1]
+    """A 1-based code-point line/column of a file → a 0-based LSP position in UTF-16 units. A file
+    that is not UTF-8 is read as the checker shows it, each bad byte one replacement character."""
+    text = Path(path).read_text(encoding="utf-8", errors="replace").split("\n")[line - 1]
     return line - 1, len(text[:column - 1].encode("utf-16-le")) // 2
 
 
