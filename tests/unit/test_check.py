@@ -1,25 +1,69 @@
-"""Checker: every diagnostic, rendered, against golden files; and the checker's helpers."""
+"""Checker: every diagnostic, rendered, against golden files (every code has one); and the
+checker's helpers."""
 
+import errno
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
-from policyc.diagnostics import render_text
+from policyc.backends import compile_outputs
+from policyc.diagnostics import CODES, render_text, sort_diagnostics
+from policyc.explain import explanations
 from policyc.pipeline import load_and_check
+from policyc.syntax import MAX_FILE_BYTES
 from tests.golden import assert_golden
 
 CASES = Path(__file__).parent.parent / "golden" / "diagnostics"
+# What no file in git can be, made so here: a policy file over the size limit, handed to the
+# loader as an editor's unsaved text (4 MiB has no place in the repository), and files and
+# folders that cannot be read (chmod would not stop a test that runs as root).
+TOO_LARGE = "too_large.policy"
+UNREADABLE = "unreadable"  # how the names of those start
+# Folders also compiled with `--target rbac`: their golden text holds that compilation's diagnostics.
+COMPILED_FOR_RBAC = {"rbac_unsupported"}
+
+
+def _refused(path) -> PermissionError:
+    return PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+
+
+@contextmanager
+def _unreadable(prefix: str):
+    """Reading a file, or listing a folder, whose name starts with `prefix` fails as it does
+    without read permission."""
+    read_bytes, scandir = Path.read_bytes, os.scandir
+
+    def read_refused(path: Path) -> bytes:
+        if path.name.startswith(prefix):
+            raise _refused(path)
+        return read_bytes(path)
+
+    def scandir_refused(path="."):
+        if os.path.basename(os.fspath(path)).startswith(prefix):
+            raise _refused(path)
+        return scandir(path)
+
+    with mock.patch.object(Path, "read_bytes", read_refused), mock.patch.object(os, "scandir", scandir_refused):
+        yield
 
 
 def rendered(folder: Path) -> str:
     cwd = os.getcwd()
     os.chdir(folder)  # paths in the golden text stay short and machine-independent
     try:
-        # The golden folders share certificate files (`ca file "../peers/ca.pem"`).
-        pipeline = load_and_check(["main.policy"], allowed_roots=[CASES])
-        return "\n\n".join(render_text(d, pipeline.sources) for d in pipeline.diagnostics) + "\n"
+        overlay = {os.path.realpath(TOO_LARGE): "#" * MAX_FILE_BYTES + "\n"}
+        with _unreadable(UNREADABLE):
+            # The golden folders share certificate files (`ca file "../peers/ca.pem"`).
+            pipeline = load_and_check(["main.policy"], overlay, allowed_roots=[CASES])
+        diagnostics = pipeline.diagnostics
+        if folder.name in COMPILED_FOR_RBAC:
+            assert pipeline.ok, "a folder compiled for rbac must pass the checker"
+            diagnostics = sort_diagnostics(diagnostics + compile_outputs(pipeline.checked, "rbac").diagnostics)
+        return "\n\n".join(render_text(d, pipeline.sources) for d in diagnostics) + "\n"
     finally:
         os.chdir(cwd)
 
@@ -27,6 +71,29 @@ def rendered(folder: Path) -> str:
 @pytest.mark.parametrize("folder", sorted(p for p in CASES.iterdir() if p.is_dir()), ids=lambda p: p.name)
 def test_diagnostics_are_golden(folder, update_goldens):
     assert_golden(folder / "expected.err", rendered(folder), update_goldens)
+
+
+# Codes no golden can show, and why. Each must be emitted nowhere (below).
+NO_GOLDEN = {
+    "check/type-mismatch": "reserved: the grammar rules such mistakes out as parse errors, and no check emits it",
+}
+_SHOWN_CODE = re.compile(r"^\S+:\d+:\d+: (?:error|warning)\[(?P<code>[^\]]+)\]: ", re.MULTILINE)
+
+
+def test_every_code_has_a_golden():
+    """Each code registered or documented appears in a golden output: a new code needs a golden."""
+    shown = {m["code"] for path in CASES.glob("*/expected.err") for m in _SHOWN_CODE.finditer(path.read_text("utf-8"))}
+    missing = (set(CODES) | set(explanations())) - shown - set(NO_GOLDEN)
+    assert sorted(missing) == [], f"no golden under {CASES} shows these codes"
+
+
+@pytest.mark.parametrize("code", sorted(NO_GOLDEN))
+def test_a_code_without_a_golden_is_emitted_nowhere(code):
+    assert code in CODES, "a code that no longer exists needs no exception"
+    package = Path(__file__).parents[2] / "policyc"
+    emitting = [str(path) for path in package.rglob("*.py")
+                if path.name != "diagnostics.py" and f'"{code}"' in path.read_text(encoding="utf-8")]
+    assert emitting == [], f"{code} is emitted, so it needs a golden"
 
 
 def test_five_mistakes_give_five_located_errors():
