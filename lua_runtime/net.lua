@@ -113,15 +113,7 @@ function M.contains(network, bytes)
 end
 
 function M.any_contains(networks, bytes)
-  if bytes == nil then
-    return false
-  end
-  for i = 1, #networks do
-    if M.contains(networks[i], bytes) then
-      return true
-    end
-  end
-  return false
+  return bytes ~= nil and values.any_element(networks, M.contains, bytes)
 end
 
 return M

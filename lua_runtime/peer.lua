@@ -40,16 +40,7 @@ end
 -- Calls test(value, argument) for each value of the certificate's field until one returns true.
 function M.any(q, field, test, argument)
   local peer = get(q)
-  if peer == false then
-    return false
-  end
-  local values = peer[field]
-  for i = 1, #values do
-    if test(values[i], argument) then
-      return true
-    end
-  end
-  return false
+  return peer ~= false and values.any_element(peer[field], test, argument)
 end
 
 return M

@@ -46,16 +46,14 @@ function M.peer(q, net)
   return q.peer
 end
 
--- Calls test(value) for each value of a header, one by one, until one returns true.
+local function header_value(headers, name, i)
+  return headers:getAtIndex(name, i - 1) -- counted from 0
+end
+
+-- Calls test(value, argument) for each value of a header, one by one, until one returns true.
 function M.any_header_value(q, name, test, argument)
   local headers = q.headers
-  local count = headers:getNumValues(name)
-  for i = 0, count - 1 do
-    if test(headers:getAtIndex(name, i), argument) then
-      return true
-    end
-  end
-  return false
+  return values.any(headers:getNumValues(name), header_value, headers, name, test, argument)
 end
 
 return M

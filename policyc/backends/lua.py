@@ -1,6 +1,6 @@
 """Lua backend: a service's rules → the source of one Envoy Lua filter script.
 
-The script is the runtime in lua_runtime/ (glob, net, request, claims, peer, decide) followed by this
+The script is the runtime in lua_runtime/ (values, glob, net, request, claims, peer, decide) followed by this
 service's constants and rule tests. Policy text reaches the script only through `lua_string`,
 which writes every byte outside a small safe set as a decimal escape, so no policy can inject code.
 """
@@ -16,7 +16,7 @@ from ..check import Checked
 from ..resources import resource_dir
 from .resolve import PAYLOAD_KEY, membership
 
-RUNTIME_MODULES = ("glob", "net", "request", "claims", "peer", "decide")
+RUNTIME_MODULES = ("values", "glob", "net", "request", "claims", "peer", "decide")
 _SAFE_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _.,/:@+=-")
 
 

@@ -1,4 +1,32 @@
 -- policyc: service "payments". Generated: edit the .policy files instead.
+local values = (function()
+-- Whether any of several values passes a test: the atoms that hold when one value does (a header
+-- sent several times, the networks of `source in`, the names a client certificate carries) share
+-- this loop. Values are tried in order, and each is read only once those before it have failed.
+-- Loaded first (RUNTIME_MODULES in policyc/backends/lua.py), so the other modules use it by name.
+local M = {}
+
+-- Whether test(read(source, key, i), argument) is true for some i from 1 to count.
+function M.any(count, read, source, key, test, argument)
+  for i = 1, count do
+    if test(read(source, key, i), argument) then
+      return true
+    end
+  end
+  return false
+end
+
+local function element(list, _, i)
+  return list[i]
+end
+
+-- Whether test(value, argument) is true for some value of the list.
+function M.any_element(list, test, argument)
+  return M.any(#list, element, list, nil, test, argument)
+end
+
+return M
+end)()
 local glob = (function()
 -- Path globs (mirrors policyc/interpret/glob.py). A compiled pattern is an array of segments;
 -- a segment is the marker ANY (`**`) or an array of literal pieces that `*`s stand between.
@@ -220,15 +248,7 @@ function M.contains(network, bytes)
 end
 
 function M.any_contains(networks, bytes)
-  if bytes == nil then
-    return false
-  end
-  for i = 1, #networks do
-    if M.contains(networks[i], bytes) then
-      return true
-    end
-  end
-  return false
+  return bytes ~= nil and values.any_element(networks, M.contains, bytes)
 end
 
 return M
@@ -282,16 +302,14 @@ function M.peer(q, net)
   return q.peer
 end
 
--- Calls test(value) for each value of a header, one by one, until one returns true.
+local function header_value(headers, name, i)
+  return headers:getAtIndex(name, i - 1) -- counted from 0
+end
+
+-- Calls test(value, argument) for each value of a header, one by one, until one returns true.
 function M.any_header_value(q, name, test, argument)
   local headers = q.headers
-  local count = headers:getNumValues(name)
-  for i = 0, count - 1 do
-    if test(headers:getAtIndex(name, i), argument) then
-      return true
-    end
-  end
-  return false
+  return values.any(headers:getNumValues(name), header_value, headers, name, test, argument)
 end
 
 return M
@@ -418,16 +436,7 @@ end
 -- Calls test(value, argument) for each value of the certificate's field until one returns true.
 function M.any(q, field, test, argument)
   local peer = get(q)
-  if peer == false then
-    return false
-  end
-  local values = peer[field]
-  for i = 1, #values do
-    if test(values[i], argument) then
-      return true
-    end
-  end
-  return false
+  return peer ~= false and values.any_element(peer[field], test, argument)
 end
 
 return M
