@@ -158,6 +158,16 @@ SNIPPET_WIDTH = 120  # characters of a source line shown around a caret
 FOREIGN_SNIPPET_WIDTH = 40  # the same, in a file that is not of the kind read (`Source.foreign`)
 
 
+# Control characters shown as visible stand-ins of one column each (U+2400's pictures, U+FFFD for
+# C1): a file can hold an escape sequence, and a terminal must not run it.
+_VISIBLE = {c: chr(0x2400 + c) for c in range(0x20)} | {0x7F: "\u2421"} | {c: "\ufffd" for c in range(0x80, 0xA0)}
+
+
+def visible(text: str) -> str:
+    """`text` with every control character replaced by a visible character of one column."""
+    return text.translate(_VISIBLE)
+
+
 def _caret_block(span: Span, sources: Mapping[str, Source]) -> list[str]:
     source = sources.get(span.path)
     if source is None:
@@ -175,7 +185,7 @@ def _caret_block(span: Span, sources: Mapping[str, Source]) -> list[str]:
     gutter = " " * len(str(span.line))
     return [
         f"{gutter} |",
-        f"{span.line} | {shown}",
+        f"{span.line} | {visible(shown)}",
         f"{gutter} | {' ' * indent}{'^' * max(width, 1)}",
     ]
 
@@ -183,12 +193,12 @@ def _caret_block(span: Span, sources: Mapping[str, Source]) -> list[str]:
 def render_text(diagnostic: Diagnostic, sources: Mapping[str, Source]) -> str:
     """`file:line:col: error[CODE]: message`, the source line, a caret under the span, hint and notes."""
     d = diagnostic
-    lines = [f"{d.span}: {d.severity.value}[{d.code}]: {d.message}"]
+    lines = [visible(f"{d.span}: {d.severity.value}[{d.code}]: {d.message}")]
     lines += _caret_block(d.span, sources)
     for text, span in d.notes:
-        lines.append(f"  = note: {text} at {span}")
+        lines.append(visible(f"  = note: {text} at {span}"))
     if d.hint:
-        lines.append(f"  = hint: {d.hint}")
+        lines.append(visible(f"  = hint: {d.hint}"))
     return "\n".join(lines)
 
 
@@ -215,6 +225,7 @@ def render_json(diagnostics: Iterable[Diagnostic]) -> str:
 def _github_escape(text: str, in_property: bool = False) -> str:
     """Escape as GitHub's workflow-command parser expects (properties also escape `:` and `,`)."""
     text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    text = visible(text)  # the log renders ANSI sequences
     return text.replace(":", "%3A").replace(",", "%2C") if in_property else text
 
 

@@ -6,6 +6,8 @@ Every node and diagnostic carries a `Span`; rendering a caret needs the `Source`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from itertools import accumulate
 
 
 @dataclass(frozen=True)
@@ -36,11 +38,18 @@ class Source:
     text: str
     foreign: bool = False
 
-    def line_text(self, line: int) -> str:
+    @cached_property
+    def _line_starts(self) -> list[int]:
         # Lines end at "\n" only, as the parser counts them: splitlines() would also break at
         # "\x0c", "\u2028" and others, and show a line other than the one a diagnostic names.
-        lines = self.text.split("\n")
-        return lines[line - 1].removesuffix("\r") if 0 < line <= len(lines) else ""
+        # Found once per file: a file of megabytes may get a hundred diagnostics.
+        return list(accumulate(map((1).__add__, map(len, self.text.split("\n"))), initial=0))
+
+    def line_text(self, line: int) -> str:
+        starts = self._line_starts
+        if not 0 < line < len(starts):
+            return ""
+        return self.text[starts[line - 1]:starts[line] - 1].removesuffix("\r")
 
     def span_at_offset(self, offset: int, length: int = 1) -> Span:
         """The span of `length` characters starting at character `offset`."""

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import policyc.cli
 from policyc.check import MAX_TESTS
 from policyc.cli import main
-from policyc.diagnostics import render_text
+from policyc.diagnostics import Diagnostic, render_github, render_text
 from policyc.pipeline import load_and_check
 from policyc.source import Source
 from policyc.syntax import MAX_DEPTH, MAX_FILE_BYTES, parse
@@ -108,3 +108,19 @@ def test_the_line_shown_is_the_line_named(tmp_path):
     diagnostic = parse(source)[1][0]
     assert diagnostic.span.line == 2
     assert render_text(diagnostic, {source.path: source}).split("\n")[2] == "2 | issuer { }"
+
+
+def test_control_characters_reach_no_terminal(tmp_path):
+    # An escape sequence in a policy (or a catalog) would be run by the terminal that shows it.
+    source = Source("esc.policy", 'service a\x1b[2J {\n    hosts ["a\x9b31m"]\n}\n')
+    diagnostic = parse(source)[1][0]
+    shown = render_text(diagnostic, {source.path: source})
+    assert "\x1b" not in shown and "\u241b[2J" in shown
+    assert all(c in "\n" or c.isprintable() for c in shown)
+    quoted = Diagnostic("parse/bad-string", "a\x1b[2J b", diagnostic.span)
+    assert "\x1b" not in render_text(quoted, {}) + render_github([quoted])
+
+
+def test_the_line_shown_in_a_long_file(tmp_path):
+    source = Source("long.policy", "# x\n" * 1_000_000 + "issuer { }\n")
+    assert [source.line_text(n) for n in (1, 1_000_001, 1_000_002, 1_000_003)] == ["# x", "issuer { }", "", ""]
