@@ -13,6 +13,7 @@ given and, unless one is given, any subject.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import z3
@@ -22,15 +23,29 @@ from ..check import Checked
 from ..interpret.evaluator import compare_string
 from ..interpret.peer import subject_name, subject_text
 from .matrix import Matrix, Row, ServiceMatrix, Values
-from .space import BOOL, LIST, MISSING, NUMBER, OBJECT, SAN_SHAPE, STRING, TOKEN_NONE, Claim, exprs_of, solve
+from .space import (
+    BOOL,
+    LIST,
+    MISSING,
+    NUMBER,
+    OBJECT,
+    SAN_SHAPE,
+    STRING,
+    TOKEN_NONE,
+    Claim,
+    Header,
+    RequestSpace,
+    exprs_of,
+    solve,
+)
 from .strings import Undecided
 
 CALLER = "caller"
 # Claims the token check sets itself: every analysed token is valid now, from its issuer.
-_SET_BY_TOKEN = {"iss", "exp", "iat", "nbf"}
+SET_BY_TOKEN = {"iss", "exp", "iat", "nbf"}
 # Registered claims the analysis models as strings only (docs/analysis.md, "Bounds").
 _STRING_CLAIMS = {"sub", "jti", "aud"}
-_ABSENT = object()
+ABSENT = object()  # a claim the token does not carry
 
 
 @dataclass(frozen=True)
@@ -81,12 +96,22 @@ def caller_problem(checked: Checked, caller: Caller) -> str | None:
             return f"no issuer is named {name!r}"
     if caller.trust is not None and caller.trust not in checked.trusts:
         return f"no trust is named {caller.trust!r}"
-    for name, value in caller.claims.items():
-        if name in _SET_BY_TOKEN:
+    return claims_problem(caller.claims) or sans_problem((*caller.uris, *caller.dns))
+
+
+def claims_problem(claims: dict) -> str | None:
+    """What makes a valid token's `claims` ones the analysis does not model, if anything."""
+    for name, value in claims.items():
+        if name in SET_BY_TOKEN:
             return f"`{name}` is set by the token check: every analysed token is valid now, from its issuer"
         if name in _STRING_CLAIMS and not isinstance(value, str):
             return f"`{name}` is analysed as one string"
-    for san in (*caller.uris, *caller.dns):
+    return None
+
+
+def sans_problem(sans) -> str | None:
+    """What makes a certificate's SANs ones the analysis does not generate, if anything."""
+    for san in sans:
         if not z3.is_true(z3.simplify(z3.InRe(z3.StringVal(san), SAN_SHAPE))):
             return f"SAN {san!r} is not visible ASCII"
     return None
@@ -130,26 +155,31 @@ def _token(matrix: Matrix, caller: Caller) -> tuple[list, list]:
         pairs.append((space.token, z3.IntVal(kinds[0])))
     else:
         facts.append(z3.Or([space.token == kind for kind in kinds]))
-    for path, claim in space.claims.items():
-        if path[0] in _SET_BY_TOKEN or (path == ("aud",) and "aud" not in caller.claims):
-            continue
-        pairs += _claim_is(claim, _claim_at(caller.claims, path))
-    return pairs, facts
+    return pairs + token_claims(space, caller.claims, any_audience="aud" not in caller.claims), facts
 
 
-def _claim_at(claims: dict, path: tuple[str, ...]):
+def token_claims(space: RequestSpace, claims: dict, any_audience: bool) -> list[tuple[z3.ExprRef, z3.ExprRef]]:
+    """(variable, value) pairs that give a valid token exactly `claims`, but `iss` and the times
+    (the token check sets those) and, with `any_audience`, `aud` (left to the token check too)."""
+    return [pair for path, claim in space.claims.items()
+            if path[0] not in SET_BY_TOKEN and not (any_audience and path == ("aud",))
+            for pair in claim_is(claim, claim_at(claims, path))]
+
+
+def claim_at(claims: dict, path: tuple[str, ...]):
+    """The claim at `path` (object keys), `ABSENT` when any step is missing or not an object."""
     value = claims
     for key in path:
         if not isinstance(value, dict) or key not in value:
-            return _ABSENT
+            return ABSENT
         value = value[key]
     return value
 
 
-def _claim_is(claim: Claim, value) -> list[tuple[z3.ExprRef, z3.ExprRef]]:
-    """(variable, value) pairs that make the claim the JSON `value` (`_ABSENT`: missing), as far
+def claim_is(claim: Claim, value) -> list[tuple[z3.ExprRef, z3.ExprRef]]:
+    """(variable, value) pairs that make the claim the JSON `value` (`ABSENT`: missing), as far
     as any rule can see."""
-    if value is _ABSENT:
+    if value is ABSENT:
         return [(claim.kind, z3.IntVal(MISSING))]
     if isinstance(value, bool):
         return [(claim.kind, z3.IntVal(BOOL)), (claim.flag, z3.BoolVal(value))]
@@ -166,32 +196,56 @@ def _certificate(matrix: Matrix, caller: Caller) -> tuple[list, list]:
     if caller.trust is None:
         return [(space.certificate, z3.IntVal(-1))], []
     cas = {ca for ca, name in matrix.encoder.trust_of.items() if name == caller.trust}
-    tests = [e for root in exprs_of(matrix.checked) for e in n.walk(root) if isinstance(e, n.PeerTest)]
+    return certificate_names(space, matrix.checked, caller.uris, caller.dns, caller.subject), [space.issued_by(cas)]
+
+
+def certificate_names(space: RequestSpace, checked: Checked, uris, dns, subject: str | None,
+                      services: set[str] | None = None) -> list:
+    """(variable, value) pairs that give a client certificate the SANs `uris` and `dns` and the
+    `subject` (None: any); ValueError when the request space (of `services`' tests, of all for
+    None) cannot hold them."""
+    tests = [e for root in exprs_of(checked, services) for e in n.walk(root) if isinstance(e, n.PeerTest)]
     pairs = []
-    for field_, values in ((n.PeerField.URI, caller.uris), (n.PeerField.DNS, caller.dns)):
-        sans = space.sans[field_]
-        chosen = _representatives(values, [t for t in tests if t.field is field_])
-        if len(chosen) > len(sans.present):
-            raise ValueError(f"the analysis tells apart at most {len(sans.present)} {field_} SANs of a certificate")
-        for i, present in enumerate(sans.present):
-            pairs.append((present, z3.BoolVal(i < len(chosen))))
-            pairs += sans.values[i].assigned(chosen[i]) if i < len(chosen) else []
-    if caller.subject is not None:
+    for field_, values in ((n.PeerField.URI, uris), (n.PeerField.DNS, dns)):
+        pairs += values_of(space.sans[field_], values, [passes(t) for t in tests if t.field is field_],
+                           f"{field_} SANs of a certificate")
+    if subject is not None:
         atoms = space.subject.atoms
-        if atoms is not None and not atoms.fits_shape(caller.subject):
-            raise ValueError(f"subject {caller.subject!r} is not of a shape the analysis generates "
+        if atoms is not None and not atoms.fits_shape(subject):
+            raise ValueError(f"subject {subject!r} is not of a shape the analysis generates "
                              "(`CN=` and a plain name, or one a test spells)")
-        pairs += space.subject.assigned(caller.subject)
-    return pairs, [space.issued_by(cas)]
+        pairs += space.subject.assigned(subject)
+    return pairs
 
 
-def _representatives(values: tuple[str, ...], tests: list[n.PeerTest]) -> list[str]:
-    """Some of `values` that pass exactly the tests some value passes: rules see a certificate's
-    SANs only through those tests, and the request space holds a few SANs of each kind."""
+def values_of(header: Header, values, tests: list[Callable[[str], bool]], what: str) -> list:
+    """(variable, value) pairs that give `header` (a request header, or the SANs of one kind) the
+    `values`, as far as its `tests` (predicates on one value) tell them apart, and one value at
+    least when there is one, so that it is present as it is; ValueError when that takes more
+    values than it holds."""
+    chosen = representatives(values, [*tests, lambda value: True])
+    if len(chosen) > len(header.present):
+        raise ValueError(f"the analysis tells apart at most {len(header.present)} {what}")
+    pairs = []
+    for i, present in enumerate(header.present):
+        pairs.append((present, z3.BoolVal(i < len(chosen))))
+        pairs += header.values[i].assigned(chosen[i]) if i < len(chosen) else []
+    return pairs
+
+
+def passes(test: n.HeaderTest | n.PeerTest) -> Callable[[str], bool]:
+    """Whether one value passes `test`."""
+    return lambda value: compare_string(test.op, value, test.values)
+
+
+def representatives(values, tests: list[Callable[[str], bool]]) -> list[str]:
+    """Some of `values` that pass exactly the tests (predicates on one value) some value passes:
+    rules see the several values of one header or SAN kind only through their tests, and the
+    request space holds a few of each."""
     chosen: list[str] = []
     for test in tests:
-        if not any(compare_string(test.op, c, test.values) for c in chosen):
-            chosen += [v for v in values if compare_string(test.op, v, test.values)][:1]
+        if not any(test(c) for c in chosen):
+            chosen += [v for v in values if test(v)][:1]
     return chosen
 
 

@@ -64,7 +64,7 @@ def address_in(address: str, cidrs: Iterable[str]) -> bool:
     first. UNVERIFIED on the real binary: the test rules allow binding 127.0.0.1 only, so no
     dual-stack listener was run.
     """
-    peer = _peer(address)
+    peer = peer_address(address)
     texts = tuple(cidrs)
     networks = [parse_cidr(text) for text in texts]
     if None in networks:
@@ -73,7 +73,8 @@ def address_in(address: str, cidrs: Iterable[str]) -> bool:
 
 
 @lru_cache(maxsize=4096)
-def _peer(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def peer_address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The peer as the filters see it: an IPv4-mapped IPv6 address is its IPv4 address."""
     peer = ipaddress.ip_address(address)
     if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
         return peer.ipv4_mapped

@@ -67,7 +67,7 @@ def _valid_at(certificate: x509.Certificate, now: datetime.datetime) -> bool:
     return certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc
 
 
-def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+def issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         certificate.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
@@ -91,9 +91,9 @@ def _chain_to_trust(chain: list[x509.Certificate], trusts: dict[str, tuple[x509.
             return HandshakeRefused("certificate expired or not yet valid")
         for name, cas in sorted(trusts.items()):
             for ca in cas:
-                if _issued_by(current, ca):
+                if issued_by(current, ca):
                     return name if _valid_at(ca, now) else HandshakeRefused("trusted CA expired")
-        parent = next((c for c in intermediates if _issued_by(current, c)), None)
+        parent = next((c for c in intermediates if issued_by(current, c)), None)
         if parent is None:
             return HandshakeRefused("certificate not issued by a trusted CA")
         intermediates.remove(parent)
@@ -101,7 +101,7 @@ def _chain_to_trust(chain: list[x509.Certificate], trusts: dict[str, tuple[x509.
     return HandshakeRefused("certificate chain too long")
 
 
-def _sans(certificate: x509.Certificate, kind: type) -> tuple[str, ...]:
+def sans_of(certificate: x509.Certificate, kind: type) -> tuple[str, ...]:
     try:
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -123,5 +123,5 @@ def verified_peer(presented: ClientCertificate | None, trusts: dict[str, tuple[x
     if isinstance(trust, HandshakeRefused):
         return trust
     leaf = chain[0]
-    return Peer(_sans(leaf, x509.UniformResourceIdentifier), _sans(leaf, x509.DNSName),
+    return Peer(sans_of(leaf, x509.UniformResourceIdentifier), sans_of(leaf, x509.DNSName),
                 subject_text(leaf.subject), trust)
