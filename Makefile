@@ -17,7 +17,7 @@ test: $(BIN)/.installed
 	$(BIN)/pytest
 
 demo: $(BIN)/.installed
-	$(BIN)/python -m policyc.demo $(EXAMPLE)
+	$(BIN)/python -m policyc.dev.demo $(EXAMPLE)
 
 # docs/report.png: the example's `policyc report` page in headless Chromium (Debian's chromium and
 # chromium-driver).

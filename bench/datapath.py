@@ -27,16 +27,17 @@ import yaml
 from policies import Probe, check_text, rule_requests, rule_set, services_set
 from stats import ratios, summary
 
-from policyc import devtokens
 from policyc.backends import compile_outputs
-from policyc.backends.envoy import ALLOW_FILTER, DENY_FILTER, JWT_FILTER, LISTENER_NAME, LUA_FILTER, Options
+from policyc.backends.envoy import ALLOW_FILTER, DENY_FILTER, LISTENER_NAME, LUA_FILTER, Options
 from policyc.backends.rbac import expressible_part
-from policyc.casefile import load_case_file
-from policyc.check import Checked
-from policyc.harness.client import send
-from policyc.harness.envoy_process import envoy_binary, serving_envoy
+from policyc.backends.resolve import JWT_FILTER
+from policyc.cases.casefile import load_case_file
+from policyc.checked import Checked
+from policyc.dev import tokens as devtokens
 from policyc.interpret import RawRequest
 from policyc.pipeline import load_and_check
+from policyc.proof.client import send
+from policyc.proof.envoy_process import envoy_binary, serving_envoy
 
 EXAMPLE = Path(__file__).parents[1] / "envoy_configs" / "examples" / "backstage"
 RULE_COUNTS = (10, 100, 1000)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from stats import summary
 
-from policyc.casefile import load_case_file
-from policyc.harness.envoy_process import running_envoy
-from policyc.harness.verify import verify
+from policyc.cases.casefile import load_case_file
 from policyc.pipeline import load_and_check
+from policyc.proof.envoy_process import running_envoy
+from policyc.proof.verify import verify
 
 EXAMPLE = Path(__file__).parents[1] / "envoy_configs" / "examples" / "backstage"
 

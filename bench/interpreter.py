@@ -17,7 +17,7 @@ import cedarpy
 from policies import Probe, cedar_rule_set, check_text, rule_requests, rule_set
 from stats import summary
 
-from policyc.casefile import build_request, load_case_file
+from policyc.cases.casefile import build_request, load_case_file
 from policyc.interpret import RawRequest, evaluate
 from policyc.pipeline import load_and_check
 

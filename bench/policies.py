@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from policyc.check import Checked
+from policyc.checked import Checked
 from policyc.pipeline import load_and_check
 
 HOST = "bench.internal"

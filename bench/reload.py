@@ -17,7 +17,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from policyc.harness.live import reload_under_load
+from policyc.proof.live import reload_under_load
 
 RESULTS = Path(__file__).parent / "results" / "reload.json"
 

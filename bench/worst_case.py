@@ -19,9 +19,9 @@ from functools import partial
 import lupa.luajit21 as lupa
 
 from policyc.backends.lua import _glob as lua_glob_table
-from policyc.interpret.glob import glob_matches, glob_to_regex
-from policyc.interpret.paths import normalize_target
 from policyc.resources import resource_dir
+from policyc.semantics.glob import glob_matches, glob_to_regex
+from policyc.semantics.paths import normalize_target
 
 try:
     import re2

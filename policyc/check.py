@@ -5,27 +5,29 @@ roots (never opened), catalog errors, and the warnings about rules anonymous cal
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from . import nodes as n
-from .catalog import Catalog, load_catalog, normalize_ref
+from .catalog import load_catalog, normalize_ref
+from .checked import Checked, ListenerTls
 from .diagnostics import Diagnostic, Severity
 from .files import why
-from .interpret.glob import glob_error
-from .interpret.headers import proxy_header
-from .interpret.net import cidr_error
-from .interpret.paths import KNOWN_METHODS, Rejected, normalize_path
-from .interpret.peer import is_ca
 from .roots import Roots
-from .source import Source, Span
+from .semantics.compare import path_matches
+from .semantics.glob import glob_error
+from .semantics.headers import proxy_header
+from .semantics.hosts import host_problem, upstream_problem
+from .semantics.net import cidr_error
+from .semantics.paths import KNOWN_METHODS, Rejected, normalize_path
+from .semantics.peer import is_ca
+from .source import Span
 from .syntax import MAX_DEPTH
 from .syntax.printer import expression
 
@@ -36,7 +38,6 @@ MAX_TESTS = 1000
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
 _METHOD = re.compile(r"[A-Z][A-Z0-9_-]{0,31}\Z")
 _HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+\Z")
-_HOST_NAME = re.compile(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\Z")
 _KEYWORDS = {"import", "catalog", "issuer", "url", "jwks", "file", "audience", "users", "condition",
              "service", "hosts", "upstream", "mode", "when", "or", "and", "not", "authenticated",
              "method", "in", "path", "prefix", "glob", "header", "suffix", "present", "source",
@@ -48,29 +49,6 @@ _GRPC_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _GRPC_SERVICE = re.compile(rf"{_GRPC_IDENTIFIER}(\.{_GRPC_IDENTIFIER})*\Z")
 _GRPC_METHOD = re.compile(rf"{_GRPC_IDENTIFIER}(\.{_GRPC_IDENTIFIER})*/{_GRPC_IDENTIFIER}\Z")
 
-
-@dataclass
-class Checked:
-    """A policy set that passed the checker, with everything the interpreter and backends need."""
-
-    policy_set: n.PolicySet
-    catalog: Catalog
-    issuers: dict[str, n.Issuer] = field(default_factory=dict)
-    conditions: dict[str, n.Condition] = field(default_factory=dict)
-    services: dict[str, n.Service] = field(default_factory=dict)
-    keys: dict[str, dict] = field(default_factory=dict)  # issuer name → JWKS, for `jwks file`
-    sources: dict[str, Source] = field(default_factory=dict)  # catalog files read
-    trusts: dict[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)  # trust name → CA certs
-    listener_tls: ListenerTls | None = None  # the `tls` block's certificate and key, when declared
-    trust_decls: dict[str, n.Trust] = field(default_factory=dict)  # trust name → its (first) declaration
-
-
-@dataclass(frozen=True)
-class ListenerTls:
-    """The listener's own certificate chain and private key, as PEM text."""
-
-    chain: str
-    key: str
 
 
 def error(code: str, message: str, span: Span, hint: str | None = None, notes=()) -> Diagnostic:
@@ -297,48 +275,6 @@ def _check_service(service: n.Service) -> Iterator[Diagnostic]:
                         rule.name_span, hint="start with a letter or digit, then letters, digits and `_ . : -` "
                                              "(at most 128 in all)")
 
-
-def split_port(authority: str) -> tuple[str, str | None]:
-    if authority.startswith("["):
-        host, _, rest = authority[1:].partition("]")
-        return host, (rest[1:] if rest.startswith(":") else None if not rest else "")
-    host, sep, port = authority.rpartition(":") if ":" in authority else (authority, "", None)
-    return host, port if sep else None
-
-
-def _port_ok(port: str | None) -> bool:
-    return port is None or (port.isdigit() and 0 < int(port) < 65536 and port == str(int(port)))
-
-
-def host_problem(host: str) -> str | None:
-    """Why `host` cannot be matched as an `:authority` (lower-case name or IP, optional port)."""
-    name, port = split_port(host)
-    if host != host.lower():
-        return "must be lower-case (the proxy matches hosts without regard to case)"
-    if not _port_ok(port):
-        return "has a bad port"
-    if host.startswith("["):
-        try:
-            ipaddress.IPv6Address(name)
-        except ValueError:
-            return "is not a valid IPv6 address"
-        return None
-    if not _HOST_NAME.match(name):
-        return "is not a host name or IPv4 address"
-    return None
-
-
-def upstream_problem(address: str) -> str | None:
-    name, port = split_port(address)
-    if port is None or not port or not _port_ok(port):
-        return "needs a port from 1 to 65535"
-    if address.startswith("["):
-        try:
-            ipaddress.IPv6Address(name)
-        except ValueError:
-            return "is not a valid IPv6 address"
-        return None
-    return None if _HOST_NAME.match(name.lower()) else "is not a host name or IP address"
 
 
 # ---------------------------------------------------------------- conditions
@@ -705,8 +641,6 @@ def _anonymous(expr: n.Expr, conditions, seen: frozenset, call: str | None = Non
         case n.GrpcTest():
             return _anonymous(n.grpc_paths(expr), conditions, seen, call)
         case n.PathTest(op, values) if call is not None:
-            from .interpret.evaluator import path_matches  # the interpreter imports this module
-
             return path_matches(op, values, call)
         case n.MethodTest(_, methods) if call is not None:
             return "POST" in methods  # every gRPC call is a POST

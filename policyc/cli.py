@@ -26,26 +26,28 @@ from pathlib import Path
 
 import click
 
-from . import audit, devcerts, scaffold
 from . import nodes as n
 from .backends import TARGETS, compile_dynamic, compile_outputs
 from .backends.envoy import Options
 from .backends.rbac import expressible
-from .casefile import CaseFileError, CaseResult, load_case_file, protocols, run_cases
-from .check import upstream_problem
-from .coverage import Coverage, rule_coverage
-from .deploy import Deployment, configmap, deploy, watch
-from .devidp import DEFAULT_PORT, DevIdp, default_keys_path, mint_token
+from .cases.casefile import CaseFileError, CaseResult, load_case_file, protocols, run_cases
+from .cases.coverage import Coverage, rule_coverage
+from .cases.junit import junit_xml
+from .dev import certs as devcerts
+from .dev import scaffold
+from .dev.idp import DEFAULT_PORT, DevIdp, default_keys_path, mint_token
 from .diagnostics import CODES, render_github, render_json, render_sarif, render_text, summary_line
-from .evalinput import Built, Caller, Certificate, Entry, InputError, StandIns, read_entries
 from .explain import explanation, explanations
 from .files import Unusable, using, why
 from .interpret import evaluate
-from .interpret.request import H2, H2C, HTTP1, PROTOCOLS, RequestError
-from .junit import junit_xml
+from .interpret.input import Built, Caller, Certificate, Entry, InputError, StandIns, read_entries
 from .loader import decode_source, expand_inputs, read_policy_file
+from .ops import audit
+from .ops.deploy import Deployment, configmap, deploy, watch
 from .output import create_files, stale_files, write_tree
 from .pipeline import Pipeline, load_and_check
+from .semantics.hosts import upstream_problem
+from .semantics.request import H2, H2C, HTTP1, PROTOCOLS, RequestError
 from .source import Source
 from .syntax import parse
 from .syntax.printer import format_file
@@ -850,7 +852,7 @@ VERIFIED_PROTOCOLS = {"h1": (HTTP1,), "h2": (H2C, H2), "all": PROTOCOLS}
 def verify_command(paths, case_paths, runner, image, examples, targets, seed, protocol, allowed):
     """Run the policies in a real Envoy and check that it decides every case and generated
     request as the interpreter does. Exit 1 on any difference."""
-    from .harness.verify import verify
+    from .proof.verify import verify
 
     policy_paths, found_cases = _case_paths(paths)
     pipeline = _checked_or_exit(_policy_paths(policy_paths), allowed)
@@ -881,14 +883,14 @@ def verify_command(paths, case_paths, runner, image, examples, targets, seed, pr
 
 def _runner(kind: str, image: str | None):
     if kind == "process":
-        from .harness.envoy_process import envoy_binary, running_envoy
+        from .proof.envoy_process import envoy_binary, running_envoy
 
         try:
             envoy_binary()
         except FileNotFoundError as e:
             raise click.UsageError(str(e)) from None
         return running_envoy
-    from .harness.container import ensure_docker, running_envoy_container
+    from .proof.container import ensure_docker, running_envoy_container
 
     try:
         ensure_docker()
@@ -920,7 +922,7 @@ def explain_command(code):
 @main.command("lsp")
 def lsp_command():
     """Run the language server on stdin/stdout (for editors)."""
-    from .lsp import serve
+    from .editor.lsp import serve
 
     serve()
 
@@ -940,7 +942,8 @@ def diff_command(sides, output_format, fail_on, limit, allowed):
     revisions, each --allow-path folder is taken at each revision too."""
     from contextlib import ExitStack
 
-    from .analysis import diff, report
+    from .analysis import diff
+    from .analysis import render as report
     from .analysis.revisions import RevisionError
     from .analysis.witness import AnalysisError
 
@@ -996,7 +999,7 @@ def analyze_command(paths, output_format, fail_on, allowed):
     rules, and what callers without a token can reach through rules not marked `public`. Each
     finding is a warning, or a note for a redundant rule."""
     from .analysis import analyze
-    from .analysis.report import request_text
+    from .analysis.render import request_text
 
     pipeline = _checked_or_exit(_policy_paths(paths), allowed)
     findings = analyze(pipeline.checked)

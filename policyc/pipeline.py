@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from . import nodes as n
-from .check import Checked, check
+from .check import check
+from .checked import Checked
 from .diagnostics import Diagnostic, has_errors, sort_diagnostics
 from .loader import load
 from .source import Source

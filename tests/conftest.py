@@ -23,7 +23,7 @@ def update_goldens(request) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    from policyc.harness.envoy_process import envoy_binary
+    from policyc.proof.envoy_process import envoy_binary
 
     needs_envoy = [item for item in items if "envoy" in item.keywords]
     try:
@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def docker_daemon():
     """Docker is there, or the test fails in CI (a skipped container test proves nothing there)."""
-    from policyc.harness.container import DockerUnavailable, ensure_docker
+    from policyc.proof.container import DockerUnavailable, ensure_docker
 
     try:
         ensure_docker()

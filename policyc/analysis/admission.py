@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..check import Checked
+from ..checked import Checked
 from ..interpret.evaluator import admit
-from ..interpret.paths import Rejected
-from ..interpret.request import PROTOCOLS, RawRequest
+from ..semantics.paths import Rejected
+from ..semantics.request import PROTOCOLS, RawRequest
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import z3
 
 from .. import nodes as n
-from ..check import Checked
-from ..interpret.evaluator import compare_string
-from ..interpret.peer import subject_name, subject_text
+from ..checked import Checked
+from ..semantics.compare import compare_string
+from ..semantics.peer import subject_name, subject_text
 from .matrix import Matrix, Row, ServiceMatrix, Values
 from .space import (
     BOOL,

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import z3
 
 from .. import nodes as n
-from ..check import Checked
-from ..interpret.net import peer_address
-from ..interpret.paths import KNOWN_METHODS
+from ..checked import Checked
+from ..semantics.net import peer_address
+from ..semantics.paths import KNOWN_METHODS
 from .callers import certificate_names, claim_at, claims_problem, passes, sans_problem, token_claims, values_of
 from .encode import Encoder
 from .space import TOKEN_NONE, RequestSpace, exprs_of

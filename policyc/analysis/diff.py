@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import z3
 
 from .. import nodes as n
-from ..check import Checked
-from ..interpret.request import Decision
+from ..checked import Checked
+from ..semantics.request import Decision
 from . import witness
 from .encode import Encoder, Outcome
 from .space import RequestSpace, Solution, Undecided, solve

@@ -11,8 +11,8 @@ import z3
 
 from .. import nodes as n
 from ..catalog import normalize_ref
-from ..check import Checked
-from ..interpret.tokens import _normalized_audience
+from ..checked import Checked
+from ..semantics.tokens import _normalized_audience
 from .space import BOOL, LIST, STRING, TOKEN_FOREIGN, TOKEN_GARBAGE, Claim, RequestSpace, fingerprint
 
 _BEARER = "Bearer "

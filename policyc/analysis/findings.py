@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import z3
 
 from .. import nodes as n
-from ..check import Checked
-from ..interpret.evaluator import path_matches
-from ..interpret.paths import KNOWN_METHODS, Target, normalize_path
+from ..checked import Checked
+from ..semantics.compare import path_matches
+from ..semantics.paths import KNOWN_METHODS, Target, normalize_path
 from ..syntax.printer import expression
 from . import witness
 from .encode import Encoder

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import z3
 
 from .. import nodes as n
-from ..check import Checked
-from ..interpret.evaluator import path_matches
+from ..checked import Checked
+from ..semantics.compare import path_matches
 from ..syntax.printer import expression
 from . import witness
 from .encode import Outcome

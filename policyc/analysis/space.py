@@ -32,9 +32,9 @@ from cryptography.hazmat.primitives import hashes
 
 from .. import nodes as n
 from ..catalog import normalize_ref
-from ..check import Checked
-from ..interpret.headers import MERGED_HEADERS
-from ..interpret.paths import KNOWN_METHODS, PATH_CHARACTERS
+from ..checked import Checked
+from ..semantics.headers import MERGED_HEADERS
+from ..semantics.paths import KNOWN_METHODS, PATH_CHARACTERS
 from .strings import READABLE_PATH, TIMEOUT_MS, StringAtoms, Undecided
 
 # Claim types. NUMBER stands for every JSON value no atom can satisfy (numbers, null).

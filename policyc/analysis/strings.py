@@ -24,7 +24,7 @@ from itertools import combinations
 import z3
 
 from .. import nodes as n
-from ..interpret.evaluator import path_matches
+from ..semantics.compare import path_matches
 
 _ANY = z3.Full(z3.ReSort(z3.StringSort()))
 # Example paths should read like requests: lower-case words, digits and `.-_`, two segments or more.

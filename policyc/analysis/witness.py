@@ -17,13 +17,14 @@ from dataclasses import dataclass, field, replace
 import z3
 from cryptography import x509
 
-from .. import devcerts, devtokens
 from .. import nodes as n
-from ..check import Checked
-from ..harness.generate import put_claim
+from ..checked import Checked
+from ..dev import certs as devcerts
+from ..dev import tokens as devtokens
 from ..interpret import evaluate
-from ..interpret.peer import ClientCertificate
-from ..interpret.request import Decision, RawRequest
+from ..semantics.peer import ClientCertificate
+from ..semantics.request import Decision, RawRequest
+from ..semantics.tokens import put_claim
 from .space import (
     BOOL,
     FOREIGN_ISSUER,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .. import collector
 from .. import nodes as n
-from ..check import Checked
+from ..checked import Checked
 from ..diagnostics import Diagnostic
 from . import envoy, rbac
 from .envoy import Options, Plan

@@ -17,22 +17,27 @@ from dataclasses import dataclass, replace
 from cryptography.hazmat.primitives import serialization
 
 from .. import nodes as n
-from ..check import Checked, split_port
-from ..interpret.headers import OVERRIDE_HEADERS, value_tested_headers
-from ..interpret.paths import DOT_SEGMENT_PARAMETERS, KNOWN_METHODS, PATH_PARAMETERS
+from ..checked import Checked
+from ..semantics.headers import OVERRIDE_HEADERS, value_tested_headers
+from ..semantics.hosts import split_port
+from ..semantics.paths import DOT_SEGMENT_PARAMETERS, KNOWN_METHODS, PATH_PARAMETERS
 from . import lua, rbac
-from .resolve import PAYLOAD_KEY
+from .accesslog import (
+    ALLOW_STAT_PREFIX,
+    DENY_STAT_PREFIX,
+    ROUTE_NAMESPACE,
+    TOKEN_FAILURE_PREFIX,
+    WRONG_AUDIENCE,
+    access_log_fields,
+)
+from .resolve import JWT_FILTER, PAYLOAD_KEY, required_prefixes
 
 LISTENER_NAME = "policyc"
-JWT_FILTER = "envoy.filters.http.jwt_authn"
 DENY_FILTER = "policyc.rbac.deny"
 LUA_FILTER = "policyc.lua"
 ALLOW_FILTER = "policyc.rbac.allow"
-ROUTE_NAMESPACE = "policyc"
-TOKEN_FAILURE_PREFIX = "jwt_failure_"  # + issuer name: each provider records its own failure
 ENFORCE, DRY_RUN = "enforce", "dry-run"  # jwt_authn requirement names
 OVERRIDE_CLUSTER = "upstream"
-WRONG_AUDIENCE = "Audiences in Jwt are not allowed"  # jwt_authn's failure message, answered 403
 
 _TYPES = {
     "hcm": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -56,39 +61,6 @@ ROUTE_CONFIG_NAME = "policyc"
 # The files of a watched folder, by resource kind; published in this order (clusters before the
 # routes that name them, routes before the listener that asks for them).
 DYNAMIC_FILES = {"cluster": "cds.yaml", "routes": "rds.yaml", "listener": "lds.yaml"}
-
-ACCESS_LOG_FIELDS = {
-    "time": "%START_TIME%",
-    "method": "%REQ(:METHOD)%",
-    "path": "%REQ(:PATH)%",
-    "authority": "%REQ(:AUTHORITY)%",
-    "source": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%",
-    "status": "%RESPONSE_CODE%",
-    # A gRPC call's refusal is HTTP 200 on the wire: its grpc-status says what it was.
-    "grpc_status": "%GRPC_STATUS(NUMBER)%",
-    "details": "%RESPONSE_CODE_DETAILS%",
-    "service": f"%METADATA(ROUTE:{ROUTE_NAMESPACE}:service)%",
-    "mode": f"%METADATA(ROUTE:{ROUTE_NAMESPACE}:mode)%",
-    "policy_version": f"%METADATA(ROUTE:{ROUTE_NAMESPACE}:version)%",
-    "issuer": f"%DYNAMIC_METADATA({JWT_FILTER}:{PAYLOAD_KEY}:iss)%",
-    "sub": f"%DYNAMIC_METADATA({JWT_FILTER}:{PAYLOAD_KEY}:sub)%",
-    "rbac": "%DYNAMIC_METADATA(envoy.filters.http.rbac)%",
-    "lua": "%DYNAMIC_METADATA(policyc)%",
-    "upstream": "%UPSTREAM_HOST%",
-}
-
-
-# The client certificate's identity, logged when the listener verifies client certificates.
-PEER_LOG_FIELDS = {"peer": "%DOWNSTREAM_PEER_URI_SAN%", "peer_subject": "%DOWNSTREAM_PEER_SUBJECT%"}
-
-
-def access_log_fields(checked: Checked) -> dict:
-    """The JSON access log: the request, the answer, the caller (and the client certificate that
-    named it), each filter's decision, and the token failure each issuer recorded (what a dry-run
-    service let through)."""
-    fields = {**ACCESS_LOG_FIELDS, **(PEER_LOG_FIELDS if checked.trusts else {})}
-    failures = {name: f"%DYNAMIC_METADATA({JWT_FILTER}:{TOKEN_FAILURE_PREFIX}{name})%" for name in checked.issuers}
-    return {**fields, "token_errors": failures} if failures else fields
 
 
 @dataclass(frozen=True)
@@ -210,11 +182,11 @@ def _http_filters(checked: Checked, options: Options) -> list[dict]:
     filters = [_jwt_filter(checked, options)] if checked.issuers else []
     # With no `rules`, an RBAC filter enforces nothing: hosts without a per-route config pass.
     filters += [
-        {"name": DENY_FILTER, "typed_config": {"@type": _TYPES["rbac"], "rules_stat_prefix": "deny_",
-                                               "shadow_rules_stat_prefix": "deny_"}},
+        {"name": DENY_FILTER, "typed_config": {"@type": _TYPES["rbac"], "rules_stat_prefix": DENY_STAT_PREFIX,
+                                               "shadow_rules_stat_prefix": DENY_STAT_PREFIX}},
         {"name": LUA_FILTER, "typed_config": {"@type": _TYPES["lua"]}},
-        {"name": ALLOW_FILTER, "typed_config": {"@type": _TYPES["rbac"], "rules_stat_prefix": "allow_",
-                                                "shadow_rules_stat_prefix": "allow_"}},
+        {"name": ALLOW_FILTER, "typed_config": {"@type": _TYPES["rbac"], "rules_stat_prefix": ALLOW_STAT_PREFIX,
+                                                "shadow_rules_stat_prefix": ALLOW_STAT_PREFIX}},
         {"name": "envoy.filters.http.router", "typed_config": {"@type": _TYPES["router"]}},
     ]
     return filters
@@ -454,14 +426,14 @@ def _route_shares(checked: Checked, service: n.Service) -> dict[str, tuple[n.Rul
     """Each route's path prefix, longest first and "/" last, with the rules that a path under it
     can match: rules that need a prefix the route's prefix has, and rules that need none; or one
     route "/" with every rule when that is the smaller config. The Lua script indexes its rules
-    by the same prefixes (lua.required_prefixes).
+    by the same prefixes (resolve.required_prefixes).
 
     Rules are filed by prefix, and a route finds its share by looking up its own prefix cut at
     each length a rule's prefix has, so the work grows with the routes and their shares rather
     than with routes times rules; it stops as soon as the shares outgrow the budget."""
     anywhere, by_prefix = set(), {}
     for position, rule in enumerate(service.rules):
-        prefixes = lua.required_prefixes(checked, rule.expr)
+        prefixes = required_prefixes(checked, rule.expr)
         if prefixes is None:
             anywhere.add(position)
         for prefix in prefixes or ():

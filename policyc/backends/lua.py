@@ -12,9 +12,9 @@ import os
 from functools import cache
 
 from .. import nodes as n
-from ..check import Checked
+from ..checked import Checked
 from ..resources import resource_dir
-from .resolve import PAYLOAD_KEY, membership
+from .resolve import PAYLOAD_KEY, membership, required_prefixes
 
 RUNTIME_MODULES = ("values", "glob", "net", "request", "claims", "peer", "decide")
 _SAFE_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _.,/:@+=-")
@@ -169,38 +169,6 @@ def _networks(cidrs) -> str:
         tables.append(f"{{bytes = {{{data}}}, length = {network.prefixlen}}}")
     return "{" + ", ".join(tables) + "}"
 
-
-def required_prefixes(checked: Checked, expr: n.Expr) -> tuple[str, ...] | None:
-    """Path prefixes one of which every request matching `expr` has (an exact path is its own
-    prefix), or None when `expr` does not narrow the path. The runtime indexes rules by them."""
-    match expr:
-        case n.PathTest(n.Op.GLOB, (pattern,)):
-            prefix = glob_literal_prefix(pattern)
-            return (prefix,) if prefix else None
-        case n.PathTest(_, values):
-            return values
-        case n.ConditionRef(name):
-            return required_prefixes(checked, checked.conditions[name].expr)
-        case n.And(operands):
-            known = [p for p in (required_prefixes(checked, o) for o in operands) if p is not None]
-            # The narrowest: the operand whose shortest prefix is longest.
-            return max(known, key=lambda p: min(map(len, p)), default=None)
-        case n.Or(operands):
-            each = [required_prefixes(checked, o) for o in operands]
-            return None if None in each else tuple(sorted({p for prefixes in each for p in prefixes}))
-    return None
-
-
-def glob_literal_prefix(pattern: str) -> str:
-    """What every path a glob matches starts with: the text before its first `*`, less the slash
-    before a `**` segment, which also matches no segment at all (`/a/**` matches `/a`)."""
-    segments = pattern.split("/")
-    for i, segment in enumerate(segments):
-        if segment == "**":
-            return "/".join(segments[:i])
-        if "*" in segment:
-            return "/".join(segments[:i] + [segment.split("*")[0]])
-    return pattern
 
 
 def _rules_table(emitter: _Emitter, rules: list[n.Rule]) -> str:

@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .. import nodes as n
-from ..check import Checked
+from ..checked import Checked
 from ..diagnostics import Diagnostic
-from ..interpret.glob import glob_to_regex
-from .resolve import PAYLOAD_KEY, membership
+from ..semantics.glob import glob_to_regex
+from .resolve import JWT_FILTER, PAYLOAD_KEY, membership
 
-JWT_FILTER = "envoy.filters.http.jwt_authn"
 LUA_NAMESPACE = "policyc"  # where lua_runtime/decide.lua records its verdict
 LUA_VERDICT_POLICY = "policyc:lua-verdict"
 MTLS_PRINCIPAL = "envoy.rbac.principals.mtls_authenticated"

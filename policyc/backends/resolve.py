@@ -1,5 +1,6 @@
-"""Compile-time facts both backends share: where claims live, and what `member` means once the
-catalog is resolved. Takes a `Checked` set; returns plain sets and strings.
+"""Compile-time facts both backends share: where claims live, what `member` means once the
+catalog is resolved, and the path prefixes a rule's requests must have (which routes hold an RBAC
+rule, and how the Lua runtime indexes rules). Takes a `Checked` set; returns plain sets and strings.
 """
 
 from __future__ import annotations
@@ -8,8 +9,10 @@ from dataclasses import dataclass
 
 from .. import nodes as n
 from ..catalog import normalize_ref
-from ..check import Checked
+from ..checked import Checked
+from ..semantics.glob import glob_literal_prefix
 
+JWT_FILTER = "envoy.filters.http.jwt_authn"
 PAYLOAD_KEY = "jwt_payload"  # where jwt_authn puts a verified token's claims (payload_in_metadata)
 
 
@@ -35,3 +38,23 @@ def membership(checked: Checked, node: n.Member | n.MemberOwners) -> Membership:
     return Membership(issuer_urls, tuple(sorted(catalog.users_in(group))),
                       tuple(sorted(catalog.groups_within(group))))
 
+
+def required_prefixes(checked: Checked, expr: n.Expr) -> tuple[str, ...] | None:
+    """Path prefixes one of which every request matching `expr` has (an exact path is its own
+    prefix), or None when `expr` does not narrow the path. The runtime indexes rules by them."""
+    match expr:
+        case n.PathTest(n.Op.GLOB, (pattern,)):
+            prefix = glob_literal_prefix(pattern)
+            return (prefix,) if prefix else None
+        case n.PathTest(_, values):
+            return values
+        case n.ConditionRef(name):
+            return required_prefixes(checked, checked.conditions[name].expr)
+        case n.And(operands):
+            known = [p for p in (required_prefixes(checked, o) for o in operands) if p is not None]
+            # The narrowest: the operand whose shortest prefix is longest.
+            return max(known, key=lambda p: min(map(len, p)), default=None)
+        case n.Or(operands):
+            each = [required_prefixes(checked, o) for o in operands]
+            return None if None in each else tuple(sorted({p for prefixes in each for p in prefixes}))
+    return None

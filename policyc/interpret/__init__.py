@@ -1,6 +1,6 @@
 """Reference interpreter: `evaluate(checked, RawRequest) -> Decision` (see evaluator.py)."""
 
+from ..semantics.request import Decision, RawRequest, RequestError
 from .evaluator import evaluate
-from .request import Decision, RawRequest, RequestError
 
 __all__ = ["Decision", "RawRequest", "RequestError", "evaluate"]

@@ -15,18 +15,18 @@ from cryptography import x509
 
 from .. import nodes as n
 from ..catalog import normalize_ref
-from ..check import Checked
-from . import h2
-from .glob import glob_matches
-from .grpc import grpc_status, is_grpc_call
-from .headers import header_table, padded, value_tested_headers
-from .hosts import Admitted, admit_received, admit_request
-from .memo import per_object
-from .net import address_in
-from .paths import KNOWN_METHODS, Rejected
-from .peer import HandshakeRefused, Peer, verified_peer
-from .request import H2C, HTTP1, Decision, RawRequest
-from .tokens import Token, TokenError, authenticate
+from ..checked import Checked
+from ..semantics import h2
+from ..semantics.compare import compare_string, path_matches
+from ..semantics.grpc import grpc_status, is_grpc_call
+from ..semantics.headers import header_table, padded, value_tested_headers
+from ..semantics.hosts import Admitted, admit_received, admit_request
+from ..semantics.memo import per_object
+from ..semantics.net import address_in
+from ..semantics.paths import KNOWN_METHODS, Rejected
+from ..semantics.peer import HandshakeRefused, Peer, verified_peer
+from ..semantics.request import H2C, HTTP1, Decision, RawRequest
+from ..semantics.tokens import Token, TokenError, authenticate, claim_value
 
 _UPSTREAM_STATUS = 200  # what the test upstreams answer; a real upstream answers what it likes
 
@@ -42,36 +42,6 @@ class Context:
     token: Token | None
     peer: Peer | None = None  # a verified client certificate
 
-
-def claim_value(claims: dict, path: tuple[str, ...]):
-    """The claim at `path` (object keys), or None when any step is missing or not an object."""
-    value = claims
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return value
-
-
-def compare_string(op: n.Op, value, wanted: tuple[str, ...]) -> bool:
-    if op is n.Op.CONTAINS:
-        held = value if isinstance(value, list) else [value]
-        return any(isinstance(v, str) and v == wanted[0] for v in held)
-    if not isinstance(value, str):
-        return False
-    match op:
-        case n.Op.EQ | n.Op.IN:
-            return value in wanted
-        case n.Op.PREFIX:
-            return value.startswith(wanted[0])
-        case n.Op.SUFFIX:
-            return value.endswith(wanted[0])
-    raise AssertionError(op)
-
-
-def path_matches(op: n.Op, values: tuple[str, ...], path: str) -> bool:
-    """A path test on a normalized path (the analysis uses it for any string tested so)."""
-    return glob_matches(values[0], path) if op is n.Op.GLOB else compare_string(op, path, values)
 
 
 def _peer_values(peer: Peer, field: n.PeerField) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from ..analysis import analyze, diff
 from ..analysis.diff import Diff, ServiceDiff
 from ..analysis.findings import Finding
 from ..analysis.matrix import ALWAYS, NEVER, SOMETIMES, UNDECIDED, Cell, ServiceMatrix, access_matrix
-from ..analysis.report import decision_text, request_text
+from ..analysis.render import decision_text, request_text
 from ..diagnostics import render_text
 from ..pipeline import Pipeline
 

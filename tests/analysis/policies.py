@@ -3,8 +3,8 @@
 import subprocess
 from pathlib import Path
 
-from policyc import devcerts
-from policyc.check import Checked
+from policyc.checked import Checked
+from policyc.dev import certs as devcerts
 from policyc.pipeline import load_and_check
 
 ISSUERS = """

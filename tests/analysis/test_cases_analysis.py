@@ -34,12 +34,12 @@ from policyc.analysis.decide import Certificate, Decider, Request, Token, Verdic
 from policyc.analysis.space import fingerprint
 from policyc.analysis.strings import Undecided
 from policyc.analysis.witness import AnalysisError
-from policyc.casefile import Case, CaseFile, build_request, compare, expectation, load_case_file, protocols
-from policyc.check import Checked
-from policyc.interpret.peer import issued_by, sans_of, subject_text
-from policyc.interpret.request import H2C, Decision, RawRequest
-from policyc.interpret.tokens import TokenError, authenticate, extract, parse
+from policyc.cases.casefile import Case, CaseFile, build_request, compare, expectation, load_case_file, protocols
+from policyc.checked import Checked
 from policyc.pipeline import load_and_check
+from policyc.semantics.peer import issued_by, sans_of, subject_text
+from policyc.semantics.request import H2C, Decision, RawRequest
+from policyc.semantics.tokens import TokenError, authenticate, extract, parse
 from tests import CASE_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from policyc import nodes as n
 from policyc.analysis.space import RequestSpace, solve
 from policyc.analysis.strings import StringAtoms
-from policyc.harness.generate import glob_instances
+from policyc.proof.generate import glob_instances
 from tests.property.strategies import GLOBS, PATHS, PREFIXES
 
 ALL_TESTS = ([(n.Op.EQ, (p,)) for p in PATHS] + [(n.Op.PREFIX, (p,)) for p in PREFIXES + ("/api/v10/", "/items/")]

@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from policyc.backends.rbac import expressible_part
-from policyc.harness.compare import compare
-from policyc.harness.container import running_envoy_container
-from policyc.harness.envoy_process import running_envoy
-from policyc.harness.replay import EnvoyUnderTest
-from policyc.interpret.request import PROTOCOLS
+from policyc.proof.compare import compare
+from policyc.proof.container import running_envoy_container
+from policyc.proof.envoy_process import running_envoy
+from policyc.proof.replay import EnvoyUnderTest
+from policyc.semantics.request import PROTOCOLS
 from policyc.syntax.printer import format_file
 from tests.property.strategies import NOW, checked_policy, grpc_calls, requests, write_world
 

@@ -8,13 +8,14 @@ from dataclasses import replace
 import pytest
 
 from policyc.backends import lua, rbac
-from policyc.harness.compare import compare
-from policyc.harness.envoy_process import running_envoy
-from policyc.harness.replay import EnvoyUnderTest
-from policyc.interpret import evaluator, headers
-from policyc.interpret.request import H2, H2C, RawRequest
+from policyc.interpret import evaluator
 from policyc.nodes import Op
 from policyc.pipeline import load_and_check
+from policyc.proof.compare import compare
+from policyc.proof.envoy_process import running_envoy
+from policyc.proof.replay import EnvoyUnderTest
+from policyc.semantics import headers
+from policyc.semantics.request import H2, H2C, RawRequest
 from tests.differential.test_envoy_differential import TARGETS, differential
 from tests.property.strategies import NOW
 

@@ -10,9 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from policyc.casefile import build_request, load_case_file
-from policyc.harness.replay import EnvoyUnderTest
+from policyc.cases.casefile import build_request, load_case_file
 from policyc.pipeline import load_and_check
+from policyc.proof.replay import EnvoyUnderTest
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "envoy_configs" / "examples" / "backstage"

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from policyc.backends.rbac import expressible_part
-from policyc.casefile import build_request, load_case_file, protocols
-from policyc.harness.compare import compare
-from policyc.harness.replay import EnvoyUnderTest
-from policyc.harness.verify import with_made_up_keys
+from policyc.cases.casefile import build_request, load_case_file, protocols
 from policyc.pipeline import load_and_check
+from policyc.proof.compare import compare
+from policyc.proof.replay import EnvoyUnderTest
+from policyc.proof.verify import with_made_up_keys
 from tests import CASE_KEYS
 
 pytestmark = pytest.mark.envoy

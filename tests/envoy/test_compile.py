@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from policyc.backends import compile_outputs
 from policyc.cli import main
-from policyc.harness.envoy_process import envoy_binary
 from policyc.pipeline import load_and_check
+from policyc.proof.envoy_process import envoy_binary
 from tests import CASE_KEYS
 
 ROOT = Path(__file__).parents[2]

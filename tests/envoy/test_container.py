@@ -16,18 +16,12 @@ from pathlib import Path
 import docker
 import pytest
 
-from policyc.casefile import build_request, load_case_file
-from policyc.harness.container import (
-    BINARY_LABEL,
-    CONTAINER_LABEL,
-    DEFAULT_TAG,
-    build_image,
-    running_envoy_container,
-)
-from policyc.harness.envoy_process import admin_get
-from policyc.harness.replay import EnvoyUnderTest
+from policyc.cases.casefile import build_request, load_case_file
 from policyc.interpret import evaluate
 from policyc.pipeline import load_and_check
+from policyc.proof.container import BINARY_LABEL, CONTAINER_LABEL, DEFAULT_TAG, build_image, running_envoy_container
+from policyc.proof.envoy_process import admin_get
+from policyc.proof.replay import EnvoyUnderTest
 
 pytestmark = [pytest.mark.envoy, pytest.mark.docker]
 

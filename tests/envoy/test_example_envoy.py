@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from policyc.backends.rbac import expressible_part
-from policyc.casefile import build_request, load_case_file
-from policyc.harness.replay import EnvoyUnderTest
+from policyc.cases.casefile import build_request, load_case_file
 from policyc.interpret import evaluate
 from policyc.pipeline import load_and_check
+from policyc.proof.replay import EnvoyUnderTest
 
 pytestmark = pytest.mark.envoy
 
@@ -48,7 +48,7 @@ def test_one_envoy_reloads_between_policy_sets(tmp_path):
                      '    allow public "open" when path prefix "/"\n}\n')
     deny = tmp_path / "deny.policy"
     deny.write_text(allow.read_text().replace('allow public "open"', 'deny "closed"'))
-    from policyc.interpret.request import RawRequest
+    from policyc.semantics.request import RawRequest
 
     request = RawRequest("GET", "/x", "s.test")
     with EnvoyUnderTest(tmp_path / "envoy") as envoy:

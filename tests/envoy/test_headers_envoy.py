@@ -17,14 +17,14 @@ import pytest
 
 from policyc.backends import compile_outputs
 from policyc.backends.envoy import LISTENER_NAME, LUA_FILTER, Options
-from policyc.harness.client import H2Session, StreamRefused
-from policyc.harness.envoy_process import running_envoy
 from policyc.interpret import RawRequest
-from policyc.interpret import h2 as http2_codec
-from policyc.interpret.headers import MERGED_HEADERS, OVERRIDE_HEADERS, PROXY_HEADERS, header_table
-from policyc.interpret.paths import Rejected
-from policyc.interpret.request import H2C
 from policyc.pipeline import load_and_check
+from policyc.proof.client import H2Session, StreamRefused
+from policyc.proof.envoy_process import running_envoy
+from policyc.semantics import h2 as http2_codec
+from policyc.semantics.headers import MERGED_HEADERS, OVERRIDE_HEADERS, PROXY_HEADERS, header_table
+from policyc.semantics.paths import Rejected
+from policyc.semantics.request import H2C
 
 pytestmark = pytest.mark.envoy
 

@@ -18,11 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policyc.backends.envoy import REFUSED_ROUTES, refusal_routes
-from policyc.harness.envoy_process import running_envoy
-from policyc.harness.upstream import RecordingUpstream
-from policyc.interpret.glob import glob_error, glob_matches, glob_to_regex
-from policyc.interpret.hosts import admit_request
-from policyc.interpret.paths import KNOWN_METHODS, Rejected, normalize_target
+from policyc.proof.envoy_process import running_envoy
+from policyc.proof.upstream import RecordingUpstream
+from policyc.semantics.glob import glob_error, glob_matches, glob_to_regex
+from policyc.semantics.hosts import admit_request
+from policyc.semantics.paths import KNOWN_METHODS, Rejected, normalize_target
 
 pytestmark = pytest.mark.envoy
 

@@ -20,9 +20,9 @@ import pytest
 
 from policyc.backends import compile_outputs, yaml_out
 from policyc.backends.rbac import expressible_part
-from policyc.harness.envoy_process import running_envoy
-from policyc.harness.replay import EnvoyUnderTest
 from policyc.pipeline import load_and_check
+from policyc.proof.envoy_process import running_envoy
+from policyc.proof.replay import EnvoyUnderTest
 from policyc.syntax.printer import string
 from tests import CASE_KEYS
 

@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from policyc.interpret.request import RawRequest
+from policyc.semantics.request import RawRequest
 from tests.property.strategies import GRPC_TRANSPORT
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"

@@ -16,12 +16,12 @@ from collections import Counter
 
 import pytest
 
-from policyc import devtokens
 from policyc.backends import envoy as envoy_backend
-from policyc.harness.compare import compare
-from policyc.harness.replay import EnvoyUnderTest
+from policyc.dev import tokens as devtokens
 from policyc.nodes import UpstreamProtocol
 from policyc.pipeline import load_and_check
+from policyc.proof.compare import compare
+from policyc.proof.replay import EnvoyUnderTest
 from tests.differential.test_envoy_differential import COUNTS, TARGETS, differential
 from tests.differential.test_harness import prefix_as_exact  # noqa: F401 (a fixture)
 from tests.grpc.support import GrpcUpstream, grpc_call

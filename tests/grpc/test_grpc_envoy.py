@@ -13,16 +13,16 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from policyc.audit import read_events
 from policyc.backends.rbac import expressible_part
-from policyc.casefile import build_request, load_case_file
-from policyc.harness.compare import compare
-from policyc.harness.generate import grpc_near_misses
-from policyc.harness.replay import EnvoyUnderTest
-from policyc.harness.verify import with_made_up_keys
-from policyc.interpret.grpc import GRPC_CONTENT_TYPE
+from policyc.cases.casefile import build_request, load_case_file
 from policyc.nodes import UpstreamProtocol
+from policyc.ops.audit import read_events
 from policyc.pipeline import load_and_check
+from policyc.proof.compare import compare
+from policyc.proof.generate import grpc_near_misses
+from policyc.proof.replay import EnvoyUnderTest
+from policyc.proof.verify import with_made_up_keys
+from policyc.semantics.grpc import GRPC_CONTENT_TYPE
 from tests import CASE_KEYS
 from tests.grpc.support import REFLECTION_V1, GrpcUpstream, channel, grpc_call
 

@@ -13,7 +13,7 @@ Each behaviour below was observed on Envoy 1.40 (/work/shared/research/envoy-lab
   recorded (and later `get`s of that namespace see it).
 - `handle:streamInfo():downstreamDirectRemoteAddress()`: "a.b.c.d:port" or "[v6]:port", the
   address as glibc's inet_ntop writes it. An IPv4-mapped peer arrives unmapped, as IPv4 (see
-  policyc/interpret/net.py).
+  policyc/semantics/net.py).
 - `handle:streamInfo():downstreamSslConnection()`: nil on a plain connection, else the TLS
   connection: `peerCertificatePresented()` and `peerCertificateValidated()` are booleans,
   `uriSanPeerCertificate()` and `dnsSansPeerCertificate()` tables of strings indexed from 1 (empty
@@ -46,7 +46,7 @@ from typing import Any
 
 import lupa.luajit21 as lupa
 
-from policyc.interpret.peer import Peer
+from policyc.semantics.peer import Peer
 
 JWT_NAMESPACE = "envoy.filters.http.jwt_authn"
 PAYLOAD_KEY = "jwt_payload"

@@ -5,9 +5,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from policyc import nodes as n
-from policyc.backends.lua import glob_literal_prefix, required_prefixes
-from policyc.check import Checked
-from policyc.interpret.glob import glob_matches
+from policyc.backends.resolve import required_prefixes
+from policyc.checked import Checked
+from policyc.semantics.glob import glob_literal_prefix, glob_matches
 
 SEGMENTS = st.sampled_from(["a", "b", "ab", "*", "**", "a*", "*b", ""])
 PATHS = st.lists(st.sampled_from(["a", "b", "ab", "abb", "", "x"]), max_size=5).map(lambda s: "/" + "/".join(s))

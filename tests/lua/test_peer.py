@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from policyc import devcerts
 from policyc.backends.lua import service_script
+from policyc.dev import certs as devcerts
 from policyc.interpret.evaluator import Context, _rule_decision
-from policyc.interpret.peer import Peer
 from policyc.pipeline import load_and_check
+from policyc.semantics.peer import Peer
 from tests.lua.stand_in import SSL_FAULT_POINTS, Request, envoy_request, run_script, ssl_view
 
 RULES = """

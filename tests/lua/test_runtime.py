@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 
 from policyc import nodes as n
 from policyc.backends.lua import _glob, _networks, lua_string, runtime_source, service_script
-from policyc.interpret.evaluator import claim_value, compare_string
-from policyc.interpret.glob import glob_matches
-from policyc.interpret.net import address_in
 from policyc.pipeline import load_and_check
+from policyc.semantics.compare import compare_string
+from policyc.semantics.glob import glob_matches
+from policyc.semantics.net import address_in
+from policyc.semantics.tokens import claim_value
 from tests.lua.stand_in import (
     FAULT_POINTS,
     JWT_NAMESPACE,

@@ -26,17 +26,17 @@ from hypothesis import strategies as st
 
 from policyc import nodes as n
 from policyc.backends.lua import lua_string, service_script
-from policyc.casefile import CaseFile, build_request, load_case_file
-from policyc.check import Checked
+from policyc.cases.casefile import CaseFile, build_request, load_case_file
+from policyc.checked import Checked
 from policyc.interpret import evaluate
 from policyc.interpret.evaluator import Context, _rule_decision
-from policyc.interpret.headers import header_table
-from policyc.interpret.hosts import admit_request
-from policyc.interpret.paths import Rejected
-from policyc.interpret.peer import HandshakeRefused, verified_peer
-from policyc.interpret.request import Decision, RawRequest
-from policyc.interpret.tokens import Token, authenticate
 from policyc.pipeline import load_and_check
+from policyc.semantics.headers import header_table
+from policyc.semantics.hosts import admit_request
+from policyc.semantics.paths import Rejected
+from policyc.semantics.peer import HandshakeRefused, verified_peer
+from policyc.semantics.request import Decision, RawRequest
+from policyc.semantics.tokens import Token, authenticate
 from tests import CASE_KEYS
 from tests.lua.stand_in import Outcome, Request, ScriptState, envoy_request, from_lua, new_runtime, run_script
 from tests.property import strategies

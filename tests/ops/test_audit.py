@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from policyc import devcerts, devtokens
-from policyc.audit import parse_since
-from policyc.casefile import build_request, load_case_file
+from policyc.cases.casefile import build_request, load_case_file
 from policyc.cli import main
-from policyc.harness.replay import EnvoyUnderTest
+from policyc.dev import certs as devcerts
+from policyc.dev import tokens as devtokens
 from policyc.interpret import evaluate
-from policyc.interpret.peer import ClientCertificate
-from policyc.interpret.request import RawRequest
+from policyc.ops.audit import parse_since
 from policyc.pipeline import load_and_check
+from policyc.proof.replay import EnvoyUnderTest
+from policyc.semantics.peer import ClientCertificate
+from policyc.semantics.request import RawRequest
 
 EXAMPLE = Path(__file__).parents[2] / "envoy_configs" / "examples" / "backstage"
 KEYS = Path(__file__).parents[1] / "cases" / "keys"

@@ -12,16 +12,16 @@ import jwt
 import pytest
 from click.testing import CliRunner
 
-from policyc import devtokens
 from policyc.backends.envoy import LISTENER_NAME, Options
 from policyc.cli import main
-from policyc.deploy import deploy
-from policyc.devidp import DevIdp
-from policyc.harness.client import send
-from policyc.harness.envoy_process import listener_ports
-from policyc.harness.live import envoys_on
-from policyc.harness.upstream import RecordingUpstream
-from policyc.interpret.request import RawRequest
+from policyc.dev import tokens as devtokens
+from policyc.dev.idp import DevIdp
+from policyc.ops.deploy import deploy
+from policyc.proof.client import send
+from policyc.proof.envoy_process import listener_ports
+from policyc.proof.live import envoys_on
+from policyc.proof.upstream import RecordingUpstream
+from policyc.semantics.request import RawRequest
 
 
 def fetch(url: str) -> dict:
@@ -100,7 +100,7 @@ def test_remote_jwks_follows_key_rotation(tmp_path):
 
 @pytest.mark.envoy
 def test_demo_fetches_the_example_keys_from_development_idps(tmp_path, monkeypatch, capsys):
-    from policyc import demo
+    from policyc.dev import demo
 
     monkeypatch.chdir(tmp_path)  # the demo writes out/demo under the working directory
     example = Path(__file__).parents[2] / "envoy_configs" / "examples" / "backstage"

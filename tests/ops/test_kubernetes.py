@@ -11,11 +11,11 @@ from click.testing import CliRunner
 
 from policyc.backends.envoy import LISTENER_NAME
 from policyc.cli import main
-from policyc.harness.client import send
-from policyc.harness.envoy_process import listener_ports
-from policyc.harness.live import envoys_on, served_version, wait_for_version
-from policyc.harness.upstream import RecordingUpstream
-from policyc.interpret.request import RawRequest
+from policyc.proof.client import send
+from policyc.proof.envoy_process import listener_ports
+from policyc.proof.live import envoys_on, served_version, wait_for_version
+from policyc.proof.upstream import RecordingUpstream
+from policyc.semantics.request import RawRequest
 
 ROOT = Path(__file__).parents[2]
 KUBERNETES = ROOT / "envoy_configs" / "kubernetes"

@@ -14,12 +14,12 @@ from click.testing import CliRunner
 
 from policyc.backends.envoy import LISTENER_NAME, Options
 from policyc.cli import main
-from policyc.deploy import deploy, watch
-from policyc.harness.client import send
-from policyc.harness.envoy_process import admin_get, listener_ports
-from policyc.harness.live import envoys_on, reload_under_load, served_version, wait_for_version
-from policyc.harness.upstream import RecordingUpstream
-from policyc.interpret.request import RawRequest
+from policyc.ops.deploy import deploy, watch
+from policyc.proof.client import send
+from policyc.proof.envoy_process import admin_get, listener_ports
+from policyc.proof.live import envoys_on, reload_under_load, served_version, wait_for_version
+from policyc.proof.upstream import RecordingUpstream
+from policyc.semantics.request import RawRequest
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "envoy_configs" / "examples" / "backstage"
@@ -129,11 +129,11 @@ def test_watch_deploys_each_save_and_skips_broken_ones(tmp_path):
 def _watching(paths, folder, monkeypatch):
     """A running `watch` whose deploys and reports are recorded: (reports, deploys, a wait for the
     next report, its stop event, its thread)."""
-    import policyc.deploy
+    import policyc.ops.deploy
 
     reports, deploys, stop = [], [], threading.Event()
     arrived = threading.Semaphore(0)
-    real_deploy = policyc.deploy.deploy
+    real_deploy = policyc.ops.deploy.deploy
 
     def counted_deploy(*args, **kwargs):
         deploys.append(real_deploy(*args, **kwargs))
@@ -143,7 +143,7 @@ def _watching(paths, folder, monkeypatch):
         reports.append(deployment)
         arrived.release()
 
-    monkeypatch.setattr(policyc.deploy, "deploy", counted_deploy)
+    monkeypatch.setattr(policyc.ops.deploy, "deploy", counted_deploy)
     watcher = threading.Thread(target=watch, args=(paths, folder, report), kwargs={"stop": stop, "interval": 0.02})
     watcher.start()
     return reports, deploys, lambda: arrived.acquire(timeout=10), stop, watcher

@@ -14,21 +14,16 @@ from pathlib import Path
 import jwt
 from hypothesis import strategies as st
 
-from policyc import devtokens
 from policyc import nodes as n
-from policyc.check import Checked, check
-from policyc.harness.generate import (
-    Literals,
-    glob_instances,
-    grpc_near_misses,
-    literals,
-    near_misses,
-    put_claim,
-)
+from policyc.check import check
+from policyc.checked import Checked
+from policyc.dev import tokens as devtokens
 from policyc.interpret.evaluator import Context
-from policyc.interpret.grpc import GRPC_CONTENT_TYPE
-from policyc.interpret.request import RawRequest
+from policyc.proof.generate import Literals, glob_instances, grpc_near_misses, literals, near_misses
 from policyc.roots import Roots
+from policyc.semantics.grpc import GRPC_CONTENT_TYPE
+from policyc.semantics.request import RawRequest
+from policyc.semantics.tokens import put_claim
 from policyc.source import Span
 from policyc.syntax.printer import format_file
 

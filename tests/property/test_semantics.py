@@ -11,7 +11,7 @@ from policyc import nodes as n
 from policyc.check import can_match_anonymous
 from policyc.interpret import evaluate
 from policyc.interpret.evaluator import Evaluator
-from policyc.interpret.request import Decision, RawRequest
+from policyc.semantics.request import Decision, RawRequest
 from tests.property import strategies
 from tests.property.strategies import NOW, check_clean
 

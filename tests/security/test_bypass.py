@@ -25,14 +25,14 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policyc import devtokens
-from policyc.harness.client import request_bytes, send_bytes
-from policyc.harness.compare import compare
-from policyc.harness.replay import EnvoyUnderTest
-from policyc.harness.upstream import Received
+from policyc.dev import tokens as devtokens
 from policyc.interpret import RawRequest, evaluate
-from policyc.interpret.request import H2, H2C, PROTOCOLS
 from policyc.pipeline import load_and_check
+from policyc.proof.client import request_bytes, send_bytes
+from policyc.proof.compare import compare
+from policyc.proof.replay import EnvoyUnderTest
+from policyc.proof.upstream import Received
+from policyc.semantics.request import H2, H2C, PROTOCOLS
 from tests import CASE_KEYS
 
 pytestmark = pytest.mark.envoy

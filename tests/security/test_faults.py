@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from policyc.backends import lua
-from policyc.casefile import build_request, load_case_file
-from policyc.harness.replay import EnvoyUnderTest
+from policyc.cases.casefile import build_request, load_case_file
 from policyc.pipeline import load_and_check
+from policyc.proof.replay import EnvoyUnderTest
 from tests import CASE_KEYS
 
 pytestmark = pytest.mark.envoy

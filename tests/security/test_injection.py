@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from policyc import devtokens
 from policyc.backends import compile_outputs
 from policyc.backends.rbac import expressible_part
-from policyc.harness.compare import compare
-from policyc.harness.replay import EnvoyUnderTest
+from policyc.dev import tokens as devtokens
 from policyc.interpret import RawRequest
-from policyc.interpret.request import HTTP1, PROTOCOLS
 from policyc.pipeline import load_and_check
+from policyc.proof.compare import compare
+from policyc.proof.replay import EnvoyUnderTest
+from policyc.semantics.request import HTTP1, PROTOCOLS
 from policyc.syntax.printer import string
 
 pytestmark = pytest.mark.envoy

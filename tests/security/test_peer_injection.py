@@ -8,13 +8,13 @@ import time
 
 import pytest
 
-from policyc import devcerts
 from policyc.backends.rbac import expressible_part
-from policyc.harness.compare import compare
-from policyc.harness.replay import EnvoyUnderTest
-from policyc.interpret.peer import ClientCertificate
-from policyc.interpret.request import RawRequest
+from policyc.dev import certs as devcerts
 from policyc.pipeline import load_and_check
+from policyc.proof.compare import compare
+from policyc.proof.replay import EnvoyUnderTest
+from policyc.semantics.peer import ClientCertificate
+from policyc.semantics.request import RawRequest
 from policyc.syntax.printer import string
 
 pytestmark = pytest.mark.envoy

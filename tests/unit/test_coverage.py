@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from policyc.cases.coverage import Coverage, RuleCoverage
 from policyc.cli import main
-from policyc.coverage import Coverage, RuleCoverage
 
 POLICY = """\
 service shop {

@@ -20,13 +20,13 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policyc.casefile import CaseFileError, build_request, load_case_file, protocols
+from policyc.cases.casefile import CaseFileError, build_request, load_case_file, protocols
 from policyc.cli import main
-from policyc.evalinput import Caller, Certificate, InputError, StandIns, read_entries
 from policyc.interpret import evaluate
-from policyc.interpret.peer import Peer, verified_peer
-from policyc.interpret.request import RequestError
+from policyc.interpret.input import Caller, Certificate, InputError, StandIns, read_entries
 from policyc.pipeline import load_and_check
+from policyc.semantics.peer import Peer, verified_peer
+from policyc.semantics.request import RequestError
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "envoy_configs" / "examples" / "backstage"

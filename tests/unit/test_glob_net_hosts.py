@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policyc.interpret.glob import glob_error, glob_matches, glob_to_regex
-from policyc.interpret.hosts import Admitted, admit_request, host_header, match_host
-from policyc.interpret.net import address_in, cidr_error, parse_cidr
-from policyc.interpret.paths import Rejected, Target
+from policyc.semantics.glob import glob_error, glob_matches, glob_to_regex
+from policyc.semantics.hosts import Admitted, admit_request, host_header, match_host
+from policyc.semantics.net import address_in, cidr_error, parse_cidr
+from policyc.semantics.paths import Rejected, Target
 
 # ---------------------------------------------------------------- glob
 

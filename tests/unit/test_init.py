@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from policyc.cli import main
-from policyc.harness.envoy_process import envoy_binary
+from policyc.proof.envoy_process import envoy_binary
 from tests.unit.test_ci_files import WORKFLOW, policyc_steps, run_step
 
 ROOT = Path(__file__).parents[2]
@@ -51,7 +51,7 @@ def test_the_result_checks_tests_and_compiles(repository):
 
 
 def test_the_issuer_is_the_development_idp_with_no_private_key_in_the_repository(repository):
-    from policyc.devidp import DEFAULT_PORT
+    from policyc.dev.idp import DEFAULT_PORT
 
     common = (repository / "policies" / "common.policy").read_text()
     assert f'jwks "http://127.0.0.1:{DEFAULT_PORT}/.well-known/jwks.json"' in common
@@ -100,7 +100,7 @@ def test_init_into_a_new_folder(tmp_path):
 
 
 def test_starting_policies_that_do_not_compile_are_an_internal_error_and_write_nothing(tmp_path, monkeypatch):
-    from policyc import scaffold
+    from policyc.dev import scaffold
 
     monkeypatch.setattr(scaffold, "_SERVICE", scaffold._SERVICE.replace("issuer dev and method", "issuer x and method"))
     result = run("init", tmp_path, expect=3)

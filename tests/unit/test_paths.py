@@ -6,13 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policyc.interpret.paths import (
-    PATH_CHARACTERS,
-    Rejected,
-    Target,
-    merge_slashes,
-    normalize_target,
-)
+from policyc.semantics.paths import PATH_CHARACTERS, Rejected, Target, merge_slashes, normalize_target
 
 NORMALIZED = [
     ("/admin/../secret", "/secret"),

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from policyc import devcerts
-from policyc.interpret.peer import ClientCertificate, HandshakeRefused, Peer, verified_peer
+from policyc.dev import certs as devcerts
+from policyc.semantics.peer import ClientCertificate, HandshakeRefused, Peer, verified_peer
 
 NOW = time.time()
 TODAY = datetime.datetime.now(datetime.UTC)

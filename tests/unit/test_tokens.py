@@ -3,8 +3,8 @@ regressions here were found by the differential suite."""
 
 import pytest
 
-from policyc.interpret import tokenjson
-from policyc.interpret.tokens import extract
+from policyc.semantics import tokenjson
+from policyc.semantics.tokens import extract
 
 
 def test_empty_authorization_lines_are_skipped_when_joining():

@@ -41,7 +41,7 @@ def test_installed_wheel_parses_with_its_own_grammar(wheel, tmp_path):
         "f, d = s.parse(src.Source('x', 'condition c = authenticated'));"
         "print(type(f.items[0]).__name__, d);"
         "import policyc.explain as e; print(e.explanation('check/bad-glob').splitlines()[0]);"
-        "import policyc.scaffold as sc, pathlib; print(sorted(sc.project_files(pathlib.Path('repo')))[:2])"
+        "import policyc.dev.scaffold as sc, pathlib; print(sorted(sc.project_files(pathlib.Path('repo')))[:2])"
     )
     # Run outside the checkout, with the installed copy first on the path.
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,

@@ -274,3 +274,23 @@ def authenticate(headers, issuers: Mapping[str, n.Issuer], keys: Mapping[str, di
         return _verify_with(issuer, keys.get(issuer.name), token, math.floor(now))
     except _Refused as refused:
         return refused.error
+
+
+def put_claim(claims: dict, path: tuple[str, ...], value) -> None:
+    """Set a nested claim unless something already stands at its place."""
+    here = claims
+    for key in path[:-1]:
+        here = here.setdefault(key, {})
+        if not isinstance(here, dict):
+            return  # another claim already holds a value at this prefix
+    here.setdefault(path[-1], value)
+
+
+def claim_value(claims: dict, path: tuple[str, ...]):
+    """The claim at `path` (object keys), or None when any step is missing or not an object."""
+    value = claims
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value

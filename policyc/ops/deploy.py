@@ -24,15 +24,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import nodes as n
-from .backends import Compiled, compile_dynamic
-from .backends.envoy import Options, Plan
-from .backends.yaml_out import dump_manifest
-from .catalog import yaml_files
-from .diagnostics import Diagnostic
-from .loader import expand_inputs
-from .output import file_mode
-from .pipeline import Pipeline, load_and_check
+from .. import nodes as n
+from ..backends import Compiled, compile_dynamic
+from ..backends.envoy import Options, Plan
+from ..backends.yaml_out import dump_manifest
+from ..catalog import yaml_files
+from ..diagnostics import Diagnostic
+from ..loader import expand_inputs
+from ..output import file_mode
+from ..pipeline import Pipeline, load_and_check
 
 
 @dataclass(frozen=True)

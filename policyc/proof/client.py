@@ -20,8 +20,8 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-from ..interpret.peer import ClientCertificate
-from ..interpret.request import RawRequest
+from ..semantics.peer import ClientCertificate
+from ..semantics.request import RawRequest
 
 
 class HandshakeRefused(ConnectionError):

@@ -21,15 +21,15 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 from pygls.uris import from_fs_path, to_fs_path
 
-from . import nodes as n
-from .catalog import normalize_ref
-from .check import Checked
-from .diagnostics import Diagnostic, Severity
-from .pipeline import Pipeline, load_and_check
-from .resources import grammar_text
-from .source import Source, Span
-from .syntax import parse
-from .syntax.printer import expression, format_file
+from .. import nodes as n
+from ..catalog import normalize_ref
+from ..checked import Checked
+from ..diagnostics import Diagnostic, Severity
+from ..pipeline import Pipeline, load_and_check
+from ..resources import grammar_text
+from ..source import Source, Span
+from ..syntax import parse
+from ..syntax.printer import expression, format_file
 
 KEYWORDS = sorted(set(re.findall(r'"([a-z][a-z-]*)"', grammar_text())))
 # Edits closer together than this are checked once: a large policy set takes seconds to check,

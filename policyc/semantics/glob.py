@@ -120,3 +120,15 @@ def _segment_regex(char: str) -> str:
     if char == "*":
         return "[^/]*"
     return "\\" + char if char in _REGEX_SPECIAL else char
+
+
+def glob_literal_prefix(pattern: str) -> str:
+    """What every path a glob matches starts with: the text before its first `*`, less the slash
+    before a `**` segment, which also matches no segment at all (`/a/**` matches `/a`)."""
+    segments = pattern.split("/")
+    for i, segment in enumerate(segments):
+        if segment == "**":
+            return "/".join(segments[:i])
+        if "*" in segment:
+            return "/".join(segments[:i] + [segment.split("*")[0]])
+    return pattern

@@ -12,10 +12,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .. import devtokens
 from .. import nodes as n
-from ..check import Checked
-from ..interpret.request import RawRequest
+from ..checked import Checked
+from ..dev import tokens as devtokens
+from ..semantics.request import RawRequest
+from ..semantics.tokens import put_claim
 
 
 @dataclass
@@ -158,11 +159,3 @@ class RequestGenerator:
         return f"{scheme} {devtokens.mint(claims, self.keys[issuer.name])}"
 
 
-def put_claim(claims: dict, path: tuple[str, ...], value) -> None:
-    """Set a nested claim unless something already stands at its place."""
-    here = claims
-    for key in path[:-1]:
-        here = here.setdefault(key, {})
-        if not isinstance(here, dict):
-            return  # another claim already holds a value at this prefix
-    here.setdefault(path[-1], value)

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import yaml
 
-from . import devcerts
-from .backends import compile_outputs
-from .backends.envoy import Options
-from .devidp import DEFAULT_PORT
-from .diagnostics import render_text
-from .pipeline import load_and_check
-from .resources import resource_dir
+from ..backends import compile_outputs
+from ..backends.envoy import Options
+from ..diagnostics import render_text
+from ..pipeline import load_and_check
+from ..resources import resource_dir
+from . import certs as devcerts
+from .idp import DEFAULT_PORT
 
 CA_FILES = ("ca.pem", "ca.key")
 # A file name, and the certificate's common name, which X.509 limits to 64 characters.

@@ -25,9 +25,9 @@ from pathlib import Path
 import yaml
 
 from ..backends.envoy import LISTENER_NAME, ROUTE_CONFIG_NAME, Options
-from ..deploy import deploy
-from ..devtokens import generate_key, public_jwks
-from ..interpret.request import RawRequest
+from ..dev.tokens import generate_key, public_jwks
+from ..ops.deploy import deploy
+from ..semantics.request import RawRequest
 from .client import send
 from .envoy_process import Envoy, admin_get, listener_ports, running_envoy
 from .upstream import RecordingUpstream

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..check import Checked
+from ..checked import Checked
 from ..interpret import Decision, evaluate
 from .replay import Observed
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
-from .. import devcerts
 from ..backends import compile_outputs, yaml_out
+from ..backends.accesslog import logged_decision
 from ..backends.envoy import (
     LISTENER_NAME,
     OVERRIDE_CLUSTER,
@@ -38,10 +38,11 @@ from ..backends.envoy import (
     discovery_response,
     downstream_tls,
 )
-from ..check import Checked, ListenerTls
-from ..deploy import publish
-from ..interpret.request import H2, HTTP1, RawRequest
+from ..checked import Checked, ListenerTls
+from ..dev import certs as devcerts
 from ..nodes import UpstreamProtocol
+from ..ops.deploy import publish
+from ..semantics.request import H2, HTTP1, RawRequest
 from .client import (
     H2Session,
     HandshakeRefused,
@@ -52,7 +53,6 @@ from .client import (
     send,
     tls_context,
 )
-from .decisions import logged_decision
 from .envoy_process import Envoy, admin_get, listener_ports, running_envoy
 from .upstream import RecordingUpstream
 

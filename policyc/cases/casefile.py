@@ -26,11 +26,11 @@ from urllib.parse import quote
 
 import yaml
 
-from . import devtokens
-from .check import Checked
-from .files import why, yaml_problem
-from .interpret.peer import ClientCertificate
-from .interpret.request import PROTOCOLS, Decision, RawRequest, RequestError
+from ..checked import Checked
+from ..dev import tokens as devtokens
+from ..files import why, yaml_problem
+from ..semantics.peer import ClientCertificate
+from ..semantics.request import PROTOCOLS, Decision, RawRequest, RequestError
 
 _TOKEN_FIELDS = {"issuer", "claims", "alg", "kid", "signed_by", "scheme", "in", "expires_in", "not_before_in",
                  "pad", "tamper", "header_text", "payload_text"}
@@ -255,7 +255,7 @@ def compare(expect: dict, decision: Decision) -> tuple[str, ...]:
 
 
 def run_cases(checked: Checked, case_file: CaseFile, now: float | None = None) -> list[CaseResult]:
-    from .interpret import evaluate
+    from ..interpret import evaluate
 
     now = time.time() if now is None else now
     results = []

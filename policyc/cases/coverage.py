@@ -18,9 +18,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from . import nodes as n
+from .. import nodes as n
+from ..checked import Checked
 from .casefile import CaseResult
-from .check import Checked
 
 
 @dataclass(frozen=True)

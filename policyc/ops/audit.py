@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
-from .harness.decisions import logged_decision
+from ..backends.accesslog import logged_decision
 
 ALLOWED, DENIED, WOULD_DENY, UNKNOWN = "allowed", "denied", "would-deny", "unknown"
 _DURATION = re.compile(r"^(\d+)([smhd])$")

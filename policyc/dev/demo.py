@@ -5,7 +5,7 @@ the reference interpreter expected next to what Envoy did in each protocol.
 Envoy fetches the issuers' keys with `remote_jwks` from development IdPs on 127.0.0.1, as it would
 from Backstage or Okta. Everything started is stopped at the end.
 
-    python -m policyc.demo envoy_configs/examples/backstage
+    python -m policyc.dev.demo envoy_configs/examples/backstage
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-from . import nodes as n
-from .backends import compile_outputs
-from .backends.envoy import OVERRIDE_CLUSTER, Options, clusters
-from .casefile import Keys, build_request, load_case_file, protocols
-from .check import Checked
-from .devidp import DevIdp, save_keys
-from .diagnostics import render_text
-from .harness.replay import EnvoyUnderTest
-from .interpret import evaluate
-from .interpret.request import PROTOCOLS
-from .output import write_tree
-from .pipeline import load_and_check
+from .. import nodes as n
+from ..backends import compile_outputs
+from ..backends.envoy import OVERRIDE_CLUSTER, Options, clusters
+from ..cases.casefile import Keys, build_request, load_case_file, protocols
+from ..checked import Checked
+from ..diagnostics import render_text
+from ..interpret import evaluate
+from ..output import write_tree
+from ..pipeline import load_and_check
+from ..proof.replay import EnvoyUnderTest
+from ..semantics.request import PROTOCOLS
+from .idp import DevIdp, save_keys
 
 
 def _caller(spec: dict) -> str:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..backends.rbac import expressible_part
-from ..casefile import CaseFile, Keys, build_request, protocols
-from ..check import Checked
-from ..interpret.request import PROTOCOLS
+from ..cases.casefile import CaseFile, Keys, build_request, protocols
+from ..checked import Checked
+from ..semantics.request import PROTOCOLS
 from .compare import Comparison, compare
 from .generate import RequestGenerator
 from .replay import EnvoyUnderTest, Runner

@@ -24,10 +24,11 @@ from difflib import get_close_matches
 import yaml
 from cryptography import x509
 
-from . import devcerts, devtokens
-from .check import Checked
-from .interpret.peer import ClientCertificate, subject_name
-from .interpret.request import RawRequest
+from ..checked import Checked
+from ..dev import certs as devcerts
+from ..dev import tokens as devtokens
+from ..semantics.peer import ClientCertificate, subject_name
+from ..semantics.request import RawRequest
 
 TOKEN_LIFETIME = 3600  # seconds from the evaluation time to a token's default `exp`
 _CALLER_FIELDS = ("issuer", "claims", "certificate")

@@ -19,6 +19,8 @@ catch-all answering 404 (tests/envoy/test_paths_envoy.py):
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import string
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -146,3 +148,49 @@ def _ascii_lower(text: str) -> str:
 
 
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+_HOST_NAME = re.compile(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\Z")
+
+
+def split_port(authority: str) -> tuple[str, str | None]:
+    if authority.startswith("["):
+        host, _, rest = authority[1:].partition("]")
+        return host, (rest[1:] if rest.startswith(":") else None if not rest else "")
+    host, sep, port = authority.rpartition(":") if ":" in authority else (authority, "", None)
+    return host, port if sep else None
+
+
+def _port_ok(port: str | None) -> bool:
+    return port is None or (port.isdigit() and 0 < int(port) < 65536 and port == str(int(port)))
+
+
+def host_problem(host: str) -> str | None:
+    """Why `host` cannot be matched as an `:authority` (lower-case name or IP, optional port)."""
+    name, port = split_port(host)
+    if host != host.lower():
+        return "must be lower-case (the proxy matches hosts without regard to case)"
+    if not _port_ok(port):
+        return "has a bad port"
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(name)
+        except ValueError:
+            return "is not a valid IPv6 address"
+        return None
+    if not _HOST_NAME.match(name):
+        return "is not a host name or IPv4 address"
+    return None
+
+
+def upstream_problem(address: str) -> str | None:
+    name, port = split_port(address)
+    if port is None or not port or not _port_ok(port):
+        return "needs a port from 1 to 65535"
+    if address.startswith("["):
+        try:
+            ipaddress.IPv6Address(name)
+        except ValueError:
+            return "is not a valid IPv6 address"
+        return None
+    return None if _HOST_NAME.match(name.lower()) else "is not a host name or IP address"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..interpret.request import Decision
+from ..semantics.request import Decision
 from .diff import EQUIVALENT, Change, Diff, ServiceDiff
 
 _ACCESS = {"gains": "newly allowed", "loses": "no longer allowed", "status": "status changed"}

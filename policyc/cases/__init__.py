@@ -1,0 +1,1 @@
+"""Policy unit tests: case files (`*.cases.yaml`), rule coverage and JUnit reports (`policyc test`)."""

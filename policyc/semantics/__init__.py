@@ -1,0 +1,7 @@
+"""What Envoy does with a request before and around a policy: its model, shared by every stage.
+
+Paths and their normalization, hosts and routing, the header table each codec hands on, HTTP/2
+framing, tokens as jwt_authn verifies them, client certificates, networks, globs and gRPC names.
+The checker, the interpreter, every backend and the analysis read these; this package imports
+nothing of policyc but `nodes`, `source` and `diagnostics`.
+"""
