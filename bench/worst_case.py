@@ -3,7 +3,7 @@
 For each pathological pattern and path family, times every implementation that decides requests:
 the interpreter's `glob_matches` (Python), the emitted runtime's `glob.match` (lua_runtime/glob.lua
 on LuaJIT, as Envoy runs it), the RE2 regex the RBAC backend emits (with google-re2, from the
-`fuzz` extra), and path normalization (interpret/paths.py). Prints a table of path size, time per
+`fuzz` extra), and path normalization (semantics/paths.py). Prints a table of path size, time per
 request and the growth ratio against the previous size: 4 means linear in the path (each size is
 4 times the last), 16 quadratic. No assertions.
 

@@ -233,18 +233,18 @@ def _refusal(match: dict, reason: str) -> dict:
 
 def refusal_routes(parameters_allowed: bool = False, padded_headers: tuple[str, ...] = ()) -> list[dict]:
     """First in every virtual host: what the interpreter's request model refuses but Envoy would
-    pass (interpret/hosts.py, `refusal_route`). Route matching sees the normalized path.
-    `padded_headers`: the headers whose values the rules test (interpret/headers.py); HTTP/2 keeps
+    pass (semantics/hosts.py, `refusal_route`). Route matching sees the normalized path.
+    `padded_headers`: the headers whose values the rules test (semantics/headers.py); HTTP/2 keeps
     the spaces and tabs around a value, which an HTTP/1 upstream drops."""
     routes = [
-        # A dot segment that an application still resolves (interpret/paths.py).
+        # A dot segment that an application still resolves (semantics/paths.py).
         _refusal({"safe_regex": {"regex": f".*{DOT_SEGMENT_PARAMETERS.pattern}.*"}}, "dot segment with parameters"),
         # HTTP/1 refuses methods outside its list, but HTTP/2 carries any token: "delete" would pass a
         # rule on DELETE and reach an application that reads methods without regard to case.
         _refusal({"prefix": "/", "headers": [
             {"name": ":method", "invert_match": True, "string_match": {"exact": method}}
             for method in sorted(KNOWN_METHODS)]}, "unknown method"),
-        # Headers that make the application serve another URL or method (interpret/headers.py).
+        # Headers that make the application serve another URL or method (semantics/headers.py).
         *(_refusal({"prefix": "/", "headers": [{"name": name, "present_match": True}]}, f"override header {name}")
           for name in OVERRIDE_HEADERS),
     ]

@@ -179,7 +179,7 @@ def evaluate(checked: Checked, request: RawRequest, now: float | None = None,
     """Decide `request` as the emitted Envoy config would. `keys` adds JWKS for `jwks "<uri>"`
     issuers (the proxy fetches those; without keys their tokens fail verification), or stands in
     for an issuer's own; `trusts` likewise stands in CA certificates for declared trusts. A gRPC
-    call's decision carries the grpc-status its client reads (interpret/grpc.py)."""
+    call's decision carries the grpc-status its client reads (semantics/grpc.py)."""
     decision = _decide(checked, request, time.time() if now is None else now, keys, trusts)
     lines = [(name, value) for name, value in request.headers if name.lower() != "host"]
     grpc = is_grpc_call(header_table(lines, http2=request.protocol != HTTP1))

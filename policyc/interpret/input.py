@@ -5,8 +5,8 @@ A caller is decided by the code that decides every request, on what Envoy would 
 so that eval cannot decide it otherwise than Envoy does:
 - `issuer` and `claims` become a token in `Authorization: Bearer`, signed by a key made up for the
   run and published, for that request only, as the issuer's JWKS. The signature is taken as
-  valid; every other check of jwt_authn applies (interpret/tokens.py), to the payload as
-  interpret/tokenjson.py reads it back. `iss` is the issuer's url; `iat` is the evaluation time,
+  valid; every other check of jwt_authn applies (semantics/tokens.py), to the payload as
+  semantics/tokenjson.py reads it back. `iss` is the issuer's url; `iat` is the evaluation time,
   `exp` an hour later and `aud` the issuer's first audience, unless the claims give them.
 - `certificate` becomes a client certificate with those names, issued by a CA made up for the run
   and standing in for the named trust's, valid at the evaluation time: its chain and validity are

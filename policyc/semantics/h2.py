@@ -28,7 +28,7 @@ corpus of tests/security/bypass.yaml, and every case of tests/cases/ over both):
   non-ASCII) resets.
 - Values keep their surrounding spaces and tabs (HTTP/1 drops them); `cookie` fields are joined
   with "; " into one value; the headers Envoy keeps one value of are joined with "," as for
-  HTTP/1 (interpret/headers.py).
+  HTTP/1 (semantics/headers.py).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ class RawRequest:
 
     `protocol` says how it is framed. Over HTTP/2 the method, target and Host are sent as the
     :method, :path and :authority pseudo-headers (no :authority when `host` is None) and the
-    header lines as fields, names and values exactly as given (interpret/h2.py)."""
+    header lines as fields, names and values exactly as given (semantics/h2.py)."""
 
     method: str
     target: str

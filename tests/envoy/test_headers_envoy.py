@@ -1,6 +1,6 @@
 """What the policy filters see of request headers, on a real Envoy running the emitted
 configuration with a Lua probe in place of the policy: which repeated headers Envoy joins into one
-value over HTTP/1.1 and HTTP/2 (exactly the interpreter's list, interpret/headers.py), that no
+value over HTTP/1.1 and HTTP/2 (exactly the interpreter's list, semantics/headers.py), that no
 header a rule may not test (`check/proxy-header`) reaches the filters as sent, and what a client
 sees over HTTP/2 of a header name holding `_`."""
 
@@ -137,7 +137,7 @@ SEEN_BY_THE_FILTERS = {
 
 @pytest.mark.parametrize("http2", [False, True], ids=["HTTP/1.1", "h2c"])
 def test_the_filters_never_see_the_headers_rules_may_not_test_as_sent(tmp_path, http2):
-    """Over HTTP/2 the fields HTTP/2 forbids reset the stream instead, as interpret/h2.py says."""
+    """Over HTTP/2 the fields HTTP/2 forbids reset the stream instead, as semantics/h2.py says."""
     assert set(SEEN_BY_THE_FILTERS) - {"x-envoy-internal"} == set(PROXY_HEADERS) - {"host", *OVERRIDE_HEADERS}
     differences = []
     with _probing_envoy(tmp_path, sorted(SEEN_BY_THE_FILTERS)) as port:

@@ -531,7 +531,7 @@ _ODD_TARGETS = ("*", "/%2e%2e/admin", "/%00", "/a b", "http://payments.internal:
                 "HTTP://LEDGER.INTERNAL/admin", "ftp://x/", "http://u@docs.internal:8080/", "\t/admin",
                 "/é", "")
 _ODD_METHODS = ("get", "Get", "X", "")
-# Header lines the proxy refuses, or acts on before the policy filters (interpret/headers.py);
+# Header lines the proxy refuses, or acts on before the policy filters (semantics/headers.py);
 # HTTP/1 consumes the connection-specific ones, HTTP/2 resets the stream (te but "trailers").
 _PROXY_TRICKS = (("x_tenant", "acme"), ("X_Role", "admin"), ("connection", "x-tenant"), ("connection", "authorization"),
                  ("connection", "x-forwarded-for"), ("connection", "upgrade"), ("upgrade", "websocket"),

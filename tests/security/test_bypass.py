@@ -5,7 +5,7 @@ one protocol an entry names), `http2:` over h2c and h2, `raw:` as bytes on an HT
 Two claims for every request:
 - Envoy decides it as the interpreter does: status, reason, deciding rule, and whether it
   reached the upstream; an HTTP/2 request that breaks the codec's rules is reset, as
-  interpret/h2.py predicts (for `raw:` entries, the status observed);
+  semantics/h2.py predicts (for `raw:` entries, the status observed);
 - nothing reaches the upstream that the policy would not allow under every reading an application
   could make of what it received: as received, and as a servlet container reads it (`;`
   parameters dropped, percent-decoded, `\\` as `/`, dot segments resolved).
