@@ -33,7 +33,7 @@ from policyc.backends.rbac import expressible_part
 from policyc.backends.resolve import JWT_FILTER
 from policyc.cases.casefile import load_case_file
 from policyc.checked import Checked
-from policyc.dev import tokens as devtokens
+from policyc.credentials import tokens as devtokens
 from policyc.interpret import RawRequest
 from policyc.pipeline import load_and_check
 from policyc.proof.client import send

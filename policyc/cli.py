@@ -33,7 +33,7 @@ from .backends.rbac import expressible
 from .cases.casefile import CaseFileError, CaseResult, load_case_file, protocols, run_cases
 from .cases.coverage import Coverage, rule_coverage
 from .cases.junit import junit_xml
-from .dev import certs as devcerts
+from .credentials import certs as devcerts
 from .dev import scaffold
 from .dev.idp import DEFAULT_PORT, DevIdp, default_keys_path, mint_token
 from .diagnostics import CODES, render_github, render_json, render_sarif, render_text, summary_line

@@ -19,8 +19,8 @@ from cryptography import x509
 
 from .. import nodes as n
 from ..checked import Checked
-from ..dev import certs as devcerts
-from ..dev import tokens as devtokens
+from ..credentials import certs as devcerts
+from ..credentials import tokens as devtokens
 from ..interpret import evaluate
 from ..semantics.peer import ClientCertificate
 from ..semantics.request import Decision, RawRequest

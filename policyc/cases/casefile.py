@@ -27,7 +27,7 @@ from urllib.parse import quote
 import yaml
 
 from ..checked import Checked
-from ..dev import tokens as devtokens
+from ..credentials import tokens as devtokens
 from ..files import why, yaml_problem
 from ..semantics.peer import ClientCertificate
 from ..semantics.request import PROTOCOLS, Decision, RawRequest, RequestError

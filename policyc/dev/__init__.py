@@ -1,2 +1,2 @@
-"""Development aids: an identity provider and tokens, certificates, a new policy repository, and
-the demo of the bundled example."""
+"""Development aids: the development identity provider (`policyc dev-idp`), a new policy
+repository (`policyc init`) and the demo of the bundled example (`make demo`)."""

@@ -18,8 +18,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from ..credentials.tokens import generate_key, mint, public_jwks
 from ..files import Unusable, using
-from .tokens import generate_key, mint, public_jwks
 
 JWKS_PATH = "/.well-known/jwks.json"
 DISCOVERY_PATH = "/.well-known/openid-configuration"

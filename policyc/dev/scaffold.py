@@ -17,10 +17,10 @@ import yaml
 
 from ..backends import compile_outputs
 from ..backends.envoy import Options
+from ..credentials import certs as devcerts
 from ..diagnostics import render_text
 from ..pipeline import load_and_check
 from ..resources import resource_dir
-from . import certs as devcerts
 from .idp import DEFAULT_PORT
 
 CA_FILES = ("ca.pem", "ca.key")

@@ -25,8 +25,8 @@ import yaml
 from cryptography import x509
 
 from ..checked import Checked
-from ..dev import certs as devcerts
-from ..dev import tokens as devtokens
+from ..credentials import certs as devcerts
+from ..credentials import tokens as devtokens
 from ..semantics.peer import ClientCertificate, subject_name
 from ..semantics.request import RawRequest
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .. import nodes as n
 from ..checked import Checked
-from ..dev import tokens as devtokens
+from ..credentials import tokens as devtokens
 from ..semantics.request import RawRequest
 from ..semantics.tokens import put_claim
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from ..backends.envoy import LISTENER_NAME, ROUTE_CONFIG_NAME, Options
-from ..dev.tokens import generate_key, public_jwks
+from ..credentials.tokens import generate_key, public_jwks
 from ..ops.deploy import deploy
 from ..semantics.request import RawRequest
 from .client import send

@@ -39,7 +39,7 @@ from ..backends.envoy import (
     downstream_tls,
 )
 from ..checked import Checked, ListenerTls
-from ..dev import certs as devcerts
+from ..credentials import certs as devcerts
 from ..nodes import UpstreamProtocol
 from ..ops.deploy import publish
 from ..semantics.request import H2, HTTP1, RawRequest

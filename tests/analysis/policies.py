@@ -4,7 +4,7 @@ import subprocess
 from pathlib import Path
 
 from policyc.checked import Checked
-from policyc.dev import certs as devcerts
+from policyc.credentials import certs as devcerts
 from policyc.pipeline import load_and_check
 
 ISSUERS = """

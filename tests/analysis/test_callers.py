@@ -85,7 +85,7 @@ def test_examples_carry_exactly_the_callers_claims(example):
 
 
 def test_certificate_callers(tmp_path):
-    from policyc.dev import certs as devcerts
+    from policyc.credentials import certs as devcerts
     from tests.analysis.policies import peer_policy
 
     rules = ('    allow "deploy" when peer.uri == "spiffe://example.org/ns/ci/sa/deploy" and method == POST\n'

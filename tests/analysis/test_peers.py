@@ -5,7 +5,7 @@ replayed through the interpreter with a certificate from a made-up CA standing f
 import pytest
 
 from policyc.analysis import analyze, diff, who_can
-from policyc.dev import certs as devcerts
+from policyc.credentials import certs as devcerts
 from tests.analysis.policies import peer_policy
 
 DEPLOY = '    allow "deploy" when peer.uri == "spiffe://example.org/ns/ci/sa/deploy" and method == POST\n'

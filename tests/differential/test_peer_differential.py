@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policyc.backends.rbac import expressible_part
-from policyc.dev import certs as devcerts
+from policyc.credentials import certs as devcerts
 from policyc.pipeline import load_and_check
 from policyc.proof.compare import compare
 from policyc.proof.replay import EnvoyUnderTest

@@ -17,7 +17,7 @@ from collections import Counter
 import pytest
 
 from policyc.backends import envoy as envoy_backend
-from policyc.dev import tokens as devtokens
+from policyc.credentials import tokens as devtokens
 from policyc.nodes import UpstreamProtocol
 from policyc.pipeline import load_and_check
 from policyc.proof.compare import compare

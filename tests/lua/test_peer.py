@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from policyc.backends.lua import service_script
-from policyc.dev import certs as devcerts
+from policyc.credentials import certs as devcerts
 from policyc.interpret.evaluator import Context, _rule_decision
 from policyc.pipeline import load_and_check
 from policyc.semantics.peer import Peer

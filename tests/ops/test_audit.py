@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from policyc.cases.casefile import build_request, load_case_file
 from policyc.cli import main
-from policyc.dev import certs as devcerts
-from policyc.dev import tokens as devtokens
+from policyc.credentials import certs as devcerts
+from policyc.credentials import tokens as devtokens
 from policyc.interpret import evaluate
 from policyc.ops.audit import parse_since
 from policyc.pipeline import load_and_check

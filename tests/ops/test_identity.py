@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from policyc.backends.envoy import LISTENER_NAME, Options
 from policyc.cli import main
-from policyc.dev import tokens as devtokens
+from policyc.credentials import tokens as devtokens
 from policyc.dev.idp import DevIdp
 from policyc.ops.deploy import deploy
 from policyc.proof.client import send

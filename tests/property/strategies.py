@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from policyc import nodes as n
 from policyc.check import check
 from policyc.checked import Checked
-from policyc.dev import tokens as devtokens
+from policyc.credentials import tokens as devtokens
 from policyc.interpret.evaluator import Context
 from policyc.proof.generate import Literals, glob_instances, grpc_near_misses, literals, near_misses
 from policyc.roots import Roots

@@ -25,7 +25,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policyc.dev import tokens as devtokens
+from policyc.credentials import tokens as devtokens
 from policyc.interpret import RawRequest, evaluate
 from policyc.pipeline import load_and_check
 from policyc.proof.client import request_bytes, send_bytes

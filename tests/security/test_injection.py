@@ -16,7 +16,7 @@ import yaml
 
 from policyc.backends import compile_outputs
 from policyc.backends.rbac import expressible_part
-from policyc.dev import tokens as devtokens
+from policyc.credentials import tokens as devtokens
 from policyc.interpret import RawRequest
 from policyc.pipeline import load_and_check
 from policyc.proof.compare import compare

@@ -14,7 +14,7 @@ import pytest
 
 from policyc.backends import compile_outputs
 from policyc.backends.envoy import LISTENER_NAME, Options
-from policyc.dev import tokens as devtokens
+from policyc.credentials import tokens as devtokens
 from policyc.interpret import RawRequest, evaluate
 from policyc.pipeline import load_and_check
 from policyc.proof.client import send

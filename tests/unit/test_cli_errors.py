@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from policyc.cli import main
-from policyc.dev.tokens import generate_key, mint, public_jwks
+from policyc.credentials.tokens import generate_key, mint, public_jwks
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "envoy_configs" / "examples" / "backstage"

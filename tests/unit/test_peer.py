@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from policyc.dev import certs as devcerts
+from policyc.credentials import certs as devcerts
 from policyc.semantics.peer import ClientCertificate, HandshakeRefused, Peer, verified_peer
 
 NOW = time.time()
