@@ -5,6 +5,7 @@ interpreter, the printer and every backend. Frozen dataclasses; spans never take
 from __future__ import annotations
 
 import os
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -259,6 +260,31 @@ Expr = (
     | HeaderPresent | HeaderEqualsClaim | SourceIn | ClaimTest | ClaimIsBool | Member | MemberOwners
     | PeerTest | PeerTrusted | GrpcTest
 )
+
+EXPRESSIONS: tuple[type, ...] = typing.get_args(Expr)
+
+
+class Visitor:
+    """One engine's reading of conditions: `visit(expr, *args)` calls the engine's
+    `visit_<NodeType>(expr, *args)`. Each engine (interpreter, RBAC, Lua, analysis, printer,
+    checker) subclasses it with a method for every node type in `EXPRESSIONS`, and names in
+    `lowered` the node types an earlier stage rewrites before the engine sees them (gRPC atoms
+    become path tests in the checker). tests/unit/test_architecture.py fails, naming the engine
+    and the method, when a node type has neither."""
+
+    lowered: typing.ClassVar[frozenset[type]] = frozenset()
+
+    def visit(self, expr: Expr, *args):
+        return getattr(self, _HANDLERS[type(expr)])(expr, *args)
+
+
+_HANDLERS = {node_type: f"visit_{node_type.__name__}" for node_type in EXPRESSIONS}
+
+
+def missing_handlers(engine: type[Visitor]) -> list[str]:
+    """The `visit_<NodeType>` methods `engine` lacks, for node types it does not declare lowered."""
+    return [f"{engine.__module__}.{engine.__qualname__}.{_HANDLERS[t]}" for t in EXPRESSIONS
+            if t not in engine.lowered and not callable(getattr(engine, _HANDLERS[t], None))]
 
 
 # ---------------------------------------------------------------- declarations

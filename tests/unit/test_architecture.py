@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from policyc import nodes as n
+
 PACKAGE = Path(__file__).resolve().parents[2] / "policyc"
 
 # Lowest first. A module belongs to the first entry that is its name or a package above it.
@@ -134,3 +136,26 @@ def test_the_check_fails_on_an_upward_import(tmp_path):
     planted.write_text("from ..interpret import evaluate\n")
     assert imports(planted, tmp_path / "policyc") == {"policyc.interpret"}
     assert layer("policyc.semantics.planted")[0] < layer("policyc.interpret")[0]
+
+
+# Every engine that reads conditions, one `nodes.Visitor` each.
+ENGINES: list[type[n.Visitor]] = []
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: f"{e.__module__}.{e.__qualname__}")
+def test_every_engine_handles_every_node_type(engine):
+    assert not n.missing_handlers(engine), "missing: " + ", ".join(n.missing_handlers(engine))
+
+
+def test_a_node_type_without_a_handler_is_named():
+    class Partial(n.Visitor):
+        lowered = frozenset({n.GrpcTest})
+
+        def visit_And(self, expr):
+            return True
+
+    missing = n.missing_handlers(Partial)
+    assert "test_architecture.test_a_node_type_without_a_handler_is_named.<locals>.Partial.visit_PathTest" in \
+        [m.removeprefix("tests.unit.") for m in missing]
+    assert len(missing) == len(n.EXPRESSIONS) - 2
+    assert Partial().visit(n.And(())) is True
