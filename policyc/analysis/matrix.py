@@ -21,6 +21,7 @@ import z3
 from .. import nodes as n
 from ..checked import Checked
 from ..semantics.compare import path_matches
+from ..semantics.glob import ANY, parse_glob
 from ..syntax.printer import expression
 from . import witness
 from .encode import Outcome
@@ -148,7 +149,7 @@ def _spelled(test: n.PathTest) -> str:
     if test.op is n.Op.PREFIX:
         return value + ("x" if value.endswith("/") else "/x")
     if test.op is n.Op.GLOB:
-        return value.replace("**", "x").replace("*", "x")
+        return "/".join("x" if s is ANY else "x".join(s) for s in parse_glob(value))
     return value
 
 

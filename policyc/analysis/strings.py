@@ -25,6 +25,7 @@ import z3
 
 from .. import nodes as n
 from ..semantics.compare import path_matches
+from ..semantics.glob import ANY, parse_glob
 
 _ANY = z3.Full(z3.ReSort(z3.StringSort()))
 # Example paths should read like requests: lower-case words, digits and `.-_`, two segments or more.
@@ -60,20 +61,20 @@ class StringAtom:
         """Strings the test is written around: a prefix, a suffix, the values, a glob with `**`
         dropped and `*` read as `x`."""
         if self.op is n.Op.GLOB:
-            return ["/".join(s.replace("*", "x") for s in self.values[0].split("/") if s != "**") or "/"]
+            return ["/".join("x".join(s) for s in parse_glob(self.values[0]) if s is not ANY) or "/"]
         return list(self.values)
 
 
 def glob_regex(pattern: str, segment_char: z3.ReRef) -> z3.ReRef:
-    """`glob_matches` as a z3 regex: `*` is any run inside a segment, a `**` segment any number of
-    whole segments with their slashes (so `/a/**` matches `/a`)."""
+    """`glob_matches` as a z3 regex, from the same parsed form: `*` is any run inside a segment, a
+    `**` segment any number of whole segments with their slashes (so `/a/**` matches `/a`)."""
     pieces = []
-    for segment in pattern.split("/")[1:]:
-        if segment == "**":
+    for segment in parse_glob(pattern)[1:]:
+        if segment is ANY:
             pieces.append(z3.Star(z3.Concat(z3.Re("/"), z3.Star(segment_char))))
             continue
         parts = [z3.Re("/")]
-        for i, literal in enumerate(segment.split("*")):
+        for i, literal in enumerate(segment):
             if i:
                 parts.append(z3.Star(segment_char))
             if literal:

@@ -14,6 +14,7 @@ from functools import cache
 from .. import nodes as n
 from ..checked import Checked
 from ..resources import resource_dir
+from ..semantics.glob import ANY, parse_glob
 from .resolve import PAYLOAD_KEY, membership, required_prefixes
 
 RUNTIME_MODULES = ("values", "glob", "net", "request", "claims", "peer", "decide")
@@ -155,10 +156,9 @@ def _string_test(op: n.Op, values) -> tuple[str, str]:
 
 
 def _glob(pattern: str) -> str:
-    segments = []
-    for segment in pattern.split("/"):
-        segments.append("glob.ANY" if segment == "**" else _list(segment.split("*")))
-    return "{" + ", ".join(segments) + "}"
+    """The parsed glob as lua_runtime/glob.lua reads it: an array of segments, each `glob.ANY` or
+    the array of its literal pieces."""
+    return "{" + ", ".join("glob.ANY" if s is ANY else _list(s) for s in parse_glob(pattern)) + "}"
 
 
 def _networks(cidrs) -> str:

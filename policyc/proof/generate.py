@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from .. import nodes as n
 from ..checked import Checked
 from ..credentials import tokens as devtokens
+from ..semantics.glob import ANY, parse_glob
 from ..semantics.request import RawRequest
 from ..semantics.tokens import put_claim
 
@@ -71,11 +72,10 @@ def literals(exprs: Iterable[n.Expr], conditions: dict[str, n.Condition]) -> Lit
 
 def glob_instances(glob: str) -> list[str]:
     """Paths a glob matches: its stars filled with nothing, one segment and two."""
-    segments = glob.split("/")
-    found = []
-    for star, stars in (("", ""), ("x", "a"), ("v1.csv", "a/b")):
-        found.append("/".join(stars if s == "**" else s.replace("*", star) for s in segments))
-    found.append("/".join(s for s in segments if s != "**") or "/")  # `**` as zero segments
+    form = parse_glob(glob)
+    found = ["/".join(stars if s is ANY else star.join(s) for s in form)
+             for star, stars in (("", ""), ("x", "a"), ("v1.csv", "a/b"))]
+    found.append("/".join("*".join(s) for s in form if s is not ANY) or "/")  # `**` as zero segments
     return found
 
 

@@ -1,13 +1,27 @@
-"""Path globs (contract §4): takes a pattern and a normalized path; `glob_matches` says whether it
-matches, `glob_to_regex` gives the same test as an RE2 full-match regex for Envoy's safe_regex, and
-`glob_error` says why a pattern is malformed.
+"""Path globs (contract §4): `glob_error` says why a pattern is malformed; `parse_glob` gives the one
+form every renderer reads (the interpreter's `glob_matches`, the RBAC regex `glob_to_regex`, the
+Lua runtime's table, the solver's regex in analysis/strings.py, the prefix rules are indexed by).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from .paths import PATH_CHARACTERS
 
 _ANY_SEGMENTS = "**"
+ANY = None  # a `**` segment in the parsed form: zero or more whole segments
+
+Segment = tuple[str, ...] | None  # the literal pieces a segment's `*`s stand between, or ANY
+
+
+@lru_cache(maxsize=4096)
+def parse_glob(pattern: str) -> tuple[Segment, ...]:
+    """A checked pattern's segments, split at `/` (the empty one before the leading slash
+    included), each ANY for `**` or the literal pieces between its `*`s:
+    `/a/x*y/**` → `(("",), ("a",), ("x", "y"), ANY)`."""
+    _require_leading_slash(pattern)
+    return tuple(ANY if segment == _ANY_SEGMENTS else tuple(segment.split("*")) for segment in pattern.split("/"))
 
 
 def glob_error(pattern: str) -> str | None:
@@ -35,16 +49,15 @@ def glob_error(pattern: str) -> str | None:
 def glob_matches(pattern: str, path: str) -> bool:
     """`*` is any run (maybe empty) within one segment; a `**` segment is zero or more whole
     segments; the rest is literal and case-sensitive. Same algorithm as lua_runtime/glob.lua."""
-    _require_leading_slash(pattern)
-    return _segments_match(pattern.split("/"), path.split("/"))
+    return _segments_match(parse_glob(pattern), path.split("/"))
 
 
-def _segments_match(pattern: list[str], segments: list[str]) -> bool:
+def _segments_match(pattern: tuple[Segment, ...], segments: list[str]) -> bool:
     """`**` segments cut the pattern into groups of plain segments. The first group must match the
     path's first segments and the last group its last ones; each group between is taken at its
     leftmost place after the one before, which leaves the most room for the rest, so no choice is
     ever revisited (bench/worst_case.py measures the worst cases)."""
-    groups = _split(pattern, _ANY_SEGMENTS)
+    groups = _split(pattern)
     if len(groups) == 1:
         return len(segments) == len(pattern) and _group_at(pattern, segments, 0)
     head, *middle, tail = groups
@@ -61,26 +74,26 @@ def _segments_match(pattern: list[str], segments: list[str]) -> bool:
     return True
 
 
-def _split(items: list[str], separator: str) -> list[list[str]]:
-    groups: list[list[str]] = [[]]
-    for item in items:
-        if item == separator:
+def _split(pattern: tuple[Segment, ...]) -> list[list[tuple[str, ...]]]:
+    groups: list[list[tuple[str, ...]]] = [[]]
+    for segment in pattern:
+        if segment is ANY:
             groups.append([])
         else:
-            groups[-1].append(item)
+            groups[-1].append(segment)
     return groups
 
 
-def _group_at(group: list[str], segments: list[str], at: int) -> bool:
+def _group_at(group, segments: list[str], at: int) -> bool:
     return all(_segment_matches(p, s) for p, s in zip(group, segments[at:at + len(group)], strict=True))
 
 
-def _segment_matches(pattern: str, segment: str) -> bool:
+def _segment_matches(pieces: tuple[str, ...], segment: str) -> bool:
     """The literal pieces between the stars: the first begins the segment, the last ends it, and
     each one between is found leftmost after the one before (linear, as str.find is)."""
-    if "*" not in pattern:
-        return pattern == segment
-    first, *middle, last = pattern.split("*")
+    if len(pieces) == 1:
+        return pieces[0] == segment
+    first, *middle, last = pieces
     stop = len(segment) - len(last)
     if stop < len(first) or not segment.startswith(first) or not segment.endswith(last):
         return False
@@ -100,14 +113,8 @@ _REGEX_SPECIAL = frozenset("\\.+*?()|[]{}^$")
 def glob_to_regex(pattern: str) -> str:
     """An RE2 regex that fully matches exactly the paths `glob_matches(pattern, ·)` accepts.
     `**` becomes `(?:/[^/]*)*`, taking its preceding slash with it, so `/a/**` also matches `/a`."""
-    _require_leading_slash(pattern)
-    pieces = []
-    for segment in pattern.split("/")[1:]:
-        if segment == _ANY_SEGMENTS:
-            pieces.append("(?:/[^/]*)*")
-        else:
-            pieces.append("/" + "".join(_segment_regex(c) for c in segment))
-    return "".join(pieces)
+    return "".join("(?:/[^/]*)*" if segment is ANY else "/" + "[^/]*".join(map(_escaped, segment))
+                   for segment in parse_glob(pattern)[1:])
 
 
 def _require_leading_slash(pattern: str) -> None:
@@ -116,19 +123,18 @@ def _require_leading_slash(pattern: str) -> None:
         raise ValueError(f"a glob starts with '/': {pattern!r}")
 
 
-def _segment_regex(char: str) -> str:
-    if char == "*":
-        return "[^/]*"
-    return "\\" + char if char in _REGEX_SPECIAL else char
+def _escaped(literal: str) -> str:
+    return "".join("\\" + c if c in _REGEX_SPECIAL else c for c in literal)
 
 
 def glob_literal_prefix(pattern: str) -> str:
     """What every path a glob matches starts with: the text before its first `*`, less the slash
     before a `**` segment, which also matches no segment at all (`/a/**` matches `/a`)."""
-    segments = pattern.split("/")
-    for i, segment in enumerate(segments):
-        if segment == "**":
-            return "/".join(segments[:i])
-        if "*" in segment:
-            return "/".join(segments[:i] + [segment.split("*")[0]])
+    written: list[str] = []
+    for segment in parse_glob(pattern):
+        if segment is ANY:
+            return "/".join(written)
+        if len(segment) > 1:
+            return "/".join([*written, segment[0]])
+        written.append(segment[0])
     return pattern
