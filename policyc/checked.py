@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 
 from . import nodes as n
-from .catalog import Catalog
+from .catalog import Catalog, normalize_ref
 from .source import Source
 
 
@@ -29,6 +29,34 @@ class Checked:
     trusts: dict[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)  # trust name → CA certs
     listener_tls: ListenerTls | None = None  # the `tls` block's certificate and key, when declared
     trust_decls: dict[str, n.Trust] = field(default_factory=dict)  # trust name → its (first) declaration
+    _members: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def members(self, node: n.Member | n.MemberOwners) -> Members:
+        """The one reading of `member GROUP` and `member owners of ENTITY` that the interpreter,
+        the backends and the analysis share; worked out once per atom."""
+        found = self._members.get(node)
+        if found is None:
+            found = self._members[node] = _members(self.catalog, node)
+        return found
+
+
+@dataclass(frozen=True)
+class Members:
+    """Who a `member` atom admits, given a token of an issuer marked `catalog users`: a caller
+    whose `sub` is one of `subjects`, or whose `ent` holds one of `entities`."""
+
+    subjects: tuple[str, ...]
+    entities: tuple[str, ...]
+
+
+def _members(catalog: Catalog, node: n.Member | n.MemberOwners) -> Members:
+    if isinstance(node, n.Member):
+        group = normalize_ref(node.group, "group")
+    else:
+        group = catalog.owner_of(normalize_ref(node.entity, None))
+        if not group.startswith("group:"):  # a user owns it: that user, by `sub` or in `ent`
+            return Members((group,), (group,))
+    return Members(tuple(sorted(catalog.users_in(group))), tuple(sorted(catalog.groups_within(group))))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import nodes as n
-from ..catalog import normalize_ref
 from ..checked import Checked
 from ..semantics.glob import glob_literal_prefix
 
@@ -27,16 +26,9 @@ class Membership:
 
 
 def membership(checked: Checked, node: n.Member | n.MemberOwners) -> Membership:
-    catalog = checked.catalog
+    members = checked.members(node)
     issuer_urls = tuple(sorted(i.url for i in checked.issuers.values() if i.catalog_users))
-    if isinstance(node, n.Member):
-        group = normalize_ref(node.group, "group")
-    else:
-        group = catalog.owner_of(normalize_ref(node.entity, None))
-        if not group.startswith("group:"):  # a user owns it: that user, by `sub` or in `ent`
-            return Membership(issuer_urls, (group,), (group,))
-    return Membership(issuer_urls, tuple(sorted(catalog.users_in(group))),
-                      tuple(sorted(catalog.groups_within(group))))
+    return Membership(issuer_urls, members.subjects, members.entities)
 
 
 def required_prefixes(checked: Checked, expr: n.Expr) -> tuple[str, ...] | None:
