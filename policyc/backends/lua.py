@@ -51,8 +51,11 @@ def runtime_source() -> str:
     return bundle(runtime_modules())
 
 
-class _Emitter:
-    """Emits one service: constants into table K, named conditions into table C, then the rules."""
+class _Emitter(n.Visitor):
+    """Emits one service: constants into table K, named conditions into table C, then the rules.
+    `visit` gives a condition's Lua expression, a handler per node type."""
+
+    lowered = frozenset({n.GrpcTest})  # the checker writes gRPC atoms out as path tests
 
     def __init__(self, checked: Checked):
         self.checked = checked
@@ -67,57 +70,72 @@ class _Emitter:
     def condition(self, name: str) -> str:
         if name not in self.conditions:
             index = self.conditions[name] = len(self.conditions) + 1
-            body = self.expr(self.checked.conditions[name].expr)
+            body = self.visit(self.checked.conditions[name].expr)
             self.condition_lines.append(f"C[{index}] = function(q) return {body} end  -- condition {name}")
         return f"C[{self.conditions[name]}](q)"
 
     def claim(self, claim: n.Claim) -> str:
         return f"claims.value(q, {self.constant(_list(claim.path))})"
 
-    def expr(self, expr: n.Expr) -> str:
-        match expr:
-            case n.And(operands):
-                return "(" + " and ".join(self.expr(o) for o in operands) + ")"
-            case n.Or(operands):
-                return "(" + " or ".join(self.expr(o) for o in operands) + ")"
-            case n.Not(operand):
-                return f"(not {self.expr(operand)})"
-            case n.ConditionRef(name):
-                return self.condition(name)
-            case n.Authenticated():
-                return "(q.payload ~= nil)"
-            case n.IssuerIs(name):
-                return f"(q.payload ~= nil and q.payload.iss == {lua_string(self.checked.issuers[name].url)})"
-            case n.MethodTest(n.Op.EQ, (method,)):
-                return f"(q.method == {lua_string(method)})"
-            case n.MethodTest(_, methods):
-                return f"({self.constant(_set(methods))}[q.method] == true)"
-            case n.PathTest(op, values):
-                return self.path(op, values)
-            case n.HeaderTest(name, op, values):
-                test, argument = _string_test(op, values)
-                return f"request.any_header_value(q, {lua_string(name)}, {test}, {self.constant(argument)})"
-            case n.HeaderPresent(name):
-                return f"(q.headers:getNumValues({lua_string(name)}) > 0)"
-            case n.HeaderEqualsClaim(name, claim):
-                return f"request.any_header_value(q, {lua_string(name)}, claims.equals_claim, {self.claim(claim)})"
-            case n.SourceIn(cidrs):
-                return f"net.any_contains({self.constant(_networks(cidrs))}, request.peer(q, net))"
-            case n.ClaimTest(claim, op, values):
-                return self.claim_test(claim, op, values)
-            case n.ClaimIsBool(claim, value):
-                return f"({self.claim(claim)} == {'true' if value else 'false'})"
-            case n.Member() | n.MemberOwners():
-                facts = membership(self.checked, expr)
-                table = (f"{{issuers = {_set(facts.issuer_urls)}, subjects = {_set(facts.subjects)}, "
-                         f"entities = {_set(facts.entities)}}}")
-                return f"claims.member(q, {self.constant(table)})"
-            case n.PeerTest(field, op, values):
-                test, argument = _string_test(op, values)
-                return f"peer.any(q, {lua_string(field.value)}, {test}, {self.constant(argument)})"
-            case n.PeerTrusted():  # one trust only when named (check.py): any verified certificate
-                return "peer.trusted(q)"
-        raise TypeError(f"no Lua form for {type(expr).__name__}")
+    def visit_And(self, expr: n.And) -> str:
+        return "(" + " and ".join(self.visit(o) for o in expr.operands) + ")"
+
+    def visit_Or(self, expr: n.Or) -> str:
+        return "(" + " or ".join(self.visit(o) for o in expr.operands) + ")"
+
+    def visit_Not(self, expr: n.Not) -> str:
+        return f"(not {self.visit(expr.operand)})"
+
+    def visit_ConditionRef(self, expr: n.ConditionRef) -> str:
+        return self.condition(expr.name)
+
+    def visit_Authenticated(self, expr: n.Authenticated) -> str:
+        return "(q.payload ~= nil)"
+
+    def visit_IssuerIs(self, expr: n.IssuerIs) -> str:
+        return f"(q.payload ~= nil and q.payload.iss == {lua_string(self.checked.issuers[expr.name].url)})"
+
+    def visit_MethodTest(self, expr: n.MethodTest) -> str:
+        if expr.op is n.Op.EQ and len(expr.methods) == 1:
+            return f"(q.method == {lua_string(expr.methods[0])})"
+        return f"({self.constant(_set(expr.methods))}[q.method] == true)"
+
+    def visit_PathTest(self, expr: n.PathTest) -> str:
+        return self.path(expr.op, expr.values)
+
+    def visit_HeaderTest(self, expr: n.HeaderTest) -> str:
+        test, argument = _string_test(expr.op, expr.values)
+        return f"request.any_header_value(q, {lua_string(expr.name)}, {test}, {self.constant(argument)})"
+
+    def visit_HeaderPresent(self, expr: n.HeaderPresent) -> str:
+        return f"(q.headers:getNumValues({lua_string(expr.name)}) > 0)"
+
+    def visit_HeaderEqualsClaim(self, expr: n.HeaderEqualsClaim) -> str:
+        return f"request.any_header_value(q, {lua_string(expr.name)}, claims.equals_claim, {self.claim(expr.claim)})"
+
+    def visit_SourceIn(self, expr: n.SourceIn) -> str:
+        return f"net.any_contains({self.constant(_networks(expr.cidrs))}, request.peer(q, net))"
+
+    def visit_ClaimTest(self, expr: n.ClaimTest) -> str:
+        return self.claim_test(expr.claim, expr.op, expr.values)
+
+    def visit_ClaimIsBool(self, expr: n.ClaimIsBool) -> str:
+        return f"({self.claim(expr.claim)} == {'true' if expr.value else 'false'})"
+
+    def visit_Member(self, expr: n.Member | n.MemberOwners) -> str:
+        facts = membership(self.checked, expr)
+        table = (f"{{issuers = {_set(facts.issuer_urls)}, subjects = {_set(facts.subjects)}, "
+                 f"entities = {_set(facts.entities)}}}")
+        return f"claims.member(q, {self.constant(table)})"
+
+    visit_MemberOwners = visit_Member
+
+    def visit_PeerTest(self, expr: n.PeerTest) -> str:
+        test, argument = _string_test(expr.op, expr.values)
+        return f"peer.any(q, {lua_string(expr.field.value)}, {test}, {self.constant(argument)})"
+
+    def visit_PeerTrusted(self, expr: n.PeerTrusted) -> str:
+        return "peer.trusted(q)"  # one trust only when named (check.py): any verified certificate
 
     def path(self, op: n.Op, values) -> str:
         match op:
@@ -180,7 +198,7 @@ def _rules_table(emitter: _Emitter, rules: list[n.Rule]) -> str:
         where = f"  -- {lua_string(f'{os.path.basename(rule.span.path)}:{rule.span.line}')}" if rule.span else ""
         prefixes = required_prefixes(emitter.checked, rule.expr)
         indexed = f" prefixes = {_list(prefixes)}," if prefixes else ""
-        test = f"function(q) return {emitter.expr(rule.expr)} end"
+        test = f"function(q) return {emitter.visit(rule.expr)} end"
         lines.append(f"  {{name = {lua_string(rule.name)},{indexed} test = {test}}}," + where)
     lines.append("})")
     return "\n".join(lines)

@@ -74,8 +74,11 @@ def _header(name: str, string_match: dict) -> dict:
     return {"header": {"name": name, "string_match": string_match}}
 
 
-class PrincipalBuilder:
-    """Turns conditions into RBAC Principal trees for one checked policy set."""
+class PrincipalBuilder(n.Visitor):
+    """Turns conditions into RBAC Principal trees for one checked policy set: a handler per node
+    type, raising `Unsupported` for what RBAC cannot express."""
+
+    lowered = frozenset({n.GrpcTest})  # the checker writes gRPC atoms out as path tests
 
     def __init__(self, checked: Checked):
         self.checked = checked
@@ -88,52 +91,75 @@ class PrincipalBuilder:
         return self._rules[rule.name]
 
     def build(self, expr: n.Expr) -> dict:
-        match expr:
-            case n.And(operands):
-                return _all_of([self.build(o) for o in operands])
-            case n.Or(operands):
-                return _any_of([self.build(o) for o in operands])
-            case n.Not(operand):
-                return {"not_id": self.build(operand)}
-            case n.ConditionRef(name):
-                return self.build(self.checked.conditions[name].expr)
-            case n.Authenticated():
-                return _claim((), {"present_match": True}, expr)
-            case n.IssuerIs(name):
-                return _claim(("iss",), {"string_match": {"exact": self.checked.issuers[name].url}}, expr)
-            case n.MethodTest(_, methods):
-                return _any_of([_header(":method", {"exact": m}) for m in methods])
-            case n.PathTest(op, values):
-                return _any_of([{"url_path": {"path": self._path_match(op, v)}} for v in values])
-            case n.HeaderTest(name, op, values):
-                return _any_of([_header(name, _string_match(op, v)) for v in values])
-            case n.HeaderPresent(name):
-                return {"header": {"name": name, "present_match": True}}
-            case n.HeaderEqualsClaim():
-                raise Unsupported(expr, "RBAC cannot compare a header with a claim")
-            case n.SourceIn(cidrs):
-                return _any_of([_cidr(c) for c in cidrs])
-            case n.ClaimTest(claim, n.Op.CONTAINS, (value,)):
-                return _any_of([
-                    _claim(claim.path, {"list_match": {"one_of": {"string_match": {"exact": value}}}}, expr),
-                    _claim(claim.path, {"string_match": {"exact": value}}, expr),
-                ])
-            case n.ClaimTest(claim, op, values):
-                return _any_of([_claim(claim.path, {"string_match": _string_match(op, v)}, expr) for v in values])
-            case n.ClaimIsBool(claim, value):
-                return _claim(claim.path, {"bool_match": value}, expr)
-            case n.Member() | n.MemberOwners():
-                return self._membership(expr)
-            case n.PeerTrusted():  # one trust only when named (check.py): any verified certificate
-                return _mtls({"any_validated_client_certificate": True})
-            case n.PeerTest(n.PeerField.SUBJECT):
-                # `authenticated.principal_name` would also match the SANs, and the typed SAN
-                # matcher has no subject: the Lua filter reads the subject on its own.
-                raise Unsupported(expr, "RBAC cannot match a certificate's subject apart from its SANs")
-            case n.PeerTest(field, op, values):
-                return _any_of([_mtls({"san_matcher": {"san_type": field.name, "matcher": _san_match(field, op, v)}})
-                                for v in values])
-        raise TypeError(f"no RBAC form for {type(expr).__name__}")
+        """The principal of a condition."""
+        return self.visit(expr)
+
+    def visit_And(self, expr: n.And) -> dict:
+        return _all_of([self.visit(o) for o in expr.operands])
+
+    def visit_Or(self, expr: n.Or) -> dict:
+        return _any_of([self.visit(o) for o in expr.operands])
+
+    def visit_Not(self, expr: n.Not) -> dict:
+        return {"not_id": self.visit(expr.operand)}
+
+    def visit_ConditionRef(self, expr: n.ConditionRef) -> dict:
+        return self.visit(self.checked.conditions[expr.name].expr)
+
+    def visit_Authenticated(self, expr: n.Authenticated) -> dict:
+        return _claim((), {"present_match": True}, expr)
+
+    def visit_IssuerIs(self, expr: n.IssuerIs) -> dict:
+        return _claim(("iss",), {"string_match": {"exact": self.checked.issuers[expr.name].url}}, expr)
+
+    def visit_MethodTest(self, expr: n.MethodTest) -> dict:
+        return _any_of([_header(":method", {"exact": m}) for m in expr.methods])
+
+    def visit_PathTest(self, expr: n.PathTest) -> dict:
+        return _any_of([{"url_path": {"path": self._path_match(expr.op, v)}} for v in expr.values])
+
+    def visit_HeaderTest(self, expr: n.HeaderTest) -> dict:
+        return _any_of([_header(expr.name, _string_match(expr.op, v)) for v in expr.values])
+
+    def visit_HeaderPresent(self, expr: n.HeaderPresent) -> dict:
+        return {"header": {"name": expr.name, "present_match": True}}
+
+    def visit_HeaderEqualsClaim(self, expr: n.HeaderEqualsClaim) -> dict:
+        raise Unsupported(expr, "RBAC cannot compare a header with a claim")
+
+    def visit_SourceIn(self, expr: n.SourceIn) -> dict:
+        return _any_of([_cidr(c) for c in expr.cidrs])
+
+    def visit_ClaimTest(self, expr: n.ClaimTest) -> dict:
+        path = expr.claim.path
+        if expr.op is n.Op.CONTAINS:  # one value (the grammar's): an element of a list, or the string
+            (value,) = expr.values
+            return _any_of([
+                _claim(path, {"list_match": {"one_of": {"string_match": {"exact": value}}}}, expr),
+                _claim(path, {"string_match": {"exact": value}}, expr),
+            ])
+        return _any_of([_claim(path, {"string_match": _string_match(expr.op, v)}, expr) for v in expr.values])
+
+    def visit_ClaimIsBool(self, expr: n.ClaimIsBool) -> dict:
+        return _claim(expr.claim.path, {"bool_match": expr.value}, expr)
+
+    def visit_Member(self, expr: n.Member | n.MemberOwners) -> dict:
+        return self._membership(expr)
+
+    visit_MemberOwners = visit_Member
+
+    def visit_PeerTrusted(self, expr: n.PeerTrusted) -> dict:
+        # One trust only when named (check.py): any verified certificate.
+        return _mtls({"any_validated_client_certificate": True})
+
+    def visit_PeerTest(self, expr: n.PeerTest) -> dict:
+        if expr.field is n.PeerField.SUBJECT:
+            # `authenticated.principal_name` would also match the SANs, and the typed SAN
+            # matcher has no subject: the Lua filter reads the subject on its own.
+            raise Unsupported(expr, "RBAC cannot match a certificate's subject apart from its SANs")
+        return _any_of([_mtls({"san_matcher": {"san_type": expr.field.name,
+                                               "matcher": _san_match(expr.field, expr.op, v)}})
+                        for v in expr.values])
 
     @staticmethod
     def _path_match(op: n.Op, value: str) -> dict:
