@@ -1,4 +1,4 @@
--- Path globs (mirrors policyc/interpret/glob.py). A compiled pattern is an array of segments;
+-- Path globs (mirrors policyc/semantics/glob.py). A compiled pattern is an array of segments;
 -- a segment is the marker ANY (`**`) or an array of literal pieces that `*`s stand between.
 -- `**` segments cut a pattern into groups of plain segments: the first group matches the path's
 -- first segments, the last group its last ones, and each group between is taken at its leftmost

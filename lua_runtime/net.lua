@@ -1,4 +1,4 @@
--- CIDR matching on the direct peer (mirrors policyc/interpret/net.py). Addresses and networks
+-- CIDR matching on the direct peer (mirrors policyc/semantics/net.py). Addresses and networks
 -- are arrays of byte values: 4 for IPv4, 16 for IPv6. An IPv4-mapped IPv6 peer is compared as IPv4.
 local M = {}
 

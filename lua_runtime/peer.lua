@@ -1,4 +1,4 @@
--- The verified client certificate (mirrors policyc/interpret/peer.py), read once per request from
+-- The verified client certificate (mirrors policyc/semantics/peer.py), read once per request from
 -- the downstream TLS connection. No TLS, no certificate, or one not validated: no peer, and every
 -- peer atom is false. A certificate that fails validation never gets here: the handshake fails.
 local M = {}

@@ -28,7 +28,7 @@ end
 return M
 end)()
 local glob = (function()
--- Path globs (mirrors policyc/interpret/glob.py). A compiled pattern is an array of segments;
+-- Path globs (mirrors policyc/semantics/glob.py). A compiled pattern is an array of segments;
 -- a segment is the marker ANY (`**`) or an array of literal pieces that `*`s stand between.
 -- `**` segments cut a pattern into groups of plain segments: the first group matches the path's
 -- first segments, the last group its last ones, and each group between is taken at its leftmost
@@ -133,7 +133,7 @@ end
 return M
 end)()
 local net = (function()
--- CIDR matching on the direct peer (mirrors policyc/interpret/net.py). Addresses and networks
+-- CIDR matching on the direct peer (mirrors policyc/semantics/net.py). Addresses and networks
 -- are arrays of byte values: 4 for IPv4, 16 for IPv6. An IPv4-mapped IPv6 peer is compared as IPv4.
 local M = {}
 
@@ -394,7 +394,7 @@ end
 return M
 end)()
 local peer = (function()
--- The verified client certificate (mirrors policyc/interpret/peer.py), read once per request from
+-- The verified client certificate (mirrors policyc/semantics/peer.py), read once per request from
 -- the downstream TLS connection. No TLS, no certificate, or one not validated: no peer, and every
 -- peer atom is false. A certificate that fails validation never gets here: the handshake fails.
 local M = {}
