@@ -280,8 +280,9 @@ def _check_service(service: n.Service) -> Iterator[Diagnostic]:
 # ---------------------------------------------------------------- conditions
 
 
-class _ExprChecker:
-    """Walks one condition and reports unknown names and malformed literals."""
+class _ExprChecker(n.Visitor):
+    """The unknown names and malformed literals of one condition: `visit(expr)` yields the
+    diagnostics of each node, parents before children. It sees gRPC atoms as written."""
 
     def __init__(self, checked: Checked, has_catalog_issuer: bool, has_catalog: bool):
         self.checked = checked
@@ -289,23 +290,26 @@ class _ExprChecker:
         self.has_catalog = has_catalog
         self.grpc_seen = False  # whether any gRPC atom was met, to be written out as path tests
 
-    def check(self, expr: n.Expr) -> Iterator[Diagnostic]:
-        for node in n.walk(expr):
-            handler = getattr(self, f"check_{type(node).__name__}", None)
-            if handler:
-                yield from handler(node)
+    def visit_And(self, node: n.And | n.Or) -> Iterator[Diagnostic]:
+        for operand in node.operands:
+            yield from self.visit(operand)
 
-    def check_ConditionRef(self, node: n.ConditionRef):
+    visit_Or = visit_And
+
+    def visit_Not(self, node: n.Not) -> Iterator[Diagnostic]:
+        yield from self.visit(node.operand)
+
+    def visit_ConditionRef(self, node: n.ConditionRef):
         if node.name not in self.checked.conditions:
             yield error("check/unknown-condition", f"no condition is named `{node.name}`", node.span,
                         hint=_did_you_mean(node.name, self.checked.conditions))
 
-    def check_IssuerIs(self, node: n.IssuerIs):
+    def visit_IssuerIs(self, node: n.IssuerIs):
         if node.name not in self.checked.issuers:
             yield error("check/unknown-issuer", f"no issuer is named `{node.name}`", node.span,
                         hint=_did_you_mean(node.name, self.checked.issuers))
 
-    def check_MethodTest(self, node: n.MethodTest):
+    def visit_MethodTest(self, node: n.MethodTest):
         for method, span in _with_spans(node.methods, node):
             if not _METHOD.match(method):
                 # Upper case is the fix only for a method the proxy accepts: `fetch` is refused as `FETCH` too.
@@ -315,7 +319,7 @@ class _ExprChecker:
                 yield error("check/bad-method", f"the proxy refuses `{method}` requests before any rule",
                             span, hint=_METHODS_HINT)
 
-    def check_PathTest(self, node: n.PathTest):
+    def visit_PathTest(self, node: n.PathTest):
         if node.op is n.Op.IN and not node.values:
             yield error("check/empty-list", "an empty list never matches", node.span)
         for value, span in _with_spans(node.values, node):
@@ -326,7 +330,7 @@ class _ExprChecker:
                 yield error("check/bad-path", f"path `{value}` {problem}", span,
                             hint="paths are compared after the proxy normalizes them")
 
-    def check_GrpcTest(self, node: n.GrpcTest):
+    def visit_GrpcTest(self, node: n.GrpcTest):
         self.grpc_seen = True
         if node.op is n.Op.IN and not node.names:
             yield error("check/empty-list", "an empty list never matches", node.span)
@@ -335,32 +339,32 @@ class _ExprChecker:
                 message, hint = problem
                 yield error("check/bad-grpc-name", message, span, hint=hint)
 
-    def check_HeaderTest(self, node: n.HeaderTest):
+    def visit_HeaderTest(self, node: n.HeaderTest):
         yield from _header_name(node.name, node.span)
         if node.op is n.Op.IN and not node.values:
             yield error("check/empty-list", "an empty list never matches", node.span)
 
-    def check_HeaderPresent(self, node: n.HeaderPresent):
+    def visit_HeaderPresent(self, node: n.HeaderPresent):
         yield from _header_name(node.name, node.span)
 
-    def check_HeaderEqualsClaim(self, node: n.HeaderEqualsClaim):
+    def visit_HeaderEqualsClaim(self, node: n.HeaderEqualsClaim):
         yield from _header_name(node.name, node.span)
         yield from self._issuer_available(node)
 
-    def check_Authenticated(self, node: n.Authenticated):
+    def visit_Authenticated(self, node: n.Authenticated):
         yield from self._issuer_available(node)
 
-    def check_ClaimIsBool(self, node: n.ClaimIsBool):
+    def visit_ClaimIsBool(self, node: n.ClaimIsBool):
         yield from self._issuer_available(node)
 
-    def check_SourceIn(self, node: n.SourceIn):
+    def visit_SourceIn(self, node: n.SourceIn):
         if not node.cidrs:
             yield error("check/empty-list", "an empty list never matches", node.span)
         for cidr, span in _with_spans(node.cidrs, node):
             if (problem := cidr_error(cidr)) is not None:
                 yield error("check/bad-cidr", f"`{cidr}`: {problem}", span)
 
-    def check_ClaimTest(self, node: n.ClaimTest):
+    def visit_ClaimTest(self, node: n.ClaimTest):
         if node.op is n.Op.IN and not node.values:
             yield error("check/empty-list", "an empty list never matches", node.span)
         yield from self._issuer_available(node)
@@ -373,7 +377,7 @@ class _ExprChecker:
                           hint='declare the issuer of the callers\' tokens: issuer NAME { url "https://…" '
                                'jwks "https://…/jwks.json" }')
 
-    def check_Member(self, node: n.Member):
+    def visit_Member(self, node: n.Member):
         yield from self._catalog_available(node)
         ref = normalize_ref(node.group, "group")
         if ref is None or not ref.startswith("group:"):
@@ -383,7 +387,7 @@ class _ExprChecker:
             yield error("check/unknown-group", f"the catalog has no group `{ref}`", node.span,
                         hint=_did_you_mean(ref, [r for r in self.checked.catalog.entities if r.startswith("group:")]))
 
-    def check_MemberOwners(self, node: n.MemberOwners):
+    def visit_MemberOwners(self, node: n.MemberOwners):
         yield from self._catalog_available(node)
         ref = normalize_ref(node.entity, None)
         if ref is None:
@@ -400,12 +404,12 @@ class _ExprChecker:
                 yield error("check/unknown-entity", f"the owner of `{ref}`, `{owner}`, is not in the catalog",
                             node.span, hint="add the owner to the catalog, or fix the entity's spec.owner")
 
-    def check_PeerTest(self, node: n.PeerTest):
+    def visit_PeerTest(self, node: n.PeerTest):
         yield from self._trust_available(node)
         if node.op is n.Op.IN and not node.values:
             yield error("check/empty-list", "an empty list never matches", node.span)
 
-    def check_PeerTrusted(self, node: n.PeerTrusted):
+    def visit_PeerTrusted(self, node: n.PeerTrusted):
         yield from self._trust_available(node)
         trusts = self.checked.trust_decls
         if node.trust is None or not trusts:
@@ -615,36 +619,60 @@ def _size_limits(checked: Checked, order: list[str]) -> tuple[set[str], list[Dia
 def can_match_anonymous(expr: n.Expr, conditions: dict[str, n.Condition]) -> bool:
     """Whether some request without a token or a client certificate could satisfy `expr`
     (three-valued: claim and peer atoms are false)."""
-    return _anonymous(expr, conditions, frozenset()) is not False
+    return _Anonymous(conditions).of(expr) is not False
 
 
-def _anonymous(expr: n.Expr, conditions, seen: frozenset, call: str | None = None) -> bool | None:
-    """True/False when `expr` holds/fails for every anonymous request (every anonymous gRPC call
-    of the path `call`, when given); None when it depends."""
-    match expr:
-        case n.And(operands):
-            values = [_anonymous(o, conditions, seen, call) for o in operands]
-            return False if False in values else (True if all(v is True for v in values) else None)
-        case n.Or(operands):
-            values = [_anonymous(o, conditions, seen, call) for o in operands]
-            return True if True in values else (False if all(v is False for v in values) else None)
-        case n.Not(operand):
-            value = _anonymous(operand, conditions, seen, call)
-            return None if value is None else not value
-        case n.ConditionRef(name):
-            if name not in conditions or name in seen:
-                return None
-            return _anonymous(conditions[name].expr, conditions, seen | {name}, call)
-        case (n.Authenticated() | n.IssuerIs() | n.HeaderEqualsClaim() | n.ClaimTest() | n.ClaimIsBool()
-              | n.Member() | n.MemberOwners() | n.PeerTest() | n.PeerTrusted()):
-            return False
-        case n.GrpcTest():
-            return _anonymous(n.grpc_paths(expr), conditions, seen, call)
-        case n.PathTest(op, values) if call is not None:
-            return path_matches(op, values, call)
-        case n.MethodTest(_, methods) if call is not None:
-            return "POST" in methods  # every gRPC call is a POST
-    return None
+class _Anonymous(n.Visitor):
+    """Whether a condition holds for requests without a token or a client certificate (for
+    anonymous gRPC calls of the path `call`, when given). `visit(expr, seen)` takes the names of
+    the conditions being written out, so that a cycle (reported elsewhere) depends."""
+
+    def __init__(self, conditions: dict[str, n.Condition], call: str | None = None):
+        self.conditions = conditions
+        self.call = call
+
+    def of(self, expr: n.Expr) -> bool | None:
+        """True/False when `expr` holds/fails for every such request; None when it depends."""
+        return self.visit(expr, frozenset())
+
+    def visit_And(self, expr: n.And, seen: frozenset) -> bool | None:
+        values = [self.visit(o, seen) for o in expr.operands]
+        return False if False in values else (True if all(v is True for v in values) else None)
+
+    def visit_Or(self, expr: n.Or, seen: frozenset) -> bool | None:
+        values = [self.visit(o, seen) for o in expr.operands]
+        return True if True in values else (False if all(v is False for v in values) else None)
+
+    def visit_Not(self, expr: n.Not, seen: frozenset) -> bool | None:
+        value = self.visit(expr.operand, seen)
+        return None if value is None else not value
+
+    def visit_ConditionRef(self, expr: n.ConditionRef, seen: frozenset) -> bool | None:
+        if expr.name not in self.conditions or expr.name in seen:
+            return None
+        return self.visit(self.conditions[expr.name].expr, seen | {expr.name})
+
+    def _needs_identity(self, expr: n.Expr, seen: frozenset) -> bool:
+        """A token or certificate atom: false without either."""
+        return False
+
+    visit_Authenticated = visit_IssuerIs = visit_HeaderEqualsClaim = visit_ClaimTest = _needs_identity
+    visit_ClaimIsBool = visit_Member = visit_MemberOwners = visit_PeerTest = visit_PeerTrusted = _needs_identity
+
+    def _depends(self, expr: n.Expr, seen: frozenset) -> None:
+        """An atom on what any caller may send."""
+        return None
+
+    visit_HeaderTest = visit_HeaderPresent = visit_SourceIn = _depends
+
+    def visit_GrpcTest(self, expr: n.GrpcTest, seen: frozenset) -> bool | None:
+        return self.visit(n.grpc_paths(expr), seen)
+
+    def visit_PathTest(self, expr: n.PathTest, seen: frozenset) -> bool | None:
+        return None if self.call is None else path_matches(expr.op, expr.values, self.call)
+
+    def visit_MethodTest(self, expr: n.MethodTest, seen: frozenset) -> bool | None:
+        return None if self.call is None else "POST" in expr.methods  # every gRPC call is a POST
 
 
 def _identity_atom(checked: Checked) -> str | None:
@@ -709,10 +737,10 @@ def _grpc_warnings(service: n.Service, checked: Checked, skipped: set[int]) -> I
         return
     denies = [r for r in rules if r.effect is n.Effect.DENY]
     open_calls = [call for call in REFLECTION_CALLS
-                  if not any(_anonymous(r.expr, conditions, frozenset(), call) is True for r in denies)]
+                  if not any(_Anonymous(conditions, call).of(r.expr) is True for r in denies)]
     for rule in rules:
         if rule.effect is n.Effect.ALLOW and not _names_reflection(rule.expr, conditions) and any(
-                _anonymous(rule.expr, conditions, frozenset(), call) is not False for call in open_calls):
+                _Anonymous(conditions, call).of(rule.expr) is not False for call in open_calls):
             yield warning("check/anonymous-reflection", f"rule `{rule.name}` lets callers without a token "
                           "reach gRPC server reflection", rule.name_span,
                           hint="reflection lists every service and method: add `deny \"no-reflection\" when grpc "
@@ -774,10 +802,10 @@ def check(policy_set: n.PolicySet, roots: Roots) -> tuple[Checked, list[Diagnost
 
     exprs = _ExprChecker(checked, any(i.catalog_users for i in policy_set.issuers), bool(policy_set.catalogs))
     for condition in policy_set.conditions:
-        diagnostics += exprs.check(condition.expr)
+        diagnostics += exprs.visit(condition.expr)
     for service in policy_set.services:
         for rule in service.rules:
-            diagnostics += exprs.check(rule.expr)
+            diagnostics += exprs.visit(rule.expr)
     order, cycles = _condition_order(checked.conditions)
     diagnostics += cycles
     if not cycles:  # the analyses below write named conditions out: they need them acyclic

@@ -275,7 +275,10 @@ class Visitor:
     lowered: typing.ClassVar[frozenset[type]] = frozenset()
 
     def visit(self, expr: Expr, *args):
-        return getattr(self, _HANDLERS[type(expr)])(expr, *args)
+        return getattr(self, _HANDLERS[type(expr)], self._unread)(expr, *args)
+
+    def _unread(self, expr: Expr, *args):
+        raise TypeError(f"{type(self).__name__} does not read {type(expr).__name__}: an earlier stage rewrites it")
 
 
 _HANDLERS = {node_type: f"visit_{node_type.__name__}" for node_type in EXPRESSIONS}

@@ -39,8 +39,10 @@ def _compare_jwt(op: n.Op, values: tuple[str, ...]) -> bool:
     return False
 
 
-class Encoder:
+class Encoder(n.Visitor):
     """The z3 terms of one checked policy set: `holds(expr)` and `outcome(service)`."""
+
+    lowered = frozenset({n.GrpcTest})  # the checker writes gRPC atoms out as path tests
 
     def __init__(self, space: RequestSpace, checked: Checked):
         self.space = space
@@ -83,54 +85,73 @@ class Encoder:
     # ---------------------------------------------------------------- conditions
 
     def holds(self, expr: n.Expr) -> z3.BoolRef:
-        space = self.space
-        match expr:
-            case n.And(operands):
-                return z3.And([self.holds(o) for o in operands])
-            case n.Or(operands):
-                return z3.Or([self.holds(o) for o in operands])
-            case n.Not(operand):
-                return z3.Not(self.holds(operand))
-            case n.ConditionRef(name):
-                if name not in self._conditions:
-                    self._conditions[name] = self.holds(self.checked.conditions[name].expr)
-                return self._conditions[name]
-            case n.Authenticated():
-                return self.authenticated
-            case n.IssuerIs(name):
-                return self.valid[name]
-            case n.MethodTest(_, methods):
-                return space.method_in(methods)
-            case n.PathTest(op, values):
-                return self.path_matches(op, values)
-            case n.HeaderTest(name, op, values):
-                return self._header(name, lambda v: v.test(op, values), _compare_jwt(op, values))
-            case n.HeaderPresent(name):
-                return self._header(name, lambda v: z3.BoolVal(True), True)
-            case n.HeaderEqualsClaim(name, claim):
-                c = space.claim(claim.path)
-                test = self._header(name, lambda v: v.same_as(c.text), False)
-                return z3.And(self.authenticated, c.kind == STRING, test)
-            case n.SourceIn(cidrs):
-                return z3.Or([space.source_in(c) for c in cidrs])
-            case n.ClaimTest(claim, op, values):
-                c = space.claim(claim.path)
-                test = c.contains(values[0]) if op is n.Op.CONTAINS else c.is_string(op, values)
-                return z3.And(self.authenticated, test)
-            case n.ClaimIsBool(claim, value):
-                c = space.claim(claim.path)
-                return z3.And(self.authenticated, c.kind == BOOL, c.flag == value)
-            case n.Member(group):
-                return self.member_of_group(normalize_ref(group, "group"))
-            case n.MemberOwners(entity):
-                return self.is_owner(normalize_ref(entity, None))
-            case n.PeerTest(field, op, values):
-                return z3.And(self.verified, space.peer_values(field).any_value(lambda v: v.test(op, values)))
-            case n.PeerTrusted(None):
-                return self.verified
-            case n.PeerTrusted(trust):
-                return space.issued_by({ca for ca, name in self.trust_of.items() if name == trust})
-        raise TypeError(f"no encoding for {type(expr).__name__}")
+        """Whether the symbolic request satisfies `expr`, as a z3 term."""
+        return self.visit(expr)
+
+    def visit_And(self, expr: n.And) -> z3.BoolRef:
+        return z3.And([self.visit(o) for o in expr.operands])
+
+    def visit_Or(self, expr: n.Or) -> z3.BoolRef:
+        return z3.Or([self.visit(o) for o in expr.operands])
+
+    def visit_Not(self, expr: n.Not) -> z3.BoolRef:
+        return z3.Not(self.visit(expr.operand))
+
+    def visit_ConditionRef(self, expr: n.ConditionRef) -> z3.BoolRef:
+        if expr.name not in self._conditions:
+            self._conditions[expr.name] = self.visit(self.checked.conditions[expr.name].expr)
+        return self._conditions[expr.name]
+
+    def visit_Authenticated(self, expr: n.Authenticated) -> z3.BoolRef:
+        return self.authenticated
+
+    def visit_IssuerIs(self, expr: n.IssuerIs) -> z3.BoolRef:
+        return self.valid[expr.name]
+
+    def visit_MethodTest(self, expr: n.MethodTest) -> z3.BoolRef:
+        return self.space.method_in(expr.methods)
+
+    def visit_PathTest(self, expr: n.PathTest) -> z3.BoolRef:
+        return self.path_matches(expr.op, expr.values)
+
+    def visit_HeaderTest(self, expr: n.HeaderTest) -> z3.BoolRef:
+        op, values = expr.op, expr.values
+        return self._header(expr.name, lambda v: v.test(op, values), _compare_jwt(op, values))
+
+    def visit_HeaderPresent(self, expr: n.HeaderPresent) -> z3.BoolRef:
+        return self._header(expr.name, lambda v: z3.BoolVal(True), True)
+
+    def visit_HeaderEqualsClaim(self, expr: n.HeaderEqualsClaim) -> z3.BoolRef:
+        c = self.space.claim(expr.claim.path)
+        test = self._header(expr.name, lambda v: v.same_as(c.text), False)
+        return z3.And(self.authenticated, c.kind == STRING, test)
+
+    def visit_SourceIn(self, expr: n.SourceIn) -> z3.BoolRef:
+        return z3.Or([self.space.source_in(c) for c in expr.cidrs])
+
+    def visit_ClaimTest(self, expr: n.ClaimTest) -> z3.BoolRef:
+        c, op, values = self.space.claim(expr.claim.path), expr.op, expr.values
+        test = c.contains(values[0]) if op is n.Op.CONTAINS else c.is_string(op, values)
+        return z3.And(self.authenticated, test)
+
+    def visit_ClaimIsBool(self, expr: n.ClaimIsBool) -> z3.BoolRef:
+        c = self.space.claim(expr.claim.path)
+        return z3.And(self.authenticated, c.kind == BOOL, c.flag == expr.value)
+
+    def visit_Member(self, expr: n.Member) -> z3.BoolRef:
+        return self.member_of_group(normalize_ref(expr.group, "group"))
+
+    def visit_MemberOwners(self, expr: n.MemberOwners) -> z3.BoolRef:
+        return self.is_owner(normalize_ref(expr.entity, None))
+
+    def visit_PeerTest(self, expr: n.PeerTest) -> z3.BoolRef:
+        op, values = expr.op, expr.values
+        return z3.And(self.verified, self.space.peer_values(expr.field).any_value(lambda v: v.test(op, values)))
+
+    def visit_PeerTrusted(self, expr: n.PeerTrusted) -> z3.BoolRef:
+        if expr.trust is None:
+            return self.verified
+        return self.space.issued_by({ca for ca, name in self.trust_of.items() if name == expr.trust})
 
     def path_matches(self, op: n.Op, values: tuple[str, ...]) -> z3.BoolRef:
         return self.space.paths.atom(op, values)

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from policyc import check
 from policyc import nodes as n
+from policyc.analysis.encode import Encoder
 from policyc.backends import lua, rbac
 
 PACKAGE = Path(__file__).resolve().parents[2] / "policyc"
@@ -140,7 +142,7 @@ def test_the_check_fails_on_an_upward_import(tmp_path):
 
 
 # Every engine that reads conditions, one `nodes.Visitor` each.
-ENGINES: list[type[n.Visitor]] = [rbac.PrincipalBuilder, lua._Emitter]
+ENGINES: list[type[n.Visitor]] = [check._ExprChecker, check._Anonymous, Encoder, rbac.PrincipalBuilder, lua._Emitter]
 
 
 @pytest.mark.parametrize("engine", ENGINES, ids=lambda e: f"{e.__module__}.{e.__qualname__}")
