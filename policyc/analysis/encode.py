@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import z3
 
 from .. import nodes as n
-from ..catalog import normalize_ref
 from ..checked import Checked
 from ..semantics.tokens import _normalized_audience
 from .space import BOOL, LIST, STRING, TOKEN_FOREIGN, TOKEN_GARBAGE, Claim, RequestSpace, fingerprint
@@ -138,11 +137,12 @@ class Encoder(n.Visitor):
         c = self.space.claim(expr.claim.path)
         return z3.And(self.authenticated, c.kind == BOOL, c.flag == expr.value)
 
-    def visit_Member(self, expr: n.Member) -> z3.BoolRef:
-        return self.member_of_group(normalize_ref(expr.group, "group"))
+    def visit_Member(self, expr: n.Member | n.MemberOwners) -> z3.BoolRef:
+        members = self.checked.members(expr)
+        within = z3.Or([self._ent_holds(entity) for entity in members.entities])
+        return z3.And(self._catalog_caller(), z3.Or(self._sub_is(members.subjects), within))
 
-    def visit_MemberOwners(self, expr: n.MemberOwners) -> z3.BoolRef:
-        return self.is_owner(normalize_ref(expr.entity, None))
+    visit_MemberOwners = visit_Member
 
     def visit_PeerTest(self, expr: n.PeerTest) -> z3.BoolRef:
         op, values = expr.op, expr.values
@@ -175,17 +175,6 @@ class Encoder(n.Visitor):
     def _sub_is(self, users) -> z3.BoolRef:
         sub = self.space.claim(("sub",))
         return z3.And(sub.kind == STRING, z3.Or([sub.text.equals(u) for u in sorted(users)]))
-
-    def member_of_group(self, group: str) -> z3.BoolRef:
-        catalog = self.checked.catalog
-        within = z3.Or([self._ent_holds(g) for g in sorted(catalog.groups_within(group))])
-        return z3.And(self._catalog_caller(), z3.Or(self._sub_is(catalog.users_in(group)), within))
-
-    def is_owner(self, entity: str) -> z3.BoolRef:
-        owner = self.checked.catalog.owner_of(entity)
-        if owner.startswith("group:"):
-            return self.member_of_group(owner)
-        return z3.And(self._catalog_caller(), z3.Or(self._sub_is([owner]), self._ent_holds(owner)))
 
     # ---------------------------------------------------------------- decisions
 
