@@ -968,10 +968,7 @@ def diff_command(sides, output_format, fail_on, limit, allowed):
             click.echo(f"policyc: internal error, nothing reported: {e}", err=True)
             sys.exit(EXIT_INTERNAL)
     click.echo(report.RENDERERS[output_format](found))
-    # Fail closed: a verdict the solver could not reach fails either gate.
-    failing = {"broader": {"broader", "mixed", "undecided"}, "any": {"broader", "mixed", "narrower", "changed",
-                                                                   "undecided"}}
-    sys.exit(EXIT_FAILED if fail_on and found.verdict in failing[fail_on] else EXIT_OK)
+    sys.exit(EXIT_FAILED if found.fails(fail_on) else EXIT_OK)
 
 
 def _materialized(revision: str, paths, allowed, stack) -> tuple[list[str], list[str]]:

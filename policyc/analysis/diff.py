@@ -76,6 +76,14 @@ class Diff:
             return MIXED
         return next((v for v in (BROADER, NARROWER) if v in verdicts), CHANGED)
 
+    def fails(self, gate: str | None) -> bool:
+        """Whether the diff fails `diff --fail-on GATE`: `broader` (it admits more requests) or
+        `any` (it changes a decision). A verdict the solver could not reach fails either gate."""
+        return gate is not None and self.verdict in FAILING[gate]
+
+
+FAILING = {"broader": {BROADER, MIXED, UNDECIDED}, "any": {BROADER, MIXED, NARROWER, CHANGED, UNDECIDED}}
+
 
 def _routes(old: Checked, new: Checked) -> dict[tuple[str | None, str | None], list[str]]:
     """Hosts (lower-case) grouped by the service that serves them in each set."""
