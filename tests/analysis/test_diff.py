@@ -131,3 +131,11 @@ def test_cli_a_solver_the_interpreter_contradicts_is_an_internal_error(tmp_path,
     old = write(tmp_path / "old", API)
     result = run("diff", old, old, expect=3)
     assert result.stdout == "" and "internal error, nothing reported: GET /x" in result.stderr
+
+
+def test_the_cli_offers_exactly_the_gates_the_diff_knows():
+    from policyc.analysis.diff import FAILING
+    from policyc.cli import diff_command
+
+    [option] = [p for p in diff_command.params if p.name == "fail_on"]
+    assert set(option.type.choices) == set(FAILING)
