@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from policyc import nodes as n
+from policyc.interpret.evaluator import Evaluator
+from policyc.syntax.printer import ExpressionPrinter
 
 PACKAGE = Path(__file__).resolve().parents[2] / "policyc"
 
@@ -139,7 +141,7 @@ def test_the_check_fails_on_an_upward_import(tmp_path):
 
 
 # Every engine that reads conditions, one `nodes.Visitor` each.
-ENGINES: list[type[n.Visitor]] = []
+ENGINES: list[type[n.Visitor]] = [Evaluator, ExpressionPrinter]
 
 
 @pytest.mark.parametrize("engine", ENGINES, ids=lambda e: f"{e.__module__}.{e.__qualname__}")
