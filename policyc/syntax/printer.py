@@ -80,52 +80,77 @@ def _values(op: n.Op, values) -> str:
     return string_list(values) if op is n.Op.IN else string(values[0])
 
 
+class ExpressionPrinter(n.Visitor):
+    """Conditions as text, gRPC atoms included: the printer reads trees as written."""
+
+    def visit_Or(self, e: n.Or) -> str:
+        return " or ".join(_operand(o, _OR) for o in e.operands)
+
+    def visit_And(self, e: n.And) -> str:
+        return " and ".join(_operand(o, _AND) for o in e.operands)
+
+    def visit_Not(self, e: n.Not) -> str:
+        inner = self.visit(e.operand)
+        return f"not ({inner})" if _level(e.operand) < _NOT else f"not {inner}"
+
+    def visit_ConditionRef(self, e: n.ConditionRef) -> str:
+        return e.name
+
+    def visit_Authenticated(self, e: n.Authenticated) -> str:
+        return "authenticated"
+
+    def visit_IssuerIs(self, e: n.IssuerIs) -> str:
+        return f"issuer {e.name}"
+
+    def visit_MethodTest(self, e: n.MethodTest) -> str:
+        return f"method == {e.methods[0]}" if e.op is n.Op.EQ else f"method in [{', '.join(e.methods)}]"
+
+    def visit_PathTest(self, e: n.PathTest) -> str:
+        return f"path {e.op.value} {_values(e.op, e.values)}"
+
+    def visit_HeaderTest(self, e: n.HeaderTest) -> str:
+        return f"header {string(e.name)} {e.op.value} {_values(e.op, e.values)}"
+
+    def visit_HeaderPresent(self, e: n.HeaderPresent) -> str:
+        return f"header {string(e.name)} present"
+
+    def visit_HeaderEqualsClaim(self, e: n.HeaderEqualsClaim) -> str:
+        return f"header {string(e.name)} == {claim(e.claim)}"
+
+    def visit_SourceIn(self, e: n.SourceIn) -> str:
+        return f"source in {_string_or_list(e.cidrs)}"
+
+    def visit_ClaimTest(self, e: n.ClaimTest) -> str:
+        return f"{claim(e.claim)} {e.op.value} {_values(e.op, e.values)}"
+
+    def visit_ClaimIsBool(self, e: n.ClaimIsBool) -> str:
+        return f"{claim(e.claim)} == {'true' if e.value else 'false'}"
+
+    def visit_Member(self, e: n.Member) -> str:
+        return f"member {string(e.group)}"
+
+    def visit_MemberOwners(self, e: n.MemberOwners) -> str:
+        ref = e.entity if _ENTITY_REF.match(e.entity) else string(e.entity)
+        return f"member owners({ref})"
+
+    def visit_PeerTest(self, e: n.PeerTest) -> str:
+        return f"peer.{e.field.value} {e.op.value} {_values(e.op, e.values)}"
+
+    def visit_PeerTrusted(self, e: n.PeerTrusted) -> str:
+        return "peer trusted" + (f" {e.trust}" if e.trust else "")
+
+    def visit_GrpcTest(self, e: n.GrpcTest) -> str:
+        if e.kind not in (n.GrpcKind.SERVICE, n.GrpcKind.METHOD):  # the shorthands name nothing
+            return f"grpc {e.kind.value}"
+        return f"grpc {e.kind.value} " + (f"in {string_list(e.names)}" if e.op is n.Op.IN else string(e.names[0]))
+
+
+_EXPRESSION_PRINTER = ExpressionPrinter()
+
+
 def expression(expr: n.Expr) -> str:
     """One condition on one line, with the parentheses its tree needs."""
-    match expr:
-        case n.Or(operands):
-            return " or ".join(_operand(o, _OR) for o in operands)
-        case n.And(operands):
-            return " and ".join(_operand(o, _AND) for o in operands)
-        case n.Not(operand):
-            inner = expression(operand)
-            return f"not ({inner})" if _level(operand) < _NOT else f"not {inner}"
-        case n.ConditionRef(name):
-            return name
-        case n.Authenticated():
-            return "authenticated"
-        case n.IssuerIs(name):
-            return f"issuer {name}"
-        case n.MethodTest(op, methods):
-            return f"method == {methods[0]}" if op is n.Op.EQ else f"method in [{', '.join(methods)}]"
-        case n.PathTest(op, values):
-            return f"path {op.value} {_values(op, values)}"
-        case n.HeaderTest(name, op, values):
-            return f"header {string(name)} {op.value} {_values(op, values)}"
-        case n.HeaderPresent(name):
-            return f"header {string(name)} present"
-        case n.HeaderEqualsClaim(name, c):
-            return f"header {string(name)} == {claim(c)}"
-        case n.SourceIn(cidrs):
-            return f"source in {_string_or_list(cidrs)}"
-        case n.ClaimTest(c, op, values):
-            return f"{claim(c)} {op.value} {_values(op, values)}"
-        case n.ClaimIsBool(c, value):
-            return f"{claim(c)} == {'true' if value else 'false'}"
-        case n.Member(group):
-            return f"member {string(group)}"
-        case n.MemberOwners(entity):
-            ref = entity if _ENTITY_REF.match(entity) else string(entity)
-            return f"member owners({ref})"
-        case n.PeerTest(field, op, values):
-            return f"peer.{field.value} {op.value} {_values(op, values)}"
-        case n.PeerTrusted(trust):
-            return "peer trusted" + (f" {trust}" if trust else "")
-        case n.GrpcTest(n.GrpcKind.SERVICE | n.GrpcKind.METHOD as kind, op, names):
-            return f"grpc {kind.value} " + (f"in {string_list(names)}" if op is n.Op.IN else string(names[0]))
-        case n.GrpcTest(kind):
-            return f"grpc {kind.value}"
-    raise TypeError(f"no printer for {type(expr).__name__}")
+    return _EXPRESSION_PRINTER.visit(expr)
 
 
 def _rule_lines(rule: n.Rule) -> list[str]:

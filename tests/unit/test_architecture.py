@@ -14,6 +14,8 @@ from policyc import check
 from policyc import nodes as n
 from policyc.analysis.encode import Encoder
 from policyc.backends import lua, rbac
+from policyc.interpret.evaluator import Evaluator
+from policyc.syntax.printer import ExpressionPrinter
 
 PACKAGE = Path(__file__).resolve().parents[2] / "policyc"
 
@@ -142,7 +144,8 @@ def test_the_check_fails_on_an_upward_import(tmp_path):
 
 
 # Every engine that reads conditions, one `nodes.Visitor` each.
-ENGINES: list[type[n.Visitor]] = [check._ExprChecker, check._Anonymous, Encoder, rbac.PrincipalBuilder, lua._Emitter]
+ENGINES: list[type[n.Visitor]] = [check._ExprChecker, check._Anonymous, Evaluator, rbac.PrincipalBuilder,
+                                  lua._Emitter, Encoder, ExpressionPrinter]
 
 
 @pytest.mark.parametrize("engine", ENGINES, ids=lambda e: f"{e.__module__}.{e.__qualname__}")
