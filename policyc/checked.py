@@ -45,8 +45,8 @@ class Members:
     """Who a `member` atom admits, given a token of an issuer marked `catalog users`: a caller
     whose `sub` is one of `subjects`, or whose `ent` holds one of `entities`."""
 
-    subjects: tuple[str, ...]
-    entities: tuple[str, ...]
+    subjects: frozenset[str]
+    entities: frozenset[str]
 
 
 def _members(catalog: Catalog, node: n.Member | n.MemberOwners) -> Members:
@@ -55,8 +55,8 @@ def _members(catalog: Catalog, node: n.Member | n.MemberOwners) -> Members:
     else:
         group = catalog.owner_of(normalize_ref(node.entity, None))
         if not group.startswith("group:"):  # a user owns it: that user, by `sub` or in `ent`
-            return Members((group,), (group,))
-    return Members(tuple(sorted(catalog.users_in(group))), tuple(sorted(catalog.groups_within(group))))
+            return Members(frozenset({group}), frozenset({group}))
+    return Members(frozenset(catalog.users_in(group)), frozenset(catalog.groups_within(group)))
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ class Encoder(n.Visitor):
 
     def visit_Member(self, expr: n.Member | n.MemberOwners) -> z3.BoolRef:
         members = self.checked.members(expr)
-        within = z3.Or([self._ent_holds(entity) for entity in members.entities])
+        within = z3.Or([self._ent_holds(entity) for entity in sorted(members.entities)])
         return z3.And(self._catalog_caller(), z3.Or(self._sub_is(members.subjects), within))
 
     visit_MemberOwners = visit_Member

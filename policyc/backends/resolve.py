@@ -28,7 +28,7 @@ class Membership:
 def membership(checked: Checked, node: n.Member | n.MemberOwners) -> Membership:
     members = checked.members(node)
     issuer_urls = tuple(sorted(i.url for i in checked.issuers.values() if i.catalog_users))
-    return Membership(issuer_urls, members.subjects, members.entities)
+    return Membership(issuer_urls, tuple(sorted(members.subjects)), tuple(sorted(members.entities)))
 
 
 def required_prefixes(checked: Checked, expr: n.Expr) -> tuple[str, ...] | None:

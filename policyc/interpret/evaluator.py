@@ -9,12 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 from cryptography import x509
 
 from .. import nodes as n
-from ..catalog import normalize_ref
 from ..checked import Checked
 from ..semantics import h2
 from ..semantics.compare import compare_string, path_matches
@@ -109,11 +107,12 @@ class Evaluator(n.Visitor):
     def visit_ClaimIsBool(self, e: n.ClaimIsBool) -> bool:
         return self.ctx.token is not None and self.claim(e.claim) is e.value
 
-    def visit_Member(self, e: n.Member) -> bool:
-        return self.member_of_group(_normalized_ref(e.group, "group"))
+    def visit_Member(self, e: n.Member | n.MemberOwners) -> bool:
+        sub, ent = self.catalog_caller()
+        members = self.checked.members(e)
+        return sub in members.subjects or any(isinstance(x, str) and x in members.entities for x in ent)
 
-    def visit_MemberOwners(self, e: n.MemberOwners) -> bool:
-        return self.is_owner(_normalized_ref(e.entity, None))
+    visit_MemberOwners = visit_Member
 
     def visit_PeerTest(self, e: n.PeerTest) -> bool:
         values = _peer_values(self.ctx.peer, e.field) if self.ctx.peer else ()
@@ -133,20 +132,6 @@ class Evaluator(n.Visitor):
         sub, ent = token.claims.get("sub"), token.claims.get("ent", [])
         return (sub if isinstance(sub, str) else None), (ent if isinstance(ent, list) else [ent])
 
-    def member_of_group(self, group: str) -> bool:
-        sub, ent = self.catalog_caller()
-        users, groups = _memberships(self.checked.catalog, group)
-        if sub in users:
-            return True
-        return any(isinstance(e, str) and e in groups for e in ent)
-
-    def is_owner(self, entity: str) -> bool:
-        owner = self.checked.catalog.owner_of(entity)
-        if owner.startswith("group:"):
-            return self.member_of_group(owner)
-        sub, ent = self.catalog_caller()
-        return sub == owner or owner in [e for e in ent if isinstance(e, str)]
-
 
 # Built from the methods present, so that a missing one is named by the test of every engine's
 # handlers (tests/unit/test_architecture.py) rather than breaking the import.
@@ -155,18 +140,9 @@ _HANDLERS: dict[type, Callable[[Evaluator, n.Expr], bool]] = {
     if (handler := getattr(Evaluator, f"visit_{node_type.__name__}", None)) is not None}
 
 
-_normalized_ref = lru_cache(maxsize=65536)(normalize_ref)
-
-
 @per_object
 def _mode(service: n.Service) -> n.Mode:
     return service.mode
-
-
-@per_object
-def _memberships(catalog, group: str) -> tuple[frozenset[str], frozenset[str]]:
-    """The users and the groups within `group`: the catalog walks its tree for each question."""
-    return catalog.users_in(group), catalog.groups_within(group)
 
 
 @per_object
