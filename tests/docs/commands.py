@@ -3,7 +3,7 @@
 
 - a ```console block holds commands after a `$ ` prompt, each followed by the output it prints
   (stdout and stderr, as a terminal shows them), if the block shows any: a command shown with
-  output may exit 0 or 1, one shown without must exit 0;
+  output may exit 0, 1 or 4 (not 2, usage, nor 3, internal), one shown without must exit 0;
 - a ```sh block holds commands only, one a line: each must exit 0;
 - `<!-- doctest: ... -->` comments before a block prepare it (`setup`), leave a command out with
   the reason (`not run`), or tie a block that shows no command to the file it is cut from
@@ -144,6 +144,9 @@ def parse(text: str) -> list[Block]:
         block = Block(_line_of(text, fence.start()), "\n".join(lines))
         if language in SHELL_LANGUAGES or language == "console":
             block.commands = _commands(lines, block.line + 1, console=language == "console")
+        elif any(line.startswith(PROMPT) for line in lines):
+            # A command shown in a block of another kind would escape the tests.
+            raise DocumentError(f"line {block.line}: a prompt in a ```{language} block: commands go in ```console")
         for directive, line in directives:
             _apply(directive, block, f"line {line}")
         if block.commands or block.excerpt_of or block.setup:
@@ -208,9 +211,9 @@ def _check_command(session: Session, command: Command, where: str) -> str | None
     shown = f"{where}: `{command.text}`"
     if command.expected is None:
         return None if status == 0 else f"{shown} exited {status}, and shows no output to explain it:\n{output}"
-    # 1 is policyc's answer for failing policies, cases or gates, which a document may show; 2
-    # (usage) and 3 (internal) are never what a document means to show.
-    if status not in (0, 1):
+    # 1 is policyc's answer for failing policies, cases or gates, and 4 who-can's for a request the
+    # proxy refuses, which a document may show; 2 (usage) and 3 (internal) never are.
+    if status in (2, 3) or status > 4:
         return f"{shown} exited {status}:\n{output}"
     expected, got = normalize(command.expected, session.work), normalize(output, session.work)
     if expected == got:
