@@ -543,12 +543,15 @@ def _options(listen: str, admin: str, access_log: str, jwks_refresh: int) -> Opt
 @click.option("--name", default="policyc", show_default=True, help="with --format configmap: the ConfigMap's name")
 @click.option("--check", "check_only", is_flag=True,
               help="write nothing; exit 1 if the output folder differs from what would be written")
+@click.option("--parts", is_flag=True,
+              help="also write each service's filter configs under services/ (RBAC YAML, Lua source), copies of "
+                   "what envoy.yaml holds, for an Envoy of your own")
 @_envoy_options
 @_ALLOW_PATH
-def compile_command(paths, outdir, output_format, mount_path, name, check_only, target, listen, admin, access_log,
-                    jwks_refresh, allowed):
-    """Compile policies to Envoy configuration: envoy.yaml and per-service filters, or
-    a ConfigMap holding a bootstrap and the clusters, listener and routes it reloads."""
+def compile_command(paths, outdir, output_format, mount_path, name, check_only, parts, target, listen, admin,
+                    access_log, jwks_refresh, allowed):
+    """Compile policies to Envoy configuration: envoy.yaml (and, with --parts, each service's
+    filters), or a ConfigMap holding a bootstrap and the clusters, listener and routes it reloads."""
     if (outdir is None) == (output_format == "files"):
         raise click.UsageError("--output is needed with --format files, and only then")
     options = _options(listen, admin, access_log, jwks_refresh)
@@ -556,7 +559,7 @@ def compile_command(paths, outdir, output_format, mount_path, name, check_only, 
     if output_format == "configmap":
         compiled = compile_dynamic(pipeline.checked, target, options, mount_path)
     else:
-        compiled = compile_outputs(pipeline.checked, target, options)
+        compiled = compile_outputs(pipeline.checked, target, options, parts)
     if compiled.diagnostics:
         _report(Pipeline(None, pipeline.sources, compiled.diagnostics))
         click.echo(f"policyc: {summary_line(compiled.diagnostics)}; nothing written", err=True)

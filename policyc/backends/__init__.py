@@ -1,6 +1,6 @@
 """Backends: a `Checked` policy set → every emitted file, as {relative path: text}.
 
-`compile_outputs(checked, target, options)` picks per service (and per effect) native RBAC or
+`compile_outputs(checked, target, options, parts)` picks per service (and per effect) native RBAC or
 Lua, builds the Envoy configs and returns them with the plan, or returns `rbac/unsupported`
 diagnostics when `--target rbac` meets a rule RBAC cannot express.
 
@@ -78,7 +78,10 @@ def _hash(value) -> str:
 
 
 @collector.paused()  # a third of the compile time at 10,000 rules went to the collector
-def compile_outputs(checked: Checked, target: str = "auto", options: Options | None = None) -> Compiled:
+def compile_outputs(checked: Checked, target: str = "auto", options: Options | None = None,
+                    parts: bool = False) -> Compiled:
+    """`envoy.yaml` (the bootstrap, which holds everything once) and `targets.json`; with `parts`,
+    also each service's filter configs under `services/`, copies for an Envoy of one's own."""
     options = options or Options()
     compiled = Compiled()
     filters = _filters(checked, target, compiled)
@@ -91,7 +94,7 @@ def compile_outputs(checked: Checked, target: str = "auto", options: Options | N
     # from the watched folder `compile_dynamic` fills instead.
     compiled.bootstrap = envoy.bootstrap(listener, envoy.clusters(checked, options), options)
     compiled.files["envoy.yaml"] = dump(compiled.bootstrap)
-    for name, service_filters in filters.items():
+    for name, service_filters in filters.items() if parts else ():
         if service_filters.rbac_deny is not None:
             compiled.files[f"services/{name}/rbac-deny.yaml"] = dump(service_filters.rbac_deny)
         if service_filters.rbac_allow is not None:

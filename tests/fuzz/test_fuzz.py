@@ -114,7 +114,7 @@ def assert_pipeline_sound(pipeline: Pipeline, request=None) -> None:
     if request is not None:
         evaluate(pipeline.checked, request)
     for target in TARGETS:
-        assert_compiled_sound(compile_outputs(pipeline.checked, target), target)
+        assert_compiled_sound(compile_outputs(pipeline.checked, target, parts=True), target)
 
 
 def assert_compiled_sound(compiled, target: str) -> None:

@@ -98,12 +98,12 @@ def test_compile_check_passes_on_current_outputs_and_lists_stale_ones(tmp_path):
     assert "is up to date" in result.stderr
     (out / "envoy.yaml").write_text((out / "envoy.yaml").read_text() + "# edited\n")
     (out / "targets.json").unlink()
-    (out / "services" / "old.yaml").write_text("x")
+    (out / "old.yaml").write_text("x")
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     result = run("compile", EXAMPLE, "-o", out, "--check", expect=1)
     assert "envoy.yaml: content differs" in result.stderr
     assert "targets.json: missing" in result.stderr
-    assert "services/old.yaml: not written by compile" in result.stderr
+    assert "old.yaml: not written by compile" in result.stderr
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before, "--check writes nothing"
 
 

@@ -36,6 +36,14 @@ def test_the_listener_is_written_once(example):
     assert files["envoy.yaml"].count(HCM) == 1
 
 
+def test_nothing_is_written_twice_unless_asked(example):
+    # Each service's filters live in envoy.yaml; the copies under services/ are for an Envoy of
+    # one's own, written only with --parts.
+    assert sorted(compile_outputs(example).files) == ["envoy.yaml", "targets.json"]
+    parts = compile_outputs(example, parts=True).files
+    assert {"services/payments/policy.lua", "services/docs/rbac-allow.yaml"} <= parts.keys()
+
+
 def naive_shares(checked, service: n.Service) -> dict:
     """Every rule tested against every route: the definition `_route_shares` computes faster."""
     needed = {rule.name: lua.required_prefixes(checked, rule.expr) for rule in service.rules}
