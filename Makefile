@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE := envoy_configs/examples/backstage
 
-.PHONY: test demo bench security fuzz lint clean report-screenshot
+.PHONY: test demo bench security fuzz lint clean report-screenshot native
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,12 @@ security: $(BIN)/.installed
 fuzz: $(BIN)/.installed
 	POLICYC_FUZZ_EXAMPLES=1000 HYPOTHESIS_PROFILE=deep $(BIN)/pytest tests/fuzz -q
 
+# The native policy filter, an Envoy dynamic module: native_runtime/build/libpolicyc_native.so (gcc).
+native:
+	$(MAKE) -C native_runtime
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache native_runtime/build

@@ -1,0 +1,212 @@
+/*
+ * envoy_abi.h: the part of Envoy's dynamic module ABI that the native runtime uses, declared here
+ * by hand so that the module builds with nothing but a C compiler and libc headers.
+ *
+ * Source of truth: source/extensions/dynamic_modules/abi/abi.h in envoyproxy/envoy (Apache-2.0).
+ * The declarations below follow that header as of ABI "v0.1.0" (commit 0199da4a13cb); Envoy
+ * 1.40.0 (build 9e5580933739) reports ABI "v0.2.0" and only adds functions to v0.1.0, never
+ * changing one (new behaviour gets a new name, such as log_v2), so these still hold. The
+ * tests/native suite checks them against a real Envoy 1.40: a wrong declaration there fails a test.
+ *
+ * Names are Envoy's and must stay exactly so: Envoy looks the event hooks up by name with dlsym,
+ * and the module's references to the callbacks are bound to Envoy's own symbols when it loads.
+ * Envoy owns every *envoy_buffer it hands out (valid until the hook returns); the module owns
+ * every *module_buffer it passes in (read during the call only).
+ */
+#ifndef POLICYC_ENVOY_ABI_H
+#define POLICYC_ENVOY_ABI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The ABI version the module declares in on_program_init; Envoy logs whether it matches. */
+#define POLICYC_ENVOY_ABI_VERSION "v0.2.0"
+
+typedef struct envoy_dynamic_module_type_envoy_buffer {
+  const char *ptr;
+  size_t length;
+} envoy_dynamic_module_type_envoy_buffer;
+
+typedef struct envoy_dynamic_module_type_module_buffer {
+  const char *ptr;
+  size_t length;
+} envoy_dynamic_module_type_module_buffer;
+
+typedef struct envoy_dynamic_module_type_module_http_header {
+  const char *key_ptr;
+  size_t key_length;
+  const char *value_ptr;
+  size_t value_length;
+} envoy_dynamic_module_type_module_http_header;
+
+typedef struct envoy_dynamic_module_type_envoy_http_header {
+  const char *key_ptr;
+  size_t key_length;
+  const char *value_ptr;
+  size_t value_length;
+} envoy_dynamic_module_type_envoy_http_header;
+
+typedef enum envoy_dynamic_module_type_http_header_type {
+  envoy_dynamic_module_type_http_header_type_RequestHeader,
+  envoy_dynamic_module_type_http_header_type_RequestTrailer,
+  envoy_dynamic_module_type_http_header_type_ResponseHeader,
+  envoy_dynamic_module_type_http_header_type_ResponseTrailer,
+} envoy_dynamic_module_type_http_header_type;
+
+typedef enum envoy_dynamic_module_type_log_level {
+  envoy_dynamic_module_type_log_level_Trace,
+  envoy_dynamic_module_type_log_level_Debug,
+  envoy_dynamic_module_type_log_level_Info,
+  envoy_dynamic_module_type_log_level_Warn,
+  envoy_dynamic_module_type_log_level_Error,
+  envoy_dynamic_module_type_log_level_Critical,
+  envoy_dynamic_module_type_log_level_Off,
+} envoy_dynamic_module_type_log_level;
+
+typedef enum envoy_dynamic_module_type_metadata_source {
+  envoy_dynamic_module_type_metadata_source_Dynamic,
+  envoy_dynamic_module_type_metadata_source_Route,
+  envoy_dynamic_module_type_metadata_source_Cluster,
+  envoy_dynamic_module_type_metadata_source_Host,
+  envoy_dynamic_module_type_metadata_source_HostLocality,
+} envoy_dynamic_module_type_metadata_source;
+
+/* Only the attributes a policy reads are named; the numbering is the upstream enum's. */
+typedef enum envoy_dynamic_module_type_attribute_id {
+  envoy_dynamic_module_type_attribute_id_RequestPath = 0,
+  envoy_dynamic_module_type_attribute_id_RequestHost = 2,
+  envoy_dynamic_module_type_attribute_id_RequestMethod = 4,
+  envoy_dynamic_module_type_attribute_id_SourceAddress = 24,
+  envoy_dynamic_module_type_attribute_id_SourcePort = 25,
+  envoy_dynamic_module_type_attribute_id_ConnectionMtls = 29,
+  envoy_dynamic_module_type_attribute_id_ConnectionSubjectPeerCertificate = 33,
+  envoy_dynamic_module_type_attribute_id_ConnectionDnsSanPeerCertificate = 35,
+  envoy_dynamic_module_type_attribute_id_ConnectionUriSanPeerCertificate = 37,
+} envoy_dynamic_module_type_attribute_id;
+
+typedef enum envoy_dynamic_module_type_on_http_filter_request_headers_status {
+  envoy_dynamic_module_type_on_http_filter_request_headers_status_Continue,
+  envoy_dynamic_module_type_on_http_filter_request_headers_status_StopIteration,
+} envoy_dynamic_module_type_on_http_filter_request_headers_status;
+
+/* Continue (0) is the one value of each kind this module returns from the hooks below. */
+typedef enum envoy_dynamic_module_type_on_http_filter_body_status {
+  envoy_dynamic_module_type_on_http_filter_body_status_Continue,
+} envoy_dynamic_module_type_on_http_filter_body_status;
+
+typedef enum envoy_dynamic_module_type_on_http_filter_trailers_status {
+  envoy_dynamic_module_type_on_http_filter_trailers_status_Continue,
+} envoy_dynamic_module_type_on_http_filter_trailers_status;
+
+typedef enum envoy_dynamic_module_type_on_http_filter_response_headers_status {
+  envoy_dynamic_module_type_on_http_filter_response_headers_status_Continue,
+} envoy_dynamic_module_type_on_http_filter_response_headers_status;
+
+/* Passed to the callout hooks, which this module never triggers; the values are not read. */
+typedef enum envoy_dynamic_module_type_http_callout_result {
+  envoy_dynamic_module_type_http_callout_result_Success,
+} envoy_dynamic_module_type_http_callout_result;
+
+typedef enum envoy_dynamic_module_type_http_stream_reset_reason {
+  envoy_dynamic_module_type_http_stream_reset_reason_ConnectionFailure,
+} envoy_dynamic_module_type_http_stream_reset_reason;
+
+typedef void *envoy_dynamic_module_type_http_filter_config_envoy_ptr;
+typedef const void *envoy_dynamic_module_type_http_filter_config_module_ptr;
+typedef void *envoy_dynamic_module_type_http_filter_envoy_ptr;
+typedef const void *envoy_dynamic_module_type_http_filter_module_ptr;
+
+/* ---- Event hooks: the module defines these; Envoy calls them. ---- */
+
+/* Main thread, once, when Envoy loads the module; NULL makes Envoy unload it. */
+const char *envoy_dynamic_module_on_program_init(void);
+
+/* Main thread, per filter config; NULL makes Envoy reject the config. */
+envoy_dynamic_module_type_http_filter_config_module_ptr envoy_dynamic_module_on_http_filter_config_new(
+    envoy_dynamic_module_type_http_filter_config_envoy_ptr config_envoy,
+    envoy_dynamic_module_type_envoy_buffer name, envoy_dynamic_module_type_envoy_buffer config);
+
+void envoy_dynamic_module_on_http_filter_config_destroy(
+    envoy_dynamic_module_type_http_filter_config_module_ptr config);
+
+/* Worker thread, per stream; NULL makes Envoy close the stream. */
+envoy_dynamic_module_type_http_filter_module_ptr envoy_dynamic_module_on_http_filter_new(
+    envoy_dynamic_module_type_http_filter_config_module_ptr config,
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy);
+
+envoy_dynamic_module_type_on_http_filter_request_headers_status
+envoy_dynamic_module_on_http_filter_request_headers(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
+    envoy_dynamic_module_type_http_filter_module_ptr filter, bool end_of_stream);
+
+void envoy_dynamic_module_on_http_filter_destroy(envoy_dynamic_module_type_http_filter_module_ptr filter);
+
+/* Hooks Envoy 1.40 requires of every HTTP filter module (defined in required_hooks.c). */
+#define POLICYC_FILTER_ARGS                                                                        \
+  envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,                                    \
+      envoy_dynamic_module_type_http_filter_module_ptr filter
+
+envoy_dynamic_module_type_on_http_filter_body_status envoy_dynamic_module_on_http_filter_request_body(
+    POLICYC_FILTER_ARGS, bool end_of_stream);
+envoy_dynamic_module_type_on_http_filter_trailers_status envoy_dynamic_module_on_http_filter_request_trailers(
+    POLICYC_FILTER_ARGS);
+envoy_dynamic_module_type_on_http_filter_response_headers_status
+envoy_dynamic_module_on_http_filter_response_headers(POLICYC_FILTER_ARGS, bool end_of_stream);
+envoy_dynamic_module_type_on_http_filter_body_status envoy_dynamic_module_on_http_filter_response_body(
+    POLICYC_FILTER_ARGS, bool end_of_stream);
+envoy_dynamic_module_type_on_http_filter_trailers_status envoy_dynamic_module_on_http_filter_response_trailers(
+    POLICYC_FILTER_ARGS);
+void envoy_dynamic_module_on_http_filter_stream_complete(POLICYC_FILTER_ARGS);
+void envoy_dynamic_module_on_http_filter_http_callout_done(
+    POLICYC_FILTER_ARGS, uint64_t callout_id, envoy_dynamic_module_type_http_callout_result result,
+    envoy_dynamic_module_type_envoy_http_header *headers, size_t headers_size,
+    envoy_dynamic_module_type_envoy_buffer *body_chunks, size_t body_chunks_size);
+void envoy_dynamic_module_on_http_filter_http_stream_headers(POLICYC_FILTER_ARGS, uint64_t stream_id,
+                                                             envoy_dynamic_module_type_envoy_http_header *headers,
+                                                             size_t headers_size, bool end_stream);
+void envoy_dynamic_module_on_http_filter_http_stream_data(POLICYC_FILTER_ARGS, uint64_t stream_id,
+                                                          const envoy_dynamic_module_type_envoy_buffer *data,
+                                                          size_t data_count, bool end_stream);
+void envoy_dynamic_module_on_http_filter_http_stream_trailers(POLICYC_FILTER_ARGS, uint64_t stream_id,
+                                                              envoy_dynamic_module_type_envoy_http_header *trailers,
+                                                              size_t trailers_size);
+void envoy_dynamic_module_on_http_filter_http_stream_complete(POLICYC_FILTER_ARGS, uint64_t stream_id);
+void envoy_dynamic_module_on_http_filter_http_stream_reset(POLICYC_FILTER_ARGS, uint64_t stream_id,
+                                                           envoy_dynamic_module_type_http_stream_reset_reason reason);
+void envoy_dynamic_module_on_http_filter_scheduled(POLICYC_FILTER_ARGS, uint64_t event_id);
+void envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(POLICYC_FILTER_ARGS);
+void envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(POLICYC_FILTER_ARGS);
+
+/* ---- Callbacks: Envoy defines these; the module calls them. ---- */
+
+void envoy_dynamic_module_callback_log(envoy_dynamic_module_type_log_level level,
+                                       envoy_dynamic_module_type_module_buffer message);
+
+/* The index-th value of a header (lower-case name); *count gets how many values it has. */
+bool envoy_dynamic_module_callback_http_get_header(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
+    envoy_dynamic_module_type_http_header_type header_type, envoy_dynamic_module_type_module_buffer key,
+    envoy_dynamic_module_type_envoy_buffer *result, size_t index, size_t *count);
+
+/* A local reply: status, extra headers, body, and the response code details the log shows. */
+void envoy_dynamic_module_callback_http_send_response(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, uint32_t status_code,
+    envoy_dynamic_module_type_module_http_header *headers, size_t headers_size,
+    envoy_dynamic_module_type_module_buffer body, envoy_dynamic_module_type_module_buffer details);
+
+void envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_module_buffer ns,
+    envoy_dynamic_module_type_module_buffer key, envoy_dynamic_module_type_module_buffer value);
+
+/* A string directly under a metadata namespace; false when absent or not a string. */
+bool envoy_dynamic_module_callback_http_get_metadata_string(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
+    envoy_dynamic_module_type_metadata_source source, envoy_dynamic_module_type_module_buffer ns,
+    envoy_dynamic_module_type_module_buffer key, envoy_dynamic_module_type_envoy_buffer *result);
+
+bool envoy_dynamic_module_callback_http_filter_get_attribute_string(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
+    envoy_dynamic_module_type_attribute_id attribute, envoy_dynamic_module_type_envoy_buffer *result);
+
+#endif

@@ -1,0 +1,113 @@
+"""The native runtime under a real Envoy: build a module with `native_runtime/Makefile` into a
+temporary folder, and the bootstrap pieces that load it through `envoy.filters.http.dynamic_modules`.
+
+Building needs `make` and `gcc` (`.ci/run` installs them): without them a test is skipped, or in CI
+fails, since a skipped test proves nothing there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from policyc.proof.envoy_process import envoy_binary
+
+REPO = Path(__file__).resolve().parents[2]
+RUNTIME = REPO / "native_runtime"
+SEARCH_PATH = "ENVOY_DYNAMIC_MODULES_SEARCH_PATH"  # where Envoy looks for lib<name>.so
+MODULE = "policyc_native"
+PROBE = "policyc_probe"
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+LOG_FIELDS = {"path": "%REQ(:PATH)%", "status": "%RESPONSE_CODE%", "details": "%RESPONSE_CODE_DETAILS%",
+              "policyc": "%DYNAMIC_METADATA(policyc)%", "upstream": "%UPSTREAM_HOST%"}
+
+
+def build(out: Path, name: str = MODULE, main: Path | None = None) -> Path:
+    """lib<name>.so built by native_runtime/Makefile into `out` (from `main` instead of the filter)."""
+    missing = [tool for tool in ("make", os.environ.get("CC", "gcc")) if shutil.which(tool) is None]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"building the native runtime needs {', '.join(missing)}")
+        pytest.skip(f"no {', '.join(missing)}")
+    args = ["make", "-s", "-C", str(RUNTIME), f"OUT={out}", f"NAME={name}"]
+    subprocess.run([*args, *([f"MAIN={main}"] if main else [])], check=True, capture_output=True, text=True)
+    return out / f"lib{name}.so"
+
+
+@pytest.fixture(scope="session")
+def module_dir(tmp_path_factory) -> Path:
+    """A folder holding libpolicyc_native.so, built once for the session."""
+    return build(tmp_path_factory.mktemp("native")).parent
+
+
+@pytest.fixture
+def search_path(monkeypatch):
+    """Points the Envoys a test starts at a folder of modules."""
+    return lambda folder: monkeypatch.setenv(SEARCH_PATH, str(folder))
+
+
+def dynamic_module_filter(config: str, name: str = MODULE, path: Path | None = None) -> dict:
+    """The filter running module lib`name`.so, found on the search path, or the file at `path`."""
+    return {
+        "name": "envoy.filters.http.dynamic_modules",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"module": {"local": {"filename": str(path)}}} if path else {"name": name},
+            "filter_name": "policy",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config},
+        },
+    }
+
+
+def bootstrap(filters: list[dict], log_path: Path, upstream_port: int | None = None,
+              transport_socket: dict | None = None) -> dict:
+    """One listener on 127.0.0.1:0 running `filters` then the router, to the upstream on
+    `upstream_port` (or a direct 200 "upstream" answer), logging JSON lines to `log_path`."""
+    route = ({"route": {"cluster": "upstream"}} if upstream_port
+             else {"direct_response": {"status": 200, "body": {"inline_string": "upstream\n"}}})
+    manager = {
+        "@type": HCM,
+        "stat_prefix": "native",
+        "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": str(log_path), "log_format": {"json_format": LOG_FIELDS}}}],
+        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                                            "routes": [{"match": {"prefix": "/"}, **route}]}]},
+        "http_filters": [*filters, {"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+    }
+    chain = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}],
+             **({"transport_socket": transport_socket} if transport_socket else {})}
+    listener = {"name": "main", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "filter_chains": [chain]}
+    clusters = [] if upstream_port is None else [{
+        "name": "upstream", "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]}}]
+    return {"static_resources": {"listeners": [listener], "clusters": clusters}}
+
+
+def validate(config: dict, workdir: Path) -> subprocess.CompletedProcess:
+    """`envoy --mode validate` on `config`: loads the modules it names, builds every filter config."""
+    path = workdir / "validate.json"
+    path.write_text(json.dumps(config))
+    return subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
+                           "-l", "error"], capture_output=True, text=True, timeout=60)
+
+
+def log_entries(log_path: Path, count: int, timeout: float = 10.0) -> list[dict]:
+    """The access log's first `count` entries, once Envoy has flushed them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = log_path.read_text().splitlines() if log_path.exists() else []
+        if len(lines) >= count:
+            return [json.loads(line) for line in lines[:count]]
+        time.sleep(0.05)
+    raise TimeoutError(f"{count} access log entries expected in {log_path}")

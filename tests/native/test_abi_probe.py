@@ -1,0 +1,123 @@
+"""What Envoy 1.40's dynamic module ABI lets a native policy read, pinned by a real Envoy running
+tests/native/probe.c (which answers with one `name=value` line per read, `name!` when the callback
+returned false). native_runtime/README.md lists these facts; each is asserted here."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+
+import pytest
+
+from policyc.credentials.certs import issue, make_ca
+from policyc.proof.envoy_process import running_envoy
+
+from .conftest import JWT_FILTER, PROBE, REPO, bootstrap, build, dynamic_module_filter
+
+pytestmark = pytest.mark.envoy
+
+# jwt_authn's payload_in_metadata puts a token's claims so: one Struct under one key.
+PAYLOAD = {"sub": "alice", "groups": ["admins", "ops"], "iat": 1700000000}
+SET_METADATA = {
+    "name": "envoy.filters.http.set_metadata",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.set_metadata.v3.Config",
+        "metadata": [{"metadata_namespace": JWT_FILTER,
+                      "value": {"jwt_payload": PAYLOAD, "flat": "text", "list": ["a", "b"]}}],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def probe_dir(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("probe"), PROBE, REPO / "tests/native/probe.c").parent
+
+
+def parse(body: bytes) -> dict[str, str | None]:
+    lines = body.decode().splitlines()
+    return {line[:-1]: None for line in lines if line.endswith("!")} | dict(
+        line.split("=", 1) for line in lines if not line.endswith("!"))
+
+
+def probe_over_http(port: int) -> tuple[dict, int]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.putrequest("POST", "/a/b?q=1", skip_host=True)
+    for name, value in [("host", "svc.example"), ("x-multi", "one"), ("x-multi", "two, three")]:
+        connection.putheader(name, value)
+    connection.endheaders()
+    local_port = connection.sock.getsockname()[1]
+    try:
+        return parse(connection.getresponse().read()), local_port
+    finally:
+        connection.close()
+
+
+def test_headers_address_and_metadata(probe_dir, search_path, tmp_path):
+    search_path(probe_dir)
+    config = bootstrap([SET_METADATA, dynamic_module_filter("", PROBE)], tmp_path / "access.log")
+    with running_envoy(config, tmp_path) as envoy:
+        seen, local_port = probe_over_http(envoy.listener_ports["main"])
+    # Pseudo-headers by name; a header sent twice over HTTP/1.1 is two values, read by index.
+    assert seen["header :path 0"] == "/a/b?q=1"
+    assert seen["header :method 0"] == "POST"
+    assert seen["header :authority 0"] == "svc.example"
+    assert seen["header :scheme 0"] == "http"
+    assert (seen["header x-multi count"], seen["header x-multi 0"], seen["header x-multi 1"]) == (
+        "2", "one", "two, three")
+    assert "header absent count" in seen  # the callback says false for a header not sent
+    assert seen["header absent count"] is None
+    assert (seen["request.path"], seen["request.method"], seen["request.host"]) == ("/a/b?q=1", "POST", "svc.example")
+    # The peer: the direct remote address, and source.address, each as one "ip:port" string.
+    assert seen["direct remote address"] == seen["source.address"] == f"127.0.0.1:{local_port}"
+    # Another filter's metadata: keys directly under the namespace only. A Struct such as
+    # jwt_payload is not a string, has no path syntax into it, and is not a list.
+    assert seen["metadata keys"] == "3"
+    assert seen["metadata string flat"] == "text"
+    assert seen["metadata string jwt_payload"] is None
+    assert seen["metadata string jwt_payload.sub"] is None
+    assert seen["metadata list jwt_payload size"] is None
+    assert (seen["metadata list list size"], seen["metadata list list 0"], seen["metadata list list 1"]) == (
+        "2", "a", "b")
+    # No TLS: no mTLS attribute value, no peer certificate.
+    assert seen["peer uri"] is None and seen["peer subject"] is None
+
+
+def tls_socket(ca, server) -> dict:
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "require_client_certificate": True,
+        "common_tls_context": {
+            "tls_certificates": [{"certificate_chain": {"inline_string": server.cert_pem},
+                                  "private_key": {"inline_string": server.key_pem}}],
+            "validation_context": {"trusted_ca": {"inline_string": ca.cert_pem}}}}}
+
+
+def probe_over_tls(port: int, client, tmp_path) -> dict:
+    (tmp_path / "client.pem").write_text(client.cert_pem)
+    (tmp_path / "client.key").write_text(client.key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.load_cert_chain(tmp_path / "client.pem", tmp_path / "client.key")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, context.wrap_socket(raw) as tls:
+        tls.sendall(b"GET / HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n")
+        response = b""
+        while chunk := tls.recv(65536):
+            response += chunk
+    return parse(response.split(b"\r\n\r\n", 1)[1])
+
+
+def test_the_client_certificate_shows_its_first_san_of_each_kind_only(probe_dir, search_path, tmp_path):
+    search_path(probe_dir)
+    ca = make_ca("probe CA")
+    server = issue(ca, "localhost", dns=["localhost"], server=True)
+    client = issue(ca, "client", uris=["spiffe://example.org/first", "spiffe://example.org/second"],
+                   dns=["one.example", "two.example"], organization="probe")
+    config = bootstrap([dynamic_module_filter("", PROBE)], tmp_path / "access.log",
+                       transport_socket=tls_socket(ca, server))
+    with running_envoy(config, tmp_path) as envoy:
+        seen = probe_over_tls(envoy.listener_ports["main"], client, tmp_path)
+    assert seen["connection.mtls"] == "true"
+    assert seen["peer uri"] == "spiffe://example.org/first"
+    assert seen["peer dns"] == "one.example"
+    assert seen["peer subject"] == "CN=client,O=probe"

@@ -1,0 +1,125 @@
+"""The native policy filter (native_runtime/) in a real Envoy 1.40: an allowed path reaches the
+upstream, every other request is answered 403 by the filter and never reaches it, each decision is
+recorded for the access log; and every way the module can be missing or misconfigured stops Envoy
+from taking the config rather than letting requests through."""
+
+from __future__ import annotations
+
+import http.client
+
+import pytest
+
+from policyc.proof.envoy_process import running_envoy
+from policyc.proof.upstream import RecordingUpstream
+
+from .conftest import RUNTIME, bootstrap, build, dynamic_module_filter, log_entries, validate
+
+pytestmark = pytest.mark.envoy
+
+POLICY = "# the example's one public path\nservice demo\nallow health /health\nallow status /api/status\n"
+FLUSH = ["--file-flush-interval-msec", "10"]
+
+
+def get(port: int, target: str, method: str = "GET") -> tuple[int, bytes, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, target)
+        response = connection.getresponse()
+        return response.status, response.read(), dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+def test_allowed_paths_reach_the_upstream_and_others_are_refused(module_dir, search_path, tmp_path):
+    search_path(module_dir)
+    log_path = tmp_path / "access.log"
+    with RecordingUpstream() as upstream:
+        config = bootstrap([dynamic_module_filter(POLICY)], log_path, upstream.port)
+        with running_envoy(config, tmp_path, FLUSH) as envoy:
+            port = envoy.listener_ports["main"]
+            answers = [get(port, target, method) for target, method in [
+                ("/health", "GET"), ("/api/status?verbose=1", "POST"), ("/other", "GET"),
+                ("/health/", "GET"), ("/HEALTH", "GET")]]
+        reached = [received.target for received in upstream.received]
+    assert [status for status, _, _ in answers] == [200, 200, 403, 403, 403]
+    assert reached == ["/health", "/api/status?verbose=1"]
+    status, body, headers = answers[2]
+    assert (body, headers["content-type"]) == (b"access denied\n", "text/plain")
+    entries = log_entries(log_path, 5)
+    assert [entry["policyc"] for entry in entries] == [
+        {"service": "demo", "decision": "allow", "rule": "health"},
+        {"service": "demo", "decision": "allow", "rule": "status"},
+        *[{"service": "demo", "decision": "deny"}] * 3]
+    assert [entry["details"] for entry in entries[2:]] == ["policyc_denied"] * 3
+
+
+def test_a_good_config_validates(module_dir, search_path, tmp_path):
+    search_path(module_dir)
+    result = validate(bootstrap([dynamic_module_filter(POLICY)], tmp_path / "access.log"), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("config", [
+    "", "allow health /health\n", "service demo\nallow health\n", "service demo\nallow health health\n",
+    "service demo\nallow  health /health\n", "service demo\nallow health /health \n",
+    "service demo\nallow health /he\talth\n", "service demo\nservice other\n", "service demo\ndeny all /\n",
+    "service demo\r\n", "service demo\n\x00\n",
+], ids=repr)
+def test_a_config_that_does_not_parse_is_refused(module_dir, search_path, tmp_path, config):
+    """The module's config_new returns NULL, and Envoy rejects the filter: validation fails, and an
+    Envoy started on it exits instead of serving."""
+    search_path(module_dir)
+    result = validate(bootstrap([dynamic_module_filter(config)], tmp_path / "access.log"), tmp_path)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Failed to initialize dynamic module" in output
+    assert "policyc: the policy filter's config does not parse; refusing it" in output  # the module's own log
+
+
+def test_an_envoy_started_on_a_refused_config_does_not_serve(module_dir, search_path, tmp_path):
+    search_path(module_dir)
+    config = bootstrap([dynamic_module_filter("allow health /health\n")], tmp_path / "access.log")
+    with pytest.raises(RuntimeError, match="envoy exited"), running_envoy(config, tmp_path):
+        pass
+
+
+def test_a_missing_module_is_refused(tmp_path, search_path):
+    search_path(tmp_path)  # an empty folder
+    result = validate(bootstrap([dynamic_module_filter(POLICY)], tmp_path / "access.log"), tmp_path)
+    assert result.returncode != 0
+    assert "libpolicyc_native.so" in result.stdout + result.stderr
+
+
+def test_a_module_named_by_its_path_needs_no_search_path(module_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", raising=False)
+    path = module_dir / "libpolicyc_native.so"
+    config = bootstrap([dynamic_module_filter(POLICY, path=path)], tmp_path / "access.log")
+    with running_envoy(config, tmp_path) as envoy:
+        assert [get(envoy.listener_ports["main"], target)[0] for target in ("/health", "/")] == [200, 403]
+    missing = bootstrap([dynamic_module_filter(POLICY, path=tmp_path / "none.so")], tmp_path / "access.log")
+    result = validate(missing, tmp_path)
+    assert result.returncode != 0
+    assert "none.so: cannot open shared object file" in result.stdout + result.stderr
+
+
+# Ways a build of the module can go wrong, as edits of its source; Envoy must refuse each at load.
+BROKEN_BUILDS = {
+    "program init returns NULL": ("return POLICYC_ENVOY_ABI_VERSION;", "return NULL;",
+                                  "envoy_dynamic_module_on_program_init returned null"),
+    "a callback Envoy lacks": ('record(filter_envoy, "decision", "deny");',
+                               'extern void envoy_dynamic_module_callback_none(void);\n'
+                               '  envoy_dynamic_module_callback_none();\n  record(filter_envoy, "decision", "deny");',
+                               "undefined symbol: envoy_dynamic_module_callback_none"),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_BUILDS)
+def test_a_broken_module_is_refused_at_load(tmp_path, case):
+    old, new, message = BROKEN_BUILDS[case]
+    source = (RUNTIME / "policy_filter.c").read_text()
+    assert old in source
+    (tmp_path / "broken.c").write_text(source.replace(old, new))
+    path = build(tmp_path, "broken", tmp_path / "broken.c")
+    result = validate(bootstrap([dynamic_module_filter(POLICY, path=path)], tmp_path / "access.log"), tmp_path)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
