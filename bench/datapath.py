@@ -27,9 +27,8 @@ import yaml
 from policies import Probe, check_text, rule_requests, rule_set, services_set
 from stats import ratios, summary
 
-from policyc.backends import compile_outputs
+from policyc.backends import compile_outputs, expressible_part
 from policyc.backends.envoy import ALLOW_FILTER, DENY_FILTER, LISTENER_NAME, LUA_FILTER, Options
-from policyc.backends.rbac import expressible_part
 from policyc.backends.resolve import JWT_FILTER
 from policyc.cases.casefile import load_case_file
 from policyc.checked import Checked
@@ -95,7 +94,7 @@ def baseline(bootstrap: dict) -> dict:
 def compiled_bootstrap(checked: Checked, target: str, upstream: str) -> dict:
     options = Options("127.0.0.1:0", "127.0.0.1:0", "/dev/null", upstream)
     # `rbac` runs the rules RBAC can express; the requests sent only need those.
-    policies = expressible_part(checked) if target == "rbac" else checked
+    policies = expressible_part(checked, target)
     compiled = compile_outputs(policies, target, options)
     if compiled.diagnostics:
         raise RuntimeError(f"compile failed: {compiled.diagnostics[:3]}")

@@ -27,9 +27,8 @@ from pathlib import Path
 import click
 
 from . import nodes as n
-from .backends import TARGETS, compile_dynamic, compile_outputs
-from .backends.envoy import Options
-from .backends.rbac import expressible
+from .backends import TARGETS, compile_dynamic, compile_outputs, expressible
+from .backends.envoy import NATIVE_MODULE, NATIVE_SEARCH_PATH, Options
 from .cases.casefile import CaseFileError, CaseResult, load_case_file, protocols, run_cases
 from .cases.coverage import Coverage, rule_coverage
 from .cases.junit import junit_xml
@@ -510,7 +509,9 @@ def _envoy_options(command):
     """The emitted Envoy's target, addresses and access log: shared by compile, deploy and watch."""
     for option in reversed([
         click.option("--target", type=click.Choice(TARGETS), default="auto", show_default=True,
-                     help="native RBAC, Lua, or RBAC wherever it can express a rule set and Lua for the rest"),
+                     help="Envoy's RBAC, Lua, or RBAC wherever it can express a rule set and Lua for the rest "
+                          "(auto); or the native filter, which Envoy loads as libpolicyc_native.so from "
+                          "$ENVOY_DYNAMIC_MODULES_SEARCH_PATH"),
         click.option("--listen", default="127.0.0.1:10000", show_default=True, help="the listener's address"),
         click.option("--admin", default="127.0.0.1:9901", show_default=True, help="the admin interface's address"),
         click.option("--access-log", default="/dev/stdout", show_default=True,
@@ -834,6 +835,8 @@ def _check_tree(outdir: str, files: dict[str, str]) -> None:
     click.echo(f"{outdir} is up to date ({len(files)} files)", err=True)
 
 
+# `verify`'s targets unless named: native needs its library on Envoy's module search path.
+VERIFIED_BY_DEFAULT = tuple(target for target in TARGETS if target != "native")
 # `verify --protocol`: the protocols each choice speaks.
 VERIFIED_PROTOCOLS = {"h1": (HTTP1,), "h2": (H2C, H2), "all": PROTOCOLS}
 
@@ -847,7 +850,8 @@ VERIFIED_PROTOCOLS = {"h1": (HTTP1,), "h2": (H2C, H2), "all": PROTOCOLS}
               help="with --envoy docker: an Envoy image (default: one built from the local binary)")
 @click.option("--examples", type=click.IntRange(min=0), default=100, show_default=True,
               help="generated requests per service")
-@click.option("--target", "targets", multiple=True, type=click.Choice(TARGETS), help="default: every target")
+@click.option("--target", "targets", multiple=True, type=click.Choice(TARGETS),
+              help=f"default: {', '.join(VERIFIED_BY_DEFAULT)} (native when named: Envoy loads its library)")
 @click.option("--seed", default=0, show_default=True, help="seed of the generated requests")
 @click.option("--protocol", type=click.Choice(sorted(VERIFIED_PROTOCOLS)), default="all", show_default=True,
               help="h1: HTTP/1.1; h2: HTTP/2 in the clear (h2c) and over TLS; all: both")
@@ -863,8 +867,10 @@ def verify_command(paths, case_paths, runner, image, examples, targets, seed, pr
         case_files = [load_case_file(p) for p in (case_paths or found_cases)]
     except CaseFileError as e:
         raise click.UsageError(str(e)) from None
+    targets = list(targets or VERIFIED_BY_DEFAULT)
+    if "native" in targets:
+        _require_native_library(runner)
     run = _runner(runner, image)
-    targets = list(targets or TARGETS)
     spoken = VERIFIED_PROTOCOLS[protocol]
     cases = sum(len(set(protocols(case)) & set(spoken)) for f in case_files for case in f.cases)
     total = (cases + examples * len(pipeline.checked.services) * len(spoken)) * len(targets)
@@ -872,16 +878,29 @@ def verify_command(paths, case_paths, runner, image, examples, targets, seed, pr
         raise click.UsageError("nothing to verify: no cases, and no generated requests (--examples 0 or no services)")
     with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
         report = verify(pipeline.checked, case_files, run, targets, examples, seed, bar.update, spoken)
-    dropped = [r.name for s in pipeline.checked.services.values() for r in s.rules
-               if not expressible(pipeline.checked, r)]
-    if "rbac" in targets and dropped:
-        click.echo(f"note: with --target rbac, {len(dropped)} rule(s) RBAC cannot express were left out: "
-                   + ", ".join(dropped), err=True)
+    for target in targets:
+        dropped = [r.name for s in pipeline.checked.services.values() for r in s.rules
+                   if not expressible(pipeline.checked, r, target)]
+        if dropped:
+            click.echo(f"note: with --target {target}, {len(dropped)} rule(s) it cannot express were left out: "
+                       + ", ".join(dropped), err=True)
     for target, comparison in report.mismatches:
         click.echo(f"MISMATCH ({target}) {comparison.report()}")
     click.echo(f"{report.count - len(report.mismatches)} passed, {len(report.mismatches)} failed "
                f"({', '.join(targets)}; {', '.join(spoken)}; Envoy as a {runner})")
     sys.exit(EXIT_FAILED if report.mismatches else EXIT_OK)
+
+
+def _require_native_library(runner: str) -> None:
+    """Envoy, started by `verify`, can load the native filter's library, or a usage error says why."""
+    if runner != "process":
+        raise click.UsageError("--target native is verified with --envoy process only: the container has no "
+                               "native library")
+    folder = os.environ.get(NATIVE_SEARCH_PATH)
+    if not folder or not (Path(folder) / f"lib{NATIVE_MODULE}.so").is_file():
+        raise click.UsageError(f"--target native: Envoy loads lib{NATIVE_MODULE}.so from ${NATIVE_SEARCH_PATH}, "
+                               "which does not hold it; build it with `make native` and set the variable to "
+                               "native_runtime/build")
 
 
 def _runner(kind: str, image: str | None):

@@ -50,6 +50,15 @@ def docker_daemon():
         pytest.skip(str(error))
 
 
+@pytest.fixture(scope="session")
+def native_library_dir(tmp_path_factory):
+    """A folder holding libpolicyc_native.so built from native_runtime/, once for the session
+    (skipped without make and gcc, and failing in CI)."""
+    from tests.native.conftest import build
+
+    return build(tmp_path_factory.mktemp("native-library")).parent
+
+
 def pytest_terminal_summary(terminalreporter):
     from tests.differential.test_envoy_differential import COUNTS
 

@@ -1,8 +1,11 @@
 """Backends: a `Checked` policy set → every emitted file, as {relative path: text}.
 
-`compile_outputs(checked, target, options, parts)` picks per service (and per effect) native RBAC or
-Lua, builds the Envoy configs and returns them with the plan, or returns `rbac/unsupported`
-diagnostics when `--target rbac` meets a rule RBAC cannot express.
+`compile_outputs(checked, target, options, parts)` picks per service (and per effect) Envoy's RBAC
+or Lua, or for `--target native` the native filter, builds the Envoy configs and returns them with
+the plan, or returns `rbac/unsupported` (`native/unsupported`) diagnostics when `--target rbac`
+(`native`) meets a rule that target cannot express. `auto` never picks the native filter: it
+chooses among the targets that the differential proof and the benchmarks stand behind, and the
+native filter is not one yet.
 
 `compile_dynamic(checked, target, options, config_dir)` gives the same policy for hot reloads:
 `envoy.yaml` (a bootstrap holding no policy) and `cds.yaml`, `lds.yaml`, `rds.yaml` for the watched
@@ -14,17 +17,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import collector
 from .. import nodes as n
 from ..checked import Checked
 from ..diagnostics import Diagnostic
-from . import envoy, rbac
+from . import envoy, native, rbac
 from .envoy import Options, Plan
 from .yaml_out import dump
 
-TARGETS = ("auto", "rbac", "lua")
+TARGETS = ("auto", "rbac", "lua", "native")
+# The targets that cannot express every rule, and how each tells whether it can express one.
+_EXPRESSIBLE = {"rbac": rbac.expressible, "native": native.expressible}
 
 
 @dataclass
@@ -43,16 +48,36 @@ def _engine(checked: Checked, rules: list[n.Rule], target: str) -> str:
 
 
 def plan_service(checked: Checked, service: n.Service, target: str) -> Plan:
+    if target == "native":  # it decides a service whole
+        return Plan("native", "native")
     deny = [r for r in service.rules if r.effect is n.Effect.DENY]
     allow = [r for r in service.rules if r.effect is n.Effect.ALLOW]
     return Plan(_engine(checked, deny, target), _engine(checked, allow, target))
 
 
-def _unsupported(checked: Checked, service: n.Service) -> list[Diagnostic]:
+def _unsupported(checked: Checked, service: n.Service, target: str) -> list[Diagnostic]:
+    """The located errors of the service's rules that `target` cannot express."""
+    if target == "native":
+        return native.unsupported(checked, service)
     diagnostics, builder = [], rbac.PrincipalBuilder(checked)
     for effect in n.Effect:
         diagnostics += rbac.rules_config(builder, service, effect)[1]
     return diagnostics
+
+
+def expressible(checked: Checked, rule: n.Rule, target: str) -> bool:
+    """Whether compiling for `target` can express `rule` (always, for `auto` and `lua`)."""
+    return target not in _EXPRESSIBLE or _EXPRESSIBLE[target](checked, rule)
+
+
+def expressible_part(checked: Checked, target: str) -> Checked:
+    """The policy set without the rules `target` cannot express: what compiling for it can run.
+    The proof compares Envoy with the interpreter on this part."""
+    if target not in _EXPRESSIBLE:
+        return checked
+    services = {name: replace(service, rules=tuple(r for r in service.rules if expressible(checked, r, target)))
+                for name, service in checked.services.items()}
+    return replace(checked, services=services)
 
 
 def _filters(checked: Checked, target: str, compiled: Compiled) -> dict[str, envoy.ServiceFilters]:
@@ -60,8 +85,8 @@ def _filters(checked: Checked, target: str, compiled: Compiled) -> dict[str, env
     filters = {}
     for name, service in sorted(checked.services.items()):
         plan = compiled.plans[name] = plan_service(checked, service, target)
-        if target == "rbac":
-            compiled.diagnostics += _unsupported(checked, service)
+        if target in _EXPRESSIBLE:
+            compiled.diagnostics += _unsupported(checked, service, target)
         if not compiled.diagnostics:
             filters[name] = envoy.service_filters(checked, service, plan)
     return filters if not compiled.diagnostics else {}
@@ -69,7 +94,8 @@ def _filters(checked: Checked, target: str, compiled: Compiled) -> dict[str, env
 
 def _policy_version(checked: Checked, filters: dict, options: Options) -> str:
     """The hash of what Envoy is given, the same whether it is loaded whole or from a watched folder."""
-    unstamped = envoy.listener(checked, {"route_config": envoy.route_config(checked, filters, options, "")}, options)
+    routes = {"route_config": envoy.route_config(checked, filters, options, "")}
+    unstamped = envoy.listener(checked, routes, options, envoy.native_filter_config(filters))
     return _hash([unstamped, envoy.clusters(checked, options)])
 
 
@@ -89,7 +115,7 @@ def compile_outputs(checked: Checked, target: str = "auto", options: Options | N
         return compiled
     compiled.version = version = _policy_version(checked, filters, options)
     routes = envoy.route_config(checked, filters, options, version)
-    listener = envoy.listener(checked, {"route_config": routes}, options)
+    listener = envoy.listener(checked, {"route_config": routes}, options, envoy.native_filter_config(filters))
     # The listener is written once, inside the bootstrap that runs as is; hot reloads take it
     # from the watched folder `compile_dynamic` fills instead.
     compiled.bootstrap = envoy.bootstrap(listener, envoy.clusters(checked, options), options)
@@ -101,6 +127,8 @@ def compile_outputs(checked: Checked, target: str = "auto", options: Options | N
             compiled.files[f"services/{name}/rbac-allow.yaml"] = dump(service_filters.rbac_allow)
         if service_filters.lua_source is not None:
             compiled.files[f"services/{name}/policy.lua"] = service_filters.lua_source
+        if service_filters.native_section is not None:  # a native filter config of its own
+            compiled.files[f"services/{name}/native.conf"] = native.config_text([service_filters.native_section])
     targets = {name: {"deny": p.deny, "allow": p.allow} for name, p in compiled.plans.items()}
     compiled.files["targets.json"] = json.dumps(targets, indent=2, sort_keys=True) + "\n"
     return compiled
@@ -117,7 +145,7 @@ def compile_dynamic(checked: Checked, target: str, options: Options, config_dir:
     resources = {
         "cluster": envoy.clusters(checked, options),
         "routes": [envoy.route_config(checked, filters, options, version)],
-        "listener": [envoy.listener(checked, envoy.rds(config_dir), options)],
+        "listener": [envoy.listener(checked, envoy.rds(config_dir), options, envoy.native_filter_config(filters))],
     }
     compiled.bootstrap = envoy.dynamic_bootstrap(config_dir, options)
     compiled.files["envoy.yaml"] = dump(compiled.bootstrap)

@@ -3,9 +3,10 @@ service's filter configs, as plain dicts. For hot reloads, the same policy as di
 (clusters, listener, routes) and a bootstrap that takes all three from a watched folder.
 
 One HTTP connection manager: jwt_authn (every issuer, anonymous callers pass), then an RBAC
-filter for deny rules, the Lua filter, an RBAC filter for allow rules, and the router. Each
-service is a virtual host that switches on the filters it needs through per-route configs; the
-catch-all virtual host answers 404 with every policy filter off.
+filter for deny rules, the Lua filter, the native filter (only when a service is compiled for
+it: one dynamic-module filter whose config holds every such service), an RBAC filter for allow
+rules, and the router. Each service is a virtual host that switches on the filters it needs
+through per-route configs; the catch-all virtual host answers 404 with every policy filter off.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass, replace
+from functools import partial
 
 from cryptography.hazmat.primitives import serialization
 
@@ -21,7 +23,7 @@ from ..checked import Checked
 from ..semantics.headers import OVERRIDE_HEADERS, value_tested_headers
 from ..semantics.hosts import split_port
 from ..semantics.paths import DOT_SEGMENT_PARAMETERS, KNOWN_METHODS, PATH_PARAMETERS
-from . import lua, rbac
+from . import lua, native, rbac
 from .accesslog import (
     ALLOW_STAT_PREFIX,
     DENY_STAT_PREFIX,
@@ -35,6 +37,13 @@ from .resolve import JWT_FILTER, PAYLOAD_KEY, required_prefixes
 LISTENER_NAME = "policyc"
 DENY_FILTER = "policyc.rbac.deny"
 LUA_FILTER = "policyc.lua"
+NATIVE_FILTER = "policyc.native"
+# The native filter's library, lib<name>.so, which Envoy looks for in the folders of
+# $ENVOY_DYNAMIC_MODULES_SEARCH_PATH (native_runtime/README.md): a name, not a path, keeps the
+# emitted config the same on every machine.
+NATIVE_MODULE = "policyc_native"
+NATIVE_SEARCH_PATH = "ENVOY_DYNAMIC_MODULES_SEARCH_PATH"
+NATIVE_FILTER_NAME = "policy"  # which filter of the module: the one deciding policies
 ALLOW_FILTER = "policyc.rbac.allow"
 ENFORCE, DRY_RUN = "enforce", "dry-run"  # jwt_authn requirement names
 OVERRIDE_CLUSTER = "upstream"
@@ -47,6 +56,8 @@ _TYPES = {
     "rbac_route": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
     "lua": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
     "lua_route": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute",
+    "dynamic_module": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+    "string": "type.googleapis.com/google.protobuf.StringValue",
     "router": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
     "file_log": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
     "tls": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
@@ -65,9 +76,10 @@ DYNAMIC_FILES = {"cluster": "cds.yaml", "routes": "rds.yaml", "listener": "lds.y
 
 @dataclass(frozen=True)
 class Plan:
-    """Which engine enforces a service's deny rules and its allow rules."""
+    """Which engine enforces a service's deny rules and its allow rules. The native filter
+    decides a service whole: "native" is both or neither."""
 
-    deny: str  # "rbac" or "lua"
+    deny: str  # "rbac", "lua" or "native"
     allow: str
 
     def __str__(self) -> str:
@@ -178,13 +190,22 @@ def _jwt_filter(checked: Checked, options: Options) -> dict:
         "rules": [{"match": {"prefix": "/"}, "requirement_name": ENFORCE}]}}
 
 
-def _http_filters(checked: Checked, options: Options) -> list[dict]:
+def _native_filter(config: str) -> dict:
+    """The native filter with its config text (backends/native.py); on for every route unless a
+    route's or virtual host's config turns it off."""
+    return {"name": NATIVE_FILTER, "typed_config": {
+        "@type": _TYPES["dynamic_module"], "dynamic_module_config": {"name": NATIVE_MODULE},
+        "filter_name": NATIVE_FILTER_NAME, "filter_config": {"@type": _TYPES["string"], "value": config}}}
+
+
+def _http_filters(checked: Checked, options: Options, native_config: str | None) -> list[dict]:
     filters = [_jwt_filter(checked, options)] if checked.issuers else []
     # With no `rules`, an RBAC filter enforces nothing: hosts without a per-route config pass.
     filters += [
         {"name": DENY_FILTER, "typed_config": {"@type": _TYPES["rbac"], "rules_stat_prefix": DENY_STAT_PREFIX,
                                                "shadow_rules_stat_prefix": DENY_STAT_PREFIX}},
         {"name": LUA_FILTER, "typed_config": {"@type": _TYPES["lua"]}},
+        *([_native_filter(native_config)] if native_config is not None else []),
         {"name": ALLOW_FILTER, "typed_config": {"@type": _TYPES["rbac"], "rules_stat_prefix": ALLOW_STAT_PREFIX,
                                                 "shadow_rules_stat_prefix": ALLOW_STAT_PREFIX}},
         {"name": "envoy.filters.http.router", "typed_config": {"@type": _TYPES["router"]}},
@@ -203,11 +224,23 @@ class ServiceFilters:
     lua_source: str | None
     rbac_allow: dict | None
     rbac_by_prefix: dict[str, tuple[dict | None, dict | None]]
+    native_section: str | None  # its section of the native filter's config
+
+
+def native_filter_config(service_filters: dict[str, ServiceFilters]) -> str | None:
+    """The native filter's config: every native service's section, by name; None when none is."""
+    sections = [f.native_section for _, f in sorted(service_filters.items()) if f.native_section is not None]
+    return native.config_text(sections) if sections else None
+
+
+_OFF = {"@type": _TYPES["filter_config"], "disabled": True}  # any filter, off for a route or host
 
 
 def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool, cluster: str,
-                  version: str, padded_headers: tuple[str, ...]) -> dict:
+                  version: str, padded_headers: tuple[str, ...], native_in_chain: bool) -> dict:
     per_filter = {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}}
+    if native_in_chain and filters.native_section is None:
+        per_filter[NATIVE_FILTER] = _OFF
     if has_issuers and service.mode is n.Mode.DRY_RUN:
         per_filter[JWT_FILTER] = {"@type": _TYPES["jwt_route"], "requirement_name": DRY_RUN}
     if filters.lua_source is not None:
@@ -220,39 +253,43 @@ def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool
         route = {"match": {"prefix": prefix}, "route": {"cluster": cluster}, "metadata": metadata}
         routes.append({**route, "typed_per_filter_config": rbac_configs} if rbac_configs else route)
     return {"name": service.name, "domains": sorted(service.hosts),
-            "routes": [*refusal_routes(service.path_parameters, padded_headers), *routes],
+            "routes": [*refusal_routes(service.path_parameters, padded_headers, native_in_chain), *routes],
             "typed_per_filter_config": per_filter}
 
 
-def _refusal(match: dict, reason: str) -> dict:
+def _refusal(match: dict, reason: str, native_in_chain: bool) -> dict:
     """A route answering 400 before any policy filter looks at the request."""
+    filters = (JWT_FILTER, DENY_FILTER, LUA_FILTER, *((NATIVE_FILTER,) if native_in_chain else ()), ALLOW_FILTER)
     return {"match": match, "direct_response": {"status": 400, "body": {"inline_string": reason + "\n"}},
-            "typed_per_filter_config": {name: {"@type": _TYPES["filter_config"], "disabled": True}
-                                        for name in (JWT_FILTER, DENY_FILTER, LUA_FILTER, ALLOW_FILTER)}}
+            "typed_per_filter_config": dict.fromkeys(filters, _OFF)}
 
 
-def refusal_routes(parameters_allowed: bool = False, padded_headers: tuple[str, ...] = ()) -> list[dict]:
+def refusal_routes(parameters_allowed: bool = False, padded_headers: tuple[str, ...] = (),
+                   native_in_chain: bool = False) -> list[dict]:
     """First in every virtual host: what the interpreter's request model refuses but Envoy would
     pass (semantics/hosts.py, `refusal_route`). Route matching sees the normalized path.
     `padded_headers`: the headers whose values the rules test (semantics/headers.py); HTTP/2 keeps
-    the spaces and tabs around a value, which an HTTP/1 upstream drops."""
+    the spaces and tabs around a value, which an HTTP/1 upstream drops. `native_in_chain`: the
+    native filter, on by default, is turned off here too (it would answer 403 for want of a
+    service)."""
+    refusal = partial(_refusal, native_in_chain=native_in_chain)
     routes = [
         # A dot segment that an application still resolves (semantics/paths.py).
-        _refusal({"safe_regex": {"regex": f".*{DOT_SEGMENT_PARAMETERS.pattern}.*"}}, "dot segment with parameters"),
+        refusal({"safe_regex": {"regex": f".*{DOT_SEGMENT_PARAMETERS.pattern}.*"}}, "dot segment with parameters"),
         # HTTP/1 refuses methods outside its list, but HTTP/2 carries any token: "delete" would pass a
         # rule on DELETE and reach an application that reads methods without regard to case.
-        _refusal({"prefix": "/", "headers": [
+        refusal({"prefix": "/", "headers": [
             {"name": ":method", "invert_match": True, "string_match": {"exact": method}}
             for method in sorted(KNOWN_METHODS)]}, "unknown method"),
         # Headers that make the application serve another URL or method (semantics/headers.py).
-        *(_refusal({"prefix": "/", "headers": [{"name": name, "present_match": True}]}, f"override header {name}")
+        *(refusal({"prefix": "/", "headers": [{"name": name, "present_match": True}]}, f"override header {name}")
           for name in OVERRIDE_HEADERS),
     ]
     if not parameters_allowed:  # `;` that servlet containers read as path parameters
-        routes.append(_refusal({"safe_regex": {"regex": f".*({PATH_PARAMETERS.pattern}).*"}}, "path parameters"))
+        routes.append(refusal({"safe_regex": {"regex": f".*({PATH_PARAMETERS.pattern}).*"}}, "path parameters"))
     padded = {"safe_regex": {"regex": "[ \t].*|.*[ \t]"}}
-    return routes + [_refusal({"prefix": "/", "headers": [{"name": name, "string_match": padded}]},
-                              "header value with surrounding whitespace") for name in padded_headers]
+    return routes + [refusal({"prefix": "/", "headers": [{"name": name, "string_match": padded}]},
+                             "header value with surrounding whitespace") for name in padded_headers]
 
 
 REFUSED_ROUTES = refusal_routes()  # with no tested headers: a service's, unless it allows path parameters
@@ -263,14 +300,17 @@ def _route_metadata(version: str, **fields: str) -> dict:
     return {"filter_metadata": {ROUTE_NAMESPACE: {**fields, "version": version}}}
 
 
-def _no_service(version: str, padded_headers: tuple[str, ...]) -> dict:
+def _no_service(version: str, padded_headers: tuple[str, ...], native_in_chain: bool) -> dict:
+    per_filter = {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}}
+    if native_in_chain:
+        per_filter[NATIVE_FILTER] = _OFF
     return {
         "name": "no-service",
         "domains": ["*"],
-        "routes": [*refusal_routes(False, padded_headers), {
+        "routes": [*refusal_routes(False, padded_headers, native_in_chain), {
             "match": {"prefix": "/"}, "metadata": _route_metadata(version),
             "direct_response": {"status": 404, "body": {"inline_string": "no service for this host\n"}}}],
-        "typed_per_filter_config": {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}},
+        "typed_per_filter_config": per_filter,
     }
 
 
@@ -278,10 +318,12 @@ def route_config(checked: Checked, service_filters: dict[str, ServiceFilters], o
                  version: str) -> dict:
     """Every service's virtual host and the catch-all; `version` is stamped on every route."""
     padded_headers = value_tested_headers(checked)
+    native_in_chain = any(f.native_section is not None for f in service_filters.values())
     virtual_hosts = [_virtual_host(service, service_filters[name], bool(checked.issuers), options.cluster_of(service),
-                                   version, padded_headers)
+                                   version, padded_headers, native_in_chain)
                      for name, service in sorted(checked.services.items()) if name in service_filters]
-    return {"name": ROUTE_CONFIG_NAME, "virtual_hosts": virtual_hosts + [_no_service(version, padded_headers)]}
+    no_service = _no_service(version, padded_headers, native_in_chain)
+    return {"name": ROUTE_CONFIG_NAME, "virtual_hosts": virtual_hosts + [no_service]}
 
 
 def _watched(config_dir: str, kind: str) -> dict:
@@ -295,8 +337,9 @@ def rds(config_dir: str) -> dict:
     return {"rds": {"route_config_name": ROUTE_CONFIG_NAME, "config_source": _watched(config_dir, "routes")}}
 
 
-def listener(checked: Checked, routes: dict, options: Options) -> dict:
-    """The listener; `routes` is {"route_config": …} inline, or `rds(config_dir)`."""
+def listener(checked: Checked, routes: dict, options: Options, native_config: str | None = None) -> dict:
+    """The listener; `routes` is {"route_config": …} inline, or `rds(config_dir)`; with
+    `native_config`, its HTTP filters include the native filter with that config."""
     hcm = {
         "@type": _TYPES["hcm"],
         "stat_prefix": "policyc",
@@ -309,7 +352,7 @@ def listener(checked: Checked, routes: dict, options: Options) -> dict:
         # refused (400 over HTTP/1, the stream reset over HTTP/2) before any filter.
         "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
         **routes,
-        "http_filters": _http_filters(checked, options),
+        "http_filters": _http_filters(checked, options, native_config),
         "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
             "@type": _TYPES["file_log"], "path": options.access_log,
             "log_format": {"json_format": access_log_fields(checked)}}}],
@@ -401,19 +444,24 @@ def service_filters(checked: Checked, service: n.Service, plan: Plan) -> Service
     """The filter configs enforcing `service` according to `plan` (already feasible)."""
     source = lua.service_script(checked, service, plan.deny == "lua", plan.allow == "lua") \
         if "lua" in (plan.deny, plan.allow) else None
+    section = native.service_section(checked, service) if plan.deny == "native" else None
     builder = rbac.PrincipalBuilder(checked)  # one for the service: each rule's principal built once
     deny, allow = _rbac_configs(builder, service, plan)
     shares = _route_shares(checked, service) if "rbac" in (plan.deny, plan.allow) else {"/": service.rules}
     by_prefix = {route: _rbac_configs(builder, replace(service, rules=rules), plan) for route, rules in shares.items()}
-    return ServiceFilters(deny, source, allow, by_prefix)
+    return ServiceFilters(deny, source, allow, by_prefix, section)
 
 
 def _rbac_configs(builder: rbac.PrincipalBuilder, service: n.Service, plan: Plan) -> tuple[dict | None, dict | None]:
     """The RBAC deny and allow configs of the service's rules (all of them, or one route's share)."""
     deny = rbac.rules_config(builder, service, n.Effect.DENY)[0] if plan.deny == "rbac" else None
     allow = rbac.rules_config(builder, service, n.Effect.ALLOW)[0] if plan.allow == "rbac" else None
-    if "lua" in (plan.deny, plan.allow) and service.mode is n.Mode.ENFORCE:
-        allow = rbac.require_lua_verdict(service, allow)
+    if plan.deny == "native" and service.mode is n.Mode.ENFORCE:
+        # The native filter answers its own refusals; this lets nothing through that it did not
+        # allow, should it ever not run or not decide.
+        allow = rbac.require_verdict(service, None, rbac.NATIVE_VERDICT_POLICY)
+    elif "lua" in (plan.deny, plan.allow) and service.mode is n.Mode.ENFORCE:
+        allow = rbac.require_verdict(service, allow, rbac.LUA_VERDICT_POLICY)
     return deny, allow
 
 

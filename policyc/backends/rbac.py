@@ -8,28 +8,18 @@ contract's "claim atoms are false for anonymous callers", negations included.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from .. import nodes as n
 from ..checked import Checked
 from ..diagnostics import Diagnostic
 from ..semantics.glob import glob_to_regex
-from .resolve import JWT_FILTER, PAYLOAD_KEY, membership
+from .resolve import JWT_FILTER, PAYLOAD_KEY, Unsupported, membership, unsupported_diagnostic
 
-LUA_NAMESPACE = "policyc"  # where lua_runtime/decide.lua records its verdict
+LUA_NAMESPACE = "policyc"  # where lua_runtime/decide.lua, and the native filter, record their verdicts
 LUA_VERDICT_POLICY = "policyc:lua-verdict"
+NATIVE_VERDICT_POLICY = "policyc:native-verdict"
 MTLS_PRINCIPAL = "envoy.rbac.principals.mtls_authenticated"
 NEVER = {"not_id": {"any": True}}
 ANY_STRING = {"safe_regex": {"regex": "(?s).*"}}
-
-
-class Unsupported(Exception):
-    """A condition RBAC cannot express; carries the offending node."""
-
-    def __init__(self, node: n.Expr, reason: str):
-        super().__init__(reason)
-        self.node = node
-        self.reason = reason
 
 
 def _any_of(ids: list[dict]) -> dict:
@@ -201,7 +191,7 @@ def rules_config(builder: PrincipalBuilder, service: n.Service,
         try:
             principal = builder.rule(rule)
         except Unsupported as unsupported:
-            diagnostics.append(unsupported_diagnostic(rule, unsupported))
+            diagnostics.append(unsupported_diagnostic("rbac/unsupported", rule, unsupported))
             continue
         policies[policy_name(service, rule)] = {"permissions": [{"any": True}], "principals": [principal]}
     body = {"action": effect.name, "policies": policies}
@@ -209,14 +199,15 @@ def rules_config(builder: PrincipalBuilder, service: n.Service,
     return {key: body}, diagnostics
 
 
-def require_lua_verdict(service: n.Service, allow_config: dict | None) -> dict:
-    """The allow RBAC config behind a Lua filter, made to demand the verdict the script records.
-    Envoy lets a request through when a Lua script fails where no pcall reaches (envoy#14980), so
-    without a verdict nothing is allowed: `allow` when the script decides the allow rules (no
-    config of its own), `no-deny` beside every RBAC allow policy when it decides only denials."""
+def require_verdict(service: n.Service, allow_config: dict | None, policy: str) -> dict:
+    """The allow RBAC config behind a Lua (or native) filter, made to demand the verdict it records
+    under `LUA_NAMESPACE`, in a policy named `policy`. Envoy lets a request through when a Lua
+    script fails where no pcall reaches (envoy#14980), so without a verdict nothing is allowed:
+    `allow` when the filter decides the allow rules (no config of its own), `no-deny` beside every
+    RBAC allow policy when it decides only denials."""
     if allow_config is None:
         backstop = {"permissions": [{"any": True}], "principals": [_lua_verdict("allow")]}
-        return {"rules": {"action": "ALLOW", "policies": {f"{service.name}/{LUA_VERDICT_POLICY}": backstop}}}
+        return {"rules": {"action": "ALLOW", "policies": {f"{service.name}/{policy}": backstop}}}
     rules = allow_config["rules"]
     policies = {name: {**policy, "principals": [_all_of([*policy["principals"], _lua_verdict("no-deny")])]}
                 for name, policy in rules["policies"].items()}
@@ -228,22 +219,9 @@ def _lua_verdict(decision: str) -> dict:
         "filter": LUA_NAMESPACE, "path": [{"key": "decision"}], "value": {"string_match": {"exact": decision}}}}}
 
 
-def unsupported_diagnostic(rule: n.Rule, unsupported: Unsupported) -> Diagnostic:
-    return Diagnostic("rbac/unsupported", f"rule `{rule.name}`: {unsupported.reason}",
-                      unsupported.node.span or rule.span, hint="compile with --target lua or auto")
-
-
 def expressible(checked: Checked, rule: n.Rule) -> bool:
     try:
         PrincipalBuilder(checked).build(rule.expr)
     except Unsupported:
         return False
     return True
-
-
-
-def expressible_part(checked: Checked) -> Checked:
-    """The policy set without the rules RBAC cannot express (what `--target rbac` can run)."""
-    services = {name: replace(service, rules=tuple(r for r in service.rules if expressible(checked, r)))
-                for name, service in checked.services.items()}
-    return replace(checked, services=services)

@@ -1,6 +1,8 @@
-"""Compile-time facts both backends share: where claims live, what `member` means once the
+"""Compile-time facts the backends share: where claims live, what `member` means once the
 catalog is resolved, and the path prefixes a rule's requests must have (which routes hold an RBAC
 rule, and how the Lua runtime indexes rules). Takes a `Checked` set; returns plain sets and strings.
+Also how a backend says it cannot express a condition: `Unsupported`, and the located error that
+`--target rbac` or `--target native` reports for it.
 """
 
 from __future__ import annotations
@@ -9,10 +11,26 @@ from dataclasses import dataclass
 
 from .. import nodes as n
 from ..checked import Checked
+from ..diagnostics import Diagnostic
 from ..semantics.glob import glob_literal_prefix
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 PAYLOAD_KEY = "jwt_payload"  # where jwt_authn puts a verified token's claims (payload_in_metadata)
+
+
+class Unsupported(Exception):
+    """A condition a backend cannot express; carries the offending node."""
+
+    def __init__(self, node: n.Expr, reason: str):
+        super().__init__(reason)
+        self.node = node
+        self.reason = reason
+
+
+def unsupported_diagnostic(code: str, rule: n.Rule, unsupported: Unsupported) -> Diagnostic:
+    """The error of a rule that the target it was compiled for cannot express, at the atom."""
+    return Diagnostic(code, f"rule `{rule.name}`: {unsupported.reason}", unsupported.node.span or rule.span,
+                      hint="compile with --target lua or auto")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..backends.rbac import expressible_part
+from ..backends import expressible_part
 from ..cases.casefile import CaseFile, Keys, build_request, protocols
 from ..checked import Checked
 from ..semantics.request import PROTOCOLS
@@ -64,7 +64,7 @@ def verify(checked: Checked, case_files: list[CaseFile], runner: Runner, targets
     report = Report()
     with tempfile.TemporaryDirectory() as work, EnvoyUnderTest(Path(work), runner) as envoy:
         for target in targets:
-            policies = expressible_part(checked) if target == "rbac" else checked
+            policies = expressible_part(checked, target)
             envoy.load(policies, target)
             found = report.comparisons[target] = []
             for start in range(0, len(requests), BATCH):

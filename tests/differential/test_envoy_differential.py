@@ -5,6 +5,9 @@ Any difference fails with the policy text, the request, the token's claims and b
 shrunk by hypothesis.
 
 One Envoy per runner serves every generated policy in turn (a file-based LDS reload each time).
+The native target joins where Envoy runs as a process (the container has no native library) and
+the native runtime reads the compiled config (tests/native_target.py); it decides the part of each
+policy it can express, as `rbac` does.
 POLICYC_DIFF_POLICIES (per runner) and POLICYC_DIFF_REQUESTS (per policy) raise the counts for
 deep runs.
 """
@@ -21,20 +24,21 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from policyc.backends.rbac import expressible_part
+from policyc.backends import expressible_part
 from policyc.proof.compare import compare
 from policyc.proof.container import running_envoy_container
 from policyc.proof.envoy_process import running_envoy
 from policyc.proof.replay import EnvoyUnderTest
 from policyc.semantics.request import PROTOCOLS
 from policyc.syntax.printer import format_file
+from tests.native_target import native_search_path
 from tests.property.strategies import NOW, checked_policy, grpc_calls, requests, write_world
 
 pytestmark = pytest.mark.envoy
 
 POLICIES = int(os.environ.get("POLICYC_DIFF_POLICIES", "100"))
 REQUESTS = int(os.environ.get("POLICYC_DIFF_REQUESTS", "50"))
-TARGETS = ("lua", "auto", "rbac")
+TARGETS = ("lua", "auto", "rbac")  # of every runner; `native` too where `envoy.targets` says so
 # runner → {"target protocol": requests compared}; printed at the end
 COUNTS: dict[str, Counter] = {}
 
@@ -51,8 +55,10 @@ def envoy(request, tmp_path_factory):
         runner = partial(running_envoy_container, image=None)
     else:
         runner = running_envoy
-    with EnvoyUnderTest(tmp_path_factory.mktemp(f"envoy-{request.param}"), runner) as envoy:
+    workdir = tmp_path_factory.mktemp(f"envoy-{request.param}")
+    with native_search_path(request) as native, EnvoyUnderTest(workdir, runner) as envoy:
         envoy.runner_name = request.param
+        envoy.targets = TARGETS + (("native",) if native and request.param == "process" else ())
         yield envoy
 
 
@@ -76,10 +82,11 @@ def _report(generated, target: str, comparison) -> str:
 
 
 def differential(envoy, world, policies: int, counts: Counter, shrink: bool = True,
-                 per_policy: int = REQUESTS, client=None, grpc: bool = False) -> None:
-    """Generated policies and requests through Envoy and the interpreter; fails on any difference.
-    Every request goes over every protocol; with `grpc`, policies for gRPC services and gRPC calls,
-    sent by `client` (tests/grpc) in the protocol it speaks."""
+                 per_policy: int = REQUESTS, client=None, grpc: bool = False,
+                 targets: tuple[str, ...] = TARGETS) -> None:
+    """Generated policies and requests through Envoy and the interpreter, for each of `targets`;
+    fails on any difference. Every request goes over every protocol; with `grpc`, policies for
+    gRPC services and gRPC calls, sent by `client` (tests/grpc) in the protocol it speaks."""
     phases = tuple(Phase) if shrink else (Phase.explicit, Phase.reuse, Phase.generate)
 
     # Without shrinking (the planted-bug test): seeded, and never saved for the real suite to replay.
@@ -93,8 +100,8 @@ def differential(envoy, world, policies: int, counts: Counter, shrink: bool = Tr
         made = grpc_calls(generated) if grpc else requests(generated)
         drawn = data.draw(st.lists(made, min_size=per_policy, max_size=per_policy), label="requests")
         sent = drawn if client else [replace(request, protocol=protocol) for request in drawn for protocol in PROTOCOLS]
-        for target in TARGETS:
-            policies = expressible_part(generated.checked) if target == "rbac" else generated.checked
+        for target in targets:
+            policies = expressible_part(generated.checked, target)
             envoy.load(policies, target)
             for comparison in compare(policies, envoy.send_all(sent, client), NOW, {}):
                 counts[f"{target} {comparison.observed.request.protocol}"] += 1
@@ -104,4 +111,4 @@ def differential(envoy, world, policies: int, counts: Counter, shrink: bool = Tr
 
 
 def test_envoy_decides_every_generated_request_as_the_interpreter(envoy, world):
-    differential(envoy, world, POLICIES, COUNTS.setdefault(envoy.runner_name, Counter()))
+    differential(envoy, world, POLICIES, COUNTS.setdefault(envoy.runner_name, Counter()), targets=envoy.targets)

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policyc.backends.rbac import expressible_part
+from policyc.backends import expressible_part
 from policyc.credentials import certs as devcerts
 from policyc.pipeline import load_and_check
 from policyc.proof.compare import compare
@@ -133,7 +133,7 @@ def test_envoy_decides_peer_atoms_over_tls_as_the_interpreter(envoy, pki):
         pipeline = load_and_check([str(root / "peer.policy")])
         assert pipeline.ok, [d.message for d in pipeline.diagnostics]
         for target in TARGETS:
-            policies = expressible_part(pipeline.checked) if target == "rbac" else pipeline.checked
+            policies = expressible_part(pipeline.checked, target)
             envoy.load(policies, target)
             comparisons = compare(policies, envoy.send_all(sent), time.time(), {})
             COUNTS[target] += len(comparisons)

@@ -1,7 +1,9 @@
 """Every case of the decision corpus (tests/cases/) and of the example, replayed through a real
 Envoy for every target and over every protocol its case names (HTTP/1.1, h2c, h2 over TLS),
 decided as the interpreter decides. Issuers whose keys the proxy would
-fetch get made-up keys, as `policyc verify` gives them."""
+fetch get made-up keys, as `policyc verify` gives them. `rbac` and, where the native runtime reads
+the compiled config (tests/native_target.py), `native` decide the part of each policy they can
+express."""
 
 import time
 from dataclasses import replace
@@ -9,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from policyc.backends.rbac import expressible_part
+from policyc.backends import expressible_part
 from policyc.cases.casefile import build_request, load_case_file, protocols
 from policyc.pipeline import load_and_check
 from policyc.proof.compare import compare
 from policyc.proof.replay import EnvoyUnderTest
 from policyc.proof.verify import with_made_up_keys
 from tests import CASE_KEYS
+from tests.native_target import native_search_path
 
 pytestmark = pytest.mark.envoy
 
@@ -33,8 +36,9 @@ def _clock_sensitive(request: dict) -> bool:
 
 
 @pytest.fixture(scope="module")
-def envoy(tmp_path_factory):
-    with EnvoyUnderTest(tmp_path_factory.mktemp("envoy")) as envoy:
+def envoy(request, tmp_path_factory):
+    with native_search_path(request) as native, EnvoyUnderTest(tmp_path_factory.mktemp("envoy")) as envoy:
+        envoy.targets = ("lua", "auto", "rbac") + (("native",) if native else ())
         yield envoy
 
 
@@ -47,8 +51,8 @@ def test_corpus_decides_alike_in_envoy(envoy, folder):
              for protocol in protocols(case)]
     requests = [replace(build_request(case.request, checked, keys, now), protocol=protocol) for case, protocol in cases]
     failures = []
-    for target in ("lua", "auto", "rbac"):
-        policies = expressible_part(checked) if target == "rbac" else checked
+    for target in envoy.targets:
+        policies = expressible_part(checked, target)
         envoy.load(policies, target)
         for (case, protocol), comparison in zip(cases, compare(policies, envoy.send_all(requests), now, {}),
                                                 strict=True):

@@ -1,27 +1,35 @@
-"""Compiled outputs: Envoy accepts them (`--mode validate`) for every target, recompiling is
-byte-identical, `--target rbac` refuses what RBAC cannot express with a located diagnostic and
-writes nothing, and a failed compile leaves an existing output folder untouched."""
+"""Compiled outputs: Envoy accepts them (`--mode validate`) for every target (the native one with
+its library built from native_runtime/), recompiling is byte-identical, `--target rbac` and
+`--target native` refuse what they cannot express with a located diagnostic and write nothing,
+and a failed compile leaves an existing output folder untouched."""
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from policyc.backends import compile_outputs
+from policyc.backends import compile_outputs, expressible_part
+from policyc.backends.envoy import NATIVE_FILTER, NATIVE_SEARCH_PATH
 from policyc.cli import main
 from policyc.pipeline import load_and_check
 from policyc.proof.envoy_process import envoy_binary
 from tests import CASE_KEYS
+from tests.native_target import READS_COMPILED_CONFIG
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "envoy_configs" / "examples" / "backstage"
 POLICY_SETS = [EXAMPLE] + sorted(p for p in (ROOT / "tests" / "cases").iterdir() if list(p.glob("*.policy")))
 
 
+def validated(config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(config), "-l", "error"],
+                          capture_output=True, text=True)
+
+
 def validate(config: Path) -> None:
-    result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(config), "-l", "error"],
-                            capture_output=True, text=True)
+    result = validated(config)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
@@ -38,6 +46,34 @@ def test_envoy_accepts_every_output(folder, target, tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     validate(tmp_path / "envoy.yaml")
+
+
+@pytest.mark.envoy
+@pytest.mark.parametrize("folder", POLICY_SETS, ids=lambda p: p.name)
+def test_envoy_accepts_every_native_output(folder, native_library_dir, monkeypatch, tmp_path):
+    """The part of each policy set the native filter can express, with its library on the search path."""
+    checked = expressible_part(load_and_check([str(folder)], allowed_roots=[CASE_KEYS]).checked, "native")
+    compiled = compile_outputs(checked, "native")
+    assert not compiled.diagnostics
+    monkeypatch.setenv(NATIVE_SEARCH_PATH, str(native_library_dir))
+    (tmp_path / "envoy.yaml").write_text(compiled.files["envoy.yaml"])
+    if READS_COMPILED_CONFIG:
+        validate(tmp_path / "envoy.yaml")
+        return
+    # Until the runtime reads the compiled config, it refuses it, and Envoy takes everything else:
+    # the same bootstrap with the config the runtime reads now.
+    refused = validated(tmp_path / "envoy.yaml")
+    assert refused.returncode != 0, "native_runtime/ reads the compiled config: set READS_COMPILED_CONFIG"
+    assert "policy filter's config does not parse" in refused.stdout + refused.stderr
+    [native] = [f for f in _http_filters(compiled.bootstrap) if f["name"] == NATIVE_FILTER]
+    native["typed_config"]["filter_config"]["value"] = "service demo\nallow health /health\n"
+    (tmp_path / "envoy.json").write_text(json.dumps(compiled.bootstrap))
+    validate(tmp_path / "envoy.json")
+
+
+def _http_filters(bootstrap: dict) -> list[dict]:
+    [listener] = bootstrap["static_resources"]["listeners"]
+    return listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
 
 
 def test_committed_example_output_is_current(tmp_path):
@@ -65,6 +101,15 @@ def test_rbac_target_refuses_lua_only_rules_and_writes_nothing(tmp_path):
         in result.stderr
     assert "nothing written" in result.stderr
     assert [p.name for p in out.iterdir()] == ["previous.txt"]
+
+
+def test_native_target_refuses_what_it_cannot_read_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["compile", str(EXAMPLE), "-o", str(out), "--target", "native"])
+    assert result.exit_code == 1
+    assert "docs.policy:10:62: error[native/unsupported]: rule `no-internal`: the native filter cannot read a " \
+        "token's claims yet" in result.stderr
+    assert "nothing written" in result.stderr and not out.exists()
 
 
 def test_policy_errors_write_nothing(tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from policyc.backends.rbac import expressible_part
+from policyc.backends import expressible_part
 from policyc.cases.casefile import build_request, load_case_file
 from policyc.interpret import evaluate
 from policyc.pipeline import load_and_check
@@ -19,9 +19,7 @@ EXAMPLE = Path(__file__).parents[2] / "envoy_configs" / "examples" / "backstage"
 
 @pytest.mark.parametrize("target", ["auto", "lua", "rbac"])
 def test_example_cases_decide_alike_in_envoy(target, tmp_path):
-    checked = load_and_check([str(EXAMPLE)]).checked
-    if target == "rbac":
-        checked = expressible_part(checked)
+    checked = expressible_part(load_and_check([str(EXAMPLE)]).checked, target)
     case_file = load_case_file(str(EXAMPLE / "example.cases.yaml"))
     now = time.time()
     requests = [build_request(case.request, checked, case_file.keys, now) for case in case_file.cases]

@@ -18,8 +18,7 @@ from collections import Counter
 
 import pytest
 
-from policyc.backends import compile_outputs, yaml_out
-from policyc.backends.rbac import expressible_part
+from policyc.backends import compile_outputs, expressible_part, yaml_out
 from policyc.pipeline import load_and_check
 from policyc.proof.envoy_process import running_envoy
 from policyc.proof.replay import EnvoyUnderTest
@@ -134,7 +133,7 @@ def test_compiled_strings_load_as_compiled(target, tmp_path):
     (tmp_path / "strings.policy").write_text(_policy(), encoding="utf-8")
     pipeline = load_and_check([str(tmp_path / "strings.policy")], allowed_roots=[CASE_KEYS])
     assert pipeline.ok, [d.message for d in pipeline.diagnostics]
-    policies = expressible_part(pipeline.checked) if target == "rbac" else pipeline.checked
+    policies = expressible_part(pipeline.checked, target)
     with EnvoyUnderTest(tmp_path / "envoy") as envoy:
         envoy.load(policies, target)
         listener = _loaded_listener(envoy.envoy.admin_port, time.monotonic() + 20)

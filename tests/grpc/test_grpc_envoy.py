@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from policyc.backends.rbac import expressible_part
+from policyc.backends import expressible_part
 from policyc.cases.casefile import build_request, load_case_file
 from policyc.nodes import UpstreamProtocol
 from policyc.ops.audit import read_events
@@ -72,7 +72,7 @@ def test_case_file_calls_decide_alike_through_grpcio(echo_envoy, corpus, target)
     now = time.time()
     cases = [case for case in cases if _grpcio_can_send(case.request)]
     requests = [build_request(case.request, checked, keys, now) for case in cases]
-    policies = expressible_part(checked) if target == "rbac" else checked
+    policies = expressible_part(checked, target)
     echo_envoy.load(policies, target)
     comparisons = compare(policies, echo_envoy.send_all(requests, client=grpc_call), now, {})
     failures = [f"{case.name}\n{c.report()}" for case, c in zip(cases, comparisons, strict=True) if c.differences]
@@ -108,7 +108,7 @@ def _last_log_entry(envoy: EnvoyUnderTest) -> dict:
 def test_health_checking_and_reflection_through_the_proxy(services_envoy, corpus, target):
     checked = corpus[0]
     envoy = services_envoy
-    envoy.load(expressible_part(checked) if target == "rbac" else checked, target)
+    envoy.load(expressible_part(checked, target), target)
     with channel(envoy.port, "shop.test") as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         assert stub.Check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
@@ -133,7 +133,7 @@ def test_health_checking_and_reflection_through_the_proxy(services_envoy, corpus
 @pytest.mark.parametrize("target", TARGETS)
 def test_token_failures_are_unauthenticated_with_the_proxy_s_reason(echo_envoy, corpus, target):
     checked = corpus[0]
-    echo_envoy.load(expressible_part(checked) if target == "rbac" else checked, target)
+    echo_envoy.load(expressible_part(checked, target), target)
     for metadata, message in ((_token(corpus, sub="u1", aud="elsewhere"), "Audiences in Jwt are not allowed"),
                               (_token(corpus, -600, sub="u1"), "Jwt is expired")):
         with channel(echo_envoy.port, "shop.test") as ch, pytest.raises(grpc.RpcError) as refused:

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from policyc.backends import compile_outputs
-from policyc.backends.rbac import expressible_part
+from policyc.backends import compile_outputs, expressible_part
 from policyc.credentials import tokens as devtokens
 from policyc.interpret import RawRequest
 from policyc.pipeline import load_and_check
@@ -103,7 +102,7 @@ def checked(tmp_path_factory):
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("target", ["lua", "auto", "rbac"])
 def test_hostile_strings_keep_their_meaning_in_envoy(checked, target, protocol, tmp_path):
-    policies = expressible_part(checked) if target == "rbac" else checked
+    policies = expressible_part(checked, target)
     now = time.time()
     requests = [replace(request, protocol=protocol) for request in _requests(now)]
     with EnvoyUnderTest(tmp_path) as envoy:

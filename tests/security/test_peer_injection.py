@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from policyc.backends.rbac import expressible_part
+from policyc.backends import expressible_part
 from policyc.credentials import certs as devcerts
 from policyc.pipeline import load_and_check
 from policyc.proof.compare import compare
@@ -43,7 +43,7 @@ def test_hostile_peer_values_keep_their_meaning_in_envoy(tmp_path):
                                                                                               issued.key_pem)))
     with EnvoyUnderTest(tmp_path / "envoy") as envoy:
         for target in ("lua", "auto", "rbac"):
-            policies = expressible_part(pipeline.checked) if target == "rbac" else pipeline.checked
+            policies = expressible_part(pipeline.checked, target)
             envoy.load(policies, target)
             comparisons = compare(policies, envoy.send_all(requests), time.time(), {})
             assert [c.report() for c in comparisons if c.differences] == [], target

@@ -13,7 +13,7 @@ import pytest
 from policyc import check
 from policyc import nodes as n
 from policyc.analysis.encode import Encoder
-from policyc.backends import lua, rbac
+from policyc.backends import lua, native, rbac
 from policyc.interpret.evaluator import Evaluator
 from policyc.syntax.printer import ExpressionPrinter
 
@@ -42,7 +42,7 @@ LAYERS = [
 ]
 # The backends proper: each renders a policy for one engine and knows no other. The assembly
 # (`envoy`, the package) combines them; `resolve`, `accesslog` and `yaml_out` are shared by all.
-BACKENDS = {"policyc.backends.rbac", "policyc.backends.lua"}
+BACKENDS = {"policyc.backends.rbac", "policyc.backends.lua", "policyc.backends.native"}
 RUNS_THE_PROOF = {"policyc.cli", "policyc.dev.demo"}
 
 
@@ -145,7 +145,7 @@ def test_the_check_fails_on_an_upward_import(tmp_path):
 
 # Every engine that reads conditions, one `nodes.Visitor` each.
 ENGINES: list[type[n.Visitor]] = [check._ExprChecker, check._Anonymous, Evaluator, rbac.PrincipalBuilder,
-                                  lua._Emitter, Encoder, ExpressionPrinter]
+                                  lua._Emitter, native._Renderer, Encoder, ExpressionPrinter]
 
 
 @pytest.mark.parametrize("engine", ENGINES, ids=lambda e: f"{e.__module__}.{e.__qualname__}")

@@ -23,8 +23,8 @@ CASES = Path(__file__).parent.parent / "golden" / "diagnostics"
 # folders that cannot be read (chmod would not stop a test that runs as root).
 TOO_LARGE = "too_large.policy"
 UNREADABLE = "unreadable"  # how the names of those start
-# Folders also compiled with `--target rbac`: their golden text holds that compilation's diagnostics.
-COMPILED_FOR_RBAC = {"rbac_unsupported"}
+# Folders also compiled for a target: their golden text holds that compilation's diagnostics.
+COMPILED_FOR = {"rbac_unsupported": "rbac", "native_unsupported": "native"}
 
 
 def _refused(path) -> PermissionError:
@@ -60,9 +60,10 @@ def rendered(folder: Path) -> str:
             # The golden folders share certificate files (`ca file "../peers/ca.pem"`).
             pipeline = load_and_check(["main.policy"], overlay, allowed_roots=[CASES])
         diagnostics = pipeline.diagnostics
-        if folder.name in COMPILED_FOR_RBAC:
-            assert pipeline.ok, "a folder compiled for rbac must pass the checker"
-            diagnostics = sort_diagnostics(diagnostics + compile_outputs(pipeline.checked, "rbac").diagnostics)
+        if folder.name in COMPILED_FOR:
+            assert pipeline.ok, "a folder compiled for a target must pass the checker"
+            compiled = compile_outputs(pipeline.checked, COMPILED_FOR[folder.name])
+            diagnostics = sort_diagnostics(diagnostics + compiled.diagnostics)
         return "\n\n".join(render_text(d, pipeline.sources) for d in diagnostics) + "\n"
     finally:
         os.chdir(cwd)

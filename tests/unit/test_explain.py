@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from policyc.backends import compile_outputs
+from policyc.backends import TARGETS, compile_outputs
 from policyc.cli import main
 from policyc.diagnostics import CODES, Diagnostic, has_errors
 from policyc.explain import explanations
@@ -49,8 +49,9 @@ def diagnostics_of(blocks, folder: Path, code: str) -> list[Diagnostic]:
     os.chdir(folder)
     try:
         pipeline = load_and_check(["main.policy"])
-        if code.startswith("rbac/") and pipeline.ok:
-            return pipeline.diagnostics + compile_outputs(pipeline.checked, "rbac").diagnostics
+        target = code.split("/")[0]  # rbac/… and native/… are found by compiling for that target
+        if target in TARGETS and pipeline.ok:
+            return pipeline.diagnostics + compile_outputs(pipeline.checked, target).diagnostics
         return pipeline.diagnostics
     finally:
         os.chdir(cwd)

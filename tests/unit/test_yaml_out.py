@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from policyc.backends import TARGETS, compile_outputs
-from policyc.backends.rbac import expressible_part
+from policyc.backends import TARGETS, compile_outputs, expressible_part
 from policyc.backends.yaml_out import _pyyaml, dump
 from policyc.pipeline import load_and_check
 
@@ -43,6 +42,6 @@ def test_printable_ascii_is_written_as_pyyaml_writes_it(data):
 @pytest.mark.parametrize("target", TARGETS)
 def test_compiled_example_is_written_as_pyyaml_writes_it(target):
     checked = load_and_check([str(EXAMPLE)]).checked
-    compiled = compile_outputs(expressible_part(checked) if target == "rbac" else checked, target)
+    compiled = compile_outputs(expressible_part(checked, target), target)
     assert not compiled.diagnostics
     assert dump(compiled.bootstrap) == _pyyaml(compiled.bootstrap)

@@ -1,0 +1,170 @@
+"""Native backend: services → the config text of the native policy filter (native_runtime/), or
+`native/unsupported` diagnostics for what that filter cannot read yet.
+
+The text is version 1 of the native decision index (native_runtime/README.md, *The compiled
+config*): a header line, then one section per service holding its mode, the named conditions its
+rules use (`cond`, numbered per section, each after the ones it refers to), its deny rules and
+its allow rules, each sorted by name, as conditions in prefix notation. Every string is written
+as `x` and the hex of its UTF-8 bytes, so no policy text can break a line or a token.
+
+The filter reads the request (method, path, headers, peer address) but not jwt_authn's claims nor
+every SAN of a client certificate (native_runtime/README.md, *Gaps*): rules that need them are
+`Unsupported`.
+"""
+
+from __future__ import annotations
+
+from .. import nodes as n
+from ..checked import Checked
+from ..diagnostics import Diagnostic
+from ..semantics.glob import ANY, parse_glob
+from ..semantics.net import parse_cidr
+from .resolve import Unsupported, unsupported_diagnostic
+
+HEADER = "policyc-native 1\n"
+_NO_CLAIMS = "the native filter cannot read a token's claims yet"
+_NO_CERTIFICATE = "the native filter cannot read every name of a client certificate yet"
+
+
+def hex_string(text: str) -> str:
+    """One string token: `x` and the lower-case hex of `text`'s UTF-8 bytes."""
+    return "x" + text.encode("utf-8", "surrogatepass").hex()
+
+
+def _tokens(*parts: str) -> str:
+    return " ".join(parts)
+
+
+def _counted(values) -> str:
+    """`<n> x<v1> … x<vn>`."""
+    return _tokens(str(len(values)), *map(hex_string, values))
+
+
+def _network(cidr: str) -> str:
+    """`4/<length>/<8 hex digits>` or `6/<length>/<32 hex digits>` (checked CIDRs only)."""
+    network = parse_cidr(cidr)
+    if network is None:
+        raise ValueError(f"not a checked CIDR: {cidr!r}")
+    return f"{network.version}/{network.prefixlen}/{network.network_address.packed.hex()}"
+
+
+def _glob(pattern: str) -> str:
+    """`glob <k> s1 … sk`: each segment `any` (`**`) or `seg <m>` and its literal pieces."""
+    segments = ["any" if s is ANY else _tokens("seg", _counted(s)) for s in parse_glob(pattern)]
+    return _tokens("glob", str(len(segments)), *segments)
+
+
+class _Renderer(n.Visitor):
+    """One service's conditions in prefix notation; the named conditions they use are numbered
+    and rendered into `conditions` as they are first met, after those they refer to."""
+
+    lowered = frozenset({n.GrpcTest})  # the checker writes gRPC atoms out as path tests
+
+    def __init__(self, checked: Checked):
+        self.checked = checked
+        self.indexes: dict[str, int] = {}
+        self.conditions: list[str] = []  # expression of condition i
+
+    def visit_And(self, expr: n.And) -> str:
+        return _tokens("and", str(len(expr.operands)), *map(self.visit, expr.operands))
+
+    def visit_Or(self, expr: n.Or) -> str:
+        return _tokens("or", str(len(expr.operands)), *map(self.visit, expr.operands))
+
+    def visit_Not(self, expr: n.Not) -> str:
+        return _tokens("not", self.visit(expr.operand))
+
+    def visit_ConditionRef(self, expr: n.ConditionRef) -> str:
+        if expr.name not in self.indexes:
+            # Rendered first, so the conditions it refers to get the lower numbers.
+            body = self.visit(self.checked.conditions[expr.name].expr)
+            self.indexes[expr.name] = len(self.conditions)
+            self.conditions.append(body)
+        return f"ref {self.indexes[expr.name]}"
+
+    def visit_MethodTest(self, expr: n.MethodTest) -> str:
+        return _tokens("method", _counted(expr.methods))
+
+    def visit_PathTest(self, expr: n.PathTest) -> str:
+        match expr.op:
+            case n.Op.EQ | n.Op.IN:
+                return _tokens("path", "eq", _counted(expr.values))
+            case n.Op.PREFIX:
+                (prefix,) = expr.values
+                return _tokens("path", "prefix", hex_string(prefix))
+            case n.Op.GLOB:
+                (pattern,) = expr.values
+                return _tokens("path", _glob(pattern))
+        raise AssertionError(expr.op)
+
+    def visit_HeaderTest(self, expr: n.HeaderTest) -> str:
+        name = hex_string(expr.name)
+        match expr.op:
+            case n.Op.EQ | n.Op.IN:
+                return _tokens("header", name, "eq", _counted(expr.values))
+            case n.Op.PREFIX | n.Op.SUFFIX:
+                (value,) = expr.values
+                return _tokens("header", name, expr.op.value, hex_string(value))
+        raise AssertionError(expr.op)
+
+    def visit_HeaderPresent(self, expr: n.HeaderPresent) -> str:
+        return _tokens("present", hex_string(expr.name))
+
+    def visit_SourceIn(self, expr: n.SourceIn) -> str:
+        return _tokens("source", str(len(expr.cidrs)), *map(_network, expr.cidrs))
+
+    def _claims(self, expr: n.Expr) -> str:
+        raise Unsupported(expr, _NO_CLAIMS)
+
+    visit_Authenticated = visit_IssuerIs = visit_ClaimTest = visit_ClaimIsBool = _claims
+    visit_HeaderEqualsClaim = visit_Member = visit_MemberOwners = _claims
+
+    def visit_PeerTest(self, expr: n.PeerTest) -> str:
+        raise Unsupported(expr, _NO_CERTIFICATE)
+
+    def visit_PeerTrusted(self, expr: n.PeerTrusted) -> str:
+        raise Unsupported(expr, "the native filter cannot tell whether a client certificate was verified yet")
+
+
+def _rule_lines(renderer: _Renderer, service: n.Service, effect: n.Effect) -> list[str]:
+    # Name order: when several rules of one effect match, the one whose name sorts first decides
+    # (docs/language.md), as in the RBAC and Lua engines.
+    rules = sorted((r for r in service.rules if r.effect is effect), key=lambda r: r.name)
+    return [_tokens(effect.value, hex_string(r.name), renderer.visit(r.expr)) for r in rules]
+
+
+def service_section(checked: Checked, service: n.Service) -> str:
+    """The service's section, `service` to `end`; raises `Unsupported` for a rule it cannot hold."""
+    renderer = _Renderer(checked)
+    rules = _rule_lines(renderer, service, n.Effect.DENY) + _rule_lines(renderer, service, n.Effect.ALLOW)
+    conditions = [f"cond {i} {body}" for i, body in enumerate(renderer.conditions)]
+    lines = [f"service {hex_string(service.name)}", f"mode {service.mode.value}", *conditions, *rules, "end"]
+    return "".join(line + "\n" for line in lines)
+
+
+def config_text(sections: list[str]) -> str:
+    """The filter's whole config: the header line and the sections."""
+    return HEADER + "".join(sections)
+
+
+def native_config(checked: Checked, services: list[n.Service]) -> str:
+    """The config deciding `services` (each expressible), in the order given."""
+    return config_text([service_section(checked, service) for service in services])
+
+
+def unsupported(checked: Checked, service: n.Service) -> list[Diagnostic]:
+    """A located `native/unsupported` error for each of the service's rules the filter cannot hold."""
+    return [unsupported_diagnostic("native/unsupported", rule, error)
+            for rule in service.rules if (error := _unsupported(checked, rule)) is not None]
+
+
+def _unsupported(checked: Checked, rule: n.Rule) -> Unsupported | None:
+    try:
+        _Renderer(checked).visit(rule.expr)
+    except Unsupported as error:
+        return error
+    return None
+
+
+def expressible(checked: Checked, rule: n.Rule) -> bool:
+    return _unsupported(checked, rule) is None

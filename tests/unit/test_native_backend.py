@@ -1,0 +1,212 @@
+"""The native backend: the exact config text of the native filter (strings in hex, globs in their
+parsed form, networks as bytes, named conditions numbered per service after those they use), the
+atoms it refuses as `Unsupported`, and its place in the assembly: one dynamic-module filter, off
+wherever a service is not native and on every refusal route and the catch-all, `targets.json`
+saying `native`, and the verdict read back from the access log as Lua's is."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from policyc import nodes as n
+from policyc.backends import compile_outputs, envoy, native, plan_service
+from policyc.backends.accesslog import logged_decision
+from policyc.backends.resolve import Unsupported
+from policyc.cli import main
+from policyc.pipeline import load_and_check
+
+SERVICE = 'service {name} {{\n    hosts "{name}.test"\n    upstream "127.0.0.1:8080"\n{rules}}}\n'
+
+
+def checked_of(tmp_path: Path, text: str):
+    (tmp_path / "p.policy").write_text(text, encoding="utf-8")
+    pipeline = load_and_check([str(tmp_path / "p.policy")])
+    assert pipeline.ok, [d.message for d in pipeline.diagnostics]
+    return pipeline.checked
+
+
+def section(tmp_path: Path, rules: str, before: str = "") -> str:
+    checked = checked_of(tmp_path, before + SERVICE.format(name="s", rules=rules))
+    return native.service_section(checked, checked.services["s"])
+
+
+def test_hex_strings():
+    assert native.hex_string("") == "x"
+    assert native.hex_string("/a b") == "x2f612062"
+    assert native.hex_string("é\n") == "xc3a90a"  # UTF-8 bytes, a newline as any other byte
+
+
+def test_a_whole_config(tmp_path):
+    checked = checked_of(tmp_path, SERVICE.format(name="web", rules=(
+        '    deny "internal" when source in ["10.0.0.0/8"] and not header "x-ok" prefix "yes"\n'
+        '    allow public "health" when path == "/health" or header "x-t" present\n'
+        '    allow public "api" when method in [GET, HEAD] and path prefix "/api/"\n'
+    )) + SERVICE.format(name="dry", rules='    mode dry-run\n    allow public "all" when header "x-e" suffix ""\n'))
+    assert native.native_config(checked, [checked.services["dry"], checked.services["web"]]) == (
+        "policyc-native 1\n"
+        "service x647279\nmode dry-run\nallow x616c6c header x782d65 suffix x\nend\n"
+        "service x776562\nmode enforce\n"
+        "deny x696e7465726e616c and 2 source 1 4/8/0a000000 not header x782d6f6b prefix x796573\n"
+        # Allow rules by name, not file order.
+        "allow x617069 and 2 method 2 x474554 x48454144 path prefix x2f6170692f\n"
+        "allow x6865616c7468 or 2 path eq 1 x2f6865616c7468 present x782d74\n"
+        "end\n")
+
+
+def test_header_tests(tmp_path):
+    text = section(tmp_path, '    allow public "h" when header "x-a" in ["1", "2"] and header "x-a" == "3"\n')
+    assert "allow x68 and 2 header x782d61 eq 2 x31 x32 header x782d61 eq 1 x33\n" in text
+
+
+@pytest.mark.parametrize(("pattern", "rendered"), [
+    ("/a/x*y/**", "glob 4 seg 1 x seg 1 x61 seg 2 x78 x79 any"),
+    ("/**", "glob 2 seg 1 x any"),
+    ("/*", "glob 2 seg 1 x seg 2 x x"),
+    ("/a/*.json", "glob 3 seg 1 x seg 1 x61 seg 2 x x2e6a736f6e"),
+    ("/a/", "glob 3 seg 1 x seg 1 x61 seg 1 x"),
+])
+def test_globs_in_their_parsed_form(tmp_path, pattern, rendered):
+    assert f"allow x67 path {rendered}\n" in section(tmp_path, f'    allow public "g" when path glob "{pattern}"\n')
+
+
+@pytest.mark.parametrize(("cidr", "rendered"), [
+    ("127.0.0.1/32", "4/32/7f000001"),
+    ("0.0.0.0/0", "4/0/00000000"),
+    ("2001:db8::/32", "6/32/20010db8000000000000000000000000"),
+    ("::1/128", "6/128/00000000000000000000000000000001"),
+])
+def test_networks_as_bytes(tmp_path, cidr, rendered):
+    assert f"allow x6e source 1 {rendered}\n" in section(tmp_path, f'    allow public "n" when source in ["{cidr}"]\n')
+
+
+def test_named_conditions_come_after_those_they_use_and_once(tmp_path):
+    conditions = ('condition reads = method in [GET]\n'
+                  'condition api = reads and path prefix "/api/"\n'
+                  'condition unused = path == "/x"\n')
+    text = section(tmp_path, '    allow public "b" when api or reads\n    allow public "a" when reads\n', conditions)
+    assert text == ("service x73\nmode enforce\n"
+                    "cond 0 method 1 x474554\n"
+                    "cond 1 and 2 ref 0 path prefix x2f6170692f\n"
+                    "allow x61 ref 0\nallow x62 or 2 ref 1 ref 0\nend\n")
+
+
+def test_each_section_numbers_the_conditions_it_uses(tmp_path):
+    checked = checked_of(tmp_path, 'condition a = path == "/a"\ncondition b = path == "/b"\n'
+                         + SERVICE.format(name="one", rules='    allow public "r" when b\n')
+                         + SERVICE.format(name="two", rules='    allow public "r" when a or b\n'))
+    one, two = (native.service_section(checked, checked.services[name]) for name in ("one", "two"))
+    assert "cond 0 path eq 1 x2f62\nallow x72 ref 0\n" in one
+    assert "cond 0 path eq 1 x2f61\ncond 1 path eq 1 x2f62\nallow x72 or 2 ref 0 ref 1\n" in two
+
+
+def test_grpc_atoms_are_path_tests(tmp_path):
+    text = section(tmp_path, '    allow public "g" when grpc method "shop.v1.Orders/Get"\n')
+    assert "allow x67 path eq 1 x2f73686f702e76312e4f72646572732f476574\n" in text
+
+
+@pytest.mark.parametrize("atom", [
+    n.Authenticated(), n.IssuerIs("idp"), n.ClaimTest(n.Claim(("sub",)), n.Op.EQ, ("a",)),
+    n.ClaimIsBool(n.Claim(("admin",)), True), n.HeaderEqualsClaim("x-t", n.Claim(("t",))),
+    n.Member("group:default/sre"), n.MemberOwners("component:default/x"),
+    n.PeerTest(n.PeerField.URI, n.Op.EQ, ("spiffe://x",)), n.PeerTrusted(None),
+], ids=lambda atom: type(atom).__name__)
+def test_atoms_the_filter_cannot_read_are_unsupported(atom):
+    with pytest.raises(Unsupported) as raised:
+        native._Renderer(None).visit(n.Or((n.PathTest(n.Op.EQ, ("/",)), n.Not(atom))))
+    assert raised.value.node is atom
+
+
+def test_native_target_reports_each_rule_it_cannot_hold(tmp_path):
+    checked = checked_of(tmp_path, 'issuer idp {\n    url "https://idp.test"\n    jwks "https://idp.test/jwks"\n}\n'
+                         + SERVICE.format(name="s", rules='    allow "a" when authenticated\n'
+                                                         '    allow public "b" when path == "/"\n'
+                                                         '    deny "c" when token.x == "y"\n'))
+    compiled = compile_outputs(checked, "native")
+    assert [(d.code, d.message) for d in compiled.diagnostics] == [
+        ("native/unsupported", "rule `a`: the native filter cannot read a token's claims yet"),
+        ("native/unsupported", "rule `c`: the native filter cannot read a token's claims yet")]
+    assert compiled.files == {}
+
+
+def _listener(bootstrap: dict) -> dict:
+    [listener] = bootstrap["static_resources"]["listeners"]
+    return listener["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def test_the_assembly_holds_one_native_filter_after_lua(tmp_path):
+    checked = checked_of(tmp_path, SERVICE.format(name="a", rules='    allow public "r" when path == "/"\n')
+                         + SERVICE.format(name="b", rules='    mode dry-run\n    allow public "r" when path == "/"\n'))
+    compiled = compile_outputs(checked, "native", parts=True)
+    filters = _listener(compiled.bootstrap)["http_filters"]
+    assert [f["name"] for f in filters] == [envoy.DENY_FILTER, envoy.LUA_FILTER, envoy.NATIVE_FILTER,
+                                            envoy.ALLOW_FILTER, "envoy.filters.http.router"]
+    config = filters[2]["typed_config"]
+    assert config["dynamic_module_config"] == {"name": "policyc_native"}  # no path of this machine
+    assert config["filter_config"] == {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                       "value": native.native_config(checked, [checked.services["a"],
+                                                                               checked.services["b"]])}
+    assert compiled.files["targets.json"].count('"native"') == 4
+    assert compiled.files["services/a/native.conf"] == native.native_config(checked, [checked.services["a"]])
+
+
+def test_the_native_filter_is_off_outside_native_services(tmp_path):
+    """On native services' routes only: off on the catch-all, on every refusal route, and on a
+    service another engine decides."""
+    checked = checked_of(tmp_path, SERVICE.format(name="a", rules='    allow public "r" when path == "/"\n')
+                         + SERVICE.format(name="b", rules='    allow public "r" when path == "/"\n'))
+    filters = {"a": envoy.service_filters(checked, checked.services["a"], plan_service(checked, checked.services["a"],
+                                                                                      "native")),
+               "b": envoy.service_filters(checked, checked.services["b"], plan_service(checked, checked.services["b"],
+                                                                                      "lua"))}
+    hosts = {host["name"]: host for host in envoy.route_config(checked, filters, envoy.Options(), "v")["virtual_hosts"]}
+    assert envoy.NATIVE_FILTER not in hosts["a"]["typed_per_filter_config"]
+    for name in ("b", "no-service"):
+        assert hosts[name]["typed_per_filter_config"][envoy.NATIVE_FILTER]["disabled"] is True
+    for host in hosts.values():
+        refusals = [route for route in host["routes"] if "direct_response" in route and
+                    route["direct_response"]["status"] == 400]
+        assert refusals and all(r["typed_per_filter_config"][envoy.NATIVE_FILTER]["disabled"] for r in refusals)
+
+
+def test_without_native_services_nothing_names_the_native_filter(tmp_path):
+    checked = checked_of(tmp_path, SERVICE.format(name="a", rules='    allow public "r" when path == "/"\n'))
+    for target in ("auto", "lua", "rbac"):
+        assert envoy.NATIVE_FILTER not in compile_outputs(checked, target).files["envoy.yaml"]
+
+
+def test_an_enforced_native_service_allows_only_with_the_filters_verdict(tmp_path):
+    checked = checked_of(tmp_path, SERVICE.format(name="a", rules='    allow public "r" when path == "/"\n')
+                         + SERVICE.format(name="b", rules='    mode dry-run\n    allow public "r" when path == "/"\n'))
+    plans = {name: plan_service(checked, service, "native") for name, service in checked.services.items()}
+    enforced = envoy.service_filters(checked, checked.services["a"], plans["a"])
+    [(prefix, (deny, allow))] = enforced.rbac_by_prefix.items()
+    assert (prefix, deny) == ("/", None)
+    [(name, policy)] = allow["rules"]["policies"].items()
+    assert name == "a/policyc:native-verdict"
+    assert policy["principals"] == [{"sourced_metadata": {"metadata_matcher": {
+        "filter": "policyc", "path": [{"key": "decision"}], "value": {"string_match": {"exact": "allow"}}}}}]
+    dry = envoy.service_filters(checked, checked.services["b"], plans["b"])
+    assert dry.rbac_by_prefix == {"/": (None, None)}
+
+
+@pytest.mark.parametrize(("record", "decided"), [
+    ({"service": "demo", "decision": "allow", "rule": "health"}, ("allow", "health")),
+    ({"service": "demo", "decision": "deny", "rule": "internal"}, ("deny", "internal")),
+    ({"service": "demo", "decision": "default-deny"}, ("default-deny", None)),
+    ({"service": "demo", "decision": "error"}, ("error", None)),
+])
+def test_the_native_verdict_is_read_from_the_log(record, decided):
+    """The native filter records its verdict where the Lua filter does (`lua` in the log)."""
+    entry = {"status": 403, "details": "policyc_denied", "service": "demo", "lua": record}
+    assert logged_decision(entry) == decided
+
+
+def test_verify_needs_the_native_library(monkeypatch, tmp_path):
+    example = Path(__file__).parents[2] / "envoy_configs" / "examples" / "backstage"
+    monkeypatch.setenv(envoy.NATIVE_SEARCH_PATH, str(tmp_path))
+    result = CliRunner().invoke(main, ["verify", str(example), "--target", "native"])
+    assert result.exit_code == 2
+    assert "Envoy loads libpolicyc_native.so from $ENVOY_DYNAMIC_MODULES_SEARCH_PATH" in result.stderr
+    docker = CliRunner().invoke(main, ["verify", str(example), "--target", "native", "--envoy", "docker"])
+    assert docker.exit_code == 2 and "with --envoy process only" in docker.stderr
