@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from policyc import nodes as n
-from policyc.backends import compile_outputs, envoy, native, plan_service
+from policyc.backends import compile_dynamic, compile_outputs, envoy, native, plan_service
 from policyc.backends.accesslog import logged_decision
 from policyc.backends.resolve import Unsupported
 from policyc.cli import main
@@ -210,3 +210,10 @@ def test_verify_needs_the_native_library(monkeypatch, tmp_path):
     assert "Envoy loads libpolicyc_native.so from $ENVOY_DYNAMIC_MODULES_SEARCH_PATH" in result.stderr
     docker = CliRunner().invoke(main, ["verify", str(example), "--target", "native", "--envoy", "docker"])
     assert docker.exit_code == 2 and "with --envoy process only" in docker.stderr
+
+
+def test_hot_reloads_carry_the_native_filter(tmp_path):
+    checked = checked_of(tmp_path, SERVICE.format(name="a", rules='    allow public "r" when path == "/"\n'))
+    compiled = compile_dynamic(checked, "native", envoy.Options(), "/srv/policyc")
+    assert "policyc-native 1\\nservice x61\\n" in compiled.files["lds.yaml"]
+    assert envoy.NATIVE_FILTER in compiled.files["rds.yaml"]  # off on the catch-all
