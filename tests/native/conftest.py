@@ -29,16 +29,28 @@ LOG_FIELDS = {"path": "%REQ(:PATH)%", "status": "%RESPONSE_CODE%", "details": "%
               "policyc": "%DYNAMIC_METADATA(policyc)%", "upstream": "%UPSTREAM_HOST%"}
 
 
-def build(out: Path, name: str = MODULE, main: Path | None = None) -> Path:
-    """lib<name>.so built by native_runtime/Makefile into `out` (from `main` instead of the filter)."""
+def make(out: Path, *arguments: str) -> None:
+    """Runs native_runtime/Makefile with OUT=`out`; without make or the compiler a test is skipped
+    (in CI it fails)."""
     missing = [tool for tool in ("make", os.environ.get("CC", "gcc")) if shutil.which(tool) is None]
     if missing:
         if os.environ.get("CI"):
             pytest.fail(f"building the native runtime needs {', '.join(missing)}")
         pytest.skip(f"no {', '.join(missing)}")
-    args = ["make", "-s", "-C", str(RUNTIME), f"OUT={out}", f"NAME={name}"]
-    subprocess.run([*args, *([f"MAIN={main}"] if main else [])], check=True, capture_output=True, text=True)
+    subprocess.run(["make", "-s", "-C", str(RUNTIME), f"OUT={out}", *arguments], check=True, capture_output=True,
+                   text=True)
+
+
+def build(out: Path, name: str = MODULE, main: Path | None = None) -> Path:
+    """lib<name>.so built by native_runtime/Makefile into `out` (from `main` instead of the filter)."""
+    make(out, f"NAME={name}", *([f"MAIN={main}"] if main else []))
     return out / f"lib{name}.so"
+
+
+def build_driver(out: Path) -> Path:
+    """The filter run by tests/native/index_driver.c, built with the sanitizers into `out`."""
+    make(out, f"DRIVER={REPO / 'tests/native/index_driver.c'}", str(out / "index_driver"))
+    return out / "index_driver"
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,11 @@
  * configs and requests in one process built with the address and undefined-behaviour sanitizers.
  *
  *   index_driver CONFIG_FILE < REQUESTS
+ *   index_driver --parse-many < CONFIGS
  *
- * Exits 1 when the filter refuses the config. Otherwise each stdin line is one request, tokens
+ * With --parse-many, stdin holds configs, each as its length in decimal, "\n", then its bytes, and
+ * each gets one stdout line, `accepted` or `refused`. Otherwise the driver exits 1 when the filter
+ * refuses the config in CONFIG_FILE, and each stdin line is one request, tokens
  * separated by one space, each `-` (absent) or `x` and the hex of its bytes:
  *
  *   <route service> <method> <path> <peer address> [<header name> <header value>]...
@@ -152,7 +155,7 @@ static char *read_file(const char *path, size_t *length) {
   char *text = NULL;
   long size;
   if (file != NULL && fseek(file, 0, SEEK_END) == 0 && (size = ftell(file)) >= 0 && fseek(file, 0, SEEK_SET) == 0 &&
-      (text = malloc((size_t)size + 1)) != NULL) {
+      (text = malloc(size > 0 ? (size_t)size : 1)) != NULL) {
     *length = fread(text, 1, (size_t)size, file);
   }
   if (file != NULL) {
@@ -161,11 +164,37 @@ static char *read_file(const char *path, size_t *length) {
   return text;
 }
 
+/* Whether the filter takes one config; a taken one is destroyed at once. */
+static bool accepted(const char *text, size_t length) {
+  envoy_dynamic_module_type_envoy_buffer name = {"policy", 6}, config = {text, length};
+  envoy_dynamic_module_type_http_filter_config_module_ptr filter_config =
+      envoy_dynamic_module_on_http_filter_config_new(NULL, name, config);
+  envoy_dynamic_module_on_http_filter_config_destroy(filter_config);
+  return filter_config != NULL;
+}
+
+static int parse_many(void) {
+  size_t length;
+  while (scanf("%zu", &length) == 1 && getchar() == '\n') {
+    char *text = malloc(length > 0 ? length : 1); /* exactly the config: reading past it is caught */
+    if (text == NULL || fread(text, 1, length, stdin) != length) {
+      fprintf(stderr, "bad config record\n");
+      return 2;
+    }
+    printf("%s\n", accepted(text, length) ? "accepted" : "refused");
+    free(text);
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   size_t length = 0;
+  if (argc == 2 && strcmp(argv[1], "--parse-many") == 0) {
+    return parse_many();
+  }
   char *text = argc == 2 ? read_file(argv[1], &length) : NULL;
   if (text == NULL) {
-    fprintf(stderr, "usage: index_driver CONFIG_FILE < REQUESTS\n");
+    fprintf(stderr, "usage: index_driver CONFIG_FILE < REQUESTS | index_driver --parse-many < CONFIGS\n");
     return 2;
   }
   envoy_dynamic_module_type_envoy_buffer name = {"policy", 6}, config = {text, length};
