@@ -190,7 +190,7 @@ GOOD_CONFIGS = {
 def test_each_malformed_config_is_refused_and_each_good_one_taken(driver):
     configs = [*BAD_CONFIGS.values(), *GOOD_CONFIGS.values()]
     accepted = parse_many(driver, [config.encode() for config in configs])
-    assert dict(zip([*BAD_CONFIGS, *GOOD_CONFIGS], accepted)) == {
+    assert dict(zip([*BAD_CONFIGS, *GOOD_CONFIGS], accepted, strict=True)) == {
         **dict.fromkeys(BAD_CONFIGS, False), **dict.fromkeys(GOOD_CONFIGS, True)}
 
 
@@ -318,7 +318,7 @@ def test_globs_match_as_the_interpreter(driver, tmp_path):
     pairs = [(pattern, path) for pattern in patterns
              for path in [random_path(rng) for _ in range(20)] + ["/a/b/x/b", "/aaab", "/"]]
     decided = decide(driver, tmp_path, index_config(*sections), [get(path, pattern) for pattern, path in pairs])
-    wrong = [(pattern, path) for (pattern, path), (decision, _, _) in zip(pairs, decided)
+    wrong = [(pattern, path) for (pattern, path), (decision, _, _) in zip(pairs, decided, strict=True)
              if (decision == "allow") != glob_matches(pattern, path)]
     assert wrong == []
 
@@ -368,15 +368,17 @@ def test_networks_match_as_the_interpreter(driver, tmp_path):
         outside = [ipaddress.ip_address(rng.getrandbits(network.max_prefixlen) if network.version == 4
                                         else rng.getrandbits(128).to_bytes(16, "big")),
                    ipaddress.ip_address(rng.getrandbits(32))]
-        cases += [(i, network, peer, text) for peer in inside + outside for text in peer_texts(peer, rng.randrange(65536))]
+        port = rng.randrange(65536)
+        cases += [(i, network, peer, text) for peer in inside + outside for text in peer_texts(peer, port)]
     decided = decide(driver, tmp_path, index_config(*sections), [get("/", str(i), text) for i, _, _, text in cases])
-    wrong = [(str(network), text) for (_, network, peer, text), (decision, _, _) in zip(cases, decided)
+    wrong = [(str(network), text) for (_, network, peer, text), (decision, _, _) in zip(cases, decided, strict=True)
              if (decision == "allow") != address_in(str(peer), [str(network)])]
     assert wrong == []
 
 
 @pytest.mark.parametrize("address", [
-    "256.1.1.1:80", "1.2.3:80", "1.2.3.4.5:80", "a.b.c.d:80", "", "envoy_internal", "[::1]", "1.2.3.4:", "1.2.3.4:123456",
+    "256.1.1.1:80", "1.2.3:80", "1.2.3.4.5:80", "a.b.c.d:80", "", "envoy_internal", "[::1]", "1.2.3.4:",
+    "1.2.3.4:123456",
     "[1:2:3:4:5:6:7:8:9]:1", "[1::2::3]:1", "[12345::]:1", "[::g]:1", "[1:2:3:4:5:6:7::8]:1", "[:1:2:3:4:5:6:7]:1",
     "[1.2.3.4]:1", "[::1.2.3]:1", "[::1.2.3.256]:1", "[1:2:3:4:5:6:7:1.2.3.4]:1", "[1::2:]:1", "[:::]:1",
     "[::a1.2.3.4]:1", "[1:::1.2.3.4]:1", "[::ffff:1.2.3.4:5]:1", "[1.2.3.4::]:1", "[fe80::1%eth0]:1", "[::1]:x",

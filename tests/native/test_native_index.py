@@ -127,13 +127,14 @@ def test_every_atom_and_decision_in_envoy(module_dir, search_path, tmp_path):
             envoy_log = envoy.log_path.read_text()
         reached = [received.target for received in upstream.received]
     entries = log_entries(log_path, len(CASES))
-    seen = [(status, decision, rule) for (status, _, _), (_, decision, rule) in zip(answers, map(logged, entries))]
+    seen = [(status, decision, rule)
+            for (status, _, _), (_, decision, rule) in zip(answers, map(logged, entries), strict=True)]
     assert seen == [expected for _, expected in CASES]
     assert reached == [target for (_, _, target, _), (status, _, _) in CASES if status == 200]
     services = [logged(entry)[0] for entry in entries]
     assert services == [{"bare": None, "numeric": None}.get(host, host) for (host, *_), _ in CASES]
     denied = [(body, headers["content-type"], entry["details"])
-              for (status, body, headers), entry in zip(answers, entries) if status == 403]
+              for (status, body, headers), entry in zip(answers, entries, strict=True) if status == 403]
     assert set(denied) == {(b"access denied\n", "text/plain", "policyc_denied")}
     assert "policyc: error deciding: the route has no policyc.service metadata" in envoy_log
     assert "policyc: error deciding for service ghost: the service has no section in the filter's config" in envoy_log
