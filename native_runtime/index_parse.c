@@ -133,6 +133,22 @@ static bool string(parser_t *p, line_t *line, uint32_t *at) {
   return true;
 }
 
+/* A header's name: a string, not empty, without upper-case letters (Envoy holds names in lower
+ * case) or the bytes no header name can hold (NUL, CR, LF). */
+static bool header_name(parser_t *p, line_t *line, uint32_t *at) {
+  if (!string(p, line, at)) {
+    return false;
+  }
+  bytes_t name = *index_string(p->index, *at);
+  for (size_t i = 0; i < name.length; i++) {
+    char c = name.ptr[i];
+    if ((c >= 'A' && c <= 'Z') || c == '\0' || c == '\r' || c == '\n') {
+      return false;
+    }
+  }
+  return name.length > 0;
+}
+
 /* `count` then that many strings; *first gets the first one's position. */
 static bool strings(parser_t *p, line_t *line, uint32_t *first, uint32_t *count) {
   uint32_t unused;
@@ -216,7 +232,7 @@ static bool path_atom(parser_t *p, line_t *line, uint32_t at) {
 static bool header_atom(parser_t *p, line_t *line, uint32_t at) {
   bytes_t token;
   node_t fields = {.count = 1};
-  if (!string(p, line, &fields.header) || !next_token(line, &token)) {
+  if (!header_name(p, line, &fields.header) || !next_token(line, &token)) {
     return false;
   }
   bool ok;
@@ -248,7 +264,7 @@ static bool atom(parser_t *p, line_t *line, bytes_t word, uint32_t at) {
     ok = strings(p, line, &fields.first, &fields.count);
   } else if (is(word, "present")) {
     fields.kind = NODE_PRESENT;
-    ok = string(p, line, &fields.header);
+    ok = header_name(p, line, &fields.header);
   } else if (is(word, "source")) {
     fields.kind = NODE_SOURCE;
     fields.first = count32(&p->index->networks);
