@@ -1,7 +1,8 @@
 """The decision index (native_runtime/README.md) deciding in a real Envoy 1.40: the service comes
 from each route's metadata policyc.service; every kind of atom, named conditions, deny overriding
 allow, default deny, dry-run, and the `error` decision of a route without a service, each as
-status, recorded decision and rule, and whether the upstream was reached."""
+status, recorded decision and rule, and whether the upstream was reached; and a route that turns
+the filter off."""
 
 from __future__ import annotations
 
@@ -85,6 +86,7 @@ CASES = [
     (("bare", "GET", "/health", []), (403, "error", None)),
     (("ghost", "GET", "/health", []), (403, "error", None)),
     (("numeric", "GET", "/health", []), (403, "error", None)),
+    (("off", "GET", "/health", []), (400, None, None)),
 ]
 
 
@@ -106,9 +108,17 @@ def request(port: int, host: str, method: str, target: str, headers: list[tuple[
     return send(address, port, method, target, [("host", host), *headers])
 
 
+# A route that turns the filter off, as policyc's refusal routes and no-service host turn off the
+# Lua filter: its direct answer stands, with no decision.
+FILTER_OFF = {"name": "off", "domains": ["off"], "routes": [{
+    "match": {"prefix": "/"}, "direct_response": {"status": 400, "body": {"inline_string": "refused\n"}},
+    "typed_per_filter_config": {"envoy.filters.http.dynamic_modules": {
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}}}]}
+
+
 def virtual_hosts(upstream_port: int) -> list[dict]:
-    return [{"name": host, "domains": [host], "routes": [service_route(service, upstream_port)]}
-            for host, service in ROUTES.items()]
+    return [*({"name": host, "domains": [host], "routes": [service_route(service, upstream_port)]}
+              for host, service in ROUTES.items()), FILTER_OFF]
 
 
 def logged(entry: dict) -> tuple[str | None, str | None, str | None]:
@@ -132,7 +142,7 @@ def test_every_atom_and_decision_in_envoy(module_dir, search_path, tmp_path):
     assert seen == [expected for _, expected in CASES]
     assert reached == [target for (_, _, target, _), (status, _, _) in CASES if status == 200]
     services = [logged(entry)[0] for entry in entries]
-    assert services == [{"bare": None, "numeric": None}.get(host, host) for (host, *_), _ in CASES]
+    assert services == [{"bare": None, "numeric": None, "off": None}.get(host, host) for (host, *_), _ in CASES]
     denied = [(body, headers["content-type"], entry["details"])
               for (status, body, headers), entry in zip(answers, entries, strict=True) if status == 403]
     assert set(denied) == {(b"access denied\n", "text/plain", "policyc_denied")}
