@@ -199,11 +199,17 @@ void envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_module_buffer ns,
     envoy_dynamic_module_type_module_buffer key, envoy_dynamic_module_type_module_buffer value);
 
-/* A string directly under a metadata namespace; false when absent or not a string. */
+/* A string directly under a metadata namespace of `source` (the stream's dynamic metadata, the
+ * route's filter_metadata, ...); false when absent or not a string. */
 bool envoy_dynamic_module_callback_http_get_metadata_string(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
     envoy_dynamic_module_type_metadata_source source, envoy_dynamic_module_type_module_buffer ns,
     envoy_dynamic_module_type_module_buffer key, envoy_dynamic_module_type_envoy_buffer *result);
+
+/* The direct peer's address as text: "a.b.c.d:port", or "[v6]:port" (Envoy's Address::asString).
+ * Added after v0.1.0; declared as observed in Envoy 1.40 (tests/native/test_abi_probe.py). */
+bool envoy_dynamic_module_callback_http_get_downstream_direct_remote_address(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_envoy_buffer *address);
 
 bool envoy_dynamic_module_callback_http_filter_get_attribute_string(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,

@@ -1,168 +1,299 @@
 /*
  * policy_filter.c: policyc's native policy filter, an Envoy dynamic module (HTTP filter).
  *
- * Envoy loads lib<name>.so through envoy.filters.http.dynamic_modules and hands each filter config
- * its filter_config bytes. This first version decides on the request path alone:
- *
- *   # comment
- *   service <name>
- *   allow <rule> <exact path>
- *
- * A request whose path (the :path before any '?') equals an allow line's path continues to the
- * upstream; every other request is answered 403 by the filter. Each decision is recorded in the
- * dynamic metadata namespace "policyc" (service, decision, rule), as the Lua filter records its own,
- * so that the access log shows it.
+ * One filter config serves every service: its text is the decision index (native_runtime/README.md,
+ * index_parse.c), parsed once. Per request the filter reads the route's metadata policyc.service,
+ * takes that service's section and decides as lua_runtime/decide.lua does: the first deny rule that
+ * holds denies, else the first allow rule that holds allows, else default deny. The decision is
+ * recorded in the dynamic metadata namespace "policyc" (service, decision, rule) for the access
+ * log; deny and default-deny are answered 403 unless the service runs dry.
  *
  * Fails closed: a config that does not parse is refused (Envoy then rejects the listener), and a
- * request without exactly one :path is denied. Nothing here keeps state across requests: the
- * parsed config is read-only once built and shared by every worker.
+ * request whose service, method, path, headers or peer cannot be read gets the decision `error`, a
+ * log line and a 403 (dry-run: continues). The index is read-only and shared by every worker; a
+ * request's own state is on the stack plus two arrays bounded by the config and by its path.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "envoy_abi.h"
-
-#define MAX_CONFIG_BYTES (1u << 20)
-#define MAX_RULES 4096u
-
-typedef struct {
-  char *name;
-  char *path;
-  size_t path_length;
-} rule_t;
-
-typedef struct {
-  char *service;
-  rule_t *rules;
-  size_t rule_count;
-} policy_t;
+#include "policy_index.h"
 
 static const char NAMESPACE[] = "policyc";
 static const char DENIED_BODY[] = "access denied\n";
 static const char DENIED_DETAILS[] = "policyc_denied";
 
-static envoy_dynamic_module_type_module_buffer text(const char *s, size_t length) {
-  envoy_dynamic_module_type_module_buffer buffer = {s, length};
+typedef envoy_dynamic_module_type_http_filter_envoy_ptr envoy_t;
+
+/* A condition's value within one request, once evaluated. */
+enum { UNKNOWN = 0, FALSE_VALUE = 1, TRUE_VALUE = 2 };
+
+/* One request as the policy sees it; what is costly to read is read when first needed. */
+typedef struct {
+  envoy_t envoy;
+  const index_t *index;
+  const section_t *section;
+  bytes_t method;
+  bytes_t path;      /* :path up to the first '?' */
+  bytes_t *segments; /* the path split at '/', once a glob needs it */
+  size_t segment_count;
+  uint8_t peer[16];
+  size_t peer_size;    /* 0 until read */
+  uint8_t *memo;       /* one entry per condition of the section */
+  const char *problem; /* set when something cannot be read: the decision is `error` */
+} request_t;
+
+static envoy_dynamic_module_type_module_buffer module_buffer(bytes_t bytes) {
+  envoy_dynamic_module_type_module_buffer buffer = {bytes.ptr, bytes.length};
   return buffer;
 }
 
-static envoy_dynamic_module_type_module_buffer literal(const char *s) { return text(s, strlen(s)); }
-
-static void log_error(const char *message) {
-  envoy_dynamic_module_callback_log(envoy_dynamic_module_type_log_level_Error, literal(message));
+static bytes_t literal(const char *s) {
+  bytes_t bytes = {s, strlen(s)};
+  return bytes;
 }
 
-static void policy_free(policy_t *policy) {
-  if (policy == NULL) {
-    return;
+static bool fail(request_t *request, const char *problem) {
+  if (request->problem == NULL) {
+    request->problem = problem;
   }
-  for (size_t i = 0; i < policy->rule_count; i++) {
-    free(policy->rules[i].name);
-    free(policy->rules[i].path);
-  }
-  free(policy->rules);
-  free(policy->service);
-  free(policy);
+  return false;
 }
 
-/* A word of the line: no spaces inside, no control bytes (a path is printable ASCII in Envoy). */
-static int valid_word(const char *word) {
-  if (*word == '\0') {
-    return 0;
+/* Value `index` of a request header, and how many it has; false when it has no such value. */
+static bool header_value(envoy_t envoy, bytes_t name, size_t index, bytes_t *value, size_t *count) {
+  envoy_dynamic_module_type_envoy_buffer buffer = {NULL, 0};
+  size_t values = 0;
+  bool found = envoy_dynamic_module_callback_http_get_header(envoy, envoy_dynamic_module_type_http_header_type_RequestHeader,
+                                                             module_buffer(name), &buffer, index, &values);
+  value->ptr = buffer.ptr;
+  value->length = buffer.length;
+  *count = values;
+  return found && index < values && (buffer.ptr != NULL || buffer.length == 0);
+}
+
+/* The one value of a pseudo-header (:method, :path). */
+static bool pseudo_header(request_t *request, const char *name, bytes_t *value) {
+  size_t count;
+  return header_value(request->envoy, literal(name), 0, value, &count) && count == 1;
+}
+
+static bool value_passes(const index_t *index, const node_t *node, bytes_t value) {
+  switch (node->kind) {
+  case NODE_HEADER_EQ:
+    return index_any_equal(index, node->first, node->count, value);
+  case NODE_HEADER_PREFIX:
+    return bytes_starts_with(value, *index_string(index, node->first));
+  default:
+    return bytes_ends_with(value, *index_string(index, node->first));
   }
-  for (const unsigned char *c = (const unsigned char *)word; *c != '\0'; c++) {
-    if (*c <= ' ' || *c == 0x7f) {
-      return 0;
+}
+
+/* Some value of the header, one by one as Envoy holds them, passes the node's test. */
+static bool any_header_value(request_t *request, const node_t *node) {
+  bytes_t name = *index_string(request->index, node->header), value;
+  size_t count = 0;
+  if (!header_value(request->envoy, name, 0, &value, &count)) {
+    return count == 0 ? false : fail(request, "a header value cannot be read");
+  }
+  for (size_t i = 0; i < count; i++) {
+    size_t now;
+    if (i > 0 && (!header_value(request->envoy, name, i, &value, &now) || now != count)) {
+      return fail(request, "a header value cannot be read");
+    }
+    if (value_passes(request->index, node, value)) {
+      return true;
     }
   }
-  return 1;
+  return false;
 }
 
-/* Splits `line` in place into at most `max` space-separated words; returns how many, or -1. */
-static int split(char *line, char **words, int max) {
-  int count = 0;
-  char *cursor = line;
-  while (*cursor != '\0') {
-    if (count == max) {
-      return -1;
-    }
-    words[count++] = cursor;
-    char *space = strchr(cursor, ' ');
-    if (space == NULL) {
-      break;
-    }
-    *space = '\0';
-    cursor = space + 1;
-    if (*cursor == '\0') {
-      return -1; /* a trailing space: the config is written by the compiler, never so */
-    }
-  }
-  for (int i = 0; i < count; i++) {
-    if (!valid_word(words[i])) {
-      return -1;
-    }
-  }
-  return count;
+static bool present(request_t *request, const node_t *node) {
+  bytes_t value;
+  size_t count;
+  return header_value(request->envoy, *index_string(request->index, node->header), 0, &value, &count);
 }
 
-static int add_rule(policy_t *policy, const char *name, const char *path) {
-  if (policy->rule_count == MAX_RULES || path[0] != '/') {
-    return 0;
+/* The path's segments, split at '/' as Python's str.split does (empty ones included). */
+static bool split_path(request_t *request) {
+  size_t count = 1;
+  for (size_t i = 0; i < request->path.length; i++) {
+    count += request->path.ptr[i] == '/';
   }
-  rule_t *rules = realloc(policy->rules, (policy->rule_count + 1) * sizeof(rule_t));
-  if (rules == NULL) {
-    return 0;
+  request->segments = calloc(count, sizeof(bytes_t));
+  if (request->segments == NULL) {
+    return fail(request, "no memory for the path's segments");
   }
-  policy->rules = rules;
-  rule_t *rule = &rules[policy->rule_count];
-  rule->name = strdup(name);
-  rule->path = strdup(path);
-  rule->path_length = strlen(path);
-  policy->rule_count++;
-  return rule->name != NULL && rule->path != NULL;
+  const char *start = request->path.ptr, *end = request->path.ptr + request->path.length;
+  for (size_t i = 0; i < count; i++) {
+    const char *slash = i + 1 < count ? memchr(start, '/', (size_t)(end - start)) : end;
+    request->segments[i].ptr = start;
+    request->segments[i].length = (size_t)(slash - start);
+    start = slash + 1;
+  }
+  request->segment_count = count;
+  return true;
 }
 
-/* One line of the config; 0 refuses the whole config. */
-static int parse_line(policy_t *policy, char *line) {
-  char *words[3];
-  if (line[0] == '\0' || line[0] == '#') {
-    return 1;
+static bool glob(request_t *request, const node_t *node) {
+  if (request->segments == NULL && !split_path(request)) {
+    return false;
   }
-  int count = split(line, words, 3);
-  if (count == 2 && strcmp(words[0], "service") == 0 && policy->service == NULL) {
-    policy->service = strdup(words[1]);
-    return policy->service != NULL;
-  }
-  if (count == 3 && strcmp(words[0], "allow") == 0) {
-    return add_rule(policy, words[1], words[2]);
-  }
-  return 0;
+  return index_glob_matches(request->index, node, request->segments, request->segment_count);
 }
 
-static policy_t *policy_parse(const char *bytes, size_t length) {
-  if (length > MAX_CONFIG_BYTES || memchr(bytes, '\0', length) != NULL) {
-    return NULL;
+static bool source(request_t *request, const node_t *node) {
+  if (request->peer_size == 0) {
+    envoy_dynamic_module_type_envoy_buffer address = {NULL, 0};
+    bytes_t text = {NULL, 0};
+    if (envoy_dynamic_module_callback_http_get_downstream_direct_remote_address(request->envoy, &address)) {
+      text.ptr = address.ptr;
+      text.length = address.length;
+    }
+    request->peer_size = index_peer_address(text, request->peer);
+    if (request->peer_size == 0) {
+      return fail(request, "the peer address cannot be read");
+    }
   }
-  char *copy = malloc(length + 1);
-  policy_t *policy = calloc(1, sizeof(policy_t));
-  int ok = copy != NULL && policy != NULL;
-  if (ok) {
-    memcpy(copy, bytes, length);
-    copy[length] = '\0';
-    for (char *line = copy, *next; ok && line != NULL; line = next) {
-      next = strchr(line, '\n');
-      if (next != NULL) {
-        *next++ = '\0';
+  return index_any_network(request->index, node->first, node->count, request->peer, request->peer_size);
+}
+
+static bool evaluate(request_t *request, uint32_t at);
+
+/* A named condition, evaluated at most once per request. */
+static bool condition(request_t *request, uint32_t i) {
+  if (request->memo[i] == UNKNOWN) {
+    bool value = evaluate(request, index_condition(request->index, request->section->conditions + i)->root);
+    if (request->problem != NULL) {
+      return false;
+    }
+    request->memo[i] = value ? TRUE_VALUE : FALSE_VALUE;
+  }
+  return request->memo[i] == TRUE_VALUE;
+}
+
+/* Whether the expression at `at` holds. Recursion is bounded by INDEX_MAX_DEPTH (index_parse.c
+ * counts conditions as written out); once a problem is set, every result is meaningless. */
+static bool evaluate(request_t *request, uint32_t at) {
+  const index_t *index = request->index;
+  const node_t *node = index_node(index, at);
+  if (request->problem != NULL) {
+    return false;
+  }
+  switch (node->kind) {
+  case NODE_AND:
+  case NODE_OR:
+    for (uint32_t i = 0, operand = at + 1; i < node->count; i++, operand = index_node(index, operand)->end) {
+      if (evaluate(request, operand) != (node->kind == NODE_AND)) {
+        return node->kind == NODE_OR;
       }
-      ok = parse_line(policy, line);
+    }
+    return node->kind == NODE_AND;
+  case NODE_NOT:
+    return !evaluate(request, at + 1);
+  case NODE_REF:
+    return condition(request, node->first);
+  case NODE_METHOD:
+    return index_any_equal(index, node->first, node->count, request->method);
+  case NODE_PATH_EQ:
+    return index_any_equal(index, node->first, node->count, request->path);
+  case NODE_PATH_PREFIX:
+    return bytes_starts_with(request->path, *index_string(index, node->first));
+  case NODE_PATH_GLOB:
+    return glob(request, node);
+  case NODE_HEADER_EQ:
+  case NODE_HEADER_PREFIX:
+  case NODE_HEADER_SUFFIX:
+    return any_header_value(request, node);
+  case NODE_PRESENT:
+    return present(request, node);
+  case NODE_SOURCE:
+    return source(request, node);
+  default:
+    return fail(request, "an unknown node"); /* index_parse never builds one */
+  }
+}
+
+/* The first rule of rules[first .. first+count) that holds, or NULL. */
+static const rule_t *first_match(request_t *request, uint32_t first, uint32_t count) {
+  for (uint32_t i = 0; i < count && request->problem == NULL; i++) {
+    const rule_t *rule = index_rule(request->index, first + i);
+    if (evaluate(request, rule->root) && request->problem == NULL) {
+      return rule;
     }
   }
-  free(copy);
-  if (!ok || policy->service == NULL) {
-    policy_free(policy);
-    return NULL;
+  return NULL;
+}
+
+typedef struct {
+  const char *decision;
+  const rule_t *rule;
+} verdict_t;
+
+static const verdict_t ERROR_VERDICT = {"error", NULL};
+
+/* Reads the request and decides its section's rules; request->problem is set instead when
+ * something cannot be read. */
+static verdict_t decide(request_t *request) {
+  verdict_t verdict = {"default-deny", NULL};
+  const section_t *section = request->section;
+  if (!pseudo_header(request, ":method", &request->method) || !pseudo_header(request, ":path", &request->path)) {
+    fail(request, "the request has no single :method and :path");
+    return ERROR_VERDICT;
   }
-  return policy;
+  const char *query = request->path.length == 0 ? NULL : memchr(request->path.ptr, '?', request->path.length);
+  request->path.length = query == NULL ? request->path.length : (size_t)(query - request->path.ptr);
+  if (section->condition_count > 0 && (request->memo = calloc(section->condition_count, 1)) == NULL) {
+    fail(request, "no memory for the conditions");
+    return ERROR_VERDICT;
+  }
+  if ((verdict.rule = first_match(request, section->denies, section->deny_count)) != NULL) {
+    verdict.decision = "deny";
+  } else if ((verdict.rule = first_match(request, section->allows, section->allow_count)) != NULL) {
+    verdict.decision = "allow";
+  }
+  return request->problem == NULL ? verdict : ERROR_VERDICT;
+}
+
+/* The route's service (false when it has none) and its section; request->problem is set when
+ * either is missing. */
+static bool route_service(request_t *request, bytes_t *service) {
+  envoy_dynamic_module_type_envoy_buffer value = {NULL, 0};
+  if (!envoy_dynamic_module_callback_http_get_metadata_string(request->envoy, envoy_dynamic_module_type_metadata_source_Route,
+                                                              module_buffer(literal(NAMESPACE)),
+                                                              module_buffer(literal("service")), &value) ||
+      (value.ptr == NULL && value.length > 0)) {
+    return fail(request, "the route has no policyc.service metadata");
+  }
+  service->ptr = value.ptr == NULL ? "" : value.ptr;
+  service->length = value.length;
+  request->section = index_section(request->index, *service);
+  if (request->section == NULL) {
+    fail(request, "the service has no section in the filter's config");
+  }
+  return true;
+}
+
+static void record(envoy_t envoy, const char *key, bytes_t value) {
+  envoy_dynamic_module_callback_http_set_dynamic_metadata_string(envoy, module_buffer(literal(NAMESPACE)),
+                                                                 module_buffer(literal(key)), module_buffer(value));
+}
+
+static void log_error(bool known, bytes_t service, const char *problem) {
+  char message[512];
+  int length = known ? snprintf(message, sizeof message, "policyc: error deciding for service %.*s: %s",
+                                (int)(service.length > 200 ? 200 : service.length), service.ptr, problem)
+                     : snprintf(message, sizeof message, "policyc: error deciding: %s", problem);
+  bytes_t text = {message, length < 0 ? 0 : (size_t)length < sizeof message ? (size_t)length : sizeof message - 1};
+  envoy_dynamic_module_callback_log(envoy_dynamic_module_type_log_level_Error, module_buffer(text));
+}
+
+static void deny(envoy_t envoy) {
+  envoy_dynamic_module_type_module_http_header content_type = {"content-type", 12, "text/plain", 10};
+  envoy_dynamic_module_type_module_buffer body = {DENIED_BODY, sizeof DENIED_BODY - 1};
+  envoy_dynamic_module_type_module_buffer details = {DENIED_DETAILS, sizeof DENIED_DETAILS - 1};
+  envoy_dynamic_module_callback_http_send_response(envoy, 403, &content_type, 1, body, details);
 }
 
 const char *envoy_dynamic_module_on_program_init(void) { return POLICYC_ENVOY_ABI_VERSION; }
@@ -170,19 +301,21 @@ const char *envoy_dynamic_module_on_program_init(void) { return POLICYC_ENVOY_AB
 envoy_dynamic_module_type_http_filter_config_module_ptr envoy_dynamic_module_on_http_filter_config_new(
     envoy_dynamic_module_type_http_filter_config_envoy_ptr config_envoy,
     envoy_dynamic_module_type_envoy_buffer name, envoy_dynamic_module_type_envoy_buffer config) {
-  policy_t *policy = policy_parse(config.ptr == NULL ? "" : config.ptr, config.length);
-  if (policy == NULL) {
-    log_error("policyc: the policy filter's config does not parse; refusing it");
+  index_t *index = index_parse(config.ptr, config.length);
+  if (index == NULL) {
+    envoy_dynamic_module_callback_log(
+        envoy_dynamic_module_type_log_level_Error,
+        module_buffer(literal("policyc: the policy filter's config does not parse; refusing it")));
   }
-  return policy;
+  return index;
 }
 
 void envoy_dynamic_module_on_http_filter_config_destroy(
     envoy_dynamic_module_type_http_filter_config_module_ptr config) {
-  policy_free((policy_t *)config);
+  index_free((index_t *)config);
 }
 
-/* The filter keeps no state of its own per request: it is the (read-only) policy itself. */
+/* The filter keeps no state of its own between hooks: it is the (read-only) index itself. */
 envoy_dynamic_module_type_http_filter_module_ptr envoy_dynamic_module_on_http_filter_new(
     envoy_dynamic_module_type_http_filter_config_module_ptr config,
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy) {
@@ -191,46 +324,29 @@ envoy_dynamic_module_type_http_filter_module_ptr envoy_dynamic_module_on_http_fi
 
 void envoy_dynamic_module_on_http_filter_destroy(envoy_dynamic_module_type_http_filter_module_ptr filter) {}
 
-/* The allow rule whose path is the request's (the :path up to '?'), or NULL. */
-static const rule_t *matching_rule(const policy_t *policy, envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy) {
-  envoy_dynamic_module_type_envoy_buffer value = {NULL, 0};
-  size_t count = 0;
-  if (!envoy_dynamic_module_callback_http_get_header(filter_envoy, envoy_dynamic_module_type_http_header_type_RequestHeader,
-                                                     literal(":path"), &value, 0, &count) ||
-      count != 1 || value.ptr == NULL) {
-    return NULL;
-  }
-  const char *query = memchr(value.ptr, '?', value.length);
-  size_t length = query == NULL ? value.length : (size_t)(query - value.ptr);
-  for (size_t i = 0; i < policy->rule_count; i++) {
-    const rule_t *rule = &policy->rules[i];
-    if (rule->path_length == length && memcmp(rule->path, value.ptr, length) == 0) {
-      return rule;
-    }
-  }
-  return NULL;
-}
-
-static void record(envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, const char *key, const char *value) {
-  envoy_dynamic_module_callback_http_set_dynamic_metadata_string(filter_envoy, literal(NAMESPACE), literal(key),
-                                                                 literal(value));
-}
-
 envoy_dynamic_module_type_on_http_filter_request_headers_status envoy_dynamic_module_on_http_filter_request_headers(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_http_filter_module_ptr filter,
     bool end_of_stream) {
-  const policy_t *policy = filter;
-  const rule_t *rule = matching_rule(policy, filter_envoy);
-  record(filter_envoy, "service", policy->service);
-  if (rule != NULL) {
-    record(filter_envoy, "decision", "allow");
-    record(filter_envoy, "rule", rule->name);
+  request_t request = {.envoy = filter_envoy, .index = filter};
+  bytes_t service = {"", 0};
+  bool known = route_service(&request, &service);
+  verdict_t verdict = request.problem == NULL ? decide(&request) : ERROR_VERDICT;
+  free(request.memo);
+  free(request.segments);
+  if (known) {
+    record(filter_envoy, "service", service);
+  }
+  record(filter_envoy, "decision", literal(verdict.decision));
+  if (verdict.rule != NULL) {
+    record(filter_envoy, "rule", verdict.rule->name);
+  }
+  if (request.problem != NULL) {
+    log_error(known, service, request.problem);
+  }
+  bool dry_run = request.section != NULL && request.section->dry_run;
+  if (strcmp(verdict.decision, "allow") == 0 || dry_run) {
     return envoy_dynamic_module_type_on_http_filter_request_headers_status_Continue;
   }
-  record(filter_envoy, "decision", "deny");
-  envoy_dynamic_module_type_module_http_header content_type = {"content-type", 12, "text/plain", 10};
-  envoy_dynamic_module_callback_http_send_response(filter_envoy, 403, &content_type, 1,
-                                                   text(DENIED_BODY, sizeof DENIED_BODY - 1),
-                                                   text(DENIED_DETAILS, sizeof DENIED_DETAILS - 1));
+  deny(filter_envoy);
   return envoy_dynamic_module_type_on_http_filter_request_headers_status_StopIteration;
 }

@@ -29,16 +29,28 @@ LOG_FIELDS = {"path": "%REQ(:PATH)%", "status": "%RESPONSE_CODE%", "details": "%
               "policyc": "%DYNAMIC_METADATA(policyc)%", "upstream": "%UPSTREAM_HOST%"}
 
 
-def build(out: Path, name: str = MODULE, main: Path | None = None) -> Path:
-    """lib<name>.so built by native_runtime/Makefile into `out` (from `main` instead of the filter)."""
+def make(out: Path, *arguments: str) -> None:
+    """Runs native_runtime/Makefile with OUT=`out`; without make or the compiler a test is skipped
+    (in CI it fails)."""
     missing = [tool for tool in ("make", os.environ.get("CC", "gcc")) if shutil.which(tool) is None]
     if missing:
         if os.environ.get("CI"):
             pytest.fail(f"building the native runtime needs {', '.join(missing)}")
         pytest.skip(f"no {', '.join(missing)}")
-    args = ["make", "-s", "-C", str(RUNTIME), f"OUT={out}", f"NAME={name}"]
-    subprocess.run([*args, *([f"MAIN={main}"] if main else [])], check=True, capture_output=True, text=True)
+    subprocess.run(["make", "-s", "-C", str(RUNTIME), f"OUT={out}", *arguments], check=True, capture_output=True,
+                   text=True)
+
+
+def build(out: Path, name: str = MODULE, main: Path | None = None) -> Path:
+    """lib<name>.so built by native_runtime/Makefile into `out` (from `main` instead of the filter)."""
+    make(out, f"NAME={name}", *([f"MAIN={main}"] if main else []))
     return out / f"lib{name}.so"
+
+
+def build_driver(out: Path) -> Path:
+    """The filter run by tests/native/index_driver.c, built with the sanitizers into `out`."""
+    make(out, f"DRIVER={REPO / 'tests/native/index_driver.c'}", str(out / "index_driver"))
+    return out / "index_driver"
 
 
 @pytest.fixture(scope="session")
@@ -66,32 +78,57 @@ def dynamic_module_filter(config: str, name: str = MODULE, path: Path | None = N
     }
 
 
-def bootstrap(filters: list[dict], log_path: Path, upstream_port: int | None = None,
-              transport_socket: dict | None = None) -> dict:
-    """One listener on 127.0.0.1:0 running `filters` then the router, to the upstream on
-    `upstream_port` (or a direct 200 "upstream" answer), logging JSON lines to `log_path`."""
+def x(text: str) -> str:
+    """A string token of the decision index: `x` and the hex of its UTF-8 bytes."""
+    return "x" + text.encode().hex()
+
+
+def section(service: str, lines: list[str], mode: str = "enforce") -> str:
+    """One service's section of the decision index: `lines` are its cond, deny and allow lines."""
+    return "".join(f"{line}\n" for line in [f"service {x(service)}", f"mode {mode}", *lines, "end"])
+
+
+def index_config(*sections: str) -> str:
+    """The filter's config: the decision index holding `sections`."""
+    return "policyc-native 1\n" + "".join(sections)
+
+
+def service_route(service: str | None, upstream_port: int | None = None) -> dict:
+    """A route for every path to the upstream on `upstream_port` (or a direct 200 "upstream"
+    answer), carrying the route metadata policyc.service = `service` (None: no metadata)."""
     route = ({"route": {"cluster": "upstream"}} if upstream_port
              else {"direct_response": {"status": 200, "body": {"inline_string": "upstream\n"}}})
+    metadata = {} if service is None else {"metadata": {"filter_metadata": {"policyc": {"service": service}}}}
+    return {"match": {"prefix": "/"}, **route, **metadata}
+
+
+def bootstrap(filters: list[dict], log_path: Path, upstream_port: int | None = None,
+              transport_socket: dict | None = None, service: str | None = None,
+              virtual_hosts: list[dict] | None = None, listeners: dict[str, dict] | None = None) -> dict:
+    """Listeners (`listeners`: name -> socket_address fields, port 0 added; by default "main" on
+    127.0.0.1) running `filters` then the router, with `virtual_hosts` (by default every request
+    goes to `service_route(service, upstream_port)`), logging JSON lines to `log_path`."""
     manager = {
         "@type": HCM,
         "stat_prefix": "native",
         "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
             "path": str(log_path), "log_format": {"json_format": LOG_FIELDS}}}],
-        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
-                                            "routes": [{"match": {"prefix": "/"}, **route}]}]},
+        "route_config": {"virtual_hosts": virtual_hosts or [
+            {"name": "all", "domains": ["*"], "routes": [service_route(service, upstream_port)]}]},
         "http_filters": [*filters, {"name": "envoy.filters.http.router", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }
     chain = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}],
              **({"transport_socket": transport_socket} if transport_socket else {})}
-    listener = {"name": "main", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-                "filter_chains": [chain]}
+    addresses = listeners or {"main": {"address": "127.0.0.1"}}
     clusters = [] if upstream_port is None else [{
         "name": "upstream", "type": "STATIC", "connect_timeout": "1s",
         "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]}}]
-    return {"static_resources": {"listeners": [listener], "clusters": clusters}}
+    return {"static_resources": {"listeners": [
+        {"name": name, "address": {"socket_address": {**address, "port_value": 0}}, "filter_chains": [chain]}
+        for name, address in addresses.items()], "clusters": clusters}}
 
 
 def validate(config: dict, workdir: Path) -> subprocess.CompletedProcess:

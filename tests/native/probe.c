@@ -25,10 +25,6 @@ bool envoy_dynamic_module_callback_http_get_metadata_list_string(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
     envoy_dynamic_module_type_metadata_source source, envoy_dynamic_module_type_module_buffer ns,
     envoy_dynamic_module_type_module_buffer key, size_t index, envoy_dynamic_module_type_envoy_buffer *result);
-/* Added after v0.1.0. Not in the header the runtime follows: declared as observed in Envoy 1.40, the
- * address and port in one string (tests/native/test_abi_probe.py). */
-bool envoy_dynamic_module_callback_http_get_downstream_direct_remote_address(
-    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_envoy_buffer *address);
 
 #define BODY_BYTES 8192
 #define JWT "envoy.filters.http.jwt_authn"

@@ -1,7 +1,8 @@
-"""The native policy filter (native_runtime/) in a real Envoy 1.40: an allowed path reaches the
-upstream, every other request is answered 403 by the filter and never reaches it, each decision is
-recorded for the access log; and every way the module can be missing or misconfigured stops Envoy
-from taking the config rather than letting requests through."""
+"""The native policy filter (native_runtime/) in a real Envoy 1.40: loaded from the search path or
+by file name, an allowed request reaches the upstream, every other request is answered 403 by the
+filter and never reaches it, each decision is recorded for the access log; and every way the module
+can be missing or misconfigured stops Envoy from taking the config rather than letting requests
+through. tests/native/test_native_index.py covers the decisions themselves."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import pytest
 from policyc.proof.envoy_process import running_envoy
 from policyc.proof.upstream import RecordingUpstream
 
-from .conftest import RUNTIME, bootstrap, build, dynamic_module_filter, log_entries, validate
+from .conftest import RUNTIME, bootstrap, build, dynamic_module_filter, index_config, log_entries, section, validate, x
 
 pytestmark = pytest.mark.envoy
 
-POLICY = "# the example's one public path\nservice demo\nallow health /health\nallow status /api/status\n"
+POLICY = index_config(section("demo", [f"allow {x('health')} path eq 1 {x('/health')}",
+                                       f"allow {x('status')} path eq 1 {x('/api/status')}"]))
 FLUSH = ["--file-flush-interval-msec", "10"]
 
 
@@ -34,7 +36,7 @@ def test_allowed_paths_reach_the_upstream_and_others_are_refused(module_dir, sea
     search_path(module_dir)
     log_path = tmp_path / "access.log"
     with RecordingUpstream() as upstream:
-        config = bootstrap([dynamic_module_filter(POLICY)], log_path, upstream.port)
+        config = bootstrap([dynamic_module_filter(POLICY)], log_path, upstream.port, service="demo")
         with running_envoy(config, tmp_path, FLUSH) as envoy:
             port = envoy.listener_ports["main"]
             answers = [get(port, target, method) for target, method in [
@@ -49,7 +51,7 @@ def test_allowed_paths_reach_the_upstream_and_others_are_refused(module_dir, sea
     assert [entry["policyc"] for entry in entries] == [
         {"service": "demo", "decision": "allow", "rule": "health"},
         {"service": "demo", "decision": "allow", "rule": "status"},
-        *[{"service": "demo", "decision": "deny"}] * 3]
+        *[{"service": "demo", "decision": "default-deny"}] * 3]
     assert [entry["details"] for entry in entries[2:]] == ["policyc_denied"] * 3
 
 
@@ -59,12 +61,21 @@ def test_a_good_config_validates(module_dir, search_path, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("config", [
-    "", "allow health /health\n", "service demo\nallow health\n", "service demo\nallow health health\n",
-    "service demo\nallow  health /health\n", "service demo\nallow health /health \n",
-    "service demo\nallow health /he\talth\n", "service demo\nservice other\n", "service demo\ndeny all /\n",
-    "service demo\r\n", "service demo\n\x00\n",
-], ids=repr)
+# A few of the ways a config can be malformed (test_index_driver.py tries every one outside Envoy).
+BAD_CONFIGS = {
+    "empty": "",
+    "the earlier format": "service demo\nallow health /health\n",
+    "no end": POLICY.removesuffix("end\n"),
+    "an unknown keyword": POLICY.replace("path eq", "path equals"),
+    "upper-case hex": POLICY.replace(x("health"), x("health").upper()),
+    "a ref to no condition": POLICY.replace(f"path eq 1 {x('/health')}", "ref 0"),
+    "a trailing token": POLICY.replace(f"{x('/health')}\n", f"{x('/health')} {x('/x')}\n"),
+    "a service twice": POLICY + section("demo", []),
+    "nested too deep": index_config(section("demo", [f"allow {x('deep')} {'not ' * 300}method 0"])),
+}
+
+
+@pytest.mark.parametrize("config", BAD_CONFIGS.values(), ids=BAD_CONFIGS)
 def test_a_config_that_does_not_parse_is_refused(module_dir, search_path, tmp_path, config):
     """The module's config_new returns NULL, and Envoy rejects the filter: validation fails, and an
     Envoy started on it exits instead of serving."""
@@ -78,7 +89,7 @@ def test_a_config_that_does_not_parse_is_refused(module_dir, search_path, tmp_pa
 
 def test_an_envoy_started_on_a_refused_config_does_not_serve(module_dir, search_path, tmp_path):
     search_path(module_dir)
-    config = bootstrap([dynamic_module_filter("allow health /health\n")], tmp_path / "access.log")
+    config = bootstrap([dynamic_module_filter(BAD_CONFIGS["no end"])], tmp_path / "access.log")
     with pytest.raises(RuntimeError, match="envoy exited"), running_envoy(config, tmp_path):
         pass
 
@@ -93,7 +104,7 @@ def test_a_missing_module_is_refused(tmp_path, search_path):
 def test_a_module_named_by_its_path_needs_no_search_path(module_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", raising=False)
     path = module_dir / "libpolicyc_native.so"
-    config = bootstrap([dynamic_module_filter(POLICY, path=path)], tmp_path / "access.log")
+    config = bootstrap([dynamic_module_filter(POLICY, path=path)], tmp_path / "access.log", service="demo")
     with running_envoy(config, tmp_path) as envoy:
         assert [get(envoy.listener_ports["main"], target)[0] for target in ("/health", "/")] == [200, 403]
     missing = bootstrap([dynamic_module_filter(POLICY, path=tmp_path / "none.so")], tmp_path / "access.log")
@@ -106,9 +117,10 @@ def test_a_module_named_by_its_path_needs_no_search_path(module_dir, tmp_path, m
 BROKEN_BUILDS = {
     "program init returns NULL": ("return POLICYC_ENVOY_ABI_VERSION;", "return NULL;",
                                   "envoy_dynamic_module_on_program_init returned null"),
-    "a callback Envoy lacks": ('record(filter_envoy, "decision", "deny");',
+    "a callback Envoy lacks": ('record(filter_envoy, "decision", literal(verdict.decision));',
                                'extern void envoy_dynamic_module_callback_none(void);\n'
-                               '  envoy_dynamic_module_callback_none();\n  record(filter_envoy, "decision", "deny");',
+                               '  envoy_dynamic_module_callback_none();\n'
+                               '  record(filter_envoy, "decision", literal(verdict.decision));',
                                "undefined symbol: envoy_dynamic_module_callback_none"),
 }
 

@@ -32,8 +32,8 @@ def repository(tmp_path, monkeypatch) -> Path:
 
 def test_init_writes_the_policies_cases_compiled_output_and_workflow(repository):
     written = sorted(p.relative_to(repository).as_posix() for p in repository.rglob("*") if p.is_file())
-    assert written == [".github/workflows/policies.yml", "envoy/envoy.yaml", "envoy/targets.json", "policies/common.policy", "policies/hello.cases.yaml",
-                       "policies/hello.policy"]
+    assert written == [".github/workflows/policies.yml", "envoy/envoy.yaml", "envoy/targets.json",
+                       "policies/common.policy", "policies/hello.cases.yaml", "policies/hello.policy"]
     # The shipped workflow itself, whose default folders are the ones init lays out.
     workflow = (repository / ".github/workflows/policies.yml").read_text()
     assert workflow == (ROOT / "docs/ci/github-workflow.yml").read_text()

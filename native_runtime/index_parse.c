@@ -1,0 +1,517 @@
+/*
+ * index_parse.c: reads the filter's config, "policyc-native 1" (native_runtime/README.md), into a
+ * decision index, and refuses any text that is not exactly that format.
+ *
+ * The text is written by the compiler, so nothing is forgiven: one space between tokens, "\n" at
+ * the end of every line, lower-case hex, decimal numbers without leading zeros, counts that match
+ * what follows, a `ref` only to a condition defined above it, a section's lines in their order and
+ * closed by `end`, each service once. Work and memory are linear in the text's length, and the
+ * recursion of the expression parser is capped at INDEX_MAX_DEPTH.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "policy_index.h"
+
+#define MAX_NUMBER 4000000000u /* counts and positions fit 32 bits */
+
+/* The rest of one line: tokens separated by single spaces (checked once per line). */
+typedef struct {
+  const char *at;
+  const char *end;
+} line_t;
+
+/* Where the parser stands within a section: its lines come in this order. */
+typedef enum { OUTSIDE, AFTER_SERVICE, CONDITIONS, DENIES, ALLOWS } stage_t;
+
+typedef struct {
+  index_t *index;
+  char *pool_end; /* where the next decoded string goes */
+  stage_t stage;
+} parser_t;
+
+/* A new zeroed element at the end of `vector`, or NULL. Positions are 32-bit, so is the count. */
+static void *push(vector_t *vector, size_t size) {
+  if (vector->count == vector->capacity) {
+    size_t capacity = vector->capacity == 0 ? 16 : vector->capacity * 2;
+    if (capacity > MAX_NUMBER) {
+      return NULL;
+    }
+    void *items = realloc(vector->items, capacity * size);
+    if (items == NULL) {
+      return NULL;
+    }
+    vector->items = items;
+    vector->capacity = capacity;
+  }
+  char *slot = (char *)vector->items + vector->count++ * size;
+  memset(slot, 0, size);
+  return slot;
+}
+
+static uint32_t count32(const vector_t *vector) { return (uint32_t)vector->count; }
+
+static node_t *node_at(parser_t *p, uint32_t at) { return (node_t *)p->index->nodes.items + at; }
+
+static section_t *open_section(parser_t *p) {
+  return (section_t *)p->index->sections.items + (p->index->sections.count - 1);
+}
+
+static bool next_token(line_t *line, bytes_t *token) {
+  if (line->at == line->end) {
+    return false;
+  }
+  const char *space = memchr(line->at, ' ', (size_t)(line->end - line->at));
+  const char *stop = space == NULL ? line->end : space;
+  token->ptr = line->at;
+  token->length = (size_t)(stop - line->at);
+  line->at = space == NULL ? line->end : space + 1;
+  return true;
+}
+
+static bool is(bytes_t token, const char *word) {
+  size_t length = strlen(word);
+  return token.length == length && memcmp(token.ptr, word, length) == 0;
+}
+
+/* A decimal number up to `max`: digits only, no sign, no leading zero. */
+static bool number(line_t *line, uint32_t max, uint32_t *value) {
+  bytes_t token;
+  if (!next_token(line, &token) || token.length == 0 || token.length > 10 ||
+      (token.ptr[0] == '0' && token.length > 1)) {
+    return false;
+  }
+  uint64_t total = 0;
+  for (size_t i = 0; i < token.length; i++) {
+    if (token.ptr[i] < '0' || token.ptr[i] > '9') {
+      return false;
+    }
+    total = total * 10 + (uint64_t)(token.ptr[i] - '0');
+  }
+  if (total > max) {
+    return false;
+  }
+  *value = (uint32_t)total;
+  return true;
+}
+
+static int hex_digit(char c) {
+  if (c >= '0' && c <= '9') {
+    return c - '0';
+  }
+  return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* `length` bytes of lower-case hex (2 digits a byte) into `out`. */
+static bool decode_hex(const char *digits, size_t length, uint8_t *out) {
+  for (size_t i = 0; i < length; i++) {
+    int high = hex_digit(digits[2 * i]);
+    int low = hex_digit(digits[2 * i + 1]);
+    if (high < 0 || low < 0) {
+      return false;
+    }
+    out[i] = (uint8_t)(high * 16 + low);
+  }
+  return true;
+}
+
+/* A string token, `x` and the hex of its bytes, decoded into the pool; *at gets its position. */
+static bool string(parser_t *p, line_t *line, uint32_t *at) {
+  bytes_t token;
+  if (!next_token(line, &token) || token.length == 0 || token.ptr[0] != 'x' || token.length % 2 != 1) {
+    return false;
+  }
+  size_t length = token.length / 2;
+  *at = count32(&p->index->strings);
+  bytes_t *string = push(&p->index->strings, sizeof(bytes_t));
+  if (string == NULL || !decode_hex(token.ptr + 1, length, (uint8_t *)p->pool_end)) {
+    return false;
+  }
+  string->ptr = p->pool_end;
+  string->length = length;
+  p->pool_end += length;
+  return true;
+}
+
+/* A header's name: a string, not empty, without upper-case letters (Envoy holds names in lower
+ * case) or the bytes no header name can hold (NUL, CR, LF). */
+static bool header_name(parser_t *p, line_t *line, uint32_t *at) {
+  if (!string(p, line, at)) {
+    return false;
+  }
+  bytes_t name = *index_string(p->index, *at);
+  for (size_t i = 0; i < name.length; i++) {
+    char c = name.ptr[i];
+    if ((c >= 'A' && c <= 'Z') || c == '\0' || c == '\r' || c == '\n') {
+      return false;
+    }
+  }
+  return name.length > 0;
+}
+
+/* `count` then that many strings; *first gets the first one's position. */
+static bool strings(parser_t *p, line_t *line, uint32_t *first, uint32_t *count) {
+  uint32_t unused;
+  *first = count32(&p->index->strings);
+  if (!number(line, MAX_NUMBER, count)) {
+    return false;
+  }
+  for (uint32_t i = 0; i < *count; i++) {
+    if (!string(p, line, &unused)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/* A network: `4/<length>/<8 hex digits>` or `6/<length>/<32 hex digits>`. */
+static bool network(parser_t *p, line_t *line) {
+  bytes_t token;
+  network_t *net = push(&p->index->networks, sizeof(network_t));
+  if (net == NULL || !next_token(line, &token) || token.length < 5 || token.ptr[1] != '/') {
+    return false;
+  }
+  net->size = token.ptr[0] == '4' ? 4 : token.ptr[0] == '6' ? 16 : 0;
+  const char *slash = memchr(token.ptr + 2, '/', token.length - 2);
+  if (net->size == 0 || slash == NULL) {
+    return false;
+  }
+  line_t prefix = {token.ptr + 2, slash};
+  size_t digits = (size_t)(token.ptr + token.length - slash - 1);
+  return number(&prefix, net->size * 8, &net->length) && prefix.at == prefix.end && digits == 2 * net->size &&
+         decode_hex(slash + 1, net->size, net->bytes);
+}
+
+/* Fills the node at `at` but for its end, which its parser sets last. */
+static void set_node(parser_t *p, uint32_t at, node_t fields) {
+  fields.end = node_at(p, at)->end;
+  *node_at(p, at) = fields;
+}
+
+/* One segment of a glob: `any`, or `seg <m>` and its m >= 1 pieces. */
+static bool glob_segment(parser_t *p, line_t *line) {
+  bytes_t token;
+  glob_segment_t segment = {0, 0, 0};
+  glob_segment_t *slot = push(&p->index->globs, sizeof(glob_segment_t));
+  if (slot == NULL || !next_token(line, &token)) {
+    return false;
+  }
+  if (is(token, "any")) {
+    segment.any = 1;
+  } else if (!is(token, "seg") || !strings(p, line, &segment.first, &segment.count) || segment.count == 0) {
+    return false;
+  }
+  *slot = segment; /* strings() grows another vector: the slot has not moved */
+  return true;
+}
+
+static bool path_atom(parser_t *p, line_t *line, uint32_t at) {
+  bytes_t token;
+  node_t fields = {.count = 1};
+  bool ok = next_token(line, &token);
+  if (ok && is(token, "eq")) {
+    fields.kind = NODE_PATH_EQ;
+    ok = strings(p, line, &fields.first, &fields.count);
+  } else if (ok && is(token, "prefix")) {
+    fields.kind = NODE_PATH_PREFIX;
+    ok = string(p, line, &fields.first);
+  } else if (ok && is(token, "glob")) {
+    fields.kind = NODE_PATH_GLOB;
+    fields.first = count32(&p->index->globs);
+    ok = number(line, MAX_NUMBER, &fields.count);
+    for (uint32_t i = 0; ok && i < fields.count; i++) {
+      ok = glob_segment(p, line);
+    }
+  } else {
+    return false;
+  }
+  set_node(p, at, fields);
+  return ok;
+}
+
+static bool header_atom(parser_t *p, line_t *line, uint32_t at) {
+  bytes_t token;
+  node_t fields = {.count = 1};
+  if (!header_name(p, line, &fields.header) || !next_token(line, &token)) {
+    return false;
+  }
+  bool ok;
+  if (is(token, "eq")) {
+    fields.kind = NODE_HEADER_EQ;
+    ok = strings(p, line, &fields.first, &fields.count);
+  } else if (is(token, "prefix") || is(token, "suffix")) {
+    fields.kind = is(token, "prefix") ? NODE_HEADER_PREFIX : NODE_HEADER_SUFFIX;
+    ok = string(p, line, &fields.first);
+  } else {
+    return false;
+  }
+  set_node(p, at, fields);
+  return ok;
+}
+
+/* The leaves: every atom but ref. */
+static bool atom(parser_t *p, line_t *line, bytes_t word, uint32_t at) {
+  if (is(word, "path")) {
+    return path_atom(p, line, at);
+  }
+  if (is(word, "header")) {
+    return header_atom(p, line, at);
+  }
+  node_t fields = {0};
+  bool ok;
+  if (is(word, "method")) {
+    fields.kind = NODE_METHOD;
+    ok = strings(p, line, &fields.first, &fields.count);
+  } else if (is(word, "present")) {
+    fields.kind = NODE_PRESENT;
+    ok = header_name(p, line, &fields.header);
+  } else if (is(word, "source")) {
+    fields.kind = NODE_SOURCE;
+    fields.first = count32(&p->index->networks);
+    ok = number(line, MAX_NUMBER, &fields.count);
+    for (uint32_t i = 0; ok && i < fields.count; i++) {
+      ok = network(p, line);
+    }
+  } else {
+    return false;
+  }
+  set_node(p, at, fields);
+  return ok;
+}
+
+static bool expression(parser_t *p, line_t *line, uint32_t level, uint32_t *depth);
+
+/* `n` operands of and/or (n of them, or the one of not); *depth gets the deepest one's depth. */
+static bool operands(parser_t *p, line_t *line, uint32_t n, uint32_t level, uint32_t *depth) {
+  *depth = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t operand_depth;
+    if (!expression(p, line, level + 1, &operand_depth)) {
+      return false;
+    }
+    *depth = operand_depth > *depth ? operand_depth : *depth;
+  }
+  return true;
+}
+
+/* Closes the node at `at`: its subtree ends here, and it is `depth` deep, at most the limit. */
+static bool finish_node(parser_t *p, uint32_t at, uint32_t node_depth, uint32_t *depth) {
+  node_at(p, at)->end = count32(&p->index->nodes);
+  *depth = node_depth;
+  return node_depth <= INDEX_MAX_DEPTH;
+}
+
+/* One expression in prefix notation; *depth gets its depth with conditions written out. */
+static bool expression(parser_t *p, line_t *line, uint32_t level, uint32_t *depth) {
+  bytes_t word;
+  uint32_t at = count32(&p->index->nodes);
+  if (level > INDEX_MAX_DEPTH || push(&p->index->nodes, sizeof(node_t)) == NULL || !next_token(line, &word)) {
+    return false;
+  }
+  node_t fields = {.count = 1};
+  uint32_t inner = 0;
+  bool ok;
+  if (is(word, "and") || is(word, "or")) {
+    fields.kind = is(word, "and") ? NODE_AND : NODE_OR;
+    ok = number(line, MAX_NUMBER, &fields.count) && operands(p, line, fields.count, level, &inner);
+  } else if (is(word, "not")) {
+    fields.kind = NODE_NOT;
+    ok = operands(p, line, 1, level, &inner);
+  } else if (is(word, "ref")) {
+    const section_t *section = open_section(p);
+    fields.kind = NODE_REF;
+    ok = number(line, MAX_NUMBER, &fields.first) && fields.first < section->condition_count;
+    inner = ok ? index_condition(p->index, section->conditions + fields.first)->depth : 0;
+  } else {
+    return atom(p, line, word, at) && finish_node(p, at, 1, depth);
+  }
+  set_node(p, at, fields);
+  return ok && finish_node(p, at, inner + 1, depth);
+}
+
+/* A whole expression that ends its line. */
+static bool line_expression(parser_t *p, line_t *line, uint32_t *root, uint32_t *depth) {
+  *root = count32(&p->index->nodes);
+  return expression(p, line, 1, depth) && line->at == line->end;
+}
+
+static bool service_line(parser_t *p, line_t *line) {
+  uint32_t name;
+  section_t *section;
+  if (!string(p, line, &name) || line->at != line->end ||
+      (section = push(&p->index->sections, sizeof(section_t))) == NULL) {
+    return false;
+  }
+  section->name = *index_string(p->index, name);
+  section->conditions = count32(&p->index->conditions);
+  section->denies = section->allows = count32(&p->index->rules);
+  p->stage = AFTER_SERVICE;
+  return true;
+}
+
+static bool mode_line(parser_t *p, line_t *line) {
+  bytes_t mode;
+  if (!next_token(line, &mode) || line->at != line->end || !(is(mode, "enforce") || is(mode, "dry-run"))) {
+    return false;
+  }
+  open_section(p)->dry_run = is(mode, "dry-run");
+  p->stage = CONDITIONS;
+  return true;
+}
+
+static bool condition_line(parser_t *p, line_t *line) {
+  uint32_t i, root, depth;
+  if (p->stage != CONDITIONS || !number(line, MAX_NUMBER, &i) || i != open_section(p)->condition_count ||
+      !line_expression(p, line, &root, &depth)) {
+    return false;
+  }
+  condition_t *condition = push(&p->index->conditions, sizeof(condition_t));
+  if (condition == NULL) {
+    return false;
+  }
+  condition->root = root;
+  condition->depth = depth;
+  open_section(p)->condition_count++;
+  return true;
+}
+
+/* A deny or an allow line: rule name, expression. */
+static bool rule_line(parser_t *p, line_t *line, stage_t stage) {
+  uint32_t name, root, depth;
+  if (p->stage > stage || !string(p, line, &name) || !line_expression(p, line, &root, &depth)) {
+    return false;
+  }
+  rule_t *rule = push(&p->index->rules, sizeof(rule_t));
+  if (rule == NULL) {
+    return false;
+  }
+  rule->name = *index_string(p->index, name);
+  rule->root = root;
+  section_t *section = open_section(p);
+  if (stage == DENIES) {
+    section->deny_count++;
+    section->allows++;
+  } else {
+    section->allow_count++;
+  }
+  p->stage = stage;
+  return true;
+}
+
+static bool parse_line(parser_t *p, line_t *line) {
+  bytes_t word;
+  if (!next_token(line, &word)) {
+    return false;
+  }
+  if (p->stage == OUTSIDE) {
+    return is(word, "service") && service_line(p, line);
+  }
+  if (p->stage == AFTER_SERVICE) {
+    return is(word, "mode") && mode_line(p, line);
+  }
+  if (is(word, "cond")) {
+    return condition_line(p, line);
+  }
+  if (is(word, "deny") || is(word, "allow")) {
+    return rule_line(p, line, is(word, "deny") ? DENIES : ALLOWS);
+  }
+  if (is(word, "end") && line->at == line->end) {
+    p->stage = OUTSIDE;
+    return true;
+  }
+  return false;
+}
+
+/* Whether a line (without its "\n") is tokens separated by single spaces. */
+static bool well_spaced(const char *start, size_t length) {
+  if (length == 0 || start[0] == ' ' || start[length - 1] == ' ') {
+    return false;
+  }
+  for (size_t i = 1; i < length; i++) {
+    if (start[i] == ' ' && start[i - 1] == ' ') {
+      return false;
+    }
+  }
+  return true;
+}
+
+static int compare_sections(const void *a, const void *b) {
+  bytes_t x = ((const section_t *)a)->name, y = ((const section_t *)b)->name;
+  size_t shorter = x.length < y.length ? x.length : y.length;
+  int order = shorter == 0 ? 0 : memcmp(x.ptr, y.ptr, shorter);
+  return order != 0 ? order : (x.length > y.length) - (x.length < y.length);
+}
+
+/* Sorts the sections for index_section; false when a service has two. */
+static bool sort_sections(index_t *index) {
+  section_t *sections = index->sections.items;
+  size_t count = index->sections.count;
+  if (count > 1) {
+    qsort(sections, count, sizeof(section_t), compare_sections);
+  }
+  for (size_t i = 1; i < count; i++) {
+    if (compare_sections(&sections[i - 1], &sections[i]) == 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
+static const char HEADER[] = "policyc-native 1\n";
+
+static bool parse(parser_t *p, const char *text, size_t length) {
+  size_t header = sizeof HEADER - 1;
+  if (length < header || memcmp(text, HEADER, header) != 0 || text[length - 1] != '\n') {
+    return false;
+  }
+  for (const char *at = text + header, *end = text + length; at < end;) {
+    const char *newline = memchr(at, '\n', (size_t)(end - at)); /* found: the text ends with one */
+    line_t line = {at, newline};
+    if (!well_spaced(at, (size_t)(newline - at)) || !parse_line(p, &line)) {
+      return false;
+    }
+    at = newline + 1;
+  }
+  return p->stage == OUTSIDE && sort_sections(p->index);
+}
+
+void index_free(index_t *index) {
+  if (index == NULL) {
+    return;
+  }
+  vector_t *vectors[] = {&index->nodes, &index->strings, &index->globs, &index->networks,
+                         &index->conditions, &index->rules, &index->sections};
+  for (size_t i = 0; i < sizeof vectors / sizeof *vectors; i++) {
+    free(vectors[i]->items);
+  }
+  free(index->pool);
+  free(index);
+}
+
+index_t *index_parse(const char *text, size_t length) {
+  if (text == NULL || length > INDEX_MAX_BYTES) {
+    return NULL;
+  }
+  index_t *index = calloc(1, sizeof(index_t));
+  /* Decoded strings take at most half the text's bytes: the pool never grows, so never moves. */
+  char *pool = index == NULL ? NULL : malloc(length / 2 + 1);
+  if (pool == NULL) {
+    free(index);
+    return NULL;
+  }
+  index->pool = pool;
+  parser_t parser = {index, pool, OUTSIDE};
+  if (!parse(&parser, text, length)) {
+    index_free(index);
+    return NULL;
+  }
+  return index;
+}
+
+const section_t *index_section(const index_t *index, bytes_t name) {
+  const section_t *sections = index->sections.items;
+  section_t key = {.name = name};
+  return index->sections.count == 0
+             ? NULL
+             : bsearch(&key, sections, index->sections.count, sizeof(section_t), compare_sections);
+}

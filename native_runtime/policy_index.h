@@ -1,0 +1,138 @@
+/*
+ * policy_index.h: the decision index, the parsed form of the filter's config ("policyc-native 1",
+ * native_runtime/README.md), and the request-independent matching it needs.
+ *
+ * Built once per filter config by index_parse, read-only afterwards and shared by every worker.
+ * Every array lives in the index and is addressed by 32-bit positions; a section's expressions are
+ * stored in preorder, so an operand follows its operator and the next operand starts at the
+ * `end` of the one before: no pointers inside the tree, no allocation per node.
+ */
+#ifndef POLICYC_POLICY_INDEX_H
+#define POLICYC_POLICY_INDEX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The largest config accepted, in bytes. */
+#define INDEX_MAX_BYTES (64u << 20)
+/* How deep an expression may nest, counting the conditions it refers to as written out (a `ref`
+ * is one level above its condition's expression). It bounds the evaluator's recursion: the
+ * policy language's own limit is 64 (policyc/syntax MAX_DEPTH), which leaves room for the few
+ * levels the compiler adds. */
+#define INDEX_MAX_DEPTH 256u
+
+typedef struct {
+  const char *ptr;
+  size_t length;
+} bytes_t;
+
+typedef enum {
+  NODE_AND,           /* count operands */
+  NODE_OR,            /* count operands */
+  NODE_NOT,           /* one operand */
+  NODE_REF,           /* first: the condition, counted within its section */
+  NODE_METHOD,        /* strings[first .. first+count) */
+  NODE_PATH_EQ,       /* strings[first .. first+count) */
+  NODE_PATH_PREFIX,   /* strings[first] */
+  NODE_PATH_GLOB,     /* globs[first .. first+count) */
+  NODE_HEADER_EQ,     /* header: the name; strings[first .. first+count) */
+  NODE_HEADER_PREFIX, /* header: the name; strings[first] */
+  NODE_HEADER_SUFFIX, /* header: the name; strings[first] */
+  NODE_PRESENT,       /* header: the name */
+  NODE_SOURCE,        /* networks[first .. first+count) */
+} node_kind_t;
+
+typedef struct {
+  uint32_t kind;
+  uint32_t end; /* the position just past this node's subtree */
+  uint32_t first;
+  uint32_t count;
+  uint32_t header; /* a position in strings */
+} node_t;
+
+/* One segment of a glob: `**` (any), or the literal pieces between its `*`s, strings[first ..). */
+typedef struct {
+  uint32_t any;
+  uint32_t first;
+  uint32_t count;
+} glob_segment_t;
+
+typedef struct {
+  uint32_t size;   /* 4 or 16 bytes */
+  uint32_t length; /* prefix length in bits */
+  uint8_t bytes[16];
+} network_t;
+
+typedef struct {
+  uint32_t root;  /* a position in nodes */
+  uint32_t depth; /* as INDEX_MAX_DEPTH counts it */
+} condition_t;
+
+typedef struct {
+  bytes_t name;
+  uint32_t root;
+} rule_t;
+
+typedef struct {
+  bytes_t name;
+  bool dry_run;
+  uint32_t conditions; /* conditions[conditions .. conditions+condition_count) */
+  uint32_t condition_count;
+  uint32_t denies; /* rules[denies .. denies+deny_count), in file order */
+  uint32_t deny_count;
+  uint32_t allows; /* rules[allows .. allows+allow_count), in file order */
+  uint32_t allow_count;
+} section_t;
+
+/* A growable array while parsing; `items` holds `count` elements of one type. */
+typedef struct {
+  void *items;
+  size_t count;
+  size_t capacity;
+} vector_t;
+
+typedef struct {
+  char *pool; /* every decoded string's bytes; sized once, so strings never move */
+  vector_t nodes, strings, globs, networks, conditions, rules;
+  vector_t sections; /* sorted by name once parsed */
+} index_t;
+
+/* The index of a config, or NULL when the text is not exactly the format. */
+index_t *index_parse(const char *text, size_t length);
+void index_free(index_t *index);
+
+/* The section named `name`, or NULL. */
+const section_t *index_section(const index_t *index, bytes_t name);
+
+static inline const node_t *index_node(const index_t *index, uint32_t at) {
+  return (const node_t *)index->nodes.items + at;
+}
+static inline const bytes_t *index_string(const index_t *index, uint32_t at) {
+  return (const bytes_t *)index->strings.items + at;
+}
+static inline const condition_t *index_condition(const index_t *index, uint32_t at) {
+  return (const condition_t *)index->conditions.items + at;
+}
+static inline const rule_t *index_rule(const index_t *index, uint32_t at) {
+  return (const rule_t *)index->rules.items + at;
+}
+
+bool bytes_equal(bytes_t a, bytes_t b);
+bool bytes_starts_with(bytes_t text, bytes_t prefix);
+bool bytes_ends_with(bytes_t text, bytes_t suffix);
+/* Whether `text` equals one of strings[first .. first+count). */
+bool index_any_equal(const index_t *index, uint32_t first, uint32_t count, bytes_t text);
+
+/* Whether the path, split at '/' into `count` segments, matches the glob of `node`: the algorithm
+ * of lua_runtime/glob.lua, in time at most proportional to the path's length times the pattern's. */
+bool index_glob_matches(const index_t *index, const node_t *node, const bytes_t *segments, size_t count);
+
+/* The address of Envoy's "a.b.c.d:port" or "[v6]:port" as 4 or 16 bytes (an IPv4-mapped IPv6
+ * address as its IPv4 one), or 0 when the text is neither. */
+size_t index_peer_address(bytes_t text, uint8_t address[16]);
+
+/* Whether the address of `size` bytes is in one of networks[first .. first+count). */
+bool index_any_network(const index_t *index, uint32_t first, uint32_t count, const uint8_t *address, size_t size);
+
+#endif

@@ -1,0 +1,232 @@
+/*
+ * index_driver.c: runs the native policy filter (native_runtime/policy_filter.c) outside Envoy,
+ * playing the Envoy callbacks it uses, so that tests/native/test_index_driver.py can try many
+ * configs and requests in one process built with the address and undefined-behaviour sanitizers.
+ *
+ *   index_driver CONFIG_FILE < REQUESTS
+ *   index_driver --parse-many < CONFIGS
+ *
+ * With --parse-many, stdin holds configs, each as its length in decimal, "\n", then its bytes, and
+ * each gets one stdout line, `accepted` or `refused`. Otherwise the driver exits 1 when the filter
+ * refuses the config in CONFIG_FILE, and each stdin line is one request, tokens
+ * separated by one space, each `-` (absent) or `x` and the hex of its bytes:
+ *
+ *   <route service> <method> <path> <peer address> [<header name> <header value>]...
+ *
+ * and gets one stdout line: `<decision> <rule> <answer>`, the rule as `x` and hex (`-`: none
+ * recorded), the answer `403` or `continue`. The filter's log lines go to stderr.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "envoy_abi.h"
+
+#define MAX_FIELDS 256
+
+typedef struct {
+  char *ptr; /* NULL: absent */
+  size_t length;
+} field_t;
+
+/* The request being decided and what the filter did with it. */
+static field_t fields[MAX_FIELDS];
+static size_t field_count;
+static char decision[64], rule[1024]; /* the rule as `x` and hex, or `-` */
+static int answered;
+
+static bool same(field_t field, envoy_dynamic_module_type_module_buffer text) {
+  return field.ptr != NULL && field.length == text.length && memcmp(field.ptr, text.ptr, text.length) == 0;
+}
+
+static bool give(field_t field, envoy_dynamic_module_type_envoy_buffer *out) {
+  if (field.ptr == NULL) {
+    return false;
+  }
+  out->ptr = field.ptr;
+  out->length = field.length;
+  return true;
+}
+
+void envoy_dynamic_module_callback_log(envoy_dynamic_module_type_log_level level,
+                                       envoy_dynamic_module_type_module_buffer message) {
+  fprintf(stderr, "log %d: %.*s\n", (int)level, (int)message.length, message.ptr);
+}
+
+bool envoy_dynamic_module_callback_http_get_metadata_string(envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
+                                                            envoy_dynamic_module_type_metadata_source source,
+                                                            envoy_dynamic_module_type_module_buffer ns,
+                                                            envoy_dynamic_module_type_module_buffer key,
+                                                            envoy_dynamic_module_type_envoy_buffer *result) {
+  field_t policyc = {"policyc", 7}, service = {"service", 7};
+  return source == envoy_dynamic_module_type_metadata_source_Route && same(policyc, ns) && same(service, key) &&
+         give(fields[0], result);
+}
+
+bool envoy_dynamic_module_callback_http_get_downstream_direct_remote_address(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_envoy_buffer *address) {
+  return give(fields[3], address);
+}
+
+/* :method and :path are fields 1 and 2; headers are pairs from field 4 on. */
+bool envoy_dynamic_module_callback_http_get_header(envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
+                                                   envoy_dynamic_module_type_http_header_type header_type,
+                                                   envoy_dynamic_module_type_module_buffer key,
+                                                   envoy_dynamic_module_type_envoy_buffer *result, size_t index,
+                                                   size_t *count) {
+  field_t method = {":method", 7}, path = {":path", 5};
+  field_t *found[MAX_FIELDS];
+  size_t n = 0;
+  if (same(method, key) && fields[1].ptr != NULL) {
+    found[n++] = &fields[1];
+  } else if (same(path, key) && fields[2].ptr != NULL) {
+    found[n++] = &fields[2];
+  }
+  for (size_t i = 4; i + 1 < field_count; i += 2) {
+    if (same(fields[i], key)) {
+      found[n++] = &fields[i + 1];
+    }
+  }
+  if (count != NULL) {
+    *count = n;
+  }
+  return index < n && give(*found[index], result);
+}
+
+void envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_module_buffer ns,
+    envoy_dynamic_module_type_module_buffer key, envoy_dynamic_module_type_module_buffer value) {
+  field_t decision_key = {"decision", 8}, rule_key = {"rule", 4};
+  if (same(decision_key, key)) {
+    snprintf(decision, sizeof decision, "%.*s", (int)value.length, value.ptr);
+  } else if (same(rule_key, key)) {
+    size_t length = (size_t)snprintf(rule, sizeof rule, "x");
+    for (size_t i = 0; i < value.length && length + 3 < sizeof rule; i++) {
+      length += (size_t)snprintf(rule + length, sizeof rule - length, "%02x", (unsigned char)value.ptr[i]);
+    }
+    rule[length] = '\0';
+  }
+}
+
+void envoy_dynamic_module_callback_http_send_response(envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
+                                                      uint32_t status_code,
+                                                      envoy_dynamic_module_type_module_http_header *headers,
+                                                      size_t headers_size, envoy_dynamic_module_type_module_buffer body,
+                                                      envoy_dynamic_module_type_module_buffer details) {
+  answered = (int)status_code;
+}
+
+static int hex_digit(char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1; }
+
+/* A token decoded in place: `-` is absent, `x<hex>` its bytes. */
+static bool decode(char *token, field_t *field) {
+  size_t length = strlen(token);
+  if (strcmp(token, "-") == 0) {
+    field->ptr = NULL;
+    return true;
+  }
+  if (token[0] != 'x' || length % 2 != 1) {
+    return false;
+  }
+  for (size_t i = 0; i < length / 2; i++) {
+    int high = hex_digit(token[1 + 2 * i]), low = hex_digit(token[2 + 2 * i]);
+    if (high < 0 || low < 0) {
+      return false;
+    }
+    token[i] = (char)(high * 16 + low);
+  }
+  field->ptr = token;
+  field->length = length / 2;
+  return true;
+}
+
+static bool read_request(char *line) {
+  field_count = 0;
+  for (char *token = strtok(line, " \n"); token != NULL; token = strtok(NULL, " \n")) {
+    if (field_count == MAX_FIELDS || !decode(token, &fields[field_count++])) {
+      return false;
+    }
+  }
+  return field_count >= 4 && field_count % 2 == 0;
+}
+
+static char *read_file(const char *path, size_t *length) {
+  FILE *file = fopen(path, "rb");
+  char *text = NULL;
+  long size;
+  if (file != NULL && fseek(file, 0, SEEK_END) == 0 && (size = ftell(file)) >= 0 && fseek(file, 0, SEEK_SET) == 0 &&
+      (text = malloc(size > 0 ? (size_t)size : 1)) != NULL) {
+    *length = fread(text, 1, (size_t)size, file);
+  }
+  if (file != NULL) {
+    fclose(file);
+  }
+  return text;
+}
+
+/* Whether the filter takes one config; a taken one is destroyed at once. */
+static bool accepted(const char *text, size_t length) {
+  envoy_dynamic_module_type_envoy_buffer name = {"policy", 6}, config = {text, length};
+  envoy_dynamic_module_type_http_filter_config_module_ptr filter_config =
+      envoy_dynamic_module_on_http_filter_config_new(NULL, name, config);
+  envoy_dynamic_module_on_http_filter_config_destroy(filter_config);
+  return filter_config != NULL;
+}
+
+static int parse_many(void) {
+  size_t length;
+  while (scanf("%zu", &length) == 1 && getchar() == '\n') {
+    char *text = malloc(length > 0 ? length : 1); /* exactly the config: reading past it is caught */
+    if (text == NULL || fread(text, 1, length, stdin) != length) {
+      fprintf(stderr, "bad config record\n");
+      return 2;
+    }
+    printf("%s\n", accepted(text, length) ? "accepted" : "refused");
+    free(text);
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  size_t length = 0;
+  if (argc == 2 && strcmp(argv[1], "--parse-many") == 0) {
+    return parse_many();
+  }
+  char *text = argc == 2 ? read_file(argv[1], &length) : NULL;
+  if (text == NULL) {
+    fprintf(stderr, "usage: index_driver CONFIG_FILE < REQUESTS | index_driver --parse-many < CONFIGS\n");
+    return 2;
+  }
+  envoy_dynamic_module_type_envoy_buffer name = {"policy", 6}, config = {text, length};
+  envoy_dynamic_module_type_http_filter_config_module_ptr filter_config =
+      envoy_dynamic_module_on_http_filter_config_new(NULL, name, config);
+  free(text); /* the filter keeps no pointer into its config text */
+  if (filter_config == NULL) {
+    return 1;
+  }
+  char *line = NULL;
+  size_t capacity = 0;
+  while (getline(&line, &capacity, stdin) > 0) {
+    if (!read_request(line)) {
+      fprintf(stderr, "bad request line\n");
+      return 2;
+    }
+    snprintf(decision, sizeof decision, "-");
+    snprintf(rule, sizeof rule, "-");
+    answered = 0;
+    envoy_dynamic_module_type_http_filter_module_ptr filter = envoy_dynamic_module_on_http_filter_new(filter_config, NULL);
+    envoy_dynamic_module_type_on_http_filter_request_headers_status status =
+        envoy_dynamic_module_on_http_filter_request_headers(NULL, filter, true);
+    envoy_dynamic_module_on_http_filter_destroy(filter);
+    bool stopped = status == envoy_dynamic_module_type_on_http_filter_request_headers_status_StopIteration;
+    if (stopped != (answered == 403)) {
+      fprintf(stderr, "the filter stopped without answering, or answered and continued\n");
+      return 3;
+    }
+    printf("%s %s %s\n", decision, rule, stopped ? "403" : "continue");
+    fflush(stdout);
+  }
+  free(line);
+  envoy_dynamic_module_on_http_filter_config_destroy(filter_config);
+  return 0;
+}

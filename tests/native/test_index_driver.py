@@ -1,0 +1,402 @@
+"""The native filter outside Envoy: tests/native/index_driver.c plays Envoy's callbacks around
+native_runtime/policy_filter.c, built with the address and undefined-behaviour sanitizers (and the
+leak checker), so that many configs and requests run in one process and any bad read, overflow or
+leak fails the test. Covered here: the config format accepted exactly and nothing else (each way to
+get it wrong, and thousands of mutated configs), the decision on corner cases Envoy cannot be made to
+produce (a missing :path, an unreadable peer), and globs and networks decided as the interpreter
+decides them (policyc/semantics). test_native_index.py shows the same filter in a real Envoy."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from policyc.semantics.glob import ANY, glob_matches, parse_glob
+from policyc.semantics.net import address_in, cidr_error
+
+from .conftest import build_driver, index_config, section, x
+
+# A sanitizer's finding exits with its own code, never 0 or the driver's 1 (refused config).
+SANITIZERS = {"ASAN_OPTIONS": "exitcode=86:detect_leaks=1", "LSAN_OPTIONS": "exitcode=87",
+              "UBSAN_OPTIONS": "exitcode=88:print_stacktrace=1"}
+
+Request = tuple[str | None, str | None, str | None, str | None, list[tuple[str, str]]]  # service, method, path, peer
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory) -> Path:
+    return build_driver(tmp_path_factory.mktemp("driver"))
+
+
+def run(args: list, stdin: bytes) -> subprocess.CompletedProcess:
+    return subprocess.run(args, input=stdin, capture_output=True, timeout=300, env={**os.environ, **SANITIZERS})
+
+
+def parse_many(driver: Path, configs: list[bytes]) -> list[bool]:
+    """Whether the filter accepts each config."""
+    result = run([driver, "--parse-many"], b"".join(b"%d\n%s" % (len(config), config) for config in configs))
+    assert result.returncode == 0, result.stderr.decode()
+    answers = result.stdout.decode().split()
+    assert len(answers) == len(configs)
+    return [answer == "accepted" for answer in answers]
+
+
+def token(value: str | None) -> str:
+    return "-" if value is None else x(value)
+
+
+def decide(driver: Path, tmp_path: Path, config: str | bytes,
+           requests: list[Request]) -> list[tuple[str, str | None, int]]:
+    """(decision, rule, status: 403, or 200 for a request the filter lets continue) of each request."""
+    (tmp_path / "config").write_bytes(config if isinstance(config, bytes) else config.encode())
+    lines = [" ".join([token(service), token(method), token(path), token(peer),
+                       *(token(part) for header in headers for part in header)])
+             for service, method, path, peer, headers in requests]
+    result = run([driver, tmp_path / "config"], "".join(f"{line}\n" for line in lines).encode())
+    assert result.returncode == 0, result.stderr.decode()
+    answers = [line.split(" ") for line in result.stdout.decode().splitlines()]
+    assert len(answers) == len(requests)
+    return [(decision, None if rule == "-" else bytes.fromhex(rule[1:]).decode(errors="replace"),
+             403 if answer == "403" else 200)
+            for decision, rule, answer in answers]
+
+
+def get(path: str, service: str = "shop", peer: str = "127.0.0.1:1000", headers=(), method: str = "GET") -> Request:
+    return service, method, path, peer, list(headers)
+
+
+# ---------------------------------------------------------------- the format
+
+GOOD = index_config(section("shop", [
+    f"cond 0 method 1 {x('GET')}",
+    f"cond 1 and 2 ref 0 path prefix {x('/api/')}",
+    f"deny {x('d')} header {x('x-a')} eq 1 {x('b')}",
+    f"allow {x('a')} or 2 ref 1 source 1 4/8/0a000000",
+    f"allow {x('g')} path glob 3 seg 1 x any seg 2 x {x('.md')}",
+]), section("lab", [f"allow {x('all')} and 0"], mode="dry-run"))
+
+
+def edit(old: str, new: str, text: str = GOOD) -> str:
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
+def glob_token(pattern: str) -> str:
+    """`path glob` of the pattern, in parse_glob's form."""
+    segments = parse_glob(pattern)
+    return f"path glob {len(segments)} " + " ".join(
+        "any" if pieces is ANY else f"seg {len(pieces)} " + " ".join(map(x, pieces)) for pieces in segments)
+
+
+def nested(depth: int) -> str:
+    """An expression `depth` levels deep."""
+    return "not " * (depth - 1) + "method 0"
+
+
+BAD_CONFIGS = {
+    "empty": "",
+    "no header": GOOD.removeprefix("policyc-native 1\n"),
+    "another version": edit("policyc-native 1", "policyc-native 2"),
+    "header without newline": "policyc-native 1",
+    "no final newline": GOOD.removesuffix("\n"),
+    "an empty line": edit("end\n", "end\n\n"),
+    "CRLF": GOOD.replace("\n", "\r\n"),
+    "a leading space": edit("mode enforce", " mode enforce"),
+    "a trailing space": edit("mode enforce", "mode enforce "),
+    "two spaces": edit("mode enforce", "mode  enforce"),
+    "a tab": edit("mode enforce", "mode\tenforce"),
+    "a NUL byte": edit("mode enforce", "mode enforce\0"),
+    "a comment": edit("mode enforce\n", "mode enforce\n# rules\n"),
+    "an unknown line": edit("end\n", "permit x61 and 0\nend\n"),
+    "an unknown atom": edit("method 1", "verb 1"),
+    "an unknown path test": edit("path prefix", "path suffix"),
+    "an unknown header test": edit("eq 1 x62", "contains 1 x62"),
+    "an unknown mode": edit("mode enforce", "mode audit"),
+    "no mode": edit("mode enforce\n", ""),
+    "two modes": edit("mode enforce\n", "mode enforce\nmode enforce\n"),
+    "hex in upper case": edit(x("x-a"), x("x-a").upper()),
+    "odd hex": edit(x("x-a"), x("x-a") + "6"),
+    "not hex": edit(x("x-a"), "x2g"),
+    "a string without x": edit(x("x-a"), x("x-a")[1:]),
+    "a string with X": edit(x("x-a"), "X" + x("x-a")[1:]),
+    "a number with a leading zero": edit("method 1", "method 01"),
+    "a negative number": edit("cond 0", "cond -0"),
+    "a signed number": edit("method 1", "method +1"),
+    "a huge number": edit("method 1", "method 99999999999"),
+    "a count too high": edit("method 1", "method 2"),
+    "a count too low": edit(f"method 1 {x('GET')}", f"method 1 {x('GET')} {x('PUT')}"),
+    "and with too few operands": edit("and 2", "and 3"),
+    "or with more operands than its count": edit("or 2", "or 1"),
+    "a ref to a later condition": edit("ref 0", "ref 1"),
+    "a ref to itself": edit("cond 0 method 1", "cond 0 ref 0"),
+    "a ref beyond the conditions": edit("ref 1", "ref 2"),
+    "a ref to another section's condition": edit("and 0", "ref 0"),
+    "conditions out of order": edit("cond 1", "cond 2"),
+    "a condition twice": edit("cond 1", "cond 0"),
+    "a condition after a rule": edit("end\nservice", "cond 2 method 0\nend\nservice"),
+    "a deny after an allow": edit("end\nservice", f"deny {x('late')} method 0\nend\nservice"),
+    "a rule without expression": edit(f"allow {x('all')} and 0", f"allow {x('all')}"),
+    "a rule without name": edit(f"allow {x('all')} and 0", "allow and 0"),
+    "a trailing token": edit(f"allow {x('all')} and 0", f"allow {x('all')} and 0 method 0"),
+    "a trailing token after end": edit("end\nservice", "end x61\nservice"),
+    "a service without name": edit(f"service {x('lab')}", "service"),
+    "a service with two names": edit(f"service {x('lab')}", f"service {x('lab')} {x('b')}"),
+    "a section without end": GOOD.removesuffix("end\n"),
+    "a section inside a section": edit("end\nservice", "service"),
+    "a rule outside a section": edit("end\nservice", f"end\nallow {x('a')} and 0\nservice"),
+    "a service twice": GOOD + section("shop", []),
+    "a service twice, not adjacent": GOOD + section("zoo", []) + section("lab", []),
+    "an empty header name": edit(f"header {x('x-a')}", "header x"),
+    "a header name in upper case": edit(f"header {x('x-a')}", f"header {x('X-A')}"),
+    "a header name with a newline": edit(f"header {x('x-a')}", f"header {x('x-a' + chr(10))}"),
+    "a present header without name": edit("and 0", "present x"),
+    "a glob segment without pieces": edit("seg 1 x any", "seg 0 any"),
+    "a glob of too few segments": edit("path glob 3", "path glob 4"),
+    "a glob segment neither any nor seg": edit("x any seg", "x all seg"),
+    "an IPv4 prefix too long": edit("4/8/", "4/33/"),
+    "an IPv6 prefix too long": edit("4/8/0a000000", "6/129/" + "0" * 32),
+    "an IPv4 network of 7 digits": edit("4/8/0a000000", "4/8/0a00000"),
+    "an IPv4 network in upper case": edit("4/8/0a000000", "4/8/0A000000"),
+    "an IPv4 network of IPv6 size": edit("4/8/0a000000", "4/8/" + "0" * 32),
+    "a network family 5": edit("4/8/0a000000", "5/8/0a000000"),
+    "a prefix with a leading zero": edit("4/8/", "4/08/"),
+    "no prefix length": edit("4/8/", "4//"),
+    "a network with a trailing slash": edit("4/8/0a000000", "4/8/0a000000/"),
+    "a network without address": edit("4/8/0a000000", "4/8"),
+    "a rule too deep": edit(f"allow {x('all')} and 0", f"allow {x('all')} {nested(257)}"),
+    "too deep through a condition": edit(
+        f"cond 1 and 2 ref 0 path prefix {x('/api/')}", f"cond 1 {nested(200)}").replace(
+        f"allow {x('a')} or 2", f"allow {x('a')} {'not ' * 56}or 2"),
+}
+
+GOOD_CONFIGS = {
+    "the example": GOOD,
+    "no service": index_config(),
+    "a service without rules": index_config(section("a", [])),
+    "empty strings": index_config(section("", [f"allow x header {x('x-a')} eq 2 x x"])),
+    "a pseudo-header's name": index_config(section("a", [f"allow x61 present {x(':authority')}"])),
+    "empty lists": index_config(section("a", ["allow x61 or 4 and 0 method 0 path eq 0 source 0"])),
+    "non-ASCII strings": index_config(section("sérvice", [f"allow {x('règle')} path prefix {x('/é')}"])),
+    "services in any order": index_config(section("b", []), section("a", []), section("c", [])),
+    "a rule as deep as allowed": index_config(section("a", [f"allow x61 {nested(256)}"])),
+    "as deep as allowed through a condition": edit(
+        f"cond 1 and 2 ref 0 path prefix {x('/api/')}", f"cond 1 {nested(200)}").replace(
+        f"allow {x('a')} or 2", f"allow {x('a')} {'not ' * 54}or 2"),
+    "every atom": index_config(section("a", [
+        f"allow x61 and 8 method 1 x {glob_token('/a/**/*.md')} path eq 1 x path prefix x "
+        f"header x61 eq 1 x header x61 prefix x header x61 suffix x present x61",
+        "allow x62 source 2 4/0/00000000 6/128/" + "f" * 32])),
+}
+
+
+def test_each_malformed_config_is_refused_and_each_good_one_taken(driver):
+    configs = [*BAD_CONFIGS.values(), *GOOD_CONFIGS.values()]
+    accepted = parse_many(driver, [config.encode() for config in configs])
+    assert dict(zip([*BAD_CONFIGS, *GOOD_CONFIGS], accepted, strict=True)) == {
+        **dict.fromkeys(BAD_CONFIGS, False), **dict.fromkeys(GOOD_CONFIGS, True)}
+
+
+def mutants(text: bytes, count: int, seed: int) -> list[bytes]:
+    """`text` with random bytes deleted, inserted, replaced or repeated, tokens moved, or cut short."""
+    rng = random.Random(seed)
+    alphabet = b" \n0123456789abcdefx/-" + bytes(range(256))
+    out = []
+    for _ in range(count):
+        data = bytearray(text)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(data) + 1)
+            match rng.randrange(5):
+                case 0:
+                    del data[at:at + rng.randint(1, 8)]
+                case 1:
+                    data[at:at] = bytes([rng.choice(alphabet)])
+                case 2:
+                    data[at:at + 1] = bytes([rng.choice(alphabet)])
+                case 3:
+                    data[at:at] = data[at:at + rng.randint(1, 40)]
+                case _:
+                    data = data[:at]
+        out.append(bytes(data))
+    return out
+
+
+def test_mutated_configs_never_crash(driver, tmp_path):
+    """Every mutant is accepted or refused, under the sanitizers, and the parse is exact enough that
+    most are refused; the first accepted ones then decide requests, still without a finding."""
+    configs = mutants(GOOD_CONFIGS["every atom"].encode(), 2000, 1) + mutants(GOOD.encode(), 2000, 2)
+    accepted = [config for config, taken in zip(configs, parse_many(driver, configs), strict=True) if taken]
+    assert len(accepted) < len(configs) / 4
+    requests = [get("/api/a.md", service, peer, [("x-a", "b"), ("a", "")], method)
+                for service in ("shop", "lab", "a") for peer in ("10.0.0.1:1", "[::1]:2", "bad")
+                for method in ("GET", "PUT")]
+    for config in accepted[:40]:
+        decided = decide(driver, tmp_path, config, requests)
+        assert {decision for decision, _, _ in decided} <= {"allow", "deny", "default-deny", "error"}
+
+
+# ---------------------------------------------------------------- decisions
+
+SHOP = section("shop", [
+    f"cond 0 method 2 {x('GET')} {x('HEAD')}",
+    f"deny {x('z-first')} header {x('x-user')} eq 1 {x('mallory')}",
+    f"deny {x('a-second')} header {x('x-user')} prefix {x('mal')}",
+    f"allow {x('empty-prefix')} and 2 path eq 1 {x('/any-x')} header {x('x-a')} prefix x",
+    f"allow {x('root')} and 2 ref 0 path eq 2 x {x('/')}",
+    f"allow {x('source')} and 2 path eq 1 {x('/net')} source 2 4/8/0a000000 6/32/20010db8{'0' * 24}",
+    f"allow {x('suffix')} and 2 path eq 1 {x('/s')} header {x('x-a')} suffix {x('.internal')}",
+    f"allow {x('true')} and 2 path eq 1 {x('/and0')} and 0",
+    f"allow {x('false')} and 2 path eq 1 {x('/or0')} or 0",
+])
+LAB = section("lab", [f"allow {x('net')} source 1 4/32/0a000001"], mode="dry-run")
+DECISIONS = [
+    (get("/any-x", headers=[("x-user", "mallory")]), ("deny", "z-first", 403)),  # file order, not name
+    (get("/any-x", headers=[("x-user", "malcolm")]), ("deny", "a-second", 403)),
+    (get("/any-x", headers=[("x-a", "")]), ("allow", "empty-prefix", 200)),
+    (get("/any-x"), ("default-deny", None, 403)),
+    (get(""), ("allow", "root", 200)),
+    (get("?a=b"), ("allow", "root", 200)),
+    (get("/?a=b?c"), ("allow", "root", 200)),
+    (get("/", method="POST"), ("default-deny", None, 403)),
+    (get("/s", headers=[("x-a", "a.internal"), ("x-a", "b")]), ("allow", "suffix", 200)),
+    (get("/s", headers=[("x-a", "b"), ("x-a", "a.internal")]), ("allow", "suffix", 200)),
+    (get("/s", headers=[("x-a", "a.internal.com")]), ("default-deny", None, 403)),
+    (get("/and0"), ("allow", "true", 200)),
+    (get("/or0"), ("default-deny", None, 403)),
+    (get("/net", peer="10.9.8.7:1"), ("allow", "source", 200)),
+    (get("/net", peer="[::ffff:10.9.8.7]:1"), ("allow", "source", 200)),  # IPv4-mapped: as IPv4
+    (get("/net", peer="[2001:db8::1]:443"), ("allow", "source", 200)),
+    (get("/net", peer="[2001:db9::1]:443"), ("default-deny", None, 403)),
+    (get("/net", peer="[::10.9.8.7]:1"), ("default-deny", None, 403)),  # IPv4-compatible: stays IPv6
+    (get("/net", peer="11.0.0.1:1"), ("default-deny", None, 403)),
+    (get("/net", peer="10.0.0.1"), ("error", None, 403)),  # Envoy always gives the port
+    (get("/net", peer="/tmp/envoy.sock"), ("error", None, 403)),
+    (get("/net", peer=None), ("error", None, 403)),
+    (get("/", peer=None), ("allow", "root", 200)),  # the peer is read only when a rule needs it
+    (get("/", method=None), ("error", None, 403)),
+    (get(None), ("error", None, 403)),
+    (get("/", service=None), ("error", None, 403)),
+    (get("/", service="Shop"), ("error", None, 403)),
+    (get("/", service=""), ("error", None, 403)),
+    (get("/", service="lab", peer="10.0.0.1:5"), ("allow", "net", 200)),
+    (get("/", service="lab", peer="10.0.0.2:5"), ("default-deny", None, 200)),  # dry-run: continues
+    (get("/", service="lab", peer="nonsense"), ("error", None, 200)),  # an error too
+]
+
+
+def test_decisions(driver, tmp_path):
+    requests = [request for request, _ in DECISIONS]
+    assert decide(driver, tmp_path, index_config(SHOP, LAB), requests) == [expected for _, expected in DECISIONS]
+
+
+def test_a_config_without_services_decides_error(driver, tmp_path):
+    assert decide(driver, tmp_path, index_config(), [get("/")]) == [("error", None, 403)]
+
+
+def test_each_condition_is_evaluated_once_per_request(driver, tmp_path):
+    """Condition i refers to condition i-1 twice: written out, 2^60 tests, and the request would
+    never be decided. Memoized, it takes 60."""
+    conditions = [f"cond 0 path prefix {x('/a')}", *(f"cond {i} and 2 ref {i - 1} ref {i - 1}" for i in range(1, 61))]
+    config = index_config(section("shop", [*conditions, f"allow {x('deep')} ref 60"]))
+    assert decide(driver, tmp_path, config, [get("/a"), get("/b")]) == [("allow", "deep", 200),
+                                                                        ("default-deny", None, 403)]
+
+
+# ---------------------------------------------------------------- globs and networks, as the interpreter
+
+def random_glob(rng: random.Random) -> str:
+    segments = ["", "a", "b", ".", "*", "**", "a*", "*a", "a*b", "*.*", "*a*", "**"]
+    return "/" + "/".join(rng.choice(segments) if rng.random() < 0.7 else
+                          "".join(rng.choice("ab.*") for _ in range(rng.randint(0, 4)))
+                          for _ in range(rng.randint(0, 5)))
+
+
+def random_path(rng: random.Random) -> str:
+    if rng.random() < 0.8:
+        return "/" + "/".join("".join(rng.choice("ab.") for _ in range(rng.randint(0, 3)))
+                              for _ in range(rng.randint(0, 6)))
+    return "".join(rng.choice("ab./*") for _ in range(rng.randint(0, 10)))
+
+
+def test_globs_match_as_the_interpreter(driver, tmp_path):
+    """lua_runtime/glob.lua's algorithm, compared with policyc/semantics/glob.py on 300 random
+    patterns, 20 paths each."""
+    rng = random.Random(7)
+    patterns = sorted({random_glob(rng) for _ in range(300)} | {"/a/**/b/**", "/*a*a*b", "/**/", "/**", "/"})
+    sections = [section(pattern, [f"allow {x('m')} {glob_token(pattern)}"]) for pattern in patterns]
+    pairs = [(pattern, path) for pattern in patterns
+             for path in [random_path(rng) for _ in range(20)] + ["/a/b/x/b", "/aaab", "/"]]
+    decided = decide(driver, tmp_path, index_config(*sections), [get(path, pattern) for pattern, path in pairs])
+    wrong = [(pattern, path) for (pattern, path), (decision, _, _) in zip(pairs, decided, strict=True)
+             if (decision == "allow") != glob_matches(pattern, path)]
+    assert wrong == []
+
+
+def test_globs_are_linear_on_pathological_patterns(driver, tmp_path):
+    # Backtracking would not come back from these (the Lua runtime's cases, tests/lua/test_runtime.py).
+    cases = [("/" + "*a" * 40 + "*b", "/" + "a" * 20_000, False), ("/" + "*a" * 40 + "*b*", "/" + "a" * 20_000, False),
+             ("/" + "*a" * 40 + "*b*", "/" + "a" * 20_000 + "b", True),
+             ("/**/a" * 40 + "/b", "/a" * 5_000, False), ("/**/a" * 40 + "/b", "/a" * 5_000 + "/b", True)]
+    config = index_config(*(section(str(i), [f"allow {x('m')} {glob_token(p)}"]) for i, (p, _, _) in enumerate(cases)))
+    decided = decide(driver, tmp_path, config, [get(path, str(i)) for i, (_, path, _) in enumerate(cases)])
+    assert [decision == "allow" for decision, _, _ in decided] == [matches for _, _, matches in cases]
+
+
+def network_token(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    return f"{network.version}/{network.prefixlen}/{network.network_address.packed.hex()}"
+
+
+def peer_texts(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> list[str]:
+    """How Envoy may write the peer: "a.b.c.d:port", "[v6]:port" (and other spellings of v6)."""
+    if address.version == 4:
+        mapped = ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + address.packed)
+        return [f"{address}:{port}", f"[::ffff:{address}]:{port}", f"[{mapped.exploded}]:{port}"]
+    return [f"[{address.compressed}]:{port}", f"[{address.exploded.upper()}]:{port}"]
+
+
+def random_network(rng: random.Random) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    while True:
+        bits = rng.choice([32, 128])
+        length = rng.randint(0, bits)
+        value = rng.getrandbits(bits) >> (bits - length) << (bits - length) if length else 0
+        text = f"{ipaddress.ip_address(value if bits == 32 else value.to_bytes(16, 'big'))}/{length}"
+        if cidr_error(text) is None:
+            return ipaddress.ip_network(text)
+
+
+def test_networks_match_as_the_interpreter(driver, tmp_path):
+    """`source` on 200 random networks, peers inside, at the edges and outside, in every spelling."""
+    rng = random.Random(11)
+    networks = [random_network(rng) for _ in range(200)]
+    sections = [section(str(i), [f"allow {x('in')} source 1 {network_token(n)}"]) for i, n in enumerate(networks)]
+    cases = []
+    for i, network in enumerate(networks):
+        size = network.num_addresses
+        inside = [network.network_address, network.broadcast_address,
+                  network.network_address + rng.randrange(size)]
+        outside = [ipaddress.ip_address(rng.getrandbits(network.max_prefixlen) if network.version == 4
+                                        else rng.getrandbits(128).to_bytes(16, "big")),
+                   ipaddress.ip_address(rng.getrandbits(32))]
+        port = rng.randrange(65536)
+        cases += [(i, network, peer, text) for peer in inside + outside for text in peer_texts(peer, port)]
+    decided = decide(driver, tmp_path, index_config(*sections), [get("/", str(i), text) for i, _, _, text in cases])
+    wrong = [(str(network), text) for (_, network, peer, text), (decision, _, _) in zip(cases, decided, strict=True)
+             if (decision == "allow") != address_in(str(peer), [str(network)])]
+    assert wrong == []
+
+
+@pytest.mark.parametrize("address", [
+    "256.1.1.1:80", "1.2.3:80", "1.2.3.4.5:80", "a.b.c.d:80", "", "envoy_internal", "[::1]", "1.2.3.4:",
+    "1.2.3.4:123456",
+    "[1:2:3:4:5:6:7:8:9]:1", "[1::2::3]:1", "[12345::]:1", "[::g]:1", "[1:2:3:4:5:6:7::8]:1", "[:1:2:3:4:5:6:7]:1",
+    "[1.2.3.4]:1", "[::1.2.3]:1", "[::1.2.3.256]:1", "[1:2:3:4:5:6:7:1.2.3.4]:1", "[1::2:]:1", "[:::]:1",
+    "[::a1.2.3.4]:1", "[1:::1.2.3.4]:1", "[::ffff:1.2.3.4:5]:1", "[1.2.3.4::]:1", "[fe80::1%eth0]:1", "[::1]:x",
+    "[::1]1", "::1:80", "[" + "1:" * 40 + "]:1",
+])
+def test_what_is_not_an_address_is_an_error(driver, tmp_path, address):
+    config = index_config(section("shop", ["allow x61 source 2 4/0/00000000 6/0/" + "0" * 32]))
+    assert decide(driver, tmp_path, config, [get("/", peer=address)]) == [("error", None, 403)]
