@@ -27,6 +27,7 @@ from . import lua, native, rbac
 from .accesslog import (
     ALLOW_STAT_PREFIX,
     DENY_STAT_PREFIX,
+    LUA_NAMESPACE,
     ROUTE_NAMESPACE,
     TOKEN_FAILURE_PREFIX,
     WRONG_AUDIENCE,
@@ -357,8 +358,11 @@ def listener(checked: Checked, routes: dict, options: Options, native_config: st
             "@type": _TYPES["file_log"], "path": options.access_log,
             "log_format": {"json_format": access_log_fields(checked)}}}],
     }
-    if any(issuer.audiences for issuer in checked.issuers.values()):
-        hcm["local_reply_config"] = grpc_local_replies(checked)
+    mappers = grpc_local_replies(checked)["mappers"] if any(i.audiences for i in checked.issuers.values()) else []
+    if native_config is not None:
+        mappers.append(NATIVE_GRPC_REFUSAL)
+    if mappers:
+        hcm["local_reply_config"] = {"mappers": mappers}
     chain = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
     if checked.listener_tls is not None:
         chain["transport_socket"] = downstream_tls(checked)
@@ -375,12 +379,33 @@ def grpc_local_replies(checked: Checked) -> dict:
         "filter": JWT_FILTER, "path": [{"key": TOKEN_FAILURE_PREFIX + name}, {"key": "message"}],
         "value": {"string_match": {"exact": WRONG_AUDIENCE}}}}}
         for name, issuer in sorted(checked.issuers.items()) if issuer.audiences]
-    grpc_call = {"header_filter": {"header": {"name": "content-type", "string_match": {
-        "safe_regex": {"regex": r"application/grpc(\+.*)?"}}}}}
-    refused = {"status_code_filter": {"comparison": {"op": "EQ", "value": {
-        "default_value": 403, "runtime_key": "policyc.grpc_wrong_audience_status"}}}}
     token = wrong_audience[0] if len(wrong_audience) == 1 else {"or_filter": {"filters": wrong_audience}}
-    return {"mappers": [{"filter": {"and_filter": {"filters": [grpc_call, refused, token]}}, "status_code": 401}]}
+    refused = _refused("policyc.grpc_wrong_audience_status")
+    return {"mappers": [{"filter": {"and_filter": {"filters": [_GRPC_CALL, refused, token]}}, "status_code": 401}]}
+
+
+# A local reply's request is a gRPC call (the content-types Envoy converts).
+_GRPC_CALL = {"header_filter": {"header": {"name": "content-type", "string_match": {
+    "safe_regex": {"regex": r"application/grpc(\+.*)?"}}}}}
+
+
+def _refused(runtime_key: str) -> dict:
+    """A local reply answered 403 (`runtime_key` names the number, as Envoy requires)."""
+    return {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": 403,
+                                                                         "runtime_key": runtime_key}}}}
+
+
+# Envoy answers the native filter's refusal of a gRPC call with grpc-status 0, OK: the module ABI's
+# local reply passes that status, where RBAC and Lua leave Envoy to derive 7 PERMISSION_DENIED from
+# the 403. This sets 7 on the native filter's 403s (the decision it recorded is a refusal) to gRPC
+# calls, and touches no other answer; on Lua's 403s, which record the same, it sets the 7 they have.
+NATIVE_GRPC_REFUSAL = {
+    "filter": {"and_filter": {"filters": [_GRPC_CALL, _refused("policyc.native_refusal_status"), {
+        "metadata_filter": {"match_if_key_not_found": False, "matcher": {
+            "filter": LUA_NAMESPACE, "path": [{"key": "decision"}],
+            "value": {"string_match": {"safe_regex": {"regex": "deny|default-deny|error"}}}}}}]}},
+    "headers_to_add": [{"header": {"key": "grpc-status", "value": "7"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+}
 
 
 def downstream_tls(checked: Checked) -> dict:

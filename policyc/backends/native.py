@@ -1,26 +1,15 @@
 """Native backend: services → the config text of the native policy filter (native_runtime/), or
 `native/unsupported` diagnostics for what that filter cannot read yet.
 
-The text (version 1) is lines of tokens separated by one space, each line ending in "\n":
-
-    policyc-native 1
-    service x<name>                 one section per service
-    mode enforce | mode dry-run
-    cond <i> <expr>                 the named conditions its rules use, i = 0, 1, …, each after
-                                    the ones it refers to (numbered per section)
-    deny x<rule> <expr>             deny rules, then allow rules, each sorted by name
-    allow x<rule> <expr>
-    end
-
-Every string is `x` and the lower-case hex of its UTF-8 bytes, so no policy text can break a line
-or a token. Expressions are prefix: `and <n> …`, `or <n> …`, `not e`, `ref <i>`, `method <n> …`,
-`path eq <n> …`, `path prefix x`, `path glob <k> …` (each segment of `parse_glob`'s form `any` or
-`seg <m>` and its pieces), `header x<name> eq <n> …` / `prefix x` / `suffix x`, `present x<name>`,
-`source <n> …` (each network `4/<length>/<8 hex digits>` or `6/<length>/<32 hex digits>`).
+The text is the filter's decision index, version 1 (native_runtime/README.md, *The config and the
+decision*): a header line, then one section per service: `service`, `mode`, the named conditions
+its rules use (`cond`, numbered per section, each after the ones it refers to), its deny rules
+and its allow rules, each sorted by name, `end`. Conditions are in prefix notation; every string
+is `x` and the lower-case hex of its UTF-8 bytes, so no policy text can break a line or a token.
 
 The filter reads the request (method, path, headers, peer address) but not jwt_authn's claims nor
-every SAN of a client certificate (native_runtime/README.md, *Gaps*): rules that need them are
-`Unsupported`.
+every SAN of a client certificate (native_runtime/README.md, *Gaps for policyc's needs*): rules
+that need them are `Unsupported`.
 """
 
 from __future__ import annotations

@@ -5,9 +5,8 @@ Any difference fails with the policy text, the request, the token's claims and b
 shrunk by hypothesis.
 
 One Envoy per runner serves every generated policy in turn (a file-based LDS reload each time).
-The native target joins where Envoy runs as a process (the container has no native library) and
-the native runtime reads the compiled config (tests/native_target.py); it decides the part of each
-policy it can express, as `rbac` does.
+The native target joins where Envoy runs as a process (the container has no native library); it
+decides the part of each policy it can express, as `rbac` does.
 POLICYC_DIFF_POLICIES (per runner) and POLICYC_DIFF_REQUESTS (per policy) raise the counts for
 deep runs.
 """

@@ -1,9 +1,8 @@
 """Every case of the decision corpus (tests/cases/) and of the example, replayed through a real
 Envoy for every target and over every protocol its case names (HTTP/1.1, h2c, h2 over TLS),
 decided as the interpreter decides. Issuers whose keys the proxy would
-fetch get made-up keys, as `policyc verify` gives them. `rbac` and, where the native runtime reads
-the compiled config (tests/native_target.py), `native` decide the part of each policy they can
-express."""
+fetch get made-up keys, as `policyc verify` gives them. `rbac` and `native` decide the part of each
+policy they can express."""
 
 import time
 from dataclasses import replace

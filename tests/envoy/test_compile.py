@@ -3,7 +3,6 @@ its library built from native_runtime/), recompiling is byte-identical, `--targe
 `--target native` refuse what they cannot express with a located diagnostic and write nothing,
 and a failed compile leaves an existing output folder untouched."""
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -11,25 +10,20 @@ import pytest
 from click.testing import CliRunner
 
 from policyc.backends import compile_outputs, expressible_part
-from policyc.backends.envoy import NATIVE_FILTER, NATIVE_SEARCH_PATH
+from policyc.backends.envoy import NATIVE_SEARCH_PATH
 from policyc.cli import main
 from policyc.pipeline import load_and_check
 from policyc.proof.envoy_process import envoy_binary
 from tests import CASE_KEYS
-from tests.native_target import READS_COMPILED_CONFIG
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "envoy_configs" / "examples" / "backstage"
 POLICY_SETS = [EXAMPLE] + sorted(p for p in (ROOT / "tests" / "cases").iterdir() if list(p.glob("*.policy")))
 
 
-def validated(config: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(config), "-l", "error"],
-                          capture_output=True, text=True)
-
-
 def validate(config: Path) -> None:
-    result = validated(config)
+    result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(config), "-l", "error"],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
@@ -57,23 +51,7 @@ def test_envoy_accepts_every_native_output(folder, native_library_dir, monkeypat
     assert not compiled.diagnostics
     monkeypatch.setenv(NATIVE_SEARCH_PATH, str(native_library_dir))
     (tmp_path / "envoy.yaml").write_text(compiled.files["envoy.yaml"])
-    if READS_COMPILED_CONFIG:
-        validate(tmp_path / "envoy.yaml")
-        return
-    # Until the runtime reads the compiled config, it refuses it, and Envoy takes everything else:
-    # the same bootstrap with the config the runtime reads now.
-    refused = validated(tmp_path / "envoy.yaml")
-    assert refused.returncode != 0, "native_runtime/ reads the compiled config: set READS_COMPILED_CONFIG"
-    assert "policy filter's config does not parse" in refused.stdout + refused.stderr
-    [native] = [f for f in _http_filters(compiled.bootstrap) if f["name"] == NATIVE_FILTER]
-    native["typed_config"]["filter_config"]["value"] = "service demo\nallow health /health\n"
-    (tmp_path / "envoy.json").write_text(json.dumps(compiled.bootstrap))
-    validate(tmp_path / "envoy.json")
-
-
-def _http_filters(bootstrap: dict) -> list[dict]:
-    [listener] = bootstrap["static_resources"]["listeners"]
-    return listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    validate(tmp_path / "envoy.yaml")
 
 
 def test_committed_example_output_is_current(tmp_path):

@@ -3,7 +3,8 @@ atom: tokens, claims, metadata, membership, named conditions, dry-run) and gener
 (their methods and near misses: another method or service by a letter or by case, the service
 alone, spellings that normalize alike), made by a real grpcio client through a real Envoy to a
 real grpcio upstream. Each call's grpc-status as the client read it, the rule in the access log
-and whether it reached the upstream must be the interpreter's, for `lua`, `auto` and `rbac`.
+and whether it reached the upstream must be the interpreter's, for `lua`, `auto` and `rbac`, and
+for `native` on the part of each policy it can express.
 
 POLICYC_GRPC_DIFF_POLICIES and POLICYC_GRPC_DIFF_CALLS (per policy) raise the counts for deep runs.
 Planted bugs show that it can fail: a backend that reads `prefix` as exact, and a listener that
@@ -25,6 +26,7 @@ from policyc.proof.replay import EnvoyUnderTest
 from tests.differential.test_envoy_differential import COUNTS, TARGETS, differential
 from tests.differential.test_harness import prefix_as_exact  # noqa: F401 (a fixture)
 from tests.grpc.support import GrpcUpstream, grpc_call
+from tests.native_target import native_search_path
 from tests.property.strategies import NOW, grpc_call_request, mint, signing_keys, write_world
 
 pytestmark = pytest.mark.envoy
@@ -39,18 +41,22 @@ def world(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def envoy(tmp_path_factory):
-    with EnvoyUnderTest(tmp_path_factory.mktemp("envoy"), upstream=GrpcUpstream(),
-                        upstream_protocol=UpstreamProtocol.HTTP2) as envoy:
+def envoy(request, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("envoy")
+    with native_search_path(request) as native, EnvoyUnderTest(
+            workdir, upstream=GrpcUpstream(), upstream_protocol=UpstreamProtocol.HTTP2) as envoy:
+        envoy.targets = TARGETS + (("native",) if native else ())
         yield envoy
 
 
-def grpc_differential(envoy, world, policies: int, counts: Counter, shrink: bool = True) -> None:
-    differential(envoy, world, policies, counts, shrink, per_policy=CALLS, client=grpc_call, grpc=True)
+def grpc_differential(envoy, world, policies: int, counts: Counter, shrink: bool = True,
+                      targets: tuple[str, ...] = TARGETS) -> None:
+    differential(envoy, world, policies, counts, shrink, per_policy=CALLS, client=grpc_call, grpc=True,
+                 targets=targets)
 
 
 def test_envoy_decides_every_generated_grpc_call_as_the_interpreter(envoy, world):
-    grpc_differential(envoy, world, POLICIES, COUNTS.setdefault("grpc", Counter()))
+    grpc_differential(envoy, world, POLICIES, COUNTS.setdefault("grpc", Counter()), targets=envoy.targets)
 
 
 @pytest.fixture

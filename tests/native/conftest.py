@@ -54,9 +54,9 @@ def build_driver(out: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def module_dir(tmp_path_factory) -> Path:
-    """A folder holding libpolicyc_native.so, built once for the session."""
-    return build(tmp_path_factory.mktemp("native")).parent
+def module_dir(native_library_dir) -> Path:
+    """A folder holding libpolicyc_native.so, built once for the session (tests/conftest.py)."""
+    return native_library_dir
 
 
 @pytest.fixture

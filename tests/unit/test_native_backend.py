@@ -217,3 +217,13 @@ def test_hot_reloads_carry_the_native_filter(tmp_path):
     compiled = compile_dynamic(checked, "native", envoy.Options(), "/srv/policyc")
     assert "policyc-native 1\\nservice x61\\n" in compiled.files["lds.yaml"]
     assert envoy.NATIVE_FILTER in compiled.files["rds.yaml"]  # off on the catch-all
+
+
+def test_native_refusals_of_grpc_calls_read_permission_denied(tmp_path):
+    """Envoy gives the module's local reply grpc-status 0; the listener's local-reply mapper sets 7."""
+    checked = checked_of(tmp_path, SERVICE.format(name="a", rules='    allow public "r" when path == "/"\n'))
+    assert "local_reply_config" not in _listener(compile_outputs(checked, "lua").bootstrap)
+    mappers = _listener(compile_outputs(checked, "native").bootstrap)["local_reply_config"]["mappers"]
+    assert mappers == [envoy.NATIVE_GRPC_REFUSAL]
+    assert mappers[0]["headers_to_add"] == [{"header": {"key": "grpc-status", "value": "7"},
+                                             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
