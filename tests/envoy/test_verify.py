@@ -1,14 +1,19 @@
 """`policyc verify --protocol`: the requests go out in the protocols asked for (HTTP/1.1 for h1,
-h2c and h2 over TLS for h2, all three by default) and the summary says which."""
+h2c and h2 over TLS for h2, all three by default) and the summary says which; `--target native`
+runs the native filter built from native_runtime/."""
 
 import re
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from policyc.backends.envoy import NATIVE_SEARCH_PATH
 from policyc.cli import main
 
 pytestmark = pytest.mark.envoy
+
+EXAMPLE = Path(__file__).parents[2] / "envoy_configs" / "examples" / "backstage"
 
 POLICY = """service s {
     hosts "s.test"
@@ -38,3 +43,14 @@ def test_verify_speaks_the_protocols_asked_for(tmp_path, protocol, spoken):
     assert summary is not None, result.stdout
     assert summary[2].split(", ") == spoken
     assert int(summary[1]) == 6 * len(spoken)  # the case and five generated requests, per protocol
+
+
+def test_verify_runs_the_native_target_with_its_library(tmp_path, native_library_dir, monkeypatch):
+    """`--target native` with the library on the search path: the example's cases and generated
+    requests, on the part of its rules the native filter expresses, the others named."""
+    monkeypatch.setenv(NATIVE_SEARCH_PATH, str(native_library_dir))
+    result = CliRunner().invoke(main, ["verify", str(EXAMPLE), "--examples", "5", "--target", "native", "--protocol",
+                                       "h1"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"\d+ passed, 0 failed \(native; HTTP/1.1; Envoy as a process\)", result.stdout), result.stdout
+    assert "note: with --target native, 13 rule(s) it cannot express were left out" in result.stderr
