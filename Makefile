@@ -25,9 +25,9 @@ report-screenshot: $(BIN)/.installed
 	$(BIN)/python -m tests.report.screenshot docs/report.png
 
 # Benchmarks need wrk (Debian) and cedarpy (the `bench` extra); tables on stdout, JSON in bench/results/.
-bench: $(BIN)/.bench-installed
+bench: $(BIN)/.bench-installed native
 	command -v wrk >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
-	$(BIN)/python bench/run.py
+	ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$(CURDIR)/native_runtime/build $(BIN)/python bench/run.py
 
 $(BIN)/.bench-installed: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

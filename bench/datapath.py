@@ -40,7 +40,7 @@ from policyc.proof.envoy_process import envoy_binary, serving_envoy
 
 EXAMPLE = Path(__file__).parents[1] / "envoy_configs" / "examples" / "backstage"
 RULE_COUNTS = (10, 100, 1000)
-TARGETS = ("rbac", "lua", "auto")
+TARGETS = ("rbac", "lua", "auto", "native")  # native: libpolicyc_native.so on $ENVOY_DYNAMIC_MODULES_SEARCH_PATH
 CONNECTIONS = (1, 8)
 POLICY_FILTERS = {JWT_FILTER, DENY_FILTER, LUA_FILTER, ALLOW_FILTER}
 UPSTREAM = {

@@ -109,6 +109,10 @@ def targets(report: dict) -> list[tuple[str, str, bool]]:
                  for c in datapath.CONNECTIONS]
         found.append((f"{target}: drop from 10 to 1,000 rules <= 10% (c=1, c=8)",
                       ", ".join(f"{d:.0%}" for d in drops), max(drops) <= 0.10))
+    for rules, floors in ((10, (0.97, 0.95)), (100, (0.97, 0.95)), (1000, (0.95, 0.93))):
+        values = [ratio(f"{rules} rules, native", "worst rule", c) for c in datapath.CONNECTIONS]
+        found.append((f"native at {rules:,} rules >= {floors[0]} / {floors[1]} of no filters (c=1 / c=8)",
+                      " / ".join(f"{v:.2f}" for v in values), all(map(float.__ge__, values, floors))))
     chain = [ratio("full chain, token", "token", c) for c in datapath.CONNECTIONS]
     found.append(("full chain with a token >= 0.80 (c=1, c=8)", ", ".join(f"{v:.2f}" for v in chain),
                   min(chain) >= 0.80))
