@@ -22,6 +22,7 @@ from .. import nodes as n
 from ..checked import Checked
 from ..semantics.compare import compare_string
 from ..semantics.peer import subject_name, subject_text
+from ..semantics.tokens import claim_value
 from .matrix import Matrix, Row, ServiceMatrix, Values
 from .space import (
     BOOL,
@@ -168,12 +169,7 @@ def token_claims(space: RequestSpace, claims: dict, any_audience: bool) -> list[
 
 def claim_at(claims: dict, path: tuple[str, ...]):
     """The claim at `path` (object keys), `ABSENT` when any step is missing or not an object."""
-    value = claims
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return ABSENT
-        value = value[key]
-    return value
+    return claim_value(claims, path, ABSENT)
 
 
 def claim_is(claim: Claim, value) -> list[tuple[z3.ExprRef, z3.ExprRef]]:

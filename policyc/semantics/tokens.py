@@ -286,11 +286,11 @@ def put_claim(claims: dict, path: tuple[str, ...], value) -> None:
     here.setdefault(path[-1], value)
 
 
-def claim_value(claims: dict, path: tuple[str, ...]):
-    """The claim at `path` (object keys), or None when any step is missing or not an object."""
+def claim_value(claims: dict, path: tuple[str, ...], missing=None):
+    """The claim at `path` (object keys), or `missing` when any step is missing or not an object."""
     value = claims
     for key in path:
         if not isinstance(value, dict) or key not in value:
-            return None
+            return missing
         value = value[key]
     return value
