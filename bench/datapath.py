@@ -6,7 +6,7 @@ Every Envoy runs with one worker; the upstream is a second Envoy answering 200 i
 from wrk on loopback. The configurations all start first and stay up, and each round measures all
 of them in turn, so a busy moment on the machine touches a round's baseline as it touches the rest.
 
-    .venv/bin/python bench/datapath.py [--seconds 2] [--rounds 3]
+    .venv/bin/python bench/datapath.py [--seconds 2] [--rounds 3] [--targets native] [--no-memory]
 """
 
 from __future__ import annotations
@@ -119,8 +119,8 @@ def example_token() -> str:
     return devtokens.mint(claims, keys.private["backstage"])
 
 
-def configurations(upstream: str) -> dict[str, tuple[dict, list[Probe]]]:
-    """Name → (bootstrap, requests to send it)."""
+def configurations(upstream: str, targets: tuple[str, ...] = TARGETS) -> dict[str, tuple[dict, list[Probe]]]:
+    """Name → (bootstrap, requests to send it), the generated rule sets compiled for `targets`."""
     example = load_and_check([str(EXAMPLE)]).checked
     full = plain_http(compiled_bootstrap(example, "auto", upstream))
     # An SRE reading payments: the deny rules run, then every allow rule up to `sre-read`.
@@ -133,7 +133,7 @@ def configurations(upstream: str) -> dict[str, tuple[dict, list[Probe]]]:
     }
     for rules in RULE_COUNTS:
         checked = check_text(rule_set(rules))
-        for target in TARGETS:
+        for target in targets:
             configs[f"{rules} rules, {target}"] = (compiled_bootstrap(checked, target, upstream), rule_requests(rules))
     return configs
 
@@ -195,12 +195,12 @@ def wrk(port: int, probe: Probe, connections: int, seconds: float) -> dict:
 # ---------------------------------------------------------------- measures
 
 
-def measure_data_path(seconds: float, rounds: int, log=print) -> dict:
+def measure_data_path(seconds: float, rounds: int, log=print, targets: tuple[str, ...] = TARGETS) -> dict:
     """{configuration: {request: {connections: {rps, p50, p99, ratios}}}}."""
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         work = Path(folder)
         upstream = stack.enter_context(running(UPSTREAM, work / "upstream"))
-        configs = configurations(f"127.0.0.1:{upstream.port}")
+        configs = configurations(f"127.0.0.1:{upstream.port}", targets)
         ports = {}
         for i, (name, (bootstrap, _)) in enumerate(configs.items()):
             ports[name] = stack.enter_context(running(bootstrap, work / f"config{i}")).port
@@ -278,9 +278,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--targets", nargs="+", choices=TARGETS, default=TARGETS,
+                        help="the targets the generated rule sets are compiled for (default: all)")
+    parser.add_argument("--no-memory", action="store_true", help="measure the data path only")
     args = parser.parse_args()
-    print(json.dumps({"data path": measure_data_path(args.seconds, args.rounds),
-                      "memory": measure_memory(args.rounds)}, indent=2))
+    result = {"data path": measure_data_path(args.seconds, args.rounds, targets=tuple(args.targets))}
+    if not args.no_memory:
+        result["memory"] = measure_memory(args.rounds)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

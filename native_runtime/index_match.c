@@ -1,7 +1,8 @@
 /*
  * index_match.c: the tests of the decision index that need nothing from Envoy: comparing bytes,
  * path globs (the algorithm of lua_runtime/glob.lua and policyc/semantics/glob.py), reading the
- * peer address Envoy gives as text, and CIDR networks (lua_runtime/net.lua). Nothing allocates;
+ * peer address Envoy gives as text, CIDR networks (lua_runtime/net.lua), and finding a path's
+ * share of a section's rules by its longest prefix. Nothing allocates;
  * every loop is bounded by the sizes of its inputs.
  */
 #include <arpa/inet.h>
@@ -192,4 +193,33 @@ bool index_any_network(const index_t *index, uint32_t first, uint32_t count, con
     }
   }
   return false;
+}
+
+static const share_group_t *index_group(const index_t *index, uint32_t at) {
+  return (const share_group_t *)index->share_groups.items + at;
+}
+
+const share_t *index_share(const index_t *index, const section_t *section, bytes_t path) {
+  const share_t *shares = index->shares.items;
+  for (uint32_t g = section->group_count; g-- > 0;) { /* longest prefixes first */
+    const share_group_t *group = index_group(index, section->groups + g);
+    if (group->length > path.length) {
+      continue;
+    }
+    uint32_t low = group->first, high = group->first + group->count;
+    while (low < high) {
+      uint32_t middle = low + (high - low) / 2;
+      bytes_t prefix = *index_string(index, shares[middle].prefix);
+      int order = group->length == 0 ? 0 : memcmp(prefix.ptr, path.ptr, group->length);
+      if (order == 0) {
+        return &shares[middle];
+      }
+      if (order < 0) {
+        low = middle + 1;
+      } else {
+        high = middle;
+      }
+    }
+  }
+  return NULL;
 }

@@ -1,11 +1,12 @@
 /*
- * index_parse.c: reads the filter's config, "policyc-native 1" (native_runtime/README.md), into a
+ * index_parse.c: reads the filter's config, "policyc-native 2" (native_runtime/README.md), into a
  * decision index, and refuses any text that is not exactly that format.
  *
  * The text is written by the compiler, so nothing is forgiven: one space between tokens, "\n" at
  * the end of every line, lower-case hex, decimal numbers without leading zeros, counts that match
  * what follows, a `ref` only to a condition defined above it, a section's lines in their order and
- * closed by `end`, each service once. Work and memory are linear in the text's length, and the
+ * closed by `end`, each service once, shares in order of their prefixes, each naming its rules in
+ * order. Work and memory are linear in the text's length, and the
  * recursion of the expression parser is capped at INDEX_MAX_DEPTH.
  */
 #include <stdlib.h>
@@ -22,7 +23,7 @@ typedef struct {
 } line_t;
 
 /* Where the parser stands within a section: its lines come in this order. */
-typedef enum { OUTSIDE, AFTER_SERVICE, CONDITIONS, DENIES, ALLOWS } stage_t;
+typedef enum { OUTSIDE, AFTER_SERVICE, CONDITIONS, DENIES, ALLOWS, SHARES } stage_t;
 
 typedef struct {
   index_t *index;
@@ -345,6 +346,7 @@ static bool service_line(parser_t *p, line_t *line) {
   section->name = *index_string(p->index, name);
   section->conditions = count32(&p->index->conditions);
   section->denies = section->allows = count32(&p->index->rules);
+  section->groups = count32(&p->index->share_groups);
   p->stage = AFTER_SERVICE;
   return true;
 }
@@ -398,6 +400,66 @@ static bool rule_line(parser_t *p, line_t *line, stage_t stage) {
   return true;
 }
 
+/* Whether prefix `a` sorts before `b`: shorter first, then by bytes. */
+static bool prefix_before(bytes_t a, bytes_t b) {
+  if (a.length != b.length) {
+    return a.length < b.length;
+  }
+  return a.length > 0 && memcmp(a.ptr, b.ptr, a.length) < 0;
+}
+
+/* The rule numbers of a share: `count` of them, increasing, each below the section's rule count. */
+static bool share_rules(parser_t *p, line_t *line, uint32_t count) {
+  const section_t *section = open_section(p);
+  uint32_t rules = section->deny_count + section->allow_count;
+  for (uint32_t i = 0, previous = 0; i < count; i++) {
+    uint32_t rule;
+    uint32_t *ref;
+    if (!number(line, MAX_NUMBER, &rule) || rule >= rules || (i > 0 && rule <= previous) ||
+        (ref = push(&p->index->refs, sizeof(uint32_t))) == NULL) {
+      return false;
+    }
+    *ref = previous = rule;
+  }
+  return line->at == line->end;
+}
+
+/* `share x<prefix> <n> <r1> … <rn>`, after the section's rules and every share of a shorter or
+ * (at the same length) lower prefix; shares of one length make one group. */
+static bool share_line(parser_t *p, line_t *line) {
+  uint32_t prefix, count;
+  if (p->stage < CONDITIONS || !string(p, line, &prefix) || !number(line, MAX_NUMBER, &count)) {
+    return false;
+  }
+  section_t *section = open_section(p);
+  bytes_t text = *index_string(p->index, prefix);
+  share_group_t *group = section->group_count == 0 ? NULL
+                                                   : (share_group_t *)p->index->share_groups.items +
+                                                         (section->groups + section->group_count - 1);
+  const share_t *last = group == NULL ? NULL : (const share_t *)p->index->shares.items + (p->index->shares.count - 1);
+  if (last != NULL && !prefix_before(*index_string(p->index, last->prefix), text)) {
+    return false;
+  }
+  if (group == NULL || group->length != text.length) {
+    if ((group = push(&p->index->share_groups, sizeof(share_group_t))) == NULL) {
+      return false;
+    }
+    group->length = (uint32_t)text.length;
+    group->first = count32(&p->index->shares);
+    section->group_count++;
+  }
+  group->count++;
+  share_t *share = push(&p->index->shares, sizeof(share_t));
+  if (share == NULL) {
+    return false;
+  }
+  share->prefix = prefix;
+  share->first = count32(&p->index->refs);
+  share->count = count;
+  p->stage = SHARES;
+  return share_rules(p, line, count);
+}
+
 static bool parse_line(parser_t *p, line_t *line) {
   bytes_t word;
   if (!next_token(line, &word)) {
@@ -414,6 +476,9 @@ static bool parse_line(parser_t *p, line_t *line) {
   }
   if (is(word, "deny") || is(word, "allow")) {
     return rule_line(p, line, is(word, "deny") ? DENIES : ALLOWS);
+  }
+  if (is(word, "share")) {
+    return share_line(p, line);
   }
   if (is(word, "end") && line->at == line->end) {
     p->stage = OUTSIDE;
@@ -457,7 +522,7 @@ static bool sort_sections(index_t *index) {
   return true;
 }
 
-static const char HEADER[] = "policyc-native 1\n";
+static const char HEADER[] = "policyc-native 2\n";
 
 static bool parse(parser_t *p, const char *text, size_t length) {
   size_t header = sizeof HEADER - 1;
@@ -479,8 +544,9 @@ void index_free(index_t *index) {
   if (index == NULL) {
     return;
   }
-  vector_t *vectors[] = {&index->nodes, &index->strings, &index->globs, &index->networks,
-                         &index->conditions, &index->rules, &index->sections};
+  vector_t *vectors[] = {&index->nodes,      &index->strings, &index->globs,  &index->networks,
+                         &index->conditions, &index->rules,   &index->shares, &index->share_groups,
+                         &index->refs,       &index->sections};
   for (size_t i = 0; i < sizeof vectors / sizeof *vectors; i++) {
     free(vectors[i]->items);
   }

@@ -3,15 +3,17 @@
  *
  * One filter config serves every service: its text is the decision index (native_runtime/README.md,
  * index_parse.c), parsed once. Per request the filter reads the route's metadata policyc.service,
- * takes that service's section and decides as lua_runtime/decide.lua does: the first deny rule that
- * holds denies, else the first allow rule that holds allows, else default deny. The decision is
- * recorded in the dynamic metadata namespace "policyc" (service, decision, rule) for the access
- * log; deny and default-deny are answered 403 unless the service runs dry.
+ * takes that service's section, and of its rules only the share its path's longest listed prefix
+ * names (the rules such a path can match), and decides as lua_runtime/decide.lua does: the first
+ * deny rule that holds denies, else the first allow rule that holds allows, else default deny. The
+ * decision is recorded in the dynamic metadata namespace "policyc" (service, decision, rule) for
+ * the access log; deny and default-deny are answered 403 unless the service runs dry.
  *
  * Fails closed: a config that does not parse is refused (Envoy then rejects the listener), and a
  * request whose service, method, path, headers or peer cannot be read gets the decision `error`, a
  * log line and a 403 (dry-run: continues). The index is read-only and shared by every worker; a
- * request's own state is on the stack plus two arrays bounded by the config and by its path.
+ * request's own state is on the stack, and allocates only for a section of more conditions, or a
+ * path of more segments, than the stack buffers hold.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,19 +31,25 @@ typedef envoy_dynamic_module_type_http_filter_envoy_ptr envoy_t;
 /* A condition's value within one request, once evaluated. */
 enum { UNKNOWN = 0, FALSE_VALUE = 1, TRUE_VALUE = 2 };
 
+/* How many conditions, and path segments, a request keeps on the stack before allocating. */
+enum { LOCAL_CONDITIONS = 256, LOCAL_SEGMENTS = 32 };
+
 /* One request as the policy sees it; what is costly to read is read when first needed. */
 typedef struct {
   envoy_t envoy;
   const index_t *index;
   const section_t *section;
-  bytes_t method;
+  bytes_t method;     /* once a rule tests it */
+  bool method_read;
   bytes_t path;      /* :path up to the first '?' */
-  bytes_t *segments; /* the path split at '/', once a glob needs it */
+  bytes_t *segments; /* the path split at '/', once a glob needs it: local_segments or allocated */
   size_t segment_count;
   uint8_t peer[16];
   size_t peer_size;    /* 0 until read */
-  uint8_t *memo;       /* one entry per condition of the section */
+  uint8_t *memo;       /* one entry per condition of the section: local_memo or allocated */
   const char *problem; /* set when something cannot be read: the decision is `error` */
+  uint8_t local_memo[LOCAL_CONDITIONS];
+  bytes_t local_segments[LOCAL_SEGMENTS];
 } request_t;
 
 static envoy_dynamic_module_type_module_buffer module_buffer(bytes_t bytes) {
@@ -121,7 +129,7 @@ static bool split_path(request_t *request) {
   for (size_t i = 0; i < request->path.length; i++) {
     count += request->path.ptr[i] == '/';
   }
-  request->segments = calloc(count, sizeof(bytes_t));
+  request->segments = count <= LOCAL_SEGMENTS ? request->local_segments : calloc(count, sizeof(bytes_t));
   if (request->segments == NULL) {
     return fail(request, "no memory for the path's segments");
   }
@@ -157,6 +165,17 @@ static bool source(request_t *request, const node_t *node) {
     }
   }
   return index_any_network(request->index, node->first, node->count, request->peer, request->peer_size);
+}
+
+/* :method, read when a rule first tests it. */
+static bool read_method(request_t *request) {
+  if (!request->method_read) {
+    if (!pseudo_header(request, ":method", &request->method)) {
+      return fail(request, "the request has no single :method");
+    }
+    request->method_read = true;
+  }
+  return true;
 }
 
 static bool evaluate(request_t *request, uint32_t at);
@@ -195,7 +214,7 @@ static bool evaluate(request_t *request, uint32_t at) {
   case NODE_REF:
     return condition(request, node->first);
   case NODE_METHOD:
-    return index_any_equal(index, node->first, node->count, request->method);
+    return read_method(request) && index_any_equal(index, node->first, node->count, request->method);
   case NODE_PATH_EQ:
     return index_any_equal(index, node->first, node->count, request->path);
   case NODE_PATH_PREFIX:
@@ -215,17 +234,6 @@ static bool evaluate(request_t *request, uint32_t at) {
   }
 }
 
-/* The first rule of rules[first .. first+count) that holds, or NULL. */
-static const rule_t *first_match(request_t *request, uint32_t first, uint32_t count) {
-  for (uint32_t i = 0; i < count && request->problem == NULL; i++) {
-    const rule_t *rule = index_rule(request->index, first + i);
-    if (evaluate(request, rule->root) && request->problem == NULL) {
-      return rule;
-    }
-  }
-  return NULL;
-}
-
 typedef struct {
   const char *decision;
   const rule_t *rule;
@@ -233,25 +241,52 @@ typedef struct {
 
 static const verdict_t ERROR_VERDICT = {"error", NULL};
 
-/* Reads the request and decides its section's rules; request->problem is set instead when
- * something cannot be read. */
+/* Rule `number` of the section (its deny rules, then its allow rules): the first that holds,
+ * tried in number order, decides. */
+static bool decides(request_t *request, uint32_t number, verdict_t *verdict) {
+  const section_t *section = request->section;
+  const rule_t *rule = index_rule(request->index, section->denies + number);
+  if (!evaluate(request, rule->root) || request->problem != NULL) {
+    return false;
+  }
+  verdict->decision = number < section->deny_count ? "deny" : "allow";
+  verdict->rule = rule;
+  return true;
+}
+
+/* The conditions' memo: on the stack, unless the section has more than it holds. */
+static bool start_memo(request_t *request) {
+  size_t count = request->section->condition_count;
+  if (count <= LOCAL_CONDITIONS) {
+    memset(request->local_memo, UNKNOWN, count);
+    request->memo = request->local_memo;
+    return true;
+  }
+  request->memo = calloc(count, 1);
+  return request->memo != NULL || fail(request, "no memory for the conditions");
+}
+
+/* Reads the request and decides the rules its path can match (its share, else all of them);
+ * request->problem is set instead when something cannot be read. */
 static verdict_t decide(request_t *request) {
   verdict_t verdict = {"default-deny", NULL};
   const section_t *section = request->section;
-  if (!pseudo_header(request, ":method", &request->method) || !pseudo_header(request, ":path", &request->path)) {
-    fail(request, "the request has no single :method and :path");
+  if (!pseudo_header(request, ":path", &request->path)) {
+    fail(request, "the request has no single :path");
     return ERROR_VERDICT;
   }
   const char *query = request->path.length == 0 ? NULL : memchr(request->path.ptr, '?', request->path.length);
   request->path.length = query == NULL ? request->path.length : (size_t)(query - request->path.ptr);
-  if (section->condition_count > 0 && (request->memo = calloc(section->condition_count, 1)) == NULL) {
-    fail(request, "no memory for the conditions");
+  if (!start_memo(request)) {
     return ERROR_VERDICT;
   }
-  if ((verdict.rule = first_match(request, section->denies, section->deny_count)) != NULL) {
-    verdict.decision = "deny";
-  } else if ((verdict.rule = first_match(request, section->allows, section->allow_count)) != NULL) {
-    verdict.decision = "allow";
+  const share_t *share = index_share(request->index, section, request->path);
+  const uint32_t *numbers = share == NULL ? NULL : index_refs(request->index, share->first);
+  uint32_t count = share == NULL ? section->deny_count + section->allow_count : share->count;
+  for (uint32_t i = 0; i < count && request->problem == NULL; i++) {
+    if (decides(request, numbers == NULL ? i : numbers[i], &verdict)) {
+      break;
+    }
   }
   return request->problem == NULL ? verdict : ERROR_VERDICT;
 }
@@ -331,8 +366,12 @@ envoy_dynamic_module_type_on_http_filter_request_headers_status envoy_dynamic_mo
   bytes_t service = {"", 0};
   bool known = route_service(&request, &service);
   verdict_t verdict = request.problem == NULL ? decide(&request) : ERROR_VERDICT;
-  free(request.memo);
-  free(request.segments);
+  if (request.memo != request.local_memo) {
+    free(request.memo);
+  }
+  if (request.segments != request.local_segments) {
+    free(request.segments);
+  }
   if (known) {
     record(filter_envoy, "service", service);
   }

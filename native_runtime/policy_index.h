@@ -1,5 +1,5 @@
 /*
- * policy_index.h: the decision index, the parsed form of the filter's config ("policyc-native 1",
+ * policy_index.h: the decision index, the parsed form of the filter's config ("policyc-native 2",
  * native_runtime/README.md), and the request-independent matching it needs.
  *
  * Built once per filter config by index_parse, read-only afterwards and shared by every worker.
@@ -74,6 +74,21 @@ typedef struct {
   uint32_t root;
 } rule_t;
 
+/* A share: the rules a path starting with `prefix` can match, as numbers counted over the
+ * section's deny rules then its allow rules, in that order: refs[first .. first+count). */
+typedef struct {
+  uint32_t prefix; /* a position in strings */
+  uint32_t first;
+  uint32_t count;
+} share_t;
+
+/* A section's shares of one prefix length, shares[first .. first+count), sorted by prefix. */
+typedef struct {
+  uint32_t length;
+  uint32_t first;
+  uint32_t count;
+} share_group_t;
+
 typedef struct {
   bytes_t name;
   bool dry_run;
@@ -81,8 +96,10 @@ typedef struct {
   uint32_t condition_count;
   uint32_t denies; /* rules[denies .. denies+deny_count), in file order */
   uint32_t deny_count;
-  uint32_t allows; /* rules[allows .. allows+allow_count), in file order */
+  uint32_t allows; /* rules[allows .. allows+allow_count), in file order: allows == denies+deny_count */
   uint32_t allow_count;
+  uint32_t groups; /* share_groups[groups .. groups+group_count), shortest prefixes first */
+  uint32_t group_count;
 } section_t;
 
 /* A growable array while parsing; `items` holds `count` elements of one type. */
@@ -95,6 +112,8 @@ typedef struct {
 typedef struct {
   char *pool; /* every decoded string's bytes; sized once, so strings never move */
   vector_t nodes, strings, globs, networks, conditions, rules;
+  vector_t shares, share_groups;
+  vector_t refs; /* uint32_t: the rule numbers of every share */
   vector_t sections; /* sorted by name once parsed */
 } index_t;
 
@@ -117,6 +136,13 @@ static inline const condition_t *index_condition(const index_t *index, uint32_t 
 static inline const rule_t *index_rule(const index_t *index, uint32_t at) {
   return (const rule_t *)index->rules.items + at;
 }
+static inline const uint32_t *index_refs(const index_t *index, uint32_t at) {
+  return (const uint32_t *)index->refs.items + at;
+}
+
+/* The share of the longest prefix `path` starts with, or NULL when it has none of the section's
+ * (then every rule is tested): one binary search per prefix length. */
+const share_t *index_share(const index_t *index, const section_t *section, bytes_t path);
 
 bool bytes_equal(bytes_t a, bytes_t b);
 bool bytes_starts_with(bytes_t text, bytes_t prefix);

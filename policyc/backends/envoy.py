@@ -33,7 +33,7 @@ from .accesslog import (
     WRONG_AUDIENCE,
     access_log_fields,
 )
-from .resolve import JWT_FILTER, PAYLOAD_KEY, required_prefixes
+from .resolve import JWT_FILTER, PAYLOAD_KEY, route_shares
 
 LISTENER_NAME = "policyc"
 DENY_FILTER = "policyc.rbac.deny"
@@ -472,7 +472,7 @@ def service_filters(checked: Checked, service: n.Service, plan: Plan) -> Service
     section = native.service_section(checked, service) if plan.deny == "native" else None
     builder = rbac.PrincipalBuilder(checked)  # one for the service: each rule's principal built once
     deny, allow = _rbac_configs(builder, service, plan)
-    shares = _route_shares(checked, service) if "rbac" in (plan.deny, plan.allow) else {"/": service.rules}
+    shares = route_shares(checked, service) if "rbac" in (plan.deny, plan.allow) else {"/": service.rules}
     by_prefix = {route: _rbac_configs(builder, replace(service, rules=rules), plan) for route, rules in shares.items()}
     return ServiceFilters(deny, source, allow, by_prefix, section)
 
@@ -488,36 +488,3 @@ def _rbac_configs(builder: rbac.PrincipalBuilder, service: n.Service, plan: Plan
     elif "lua" in (plan.deny, plan.allow) and service.mode is n.Mode.ENFORCE:
         allow = rbac.require_verdict(service, allow, rbac.LUA_VERDICT_POLICY)
     return deny, allow
-
-
-# Rules that test no path go into every route; past this many copies per rule on average, one
-# route holding every rule is the smaller config.
-_MAX_COPIES_PER_RULE = 4
-
-
-def _route_shares(checked: Checked, service: n.Service) -> dict[str, tuple[n.Rule, ...]]:
-    """Each route's path prefix, longest first and "/" last, with the rules that a path under it
-    can match: rules that need a prefix the route's prefix has, and rules that need none; or one
-    route "/" with every rule when that is the smaller config. The Lua script indexes its rules
-    by the same prefixes (resolve.required_prefixes).
-
-    Rules are filed by prefix, and a route finds its share by looking up its own prefix cut at
-    each length a rule's prefix has, so the work grows with the routes and their shares rather
-    than with routes times rules; it stops as soon as the shares outgrow the budget."""
-    anywhere, by_prefix = set(), {}
-    for position, rule in enumerate(service.rules):
-        prefixes = required_prefixes(checked, rule.expr)
-        if prefixes is None:
-            anywhere.add(position)
-        for prefix in prefixes or ():
-            by_prefix.setdefault(prefix, set()).add(position)
-    lengths = sorted({len(prefix) for prefix in by_prefix})
-    budget = _MAX_COPIES_PER_RULE * max(len(service.rules), 1)
-    shares = {}
-    for route in sorted(by_prefix.keys() | {"/"}, key=lambda p: (-len(p), p)):
-        found = anywhere.union(*(by_prefix.get(route[:length], ()) for length in lengths if length <= len(route)))
-        budget -= len(found)
-        if budget < 0:
-            return {"/": service.rules}
-        shares[route] = tuple(service.rules[position] for position in sorted(found))
-    return shares

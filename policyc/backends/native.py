@@ -1,11 +1,13 @@
 """Native backend: services → the config text of the native policy filter (native_runtime/), or
 `native/unsupported` diagnostics for what that filter cannot read yet.
 
-The text is the filter's decision index, version 1 (native_runtime/README.md, *The config and the
+The text is the filter's decision index, version 2 (native_runtime/README.md, *The config and the
 decision*): a header line, then one section per service: `service`, `mode`, the named conditions
 its rules use (`cond`, numbered per section, each after the ones it refers to), its deny rules
-and its allow rules, each sorted by name, `end`. Conditions are in prefix notation; every string
-is `x` and the lower-case hex of its UTF-8 bytes, so no policy text can break a line or a token.
+and its allow rules, each sorted by name, its shares, `end`. A share names the rules a path with
+its prefix can match (resolve.route_shares, the split RBAC's routes use), so a request tests only
+those. Conditions are in prefix notation; every string is `x` and the lower-case hex of its UTF-8
+bytes, so no policy text can break a line or a token.
 
 The filter reads the request (method, path, headers, peer address) but not jwt_authn's claims nor
 every SAN of a client certificate (native_runtime/README.md, *Gaps for policyc's needs*): rules
@@ -19,16 +21,20 @@ from ..checked import Checked
 from ..diagnostics import Diagnostic
 from ..semantics.glob import ANY, parse_glob
 from ..semantics.net import parse_cidr
-from .resolve import Unsupported, unsupported_diagnostic
+from .resolve import Unsupported, route_shares, unsupported_diagnostic
 
-HEADER = "policyc-native 1\n"
+HEADER = "policyc-native 2\n"
 _NO_CLAIMS = "the native filter cannot read a token's claims yet"
 _NO_CERTIFICATE = "the native filter cannot read every name of a client certificate yet"
 
 
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
 def hex_string(text: str) -> str:
     """One string token: `x` and the lower-case hex of `text`'s UTF-8 bytes."""
-    return "x" + text.encode("utf-8", "surrogatepass").hex()
+    return "x" + _utf8(text).hex()
 
 
 def _tokens(*parts: str) -> str:
@@ -126,19 +132,34 @@ class _Renderer(n.Visitor):
         raise Unsupported(expr, "the native filter cannot tell whether a client certificate was verified yet")
 
 
-def _rule_lines(renderer: _Renderer, service: n.Service, effect: n.Effect) -> list[str]:
-    # Name order: when several rules of one effect match, the one whose name sorts first decides
-    # (docs/language.md), as in the RBAC and Lua engines.
-    rules = sorted((r for r in service.rules if r.effect is effect), key=lambda r: r.name)
-    return [_tokens(effect.value, hex_string(r.name), renderer.visit(r.expr)) for r in rules]
+def _ordered(service: n.Service) -> list[n.Rule]:
+    """The section's rules as numbered: deny rules, then allow rules, each in name order. When
+    several rules of one effect match, the one whose name sorts first decides (docs/language.md),
+    as in the RBAC and Lua engines."""
+    def of(effect: n.Effect) -> list[n.Rule]:
+        return sorted((r for r in service.rules if r.effect is effect), key=lambda r: r.name)
+    return of(n.Effect.DENY) + of(n.Effect.ALLOW)
+
+
+def _share_lines(checked: Checked, service: n.Service, ordered: list[n.Rule]) -> list[str]:
+    """`share x<prefix> <n> <r1> … <rn>` for each of the service's path prefixes, shortest first,
+    then by bytes (the order the filter looks them up in); none when one share holds every rule."""
+    shares = route_shares(checked, service)
+    if len(shares) == 1:  # "/" and every rule: no narrowing
+        return []
+    numbers = {rule.name: i for i, rule in enumerate(ordered)}
+    return [_tokens("share", hex_string(prefix), str(len(rules)), *map(str, sorted(numbers[r.name] for r in rules)))
+            for prefix, rules in sorted(shares.items(), key=lambda share: (len(_utf8(share[0])), _utf8(share[0])))]
 
 
 def service_section(checked: Checked, service: n.Service) -> str:
     """The service's section, `service` to `end`; raises `Unsupported` for a rule it cannot hold."""
     renderer = _Renderer(checked)
-    rules = _rule_lines(renderer, service, n.Effect.DENY) + _rule_lines(renderer, service, n.Effect.ALLOW)
+    ordered = _ordered(service)
+    rules = [_tokens(rule.effect.value, hex_string(rule.name), renderer.visit(rule.expr)) for rule in ordered]
     conditions = [f"cond {i} {body}" for i, body in enumerate(renderer.conditions)]
-    lines = [f"service {hex_string(service.name)}", f"mode {service.mode.value}", *conditions, *rules, "end"]
+    lines = [f"service {hex_string(service.name)}", f"mode {service.mode.value}", *conditions, *rules,
+             *_share_lines(checked, service, ordered), "end"]
     return "".join(line + "\n" for line in lines)
 
 

@@ -1,6 +1,7 @@
 """Compile-time facts the backends share: where claims live, what `member` means once the
 catalog is resolved, and the path prefixes a rule's requests must have (which routes hold an RBAC
-rule, and how the Lua runtime indexes rules). Takes a `Checked` set; returns plain sets and strings.
+rule, which shares of the native filter's index, and how the Lua runtime indexes rules). Takes a
+`Checked` set; returns plain sets and strings.
 Also how a backend says it cannot express a condition: `Unsupported`, and the located error that
 `--target rbac` or `--target native` reports for it.
 """
@@ -68,3 +69,37 @@ def required_prefixes(checked: Checked, expr: n.Expr) -> tuple[str, ...] | None:
             each = [required_prefixes(checked, o) for o in operands]
             return None if None in each else tuple(sorted({p for prefixes in each for p in prefixes}))
     return None
+
+
+# Rules that test no path go into every route; past this many copies per rule on average, one
+# route holding every rule is the smaller config.
+_MAX_COPIES_PER_RULE = 4
+
+
+def route_shares(checked: Checked, service: n.Service) -> dict[str, tuple[n.Rule, ...]]:
+    """Each route's path prefix, longest first and "/" last, with the rules that a path under it
+    can match: rules that need a prefix the route's prefix has, and rules that need none; or one
+    route "/" with every rule when that is the smaller config. A request is decided by the share
+    of the longest prefix its path has: RBAC's per-route configs and the native filter's shares;
+    the Lua script indexes its rules by the same prefixes (required_prefixes).
+
+    Rules are filed by prefix, and a route finds its share by looking up its own prefix cut at
+    each length a rule's prefix has, so the work grows with the routes and their shares rather
+    than with routes times rules; it stops as soon as the shares outgrow the budget."""
+    anywhere, by_prefix = set(), {}
+    for position, rule in enumerate(service.rules):
+        prefixes = required_prefixes(checked, rule.expr)
+        if prefixes is None:
+            anywhere.add(position)
+        for prefix in prefixes or ():
+            by_prefix.setdefault(prefix, set()).add(position)
+    lengths = sorted({len(prefix) for prefix in by_prefix})
+    budget = _MAX_COPIES_PER_RULE * max(len(service.rules), 1)
+    shares = {}
+    for route in sorted(by_prefix.keys() | {"/"}, key=lambda p: (-len(p), p)):
+        found = anywhere.union(*(by_prefix.get(route[:length], ()) for length in lengths if length <= len(route)))
+        budget -= len(found)
+        if budget < 0:
+            return {"/": service.rules}
+        shares[route] = tuple(service.rules[position] for position in sorted(found))
+    return shares

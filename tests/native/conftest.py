@@ -90,7 +90,7 @@ def section(service: str, lines: list[str], mode: str = "enforce") -> str:
 
 def index_config(*sections: str) -> str:
     """The filter's config: the decision index holding `sections`."""
-    return "policyc-native 1\n" + "".join(sections)
+    return "policyc-native 2\n" + "".join(sections)
 
 
 def service_route(service: str | None, upstream_port: int | None = None) -> dict:

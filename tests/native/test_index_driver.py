@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from policyc.backends import native
+from policyc.interpret import RawRequest, evaluate
+from policyc.pipeline import load_and_check
 from policyc.semantics.glob import ANY, glob_matches, parse_glob
 from policyc.semantics.net import address_in, cidr_error
 
@@ -78,6 +81,8 @@ GOOD = index_config(section("shop", [
     f"deny {x('d')} header {x('x-a')} eq 1 {x('b')}",
     f"allow {x('a')} or 2 ref 1 source 1 4/8/0a000000",
     f"allow {x('g')} path glob 3 seg 1 x any seg 2 x {x('.md')}",
+    "share x 3 0 1 2",
+    f"share {x('/api/')} 3 0 1 2",
 ]), section("lab", [f"allow {x('all')} and 0"], mode="dry-run"))
 
 
@@ -100,9 +105,9 @@ def nested(depth: int) -> str:
 
 BAD_CONFIGS = {
     "empty": "",
-    "no header": GOOD.removeprefix("policyc-native 1\n"),
-    "another version": edit("policyc-native 1", "policyc-native 2"),
-    "header without newline": "policyc-native 1",
+    "no header": GOOD.removeprefix("policyc-native 2\n"),
+    "another version": edit("policyc-native 2", "policyc-native 1"),
+    "header without newline": "policyc-native 2",
     "no final newline": GOOD.removesuffix("\n"),
     "an empty line": edit("end\n", "end\n\n"),
     "CRLF": GOOD.replace("\n", "\r\n"),
@@ -168,6 +173,20 @@ BAD_CONFIGS = {
     "no prefix length": edit("4/8/", "4//"),
     "a network with a trailing slash": edit("4/8/0a000000", "4/8/0a000000/"),
     "a network without address": edit("4/8/0a000000", "4/8"),
+    "a share before a rule": edit(f"allow {x('g')}", f"share {x('/')} 0\nallow {x('g')}"),
+    "a rule after a share": edit("end\nservice", f"allow {x('late')} method 0\nend\nservice"),
+    "a condition after a share": edit("end\nservice", "cond 2 method 0\nend\nservice"),
+    "a share without prefix": edit("share x 3", "share 3"),
+    "a share twice": edit("share x 3 0 1 2\n", "share x 3 0 1 2\nshare x 3 0 1 2\n"),
+    "a longer prefix first": edit("share x 3 0 1 2\n", f"share {x('/')} 0\nshare x 3 0 1 2\n"),
+    "prefixes of one length out of order": edit(f"share {x('/api/')} 3 0 1 2", f"share {x('/api/')} 3 0 1 2\n"
+                                                                                f"share {x('/abc/')} 0"),
+    "a share of a rule beyond the section's": edit("share x 3 0 1 2", "share x 3 0 1 3"),
+    "a share's rules out of order": edit("share x 3 0 1 2", "share x 3 0 2 1"),
+    "a rule twice in a share": edit("share x 3 0 1 2", "share x 3 0 1 1"),
+    "a share count too high": edit("share x 3 0 1 2", "share x 4 0 1 2"),
+    "a share count too low": edit("share x 3 0 1 2", "share x 2 0 1 2"),
+    "a share number with a leading zero": edit("share x 3 0 1 2", "share x 3 00 1 2"),
     "a rule too deep": edit(f"allow {x('all')} and 0", f"allow {x('all')} {nested(257)}"),
     "too deep through a condition": edit(
         f"cond 1 and 2 ref 0 path prefix {x('/api/')}", f"cond 1 {nested(200)}").replace(
@@ -187,6 +206,9 @@ GOOD_CONFIGS = {
     "as deep as allowed through a condition": edit(
         f"cond 1 and 2 ref 0 path prefix {x('/api/')}", f"cond 1 {nested(200)}").replace(
         f"allow {x('a')} or 2", f"allow {x('a')} {'not ' * 54}or 2"),
+    "shares of several lengths": index_config(section("a", [
+        "deny x61 and 0", "allow x62 and 0", "share x 0", f"share {x('/a')} 1 1", f"share {x('/b')} 2 0 1",
+        f"share {x('/ab')} 1 0"])),
     "every atom": index_config(section("a", [
         f"allow x61 and 8 method 1 x {glob_token('/a/**/*.md')} path eq 1 x path prefix x "
         f"header x61 eq 1 x header x61 prefix x header x61 suffix x present x61",
@@ -304,6 +326,84 @@ def test_each_condition_is_evaluated_once_per_request(driver, tmp_path):
     config = index_config(section("shop", [*conditions, f"allow {x('deep')} ref 60"]))
     assert decide(driver, tmp_path, config, [get("/a"), get("/b")]) == [("allow", "deep", 200),
                                                                         ("default-deny", None, 403)]
+
+
+def test_more_conditions_than_the_stack_holds(driver, tmp_path):
+    conditions = [f"cond {i} path eq 1 {x(f'/{i}')}" for i in range(300)]
+    config = index_config(section("shop", [*conditions, f"allow {x('last')} ref 299"]))
+    assert decide(driver, tmp_path, config, [get("/299"), get("/1")]) == [("allow", "last", 200),
+                                                                          ("default-deny", None, 403)]
+
+
+# ---------------------------------------------------------------- shares
+
+# Rules 0 `d` (deny), 1 `a`, 2 `b`, 3 `any`, 4 `c`. The filter trusts the shares, even where they
+# leave out a rule that would match (`/a/b/` lacks `d`), which shows that they are what is tested.
+SHARED = section("shop", [
+    f"deny {x('d')} path prefix {x('/a/')}",
+    f"allow {x('a')} path prefix {x('/a')}",
+    f"allow {x('b')} path prefix {x('/a/b')}",
+    f"allow {x('any')} header {x('x-any')} eq 1 {x('1')}",
+    f"allow {x('c')} path eq 1 {x('c')}",
+    f"share {x('/')} 1 3",
+    f"share {x('/a')} 2 1 3",
+    f"share {x('/b')} 0",
+    f"share {x('/a/')} 3 0 1 3",
+    f"share {x('/a/b/')} 2 2 3",
+])
+
+
+@pytest.mark.parametrize(("request_", "expected"), [
+    (get("/a"), ("allow", "a", 200)),
+    (get("/ab"), ("allow", "a", 200)),
+    (get("/a/x"), ("deny", "d", 403)),  # the share of `/a/`, the longest prefix: deny before allow
+    (get("/a/b/c"), ("allow", "b", 200)),  # the share of `/a/b/`, without `d`
+    (get("/b/c", headers=[("x-any", "1")]), ("default-deny", None, 403)),  # an empty share
+    (get("/c", headers=[("x-any", "1")]), ("allow", "any", 200)),
+    (get("c"), ("allow", "c", 200)),  # no share's prefix: every rule
+    (get("?/b", headers=[("x-any", "1")]), ("allow", "any", 200)),  # the path without the query: ""
+])
+def test_a_path_is_decided_by_the_share_of_its_longest_prefix(driver, tmp_path, request_, expected):
+    assert decide(driver, tmp_path, index_config(SHARED), [request_]) == [expected]
+
+
+SHARED_POLICY = """
+service {name} {{
+    hosts ["{name}.test"]
+    upstream "127.0.0.1:8080"
+    {mode}
+    deny "admin" when path prefix "/admin/"
+    deny "blocked" when header "x-block" present
+    allow "api-read" when method == GET and path prefix "/api/"
+    allow "api-v2" when path prefix "/api/v2/"
+    allow "health" when path == "/health"
+    allow "items" when path glob "/items/*/x"
+    allow "either" when path prefix "/x/" or path == "/y"
+    allow "by-header" when header "x-let" == "1" and method == POST
+}}
+"""
+PATHS = ["/", "/admin/a", "/admin", "/api/", "/api/v2/z", "/api/v1", "/api/v2", "/health", "/healthz",
+         "/items/1/x", "/items/1/y", "/x/1", "/y", "/yy", "/nowhere"]
+
+
+def test_shares_decide_as_the_interpreter(driver, tmp_path):
+    """A compiled policy whose shares leave rules out of most paths' shares, enforced and dry-run:
+    every request, whatever rules its share lacks, decided as the interpreter decides it."""
+    text = SHARED_POLICY.format(name="enforced", mode="") + SHARED_POLICY.format(name="dry", mode="mode dry-run")
+    (tmp_path / "p.policy").write_text(text)
+    checked = load_and_check([str(tmp_path / "p.policy")]).checked
+    config = native.native_config(checked, list(checked.services.values()))
+    assert config.count("share ") == 2 * 8  # "/" and the seven prefixes the rules need
+    cases = [(service, method, path, headers) for service in ("enforced", "dry") for path in PATHS
+             for method in ("GET", "POST") for headers in ((), (("x-block", ""),), (("x-let", "1"),))]
+    decided = decide(driver, tmp_path, config,
+                     [get(path, service, headers=headers, method=method) for service, method, path, headers in cases])
+    expected = []
+    for service, method, path, headers in cases:
+        decision = evaluate(checked, RawRequest(method, path, f"{service}.test", headers))
+        expected.append((decision.reason, decision.rule, 200 if decision.status == 200 else 403))
+    assert decided == expected
+    assert {reason for reason, _, _ in decided} == {"allow", "deny", "default-deny"}
 
 
 # ---------------------------------------------------------------- globs and networks, as the interpreter

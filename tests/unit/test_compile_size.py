@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from policyc import nodes as n
-from policyc.backends import compile_outputs, envoy, lua, plan_service, rbac
+from policyc.backends import compile_outputs, envoy, lua, plan_service, rbac, resolve
 from policyc.pipeline import load_and_check
 
 EXAMPLE = Path(__file__).parents[2] / "envoy_configs" / "examples" / "backstage"
@@ -45,7 +45,7 @@ def test_nothing_is_written_twice_unless_asked(example):
 
 
 def naive_shares(checked, service: n.Service) -> dict:
-    """Every rule tested against every route: the definition `_route_shares` computes faster."""
+    """Every rule tested against every route: the definition `route_shares` computes faster."""
     needed = {rule.name: lua.required_prefixes(checked, rule.expr) for rule in service.rules}
     routes = sorted({p for found in needed.values() if found for p in found} | {"/"}, key=lambda p: (-len(p), p))
     return {route: tuple(rule for rule in service.rules
@@ -71,11 +71,11 @@ def test_each_route_holds_the_rules_its_paths_can_match(tmp_path, anywhere):
     checked = checked_text(tmp_path, rules)
     service = checked.services["s"]
     expected = naive_shares(checked, service)
-    if sum(map(len, expected.values())) > envoy._MAX_COPIES_PER_RULE * len(service.rules):
+    if sum(map(len, expected.values())) > resolve._MAX_COPIES_PER_RULE * len(service.rules):
         expected = {"/": service.rules}  # four rules in every route: one route is smaller
     assert anywhere < 4 or expected == {"/": service.rules}
-    assert envoy._route_shares(checked, service) == expected
-    assert list(envoy._route_shares(checked, service)) == list(expected)  # longest prefix first
+    assert resolve.route_shares(checked, service) == expected
+    assert list(resolve.route_shares(checked, service)) == list(expected)  # longest prefix first
 
 
 def test_route_shares_of_a_large_service_take_linear_time(tmp_path):
@@ -86,7 +86,7 @@ def test_route_shares_of_a_large_service_take_linear_time(tmp_path):
     anywhere = n.Rule(n.Effect.ALLOW, False, "any", n.HeaderPresent("x-a"))
     service = n.Service("s", (), (anywhere, *rules))
     start = time.process_time()
-    shares = envoy._route_shares(checked, service)
+    shares = resolve.route_shares(checked, service)
     assert time.process_time() - start < 10
     assert len(shares) == 20_001 and shares["/api/r7/"] == (anywhere, rules[7]) and shares["/"] == (anywhere,)
 

@@ -44,13 +44,17 @@ def test_a_whole_config(tmp_path):
         '    allow public "api" when method in [GET, HEAD] and path prefix "/api/"\n'
     )) + SERVICE.format(name="dry", rules='    mode dry-run\n    allow public "all" when header "x-e" suffix ""\n'))
     assert native.native_config(checked, [checked.services["dry"], checked.services["web"]]) == (
-        "policyc-native 1\n"
+        "policyc-native 2\n"
         "service x647279\nmode dry-run\nallow x616c6c header x782d65 suffix x\nend\n"
         "service x776562\nmode enforce\n"
         "deny x696e7465726e616c and 2 source 1 4/8/0a000000 not header x782d6f6b prefix x796573\n"
         # Allow rules by name, not file order.
         "allow x617069 and 2 method 2 x474554 x48454144 path prefix x2f6170692f\n"
         "allow x6865616c7468 or 2 path eq 1 x2f6865616c7468 present x782d74\n"
+        # Rules 0 `internal`, 1 `api`, 2 `health`: a path under /api/ may match all three, any
+        # other only the two that need no prefix.
+        "share x2f 2 0 2\n"
+        "share x2f6170692f 3 0 1 2\n"
         "end\n")
 
 
@@ -215,7 +219,7 @@ def test_verify_needs_the_native_library(monkeypatch, tmp_path):
 def test_hot_reloads_carry_the_native_filter(tmp_path):
     checked = checked_of(tmp_path, SERVICE.format(name="a", rules='    allow public "r" when path == "/"\n'))
     compiled = compile_dynamic(checked, "native", envoy.Options(), "/srv/policyc")
-    assert "policyc-native 1\\nservice x61\\n" in compiled.files["lds.yaml"]
+    assert "policyc-native 2\\nservice x61\\n" in compiled.files["lds.yaml"]
     assert envoy.NATIVE_FILTER in compiled.files["rds.yaml"]  # off on the catch-all
 
 
