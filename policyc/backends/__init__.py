@@ -95,7 +95,7 @@ def _filters(checked: Checked, target: str, compiled: Compiled) -> dict[str, env
 def _policy_version(checked: Checked, filters: dict, options: Options) -> str:
     """The hash of what Envoy is given, the same whether it is loaded whole or from a watched folder."""
     routes = {"route_config": envoy.route_config(checked, filters, options, "")}
-    unstamped = envoy.listener(checked, routes, options, envoy.native_filter_config(filters))
+    unstamped = envoy.listener(checked, routes, options, filters)
     return _hash([unstamped, envoy.clusters(checked, options)])
 
 
@@ -115,7 +115,7 @@ def compile_outputs(checked: Checked, target: str = "auto", options: Options | N
         return compiled
     compiled.version = version = _policy_version(checked, filters, options)
     routes = envoy.route_config(checked, filters, options, version)
-    listener = envoy.listener(checked, {"route_config": routes}, options, envoy.native_filter_config(filters))
+    listener = envoy.listener(checked, {"route_config": routes}, options, filters)
     # The listener is written once, inside the bootstrap that runs as is; hot reloads take it
     # from the watched folder `compile_dynamic` fills instead.
     compiled.bootstrap = envoy.bootstrap(listener, envoy.clusters(checked, options), options)
@@ -145,7 +145,7 @@ def compile_dynamic(checked: Checked, target: str, options: Options, config_dir:
     resources = {
         "cluster": envoy.clusters(checked, options),
         "routes": [envoy.route_config(checked, filters, options, version)],
-        "listener": [envoy.listener(checked, envoy.rds(config_dir), options, envoy.native_filter_config(filters))],
+        "listener": [envoy.listener(checked, envoy.rds(config_dir), options, filters)],
     }
     compiled.bootstrap = envoy.dynamic_bootstrap(config_dir, options)
     compiled.files["envoy.yaml"] = dump(compiled.bootstrap)

@@ -4,8 +4,9 @@ service's filter configs, as plain dicts. For hot reloads, the same policy as di
 
 One HTTP connection manager: jwt_authn (every issuer, anonymous callers pass), then an RBAC
 filter for deny rules, the Lua filter, the native filter (only when a service is compiled for
-it: one dynamic-module filter whose config holds every such service), an RBAC filter for allow
-rules, and the router. Each service is a virtual host that switches on the filters it needs
+it: one dynamic-module filter whose config holds every such service; the deny RBAC and Lua
+filters are then left out unless a service uses them), an RBAC filter for allow rules, and the
+router. Each service is a virtual host that switches on the filters it needs
 through per-route configs; the catch-all virtual host answers 404 with every policy filter off.
 """
 
@@ -199,19 +200,28 @@ def _native_filter(config: str) -> dict:
         "filter_name": NATIVE_FILTER_NAME, "filter_config": {"@type": _TYPES["string"], "value": config}}}
 
 
-def _http_filters(checked: Checked, options: Options, native_config: str | None) -> list[dict]:
+def _http_filters(checked: Checked, options: Options, service_filters: dict[str, ServiceFilters]) -> list[dict]:
+    """The chain. Without the native filter it is the same whatever the rules, so that a change
+    of rules replaces only the routes (docs/operations.md); with it, whose config is in the
+    listener anyway, it holds the deny RBAC and Lua filters only when a service uses them, since
+    every filter in the chain costs each request something even when a route turns it off."""
+    native_config = native_filter_config(service_filters)
+    fixed = native_config is None
     filters = [_jwt_filter(checked, options)] if checked.issuers else []
     # With no `rules`, an RBAC filter enforces nothing: hosts without a per-route config pass.
-    filters += [
-        {"name": DENY_FILTER, "typed_config": {"@type": _TYPES["rbac"], "rules_stat_prefix": DENY_STAT_PREFIX,
-                                               "shadow_rules_stat_prefix": DENY_STAT_PREFIX}},
-        {"name": LUA_FILTER, "typed_config": {"@type": _TYPES["lua"]}},
+    if fixed or any(f.rbac_deny is not None for f in service_filters.values()):
+        filters.append({"name": DENY_FILTER, "typed_config": {"@type": _TYPES["rbac"],
+                                                              "rules_stat_prefix": DENY_STAT_PREFIX,
+                                                              "shadow_rules_stat_prefix": DENY_STAT_PREFIX}})
+    if fixed or any(f.lua_source is not None for f in service_filters.values()):
+        filters.append({"name": LUA_FILTER, "typed_config": {"@type": _TYPES["lua"]}})
+    return [
+        *filters,
         *([_native_filter(native_config)] if native_config is not None else []),
         {"name": ALLOW_FILTER, "typed_config": {"@type": _TYPES["rbac"], "rules_stat_prefix": ALLOW_STAT_PREFIX,
                                                 "shadow_rules_stat_prefix": ALLOW_STAT_PREFIX}},
         {"name": "envoy.filters.http.router", "typed_config": {"@type": _TYPES["router"]}},
     ]
-    return filters
 
 
 @dataclass(frozen=True)
@@ -338,9 +348,10 @@ def rds(config_dir: str) -> dict:
     return {"rds": {"route_config_name": ROUTE_CONFIG_NAME, "config_source": _watched(config_dir, "routes")}}
 
 
-def listener(checked: Checked, routes: dict, options: Options, native_config: str | None = None) -> dict:
-    """The listener; `routes` is {"route_config": …} inline, or `rds(config_dir)`; with
-    `native_config`, its HTTP filters include the native filter with that config."""
+def listener(checked: Checked, routes: dict, options: Options, service_filters: dict[str, ServiceFilters]) -> dict:
+    """The listener; `routes` is {"route_config": …} inline, or `rds(config_dir)`; its HTTP
+    filters are those `service_filters` need (the native filter with every native service's
+    section, when there is one)."""
     hcm = {
         "@type": _TYPES["hcm"],
         "stat_prefix": "policyc",
@@ -353,13 +364,13 @@ def listener(checked: Checked, routes: dict, options: Options, native_config: st
         # refused (400 over HTTP/1, the stream reset over HTTP/2) before any filter.
         "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
         **routes,
-        "http_filters": _http_filters(checked, options, native_config),
+        "http_filters": _http_filters(checked, options, service_filters),
         "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
             "@type": _TYPES["file_log"], "path": options.access_log,
             "log_format": {"json_format": access_log_fields(checked)}}}],
     }
     mappers = grpc_local_replies(checked)["mappers"] if any(i.audiences for i in checked.issuers.values()) else []
-    if native_config is not None:
+    if native_filter_config(service_filters) is not None:
         mappers.append(NATIVE_GRPC_REFUSAL)
     if mappers:
         hcm["local_reply_config"] = {"mappers": mappers}

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from policyc import nodes as n
 from policyc.backends import compile_dynamic, compile_outputs, envoy, native, plan_service
 from policyc.backends.accesslog import logged_decision
+from policyc.backends.envoy import Plan
 from policyc.backends.resolve import Unsupported
 from policyc.cli import main
 from policyc.pipeline import load_and_check
@@ -138,14 +139,15 @@ def _listener(bootstrap: dict) -> dict:
     return listener["filter_chains"][0]["filters"][0]["typed_config"]
 
 
-def test_the_assembly_holds_one_native_filter_after_lua(tmp_path):
+def test_the_assembly_holds_one_native_filter_and_its_verdict_check(tmp_path):
+    """Native services use neither the deny RBAC filter nor the Lua filter: the chain leaves them
+    out (jwt_authn stays for issuers, the allow RBAC filter checks the native verdict)."""
     checked = checked_of(tmp_path, SERVICE.format(name="a", rules='    allow public "r" when path == "/"\n')
                          + SERVICE.format(name="b", rules='    mode dry-run\n    allow public "r" when path == "/"\n'))
     compiled = compile_outputs(checked, "native", parts=True)
     filters = _listener(compiled.bootstrap)["http_filters"]
-    assert [f["name"] for f in filters] == [envoy.DENY_FILTER, envoy.LUA_FILTER, envoy.NATIVE_FILTER,
-                                            envoy.ALLOW_FILTER, "envoy.filters.http.router"]
-    config = filters[2]["typed_config"]
+    assert [f["name"] for f in filters] == [envoy.NATIVE_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"]
+    config = filters[0]["typed_config"]
     assert config["dynamic_module_config"] == {"name": "policyc_native"}  # no path of this machine
     assert config["filter_config"] == {"@type": "type.googleapis.com/google.protobuf.StringValue",
                                        "value": native.native_config(checked, [checked.services["a"],
@@ -171,6 +173,24 @@ def test_the_native_filter_is_off_outside_native_services(tmp_path):
         refusals = [route for route in host["routes"] if "direct_response" in route and
                     route["direct_response"]["status"] == 400]
         assert refusals and all(r["typed_per_filter_config"][envoy.NATIVE_FILTER]["disabled"] for r in refusals)
+
+
+def test_a_chain_with_the_native_filter_keeps_the_filters_its_services_use(tmp_path):
+    checked = checked_of(tmp_path, "".join(SERVICE.format(name=name, rules='    deny "d" when path prefix "/x/"\n')
+                                           for name in "abc"))
+    plans = {"a": Plan("rbac", "rbac"), "b": Plan("lua", "lua"), "c": Plan("native", "native")}
+    filters = {name: envoy.service_filters(checked, checked.services[name], plan) for name, plan in plans.items()}
+    chains = {}
+    for kept in (("a", "c"), ("b", "c"), ("c",), ("a", "b")):
+        listener = envoy.listener(checked, {}, envoy.Options(), {name: filters[name] for name in kept})
+        chains[kept] = [f["name"] for f in listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]]
+    assert chains == {
+        ("a", "c"): [envoy.DENY_FILTER, envoy.NATIVE_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"],
+        ("b", "c"): [envoy.LUA_FILTER, envoy.NATIVE_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"],
+        ("c",): [envoy.NATIVE_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"],
+        # Without the native filter the chain is fixed: a change of rules replaces only the routes.
+        ("a", "b"): [envoy.DENY_FILTER, envoy.LUA_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"],
+    }
 
 
 def test_without_native_services_nothing_names_the_native_filter(tmp_path):
