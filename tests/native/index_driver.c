@@ -93,9 +93,7 @@ bool envoy_dynamic_module_callback_http_get_header(envoy_dynamic_module_type_htt
   return index < n && give(*found[index], result);
 }
 
-void envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
-    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_module_buffer ns,
-    envoy_dynamic_module_type_module_buffer key, envoy_dynamic_module_type_module_buffer value) {
+static void set_metadata(envoy_dynamic_module_type_module_buffer key, envoy_dynamic_module_type_module_buffer value) {
   field_t decision_key = {"decision", 8}, rule_key = {"rule", 4};
   if (same(decision_key, key)) {
     snprintf(decision, sizeof decision, "%.*s", (int)value.length, value.ptr);
@@ -105,6 +103,14 @@ void envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
       length += (size_t)snprintf(rule + length, sizeof rule - length, "%02x", (unsigned char)value.ptr[i]);
     }
     rule[length] = '\0';
+  }
+}
+
+void envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_module_buffer ns,
+    const envoy_dynamic_module_type_module_key_value_pair *pairs, size_t count) {
+  for (size_t i = 0; i < count; i++) {
+    set_metadata(pairs[i].key, pairs[i].value);
   }
 }
 

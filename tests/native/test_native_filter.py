@@ -117,10 +117,10 @@ def test_a_module_named_by_its_path_needs_no_search_path(module_dir, tmp_path, m
 BROKEN_BUILDS = {
     "program init returns NULL": ("return POLICYC_ENVOY_ABI_VERSION;", "return NULL;",
                                   "envoy_dynamic_module_on_program_init returned null"),
-    "a callback Envoy lacks": ('record(filter_envoy, "decision", literal(verdict.decision));',
+    "a callback Envoy lacks": ("record(filter_envoy, known, service, verdict);",
                                'extern void envoy_dynamic_module_callback_none(void);\n'
                                '  envoy_dynamic_module_callback_none();\n'
-                               '  record(filter_envoy, "decision", literal(verdict.decision));',
+                               "  record(filter_envoy, known, service, verdict);",
                                "undefined symbol: envoy_dynamic_module_callback_none"),
 }
 
