@@ -241,8 +241,9 @@ typedef struct {
 
 static const verdict_t ERROR_VERDICT = {"error", NULL};
 
-/* Rule `number` of the section (its deny rules, then its allow rules): the first that holds,
- * tried in number order, decides. */
+/* Whether rule `number` of the section (counted over its deny rules, then its allow rules) holds;
+ * if so, it is the verdict. Tried in number order, the first that holds decides: a deny rule
+ * before any allow rule, each effect's rules in name order. */
 static bool decides(request_t *request, uint32_t number, verdict_t *verdict) {
   const section_t *section = request->section;
   const rule_t *rule = index_rule(request->index, section->denies + number);
