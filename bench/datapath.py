@@ -1,6 +1,7 @@
 """Data-path cost of compiled policies, as ratios to the same Envoy with the policy filters
-removed (router and access log kept), measured in the same round; and Envoy's memory with 1 and
-1,000 compiled services against the same services without filters.
+removed (router and access log kept), measured in the same round: of requests per second, and of
+Envoy's CPU time per request (user and system, from /proc), which a busy machine disturbs less;
+and Envoy's memory with 1 and 1,000 compiled services against the same services without filters.
 
 Every Envoy runs with one worker; the upstream is a second Envoy answering 200 itself; load comes
 from wrk on loopback. The configurations all start first and stay up, and each round measures all
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import re
 import subprocess
 import tempfile
@@ -176,7 +178,7 @@ def _milliseconds(text: str) -> float:
 
 
 def wrk(port: int, probe: Probe, connections: int, seconds: float) -> dict:
-    """Requests/s and p50/p99 latency (ms) of `probe` sent by `connections` connections."""
+    """Requests sent, requests/s and p50/p99 latency (ms) of `probe` sent by `connections` connections."""
     assert probe.method == "GET", "wrk sends GET without a script"
     args = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
     for name, value in probe.headers:
@@ -187,9 +189,22 @@ def wrk(port: int, probe: Probe, connections: int, seconds: float) -> dict:
     refused = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", output)) else 0
     if refused != (total if probe.status >= 300 else 0) or "Socket errors" in output:
         raise RuntimeError(f"{probe.name}: expected every answer {probe.status}, wrk saw:\n{output}")
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+    return {"requests": total, "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
             "p50": _milliseconds(re.search(r"^ +50% +(\S+)$", output, re.M).group(1)),
             "p99": _milliseconds(re.search(r"^ +99% +(\S+)$", output, re.M).group(1))}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (/proc/PID/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(envoy: Running, probe: Probe, connections: int, seconds: float) -> dict:
+    """`wrk`'s figures and Envoy's CPU time per request (µs) while it ran."""
+    before = _cpu_seconds(envoy.pid)
+    result = wrk(envoy.port, probe, connections, seconds)
+    return {**result, "cpu_us": 1e6 * (_cpu_seconds(envoy.pid) - before) / max(result["requests"], 1)}
 
 
 # ---------------------------------------------------------------- measures
@@ -201,15 +216,15 @@ def measure_data_path(seconds: float, rounds: int, log=print, targets: tuple[str
         work = Path(folder)
         upstream = stack.enter_context(running(UPSTREAM, work / "upstream"))
         configs = configurations(f"127.0.0.1:{upstream.port}", targets)
-        ports = {}
+        envoys = {}
         for i, (name, (bootstrap, _)) in enumerate(configs.items()):
-            ports[name] = stack.enter_context(running(bootstrap, work / f"config{i}")).port
+            envoys[name] = stack.enter_context(running(bootstrap, work / f"config{i}"))
         samples: dict = {name: {p.name: {c: [] for c in CONNECTIONS} for p in probes}
                          for name, (_, probes) in configs.items()}
         for name, (_, probes) in configs.items():
             for probe in probes:  # warm up (JWT cache, Lua JIT), and check each answer once
                 for _ in range(20):
-                    status = send(ports[name], RawRequest(probe.method, probe.path, None, probe.headers))[0]
+                    status = send(envoys[name].port, RawRequest(probe.method, probe.path, None, probe.headers))[0]
                     if status != probe.status:
                         raise RuntimeError(f"{name}, {probe.name}: {status}, not {probe.status}")
         for round_number in range(rounds):
@@ -217,7 +232,8 @@ def measure_data_path(seconds: float, rounds: int, log=print, targets: tuple[str
             for name, (_, probes) in configs.items():
                 for probe in probes:
                     for connections in CONNECTIONS:
-                        samples[name][probe.name][connections].append(wrk(ports[name], probe, connections, seconds))
+                        samples[name][probe.name][connections].append(
+                            measured(envoys[name], probe, connections, seconds))
     return _summarized(samples)
 
 
@@ -231,8 +247,10 @@ def _summarized(samples: dict) -> dict:
             reference = base["token"] if probe == "token" else base["worst rule"]
             result[name][probe] = {}
             for c, runs in by_connections.items():
-                cell = {key: summary([r[key] for r in runs]) for key in ("rps", "p50", "p99")}
+                cell = {key: summary([r[key] for r in runs]) for key in ("rps", "p50", "p99", "cpu_us")}
                 cell["ratio"] = ratios([r["rps"] for r in runs], [r["rps"] for r in reference[c]])
+                # Inverted, so that it reads as `ratio` does: 1 is no cost, lower is costlier.
+                cell["cpu ratio"] = ratios([r["cpu_us"] for r in reference[c]], [r["cpu_us"] for r in runs])
                 cell["p50 ratio"] = ratios([r["p50"] for r in runs], [r["p50"] for r in reference[c]])
                 cell["p99 ratio"] = ratios([r["p99"] for r in runs], [r["p99"] for r in reference[c]])
                 result[name][probe][c] = cell
