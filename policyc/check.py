@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from . import nodes as n
-from .catalog import load_catalog, normalize_ref
+from .catalog import LiveEntities, load_catalog, normalize_ref
 from .checked import Checked, ListenerTls
 from .diagnostics import Diagnostic, Severity
 from .files import why
@@ -758,16 +758,17 @@ def _written_out_grpc(checked: Checked) -> None:
 # ---------------------------------------------------------------- entry point
 
 
-def check(policy_set: n.PolicySet, roots: Roots) -> tuple[Checked, list[Diagnostic]]:
+def check(policy_set: n.PolicySet, roots: Roots, live: LiveEntities | None = None) -> tuple[Checked, list[Diagnostic]]:
     """Every diagnostic of the set, and the name tables, keys and catalog the later stages use.
-    Key, certificate and catalog files are read only under `roots`."""
+    Key, certificate and catalog files are read only under `roots`. `live` (entities a running
+    Backstage catalog returned) stands in for every catalog folder: none is read then."""
     catalog_dirs, refused = [], []
-    for statement in policy_set.catalogs:
+    for statement in policy_set.catalogs if live is None else ():
         path, problems = _confined(statement, roots)
         refused += problems
         if not problems:
             catalog_dirs.append((path, statement.span))
-    catalog, catalog_sources, diagnostics = load_catalog(catalog_dirs)
+    catalog, catalog_sources, diagnostics = load_catalog(catalog_dirs, live)
     checked = Checked(policy_set, catalog, sources=catalog_sources)
     diagnostics = refused + diagnostics
 
@@ -800,7 +801,8 @@ def check(policy_set: n.PolicySet, roots: Roots) -> tuple[Checked, list[Diagnost
         checked.services.setdefault(service.name, service)
         diagnostics += _check_service(service)
 
-    exprs = _ExprChecker(checked, any(i.catalog_users for i in policy_set.issuers), bool(policy_set.catalogs))
+    has_catalog = bool(policy_set.catalogs) or live is not None
+    exprs = _ExprChecker(checked, any(i.catalog_users for i in policy_set.issuers), has_catalog)
     for condition in policy_set.conditions:
         diagnostics += exprs.visit(condition.expr)
     for service in policy_set.services:
