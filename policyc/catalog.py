@@ -343,7 +343,7 @@ class _Loader:
             text = json.dumps(entity, indent=2)
             label = f"{live.url}#{_live_label(entity, index)}"
             if label in self.sources:  # the same ref twice: the second is reported as a duplicate
-                label = f"{label}@{index}"
+                label = f"{label}@{index + 1}"
             source = self.sources[label] = Source(label, text, live=True)
             try:
                 node = yaml.compose(text, Loader=yaml.SafeLoader)

@@ -52,11 +52,11 @@ class Backstage:
         staging.write_text(yaml.safe_dump_all(entities, sort_keys=False))
         staging.replace(self.catalog_file)
 
-    def refs(self) -> set[str]:
-        """`kind:namespace/name` of every entity the catalog's API returns now, with its spec, as
-        sorted JSON (so that an edit shows, not only additions and deletions)."""
+    def entities(self) -> set[str]:
+        """Every entity the catalog's API returns now but Locations: kind, name, namespace and spec
+        as sorted JSON (so that an edit shows, not only additions and deletions)."""
         items = self.get("/entities/by-query?limit=1000&fields=kind,metadata.name,metadata.namespace,spec")["items"]
-        return {json.dumps(item, sort_keys=True) for item in items}
+        return {json.dumps(item, sort_keys=True) for item in items if item["kind"] != "Location"}
 
     def get(self, path: str) -> dict:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -126,8 +126,7 @@ def _wait_until_serving(backstage: Backstage, process: subprocess.Popen, count: 
         if process.poll() is not None:
             raise RuntimeError(f"Backstage exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            # The Location entity of the catalog file counts too.
-            if len(backstage.refs()) >= count + 1:
+            if len(backstage.entities()) == count:
                 return
         except (OSError, RuntimeError, http.client.HTTPException):
             pass
