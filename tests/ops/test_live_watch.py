@@ -104,7 +104,7 @@ def test_nothing_is_deployed_before_the_catalog_is_first_read(tmp_path):
         assert watching.next_report().version
 
 
-def test_watch_reads_no_catalog_folder_and_no_live_entity_as_a_file(tmp_path, monkeypatch):
+def test_watch_reads_no_catalog_folder_and_no_live_entity_as_a_file(tmp_path):
     """With a live catalog, files added to the folder the policy names set off no deploy."""
     with FakeCatalog() as fake, _Watching(tmp_path, fake) as watching:
         fake.serve(users("alice"))
