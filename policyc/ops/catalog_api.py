@@ -20,6 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from http import HTTPStatus
 from http.client import HTTPException
 
 from ..catalog import KINDS, LiveEntities
@@ -118,7 +119,7 @@ class CatalogClient:
             if error.code == 304 and cached:
                 return cached[1], cached[0]
             hint = " (is the token right?)" if error.code in (401, 403) else ""
-            raise CatalogError(f"catalog {self.url}: HTTP {error.code} {error.reason}{hint}") from None
+            raise CatalogError(f"catalog {self.url}: HTTP {_status(error.code)}{hint}") from None
         except (urllib.error.URLError, OSError, HTTPException) as error:
             reason = getattr(error, "reason", None) or error
             if isinstance(reason, socket.timeout | TimeoutError):
@@ -157,6 +158,15 @@ class CatalogClient:
             raise CatalogError(f"catalog {self.url}: the answer is not an entities query's "
                                '(`{"items": [...], "pageInfo": {...}}`)')
         return items, cursor
+
+
+def _status(code: int) -> str:
+    """The code and its standard phrase: the server's own phrase could be anything, a line break or
+    a secret included, and it goes to the log."""
+    try:
+        return f"{code} {HTTPStatus(code).phrase}"
+    except ValueError:
+        return str(code)
 
 
 def _no_repeated_keys(pairs: list[tuple[str, object]]) -> dict:

@@ -91,6 +91,15 @@ def test_a_bad_answer_is_one_line_naming_the_catalog(answer, why):
         assert _failure(fake).startswith(why)
 
 
+def test_the_servers_own_status_phrase_is_never_shown():
+    with FakeCatalog() as fake:
+        fake.default = (599, {}, b"")
+        assert _failure(fake) == "HTTP 599"
+        fake.server.RequestHandlerClass.responses = {500: (f"{TOKEN}\nforged log line", "")}
+        fake.default = (500, {}, b"")
+        assert _failure(fake) == "HTTP 500 Internal Server Error"
+
+
 def test_a_redirect_is_never_followed_with_the_token():
     with FakeCatalog() as elsewhere, FakeCatalog() as fake:
         fake.default = (307, {"Location": elsewhere.url + "/entities/by-query"}, b"")
