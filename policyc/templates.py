@@ -64,7 +64,10 @@ class _Bound:
     """An argument's value, and the spans of its strings (where diagnostics about them point)."""
 
     value: str | tuple[str, ...]
-    spans: tuple[Span, ...]
+    spans: tuple[Span, ...]  # none for a tree built by code rather than parsed
+
+    def span(self, index: int = 0) -> Span | None:
+        return self.spans[index] if index < len(self.spans) else None
 
 
 def _substitute(expr: n.Expr, bound: dict[str, _Bound]) -> n.Expr:
@@ -76,12 +79,12 @@ def _substitute(expr: n.Expr, bound: dict[str, _Bound]) -> n.Expr:
         case n.Not(operand):
             return replace(expr, operand=_substitute(operand, bound))
         case n.Member(n.Param(name, listed=True)):
-            members = tuple(n.Member(g, s) for g, s in zip(bound[name].value, bound[name].spans, strict=True))
+            members = tuple(n.Member(group, bound[name].span(i)) for i, group in enumerate(bound[name].value))
             return members[0] if len(members) == 1 else n.Or(members, expr.span)
         case n.Member(n.Param(name)):
-            return n.Member(bound[name].value, bound[name].spans[0])
+            return n.Member(bound[name].value, bound[name].span())
         case n.MemberOwners(n.Param(name)):
-            return n.MemberOwners(bound[name].value, bound[name].spans[0])
+            return n.MemberOwners(bound[name].value, bound[name].span())
         case n.SourceIn((n.Param(name),)):
             return replace(expr, cidrs=bound[name].value, value_spans=bound[name].spans)
     params = n.params_of(expr)
@@ -90,7 +93,7 @@ def _substitute(expr: n.Expr, bound: dict[str, _Bound]) -> n.Expr:
     if params[0].listed:
         return replace(expr, values=bound[params[0].name].value, value_spans=bound[params[0].name].spans)
     value = bound[params[0].name]
-    return replace(expr, values=(value.value,), value_spans=value.spans)
+    return replace(expr, values=(value.value,), value_spans=value.spans[:1])
 
 
 # ---------------------------------------------------------------- templates
@@ -114,7 +117,7 @@ def _check_argument(param: n.TemplateParam, argument: n.Argument) -> Diagnostic 
     problem = _type_problem(param, argument.value)
     if problem is None:
         return None
-    span = argument.value_spans[0] if isinstance(argument.value, str) else argument.span
+    span = argument.value_spans[0] if isinstance(argument.value, str) and argument.value_spans else argument.span
     return _error("template/bad-argument", problem, span, notes=[("the parameter is declared here", param.name_span)])
 
 

@@ -29,6 +29,10 @@ def checked(tmp_path, text: str, name: str = "main.policy"):
     return load_and_check([str(path)])
 
 
+def one_rule_template(declared: str, condition: str) -> str:
+    return f'template t({declared}) {{\n    allow public "r" when {condition}\n}}\n'
+
+
 def service_with(use: str, rules: str = "") -> str:
     return f'service s {{\n    hosts "s.internal"\n    upstream "127.0.0.1:8080"\n    {use}\n{rules}}}\n'
 
@@ -65,7 +69,7 @@ def test_the_interpreter_and_every_target_name_the_rule_template_slash_rule(tmp_
         compiled = compile_outputs(pipeline.checked, target)
         assert not compiled.diagnostics
         text = "".join(str(f) for f in compiled.files.values())
-        assert "api/no-debug" in text or "api/no-debug".encode().hex() in text, target
+        assert "api/no-debug" in text or b"api/no-debug".hex() in text, target
 
 
 def test_arguments_are_values_never_text(tmp_path):
@@ -89,7 +93,7 @@ def test_arguments_are_values_never_text(tmp_path):
     ("p: list", "member in $p", "[]", "template/bad-argument"),
 ])
 def test_each_misplaced_or_ill_typed_parameter_is_located(tmp_path, declared, condition, argument, code):
-    text = f'template t({declared}) {{\n    allow public "r" when {condition}\n}}\n' + service_with(f"use t(p = {argument})")
+    text = one_rule_template(declared, condition) + service_with(f"use t(p = {argument})")
     pipeline = checked(tmp_path, text)
     found = [d for d in pipeline.diagnostics if d.code == code]
     assert found, pipeline.diagnostics
@@ -104,7 +108,7 @@ def test_each_misplaced_or_ill_typed_parameter_is_located(tmp_path, declared, co
     ("p: list", 'token.roles in $p or peer.dns in $p or header "x" in $p or path in $p', '["/a"]'),
 ])
 def test_a_parameter_fits_every_place_of_its_type(tmp_path, declared, condition, argument):
-    text = f'template t({declared}) {{\n    allow public "r" when {condition}\n}}\n' + service_with(f"use t(p = {argument})")
+    text = one_rule_template(declared, condition) + service_with(f"use t(p = {argument})")
     assert not [d for d in checked(tmp_path, text).diagnostics if d.code.startswith("template/")]
 
 
