@@ -202,7 +202,8 @@ def _expand_service(service: n.Service, templates: dict[str, n.Template], broken
     uses = [s for s in service.settings if isinstance(s, n.Use)]
     if not uses:
         return service, []
-    settings = [s for s in service.settings if not isinstance(s, n.Use)]
+    # The templates' settings first: a service that sets one again gets the duplicate at its own.
+    settings: list[n.ServiceSetting] = []
     rules: list[n.Rule] = []
     problems: list[Diagnostic] = []
     first: dict[str, n.Use] = {}
@@ -225,7 +226,8 @@ def _expand_service(service: n.Service, templates: dict[str, n.Template], broken
         if bound is not None:
             settings += template.settings
             rules += _instantiate(use, template, bound)
-    return replace(service, settings=tuple(settings), rules=(*rules, *service.rules)), problems
+    own = tuple(s for s in service.settings if not isinstance(s, n.Use))
+    return replace(service, settings=(*settings, *own), rules=(*rules, *service.rules)), problems
 
 
 def expand(policy_set: n.PolicySet) -> tuple[n.PolicySet, list[Diagnostic]]:

@@ -159,3 +159,10 @@ def test_dry_run_weakens_a_locked_deny_unless_the_template_sets_the_mode(tmp_pat
     assert [(d.code, d.span.line) for d in found] == [("template/weakens-locked", 7)]
     own_mode = deny.replace("{\n", "{\n    mode dry-run\n", 1)
     assert locked_diagnostics(checked(tmp_path, own_mode + service_with("use t()")).checked) == []
+
+
+def test_a_service_that_sets_a_templates_setting_again_gets_the_duplicate_at_its_own(tmp_path):
+    template = 'template t() {\n    mode enforce\n    allow public "h" when path == "/h"\n}\n'
+    service = service_with("use t()").replace("    use", "    mode dry-run\n    use")
+    [duplicate] = [d for d in checked(tmp_path, template + service).diagnostics if d.is_error]
+    assert (duplicate.code, duplicate.span.line, duplicate.notes[0][1].line) == ("check/duplicate-setting", 8, 2)
