@@ -177,19 +177,23 @@ def _bind(use: n.Use, template: n.Template) -> tuple[dict[str, _Bound] | None, l
         problems.append(_error("template/missing-argument", f"`use {template.name}` needs {names}", use.name_span,
                                hint=f"write `{missing[0].name} = …` in the parentheses",
                                notes=[("the template is declared here", template.name_span)]))
-    for name, argument in given.items():
-        listed_members = any(p.name == name and p.listed and isinstance(node, n.Member)
-                             for rule in template.rules for node in n.walk(rule.expr) for p in n.params_of(node))
-        if listed_members and argument.value == ():
-            problems.append(_error("template/bad-argument", f"`member in ${name}` never matches an empty list",
-                                   argument.span, hint="list at least one group"))
     if problems:
         return None, problems
     bound = {name: _Bound(a.value, a.value_spans) for name, a in given.items()}
     for param in params.values():
         if param.name not in bound:
             bound[param.name] = _Bound(param.default.value, param.default.value_spans)
-    return bound, []
+    # `member in $p` is an `or` of one `member` per group: of none, it would be no test at all.
+    empty = [_error("template/bad-argument", f"`member in ${name}` never matches an empty list", given[name].span
+                    if name in given else use.name_span, hint="list at least one group")
+             for name in sorted(_member_lists(template)) if bound[name].value == ()]
+    return (None, empty) if empty else (bound, [])
+
+
+def _member_lists(template: n.Template) -> set[str]:
+    """The parameters a template's rules use as `member in $p`."""
+    return {param.name for rule in template.rules for node in n.walk(rule.expr) if isinstance(node, n.Member)
+            for param in n.params_of(node) if param.listed}
 
 
 def _instantiate(use: n.Use, template: n.Template, bound: dict[str, _Bound]) -> tuple[n.Rule, ...]:

@@ -30,7 +30,8 @@ def policy_pairs(draw, world):
     gen = draw(strategies.checked_policy(world))
     service = draw(st.sampled_from(gen.expanded.services))
     at = draw(st.integers(0, len(service.rules) - 1))
-    rule = draw(strategies.rules(gen.vocabulary(), name=service.rules[at].name))
+    replaced = service.rules[at]  # a template's rule is replaced as the template would be edited
+    rule = replace(draw(strategies.rules(gen.vocabulary(), name=replaced.name)), template=replaced.template)
     rules = draw(st.sampled_from([
         service.rules[:at] + (rule,) + service.rules[at + 1:],
         service.rules[:at] + service.rules[at + 1:] or (rule,),

@@ -166,3 +166,9 @@ def test_a_service_that_sets_a_templates_setting_again_gets_the_duplicate_at_its
     service = service_with("use t()").replace("    use", "    mode dry-run\n    use")
     [duplicate] = [d for d in checked(tmp_path, template + service).diagnostics if d.is_error]
     assert (duplicate.code, duplicate.span.line, duplicate.notes[0][1].line) == ("check/duplicate-setting", 8, 2)
+
+
+def test_member_in_an_empty_default_list_is_refused_at_the_use(tmp_path):
+    template = one_rule_template("p: list = []", "member in $p")
+    [error] = [d for d in checked(tmp_path, template + service_with("use t()")).diagnostics if d.is_error]
+    assert (error.code, error.span.line) == ("template/bad-argument", 7)
