@@ -127,7 +127,7 @@ class PathTest:
     """`path ==`, `prefix`, `glob` (one value) or `path in [..]` over the normalized path."""
 
     op: Op
-    values: tuple[str, ...]
+    values: tuple[Value, ...]
     span: Span | None = _span()
     value_spans: tuple[Span, ...] = _spans()
 
@@ -138,7 +138,7 @@ class HeaderTest:
 
     name: str
     op: Op
-    values: tuple[str, ...]
+    values: tuple[Value, ...]
     span: Span | None = _span()
     value_spans: tuple[Span, ...] = _spans()
 
@@ -172,7 +172,7 @@ class HeaderEqualsClaim:
 class SourceIn:
     """The direct peer's address is in one of the CIDRs."""
 
-    cidrs: tuple[str, ...]
+    cidrs: tuple[Value, ...]
     span: Span | None = _span()
     value_spans: tuple[Span, ...] = _spans()
 
@@ -183,7 +183,7 @@ class ClaimTest:
 
     claim: Claim
     op: Op
-    values: tuple[str, ...]
+    values: tuple[Value, ...]
     span: Span | None = _span()
     value_spans: tuple[Span, ...] = _spans()
 
@@ -201,7 +201,7 @@ class ClaimIsBool:
 class Member:
     """The caller belongs to a catalog group (ref as written; normalized by the catalog)."""
 
-    group: str
+    group: Value
     span: Span | None = _span()
 
 
@@ -209,7 +209,7 @@ class Member:
 class MemberOwners:
     """The caller is, or belongs to, the catalog owner of an entity (ref as written)."""
 
-    entity: str
+    entity: Value
     span: Span | None = _span()
 
 
@@ -228,7 +228,7 @@ class PeerTest:
 
     field: PeerField
     op: Op
-    values: tuple[str, ...]
+    values: tuple[Value, ...]
     span: Span | None = _span()
     value_spans: tuple[Span, ...] = _spans()
 
