@@ -79,9 +79,19 @@ _ALLOW_PATH = click.option(
          "`ca file`, `cert file`, `key file`, `catalog` (repeatable); any other file is refused")
 
 
+def _locks_checked(pipeline: Pipeline) -> Pipeline:
+    """The pipeline with every weakened locked template rule among its errors. The solver is
+    loaded only for a set that has locked rules: most commands never need it."""
+    if pipeline.checked is None or not any(r.locked for s in pipeline.checked.services.values() for r in s.rules):
+        return pipeline
+    from .analysis.locked import with_locks_checked
+
+    return with_locks_checked(pipeline)
+
+
 def _checked_or_exit(paths, allowed=(), label: str | None = None) -> Pipeline:
     """The checked policies, or their diagnostics and exit 1; `label` names which policies."""
-    pipeline = load_and_check(list(paths), allowed_roots=allowed)
+    pipeline = _locks_checked(load_and_check(list(paths), allowed_roots=allowed))
     _report(pipeline)
     if not pipeline.ok:
         click.echo(f"policyc: {label + ': ' if label else ''}{summary_line(pipeline.diagnostics)}", err=True)
@@ -157,7 +167,7 @@ def main() -> None:
 @_ALLOW_PATH
 def check_command(paths, output_format, allowed):
     """Parse and check policies; print every diagnostic."""
-    pipeline = load_and_check(_policy_paths(paths), allowed_roots=allowed)
+    pipeline = _locks_checked(load_and_check(_policy_paths(paths), allowed_roots=allowed))
     _report(pipeline, output_format)
     if output_format in ("text", "github"):
         click.echo(f"policyc: {summary_line(pipeline.diagnostics)}", err=True)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import nodes as n
+from ..analysis.locked import with_locks_checked
 from ..backends import Compiled, compile_dynamic
 from ..backends.envoy import Options, Plan
 from ..backends.yaml_out import dump_manifest
@@ -52,7 +53,7 @@ class Deployment:
 def deploy(paths: list[str], folder: str | Path, target: str = "auto", options: Options | None = None,
            allowed_roots: Iterable[str] = (), live: LiveEntities | None = None) -> Deployment:
     """`live`: entities read from a running Backstage catalog, in place of the catalog folders."""
-    pipeline = load_and_check(paths, allowed_roots=allowed_roots, live=live)
+    pipeline = with_locks_checked(load_and_check(paths, allowed_roots=allowed_roots, live=live))
     if not pipeline.ok:
         return Deployment(pipeline, diagnostics=pipeline.diagnostics)
     config_dir = Path(folder).resolve()
