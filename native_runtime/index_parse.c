@@ -280,6 +280,30 @@ static bool header_atom(parser_t *p, line_t *line, uint32_t at) {
   return ok;
 }
 
+/* `peer trusted`, or `peer subject` and a test as a header's: `eq <n> x…`, `prefix x`, `suffix x`. */
+static bool peer_atom(parser_t *p, line_t *line, uint32_t at) {
+  bytes_t token;
+  node_t fields = {.count = 1};
+  bool ok = next_token(line, &token);
+  if (ok && is(token, "trusted")) {
+    fields.kind = NODE_PEER_TRUSTED;
+  } else if (ok && is(token, "subject") && next_token(line, &token)) {
+    if (is(token, "eq")) {
+      fields.kind = NODE_SUBJECT_EQ;
+      ok = strings(p, line, &fields.first, &fields.count);
+    } else if (is(token, "prefix") || is(token, "suffix")) {
+      fields.kind = is(token, "prefix") ? NODE_SUBJECT_PREFIX : NODE_SUBJECT_SUFFIX;
+      ok = string(p, line, &fields.first);
+    } else {
+      return false;
+    }
+  } else {
+    return false;
+  }
+  set_node(p, at, fields);
+  return ok;
+}
+
 /* The leaves: every atom but ref. */
 static bool atom(parser_t *p, line_t *line, bytes_t word, uint32_t at) {
   if (is(word, "path")) {
@@ -290,6 +314,9 @@ static bool atom(parser_t *p, line_t *line, bytes_t word, uint32_t at) {
   }
   if (is(word, "claim")) {
     return claim_atom(p, line, at);
+  }
+  if (is(word, "peer")) {
+    return peer_atom(p, line, at);
   }
   node_t fields = {0};
   bool ok;

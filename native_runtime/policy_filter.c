@@ -34,8 +34,9 @@ typedef envoy_dynamic_module_type_http_filter_envoy_ptr envoy_t;
 /* A condition's value within one request, once evaluated. */
 enum { UNKNOWN = 0, FALSE_VALUE = 1, TRUE_VALUE = 2 };
 
-/* Whether the request's token has been read, and what was found. */
+/* Whether the request's token, or its client certificate, has been read, and what was found. */
 enum { TOKEN_UNREAD = 0, TOKEN_NONE, TOKEN_VERIFIED };
+enum { CERTIFICATE_UNREAD = 0, CERTIFICATE_NONE, CERTIFICATE_PRESENTED };
 
 /* One request as the policy sees it; what is costly to read is read when first needed. */
 typedef struct {
@@ -50,6 +51,8 @@ typedef struct {
   size_t peer_size;    /* 0 until read */
   int token;           /* TOKEN_UNREAD until a claim test needs it */
   claims_t claims;     /* when TOKEN_VERIFIED */
+  int certificate;     /* CERTIFICATE_UNREAD until a peer test needs it */
+  bytes_t subject;     /* when CERTIFICATE_PRESENTED */
   uint8_t *memo;       /* one entry per condition of the section */
   const char *problem; /* set when something cannot be read: the decision is `error` */
 } request_t;
@@ -95,8 +98,10 @@ static bool value_passes(const index_t *index, const node_t *node, bytes_t value
   case NODE_HEADER_CLAIM:
     return bytes_equal(value, claim);
   case NODE_HEADER_EQ:
+  case NODE_SUBJECT_EQ:
     return index_any_equal(index, node->first, node->count, value);
   case NODE_HEADER_PREFIX:
+  case NODE_SUBJECT_PREFIX:
     return bytes_starts_with(value, *index_string(index, node->first));
   default:
     return bytes_ends_with(value, *index_string(index, node->first));
@@ -253,6 +258,31 @@ static bool header_equals_claim(request_t *request, const node_t *node) {
   return any_header_value(request, node, value->text);
 }
 
+/* Whether the client presented a certificate, read once with its subject. The listener asks for
+ * one only with the policy's trusted CAs, and a certificate they do not verify fails the
+ * handshake (policyc/semantics/peer.py), so a presented one is a verified one. */
+static bool peer_certificate(request_t *request) {
+  if (request->certificate == CERTIFICATE_UNREAD) {
+    bool mtls = false;
+    envoy_dynamic_module_type_envoy_buffer subject = {NULL, 0};
+    request->certificate = CERTIFICATE_NONE;
+    if (!envoy_dynamic_module_callback_http_filter_get_attribute_bool(
+            request->envoy, envoy_dynamic_module_type_attribute_id_ConnectionMtls, &mtls) ||
+        !mtls) {
+      return false; /* no TLS, or no certificate */
+    }
+    if (!envoy_dynamic_module_callback_http_filter_get_attribute_string(
+            request->envoy, envoy_dynamic_module_type_attribute_id_ConnectionSubjectPeerCertificate, &subject) ||
+        (subject.ptr == NULL && subject.length > 0)) {
+      return fail(request, "the client certificate's subject cannot be read");
+    }
+    request->subject.ptr = subject.ptr == NULL ? "" : subject.ptr;
+    request->subject.length = subject.length;
+    request->certificate = CERTIFICATE_PRESENTED;
+  }
+  return request->certificate == CERTIFICATE_PRESENTED;
+}
+
 static bool evaluate(request_t *request, uint32_t at);
 
 /* A named condition, evaluated at most once per request. */
@@ -315,6 +345,12 @@ static bool evaluate(request_t *request, uint32_t at) {
     return claim_test(request, node);
   case NODE_HEADER_CLAIM:
     return header_equals_claim(request, node);
+  case NODE_PEER_TRUSTED:
+    return peer_certificate(request);
+  case NODE_SUBJECT_EQ:
+  case NODE_SUBJECT_PREFIX:
+  case NODE_SUBJECT_SUFFIX:
+    return peer_certificate(request) && value_passes(index, node, request->subject, literal(""));
   default:
     return fail(request, "an unknown node"); /* index_parse never builds one */
   }

@@ -51,6 +51,10 @@ typedef enum {
   NODE_CLAIM_TRUE,     /* no value */
   NODE_CLAIM_FALSE,    /* no value */
   NODE_HEADER_CLAIM,   /* header: the name; the claim's path as above, no value */
+  NODE_PEER_TRUSTED,   /* a client certificate was presented (and so verified) */
+  NODE_SUBJECT_EQ,     /* the certificate's subject: strings[first .. first+count) */
+  NODE_SUBJECT_PREFIX, /* strings[first] */
+  NODE_SUBJECT_SUFFIX, /* strings[first] */
 } node_kind_t;
 
 typedef struct {

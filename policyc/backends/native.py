@@ -10,9 +10,10 @@ is `x` and the lower-case hex of its UTF-8 bytes, so no policy text can break a 
 The filter reads the request (method, path, headers, peer address) and the claims of a verified
 token, which jwt_authn forwards in the header PAYLOAD_HEADER (backends/envoy.py asks it to). Token
 atoms become claim tests (`member` its `iss`, `sub` and `ent` tests, as the interpreter decides it);
-with no issuer there is no token, and they are false. It cannot read every SAN of a client
-certificate (native_runtime/README.md, *Gaps for policyc's needs*): peer atoms are `Unsupported`,
-and so are header atoms on PAYLOAD_HEADER, which no client can send past jwt_authn.
+with no issuer there is no token, and they are false. Of a client certificate it reads whether one
+was presented and its subject, but only the first URI and DNS SAN (native_runtime/README.md, *Gaps
+for policyc's needs*): `peer.uri` and `peer.dns` are `Unsupported`, and so are header atoms on
+PAYLOAD_HEADER, which no client can send past jwt_authn.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ HEADER = "policyc-native 1\n"
 # (native_runtime/policy_filter.c reads it by this name).
 PAYLOAD_HEADER = "x-policyc-jwt-payload"
 NEVER = "or 0"  # an expression that does not hold
-_NO_CERTIFICATE = "the native filter cannot read every name of a client certificate yet"
+_NO_SANS = "the native filter reads only the first URI and DNS name of a client certificate, not every one"
 
 
 def hex_string(text: str) -> str:
@@ -168,10 +169,20 @@ class _Renderer(n.Visitor):
         return hex_string(expr.name)
 
     def visit_PeerTest(self, expr: n.PeerTest) -> str:
-        raise Unsupported(expr, _NO_CERTIFICATE)
+        if expr.field is not n.PeerField.SUBJECT:
+            raise Unsupported(expr, _NO_SANS)
+        match expr.op:
+            case n.Op.EQ | n.Op.IN:
+                return _tokens("peer", "subject", "eq", _counted(expr.values))
+            case n.Op.PREFIX | n.Op.SUFFIX:
+                (value,) = expr.values
+                return _tokens("peer", "subject", expr.op.value, hex_string(value))
+        raise AssertionError(expr.op)
 
     def visit_PeerTrusted(self, expr: n.PeerTrusted) -> str:
-        raise Unsupported(expr, "the native filter cannot tell whether a client certificate was verified yet")
+        # A presented certificate is a verified one (the handshake refuses any other), and a named
+        # trust is the only one (check.py refuses it among several).
+        return "peer trusted"
 
 
 def _rule_lines(renderer: _Renderer, service: n.Service, effect: n.Effect) -> list[str]:

@@ -11,9 +11,6 @@
 #include "envoy_abi.h"
 
 /* Callbacks of the ABI that the runtime does not use yet, declared as abi.h v0.1.0 declares them. */
-bool envoy_dynamic_module_callback_http_filter_get_attribute_bool(
-    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
-    envoy_dynamic_module_type_attribute_id attribute, bool *result);
 size_t envoy_dynamic_module_callback_http_get_metadata_keys_count(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
     envoy_dynamic_module_type_metadata_source source, envoy_dynamic_module_type_module_buffer ns);

@@ -181,6 +181,10 @@ BAD_CONFIGS = {
     "a claim bool with a value": edit("and 0", f"claim 1 {x('a')} true {x('b')}"),
     "a header claim without path": edit("and 0", f"header {x('x-a')} claim 0"),
     "token with an argument": edit("and 0", "token 1"),
+    "peer without test": edit("and 0", "peer"),
+    "peer uri": edit("and 0", f"peer uri eq 1 {x('a')}"),
+    "peer subject without test": edit("and 0", "peer subject"),
+    "peer trusted with an argument": edit("and 0", f"peer trusted {x('mesh')}"),
     "a rule too deep": edit(f"allow {x('all')} and 0", f"allow {x('all')} {nested(257)}"),
     "too deep through a condition": edit(
         f"cond 1 and 2 ref 0 path prefix {x('/api/')}", f"cond 1 {nested(200)}").replace(
@@ -206,7 +210,8 @@ GOOD_CONFIGS = {
         "allow x62 source 2 4/0/00000000 6/128/" + "f" * 32,
         "allow x63 and 8 token claim 1 x eq 0 claim 2 x61 x62 eq 2 x x63 claim 1 x61 prefix x "
         "claim 1 x61 suffix x62 claim 1 x61 contains 1 x claim 1 x61 true claim 1 x61 false",
-        f"allow x64 header {x('x-a')} claim 3 x61 x x63"])),
+        f"allow x64 header {x('x-a')} claim 3 x61 x x63",
+        "allow x65 and 4 peer trusted peer subject eq 2 x x61 peer subject prefix x peer subject suffix x61"])),
 }
 
 
@@ -566,3 +571,34 @@ def test_huge_and_deep_payloads_are_errors_without_a_finding(driver, tmp_path):
         "allow", "allow", "error", "allow", "error", "error", "error", "allow"]
     assert [each[-2][0] for each in decide_payloads(driver, tmp_path, [b'{"a": "' + b"v" * 790000 + b'"}'])] == [
         "error"]  # past CLAIMS_MAX_TEXT once encoded
+
+
+# ---------------------------------------------------------------- the client certificate
+
+PEER = index_config(section("peer", [
+    "allow x74 and 2 path eq 1 x2f74 peer trusted",  # /t
+    f"allow x65 and 2 path eq 1 x2f65 peer subject eq 2 {x('CN=a,O=b')} {x('')}",  # /e
+    f"allow x70 and 2 path eq 1 x2f70 peer subject prefix {x('CN=a')}",  # /p
+    f"allow x73 and 2 path eq 1 x2f73 peer subject suffix {x(',O=b')}",  # /s
+    "allow x6e and 2 path eq 1 x2f6e not peer trusted",  # /n
+]))
+
+
+@pytest.mark.parametrize(("certificate", "allowed"), [
+    ([(":mtls", "true"), (":subject", "CN=a,O=b")], {"/t", "/e", "/p", "/s"}),
+    ([(":mtls", "true"), (":subject", "CN=a")], {"/t", "/p"}),
+    ([(":mtls", "true"), (":subject", "")], {"/t", "/e"}),  # an empty subject is one
+    ([(":mtls", "true"), (":subject", "cn=a,O=b ")], {"/t"}),
+    ([(":mtls", "false"), (":subject", "CN=a,O=b")], {"/n"}),  # presented, or the subject is not read
+    ([(":subject", "CN=a,O=b")], {"/n"}),  # no TLS: the attribute has no value
+    ([], {"/n"}),
+])
+def test_the_client_certificate(driver, tmp_path, certificate, allowed):
+    paths = ["/t", "/e", "/p", "/s", "/n"]
+    decided = decide(driver, tmp_path, PEER, [get(path, "peer", headers=certificate) for path in paths])
+    assert {path for path, (decision, _, _) in zip(paths, decided, strict=True) if decision == "allow"} == allowed
+
+
+def test_a_certificate_whose_subject_cannot_be_read_is_an_error(driver, tmp_path):
+    decided = decide(driver, tmp_path, PEER, [get(path, "peer", headers=[(":mtls", "true")]) for path in ("/t", "/n")])
+    assert [decision for decision, _, _ in decided] == ["error", "error"]

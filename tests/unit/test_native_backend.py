@@ -14,6 +14,7 @@ from policyc.backends import compile_dynamic, compile_outputs, envoy, native, pl
 from policyc.backends.accesslog import logged_decision
 from policyc.backends.resolve import Unsupported
 from policyc.cli import main
+from policyc.credentials.certs import issue, make_ca
 from policyc.pipeline import load_and_check
 
 SERVICE = 'service {name} {{\n    hosts "{name}.test"\n    upstream "127.0.0.1:8080"\n{rules}}}\n'
@@ -145,10 +146,27 @@ def test_member_is_the_catalog_callers_claims(tmp_path):
     assert f"allow x6d and 2 {iss} or 2 {sub} {ent}\n" in text
 
 
+@pytest.mark.parametrize(("condition", "rendered"), [
+    ("peer trusted", "peer trusted"),
+    ("peer trusted mesh", "peer trusted"),
+    ('peer.subject == "CN=a,O=b"', "peer subject eq 1 x434e3d612c4f3d62"),
+    ('peer.subject in ["CN=a", "O=b"]', "peer subject eq 2 x434e3d61 x4f3d62"),
+    ('peer.subject prefix "CN="', "peer subject prefix x434e3d"),
+    ('peer.subject suffix ",O=b"', "peer subject suffix x2c4f3d62"),
+])
+def test_peer_trusted_and_subject(tmp_path, condition, rendered):
+    ca = make_ca("mesh")
+    leaf = issue(ca, "proxy.test", dns=["proxy.test"], server=True)
+    for name, text in (("ca.pem", ca.cert_pem), ("leaf.pem", leaf.cert_pem), ("leaf.key", leaf.key_pem)):
+        (tmp_path / name).write_text(text)
+    before = 'trust mesh { ca file "ca.pem" }\ntls { cert file "leaf.pem" key file "leaf.key" }\n'
+    assert f"allow x61 {rendered}\n" in section(tmp_path, f'    allow "a" when {condition}\n', before)
+
+
 @pytest.mark.parametrize("atom", [
-    n.PeerTest(n.PeerField.URI, n.Op.EQ, ("spiffe://x",)), n.PeerTrusted(None),
+    n.PeerTest(n.PeerField.URI, n.Op.EQ, ("spiffe://x",)), n.PeerTest(n.PeerField.DNS, n.Op.SUFFIX, (".x",)),
     n.HeaderTest(native.PAYLOAD_HEADER, n.Op.EQ, ("x",)), n.HeaderPresent(native.PAYLOAD_HEADER),
-], ids=lambda atom: type(atom).__name__)
+], ids=lambda atom: f"{type(atom).__name__}-{getattr(atom, 'field', '')}")
 def test_atoms_the_filter_cannot_read_are_unsupported(atom):
     with pytest.raises(Unsupported) as raised:
         native._Renderer(None).visit(n.Or((n.PathTest(n.Op.EQ, ("/",)), n.Not(atom))))
