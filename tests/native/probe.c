@@ -137,7 +137,8 @@ void envoy_dynamic_module_on_http_filter_destroy(envoy_dynamic_module_type_http_
 envoy_dynamic_module_type_on_http_filter_request_headers_status envoy_dynamic_module_on_http_filter_request_headers(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_http_filter_module_ptr filter,
     bool end_of_stream) {
-  static const char *headers[] = {":path", ":method", ":authority", ":scheme", "x-multi", "absent"};
+  static const char *headers[] = {":path",   ":method", ":authority",
+                                  ":scheme", "x-multi", "absent", "x-policyc-jwt-payload"};
   body_t body = {{0}, 0};
   for (size_t i = 0; i < sizeof headers / sizeof *headers; i++) {
     header(&body, filter_envoy, headers[i]);
