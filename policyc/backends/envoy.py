@@ -148,7 +148,7 @@ def _jwks_cluster(issuer: n.Issuer) -> tuple[str, dict]:
     return name, cluster(name, address, host.strip("[]") if scheme == "https" else None)
 
 
-def _provider(checked: Checked, issuer: n.Issuer, options: Options) -> dict:
+def _provider(checked: Checked, issuer: n.Issuer, options: Options, forward_payload: bool) -> dict:
     provider = {
         "issuer": issuer.url,
         "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
@@ -158,6 +158,11 @@ def _provider(checked: Checked, issuer: n.Issuer, options: Options) -> dict:
         "require_expiration": True,
         "jwt_cache_config": {"jwt_cache_size": 1000},
     }
+    if forward_payload:
+        # The native filter reads the claims from this header (a module cannot read inside the
+        # metadata Struct). jwt_authn removes it from every request before verifying and sets it
+        # only for the token it verified.
+        provider["forward_payload_header"] = native.PAYLOAD_HEADER
     if issuer.audiences:
         provider["audiences"] = list(issuer.audiences)
     if issuer.name in checked.keys:  # `jwks file`, read when compiling (or keys a test supplies)
@@ -177,10 +182,12 @@ def _provider(checked: Checked, issuer: n.Issuer, options: Options) -> dict:
     return provider
 
 
-def _jwt_filter(checked: Checked, options: Options) -> dict:
+def _jwt_filter(checked: Checked, options: Options, forward_payload: bool) -> dict:
     """Every issuer a provider; anonymous callers pass. A bad token is refused (401, or 403 for a
-    wrong audience), except on dry-run services, which let it through and record the failure."""
-    providers = {name: _provider(checked, issuer, options) for name, issuer in sorted(checked.issuers.items())}
+    wrong audience), except on dry-run services, which let it through and record the failure.
+    `forward_payload`: the verified payload goes to the native filter in a header."""
+    providers = {name: _provider(checked, issuer, options, forward_payload)
+                 for name, issuer in sorted(checked.issuers.items())}
     names = [{"provider_name": name} for name in providers]
     requirements = {
         ENFORCE: {"requires_any": {"requirements": names + [{"allow_missing": {}}]}},
@@ -200,7 +207,7 @@ def _native_filter(config: str) -> dict:
 
 
 def _http_filters(checked: Checked, options: Options, native_config: str | None) -> list[dict]:
-    filters = [_jwt_filter(checked, options)] if checked.issuers else []
+    filters = [_jwt_filter(checked, options, native_config is not None)] if checked.issuers else []
     # With no `rules`, an RBAC filter enforces nothing: hosts without a per-route config pass.
     filters += [
         {"name": DENY_FILTER, "typed_config": {"@type": _TYPES["rbac"], "rules_stat_prefix": DENY_STAT_PREFIX,
