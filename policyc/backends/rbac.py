@@ -12,6 +12,7 @@ from .. import nodes as n
 from ..checked import Checked
 from ..diagnostics import Diagnostic
 from ..semantics.glob import glob_to_regex
+from ..semantics.memo import per_object
 from .resolve import JWT_FILTER, PAYLOAD_KEY, Unsupported, membership, unsupported_diagnostic
 
 LUA_NAMESPACE = "policyc"  # where lua_runtime/decide.lua, and the native filter, record their verdicts
@@ -72,13 +73,17 @@ class PrincipalBuilder(n.Visitor):
 
     def __init__(self, checked: Checked):
         self.checked = checked
-        self._rules: dict[str, dict] = {}  # rule name → principal: a builder serves one service
+        self._policies = _policies(checked)
 
-    def rule(self, rule: n.Rule) -> dict:
-        """The rule's principal, built once however many route configs hold the rule."""
-        if rule.name not in self._rules:
-            self._rules[rule.name] = self.build(rule.expr)
-        return self._rules[rule.name]
+    def policy(self, rule: n.Rule) -> dict:
+        """The rule's RBAC policy, built once per checked set however many route configs hold the
+        rule, and whether planning asked first: the same object in each, which the YAML writer
+        then lays out once."""
+        found = self._policies.get(id(rule))
+        if found is None:
+            policy = {"permissions": [{"any": True}], "principals": [self.build(rule.expr)]}
+            found = self._policies[id(rule)] = (rule, policy)
+        return found[1]
 
     def build(self, expr: n.Expr) -> dict:
         """The principal of a condition."""
@@ -175,6 +180,13 @@ def _cidr(text: str) -> dict:
     return {"direct_remote_ip": {"address_prefix": address, "prefix_len": int(length)}}
 
 
+@per_object
+def _policies(checked: Checked) -> dict[int, tuple[n.Rule, dict]]:
+    """The policies built for `checked`'s rules, by the rule's identity; each is kept with its rule,
+    so that the id stays that rule's. Not `checked` itself: it would keep itself alive."""
+    return {}
+
+
 def policy_name(service: n.Service, rule: n.Rule) -> str:
     return f"{service.name}/{rule.name}"
 
@@ -189,11 +201,9 @@ def rules_config(builder: PrincipalBuilder, service: n.Service,
     policies, diagnostics = {}, []
     for rule in rules:
         try:
-            principal = builder.rule(rule)
+            policies[policy_name(service, rule)] = builder.policy(rule)
         except Unsupported as unsupported:
             diagnostics.append(unsupported_diagnostic("rbac/unsupported", rule, unsupported))
-            continue
-        policies[policy_name(service, rule)] = {"permissions": [{"any": True}], "principals": [principal]}
     body = {"action": effect.name, "policies": policies}
     key = "shadow_rules" if service.mode is n.Mode.DRY_RUN else "rules"
     return {key: body}, diagnostics
@@ -221,7 +231,7 @@ def _lua_verdict(decision: str) -> dict:
 
 def expressible(checked: Checked, rule: n.Rule) -> bool:
     try:
-        PrincipalBuilder(checked).build(rule.expr)
+        PrincipalBuilder(checked).policy(rule)
     except Unsupported:
         return False
     return True

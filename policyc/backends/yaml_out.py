@@ -47,29 +47,54 @@ def dump(data: dict) -> str:
     if not data:
         return "{}\n"
     lines: list[str] = []
-    _value(data, "", lines)
+    _value(data, "", lines, {})
     return "\n".join(lines) + "\n"
 
 
-def _value(data, indent: str, lines: list[str]) -> None:
-    """A non-empty mapping or sequence, its lines starting at `indent`."""
-    if isinstance(data, dict):
-        for key in sorted(data):
-            item = data[key]
-            head = f"{indent}{_scalar(key)}:"
-            if isinstance(item, dict) and item:
-                lines.append(head)
-                _value(item, indent + "  ", lines)
-            elif isinstance(item, list) and item:
-                lines.append(head)
-                _value(item, indent, lines)  # a sequence in a mapping is not indented
-            else:
-                lines.append(f"{head} {_leaf(item)}")
+# Where a mapping or sequence was written before, by its identity and indent: the slice of
+# `lines` it took and its own first line (its parent sequence may have rewritten it since).
+_Written = dict[tuple[int, str], tuple[int, int, str]]
+
+
+def _value(data, indent: str, lines: list[str], written: _Written) -> None:
+    """A non-empty mapping or sequence, its lines starting at `indent`. The configs hold the same
+    object in many places (a rule's RBAC policy in every route its paths reach): written once per
+    indent, then its lines are copied."""
+    key = (id(data), indent)  # the object lives as long as `data`'s root, so its id stays its own
+    before = written.get(key)
+    if before is not None:
+        start, end, first = before
+        copied = lines[start:end]
+        copied[0] = first
+        lines += copied
         return
+    start = len(lines)
+    if isinstance(data, dict):
+        _mapping(data, indent, lines, written)
+    else:
+        _sequence(data, indent, lines, written)
+    written[key] = (start, len(lines), lines[start])
+
+
+def _mapping(data: dict, indent: str, lines: list[str], written: _Written) -> None:
+    for key in sorted(data):
+        item = data[key]
+        head = f"{indent}{_scalar(key)}:"
+        if isinstance(item, dict) and item:
+            lines.append(head)
+            _value(item, indent + "  ", lines, written)
+        elif isinstance(item, list) and item:
+            lines.append(head)
+            _value(item, indent, lines, written)  # a sequence in a mapping is not indented
+        else:
+            lines.append(f"{head} {_leaf(item)}")
+
+
+def _sequence(data: list, indent: str, lines: list[str], written: _Written) -> None:
     for item in data:
         if isinstance(item, dict | list) and item:
             start = len(lines)
-            _value(item, indent + "  ", lines)
+            _value(item, indent + "  ", lines, written)
             lines[start] = f"{indent}- {lines[start][len(indent) + 2:]}"  # first line beside the dash
         else:
             lines.append(f"{indent}- {_leaf(item)}")
