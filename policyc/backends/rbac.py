@@ -8,6 +8,8 @@ contract's "claim atoms are false for anonymous callers", negations included.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from .. import nodes as n
 from ..checked import Checked
 from ..diagnostics import Diagnostic
@@ -73,16 +75,16 @@ class PrincipalBuilder(n.Visitor):
 
     def __init__(self, checked: Checked):
         self.checked = checked
-        self._policies = _policies(checked)
+        self._built = _built(checked)
 
     def policy(self, rule: n.Rule) -> dict:
         """The rule's RBAC policy, built once per checked set however many route configs hold the
         rule, and whether planning asked first: the same object in each, which the YAML writer
         then lays out once."""
-        found = self._policies.get(id(rule))
+        found = self._built.policies.get(id(rule))
         if found is None:
             policy = {"permissions": [{"any": True}], "principals": [self.build(rule.expr)]}
-            found = self._policies[id(rule)] = (rule, policy)
+            found = self._built.policies[id(rule)] = (rule, policy)
         return found[1]
 
     def build(self, expr: n.Expr) -> dict:
@@ -99,7 +101,11 @@ class PrincipalBuilder(n.Visitor):
         return {"not_id": self.visit(expr.operand)}
 
     def visit_ConditionRef(self, expr: n.ConditionRef) -> dict:
-        return self.visit(self.checked.conditions[expr.name].expr)
+        # Built once per checked set, like `member` below: one object wherever it is used.
+        conditions = self._built.conditions
+        if expr.name not in conditions:
+            conditions[expr.name] = self.visit(self.checked.conditions[expr.name].expr)
+        return conditions[expr.name]
 
     def visit_Authenticated(self, expr: n.Authenticated) -> dict:
         return _claim((), {"present_match": True}, expr)
@@ -139,7 +145,10 @@ class PrincipalBuilder(n.Visitor):
         return _claim(expr.claim.path, {"bool_match": expr.value}, expr)
 
     def visit_Member(self, expr: n.Member | n.MemberOwners) -> dict:
-        return self._membership(expr)
+        memberships = self._built.memberships
+        if expr not in memberships:  # by the group or entity as written: what the catalog resolves
+            memberships[expr] = self._membership(expr)
+        return memberships[expr]
 
     visit_MemberOwners = visit_Member
 
@@ -180,11 +189,20 @@ def _cidr(text: str) -> dict:
     return {"direct_remote_ip": {"address_prefix": address, "prefix_len": int(length)}}
 
 
+@dataclass
+class _Built:
+    """What was built for one checked set, so that it is built once and is one object wherever
+    it is used. Not the set itself: its cache entry would keep it alive."""
+
+    policies: dict[int, tuple[n.Rule, dict]] = field(default_factory=dict)  # by the rule's identity,
+    # kept with the rule so that the id stays that rule's
+    conditions: dict[str, dict] = field(default_factory=dict)  # principal by condition name
+    memberships: dict[n.Member | n.MemberOwners, dict] = field(default_factory=dict)
+
+
 @per_object
-def _policies(checked: Checked) -> dict[int, tuple[n.Rule, dict]]:
-    """The policies built for `checked`'s rules, by the rule's identity; each is kept with its rule,
-    so that the id stays that rule's. Not `checked` itself: it would keep itself alive."""
-    return {}
+def _built(checked: Checked) -> _Built:
+    return _Built()
 
 
 def policy_name(service: n.Service, rule: n.Rule) -> str:

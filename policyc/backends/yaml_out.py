@@ -47,7 +47,7 @@ def dump(data: dict) -> str:
     if not data:
         return "{}\n"
     lines: list[str] = []
-    _value(data, "", lines, {})
+    _container(data, "", lines, {})
     return "\n".join(lines) + "\n"
 
 
@@ -56,7 +56,7 @@ def dump(data: dict) -> str:
 _Written = dict[tuple[int, str], tuple[int, int, str]]
 
 
-def _value(data, indent: str, lines: list[str], written: _Written) -> None:
+def _container(data, indent: str, lines: list[str], written: _Written) -> None:
     """A non-empty mapping or sequence, its lines starting at `indent`. The configs hold the same
     object in many places (a rule's RBAC policy in every route its paths reach): written once per
     indent, then its lines are copied."""
@@ -69,39 +69,39 @@ def _value(data, indent: str, lines: list[str], written: _Written) -> None:
         lines += copied
         return
     start = len(lines)
-    if isinstance(data, dict):
-        _mapping(data, indent, lines, written)
-    else:
-        _sequence(data, indent, lines, written)
+    (_mapping if type(data) is dict else _sequence)(data, indent, lines, written)
     written[key] = (start, len(lines), lines[start])
 
 
 def _mapping(data: dict, indent: str, lines: list[str], written: _Written) -> None:
+    append, inner = lines.append, indent + "  "
     for key in sorted(data):
         item = data[key]
-        head = f"{indent}{_scalar(key)}:"
-        if isinstance(item, dict) and item:
-            lines.append(head)
-            _value(item, indent + "  ", lines, written)
-        elif isinstance(item, list) and item:
-            lines.append(head)
-            _value(item, indent, lines, written)  # a sequence in a mapping is not indented
+        if item and type(item) in _CONTAINERS:
+            append(f"{indent}{_scalar(key)}:")
+            # A sequence in a mapping is not indented.
+            _container(item, inner if type(item) is dict else indent, lines, written)
         else:
-            lines.append(f"{head} {_leaf(item)}")
+            append(f"{indent}{_scalar(key)}: {_leaf(item)}")
 
 
 def _sequence(data: list, indent: str, lines: list[str], written: _Written) -> None:
+    append, inner, dash = lines.append, indent + "  ", indent + "- "
+    cut = len(dash)
     for item in data:
-        if isinstance(item, dict | list) and item:
+        if item and type(item) in _CONTAINERS:
             start = len(lines)
-            _value(item, indent + "  ", lines, written)
-            lines[start] = f"{indent}- {lines[start][len(indent) + 2:]}"  # first line beside the dash
+            _container(item, inner, lines, written)
+            lines[start] = dash + lines[start][cut:]  # the first line beside the dash
         else:
-            lines.append(f"{indent}- {_leaf(item)}")
+            append(dash + _leaf(item))
+
+
+_CONTAINERS = frozenset({dict, list})
 
 
 def _leaf(value) -> str:
-    if isinstance(value, dict | list):  # empty: non-empty ones are laid out by `_value`
+    if type(value) in _CONTAINERS:  # empty: non-empty ones are laid out by `_container`
         return "{}" if isinstance(value, dict) else "[]"
     return _scalar(value)
 

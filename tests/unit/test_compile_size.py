@@ -1,6 +1,7 @@
 """What `policyc compile` writes, and the work it takes: the listener written once, each route
 holding exactly the rules its paths can match, each rule's RBAC principal built once (planning
-included), what a stage built counted as old once the collector runs again, and work
+included) and a named condition's once wherever rules use it, what a stage built counted as old
+once the collector runs again, and work
 that grows with the policy rather than with its square."""
 
 import gc
@@ -103,6 +104,16 @@ def test_each_rule_principal_is_built_once_however_many_routes_hold_it(tmp_path,
     filters = envoy.service_filters(checked, service, plan_service(checked, service, "auto"))
     assert len(filters.rbac_by_prefix) == 11  # "any" is in all eleven routes
     assert len([e for e in built if any(e is rule.expr for rule in service.rules)]) == len(service.rules)
+
+
+def test_a_named_condition_is_one_object_wherever_rules_use_it(tmp_path):
+    # Laid out once by the YAML writer, then copied into every policy that holds it.
+    checked = checked_text(tmp_path, '    allow "a" when reader and path prefix "/a/"\n'
+                                     '    allow "b" when reader and path prefix "/b/"\n')
+    builder = rbac.PrincipalBuilder(checked)
+    a, b = (builder.policy(rule)["principals"][0]["and_ids"]["ids"][0] for rule in checked.services["s"].rules)
+    assert a is b and a == {"or_ids": {"ids": [{"header": {"name": ":method", "string_match": {"exact": m}}}
+                                               for m in ("GET", "HEAD")]}}
 
 
 def test_the_collector_is_paused_while_compiling_and_restored_after(example, monkeypatch):
