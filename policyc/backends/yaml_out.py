@@ -69,7 +69,7 @@ def _container(data, indent: str, lines: list[str], written: _Written) -> None:
         lines += copied
         return
     start = len(lines)
-    (_mapping if type(data) is dict else _sequence)(data, indent, lines, written)
+    (_mapping if isinstance(data, dict) else _sequence)(data, indent, lines, written)
     written[key] = (start, len(lines), lines[start])
 
 
@@ -77,10 +77,10 @@ def _mapping(data: dict, indent: str, lines: list[str], written: _Written) -> No
     append, inner = lines.append, indent + "  "
     for key in sorted(data):
         item = data[key]
-        if item and type(item) in _CONTAINERS:
+        if item and isinstance(item, dict | list):
             append(f"{indent}{_scalar(key)}:")
             # A sequence in a mapping is not indented.
-            _container(item, inner if type(item) is dict else indent, lines, written)
+            _container(item, inner if isinstance(item, dict) else indent, lines, written)
         else:
             append(f"{indent}{_scalar(key)}: {_leaf(item)}")
 
@@ -89,7 +89,7 @@ def _sequence(data: list, indent: str, lines: list[str], written: _Written) -> N
     append, inner, dash = lines.append, indent + "  ", indent + "- "
     cut = len(dash)
     for item in data:
-        if item and type(item) in _CONTAINERS:
+        if item and isinstance(item, dict | list):
             start = len(lines)
             _container(item, inner, lines, written)
             lines[start] = dash + lines[start][cut:]  # the first line beside the dash
@@ -97,11 +97,8 @@ def _sequence(data: list, indent: str, lines: list[str], written: _Written) -> N
             append(dash + _leaf(item))
 
 
-_CONTAINERS = frozenset({dict, list})
-
-
 def _leaf(value) -> str:
-    if type(value) in _CONTAINERS:  # empty: non-empty ones are laid out by `_container`
+    if isinstance(value, dict | list):  # empty: non-empty ones are laid out by `_container`
         return "{}" if isinstance(value, dict) else "[]"
     return _scalar(value)
 
