@@ -477,7 +477,7 @@ def service_filters(checked: Checked, service: n.Service, plan: Plan) -> Service
     source = lua.service_script(checked, service, plan.deny == "lua", plan.allow == "lua") \
         if "lua" in (plan.deny, plan.allow) else None
     section = native.service_section(checked, service) if plan.deny == "native" else None
-    builder = rbac.PrincipalBuilder(checked)  # one for the service: each rule's principal built once
+    builder = rbac.PrincipalBuilder(checked)  # each rule's principal built once per checked set
     deny, allow = _rbac_configs(builder, service, plan)
     shares = _route_shares(checked, service) if "rbac" in (plan.deny, plan.allow) else {"/": service.rules}
     by_prefix = {route: _rbac_configs(builder, replace(service, rules=rules), plan) for route, rules in shares.items()}

@@ -68,6 +68,9 @@ class ToAst:
             return n.Param(str(token)[1:], listed, _token_span(self.path, token))
         if token.type != "STRING":
             return str(token)
+        raw = str(token)[1:-1]
+        if "\\" not in raw and raw.isascii() and raw.isprintable():
+            return raw  # what JSON reads it as, without the decoder's work: most strings are plain
         try:
             value = json.loads(token)
         except json.JSONDecodeError:
