@@ -220,6 +220,12 @@ bool envoy_dynamic_module_callback_http_get_metadata_string(
 bool envoy_dynamic_module_callback_http_get_downstream_direct_remote_address(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_envoy_buffer *address);
 
+/* A boolean attribute (connection.mtls: the downstream connection is TLS and the client presented
+ * a certificate); false when the attribute has no value, as on a connection without TLS. */
+bool envoy_dynamic_module_callback_http_filter_get_attribute_bool(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
+    envoy_dynamic_module_type_attribute_id attribute, bool *result);
+
 bool envoy_dynamic_module_callback_http_filter_get_attribute_string(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
     envoy_dynamic_module_type_attribute_id attribute, envoy_dynamic_module_type_envoy_buffer *result);

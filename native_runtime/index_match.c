@@ -14,6 +14,12 @@ bool bytes_equal(bytes_t a, bytes_t b) {
   return a.length == b.length && (a.length == 0 || memcmp(a.ptr, b.ptr, a.length) == 0);
 }
 
+int bytes_compare(bytes_t a, bytes_t b) {
+  size_t shorter = a.length < b.length ? a.length : b.length;
+  int order = shorter == 0 ? 0 : memcmp(a.ptr, b.ptr, shorter);
+  return order != 0 ? order : (a.length > b.length) - (a.length < b.length);
+}
+
 bool bytes_starts_with(bytes_t text, bytes_t prefix) {
   return prefix.length <= text.length && (prefix.length == 0 || memcmp(text.ptr, prefix.ptr, prefix.length) == 0);
 }

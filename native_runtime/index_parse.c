@@ -230,6 +230,34 @@ static bool path_atom(parser_t *p, line_t *line, uint32_t at) {
   return ok;
 }
 
+/* A claim's path: `<k> x<key1> … x<keyk>`, k >= 1. */
+static bool claim_path(parser_t *p, line_t *line, node_t *fields) {
+  return strings(p, line, &fields->first, &fields->count) && fields->count > 0;
+}
+
+/* `claim <path> <test>`, the test `eq <n> x…`, `contains <n> x…`, `prefix x<v>`, `suffix x<v>`,
+ * `true` or `false`. */
+static bool claim_atom(parser_t *p, line_t *line, uint32_t at) {
+  bytes_t token;
+  uint32_t unused;
+  node_t fields = {0};
+  bool ok = claim_path(p, line, &fields) && next_token(line, &token);
+  if (ok && (is(token, "eq") || is(token, "contains"))) {
+    fields.kind = is(token, "eq") ? NODE_CLAIM_EQ : NODE_CLAIM_CONTAINS;
+    ok = strings(p, line, &unused, &fields.values);
+  } else if (ok && (is(token, "prefix") || is(token, "suffix"))) {
+    fields.kind = is(token, "prefix") ? NODE_CLAIM_PREFIX : NODE_CLAIM_SUFFIX;
+    fields.values = 1;
+    ok = string(p, line, &unused);
+  } else if (ok && (is(token, "true") || is(token, "false"))) {
+    fields.kind = is(token, "true") ? NODE_CLAIM_TRUE : NODE_CLAIM_FALSE;
+  } else {
+    return false;
+  }
+  set_node(p, at, fields);
+  return ok;
+}
+
 static bool header_atom(parser_t *p, line_t *line, uint32_t at) {
   bytes_t token;
   node_t fields = {.count = 1};
@@ -243,6 +271,33 @@ static bool header_atom(parser_t *p, line_t *line, uint32_t at) {
   } else if (is(token, "prefix") || is(token, "suffix")) {
     fields.kind = is(token, "prefix") ? NODE_HEADER_PREFIX : NODE_HEADER_SUFFIX;
     ok = string(p, line, &fields.first);
+  } else if (is(token, "claim")) {
+    fields.kind = NODE_HEADER_CLAIM;
+    ok = claim_path(p, line, &fields);
+  } else {
+    return false;
+  }
+  set_node(p, at, fields);
+  return ok;
+}
+
+/* `peer trusted`, or `peer subject` and a test as a header's: `eq <n> x…`, `prefix x`, `suffix x`. */
+static bool peer_atom(parser_t *p, line_t *line, uint32_t at) {
+  bytes_t token;
+  node_t fields = {.count = 1};
+  bool ok = next_token(line, &token);
+  if (ok && is(token, "trusted")) {
+    fields.kind = NODE_PEER_TRUSTED;
+  } else if (ok && is(token, "subject") && next_token(line, &token)) {
+    if (is(token, "eq")) {
+      fields.kind = NODE_SUBJECT_EQ;
+      ok = strings(p, line, &fields.first, &fields.count);
+    } else if (is(token, "prefix") || is(token, "suffix")) {
+      fields.kind = is(token, "prefix") ? NODE_SUBJECT_PREFIX : NODE_SUBJECT_SUFFIX;
+      ok = string(p, line, &fields.first);
+    } else {
+      return false;
+    }
   } else {
     return false;
   }
@@ -258,11 +313,20 @@ static bool atom(parser_t *p, line_t *line, bytes_t word, uint32_t at) {
   if (is(word, "header")) {
     return header_atom(p, line, at);
   }
+  if (is(word, "claim")) {
+    return claim_atom(p, line, at);
+  }
+  if (is(word, "peer")) {
+    return peer_atom(p, line, at);
+  }
   node_t fields = {0};
   bool ok;
   if (is(word, "method")) {
     fields.kind = NODE_METHOD;
     ok = strings(p, line, &fields.first, &fields.count);
+  } else if (is(word, "token")) {
+    fields.kind = NODE_TOKEN;
+    ok = true;
   } else if (is(word, "present")) {
     fields.kind = NODE_PRESENT;
     ok = header_name(p, line, &fields.header);
@@ -501,10 +565,7 @@ static bool well_spaced(const char *start, size_t length) {
 }
 
 static int compare_sections(const void *a, const void *b) {
-  bytes_t x = ((const section_t *)a)->name, y = ((const section_t *)b)->name;
-  size_t shorter = x.length < y.length ? x.length : y.length;
-  int order = shorter == 0 ? 0 : memcmp(x.ptr, y.ptr, shorter);
-  return order != 0 ? order : (x.length > y.length) - (x.length < y.length);
+  return bytes_compare(((const section_t *)a)->name, ((const section_t *)b)->name);
 }
 
 /* Sorts the sections for index_section; false when a service has two. */

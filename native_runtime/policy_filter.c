@@ -21,10 +21,15 @@
 
 #include "envoy_abi.h"
 #include "policy_index.h"
+#include "token_claims.h"
 
 static const char NAMESPACE[] = "policyc";
 static const char DENIED_BODY[] = "access denied\n";
 static const char DENIED_DETAILS[] = "policyc_denied";
+/* Where jwt_authn puts a verified token's payload (its forward_payload_header, set by
+ * policyc/backends/envoy.py). jwt_authn removes the header from every request it sees before
+ * verifying, and sets it only for a token it verified: a client cannot send it. */
+static const char PAYLOAD_HEADER[] = "x-policyc-jwt-payload";
 
 typedef envoy_dynamic_module_type_http_filter_envoy_ptr envoy_t;
 
@@ -33,6 +38,10 @@ enum { UNKNOWN = 0, FALSE_VALUE = 1, TRUE_VALUE = 2 };
 
 /* How many conditions, and path segments, a request keeps on the stack before allocating. */
 enum { LOCAL_CONDITIONS = 256, LOCAL_SEGMENTS = 32 };
+
+/* Whether the request's token, or its client certificate, has been read, and what was found. */
+enum { TOKEN_UNREAD = 0, TOKEN_NONE, TOKEN_VERIFIED };
+enum { CERTIFICATE_UNREAD = 0, CERTIFICATE_NONE, CERTIFICATE_PRESENTED };
 
 /* One request as the policy sees it; what is costly to read is read when first needed. */
 typedef struct {
@@ -46,6 +55,10 @@ typedef struct {
   size_t segment_count;
   uint8_t peer[16];
   size_t peer_size;    /* 0 until read */
+  int token;           /* TOKEN_UNREAD until a claim test needs it */
+  claims_t claims;     /* when TOKEN_VERIFIED */
+  int certificate;     /* CERTIFICATE_UNREAD until a peer test needs it */
+  bytes_t subject;     /* when CERTIFICATE_PRESENTED */
   uint8_t *memo;       /* one entry per condition of the section: local_memo or allocated */
   const char *problem; /* set when something cannot be read: the decision is `error` */
   uint8_t local_memo[LOCAL_CONDITIONS];
@@ -87,11 +100,16 @@ static bool pseudo_header(request_t *request, const char *name, bytes_t *value) 
   return header_value(request->envoy, literal(name), 0, value, &count) && count == 1;
 }
 
-static bool value_passes(const index_t *index, const node_t *node, bytes_t value) {
+/* `claim` is the claim a NODE_HEADER_CLAIM compares the values with. */
+static bool value_passes(const index_t *index, const node_t *node, bytes_t value, bytes_t claim) {
   switch (node->kind) {
+  case NODE_HEADER_CLAIM:
+    return bytes_equal(value, claim);
   case NODE_HEADER_EQ:
+  case NODE_SUBJECT_EQ:
     return index_any_equal(index, node->first, node->count, value);
   case NODE_HEADER_PREFIX:
+  case NODE_SUBJECT_PREFIX:
     return bytes_starts_with(value, *index_string(index, node->first));
   default:
     return bytes_ends_with(value, *index_string(index, node->first));
@@ -99,7 +117,7 @@ static bool value_passes(const index_t *index, const node_t *node, bytes_t value
 }
 
 /* Some value of the header, one by one as Envoy holds them, passes the node's test. */
-static bool any_header_value(request_t *request, const node_t *node) {
+static bool any_header_value(request_t *request, const node_t *node, bytes_t claim) {
   bytes_t name = *index_string(request->index, node->header), value;
   size_t count = 0;
   if (!header_value(request->envoy, name, 0, &value, &count)) {
@@ -110,7 +128,7 @@ static bool any_header_value(request_t *request, const node_t *node) {
     if (i > 0 && (!header_value(request->envoy, name, i, &value, &now) || now != count)) {
       return fail(request, "a header value cannot be read");
     }
-    if (value_passes(request->index, node, value)) {
+    if (value_passes(request->index, node, value, claim)) {
       return true;
     }
   }
@@ -165,6 +183,112 @@ static bool source(request_t *request, const node_t *node) {
     }
   }
   return index_any_network(request->index, node->first, node->count, request->peer, request->peer_size);
+}
+
+/* Whether the request carries a verified token, its claims read once: the payload header once
+ * at most, and exactly what jwt_authn verified (token_claims.c), else the decision is `error`. */
+static bool verified_token(request_t *request) {
+  if (request->token == TOKEN_UNREAD) {
+    bytes_t payload;
+    size_t count = 0;
+    if (!header_value(request->envoy, literal(PAYLOAD_HEADER), 0, &payload, &count)) {
+      request->token = TOKEN_NONE;
+      return count == 0 ? false : fail(request, "the token's payload cannot be read");
+    }
+    if (count != 1) {
+      return fail(request, "the token's payload header is repeated");
+    }
+    if (!claims_parse(payload, &request->claims)) {
+      return fail(request, "the token's payload is not base64url of one JSON object");
+    }
+    request->token = TOKEN_VERIFIED;
+  }
+  return request->token == TOKEN_VERIFIED;
+}
+
+/* The claim at the node's path: false when there is no token or no such claim. */
+static bool claim(request_t *request, const node_t *node, const json_value_t **value) {
+  uint32_t at;
+  if (!verified_token(request)) {
+    return false;
+  }
+  if (!claims_find(&request->claims, index_string(request->index, node->first), node->count, &at)) {
+    return false;
+  }
+  *value = &request->claims.values[at];
+  return true;
+}
+
+/* A string of the claims equals one of the node's values (those after its path). */
+static bool string_in(request_t *request, const node_t *node, const json_value_t *value) {
+  return value->type == JSON_STRING &&
+         index_any_equal(request->index, node->first + node->count, node->values, value->text);
+}
+
+/* policyc/semantics/compare.py's compare_string on a claim; `true` and `false` as `is`. */
+static bool claim_test(request_t *request, const node_t *node) {
+  const json_value_t *value;
+  if (!claim(request, node, &value)) {
+    return false;
+  }
+  const bytes_t *wanted = index_string(request->index, node->first + node->count);
+  switch (node->kind) {
+  case NODE_CLAIM_EQ:
+    return string_in(request, node, value);
+  case NODE_CLAIM_PREFIX:
+    return value->type == JSON_STRING && bytes_starts_with(value->text, *wanted);
+  case NODE_CLAIM_SUFFIX:
+    return value->type == JSON_STRING && bytes_ends_with(value->text, *wanted);
+  case NODE_CLAIM_CONTAINS:
+    if (value->type != JSON_ARRAY) {
+      return string_in(request, node, value);
+    }
+    for (uint32_t item = (uint32_t)(value - request->claims.values) + 1; item < value->end;
+         item = request->claims.values[item].end) {
+      if (string_in(request, node, &request->claims.values[item])) {
+        return true;
+      }
+    }
+    return false;
+  case NODE_CLAIM_TRUE:
+    return value->type == JSON_TRUE;
+  default:
+    return value->type == JSON_FALSE;
+  }
+}
+
+/* The claim is a string and some value of the header equals it. */
+static bool header_equals_claim(request_t *request, const node_t *node) {
+  const json_value_t *value;
+  if (!claim(request, node, &value) || value->type != JSON_STRING) {
+    return false;
+  }
+  return any_header_value(request, node, value->text);
+}
+
+/* Whether the client presented a certificate, read once with its subject. The listener asks for
+ * one only with the policy's trusted CAs, and a certificate they do not verify fails the
+ * handshake (policyc/semantics/peer.py), so a presented one is a verified one. */
+static bool peer_certificate(request_t *request) {
+  if (request->certificate == CERTIFICATE_UNREAD) {
+    bool mtls = false;
+    envoy_dynamic_module_type_envoy_buffer subject = {NULL, 0};
+    request->certificate = CERTIFICATE_NONE;
+    if (!envoy_dynamic_module_callback_http_filter_get_attribute_bool(
+            request->envoy, envoy_dynamic_module_type_attribute_id_ConnectionMtls, &mtls) ||
+        !mtls) {
+      return false; /* no TLS, or no certificate */
+    }
+    if (!envoy_dynamic_module_callback_http_filter_get_attribute_string(
+            request->envoy, envoy_dynamic_module_type_attribute_id_ConnectionSubjectPeerCertificate, &subject) ||
+        (subject.ptr == NULL && subject.length > 0)) {
+      return fail(request, "the client certificate's subject cannot be read");
+    }
+    request->subject.ptr = subject.ptr == NULL ? "" : subject.ptr;
+    request->subject.length = subject.length;
+    request->certificate = CERTIFICATE_PRESENTED;
+  }
+  return request->certificate == CERTIFICATE_PRESENTED;
 }
 
 /* :method, read when a rule first tests it. */
@@ -224,11 +348,28 @@ static bool evaluate(request_t *request, uint32_t at) {
   case NODE_HEADER_EQ:
   case NODE_HEADER_PREFIX:
   case NODE_HEADER_SUFFIX:
-    return any_header_value(request, node);
+    return any_header_value(request, node, literal(""));
   case NODE_PRESENT:
     return present(request, node);
   case NODE_SOURCE:
     return source(request, node);
+  case NODE_TOKEN:
+    return verified_token(request);
+  case NODE_CLAIM_EQ:
+  case NODE_CLAIM_PREFIX:
+  case NODE_CLAIM_SUFFIX:
+  case NODE_CLAIM_CONTAINS:
+  case NODE_CLAIM_TRUE:
+  case NODE_CLAIM_FALSE:
+    return claim_test(request, node);
+  case NODE_HEADER_CLAIM:
+    return header_equals_claim(request, node);
+  case NODE_PEER_TRUSTED:
+    return peer_certificate(request);
+  case NODE_SUBJECT_EQ:
+  case NODE_SUBJECT_PREFIX:
+  case NODE_SUBJECT_SUFFIX:
+    return peer_certificate(request) && value_passes(index, node, request->subject, literal(""));
   default:
     return fail(request, "an unknown node"); /* index_parse never builds one */
   }
@@ -389,6 +530,7 @@ envoy_dynamic_module_type_on_http_filter_request_headers_status envoy_dynamic_mo
   if (request.segments != request.local_segments) {
     free(request.segments);
   }
+  claims_free(&request.claims);
   record(filter_envoy, known, service, verdict);
   if (request.problem != NULL) {
     log_error(known, service, request.problem);

@@ -41,6 +41,20 @@ typedef enum {
   NODE_HEADER_SUFFIX, /* header: the name; strings[first] */
   NODE_PRESENT,       /* header: the name */
   NODE_SOURCE,        /* networks[first .. first+count) */
+  NODE_TOKEN,         /* a token was verified */
+  /* The claim tests: the claim's path of object keys is strings[first .. first+count), and the
+   * values follow it, strings[first+count .. first+count+values). */
+  NODE_CLAIM_EQ,
+  NODE_CLAIM_PREFIX,   /* one value */
+  NODE_CLAIM_SUFFIX,   /* one value */
+  NODE_CLAIM_CONTAINS, /* the claim, or an item of it, equals one of the values */
+  NODE_CLAIM_TRUE,     /* no value */
+  NODE_CLAIM_FALSE,    /* no value */
+  NODE_HEADER_CLAIM,   /* header: the name; the claim's path as above, no value */
+  NODE_PEER_TRUSTED,   /* a client certificate was presented (and so verified) */
+  NODE_SUBJECT_EQ,     /* the certificate's subject: strings[first .. first+count) */
+  NODE_SUBJECT_PREFIX, /* strings[first] */
+  NODE_SUBJECT_SUFFIX, /* strings[first] */
 } node_kind_t;
 
 typedef struct {
@@ -49,6 +63,7 @@ typedef struct {
   uint32_t first;
   uint32_t count;
   uint32_t header; /* a position in strings */
+  uint32_t values; /* a claim test's values, after its path */
 } node_t;
 
 /* One segment of a glob: `**` (any), or the literal pieces between its `*`s, strings[first ..). */
@@ -145,6 +160,8 @@ static inline const uint32_t *index_refs(const index_t *index, uint32_t at) {
 const share_t *index_share(const index_t *index, const section_t *section, bytes_t path);
 
 bool bytes_equal(bytes_t a, bytes_t b);
+/* Byte order, a shorter text before a longer one it begins: <0, 0 or >0, as memcmp. */
+int bytes_compare(bytes_t a, bytes_t b);
 bool bytes_starts_with(bytes_t text, bytes_t prefix);
 bool bytes_ends_with(bytes_t text, bytes_t suffix);
 /* Whether `text` equals one of strings[first .. first+count). */

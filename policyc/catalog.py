@@ -1,10 +1,14 @@
-"""Catalog stage: folders of Backstage catalog-info.yaml files → a `Catalog` of entities.
+"""Catalog stage: folders of Backstage catalog-info.yaml files, or the entities a running Backstage
+catalog returned (`LiveEntities`, fetched by `ops.catalog_api`) → a `Catalog` of entities.
 
-Returns the catalog, the `Source` of every YAML file read, and diagnostics for what is wrong.
+Returns the catalog, the `Source` of every YAML file read (of every live entity, as indented JSON
+named `URL#kind:namespace/name`), and diagnostics for what is wrong. Both kinds of input go through
+the same checks.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -74,6 +78,15 @@ def _make_ref(kind: str, namespace: str, name: str) -> str | None:
     if _KIND.match(kind) and _PART.match(namespace) and _PART.match(name):
         return f"{kind}:{namespace}/{name}"
     return None
+
+
+@dataclass(frozen=True)
+class LiveEntities:
+    """The entities a Backstage catalog's REST API returned, as decoded JSON objects, and the
+    catalog URL they came from (never holding credentials: diagnostics show it)."""
+
+    url: str
+    entities: tuple[object, ...]
 
 
 @dataclass(frozen=True)
@@ -321,6 +334,27 @@ class _Loader:
         source = self.sources[path] = Source(path, text.removeprefix("\ufeff"), _foreign(path))
         return source
 
+    # -- live entities
+
+    def live(self, live: LiveEntities) -> None:
+        """Each entity through the checks a file's document gets: written out as indented JSON,
+        which YAML reads as the same document, so that diagnostics point into it."""
+        for index, entity in enumerate(live.entities):
+            text = json.dumps(entity, indent=2)
+            label = f"{live.url}#{_live_label(entity, index)}"
+            if label in self.sources:  # the same ref twice: the second is reported as a duplicate
+                label = f"{label}@{index + 1}"
+            source = self.sources[label] = Source(label, text, live=True)
+            try:
+                node = yaml.compose(text, Loader=yaml.SafeLoader)
+            except RecursionError:
+                self.error("catalog/bad-entity", "collections nested too deeply", source.whole_file())
+                continue
+            if not isinstance(node, yaml.MappingNode):
+                self.error("catalog/bad-entity", "an entity that is not a JSON object", source.whole_file())
+                continue
+            self.document(source, node)
+
     # -- entities
 
     def document(self, source: Source, node: yaml.Node | None) -> None:
@@ -480,14 +514,28 @@ class _Loader:
                        hint="a group hierarchy is a tree: remove one `parent` or `children` entry")
 
 
+def _live_label(entity: object, index: int) -> str:
+    """How diagnostics name a live entity: its ref as the JSON gives it, else its place."""
+    top = entity if isinstance(entity, dict) else {}
+    metadata = top.get("metadata") if isinstance(top.get("metadata"), dict) else {}
+    kind, namespace, name = top.get("kind"), metadata.get("namespace", "default"), metadata.get("name")
+    parts = (kind, namespace, name)
+    if all(isinstance(part, str) and _PART.match(part.lower()) for part in parts):
+        return f"{kind.lower()}:{namespace.lower()}/{name.lower()}"
+    return f"entity-{index + 1}"
+
+
 def load_catalog(
-    folders: list[tuple[str, Span]],
+    folders: list[tuple[str, Span]], live: LiveEntities | None = None,
 ) -> tuple[Catalog, dict[str, Source], list[Diagnostic]]:
     """Read the Backstage entities under each folder (paired with the span of the `catalog`
-    statement that named it). Never raises for bad input: every problem is a diagnostic."""
+    statement that named it), and those of `live`. Never raises for bad input: every problem is
+    a diagnostic."""
     loader = _Loader()
     for folder, span in folders:
         loader.folder(folder, span)
+    if live is not None:
+        loader.live(live)
     loader.check_dangling()
     loader.check_cycles()
     return loader.catalog, loader.sources, loader.diagnostics

@@ -15,9 +15,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from . import nodes as n
-from .catalog import load_catalog, normalize_ref
+from .catalog import LiveEntities, load_catalog, normalize_ref
 from .checked import Checked, ListenerTls
-from .diagnostics import Diagnostic, Severity
+from .diagnostics import Diagnostic, Severity, did_you_mean
 from .files import why
 from .roots import Roots
 from .semantics.compare import path_matches
@@ -30,6 +30,7 @@ from .semantics.peer import is_ca
 from .source import Span
 from .syntax import MAX_DEPTH
 from .syntax.printer import expression
+from .templates import expand
 
 # Tests in one rule once the conditions it names are written out: far beyond any policy a person
 # writes, and small enough that checking, deciding and compiling it take milliseconds.
@@ -43,7 +44,8 @@ _KEYWORDS = {"import", "catalog", "issuer", "url", "jwks", "file", "audience", "
              "method", "in", "path", "prefix", "glob", "header", "suffix", "present", "source",
              "contains", "true", "false", "member", "owners", "token", "public", "allow", "deny",
              "enforce", "dry-run", "trust", "ca", "tls", "cert", "key", "peer", "trusted", "parameters",
-             "allowed", "grpc", "health", "reflection", "http1", "http2"}
+             "allowed", "grpc", "health", "reflection", "http1", "http2", "template", "use", "locked",
+             "string", "ref", "list"}
 # Protocol buffers' names: a service is its package and name, dotted; a method is an identifier.
 _GRPC_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _GRPC_SERVICE = re.compile(rf"{_GRPC_IDENTIFIER}(\.{_GRPC_IDENTIFIER})*\Z")
@@ -270,7 +272,9 @@ def _check_service(service: n.Service) -> Iterator[Diagnostic]:
     yield from _unique(((r.name, r.name_span) for r in service.rules), "check/duplicate-rule",
                        f"service `{service.name}`: rule")
     for rule in service.rules:
-        if not _SAFE_NAME.match(rule.name):
+        # A template's rule is `template/rule`: the `/` is the template's alone, so no rule
+        # written in a service can pass for one.
+        if not _SAFE_NAME.match(rule.name[len(rule.template) + 1:] if rule.template else rule.name):
             yield error("check/bad-name", f"rule name `{rule.name}` has characters logs and Envoy cannot carry",
                         rule.name_span, hint="start with a letter or digit, then letters, digits and `_ . : -` "
                                              "(at most 128 in all)")
@@ -302,12 +306,12 @@ class _ExprChecker(n.Visitor):
     def visit_ConditionRef(self, node: n.ConditionRef):
         if node.name not in self.checked.conditions:
             yield error("check/unknown-condition", f"no condition is named `{node.name}`", node.span,
-                        hint=_did_you_mean(node.name, self.checked.conditions))
+                        hint=did_you_mean(node.name, self.checked.conditions))
 
     def visit_IssuerIs(self, node: n.IssuerIs):
         if node.name not in self.checked.issuers:
             yield error("check/unknown-issuer", f"no issuer is named `{node.name}`", node.span,
-                        hint=_did_you_mean(node.name, self.checked.issuers))
+                        hint=did_you_mean(node.name, self.checked.issuers))
 
     def visit_MethodTest(self, node: n.MethodTest):
         for method, span in _with_spans(node.methods, node):
@@ -385,7 +389,7 @@ class _ExprChecker(n.Visitor):
                         hint='write it as "group:namespace/name" or "name"')
         elif self.has_catalog and not self.checked.catalog.has(ref):
             yield error("check/unknown-group", f"the catalog has no group `{ref}`", node.span,
-                        hint=_did_you_mean(ref, [r for r in self.checked.catalog.entities if r.startswith("group:")]))
+                        hint=did_you_mean(ref, [r for r in self.checked.catalog.entities if r.startswith("group:")]))
 
     def visit_MemberOwners(self, node: n.MemberOwners):
         yield from self._catalog_available(node)
@@ -395,7 +399,7 @@ class _ExprChecker(n.Visitor):
                         hint="write it as kind:name, e.g. component:payments")
         elif self.has_catalog and not self.checked.catalog.has(ref):
             yield error("check/unknown-entity", f"the catalog has no entity `{ref}`", node.span,
-                        hint=_did_you_mean(ref, self.checked.catalog.entities))
+                        hint=did_you_mean(ref, self.checked.catalog.entities))
         elif self.has_catalog:
             owner = self.checked.catalog.owner_of(ref)
             if owner is None:
@@ -416,7 +420,7 @@ class _ExprChecker(n.Visitor):
             return
         if node.trust not in trusts:
             yield error("check/unknown-trust", f"no trust is named `{node.trust}`", node.span,
-                        hint=_did_you_mean(node.trust, trusts))
+                        hint=did_you_mean(node.trust, trusts))
         elif len(trusts) > 1:
             # One validation context holds every trusted CA, and nothing after the handshake
             # (RBAC least of all) can tell which of them verified a certificate.
@@ -507,13 +511,6 @@ def path_problem(path: str, prefix: bool = False) -> str | None:
         seen = normalized.path[:-1] if prefix and normalized.path.endswith("x") else normalized.path
         return f"is never seen: the proxy turns it into `{seen}`"
     return None
-
-
-def _did_you_mean(name: str, known) -> str | None:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f"did you mean `{close[0]}`?" if close else None
 
 
 # ---------------------------------------------------------------- conditions: cycles and size
@@ -758,23 +755,28 @@ def _written_out_grpc(checked: Checked) -> None:
 # ---------------------------------------------------------------- entry point
 
 
-def check(policy_set: n.PolicySet, roots: Roots) -> tuple[Checked, list[Diagnostic]]:
+def check(written: n.PolicySet, roots: Roots, live: LiveEntities | None = None) -> tuple[Checked, list[Diagnostic]]:
     """Every diagnostic of the set, and the name tables, keys and catalog the later stages use.
-    Key, certificate and catalog files are read only under `roots`."""
+    Key, certificate and catalog files are read only under `roots`. `live` (entities a running
+    Backstage catalog returned) stands in for every catalog folder: none is read then. Templates
+    are written out first (`templates.expand`): the checks below, and `Checked.services`, see
+    every service with its templates' rules; `Checked.policy_set` stays the set as written."""
+    policy_set, template_diagnostics = expand(written)
     catalog_dirs, refused = [], []
-    for statement in policy_set.catalogs:
+    for statement in policy_set.catalogs if live is None else ():
         path, problems = _confined(statement, roots)
         refused += problems
         if not problems:
             catalog_dirs.append((path, statement.span))
-    catalog, catalog_sources, diagnostics = load_catalog(catalog_dirs)
-    checked = Checked(policy_set, catalog, sources=catalog_sources)
-    diagnostics = refused + diagnostics
+    catalog, catalog_sources, diagnostics = load_catalog(catalog_dirs, live)
+    checked = Checked(written, catalog, sources=catalog_sources)
+    diagnostics = template_diagnostics + refused + diagnostics
 
     declared = [(i.name, i.name_span) for i in policy_set.issuers] + \
                [(c.name, c.name_span) for c in policy_set.conditions] + \
                [(s.name, s.name_span) for s in policy_set.services] + \
-               [(t.name, t.name_span) for t in policy_set.trusts]
+               [(t.name, t.name_span) for t in policy_set.trusts] + \
+               [(t.name, t.name_span) for t in policy_set.templates]
     for name, span in declared:
         if name in _KEYWORDS:
             diagnostics.append(error("check/reserved-name", f"`{name}` is a keyword", span, hint="rename it"))
@@ -800,7 +802,8 @@ def check(policy_set: n.PolicySet, roots: Roots) -> tuple[Checked, list[Diagnost
         checked.services.setdefault(service.name, service)
         diagnostics += _check_service(service)
 
-    exprs = _ExprChecker(checked, any(i.catalog_users for i in policy_set.issuers), bool(policy_set.catalogs))
+    has_catalog = bool(policy_set.catalogs) or live is not None
+    exprs = _ExprChecker(checked, any(i.catalog_users for i in policy_set.issuers), has_catalog)
     for condition in policy_set.conditions:
         diagnostics += exprs.visit(condition.expr)
     for service in policy_set.services:

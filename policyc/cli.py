@@ -42,7 +42,9 @@ from .interpret import evaluate
 from .interpret.input import Built, Caller, Certificate, Entry, InputError, StandIns, read_entries
 from .loader import decode_source, expand_inputs, read_policy_file
 from .ops import audit
+from .ops.catalog_api import TOKEN_ENV, CatalogClient, CatalogError
 from .ops.deploy import Deployment, configmap, deploy, watch
+from .ops.metrics import WatchMetrics, serving
 from .output import create_files, stale_files, write_tree
 from .pipeline import Pipeline, load_and_check
 from .semantics.hosts import upstream_problem
@@ -77,9 +79,19 @@ _ALLOW_PATH = click.option(
          "`ca file`, `cert file`, `key file`, `catalog` (repeatable); any other file is refused")
 
 
+def _locks_checked(pipeline: Pipeline) -> Pipeline:
+    """The pipeline with every weakened locked template rule among its errors. The solver is
+    loaded only for a set that has locked rules: most commands never need it."""
+    if pipeline.checked is None or not any(r.locked for s in pipeline.checked.services.values() for r in s.rules):
+        return pipeline
+    from .analysis.locked import with_locks_checked
+
+    return with_locks_checked(pipeline)
+
+
 def _checked_or_exit(paths, allowed=(), label: str | None = None) -> Pipeline:
     """The checked policies, or their diagnostics and exit 1; `label` names which policies."""
-    pipeline = load_and_check(list(paths), allowed_roots=allowed)
+    pipeline = _locks_checked(load_and_check(list(paths), allowed_roots=allowed))
     _report(pipeline)
     if not pipeline.ok:
         click.echo(f"policyc: {label + ': ' if label else ''}{summary_line(pipeline.diagnostics)}", err=True)
@@ -155,7 +167,7 @@ def main() -> None:
 @_ALLOW_PATH
 def check_command(paths, output_format, allowed):
     """Parse and check policies; print every diagnostic."""
-    pipeline = load_and_check(_policy_paths(paths), allowed_roots=allowed)
+    pipeline = _locks_checked(load_and_check(_policy_paths(paths), allowed_roots=allowed))
     _report(pipeline, output_format)
     if output_format in ("text", "github"):
         click.echo(f"policyc: {summary_line(pipeline.diagnostics)}", err=True)
@@ -595,17 +607,67 @@ _TO_OPTION = click.option("--to", "folder", required=True, type=click.Path(file_
                           help="the folder Envoy watches: run `envoy -c FOLDER/envoy.yaml`")
 
 
+def _live_catalog_options(command):
+    """Where a live Backstage catalog is, and its token: shared by deploy and watch."""
+    for option in reversed([
+        click.option("--catalog", "catalog_url", metavar="URL",
+                     help="read the catalog from a running Backstage catalog's REST API (its base URL, e.g. "
+                          "http://127.0.0.1:7007/api/catalog) instead of the policies' catalog folders"),
+        click.option("--catalog-token-file", type=click.Path(dir_okay=False), metavar="FILE",
+                     help=f"a file holding the catalog's service token [default: ${TOKEN_ENV}]"),
+    ]):
+        command = option(command)
+    return command
+
+
+def _catalog_client(url: str | None, token_file: str | None) -> CatalogClient | None:
+    """The live catalog named by --catalog, with its token from the file or the environment
+    (never from the command line, where other users could read it)."""
+    if url is None:
+        if token_file is not None:
+            raise click.UsageError("--catalog-token-file needs --catalog")
+        return None
+    if token_file is not None:
+        with using(token_file, "read the catalog token from"):
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+    else:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+    if token_file is not None and not token:
+        raise click.BadParameter(f"{token_file!r} is empty", param_hint="--catalog-token-file")
+    if any(not " " < c < "\x7f" for c in token):
+        raise click.BadParameter("the token holds spaces or control characters", param_hint="--catalog-token-file"
+                                 if token_file else f"${TOKEN_ENV}")
+    try:
+        return CatalogClient(url, token or None)
+    except ValueError as error:
+        raise click.BadParameter(f"{url!r} {error}", param_hint="--catalog") from None
+
+
+def _bind_address(text: str) -> tuple[str, int]:
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(f"{text!r} is not host:port", param_hint="--metrics")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
 @main.command("deploy")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @_TO_OPTION
 @_envoy_options
+@_live_catalog_options
 @_ALLOW_PATH
-def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refresh, allowed):
+def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refresh, catalog_url, catalog_token_file,
+                   allowed):
     """Check and compile policies, then publish them by atomic renames into a watched folder:
     running Envoys switch to them without a restart. Prints the policy version."""
     options = _options(listen, admin, access_log, jwks_refresh)
+    catalog = _catalog_client(catalog_url, catalog_token_file)
+    try:
+        live = catalog.fetch() if catalog else None
+    except CatalogError as error:
+        raise Unusable(f"{error}; nothing deployed") from None
     with using(folder, "deploy to"):
-        deployment = deploy(_policy_paths(paths), folder, target, options, allowed)
+        deployment = deploy(_policy_paths(paths), folder, target, options, allowed, live)
     _report_deployment(deployment, folder)
     sys.exit(EXIT_OK if deployment.version else EXIT_FAILED)
 
@@ -614,16 +676,34 @@ def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refres
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @_TO_OPTION
 @_envoy_options
+@_live_catalog_options
+@click.option("--catalog-period", type=_Finite(min=0.1), default=30.0, show_default=True, metavar="SECONDS",
+              help="with --catalog: how often the catalog is read again")
+@click.option("--metrics", "metrics_address", metavar="HOST:PORT",
+              help="serve Prometheus metrics of deploys and catalog reads at http://HOST:PORT/metrics")
 @_ALLOW_PATH
-def watch_command(paths, folder, target, listen, admin, access_log, jwks_refresh, allowed):
+def watch_command(paths, folder, target, listen, admin, access_log, jwks_refresh, catalog_url, catalog_token_file,
+                  catalog_period, metrics_address, allowed):
     """Deploy, then deploy again whenever a file the policies read changes (their .policy files,
     imports, catalog, key and certificate files; nothing else, so logs may sit beside them). A
     policy with errors is reported and not deployed; Envoy keeps the last good one. A deploy
-    that leaves the version as it was prints nothing. Stop with Ctrl-C."""
+    that leaves the version as it was prints nothing. With --catalog, the live catalog is read
+    every --catalog-period seconds and a change deploys; a failed read is logged and counted, and
+    the last good policy stays. Stop with Ctrl-C."""
     options = _options(listen, admin, access_log, jwks_refresh)
-    with contextlib.suppress(KeyboardInterrupt), using(folder, "deploy to"):
-        watch(_policy_paths(paths), folder, partial(_report_deployment, folder=folder), target, options,
-              allowed_roots=allowed)
+    catalog = _catalog_client(catalog_url, catalog_token_file)
+    metrics = WatchMetrics()
+    with contextlib.ExitStack() as stack:
+        if metrics_address is not None:
+            address = _bind_address(metrics_address)
+            with using(metrics_address, "serve metrics on"):
+                server = stack.enter_context(serving(address, metrics))
+            host, port = server.server_address[:2]
+            click.echo(f"metrics at http://{host}:{port}/metrics", err=True)
+        with contextlib.suppress(KeyboardInterrupt), using(folder, "deploy to"):
+            watch(_policy_paths(paths), folder, partial(_report_deployment, folder=folder), target, options,
+                  allowed_roots=allowed, catalog=catalog, catalog_period=catalog_period, metrics=metrics,
+                  log=lambda line: click.echo(f"policyc: {line}", err=True))
 
 
 @main.command("audit")

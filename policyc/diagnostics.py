@@ -7,6 +7,7 @@ explanations with examples are in `docs/diagnostics.md` (`policyc.explain` reads
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -90,9 +91,24 @@ CODES: dict[str, str] = {
     "catalog/dangling-ref": "a catalog relation to an entity that does not exist",
     "catalog/group-cycle": "groups that are each other's parents",
     "catalog/unreadable-file": "a file or folder in a catalog folder that cannot be read",
+    # templates
+    "template/unknown": "a `use` of a template that no loaded file declares",
+    "template/duplicate": "two templates with one name",
+    "template/used-twice": "a service that uses one template twice",
+    "template/missing-argument": "a `use` without an argument for a parameter that has no default",
+    "template/unknown-argument": "a `use` with an argument the template has no parameter for",
+    "template/duplicate-argument": "a `use` that gives one argument twice",
+    "template/bad-argument": "an argument (or a default) that is not of its parameter's type",
+    "template/duplicate-parameter": "a template that declares one parameter twice",
+    "template/unknown-parameter": "a `$parameter` that its template does not declare",
+    "template/parameter-type": "a `$parameter` standing where a value of another type is needed",
+    "template/parameter-outside": "a `$parameter` in a service's own rule or a condition, outside any template",
+    "template/weakens-locked": "a service that weakens a rule its template marks `locked`",
+    "template/unused": "a template that no service uses",
+    "template/unused-parameter": "a template parameter that no rule of the template uses",
     # backends
     "rbac/unsupported": "a rule that native RBAC cannot express, compiled with `--target rbac`",
-    "native/unsupported": "a rule that the native policy filter cannot decide yet, compiled with `--target native`",
+    "native/unsupported": "a rule that the native policy filter cannot decide, compiled with `--target native`",
     # warnings
     "check/anonymous-allow": "an `allow` rule that can match a request without a token, not marked `public`",
     "check/public-needs-no-token": "a rule marked `public` that can never match an anonymous request",
@@ -149,6 +165,12 @@ class PolicycError(Exception):
 def sort_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
     unique = dict.fromkeys(diagnostics)
     return sorted(unique, key=lambda d: (*d.span.sort_key, d.code, d.message))
+
+
+def did_you_mean(name: str, known) -> str | None:
+    """A hint naming the known name closest to a misspelt one, if any is close."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"did you mean `{close[0]}`?" if close else None
 
 
 def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:

@@ -43,6 +43,25 @@ class Op(StrEnum):
     CONTAINS = "contains"
 
 
+# ---------------------------------------------------------------- template parameters
+
+
+@dataclass(frozen=True)
+class Param:
+    """`$name`: a template's parameter, standing where a value of a condition is written. It
+    appears only inside a `template` as written; `templates.expand` puts the argument's value in
+    its place (in the tree, never in text), so nothing after it sees one. `listed` says it stands
+    for a whole list (`path in $paths`, `member in $groups`), not for one string."""
+
+    name: str
+    listed: bool = False
+    span: Span | None = _span()
+
+
+# A value as written in a condition: a literal, or (in a template) a parameter.
+Value = str | Param
+
+
 # ---------------------------------------------------------------- conditions
 
 
@@ -108,7 +127,7 @@ class PathTest:
     """`path ==`, `prefix`, `glob` (one value) or `path in [..]` over the normalized path."""
 
     op: Op
-    values: tuple[str, ...]
+    values: tuple[Value, ...]
     span: Span | None = _span()
     value_spans: tuple[Span, ...] = _spans()
 
@@ -119,7 +138,7 @@ class HeaderTest:
 
     name: str
     op: Op
-    values: tuple[str, ...]
+    values: tuple[Value, ...]
     span: Span | None = _span()
     value_spans: tuple[Span, ...] = _spans()
 
@@ -153,7 +172,7 @@ class HeaderEqualsClaim:
 class SourceIn:
     """The direct peer's address is in one of the CIDRs."""
 
-    cidrs: tuple[str, ...]
+    cidrs: tuple[Value, ...]
     span: Span | None = _span()
     value_spans: tuple[Span, ...] = _spans()
 
@@ -164,7 +183,7 @@ class ClaimTest:
 
     claim: Claim
     op: Op
-    values: tuple[str, ...]
+    values: tuple[Value, ...]
     span: Span | None = _span()
     value_spans: tuple[Span, ...] = _spans()
 
@@ -182,7 +201,7 @@ class ClaimIsBool:
 class Member:
     """The caller belongs to a catalog group (ref as written; normalized by the catalog)."""
 
-    group: str
+    group: Value
     span: Span | None = _span()
 
 
@@ -190,7 +209,7 @@ class Member:
 class MemberOwners:
     """The caller is, or belongs to, the catalog owner of an entity (ref as written)."""
 
-    entity: str
+    entity: Value
     span: Span | None = _span()
 
 
@@ -209,7 +228,7 @@ class PeerTest:
 
     field: PeerField
     op: Op
-    values: tuple[str, ...]
+    values: tuple[Value, ...]
     span: Span | None = _span()
     value_spans: tuple[Span, ...] = _spans()
 
@@ -488,12 +507,36 @@ class PathParameters:
     span: Span | None = _span()
 
 
-ServiceSetting = Hosts | Upstream | ModeSetting | PathParameters
+@dataclass(frozen=True)
+class Argument:
+    """`name = value` in a `use`: a string, a list of strings, or a catalog ref."""
+
+    name: str
+    value: str | tuple[str, ...]
+    span: Span | None = _span()
+    name_span: Span | None = _span()
+    value_spans: tuple[Span, ...] = _spans()  # each string's (one for a string or a ref)
+
+
+@dataclass(frozen=True)
+class Use:
+    """`use template(name = value, …)` in a service: the template's settings and rules, with the
+    arguments in place of its parameters, become the service's (`templates.expand`)."""
+
+    template: str
+    arguments: tuple[Argument, ...]
+    span: Span | None = _span()
+    name_span: Span | None = _span()
+
+
+ServiceSetting = Hosts | Upstream | ModeSetting | PathParameters | Use
 
 
 @dataclass(frozen=True)
 class Rule:
-    """`allow|deny [public] "name" when expr`."""
+    """`allow|deny [public] "name" when expr`; in a template, `locked` may stand first. A rule a
+    template gave a service is named `template/rule` and knows its `template`; `instance` is
+    the `use` that instantiated it."""
 
     effect: Effect
     public: bool
@@ -501,6 +544,9 @@ class Rule:
     expr: Expr
     span: Span | None = _span()
     name_span: Span | None = _span()
+    locked: bool = False
+    template: str | None = field(default=None, repr=False)
+    instance: Span | None = _span()
 
 
 @dataclass(frozen=True)
@@ -541,7 +587,39 @@ class Service:
         return self.first(PathParameters) is not None
 
 
-Item = Import | Issuer | Catalog | Condition | Service | Trust | Tls
+class ParamType(StrEnum):
+    """What a template parameter holds, and so where it may stand."""
+
+    STRING = "string"  # one string: header, claim and peer values (a path or a ref fits there too)
+    PATH = "path"  # one path, starting with `/`: `path ==`, `prefix`, `glob`
+    REF = "ref"  # one catalog ref: `member`, `member owners(…)`
+    LIST = "list"  # a list of strings: after `in`, and `source in`
+
+
+@dataclass(frozen=True)
+class TemplateParam:
+    """`name: type [= default]` in a template's head."""
+
+    name: str
+    type: ParamType
+    default: Argument | None = None
+    span: Span | None = _span()
+    name_span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Template:
+    """`template name(params) { settings and rules }`: a named, parameterized part of a service."""
+
+    name: str
+    params: tuple[TemplateParam, ...]
+    settings: tuple[ServiceSetting, ...]
+    rules: tuple[Rule, ...]
+    span: Span | None = _span()
+    name_span: Span | None = _span()
+
+
+Item = Import | Issuer | Catalog | Condition | Service | Trust | Tls | Template
 
 
 @dataclass(frozen=True)
@@ -584,6 +662,10 @@ class PolicySet:
     def trusts(self) -> list[Trust]:
         return self.of(Trust)
 
+    @property
+    def templates(self) -> list[Template]:
+        return self.of(Template)
+
     def named_files(self) -> list[str]:
         """Every file the policies name, resolved: imports, key, certificate and CA files (catalog
         folders are `catalogs`). A change of the policy can come from any of them."""
@@ -608,6 +690,20 @@ def children(expr: Expr) -> tuple[Expr, ...]:
         case Not(operand):
             return (operand,)
     return ()
+
+
+def params_of(node: Expr) -> tuple[Param, ...]:
+    """The template parameters an atom names (none for an and/or/not: its operands hold them)."""
+    match node:
+        case Member(group):
+            values = (group,)
+        case MemberOwners(entity):
+            values = (entity,)
+        case SourceIn(cidrs):
+            values = cidrs
+        case _:
+            values = getattr(node, "values", ())
+    return tuple(v for v in values if isinstance(v, Param))
 
 
 def walk(expr: Expr) -> Iterator[Expr]:

@@ -37,6 +37,7 @@ class Source:
     path: str
     text: str
     foreign: bool = False
+    live: bool = False  # an entity a live catalog returned (`catalog.LiveEntities`), not a file
 
     @cached_property
     def _line_starts(self) -> list[int]:

@@ -149,7 +149,7 @@ def _jwks_cluster(issuer: n.Issuer) -> tuple[str, dict]:
     return name, cluster(name, address, host.strip("[]") if scheme == "https" else None)
 
 
-def _provider(checked: Checked, issuer: n.Issuer, options: Options) -> dict:
+def _provider(checked: Checked, issuer: n.Issuer, options: Options, forward_payload: bool) -> dict:
     provider = {
         "issuer": issuer.url,
         "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
@@ -159,6 +159,11 @@ def _provider(checked: Checked, issuer: n.Issuer, options: Options) -> dict:
         "require_expiration": True,
         "jwt_cache_config": {"jwt_cache_size": 1000},
     }
+    if forward_payload:
+        # The native filter reads the claims from this header (a module cannot read inside the
+        # metadata Struct). jwt_authn removes it from every request before verifying and sets it
+        # only for the token it verified.
+        provider["forward_payload_header"] = native.PAYLOAD_HEADER
     if issuer.audiences:
         provider["audiences"] = list(issuer.audiences)
     if issuer.name in checked.keys:  # `jwks file`, read when compiling (or keys a test supplies)
@@ -178,10 +183,12 @@ def _provider(checked: Checked, issuer: n.Issuer, options: Options) -> dict:
     return provider
 
 
-def _jwt_filter(checked: Checked, options: Options) -> dict:
+def _jwt_filter(checked: Checked, options: Options, forward_payload: bool) -> dict:
     """Every issuer a provider; anonymous callers pass. A bad token is refused (401, or 403 for a
-    wrong audience), except on dry-run services, which let it through and record the failure."""
-    providers = {name: _provider(checked, issuer, options) for name, issuer in sorted(checked.issuers.items())}
+    wrong audience), except on dry-run services, which let it through and record the failure.
+    `forward_payload`: the verified payload goes to the native filter in a header."""
+    providers = {name: _provider(checked, issuer, options, forward_payload)
+                 for name, issuer in sorted(checked.issuers.items())}
     names = [{"provider_name": name} for name in providers]
     requirements = {
         ENFORCE: {"requires_any": {"requirements": names + [{"allow_missing": {}}]}},
@@ -207,7 +214,7 @@ def _http_filters(checked: Checked, options: Options, service_filters: dict[str,
     every filter in the chain costs each request something even when a route turns it off."""
     native_config = native_filter_config(service_filters)
     fixed = native_config is None
-    filters = [_jwt_filter(checked, options)] if checked.issuers else []
+    filters = [_jwt_filter(checked, options, not fixed)] if checked.issuers else []
     # With no `rules`, an RBAC filter enforces nothing: hosts without a per-route config pass.
     if fixed or any(f.rbac_deny is not None for f in service_filters.values()):
         filters.append({"name": DENY_FILTER, "typed_config": {"@type": _TYPES["rbac"],
@@ -481,7 +488,7 @@ def service_filters(checked: Checked, service: n.Service, plan: Plan) -> Service
     source = lua.service_script(checked, service, plan.deny == "lua", plan.allow == "lua") \
         if "lua" in (plan.deny, plan.allow) else None
     section = native.service_section(checked, service) if plan.deny == "native" else None
-    builder = rbac.PrincipalBuilder(checked)  # one for the service: each rule's principal built once
+    builder = rbac.PrincipalBuilder(checked)  # each rule's principal built once per checked set
     deny, allow = _rbac_configs(builder, service, plan)
     shares = route_shares(checked, service) if "rbac" in (plan.deny, plan.allow) else {"/": service.rules}
     by_prefix = {route: _rbac_configs(builder, replace(service, rules=rules), plan) for route, rules in shares.items()}

@@ -9,9 +9,13 @@ its prefix can match (resolve.route_shares, the split RBAC's routes use), so a r
 those. Conditions are in prefix notation; every string is `x` and the lower-case hex of its UTF-8
 bytes, so no policy text can break a line or a token.
 
-The filter reads the request (method, path, headers, peer address) but not jwt_authn's claims nor
-every SAN of a client certificate (native_runtime/README.md, *Gaps for policyc's needs*): rules
-that need them are `Unsupported`.
+The filter reads the request (method, path, headers, peer address) and the claims of a verified
+token, which jwt_authn forwards in the header PAYLOAD_HEADER (backends/envoy.py asks it to). Token
+atoms become claim tests (`member` its `iss`, `sub` and `ent` tests, as the interpreter decides it);
+with no issuer there is no token, and they are false. Of a client certificate it reads whether one
+was presented and its subject, but only the first URI and DNS SAN (native_runtime/README.md, *Gaps
+for policyc's needs*): `peer.uri` and `peer.dns` are `Unsupported`, and so are header atoms on
+PAYLOAD_HEADER, which no client can send past jwt_authn.
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ from ..checked import Checked
 from ..diagnostics import Diagnostic
 from ..semantics.glob import ANY, parse_glob
 from ..semantics.net import parse_cidr
-from .resolve import Unsupported, route_shares, unsupported_diagnostic
+from .resolve import Unsupported, membership, route_shares, unsupported_diagnostic
 
 HEADER = "policyc-native 2\n"
-_NO_CLAIMS = "the native filter cannot read a token's claims yet"
-_NO_CERTIFICATE = "the native filter cannot read every name of a client certificate yet"
+# The request header in which jwt_authn forwards a verified token's payload to the native filter
+# (native_runtime/policy_filter.c reads it by this name).
+PAYLOAD_HEADER = "x-policyc-jwt-payload"
+NEVER = "or 0"  # an expression that does not hold
+_NO_SANS = "the native filter reads only the first URI and DNS name of a client certificate, not every one"
 
 
 def _utf8(text: str) -> bytes:
@@ -104,7 +111,7 @@ class _Renderer(n.Visitor):
         raise AssertionError(expr.op)
 
     def visit_HeaderTest(self, expr: n.HeaderTest) -> str:
-        name = hex_string(expr.name)
+        name = self._header_name(expr)
         match expr.op:
             case n.Op.EQ | n.Op.IN:
                 return _tokens("header", name, "eq", _counted(expr.values))
@@ -114,22 +121,74 @@ class _Renderer(n.Visitor):
         raise AssertionError(expr.op)
 
     def visit_HeaderPresent(self, expr: n.HeaderPresent) -> str:
-        return _tokens("present", hex_string(expr.name))
+        return _tokens("present", self._header_name(expr))
 
     def visit_SourceIn(self, expr: n.SourceIn) -> str:
         return _tokens("source", str(len(expr.cidrs)), *map(_network, expr.cidrs))
 
-    def _claims(self, expr: n.Expr) -> str:
-        raise Unsupported(expr, _NO_CLAIMS)
+    def visit_Authenticated(self, expr: n.Authenticated) -> str:
+        return "token" if self.checked.issuers else NEVER
 
-    visit_Authenticated = visit_IssuerIs = visit_ClaimTest = visit_ClaimIsBool = _claims
-    visit_HeaderEqualsClaim = visit_Member = visit_MemberOwners = _claims
+    def visit_IssuerIs(self, expr: n.IssuerIs) -> str:
+        # A verified token's `iss` is its issuer's URL: jwt_authn picks the provider by it.
+        return self._claim(("iss",), "eq", _counted([self.checked.issuers[expr.name].url]))
+
+    def visit_ClaimTest(self, expr: n.ClaimTest) -> str:
+        match expr.op:
+            case n.Op.EQ | n.Op.IN | n.Op.CONTAINS:
+                test = "contains" if expr.op is n.Op.CONTAINS else "eq"
+                return self._claim(expr.claim.path, test, _counted(expr.values))
+            case n.Op.PREFIX | n.Op.SUFFIX:
+                (value,) = expr.values
+                return self._claim(expr.claim.path, expr.op.value, hex_string(value))
+        raise AssertionError(expr.op)
+
+    def visit_ClaimIsBool(self, expr: n.ClaimIsBool) -> str:
+        return self._claim(expr.claim.path, "true" if expr.value else "false")
+
+    def visit_HeaderEqualsClaim(self, expr: n.HeaderEqualsClaim) -> str:
+        if not self.checked.issuers:
+            return NEVER
+        return _tokens("header", self._header_name(expr), "claim", _counted(expr.claim.path))
+
+    def visit_Member(self, expr: n.Member | n.MemberOwners) -> str:
+        """The interpreter's catalog caller: a token from an issuer naming catalog users, whose
+        `sub` is one of the subjects or whose `ent` (a list, or one value) holds one of the
+        entities."""
+        facts = membership(self.checked, expr)
+        if not facts.issuer_urls:
+            return NEVER
+        issuer = self._claim(("iss",), "eq", _counted(facts.issuer_urls))
+        subject = self._claim(("sub",), "eq", _counted(facts.subjects))
+        entity = self._claim(("ent",), "contains", _counted(facts.entities))
+        return _tokens("and", "2", issuer, "or", "2", subject, entity)
+
+    visit_MemberOwners = visit_Member
+
+    def _claim(self, path: tuple[str, ...], *test: str) -> str:
+        """`claim <path> <test>`; never true without an issuer, for then there is no token."""
+        return _tokens("claim", _counted(path), *test) if self.checked.issuers else NEVER
+
+    def _header_name(self, expr: n.HeaderTest | n.HeaderPresent | n.HeaderEqualsClaim) -> str:
+        if expr.name == PAYLOAD_HEADER:
+            raise Unsupported(expr, f"the native filter reserves the header `{PAYLOAD_HEADER}` for the token's claims")
+        return hex_string(expr.name)
 
     def visit_PeerTest(self, expr: n.PeerTest) -> str:
-        raise Unsupported(expr, _NO_CERTIFICATE)
+        if expr.field is not n.PeerField.SUBJECT:
+            raise Unsupported(expr, _NO_SANS)
+        match expr.op:
+            case n.Op.EQ | n.Op.IN:
+                return _tokens("peer", "subject", "eq", _counted(expr.values))
+            case n.Op.PREFIX | n.Op.SUFFIX:
+                (value,) = expr.values
+                return _tokens("peer", "subject", expr.op.value, hex_string(value))
+        raise AssertionError(expr.op)
 
     def visit_PeerTrusted(self, expr: n.PeerTrusted) -> str:
-        raise Unsupported(expr, "the native filter cannot tell whether a client certificate was verified yet")
+        # A presented certificate is a verified one (the handshake refuses any other), and a named
+        # trust is the only one (check.py refuses it among several).
+        return "peer trusted"
 
 
 def _ordered(service: n.Service) -> list[n.Rule]:

@@ -8,10 +8,13 @@ contract's "claim atoms are false for anonymous callers", negations included.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from .. import nodes as n
 from ..checked import Checked
 from ..diagnostics import Diagnostic
 from ..semantics.glob import glob_to_regex
+from ..semantics.memo import per_object
 from .resolve import JWT_FILTER, PAYLOAD_KEY, Unsupported, membership, unsupported_diagnostic
 
 LUA_NAMESPACE = "policyc"  # where lua_runtime/decide.lua, and the native filter, record their verdicts
@@ -72,13 +75,17 @@ class PrincipalBuilder(n.Visitor):
 
     def __init__(self, checked: Checked):
         self.checked = checked
-        self._rules: dict[str, dict] = {}  # rule name → principal: a builder serves one service
+        self._built = _built(checked)
 
-    def rule(self, rule: n.Rule) -> dict:
-        """The rule's principal, built once however many route configs hold the rule."""
-        if rule.name not in self._rules:
-            self._rules[rule.name] = self.build(rule.expr)
-        return self._rules[rule.name]
+    def policy(self, rule: n.Rule) -> dict:
+        """The rule's RBAC policy, built once per checked set however many route configs hold the
+        rule, and whether planning asked first: the same object in each, which the YAML writer
+        then lays out once."""
+        found = self._built.policies.get(id(rule))
+        if found is None:
+            policy = {"permissions": [{"any": True}], "principals": [self.build(rule.expr)]}
+            found = self._built.policies[id(rule)] = (rule, policy)
+        return found[1]
 
     def build(self, expr: n.Expr) -> dict:
         """The principal of a condition."""
@@ -94,7 +101,11 @@ class PrincipalBuilder(n.Visitor):
         return {"not_id": self.visit(expr.operand)}
 
     def visit_ConditionRef(self, expr: n.ConditionRef) -> dict:
-        return self.visit(self.checked.conditions[expr.name].expr)
+        # Built once per checked set, like `member` below: one object wherever it is used.
+        conditions = self._built.conditions
+        if expr.name not in conditions:
+            conditions[expr.name] = self.visit(self.checked.conditions[expr.name].expr)
+        return conditions[expr.name]
 
     def visit_Authenticated(self, expr: n.Authenticated) -> dict:
         return _claim((), {"present_match": True}, expr)
@@ -134,7 +145,10 @@ class PrincipalBuilder(n.Visitor):
         return _claim(expr.claim.path, {"bool_match": expr.value}, expr)
 
     def visit_Member(self, expr: n.Member | n.MemberOwners) -> dict:
-        return self._membership(expr)
+        memberships = self._built.memberships
+        if expr not in memberships:  # by the group or entity as written: what the catalog resolves
+            memberships[expr] = self._membership(expr)
+        return memberships[expr]
 
     visit_MemberOwners = visit_Member
 
@@ -175,6 +189,22 @@ def _cidr(text: str) -> dict:
     return {"direct_remote_ip": {"address_prefix": address, "prefix_len": int(length)}}
 
 
+@dataclass
+class _Built:
+    """What was built for one checked set, so that it is built once and is one object wherever
+    it is used. Not the set itself: its cache entry would keep it alive."""
+
+    policies: dict[int, tuple[n.Rule, dict]] = field(default_factory=dict)  # by the rule's identity,
+    # kept with the rule so that the id stays that rule's
+    conditions: dict[str, dict] = field(default_factory=dict)  # principal by condition name
+    memberships: dict[n.Member | n.MemberOwners, dict] = field(default_factory=dict)
+
+
+@per_object
+def _built(checked: Checked) -> _Built:
+    return _Built()
+
+
 def policy_name(service: n.Service, rule: n.Rule) -> str:
     return f"{service.name}/{rule.name}"
 
@@ -189,11 +219,9 @@ def rules_config(builder: PrincipalBuilder, service: n.Service,
     policies, diagnostics = {}, []
     for rule in rules:
         try:
-            principal = builder.rule(rule)
+            policies[policy_name(service, rule)] = builder.policy(rule)
         except Unsupported as unsupported:
             diagnostics.append(unsupported_diagnostic("rbac/unsupported", rule, unsupported))
-            continue
-        policies[policy_name(service, rule)] = {"permissions": [{"any": True}], "principals": [principal]}
     body = {"action": effect.name, "policies": policies}
     key = "shadow_rules" if service.mode is n.Mode.DRY_RUN else "rules"
     return {key: body}, diagnostics
@@ -221,7 +249,7 @@ def _lua_verdict(decision: str) -> dict:
 
 def expressible(checked: Checked, rule: n.Rule) -> bool:
     try:
-        PrincipalBuilder(checked).build(rule.expr)
+        PrincipalBuilder(checked).policy(rule)
     except Unsupported:
         return False
     return True

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .. import nodes as n
 from ..checked import Checked
 from ..diagnostics import Diagnostic
-from ..semantics.glob import glob_literal_prefix
+from ..semantics.required import required_prefixes as semantics_required_prefixes
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 PAYLOAD_KEY = "jwt_payload"  # where jwt_authn puts a verified token's claims (payload_in_metadata)
@@ -52,23 +52,9 @@ def membership(checked: Checked, node: n.Member | n.MemberOwners) -> Membership:
 
 def required_prefixes(checked: Checked, expr: n.Expr) -> tuple[str, ...] | None:
     """Path prefixes one of which every request matching `expr` has (an exact path is its own
-    prefix), or None when `expr` does not narrow the path. The runtime indexes rules by them."""
-    match expr:
-        case n.PathTest(n.Op.GLOB, (pattern,)):
-            prefix = glob_literal_prefix(pattern)
-            return (prefix,) if prefix else None
-        case n.PathTest(_, values):
-            return values
-        case n.ConditionRef(name):
-            return required_prefixes(checked, checked.conditions[name].expr)
-        case n.And(operands):
-            known = [p for p in (required_prefixes(checked, o) for o in operands) if p is not None]
-            # The narrowest: the operand whose shortest prefix is longest.
-            return max(known, key=lambda p: min(map(len, p)), default=None)
-        case n.Or(operands):
-            each = [required_prefixes(checked, o) for o in operands]
-            return None if None in each else tuple(sorted({p for prefixes in each for p in prefixes}))
-    return None
+    prefix), or None when `expr` does not narrow the path: `semantics.required`, which the
+    interpreter's rule index shares. The runtime indexes rules by them."""
+    return semantics_required_prefixes(expr, checked.conditions)
 
 
 # Rules that test no path go into every route; past this many copies per rule on average, one

@@ -47,36 +47,58 @@ def dump(data: dict) -> str:
     if not data:
         return "{}\n"
     lines: list[str] = []
-    _value(data, "", lines)
+    _container(data, "", lines, {})
     return "\n".join(lines) + "\n"
 
 
-def _value(data, indent: str, lines: list[str]) -> None:
-    """A non-empty mapping or sequence, its lines starting at `indent`."""
-    if isinstance(data, dict):
-        for key in sorted(data):
-            item = data[key]
-            head = f"{indent}{_scalar(key)}:"
-            if isinstance(item, dict) and item:
-                lines.append(head)
-                _value(item, indent + "  ", lines)
-            elif isinstance(item, list) and item:
-                lines.append(head)
-                _value(item, indent, lines)  # a sequence in a mapping is not indented
-            else:
-                lines.append(f"{head} {_leaf(item)}")
+# Where a mapping or sequence was written before, by its identity and indent: the slice of
+# `lines` it took and its own first line (its parent sequence may have rewritten it since).
+_Written = dict[tuple[int, str], tuple[int, int, str]]
+
+
+def _container(data, indent: str, lines: list[str], written: _Written) -> None:
+    """A non-empty mapping or sequence, its lines starting at `indent`. The configs hold the same
+    object in many places (a rule's RBAC policy in every route its paths reach): written once per
+    indent, then its lines are copied."""
+    key = (id(data), indent)  # the object lives as long as `data`'s root, so its id stays its own
+    before = written.get(key)
+    if before is not None:
+        start, end, first = before
+        copied = lines[start:end]
+        copied[0] = first
+        lines += copied
         return
-    for item in data:
-        if isinstance(item, dict | list) and item:
-            start = len(lines)
-            _value(item, indent + "  ", lines)
-            lines[start] = f"{indent}- {lines[start][len(indent) + 2:]}"  # first line beside the dash
+    start = len(lines)
+    (_mapping if isinstance(data, dict) else _sequence)(data, indent, lines, written)
+    written[key] = (start, len(lines), lines[start])
+
+
+def _mapping(data: dict, indent: str, lines: list[str], written: _Written) -> None:
+    append, inner = lines.append, indent + "  "
+    for key in sorted(data):
+        item = data[key]
+        if item and isinstance(item, dict | list):
+            append(f"{indent}{_scalar(key)}:")
+            # A sequence in a mapping is not indented.
+            _container(item, inner if isinstance(item, dict) else indent, lines, written)
         else:
-            lines.append(f"{indent}- {_leaf(item)}")
+            append(f"{indent}{_scalar(key)}: {_leaf(item)}")
+
+
+def _sequence(data: list, indent: str, lines: list[str], written: _Written) -> None:
+    append, inner, dash = lines.append, indent + "  ", indent + "- "
+    cut = len(dash)
+    for item in data:
+        if item and isinstance(item, dict | list):
+            start = len(lines)
+            _container(item, inner, lines, written)
+            lines[start] = dash + lines[start][cut:]  # the first line beside the dash
+        else:
+            append(dash + _leaf(item))
 
 
 def _leaf(value) -> str:
-    if isinstance(value, dict | list):  # empty: non-empty ones are laid out by `_value`
+    if isinstance(value, dict | list):  # empty: non-empty ones are laid out by `_container`
         return "{}" if isinstance(value, dict) else "[]"
     return _scalar(value)
 

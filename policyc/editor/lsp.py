@@ -22,6 +22,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import from_fs_path, to_fs_path
 
 from .. import nodes as n
+from ..analysis.locked import with_locks_checked
 from ..catalog import normalize_ref
 from ..checked import Checked
 from ..diagnostics import Diagnostic, Severity
@@ -29,7 +30,7 @@ from ..pipeline import Pipeline, load_and_check
 from ..resources import grammar_text
 from ..source import Source, Span
 from ..syntax import parse
-from ..syntax.printer import expression, format_file
+from ..syntax.printer import expression, format_file, rule_lines
 
 KEYWORDS = sorted(set(re.findall(r'"([a-z][a-z-]*)"', grammar_text())))
 # Edits closer together than this are checked once: a large policy set takes seconds to check,
@@ -138,7 +139,7 @@ def analyze(ls: PolicyServer, uri: str) -> None:
     client spells a URI."""
     open_docs = _open_policies(ls)
     overlay = {real: ls.workspace.get_text_document(u).source for u, real in open_docs.items()}
-    pipeline = load_and_check([to_fs_path(uri)], overlay, _workspace_roots(ls))
+    pipeline = with_locks_checked(load_and_check([to_fs_path(uri)], overlay, _workspace_roots(ls)))
     ls.pipelines[uri] = pipeline
     if pipeline.checked is not None:
         ls.checked[uri] = pipeline.checked
@@ -192,16 +193,21 @@ def _closed(ls: PolicyServer, params: types.DidCloseTextDocumentParams) -> None:
 # ---------------------------------------------------------------- what is under the cursor
 
 
-def _located(file: n.PolicyFile) -> Iterator[tuple[object, n.Service | None]]:
-    """Every node of a file with its service (None outside services), parents before children."""
+def _located(file: n.PolicyFile) -> Iterator[tuple[object, n.Service | n.Template | None]]:
+    """Every node of a file with its service or template (None outside them), parents before
+    children; a template's parameters among them, and a service's `use`s."""
     for item in file.items:
         yield item, None
         if isinstance(item, n.Condition):
             yield from ((node, None) for node in n.walk(item.expr))
-        elif isinstance(item, n.Service):
+        elif isinstance(item, n.Service | n.Template):
+            yield from ((setting, item) for setting in item.settings if isinstance(setting, n.Use))
+            yield from ((param, item) for param in getattr(item, "params", ()))
             for rule in item.rules:
                 yield rule, item
-                yield from ((node, item) for node in n.walk(rule.expr))
+                for node in n.walk(rule.expr):
+                    yield node, item
+                    yield from ((param, item) for param in n.params_of(node))
 
 
 def _contains(span: Span | None, line: int, column: int) -> bool:
@@ -223,9 +229,23 @@ def _node_at(ls: PolicyServer, uri: str, position: types.Position) -> tuple[obje
     return *innermost, pipeline
 
 
-def _declaration_span(node, checked: Checked) -> Span | None:
-    """Where the name a node uses is declared: a condition, an issuer or a catalog entity."""
+def _template(name: str, checked: Checked) -> n.Template | None:
+    return next((t for t in checked.policy_set.templates if t.name == name), None)
+
+
+def _parameter(param: n.Param, template: n.Template | None) -> n.TemplateParam | None:
+    declared = template.params if isinstance(template, n.Template) else ()
+    return next((p for p in declared if p.name == param.name), None)
+
+
+def _declaration_span(node, checked: Checked, within=None) -> Span | None:
+    """Where the name a node uses is declared: a condition, an issuer, a catalog entity, a
+    template (of a `use`) or a template's parameter (of a `$parameter`, `within` its template)."""
     match node:
+        case n.Use(name) if (template := _template(name, checked)):
+            return template.name_span
+        case n.Param() if (param := _parameter(node, within)):
+            return param.name_span
         case n.ConditionRef(name) if name in checked.conditions:
             return checked.conditions[name].name_span
         case n.IssuerIs(name) if name in checked.issuers:
@@ -272,8 +292,13 @@ def _hover_text(node, service: n.Service | None, pipeline: Pipeline) -> str | No
     checked, sources = pipeline.checked, pipeline.sources
     match node:
         case n.Rule():
-            title = f"{node.effect} rule {_code(node.name)} in service {_code(service.name)}"
+            where = "template" if isinstance(service, n.Template) else "service"
+            title = f"{'locked ' * node.locked}{node.effect} rule {_code(node.name)} in {where} {_code(service.name)}"
             return f"{title}\n\n{_block(node.span, sources)}"
+        case n.Use(name) if _template(name, checked) and service.name in checked.services:
+            return _expansion(node, checked.services[service.name])
+        case n.Param() if (param := _parameter(node, service)):
+            return f"parameter of template {_code(service.name)}\n\n{_block(param.span, sources)}"
         case n.ConditionRef(name) if name in checked.conditions:
             return _block(checked.conditions[name].span, sources)
         case n.IssuerIs(name) if name in checked.issuers:
@@ -291,6 +316,16 @@ def _hover_text(node, service: n.Service | None, pipeline: Pipeline) -> str | No
     return None
 
 
+def _expansion(use: n.Use, service: n.Service) -> str:
+    """The rules a `use` gives its service, written out with its arguments."""
+    rules = [r for r in service.rules if r.template == use.template]
+    text = "\n".join(line for rule in rules for line in rule_lines(rule))
+    fence = _fence(text, 3)
+    count = f"{len(rules)} rule" + "s" * (len(rules) != 1)
+    title = f"template {_code(use.template)} gives service {_code(service.name)} {count}"
+    return f"{title}\n\n{fence}policy\n{text}\n{fence}"
+
+
 @server.feature(types.TEXT_DOCUMENT_HOVER)
 def _hover(ls: PolicyServer, params: types.HoverParams) -> types.Hover | None:
     node, service, pipeline = _node_at(ls, params.text_document.uri, params.position)
@@ -306,11 +341,11 @@ def _hover(ls: PolicyServer, params: types.HoverParams) -> types.Hover | None:
 
 @server.feature(types.TEXT_DOCUMENT_DEFINITION)
 def _definition(ls: PolicyServer, params: types.DefinitionParams) -> types.Location | None:
-    node, _, pipeline = _node_at(ls, params.text_document.uri, params.position)
+    node, within, pipeline = _node_at(ls, params.text_document.uri, params.position)
     if isinstance(node, n.Import):
         target = n.relative_to_declaring_file(node.span, node.path)
         return types.Location(_uri(target), types.Range(types.Position(0, 0), types.Position(0, 0)))
-    span = _declaration_span(node, pipeline.checked) if node is not None else None
+    span = _declaration_span(node, pipeline.checked, within) if node is not None else None
     if span is None:
         return None
     return types.Location(_uri(span.path), _range(ls, span, pipeline.sources))

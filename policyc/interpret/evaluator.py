@@ -25,8 +25,10 @@ from ..semantics.paths import KNOWN_METHODS, Rejected
 from ..semantics.peer import HandshakeRefused, Peer, verified_peer
 from ..semantics.request import H2C, HTTP1, Decision, RawRequest
 from ..semantics.tokens import Token, TokenError, authenticate, claim_value
+from .index import service_index
 
 _UPSTREAM_STATUS = 200  # what the test upstreams answer; a real upstream answers what it likes
+_STATUS = {n.Effect.DENY: 403, n.Effect.ALLOW: _UPSTREAM_STATUS}
 
 
 @dataclass(frozen=True)
@@ -146,14 +148,6 @@ def _mode(service: n.Service) -> n.Mode:
 
 
 @per_object
-def _rules_in_name_order(service: n.Service) -> tuple[tuple[n.Effect, int, tuple[n.Rule, ...]], ...]:
-    """Each effect in deciding order, its status and its rules by name (see `_rule_decision`)."""
-    return tuple((effect, status, tuple(sorted((r for r in service.rules if r.effect is effect),
-                                               key=lambda r: r.name)))
-                 for effect, status in ((n.Effect.DENY, 403), (n.Effect.ALLOW, _UPSTREAM_STATUS)))
-
-
-@per_object
 def _names_catalog_users(issuer: n.Issuer) -> bool:
     return issuer.catalog_users
 
@@ -181,13 +175,13 @@ def _caller(token: Token | None, peer: Peer | None) -> dict:
 def _rule_decision(checked: Checked, service: n.Service, ctx: Context) -> Decision:
     evaluator = Evaluator(checked, ctx)
     caller = _caller(ctx.token, ctx.peer)
-    # Deny overrides allow. When several rules of the deciding effect match, the one whose name
-    # sorts first is named: the same whatever the order of the rules, and what Envoy's RBAC
-    # engine (a sorted map of policies) reports.
-    for effect, status, rules in _rules_in_name_order(service):
-        for rule in rules:
-            if evaluator.holds(rule.expr):
-                return Decision(status, effect.value, rule.name, service.name, caller=caller)
+    # The first rule in deciding order that holds (index.py): only the rules the request can
+    # match are tried, and a rule left out could not have been the first to hold.
+    index = service_index(checked)(service)
+    for position in index.candidates(ctx.method, ctx.path):
+        rule = index.rules[position]
+        if evaluator.holds(rule.expr):
+            return Decision(_STATUS[rule.effect], rule.effect.value, rule.name, service.name, caller=caller)
     return Decision(403, "default-deny", None, service.name, caller=caller)
 
 

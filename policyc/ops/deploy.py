@@ -8,7 +8,10 @@ policy if it refuses a new one. Nothing is written when the policies have errors
 Policies read files only under the inputs' folders and `allowed_roots`, as `load_and_check`.
 It returns a `Deployment`: the policy version (as every Envoy on the folder reports it), or the
 diagnostics that stopped it. `watch(...)` deploys again whenever a file the policies read changes,
-and reports a deploy only when it changed something (a policy version, or errors).
+and reports a deploy only when it changed something (a policy version, or errors). Given a live
+catalog (`catalog_api.CatalogClient`), both read the catalog from it instead of the policies' catalog
+folders, and `watch` reads it again every `catalog_period` seconds, deploying when its entities
+changed; when a read fails, the failure is logged and counted and the last good policy stays.
 `configmap(compiled, name)` packs the same files into a Kubernetes ConfigMap (a Secret when they hold
 the listener's private key): mounted as a volume,
 the kubelet swaps its files by a rename in the mounted folder, which Envoy watches the same way.
@@ -25,14 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import nodes as n
+from ..analysis.locked import with_locks_checked
 from ..backends import Compiled, compile_dynamic
 from ..backends.envoy import Options, Plan
 from ..backends.yaml_out import dump_manifest
-from ..catalog import yaml_files
+from ..catalog import LiveEntities, yaml_files
 from ..diagnostics import Diagnostic
 from ..loader import expand_inputs
 from ..output import file_mode
 from ..pipeline import Pipeline, load_and_check
+from .catalog_api import CatalogClient, CatalogError
+from .metrics import WatchMetrics
 
 
 @dataclass(frozen=True)
@@ -45,8 +51,9 @@ class Deployment:
 
 
 def deploy(paths: list[str], folder: str | Path, target: str = "auto", options: Options | None = None,
-           allowed_roots: Iterable[str] = ()) -> Deployment:
-    pipeline = load_and_check(paths, allowed_roots=allowed_roots)
+           allowed_roots: Iterable[str] = (), live: LiveEntities | None = None) -> Deployment:
+    """`live`: entities read from a running Backstage catalog, in place of the catalog folders."""
+    pipeline = with_locks_checked(load_and_check(paths, allowed_roots=allowed_roots, live=live))
     if not pipeline.ok:
         return Deployment(pipeline, diagnostics=pipeline.diagnostics)
     config_dir = Path(folder).resolve()
@@ -98,17 +105,18 @@ def configmap(compiled: Compiled, name: str) -> str:
     return dump_manifest({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": files})
 
 
-def _inputs(paths: list[str], pipeline: Pipeline | None) -> set[str]:
+def _inputs(paths: list[str], pipeline: Pipeline | None, live: bool = False) -> set[str]:
     """The files a deploy of `paths` reads: the `.policy` files under them, and every file the
     last load read or the policies name (imports, catalog files, key and certificate files),
     missing ones included, so that creating one counts. Nothing else under `paths` counts: a log
-    written there, by `watch` itself or by Envoy, must not set off a deploy."""
+    written there, by `watch` itself or by Envoy, must not set off a deploy. With a `live` catalog
+    the catalog folders are not read, and its entities are not files."""
     files = set(expand_inputs(paths))
     if pipeline is not None:
-        files.update(pipeline.sources)
+        files.update(path for path, source in pipeline.sources.items() if not source.live)
     if pipeline is not None and pipeline.policy_set is not None:
         files.update(pipeline.policy_set.named_files())
-        for catalog in pipeline.policy_set.catalogs:
+        for catalog in pipeline.policy_set.catalogs if not live else ():
             # A file added to a catalog folder counts too; an unreadable folder is the deploy's to report.
             files.update(yaml_files(n.relative_to_declaring_file(catalog.span, catalog.path), lambda _: None))
     return files
@@ -129,24 +137,53 @@ def _snapshot(files: set[str]) -> dict[str, tuple[int, int] | None]:
 
 def watch(paths: list[str], folder: str | Path, report: Callable[[Deployment], None], target: str = "auto",
           options: Options | None = None, stop: threading.Event | None = None, interval: float = 0.25,
-          allowed_roots: Iterable[str] = ()) -> None:
+          allowed_roots: Iterable[str] = (), catalog: CatalogClient | None = None, catalog_period: float = 30.0,
+          metrics: WatchMetrics | None = None, log: Callable[[str], None] = lambda _: None) -> None:
     """Deploy now, then again after every change to the files the policies read, until `stop`
     is set. A policy with errors is reported and not deployed: the folder keeps the last good
-    one. A deploy that leaves the folder as it was, with the version last reported, is not reported."""
-    stop = stop or threading.Event()
-    pipeline, reported, seen = None, None, None
+    one. A deploy that leaves the folder as it was, with the version last reported, is not reported.
+    With a live `catalog`, nothing is deployed before it is first read; it is read again every
+    `catalog_period` seconds and a change of its entities deploys. A failed read is logged (`log`)
+    and counted in `metrics`, and changes nothing: later deploys use the entities last read."""
+    stop, metrics = stop or threading.Event(), metrics or WatchMetrics()
+    pipeline, reported, seen, live, next_read = None, None, None, None, 0.0
     while not stop.is_set():
-        current = _snapshot(_inputs(paths, pipeline))
+        if catalog is not None and time.monotonic() >= next_read:
+            next_read = time.monotonic() + catalog_period
+            fetched = _read_catalog(catalog, metrics, log, was_failing=metrics.catalog_failing == 1)
+            if fetched is not None and fetched != live:
+                live, seen = fetched, None  # a deploy, whether or not a file changed
+        if catalog is not None and live is None:
+            stop.wait(min(interval, max(0.0, next_read - time.monotonic())))
+            continue
+        current = _snapshot(_inputs(paths, pipeline, live is not None))
         if current != seen:
             # An editor's save may be caught half written: deploy only what stays put a moment.
             stop.wait(interval)
             if _snapshot(set(current)) != current:
                 continue
-            deployment = deploy(paths, folder, target, options, allowed_roots)
+            deployment = deploy(paths, folder, target, options, allowed_roots, live)
+            metrics.deployed(deployment.version is not None)
             pipeline = deployment.pipeline
             # Files first read by this load count as seen as they were before it.
-            seen = {file: current.get(file, stat) for file, stat in _snapshot(_inputs(paths, pipeline)).items()}
+            seen = {file: current.get(file, stat)
+                    for file, stat in _snapshot(_inputs(paths, pipeline, live is not None)).items()}
             if deployment.version is None or deployment.version != reported or deployment.published_at is not None:
                 report(deployment)
             reported = deployment.version
-        stop.wait(interval)
+        stop.wait(min(interval, max(0.0, next_read - time.monotonic())) if catalog else interval)
+
+
+def _read_catalog(catalog: CatalogClient, metrics: WatchMetrics, log: Callable[[str], None],
+                  was_failing: bool) -> LiveEntities | None:
+    """The live catalog's entities, or None (logged and counted) when they cannot be read."""
+    try:
+        fetched = catalog.fetch()
+    except CatalogError as error:
+        metrics.fetched(ok=False)
+        log(f"{error}; the last good policy stays")
+        return None
+    metrics.fetched(ok=True)
+    if was_failing:
+        log(f"catalog {catalog.url}: read again")
+    return fetched

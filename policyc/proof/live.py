@@ -6,6 +6,7 @@ into `folder` (each on its own free ports, with immediate drain) and stops them 
 `reload_under_load(workdir, reloads)` deploys `reloads` policies one after another into one Envoy
 while clients send requests without pause (or, with `load=False`, none), and returns how long each
 new policy took to decide a request after its first rename, and every request that failed.
+`Load(port, report)` is that load: clients sending requests to `/steady` without pause while the block runs.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def _policy(index: int, upstream: str, with_issuer: bool) -> str:
             f'    allow public "v{index}" when path == "/v/{index}"\n}}\n')
 
 
-class _Load:
+class Load:
     """Clients sending GET /steady without pause until stopped: one on a kept-alive connection
     (it reconnects when Envoy answers `connection: close`), one on a fresh connection each time."""
 
@@ -139,7 +140,7 @@ class _Load:
             except OSError as error:
                 self._record(f"fresh: {error!r}")
 
-    def __enter__(self) -> _Load:
+    def __enter__(self) -> Load:
         for thread in self.threads:
             thread.start()
         return self
@@ -181,7 +182,7 @@ def reload_under_load(workdir: Path, reloads: int, listener_change_every: int = 
         deploy_version(0)
         with envoys_on(folder, workdir) as (envoy,):
             port = listener_ports(envoy.admin_port)[LISTENER_NAME]
-            with _Load(port, report) if load else nullcontext():
+            with Load(port, report) if load else nullcontext():
                 for index in range(1, reloads + 1):
                     published_at = deploy_version(index)
                     if not _first_decided(port, index, report):

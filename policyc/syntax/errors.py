@@ -15,6 +15,8 @@ _WORDS = {
     "EFFECT": "`allow` or `deny`",
     "MODE": "`enforce` or `dry-run`",
     "PUBLIC": "`public`",
+    "LOCKED": "`locked`",
+    "PARAM": "a template's `$parameter`",
     "$END": "the end of the file",
 }
 
@@ -30,9 +32,10 @@ def _describe(terminal: str) -> str:
 
 
 def _expected(terminals) -> str:
-    words = sorted({_describe(t) for t in terminals})
-    if len(words) > 8:
-        words = words[:8] + ["…"]
+    # Where a string may stand, a template's parameter may too: naming it there says little.
+    words = sorted({_describe(t) for t in terminals if not (t == "PARAM" and "STRING" in terminals)})
+    if len(words) > 9:
+        words = words[:9] + ["…"]
     return ", ".join(words)
 
 

@@ -52,7 +52,19 @@ def string_list(values) -> str:
     return "[" + ", ".join(string(v) for v in values) + "]"
 
 
+def _param(values) -> n.Param | None:
+    """The template parameter that `values` stand for, if they are one."""
+    return values[0] if len(values) == 1 and isinstance(values[0], n.Param) else None
+
+
+def value(v: n.Value) -> str:
+    """One value of a condition: a string, or a template's `$parameter`."""
+    return f"${v.name}" if isinstance(v, n.Param) else string(v)
+
+
 def _string_or_list(values) -> str:
+    if (param := _param(values)) is not None:
+        return value(param)
     return string(values[0]) if len(values) == 1 else string_list(values)
 
 
@@ -77,7 +89,9 @@ def claim(c: n.Claim) -> str:
 
 
 def _values(op: n.Op, values) -> str:
-    return string_list(values) if op is n.Op.IN else string(values[0])
+    if op is n.Op.IN:
+        return value(values[0]) if _param(values) else string_list(values)
+    return value(values[0])
 
 
 class ExpressionPrinter(n.Visitor):
@@ -127,10 +141,12 @@ class ExpressionPrinter(n.Visitor):
         return f"{claim(e.claim)} == {'true' if e.value else 'false'}"
 
     def visit_Member(self, e: n.Member) -> str:
-        return f"member {string(e.group)}"
+        if isinstance(e.group, n.Param) and e.group.listed:
+            return f"member in {value(e.group)}"
+        return f"member {value(e.group)}"
 
     def visit_MemberOwners(self, e: n.MemberOwners) -> str:
-        ref = e.entity if _ENTITY_REF.match(e.entity) else string(e.entity)
+        ref = e.entity if isinstance(e.entity, str) and _ENTITY_REF.match(e.entity) else value(e.entity)
         return f"member owners({ref})"
 
     def visit_PeerTest(self, e: n.PeerTest) -> str:
@@ -153,8 +169,9 @@ def expression(expr: n.Expr) -> str:
     return _EXPRESSION_PRINTER.visit(expr)
 
 
-def _rule_lines(rule: n.Rule) -> list[str]:
-    head = f"{rule.effect.value}{' public' if rule.public else ''} {string(rule.name)} when "
+def rule_lines(rule: n.Rule) -> list[str]:
+    locked, public = "locked " if rule.locked else "", " public" if rule.public else ""
+    head = f"{locked}{rule.effect.value}{public} {string(rule.name)} when "
     one_line = head + expression(rule.expr)
     if len(INDENT + one_line) <= LINE_WIDTH or not isinstance(rule.expr, n.And | n.Or):
         return [one_line]
@@ -193,7 +210,23 @@ def _service_setting(setting: n.ServiceSetting) -> str:
             return f"mode {mode.value}"
         case n.PathParameters():
             return "path parameters allowed"
+        case n.Use(template, arguments):
+            return f"use {template}({', '.join(f'{a.name} = {_argument(a.value)}' for a in arguments)})"
     raise TypeError(f"no printer for {type(setting).__name__}")
+
+
+def _argument(v: str | tuple[str, ...]) -> str:
+    if isinstance(v, tuple):
+        return string_list(v)
+    return v if _ENTITY_REF.match(v) else string(v)
+
+
+def _template_head(template: n.Template) -> str:
+    params = []
+    for param in template.params:
+        default = f" = {_argument(param.default.value)}" if param.default else ""
+        params.append(f"{param.name}: {param.type.value}{default}")
+    return f"template {template.name}({', '.join(params)})"
 
 
 class _Writer:
@@ -241,8 +274,11 @@ def _write_item(writer: _Writer, item: n.Item) -> None:
         case n.Issuer(name, settings):
             _write_block(writer, item, f"issuer {name}", [[(s, [_issuer_setting(s)]) for s in settings]])
         case n.Service(name, settings, rules):
-            groups = [[(s, [_service_setting(s)]) for s in settings], [(r, _rule_lines(r)) for r in rules]]
+            groups = [[(s, [_service_setting(s)]) for s in settings], [(r, rule_lines(r)) for r in rules]]
             _write_block(writer, item, f"service {name}", groups)
+        case n.Template():
+            groups = [[(s, [_service_setting(s)]) for s in item.settings], [(r, rule_lines(r)) for r in item.rules]]
+            _write_block(writer, item, _template_head(item), groups)
         case n.Trust(name, settings):
             _write_block(writer, item, f"trust {name}", [[(s, [f"ca file {string(s.path)}"]) for s in settings]])
         case n.Tls(settings):

@@ -209,6 +209,13 @@ def _ambiguous_starts() -> frozenset[str]:
               if name == "LBRACE" and action is Shift}
     condition = parser().parse_interactive("condition c =")
     condition.exhaust_lexer()
-    places = [top.parser_state.position, condition.parser_state.position, *blocks]
+    places = [top.parser_state.position, condition.parser_state.position, *_distinct_blocks(table, blocks)]
     counts = Counter(name for place in places for name in _accepted(table[place]))
     return frozenset(name for name, count in counts.items() if count > 1)
+
+
+def _distinct_blocks(table: dict, blocks: set) -> list:
+    """The blocks, less a template's body: its items (`mode`, `path parameters`, rules) start as
+    in a service, so `allow` there is no less sure a start than in a service. Told by `locked`,
+    which starts items there alone."""
+    return [place for place in blocks if "LOCKED" not in _accepted(table[place])]

@@ -63,9 +63,14 @@ class ToAst:
     def span(self, meta) -> Span:
         return Span(self.path, meta.line, meta.column, meta.end_line, meta.end_column)
 
-    def text(self, token: Token) -> str:
+    def text(self, token: Token, listed: bool = False) -> str | n.Param:
+        if token.type == "PARAM":
+            return n.Param(str(token)[1:], listed, _token_span(self.path, token))
         if token.type != "STRING":
             return str(token)
+        raw = str(token)[1:-1]
+        if "\\" not in raw and raw.isascii() and raw.isprintable():
+            return raw  # what JSON reads it as, without the decoder's work: most strings are plain
         try:
             value = json.loads(token)
         except json.JSONDecodeError:
@@ -102,8 +107,17 @@ class ToAst:
         return kind(self.text(children[0]), self.span(meta), _token_span(self.path, children[0]))
 
     def listed(self, child) -> tuple[tuple[str, ...], tuple[Span, ...]]:
-        """A `_string_or_list` child: a lone STRING token or a string_list's tokens."""
+        """A `_string_or_list` or `_values` child: a lone STRING token, a string_list's tokens, or
+        a PARAM token standing for a whole list."""
+        if isinstance(child, Token) and child.type == "PARAM":
+            return (self.text(child, listed=True),), (_token_span(self.path, child),)
         return self.texts([child] if isinstance(child, Token) else child)
+
+    def argument_value(self, child) -> tuple[str | tuple[str, ...], tuple[Span, ...]]:
+        """An `_argument_value`: one string or ref, or a list of strings."""
+        if isinstance(child, Token):
+            return self.text(child), (_token_span(self.path, child),)
+        return self.texts(child)
 
     # -- file
     def start(self, meta, items):
@@ -150,8 +164,16 @@ class ToAst:
     def key_file(self, meta, children):
         return self.file_setting(n.KeyFile, meta, children)
 
+    def outside_template(self, expr: n.Expr) -> None:
+        """A `$parameter` stands for a value only in a template: elsewhere it names nothing."""
+        for param in (p for node in n.walk(expr) for p in n.params_of(node)):
+            self.diagnostics.append(Diagnostic(
+                "template/parameter-outside", f"`${param.name}` is a template parameter, outside any template",
+                param.span, hint="write the value itself, or move the rule into a template"))
+
     def condition_def(self, meta, children):
         name, expr = children
+        self.outside_template(expr)
         return n.Condition(str(name), expr, self.span(meta), _token_span(self.path, name))
 
     def service(self, meta, children):
@@ -159,6 +181,38 @@ class ToAst:
         settings = tuple(i for i in items if not isinstance(i, n.Rule))
         rules = tuple(i for i in items if isinstance(i, n.Rule))
         return n.Service(str(name), settings, rules, self.span(meta), _token_span(self.path, name))
+
+    def template(self, meta, children):
+        name, *items = children
+        params = tuple(i for i in items if isinstance(i, n.TemplateParam))
+        settings = tuple(i for i in items if not isinstance(i, n.TemplateParam | n.Rule))
+        rules = tuple(i for i in items if isinstance(i, n.Rule))
+        return n.Template(str(name), params, settings, rules, self.span(meta), _token_span(self.path, name))
+
+    def template_param(self, meta, children):
+        name, kind, *default = children
+        argument = None
+        if default:
+            value, spans = self.argument_value(default[0])
+            argument = n.Argument(str(name), value, self.span(meta), _token_span(self.path, name), spans)
+        return n.TemplateParam(str(name), n.ParamType(kind), argument, self.span(meta), _token_span(self.path, name))
+
+    def param_type(self, meta, children):
+        return str(children[0])
+
+    def template_rule(self, meta, children):
+        locked = isinstance(children[0], Token) and children[0].type == "LOCKED"
+        rule = self.any_rule(meta, children[1:] if locked else children)
+        return n.Rule(rule.effect, rule.public, rule.name, rule.expr, rule.span, rule.name_span, locked)
+
+    def use(self, meta, children):
+        name, *arguments = children
+        return n.Use(str(name), tuple(arguments), self.span(meta), _token_span(self.path, name))
+
+    def argument(self, meta, children):
+        name, child = children
+        value, spans = self.argument_value(child)
+        return n.Argument(str(name), value, self.span(meta), _token_span(self.path, name), spans)
 
     def hosts(self, meta, children):
         values, spans = self.listed(children[0])
@@ -175,6 +229,12 @@ class ToAst:
         return n.PathParameters(self.span(meta))
 
     def rule(self, meta, children):
+        built = self.any_rule(meta, children)
+        self.outside_template(built.expr)
+        return built
+
+    def any_rule(self, meta, children):
+        """A rule of a service or of a template (`template_rule`), without `locked`."""
         effect, *rest = children
         public = len(rest) == 3
         name, expr = rest[-2], rest[-1]
@@ -227,11 +287,12 @@ class ToAst:
         return self._path(meta, n.Op.GLOB, children)
 
     def path_in(self, meta, children):
-        return self._path(meta, n.Op.IN, children[0])
+        values, spans = self.listed(children[0])
+        return n.PathTest(n.Op.IN, values, self.span(meta), spans)
 
     def _header(self, meta, op, children):
         name, *tokens = children
-        values, spans = self.texts(tokens[0] if op is n.Op.IN else tokens)
+        values, spans = self.listed(tokens[0]) if op is n.Op.IN else self.texts(tokens)
         return n.HeaderTest(self.text(name), op, values, self.span(meta), spans)
 
     def header_eq(self, meta, children):
@@ -261,7 +322,7 @@ class ToAst:
 
     def _claim(self, meta, op, children):
         claim, *tokens = children
-        values, spans = self.texts(tokens[0] if op is n.Op.IN else tokens)
+        values, spans = self.listed(tokens[0]) if op is n.Op.IN else self.texts(tokens)
         return n.ClaimTest(claim, op, values, self.span(meta), spans)
 
     def claim_eq(self, meta, children):
@@ -288,12 +349,15 @@ class ToAst:
     def member(self, meta, children):
         return n.Member(self.text(children[0]), self.span(meta))
 
+    def member_in(self, meta, children):
+        return n.Member(self.text(children[0], listed=True), self.span(meta))
+
     def member_owners(self, meta, children):
         return n.MemberOwners(self.text(children[0]), self.span(meta))
 
     def _peer(self, meta, op, children):
         field, *tokens = children
-        values, spans = self.texts(tokens[0] if op is n.Op.IN else tokens)
+        values, spans = self.listed(tokens[0]) if op is n.Op.IN else self.texts(tokens)
         return n.PeerTest(n.PeerField(str(field)), op, values, self.span(meta), spans)
 
     def peer_eq(self, meta, children):

@@ -28,15 +28,16 @@ def world(tmp_path_factory):
 def policy_pairs(draw, world):
     """A generated policy and the same with one rule of one service added, dropped or replaced."""
     gen = draw(strategies.checked_policy(world))
-    service = draw(st.sampled_from(gen.policy_set.services))
+    service = draw(st.sampled_from(gen.expanded.services))
     at = draw(st.integers(0, len(service.rules) - 1))
-    rule = draw(strategies.rules(gen.vocabulary(), name=service.rules[at].name))
+    replaced = service.rules[at]  # a template's rule is replaced as the template would be edited
+    rule = replace(draw(strategies.rules(gen.vocabulary(), name=replaced.name)), template=replaced.template)
     rules = draw(st.sampled_from([
         service.rules[:at] + (rule,) + service.rules[at + 1:],
         service.rules[:at] + service.rules[at + 1:] or (rule,),
         service.rules + (replace(rule, name="added"),),
     ]))
-    changed = with_service(gen.policy_set, service.name, lambda s: replace(s, rules=rules))
+    changed = with_service(gen.expanded, service.name, lambda s: replace(s, rules=rules))
     return gen, check_clean(changed)
 
 

@@ -104,6 +104,8 @@ def differential(envoy, world, policies: int, counts: Counter, shrink: bool = Tr
             envoy.load(policies, target)
             for comparison in compare(policies, envoy.send_all(sent, client), NOW, {}):
                 counts[f"{target} {comparison.observed.request.protocol}"] += 1
+                # Only a template's rules are named `template/rule`: those decided by one.
+                counts[f"{target} by a template rule"] += "/" in (comparison.expected.rule or "")
                 assert not comparison.differences, _report(generated, target, comparison)
 
     run()

@@ -4,7 +4,8 @@ by a real Envoy and by the interpreter for every request made with every kind of
 valid with several SANs, a wildcard, none at all, subject only, issued by an intermediate CA
 (sent with the chain), expired, not yet valid, from a CA the policy does not trust, from a
 second trusted CA, and no certificate. Both must agree on
-status, reason, rule and whether the upstream was reached, for `lua`, `auto` and `rbac`.
+status, reason, rule and whether the upstream was reached, for `lua`, `auto` and `rbac`, and for
+`native` on the part it expresses (`peer trusted` and `peer.subject`) where its library builds.
 
 POLICYC_PEER_POLICIES raises the number of generated policies for a deeper run.
 """
@@ -25,12 +26,13 @@ from policyc.proof.compare import compare
 from policyc.proof.replay import EnvoyUnderTest
 from policyc.semantics.peer import ClientCertificate
 from policyc.semantics.request import RawRequest
+from tests.native_target import native_search_path
 
 pytestmark = pytest.mark.envoy
 
 POLICIES = int(os.environ.get("POLICYC_PEER_POLICIES", "40"))
-TARGETS = ("lua", "auto", "rbac")
-COUNTS = {target: 0 for target in TARGETS}
+TARGETS = ("lua", "auto", "rbac")  # and `native` where `envoy.targets` says so
+COUNTS: dict[str, int] = {}
 REFUSED: dict[str, int] = {}  # requests whose certificate no trust CA issued → how often refused
 
 BOT_URI = "spiffe://example.org/ns/ci/sa/deploy-bot"
@@ -114,8 +116,9 @@ def pki(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def envoy(tmp_path_factory):
-    with EnvoyUnderTest(tmp_path_factory.mktemp("envoy-tls")) as envoy:
+def envoy(request, tmp_path_factory):
+    with native_search_path(request) as native, EnvoyUnderTest(tmp_path_factory.mktemp("envoy-tls")) as envoy:
+        envoy.targets = TARGETS + (("native",) if native else ())
         yield envoy
 
 
@@ -132,11 +135,11 @@ def test_envoy_decides_peer_atoms_over_tls_as_the_interpreter(envoy, pki):
         (root / "peer.policy").write_text(text)
         pipeline = load_and_check([str(root / "peer.policy")])
         assert pipeline.ok, [d.message for d in pipeline.diagnostics]
-        for target in TARGETS:
+        for target in envoy.targets:
             policies = expressible_part(pipeline.checked, target)
             envoy.load(policies, target)
             comparisons = compare(policies, envoy.send_all(sent), time.time(), {})
-            COUNTS[target] += len(comparisons)
+            COUNTS[target] = COUNTS.get(target, 0) + len(comparisons)
             for name, comparison in zip(names, comparisons, strict=True):
                 assert not comparison.differences, (
                     f"target {target}, certificate {name}:\n{text}\n{comparison.report()}\n"
@@ -148,4 +151,4 @@ def test_envoy_decides_peer_atoms_over_tls_as_the_interpreter(envoy, pki):
     print(f"\npeer atoms over TLS: {POLICIES} policies x {len(sent)} requests "
           f"({len(certificates)} kinds of certificate); compared {COUNTS}, 0 differences; "
           f"untrusted-CA requests refused at the handshake: {REFUSED}")
-    assert {target: POLICIES * len(PATHS) for target in TARGETS} == REFUSED
+    assert {target: POLICIES * len(PATHS) for target in envoy.targets} == REFUSED

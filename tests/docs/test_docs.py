@@ -21,6 +21,14 @@ NOT_RUN = {
     "docs/operations.md": ["envoy -c /etc/policyc/live/envoy.yaml --drain-strategy immediate --drain-time-s 15",
                            "policyc watch policies/ --to /etc/policyc/live",
                            "curl -s 'localhost:9901/stats?filter=version_text'",
+                           'export POLICYC_CATALOG_TOKEN="$(cat /run/secrets/backstage-catalog-token)"',
+                           "policyc deploy policies/ --to /etc/policyc/live --catalog "
+                           "https://backstage.example.com/api/catalog",
+                           "policyc watch policies/ --to /etc/policyc/live --catalog "
+                           "https://backstage.example.com/api/catalog \\\n"
+                           "    --catalog-period 30 --metrics 127.0.0.1:9464",
+                           "npm ci --prefix tests/ops/backstage --no-audit --no-fund",
+                           "cd tests/ops/backstage && node index.js --config /path/to/app-config.yaml",
                            "envoy -c …/envoy.yaml --drain-strategy immediate --drain-time-s 15",
                            "policyc dev-idp --port 8900"],
     "docs/report.md": [".venv/bin/python bench/report.py --rules 1000 --groups 100"],

@@ -456,3 +456,35 @@ def test_formatting_is_policyc_fmt(lsp, tmp_path):
         assert (edit.range.end.line, edit.range.end.character) == (2, 0)
 
     lsp(scenario)
+
+
+def test_hover_and_definition_of_templates_uses_and_parameters(lsp, tmp_path):
+    """A `use` shows the rules it gives its service, written out with the arguments, and leads to
+    its template; a `$parameter` leads to its declaration."""
+    shutil.copytree(ROOT / "envoy_configs" / "examples" / "templates", tmp_path / "example")
+    policy = tmp_path / "example" / "services.policy"
+
+    async def scenario(client):
+        await client.open(policy)
+        uri = types.TextDocumentIdentifier(from_fs_path(str(policy)))
+
+        async def hover(needle, offset=0):
+            result = await client.text_document_hover_async(types.HoverParams(uri, position_of(policy, needle, offset)))
+            return result.contents.value
+
+        async def definition(needle, offset=0):
+            return await client.text_document_definition_async(
+                types.DefinitionParams(uri, position_of(policy, needle, offset)))
+
+        used = await hover("use internal_api(owner = component:invoices", 6)
+        assert "template ` internal_api ` gives service ` invoices ` 4 rules" in used
+        assert 'allow public "internal_api/health" when method == GET and path == "/ready"' in used
+        assert 'member "sre" or member "payments-team"' in used
+        assert "locked deny rule ` no-debug ` in template ` internal_api `" in await hover('deny "no-debug"', 2)
+        assert "health: path = " in await hover("$health", 2)
+        target = await definition("use internal_api(owner = component:invoices", 6)
+        assert target.range.start == position_of(policy, "internal_api(owner: ref")
+        target = await definition("$health", 2)
+        assert target.range.start == position_of(policy, 'health: path = "/healthz"')
+
+    lsp(scenario)

@@ -96,6 +96,17 @@ EXPECTED = [
     ('allow "read"', "shop.v1.Orders/Get", "string.quoted.double.policy"),
     ('allow "read"', "reflection", "variable.language.attribute.policy"),
     ("or grpc service", "service", "variable.language.attribute.policy"),
+    ("template internal_api", "template", "storage.type.template.policy"),
+    ("template internal_api", "internal_api", "entity.name.type.template.policy"),
+    ("template internal_api", "ref", "support.type.policy"),
+    ("template internal_api", "list", "support.type.policy"),
+    ('locked deny "no-admin"', "locked", "storage.modifier.locked.policy"),
+    ('locked deny "no-admin"', "deny", "keyword.control.effect.policy"),
+    ('locked deny "no-admin"', '"no-admin"', "entity.name.function.rule.policy"),
+    ('allow "readers"', "$readers", "variable.parameter.policy"),
+    ('allow "readers"', "$owner", "variable.parameter.policy"),
+    ("use internal_api", "use", "keyword.other.use.policy"),
+    ("use internal_api", "internal_api", "entity.name.type.template.policy"),
 ]
 
 

@@ -85,8 +85,8 @@ def test_native_target_refuses_what_it_cannot_read_and_writes_nothing(tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["compile", str(EXAMPLE), "-o", str(out), "--target", "native"])
     assert result.exit_code == 1
-    assert "docs.policy:10:62: error[native/unsupported]: rule `no-internal`: the native filter cannot read a " \
-        "token's claims yet" in result.stderr
+    assert "payments.policy:22:29: error[native/unsupported]: rule `deploy-bot`: the native filter reads only the " \
+        "first URI and DNS name of a client certificate, not every one" in result.stderr
     assert "nothing written" in result.stderr and not out.exists()
 
 

@@ -13,6 +13,7 @@
  *
  *   <route service> <method> <path> <peer address> [<header name> <header value>]...
  *
+ * (the headers `:mtls` and `:subject` stand for the client certificate's attributes)
  * and gets one stdout line: `<decision> <rule> <answer>`, the rule as `x` and hex (`-`: none
  * recorded), the answer `403` or `continue`. The filter's log lines go to stderr.
  */
@@ -91,6 +92,39 @@ bool envoy_dynamic_module_callback_http_get_header(envoy_dynamic_module_type_htt
     *count = n;
   }
   return index < n && give(*found[index], result);
+}
+
+/* The client certificate: the headers `:mtls` (its value `true` or not) and `:subject`, which
+ * only the driver reads so (no request can carry them to a filter in Envoy). */
+static bool pseudo_field(const char *name, field_t *value) {
+  field_t key = {(char *)name, strlen(name)};
+  for (size_t i = 4; i + 1 < field_count; i += 2) {
+    envoy_dynamic_module_type_module_buffer text = {fields[i].ptr, fields[i].length};
+    if (fields[i].ptr != NULL && same(key, text)) {
+      *value = fields[i + 1];
+      return value->ptr != NULL;
+    }
+  }
+  return false;
+}
+
+bool envoy_dynamic_module_callback_http_filter_get_attribute_bool(envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
+                                                                  envoy_dynamic_module_type_attribute_id attribute,
+                                                                  bool *result) {
+  field_t value;
+  if (attribute != envoy_dynamic_module_type_attribute_id_ConnectionMtls || !pseudo_field(":mtls", &value)) {
+    return false;
+  }
+  *result = value.length == 4 && memcmp(value.ptr, "true", 4) == 0;
+  return true;
+}
+
+bool envoy_dynamic_module_callback_http_filter_get_attribute_string(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_attribute_id attribute,
+    envoy_dynamic_module_type_envoy_buffer *result) {
+  field_t value;
+  return attribute == envoy_dynamic_module_type_attribute_id_ConnectionSubjectPeerCertificate &&
+         pseudo_field(":subject", &value) && give(value, result);
 }
 
 static void set_metadata(envoy_dynamic_module_type_module_buffer key, envoy_dynamic_module_type_module_buffer value) {

@@ -11,9 +11,6 @@
 #include "envoy_abi.h"
 
 /* Callbacks of the ABI that the runtime does not use yet, declared as abi.h v0.1.0 declares them. */
-bool envoy_dynamic_module_callback_http_filter_get_attribute_bool(
-    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
-    envoy_dynamic_module_type_attribute_id attribute, bool *result);
 size_t envoy_dynamic_module_callback_http_get_metadata_keys_count(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
     envoy_dynamic_module_type_metadata_source source, envoy_dynamic_module_type_module_buffer ns);
@@ -140,7 +137,8 @@ void envoy_dynamic_module_on_http_filter_destroy(envoy_dynamic_module_type_http_
 envoy_dynamic_module_type_on_http_filter_request_headers_status envoy_dynamic_module_on_http_filter_request_headers(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_http_filter_module_ptr filter,
     bool end_of_stream) {
-  static const char *headers[] = {":path", ":method", ":authority", ":scheme", "x-multi", "absent"};
+  static const char *headers[] = {":path",   ":method", ":authority",
+                                  ":scheme", "x-multi", "absent", "x-policyc-jwt-payload"};
   body_t body = {{0}, 0};
   for (size_t i = 0; i < sizeof headers / sizeof *headers; i++) {
     header(&body, filter_envoy, headers[i]);

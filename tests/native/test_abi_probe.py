@@ -4,13 +4,19 @@ returned false). native_runtime/README.md lists these facts; each is asserted he
 
 from __future__ import annotations
 
+import base64
 import http.client
+import json
 import socket
 import ssl
+import time
 
+import jwt
 import pytest
 
+from policyc.backends.native import PAYLOAD_HEADER
 from policyc.credentials.certs import issue, make_ca
+from policyc.credentials.tokens import generate_key, mint, public_jwks
 from policyc.proof.envoy_process import running_envoy
 
 from .conftest import JWT_FILTER, PROBE, REPO, bootstrap, build, dynamic_module_filter
@@ -121,3 +127,64 @@ def test_the_client_certificate_shows_its_first_san_of_each_kind_only(probe_dir,
     assert seen["peer uri"] == "spiffe://example.org/first"
     assert seen["peer dns"] == "one.example"
     assert seen["peer subject"] == "CN=client,O=probe"
+
+
+def jwt_authn(keys: dict) -> dict:
+    """jwt_authn as policyc emits it for the native filter: a provider per issuer, each forwarding
+    the verified payload in PAYLOAD_HEADER; a token may be missing, or on /dry also fail."""
+    providers = {name: {"issuer": f"https://{name}.test", "forward": True, "payload_in_metadata": "jwt_payload",
+                        "forward_payload_header": PAYLOAD_HEADER, "require_expiration": True,
+                        "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
+                        "local_jwks": {"inline_string": json.dumps(public_jwks(key))}}
+                 for name, key in keys.items()}
+    names = [{"provider_name": name} for name in providers]
+    return {"name": JWT_FILTER, "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": providers,
+        "requirement_map": {"enforce": {"requires_any": {"requirements": [*names, {"allow_missing": {}}]}},
+                            "dry": {"requires_any": {"requirements": [*names, {"allow_missing_or_failed": {}}]}}},
+        "rules": [{"match": {"prefix": "/dry"}, "requirement_name": "dry"},
+                  {"match": {"prefix": "/"}, "requirement_name": "enforce"}]}}
+
+
+def signed(header: dict, payload_segment: str, key: dict) -> str:
+    """A token whose payload segment is exactly `payload_segment`, signed as it stands."""
+    head = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    signature = jwt.PyJWS().get_algorithm_by_name("ES256").sign(
+        f"{head}.{payload_segment}".encode(), jwt.PyJWK(key, algorithm="ES256").key)
+    return f"{head}.{payload_segment}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+def test_jwt_authn_forwards_only_the_payload_it_verified(probe_dir, search_path, tmp_path):
+    """What the native filter's claims rest on (native_runtime/README.md, *Token claims*): the
+    payload header holds the verified token's payload segment as the token carries it, and a
+    client's own copy is removed whether a token is missing, verified or failed."""
+    search_path(probe_dir)
+    keys = {"a": generate_key(kid="a"), "b": generate_key(kid="b")}
+    claims = {"iss": "https://a.test", "sub": "alice", "exp": int(time.time()) + 600}
+    segment = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode()  # padded
+    spaced = segment[:5] + " \t" + segment[5:]
+    tokens = {"a": signed({"alg": "ES256", "kid": "a"}, segment, keys["a"]),
+              "spaced": signed({"alg": "ES256", "kid": "a"}, spaced, keys["a"]),
+              "b": mint({**claims, "iss": "https://b.test"}, keys["b"]),
+              "forged": mint(claims, keys["b"])}  # a's issuer, b's key: fails
+    requests = {"none": ("/", None), "a": ("/", "a"), "spaced": ("/", "spaced"), "b": ("/", "b"),
+                "failed, dry": ("/dry", "forged"), "none, dry": ("/dry", None)}
+    config = bootstrap([jwt_authn(keys), dynamic_module_filter("", PROBE)], tmp_path / "access.log")
+    seen = {}
+    with running_envoy(config, tmp_path) as envoy:
+        for name, (path, token) in requests.items():
+            connection = http.client.HTTPConnection("127.0.0.1", envoy.listener_ports["main"], timeout=10)
+            headers = {PAYLOAD_HEADER: "client's own"}
+            if token:
+                headers["authorization"] = f"Bearer {tokens[token]}"
+            connection.request("GET", path, headers=headers)
+            response = connection.getresponse()
+            assert response.status == 200, name
+            seen[name] = parse(response.read())
+            connection.close()
+    counts = {name: values[f"header {PAYLOAD_HEADER} count"] for name, values in seen.items()}
+    forwarded = {name: [seen[name][f"header {PAYLOAD_HEADER} {i}"] for i in range(int(count))] if count else None
+                 for name, count in counts.items()}
+    assert forwarded == {"none": None, "a": [segment], "spaced": [spaced], "b": [tokens["b"].split(".")[1]],
+                         "failed, dry": None, "none, dry": None}

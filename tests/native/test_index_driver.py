@@ -8,6 +8,7 @@ decides them (policyc/semantics). test_native_index.py shows the same filter in 
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 import random
@@ -17,10 +18,15 @@ from pathlib import Path
 import pytest
 
 from policyc.backends import native
+from policyc.cases.casefile import load_case_file
 from policyc.interpret import RawRequest, evaluate
+from policyc.nodes import Op
 from policyc.pipeline import load_and_check
+from policyc.semantics import tokenjson, tokens
+from policyc.semantics.compare import compare_string
 from policyc.semantics.glob import ANY, glob_matches, parse_glob
 from policyc.semantics.net import address_in, cidr_error
+from policyc.semantics.tokens import claim_value
 
 from .conftest import build_driver, index_config, section, x
 
@@ -187,6 +193,17 @@ BAD_CONFIGS = {
     "a share count too high": edit("share x 3 0 1 2", "share x 4 0 1 2"),
     "a share count too low": edit("share x 3 0 1 2", "share x 2 0 1 2"),
     "a share number with a leading zero": edit("share x 3 0 1 2", "share x 3 00 1 2"),
+    "a claim without path": edit("and 0", "claim 0 eq 0"),
+    "an unknown claim test": edit("and 0", f"claim 1 {x('a')} in 1 {x('b')}"),
+    "a claim test without test": edit("and 0", f"claim 1 {x('a')}"),
+    "a claim prefix of two values": edit("and 0", f"claim 1 {x('a')} prefix {x('b')} {x('c')}"),
+    "a claim bool with a value": edit("and 0", f"claim 1 {x('a')} true {x('b')}"),
+    "a header claim without path": edit("and 0", f"header {x('x-a')} claim 0"),
+    "token with an argument": edit("and 0", "token 1"),
+    "peer without test": edit("and 0", "peer"),
+    "peer uri": edit("and 0", f"peer uri eq 1 {x('a')}"),
+    "peer subject without test": edit("and 0", "peer subject"),
+    "peer trusted with an argument": edit("and 0", f"peer trusted {x('mesh')}"),
     "a rule too deep": edit(f"allow {x('all')} and 0", f"allow {x('all')} {nested(257)}"),
     "too deep through a condition": edit(
         f"cond 1 and 2 ref 0 path prefix {x('/api/')}", f"cond 1 {nested(200)}").replace(
@@ -212,7 +229,11 @@ GOOD_CONFIGS = {
     "every atom": index_config(section("a", [
         f"allow x61 and 8 method 1 x {glob_token('/a/**/*.md')} path eq 1 x path prefix x "
         f"header x61 eq 1 x header x61 prefix x header x61 suffix x present x61",
-        "allow x62 source 2 4/0/00000000 6/128/" + "f" * 32])),
+        "allow x62 source 2 4/0/00000000 6/128/" + "f" * 32,
+        "allow x63 and 8 token claim 1 x eq 0 claim 2 x61 x62 eq 2 x x63 claim 1 x61 prefix x "
+        "claim 1 x61 suffix x62 claim 1 x61 contains 1 x claim 1 x61 true claim 1 x61 false",
+        f"allow x64 header {x('x-a')} claim 3 x61 x x63",
+        "allow x65 and 4 peer trusted peer subject eq 2 x x61 peer subject prefix x peer subject suffix x61"])),
 }
 
 
@@ -500,3 +521,184 @@ def test_networks_match_as_the_interpreter(driver, tmp_path):
 def test_what_is_not_an_address_is_an_error(driver, tmp_path, address):
     config = index_config(section("shop", ["allow x61 source 2 4/0/00000000 6/0/" + "0" * 32]))
     assert decide(driver, tmp_path, config, [get("/", peer=address)]) == [("error", None, 403)]
+
+
+# ---------------------------------------------------------------- token claims, as the interpreter
+
+PAYLOAD_HEADER = "x-policyc-jwt-payload"
+# One service per claim test, each allowing when its test holds: (path, test, the interpreter's).
+CLAIM_TESTS = {
+    "eq": (("a",), f"eq 2 {x('v')} {x('')}", lambda v: compare_string(Op.IN, v, ("v", ""))),
+    "prefix": (("a",), f"prefix {x('v')}", lambda v: compare_string(Op.PREFIX, v, ("v",))),
+    "suffix": (("a",), f"suffix {x('é')}", lambda v: compare_string(Op.SUFFIX, v, ("é",))),
+    "contains": (("a",), f"contains 1 {x('v')}", lambda v: compare_string(Op.CONTAINS, v, ("v",))),
+    "true": (("a",), "true", lambda v: v is True),
+    "false": (("a",), "false", lambda v: v is False),
+    "nested": (("a", "b"), f"eq 1 {x('v')}", lambda v: compare_string(Op.EQ, v, ("v",))),
+}
+CLAIMS = index_config(
+    *(section(name, [f"allow x61 claim {len(path)} {' '.join(map(x, path))} {test}"])
+      for name, (path, test, _) in CLAIM_TESTS.items()),
+    section("token", ["allow x61 token"]),
+    section("header", [f"allow x61 header {x('x-h')} claim 1 {x('a')}"]))
+
+
+def payload(data: bytes) -> str:
+    """The forwarded payload header: base64url without padding, as a token carries it."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def expected_claims(data: bytes) -> list[tuple[str, str | None, int]]:
+    """What the interpreter decides for a verified token of this payload, per CLAIMS section."""
+    claims = tokenjson.loads(data)
+    decided = []
+    for name in [*CLAIM_TESTS, "token", "header"]:
+        if claims is None:
+            decided.append(("error", None, 403))
+            continue
+        if name == "token":
+            holds = True
+        elif name == "header":
+            holds = claim_value(claims, ("a",)) == "h"
+        else:
+            path, _, test = CLAIM_TESTS[name]
+            holds = test(claim_value(claims, path))
+        decided.append(("allow", "a", 200) if holds else ("default-deny", None, 403))
+    return decided
+
+
+def claim_requests(header: str | None, extra=()) -> list[Request]:
+    headers = [(PAYLOAD_HEADER, header)] if header is not None else []
+    return [get("/", name, headers=[*headers, ("x-h", "h"), *extra]) for name in [*CLAIM_TESTS, "token", "header"]]
+
+
+def decide_payloads(driver: Path, tmp_path: Path, payloads: list[bytes]) -> list[list]:
+    """Each payload's decisions over the CLAIMS sections, as the filter makes them."""
+    requests = [request for data in payloads for request in claim_requests(payload(data))]
+    decided = decide(driver, tmp_path, CLAIMS, requests)
+    size = len(CLAIM_TESTS) + 2
+    return [decided[i:i + size] for i in range(0, len(decided), size)]
+
+
+CLAIM_PAYLOADS = [
+    b'{"a": "v"}', b'{"a": ""}', '{"a": "vé"}'.encode(), '{"a": "é"}'.encode(), b'{"a": "w"}', b'{"a": "V"}',
+    b'{"a": "h"}',
+    b'{"a": ["x", "v"]}', b'{"a": ["x", ["v"]]}', b'{"a": [null, 1, "v"]}', b'{"a": []}', b'{"a": {"v": 1}}',
+    b'{"a": true}', b'{"a": false}', b'{"a": 1}', b'{"a": 0}', b'{"a": null}', b'{"a": "true"}',
+    b'{"a": 1.0}',
+    b'{"a": {"b": "v"}}', b'{"a": {"b": ["v"]}}', b'{"a": {"b": "v", "c": "w"}}', b'{"a.b": "v"}', b'{}', b"null",
+    b' \t\r\n{"a":"v"}\n ', b"{'a': 'v'}", b'{a: "v"}', b'{_a1: 1, a: "v"}', b'{"a": "v",}', b'{"a": ["v",]}',
+    b'{"a": "\\u0076"}', b'{"a": "\\U0076"}', b'{"a": "\\\'v"}', b'{"a": "v\\u00e9"}', b'{"a": "\\ud83d\\ude00"}',
+    b'{"a": "\\ud83d \\ude00"}', b'{"a": "\\ud83d\\Ude00"}', b'{"a": "\\ud800"}', b'{"a": "\\udc00"}',
+    b'{"a": "raw\x01\x1f"}', b'{"a": "\\u0000"}', b'{"a": "\\q"}', b'{"a": "v}', b'{"a": "v"', b'{"a" "v"}',
+    b'{"a": "v",,}', b'{,}', b'{"a": "v"} x', b'{"a": "v"}{}', b'["v"]', b'"v"', b"nul", b"null x", b"",
+    b'{"a": 1e400}', b'{"a": -1e400}', b'{"a": 1e-400}', b'{"a": 01}', b'{"a": 1.}', b'{"a": .5}', b'{"a": -}',
+    b'{"a": +1}', b'{"a": 1e}', b'{"a": 1E+2}', b'{"a": NaN}', b'{"a": Infinity}', b'{"a": tru}', b'{"a": truex}',
+    b'{true: 1}', b'{null: 1}', b'{1a: 1}', b'{"a": "v", "a": "w"}', b'{"b": {"c": 1, "c": 2}, "a": "v"}',
+    b'{"a": "v", "A": "w"}', b'{"a": "\xc3\xa9"}', b'{"a": "\xc3"}', b'{"a": "\xed\xa0\x80"}', b'{"a": "\xc0\xaf"}',
+    b'{"a": "\xf4\x90\x80\x80"}', b'{"a": "\xf0\x9f\x98\x80"}', b'{"a": "\xff"}', b'{/*c*/"a": "v"}',
+    b'{"a": ["v"], "b": [[[]]]}', b'{"a": {"b": {"b": "v"}}}',
+]
+
+
+def test_claims_decide_as_the_interpreter(driver, tmp_path):
+    """Each payload, valid or not as tokenjson reads it, decided over every claim test as the
+    interpreter decides it (an invalid one, which jwt_authn refuses first, is an error)."""
+    for data, decided in zip(CLAIM_PAYLOADS, decide_payloads(driver, tmp_path, CLAIM_PAYLOADS), strict=True):
+        assert decided == expected_claims(data), data
+
+
+def test_json_cases_of_the_corpus_decide_as_the_interpreter(driver, tmp_path):
+    """The payload texts of tests/cases/tokens/json.cases.yaml, the edges Envoy was observed on."""
+    cases = load_case_file(str(Path(__file__).parents[1] / "cases" / "tokens" / "json.cases.yaml")).cases
+    texts = [case.request["token"]["payload_text"] for case in cases if "payload_text" in case.request.get("token", {})]
+    payloads = [text.replace("$claims", '"a": "v"').encode("utf-8", "surrogateescape") for text in texts]
+    assert len(payloads) > 50
+    for data, decided in zip(payloads, decide_payloads(driver, tmp_path, payloads), strict=True):
+        assert decided == expected_claims(data), data
+
+
+def test_mutated_payloads_decide_as_the_interpreter(driver, tmp_path):
+    seeds = [b'{"a": ["x", "v"], \'b\': {c: [1.5e3, true, null, "\\u00e9\\ud83d\\ude00"]},}',
+             b'{"a": {"b": "v"}, "z": [{"y": -0.1E-2}], "w": "\\\'\\"\\\\\\/\\b\\f\\n\\r\\t"}']
+    payloads = [data for seed, n in zip(seeds, (1, 2), strict=True) for data in mutants(seed, 1500, n)]
+    decided = decide_payloads(driver, tmp_path, payloads)
+    assert sum(tokenjson.loads(data) is not None for data in payloads) > 100  # not only refusals
+    for data, each in zip(payloads, decided, strict=True):
+        assert each == expected_claims(data), data
+
+
+TWO_PADS, ONE_PAD = payload(b'{"a": "v"}'), payload(b'{"a": "v"} ')  # 10 and 11 bytes
+
+
+@pytest.mark.parametrize(("header", "error"), [
+    (TWO_PADS.replace("J", " J", 3) + "\t", False),  # whitespace inside, which absl skips
+    (TWO_PADS + "==", False),  # padding optional, but exact
+    (TWO_PADS + "=", True),
+    (ONE_PAD + "=", False),
+    (ONE_PAD + "==", True),
+    (ONE_PAD + "=====", False),  # the whole a multiple of 4, as absl allows
+    (TWO_PADS + " = =\n", False),
+    (TWO_PADS[:-2] + "=" + TWO_PADS[-2:], True),  # padding inside
+    (TWO_PADS + "AAA", True),  # one digit alone at the end
+    (TWO_PADS.replace("e", "+", 1), True),  # base64, not base64url
+    ("", True),
+])
+def test_the_payload_is_base64url_as_absl_reads_it(driver, tmp_path, header, error):
+    data = tokens._b64url(header)  # the interpreter's reading, the reference
+    assert (data is None or tokenjson.loads(data) is None) is error
+    decided = decide(driver, tmp_path, CLAIMS, claim_requests(header))
+    assert (decided[0][0] == "error") is error, header
+
+
+def test_no_payload_header_is_no_token_and_two_are_an_error(driver, tmp_path):
+    none = decide(driver, tmp_path, CLAIMS, claim_requests(None))
+    assert {decision for decision, _, _ in none} == {"default-deny"}
+    good = payload(b'{"a": "v"}')
+    twice = decide(driver, tmp_path, CLAIMS, claim_requests(good, [(PAYLOAD_HEADER, good)]))
+    assert {decision for decision, _, _ in twice} == {"error"}
+
+
+def test_huge_and_deep_payloads_are_errors_without_a_finding(driver, tmp_path):
+    member = b'"k%d": "%s", '
+    big = b"{" + b"".join(member % (i, b"v" * 100) for i in range(5000)) + b'"a": "v"}'
+    deep = {depth: b'{"a": ' * (depth - 1) + b"{}" + b"}" * (depth - 1) for depth in (100, 101)}
+    lists = {depth: b'{"a": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}" for depth in (100, 101)}
+    payloads = [big, deep[100], deep[101], lists[100], lists[101], b'{"a": ' + b"[" * 200000,
+                b"{" + b'"a": 1, ' * 100000 + b'"b": 1}', b'{"a": "' + b"\\u00e9" * 100000 + b'"}']
+    decided = decide_payloads(driver, tmp_path, payloads)
+    assert [each[-2][0] for each in decided] == [  # the `token` section: the payload read or an error
+        "allow", "allow", "error", "allow", "error", "error", "error", "allow"]
+    assert [each[-2][0] for each in decide_payloads(driver, tmp_path, [b'{"a": "' + b"v" * 790000 + b'"}'])] == [
+        "error"]  # past CLAIMS_MAX_TEXT once encoded
+
+
+# ---------------------------------------------------------------- the client certificate
+
+PEER = index_config(section("peer", [
+    "allow x74 and 2 path eq 1 x2f74 peer trusted",  # /t
+    f"allow x65 and 2 path eq 1 x2f65 peer subject eq 2 {x('CN=a,O=b')} {x('')}",  # /e
+    f"allow x70 and 2 path eq 1 x2f70 peer subject prefix {x('CN=a')}",  # /p
+    f"allow x73 and 2 path eq 1 x2f73 peer subject suffix {x(',O=b')}",  # /s
+    "allow x6e and 2 path eq 1 x2f6e not peer trusted",  # /n
+]))
+
+
+@pytest.mark.parametrize(("certificate", "allowed"), [
+    ([(":mtls", "true"), (":subject", "CN=a,O=b")], {"/t", "/e", "/p", "/s"}),
+    ([(":mtls", "true"), (":subject", "CN=a")], {"/t", "/p"}),
+    ([(":mtls", "true"), (":subject", "")], {"/t", "/e"}),  # an empty subject is one
+    ([(":mtls", "true"), (":subject", "cn=a,O=b ")], {"/t"}),
+    ([(":mtls", "false"), (":subject", "CN=a,O=b")], {"/n"}),  # presented, or the subject is not read
+    ([(":subject", "CN=a,O=b")], {"/n"}),  # no TLS: the attribute has no value
+    ([], {"/n"}),
+])
+def test_the_client_certificate(driver, tmp_path, certificate, allowed):
+    paths = ["/t", "/e", "/p", "/s", "/n"]
+    decided = decide(driver, tmp_path, PEER, [get(path, "peer", headers=certificate) for path in paths])
+    assert {path for path, (decision, _, _) in zip(paths, decided, strict=True) if decision == "allow"} == allowed
+
+
+def test_a_certificate_whose_subject_cannot_be_read_is_an_error(driver, tmp_path):
+    decided = decide(driver, tmp_path, PEER, [get(path, "peer", headers=[(":mtls", "true")]) for path in ("/t", "/n")])
+    assert [decision for decision, _, _ in decided] == ["error", "error"]

@@ -26,6 +26,7 @@ from policyc.semantics.request import RawRequest
 from policyc.semantics.tokens import put_claim
 from policyc.source import Span
 from policyc.syntax.printer import format_file
+from policyc.templates import expand
 
 EQ, IN, PREFIX, SUFFIX, GLOB, CONTAINS = n.Op.EQ, n.Op.IN, n.Op.PREFIX, n.Op.SUFFIX, n.Op.GLOB, n.Op.CONTAINS
 
@@ -187,13 +188,41 @@ _service_settings = st.one_of(
     st.builds(n.PathParameters),
 )
 _any_rules = st.builds(n.Rule, st.sampled_from(n.Effect), st.booleans(), strings, _any_expressions)
+# Templates: `$parameters` wherever a value may be one, `locked` rules, and the services' `use`s.
+_one_param = st.builds(n.Param, names, st.just(False))
+_list_param = st.builds(n.Param, names, st.just(True))
+_param_atoms = st.one_of(
+    st.builds(n.PathTest, st.sampled_from([EQ, PREFIX, GLOB]), _one(_one_param)),
+    st.builds(n.PathTest, st.just(IN), _one(_list_param)),
+    st.builds(n.HeaderTest, strings, st.sampled_from([EQ, PREFIX, SUFFIX]), _one(_one_param)),
+    st.builds(n.HeaderTest, strings, st.just(IN), _one(_list_param)),
+    st.builds(n.ClaimTest, _any_claims, st.sampled_from([EQ, PREFIX, SUFFIX, CONTAINS]), _one(_one_param)),
+    st.builds(n.ClaimTest, _any_claims, st.just(IN), _one(_list_param)),
+    st.builds(n.PeerTest, st.sampled_from(n.PeerField), st.sampled_from([EQ, PREFIX, SUFFIX]), _one(_one_param)),
+    st.builds(n.PeerTest, st.sampled_from(n.PeerField), st.just(IN), _one(_list_param)),
+    st.builds(n.SourceIn, _one(_list_param)),
+    st.builds(n.Member, st.one_of(_one_param, _list_param)),
+    st.builds(n.MemberOwners, _one_param),
+)
+_template_rules = st.builds(n.Rule, st.sampled_from(n.Effect), st.booleans(), strings,
+                            expressions(st.one_of(atoms_of(_ANY_VOCABULARY), _param_atoms), 2),
+                            locked=st.booleans())
+_argument_values = st.one_of(strings, _entity_refs, _some(strings, 0))
+_template_params = st.builds(
+    lambda name, kind, default: n.TemplateParam(name, kind, None if default is None else n.Argument(name, default)),
+    names, st.sampled_from(n.ParamType), st.none() | _argument_values)
+_uses = st.builds(n.Use, names, st.lists(st.builds(n.Argument, names, _argument_values), max_size=3).map(tuple))
 _any_items = st.one_of(
     st.builds(n.Import, strings),
     st.builds(n.Catalog, strings),
     st.builds(n.Condition, names, _any_expressions),
     st.builds(n.Issuer, names, st.lists(_issuer_settings, max_size=4).map(tuple)),
-    st.builds(n.Service, names, st.lists(_service_settings, max_size=3).map(tuple),
+    st.builds(n.Service, names, st.lists(_service_settings | _uses, max_size=3).map(tuple),
               st.lists(_any_rules, max_size=3).map(tuple)),
+    st.builds(n.Template, names, st.lists(_template_params, max_size=3).map(tuple),
+              st.lists(_service_settings.filter(lambda s: isinstance(s, n.ModeSetting | n.PathParameters)),
+                       max_size=2).map(tuple),
+              st.lists(_template_rules, max_size=3).map(tuple)),
     st.builds(n.Trust, names, st.lists(st.builds(n.CaFile, strings), max_size=2).map(tuple)),
     st.builds(n.Tls, st.lists(st.one_of(st.builds(n.CertFile, strings), st.builds(n.KeyFile, strings)),
                               max_size=3).map(tuple)),
@@ -431,6 +460,11 @@ class Generated:
     checked: Checked = field(repr=False)
     grpc: bool = False  # made for gRPC calls
 
+    @property
+    def expanded(self) -> n.PolicySet:
+        """The set with every template use written out: services to change rule by rule."""
+        return expand(self.policy_set)[0]
+
     def vocabulary(self) -> Vocabulary:
         issuers = self.checked.issuers.values()
         return vocabulary((i.name for i in issuers), self.checked.conditions,
@@ -502,6 +536,112 @@ def _service(draw, name: str, pool: tuple[str, ...], v: Vocabulary, grpc: bool) 
     return n.Service(name, tuple(settings), tuple(draw(rules(v, name=rule)) for rule in rule_names))
 
 
+# ---------------------------------------------------------------- templates
+
+TEMPLATE_NAMES = ("guard", "base-api")
+T = n.ParamType
+
+
+def _slot(node: n.Expr) -> tuple[tuple, T] | None:
+    """Where an atom's value could be a parameter: a key naming the values that fit there (those
+    of atoms of its kind and operator), and the parameter's type; None for atoms without one."""
+    match node:
+        case n.PathTest(op) if op is IN:
+            return ("path", IN), T.LIST
+        case n.PathTest(op):
+            return ("path", op), T.PATH
+        case n.HeaderTest(op=op) | n.ClaimTest(op=op) | n.PeerTest(op=op):
+            return (type(node).__name__, op), T.LIST if op is IN else T.STRING
+        case n.SourceIn():
+            return ("source",), T.LIST
+        case n.Member() | n.MemberOwners():
+            return (type(node).__name__,), T.REF
+    return None
+
+
+def _value_of(node: n.Expr):
+    match node:
+        case n.Member(group):
+            return group
+        case n.MemberOwners(entity):
+            return entity
+        case n.SourceIn(cidrs):
+            return cidrs
+        case n.PathTest(op, values) | n.HeaderTest(op=op, values=values) | n.ClaimTest(op=op, values=values) \
+                | n.PeerTest(op=op, values=values):
+            return values if op is IN else values[0]
+
+
+def _pools(exprs: Iterable[n.Expr]) -> dict[tuple, list]:
+    """Every value that fits each slot, from the atoms of `exprs`: what a use may pass there."""
+    pools: dict[tuple, list] = {}
+    for node in (node for expr in exprs for node in n.walk(expr)):
+        if (slot := _slot(node)) is not None and _value_of(node) not in pools.setdefault(slot[0], []):
+            pools[slot[0]].append(_value_of(node))
+    return pools
+
+
+def _parameterized(draw, expr: n.Expr, params: list) -> n.Expr:
+    """`expr` with some of its values made parameters of the template; `params` gets, for each,
+    (its declaration, the key of the values that fit it)."""
+    match expr:
+        case n.And(operands) | n.Or(operands):
+            return replace(expr, operands=tuple(_parameterized(draw, o, params) for o in operands))
+        case n.Not(operand):
+            return replace(expr, operand=_parameterized(draw, operand, params))
+    slot = _slot(expr)
+    if slot is None or not draw(st.booleans()):
+        return expr
+    key, kind = slot
+    name, value = f"p{len(params)}", _value_of(expr)
+    if isinstance(expr, n.Member) and draw(st.booleans()):  # `member in $p`, for a list of groups
+        key, kind, value = ("groups",), T.LIST, (value,)
+    default = n.Argument(name, value) if draw(st.booleans()) else None
+    params.append((n.TemplateParam(name, kind, default), key))
+    param = n.Param(name, kind is T.LIST)
+    match expr:
+        case n.Member() | n.MemberOwners():
+            return replace(expr, **{"group" if isinstance(expr, n.Member) else "entity": param})
+        case n.SourceIn():
+            return replace(expr, cidrs=(param,))
+    return replace(expr, values=(param,))
+
+
+def _argument(draw, param: n.TemplateParam, key: tuple, pools: dict[tuple, list]) -> n.Argument | None:
+    """What a use passes for `param`: nothing (its default), or a value that fits its slot."""
+    if param.default is not None and draw(st.booleans()):
+        return None
+    if key == ("groups",):
+        return n.Argument(param.name, tuple(_subset(draw, pools[("Member",)], min_size=1)))
+    return n.Argument(param.name, _pick(draw, pools[key]))
+
+
+def _templated(draw, services: list[n.Service], v: Vocabulary) -> tuple[list[n.Template], list[n.Service]]:
+    """A template of parameterized rules (some locked), used by some of the services with
+    arguments drawn from the values that fit each parameter; or none."""
+    if not draw(st.booleans()):
+        return [], services
+    name = _pick(draw, TEMPLATE_NAMES)
+    drawn = [replace(draw(rules(v, name=rule)), locked=draw(st.booleans()))
+             for rule in _subset(draw, RULE_NAMES, min_size=1)[:2]]
+    pools = _pools([r.expr for r in drawn] + [r.expr for s in services for r in s.rules])
+    params: list = []
+    template_rules = tuple(replace(r, expr=_parameterized(draw, r.expr, params)) for r in drawn)
+    mode = _pick(draw, [None, n.Mode.DRY_RUN, n.Mode.ENFORCE])
+    settings = (n.ModeSetting(mode),) if mode is not None else ()
+    template = n.Template(name, tuple(p for p, _ in params), settings, template_rules)
+    users = set(_subset(draw, [s.name for s in services], min_size=1))
+    used = []
+    for service in services:
+        if service.name in users:
+            arguments = (_argument(draw, p, key, pools) for p, key in params)
+            kept = tuple(s for s in service.settings if not (settings and isinstance(s, n.ModeSetting)))
+            use = n.Use(name, tuple(a for a in arguments if a is not None))
+            service = replace(service, settings=(*kept, use))
+        used.append(service)
+    return [template], used
+
+
 @st.composite
 def checked_policy(draw, world: World, grpc: bool = False) -> Generated:
     """A policy set that checks cleanly; with `grpc`, for gRPC services (`http2` upstreams,
@@ -516,10 +656,11 @@ def checked_policy(draw, world: World, grpc: bool = False) -> Generated:
         conditions.append(n.Condition(name, draw(condition_expressions(v))))
     v = vocabulary((i.name for i in issuers), (c.name for c in conditions), catalog_users, grpc)
     services = [_service(draw, name, pool, v, grpc) for name, pool in _subset(draw, SERVICES, min_size=1)]
+    templates, services = _templated(draw, services, v)
     # The catalog only matters to `member`, which needs a `catalog users` issuer; reading it is
     # most of what `check` costs.
     catalog = [n.Catalog("catalog", here)] if catalog_users else []
-    items = (*issuers, *catalog, *conditions, *services)
+    items = (*issuers, *catalog, *conditions, *templates, *services)
     policy_set = n.PolicySet((n.PolicyFile(world.policy_path, items),))
     return Generated(policy_set, check_clean(policy_set), grpc)
 
@@ -672,7 +813,7 @@ def _authorization(draw, gen: Generated, focus: Literals, everything: Literals) 
 def _focus(draw, gen: Generated, service_name: str | None = None) -> tuple[n.Service, Literals, Literals]:
     """A service (the named one, if any), the literals of one of its rules (a request built from
     them is likely to match it), and the literals of the whole policy."""
-    services = gen.policy_set.services
+    services = list(gen.checked.services.values())  # with their templates' rules
     service = gen.checked.services[service_name] if service_name else _pick(draw, services)
     exprs = [c.expr for c in gen.policy_set.conditions] + [r.expr for s in services for r in s.rules]
     rule = _pick(draw, service.rules)

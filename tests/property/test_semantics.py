@@ -56,15 +56,15 @@ def matches_alone(policy_set: n.PolicySet, decision: Decision, request: RawReque
 def test_rule_order_never_changes_the_decision(world, data):
     gen = data.draw(strategies.checked_policy(world), label="policy")
     request = data.draw(strategies.requests(gen), label="request")
-    shuffled = gen.policy_set
-    for service in gen.policy_set.services:
+    shuffled = gen.expanded
+    for service in gen.expanded.services:
         order = data.draw(st.permutations(service.rules), label=f"{service.name} rules")
         shuffled = with_service(shuffled, service.name, lambda s, order=order: replace(s, rules=tuple(order)))
     before, after = decide(gen.checked, request), decide(check_clean(shuffled), request)
     # The whole decision, named rule included: among matching rules the name that sorts first is named.
     assert after == before
     if before.rule is not None:
-        assert matches_alone(gen.policy_set, before, request), before
+        assert matches_alone(gen.expanded, before, request), before
 
 
 def add_rule(data, gen, effect: n.Effect) -> tuple[Decision, Decision]:
@@ -75,7 +75,7 @@ def add_rule(data, gen, effect: n.Effect) -> tuple[Decision, Decision]:
     service = before.service or data.draw(st.sampled_from([s.name for s in gen.policy_set.services]))
     rule = data.draw(strategies.rules(gen.vocabulary(), effect, ADDED), label="added rule")
     position = data.draw(st.integers(0, len(gen.checked.services[service].rules)), label="position")
-    grown = with_service(gen.policy_set, service,
+    grown = with_service(gen.expanded, service,
                          lambda s: replace(s, rules=s.rules[:position] + (rule,) + s.rules[position:]))
     return before, decide(check_clean(grown), request)
 
@@ -146,8 +146,8 @@ def test_dry_run_answers_the_upstream_and_reports_the_enforced_status(world, dat
     gen = data.draw(strategies.checked_policy(world), label="policy")
     name = data.draw(st.sampled_from([s.name for s in gen.policy_set.services]), label="service")
     request = data.draw(strategies.requests(gen, name), label="request")
-    dry = decide(check_clean(with_mode(gen.policy_set, name, n.Mode.DRY_RUN)), request)
-    enforced = decide(check_clean(with_mode(gen.policy_set, name, n.Mode.ENFORCE)), request)
+    dry = decide(check_clean(with_mode(gen.expanded, name, n.Mode.DRY_RUN)), request)
+    enforced = decide(check_clean(with_mode(gen.expanded, name, n.Mode.ENFORCE)), request)
     if dry.service == name:
         event("the dry-run service decided")
         assert dry.dry_run and dry.status == UPSTREAM_STATUS

@@ -29,6 +29,7 @@ LAYERS = [
     ["policyc.semantics"],
     ["policyc.catalog", "policyc.syntax"],
     ["policyc.checked"],
+    ["policyc.templates"],
     ["policyc.loader", "policyc.check"],
     ["policyc.pipeline"],
     ["policyc.interpret"],

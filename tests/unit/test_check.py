@@ -10,6 +10,7 @@ from unittest import mock
 
 import pytest
 
+from policyc.analysis.locked import with_locks_checked
 from policyc.backends import compile_outputs
 from policyc.diagnostics import CODES, render_text, sort_diagnostics
 from policyc.explain import explanations
@@ -58,7 +59,7 @@ def rendered(folder: Path) -> str:
         overlay = {os.path.realpath(TOO_LARGE): "#" * MAX_FILE_BYTES + "\n"}
         with _unreadable(UNREADABLE):
             # The golden folders share certificate files (`ca file "../peers/ca.pem"`).
-            pipeline = load_and_check(["main.policy"], overlay, allowed_roots=[CASES])
+            pipeline = with_locks_checked(load_and_check(["main.policy"], overlay, allowed_roots=[CASES]))
         diagnostics = pipeline.diagnostics
         if folder.name in COMPILED_FOR:
             assert pipeline.ok, "a folder compiled for a target must pass the checker"

@@ -1,5 +1,7 @@
 """What `policyc compile` writes, and the work it takes: the listener written once, each route
-holding exactly the rules its paths can match, each rule's RBAC principal built once, and work
+holding exactly the rules its paths can match, each rule's RBAC principal built once (planning
+included) and a named condition's once wherever rules use it, what a stage built counted as old
+once the collector runs again, and work
 that grows with the policy rather than with its square."""
 
 import gc
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from policyc import collector
 from policyc import nodes as n
 from policyc.backends import compile_outputs, envoy, lua, plan_service, rbac, resolve
 from policyc.pipeline import load_and_check
@@ -94,13 +97,23 @@ def test_route_shares_of_a_large_service_take_linear_time(tmp_path):
 def test_each_rule_principal_is_built_once_however_many_routes_hold_it(tmp_path, monkeypatch):
     checked = checked_text(tmp_path, "".join(f'    allow "r{i}" when reader and path prefix "/r/{i}/"\n'
                                              for i in range(10)) + '    allow "any" when reader\n')
-    service = checked.services["s"]
-    plan, built = plan_service(checked, service, "auto"), []
+    service, built = checked.services["s"], []
     original = rbac.PrincipalBuilder.build
     monkeypatch.setattr(rbac.PrincipalBuilder, "build", lambda self, expr: built.append(expr) or original(self, expr))
-    filters = envoy.service_filters(checked, service, plan)
+    # Planning (`auto` asks whether RBAC can express each rule) builds them; the routes reuse them.
+    filters = envoy.service_filters(checked, service, plan_service(checked, service, "auto"))
     assert len(filters.rbac_by_prefix) == 11  # "any" is in all eleven routes
     assert len([e for e in built if any(e is rule.expr for rule in service.rules)]) == len(service.rules)
+
+
+def test_a_named_condition_is_one_object_wherever_rules_use_it(tmp_path):
+    # Laid out once by the YAML writer, then copied into every policy that holds it.
+    checked = checked_text(tmp_path, '    allow "a" when reader and path prefix "/a/"\n'
+                                     '    allow "b" when reader and path prefix "/b/"\n')
+    builder = rbac.PrincipalBuilder(checked)
+    a, b = (builder.policy(rule)["principals"][0]["and_ids"]["ids"][0] for rule in checked.services["s"].rules)
+    assert a is b and a == {"or_ids": {"ids": [{"header": {"name": ":method", "string_match": {"exact": m}}}
+                                               for m in ("GET", "HEAD")]}}
 
 
 def test_the_collector_is_paused_while_compiling_and_restored_after(example, monkeypatch):
@@ -110,3 +123,11 @@ def test_the_collector_is_paused_while_compiling_and_restored_after(example, mon
     assert gc.isenabled()
     assert not compile_outputs(example).diagnostics
     assert seen and not any(seen) and gc.isenabled()
+
+
+def test_what_a_paused_stage_built_is_counted_as_old():
+    # Left in the youngest generation, all of it would be scanned by the first collection after.
+    with collector.paused():
+        built = [[i] for i in range(1000)]
+    oldest = {id(o) for o in gc.get_objects(generation=2)}
+    assert gc.isenabled() and all(id(item) in oldest for item in built)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from policyc.analysis.locked import with_locks_checked
 from policyc.backends import TARGETS, compile_outputs
 from policyc.cli import main
 from policyc.diagnostics import CODES, Diagnostic, has_errors
@@ -48,7 +49,7 @@ def diagnostics_of(blocks, folder: Path, code: str) -> list[Diagnostic]:
     cwd = os.getcwd()
     os.chdir(folder)
     try:
-        pipeline = load_and_check(["main.policy"])
+        pipeline = with_locks_checked(load_and_check(["main.policy"]))
         target = code.split("/")[0]  # rbac/… and native/… are found by compiling for that target
         if target in TARGETS and pipeline.ok:
             return pipeline.diagnostics + compile_outputs(pipeline.checked, target).diagnostics

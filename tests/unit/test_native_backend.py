@@ -15,6 +15,7 @@ from policyc.backends.accesslog import logged_decision
 from policyc.backends.envoy import Plan
 from policyc.backends.resolve import Unsupported
 from policyc.cli import main
+from policyc.credentials.certs import issue, make_ca
 from policyc.pipeline import load_and_check
 
 SERVICE = 'service {name} {{\n    hosts "{name}.test"\n    upstream "127.0.0.1:8080"\n{rules}}}\n'
@@ -110,12 +111,67 @@ def test_grpc_atoms_are_path_tests(tmp_path):
     assert "allow x67 path eq 1 x2f73686f702e76312e4f72646572732f476574\n" in text
 
 
+ISSUER = 'issuer idp {\n    url "https://idp.test"\n    jwks "https://idp.test/jwks"\n}\n'
+
+
+@pytest.mark.parametrize(("condition", "rendered"), [
+    ("authenticated", "token"),
+    ("issuer idp", "claim 1 x697373 eq 1 x68747470733a2f2f6964702e74657374"),
+    ('token.sub == "a"', "claim 1 x737562 eq 1 x61"),
+    ('token.sub in ["a", "b"]', "claim 1 x737562 eq 2 x61 x62"),
+    ('token.a.b prefix "p"', "claim 2 x61 x62 prefix x70"),
+    ('token["x.y"] suffix ""', "claim 1 x782e79 suffix x"),
+    ('token.roles contains "ops"', "claim 1 x726f6c6573 contains 1 x6f7073"),
+    ("token.admin == true", "claim 1 x61646d696e true"),
+    ("token.admin == false", "claim 1 x61646d696e false"),
+    ('header "x-t" == token.t', "header x782d74 claim 1 x74"),
+])
+def test_token_atoms_are_claim_tests(tmp_path, condition, rendered):
+    assert f"allow x61 {rendered}\n" in section(tmp_path, f'    allow "a" when {condition}\n', ISSUER)
+
+
+def test_without_an_issuer_token_atoms_never_hold(tmp_path):
+    """No issuer: no jwt_authn, so no token, and nothing reads the payload header a client sent."""
+    rules = ('    allow "a" when authenticated or token.sub == "x" or token.f == true\n'
+             '        or header "x-t" == token.t\n')
+    assert "allow x61 or 4 or 0 or 0 or 0 or 0\n" in section(tmp_path, rules)
+
+
+def test_member_is_the_catalog_callers_claims(tmp_path):
+    (tmp_path / "catalog").mkdir()
+    (tmp_path / "catalog" / "org.yaml").write_text(
+        "apiVersion: backstage.io/v1alpha1\nkind: Group\nmetadata: {name: sre}\nspec: {type: team, children: []}\n"
+        "---\napiVersion: backstage.io/v1alpha1\nkind: User\nmetadata: {name: bob}\nspec: {memberOf: [sre]}\n")
+    before = ('catalog "catalog"\nissuer idp {\n    url "https://idp.test"\n    jwks "https://idp.test/jwks"\n'
+              '    catalog users\n}\n')
+    text = section(tmp_path, '    allow "m" when member "group:sre"\n', before)
+    iss = "claim 1 x697373 eq 1 x68747470733a2f2f6964702e74657374"
+    sub = "claim 1 x737562 eq 1 " + native.hex_string("user:default/bob")
+    ent = "claim 1 x656e74 contains 1 " + native.hex_string("group:default/sre")
+    assert f"allow x6d and 2 {iss} or 2 {sub} {ent}\n" in text
+
+
+@pytest.mark.parametrize(("condition", "rendered"), [
+    ("peer trusted", "peer trusted"),
+    ("peer trusted mesh", "peer trusted"),
+    ('peer.subject == "CN=a,O=b"', "peer subject eq 1 x434e3d612c4f3d62"),
+    ('peer.subject in ["CN=a", "O=b"]', "peer subject eq 2 x434e3d61 x4f3d62"),
+    ('peer.subject prefix "CN="', "peer subject prefix x434e3d"),
+    ('peer.subject suffix ",O=b"', "peer subject suffix x2c4f3d62"),
+])
+def test_peer_trusted_and_subject(tmp_path, condition, rendered):
+    ca = make_ca("mesh")
+    leaf = issue(ca, "proxy.test", dns=["proxy.test"], server=True)
+    for name, text in (("ca.pem", ca.cert_pem), ("leaf.pem", leaf.cert_pem), ("leaf.key", leaf.key_pem)):
+        (tmp_path / name).write_text(text)
+    before = 'trust mesh { ca file "ca.pem" }\ntls { cert file "leaf.pem" key file "leaf.key" }\n'
+    assert f"allow x61 {rendered}\n" in section(tmp_path, f'    allow "a" when {condition}\n', before)
+
+
 @pytest.mark.parametrize("atom", [
-    n.Authenticated(), n.IssuerIs("idp"), n.ClaimTest(n.Claim(("sub",)), n.Op.EQ, ("a",)),
-    n.ClaimIsBool(n.Claim(("admin",)), True), n.HeaderEqualsClaim("x-t", n.Claim(("t",))),
-    n.Member("group:default/sre"), n.MemberOwners("component:default/x"),
-    n.PeerTest(n.PeerField.URI, n.Op.EQ, ("spiffe://x",)), n.PeerTrusted(None),
-], ids=lambda atom: type(atom).__name__)
+    n.PeerTest(n.PeerField.URI, n.Op.EQ, ("spiffe://x",)), n.PeerTest(n.PeerField.DNS, n.Op.SUFFIX, (".x",)),
+    n.HeaderTest(native.PAYLOAD_HEADER, n.Op.EQ, ("x",)), n.HeaderPresent(native.PAYLOAD_HEADER),
+], ids=lambda atom: f"{type(atom).__name__}-{getattr(atom, 'field', '')}")
 def test_atoms_the_filter_cannot_read_are_unsupported(atom):
     with pytest.raises(Unsupported) as raised:
         native._Renderer(None).visit(n.Or((n.PathTest(n.Op.EQ, ("/",)), n.Not(atom))))
@@ -123,15 +179,23 @@ def test_atoms_the_filter_cannot_read_are_unsupported(atom):
 
 
 def test_native_target_reports_each_rule_it_cannot_hold(tmp_path):
-    checked = checked_of(tmp_path, 'issuer idp {\n    url "https://idp.test"\n    jwks "https://idp.test/jwks"\n}\n'
-                         + SERVICE.format(name="s", rules='    allow "a" when authenticated\n'
-                                                         '    allow public "b" when path == "/"\n'
-                                                         '    deny "c" when token.x == "y"\n'))
+    checked = checked_of(tmp_path, ISSUER + SERVICE.format(name="s", rules=(
+        '    allow "a" when authenticated\n'
+        '    allow public "b" when path == "/"\n'
+        f'    deny "c" when header "{native.PAYLOAD_HEADER}" present\n')))
     compiled = compile_outputs(checked, "native")
     assert [(d.code, d.message) for d in compiled.diagnostics] == [
-        ("native/unsupported", "rule `a`: the native filter cannot read a token's claims yet"),
-        ("native/unsupported", "rule `c`: the native filter cannot read a token's claims yet")]
+        ("native/unsupported",
+         f"rule `c`: the native filter reserves the header `{native.PAYLOAD_HEADER}` for the token's claims")]
     assert compiled.files == {}
+
+
+def test_jwt_authn_forwards_the_payload_to_the_native_filter_only(tmp_path):
+    checked = checked_of(tmp_path, ISSUER + SERVICE.format(name="s", rules='    allow "a" when authenticated\n'))
+    for target, forwarded in (("native", [native.PAYLOAD_HEADER]), ("lua", []), ("auto", [])):
+        jwt = _listener(compile_outputs(checked, target).bootstrap)["http_filters"][0]["typed_config"]
+        assert [p.get("forward_payload_header") for p in jwt["providers"].values() if p.get(
+            "forward_payload_header")] == forwarded, target
 
 
 def _listener(bootstrap: dict) -> dict:

@@ -1,15 +1,20 @@
 """Parser and printer: golden parse trees and formatting, round trips, located syntax errors."""
 
+import json
 import pprint
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from lark import Token
 
 from policyc.diagnostics import render_text
 from policyc.source import Source
 from policyc.syntax import parse
 from policyc.syntax.printer import format_file
 from policyc.syntax.recovery import MAX_ERRORS
+from policyc.syntax.to_ast import ToAst
 from tests.golden import assert_golden
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "syntax"
@@ -63,6 +68,25 @@ def test_syntax_error_is_located_with_a_caret():
 def test_bad_escape_in_a_string():
     [error] = errors_of('catalog "a\\qb"\n')
     assert "t.policy:1:9: error[parse/bad-string]" in error
+
+
+# Each kind of character a string token can hold between its quotes: plain, escaped, control, DEL,
+# non-ASCII, a surrogate escape and a raw surrogate.
+_STRING_PIECES = st.sampled_from(["a", " ", "~", "/", "\\n", "\\\"", "\\q", "\\u0041", "\\ud800", "\t", "\r",
+                                  "\x00", "\x7f", "é", "\ud800"])
+
+
+@given(st.lists(_STRING_PIECES, max_size=6).map("".join))
+def test_a_string_reads_as_json_reads_it_or_is_refused(inside):
+    builder = ToAst("t.policy")
+    value = builder.text(Token("STRING", f'"{inside}"', line=1, column=1))
+    try:
+        expected = json.loads(f'"{inside}"')
+        expected.encode("utf-8")
+    except (json.JSONDecodeError, UnicodeEncodeError):
+        assert builder.diagnostics
+    else:
+        assert value == expected and not builder.diagnostics
 
 
 def test_unexpected_character():

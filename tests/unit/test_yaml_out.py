@@ -45,3 +45,15 @@ def test_compiled_example_is_written_as_pyyaml_writes_it(target):
     compiled = compile_outputs(expressible_part(checked, target), target)
     assert not compiled.diagnostics
     assert dump(compiled.bootstrap) == _pyyaml(compiled.bootstrap)
+
+
+_SHARED = {"k": [{"a": 1}, [2, [3]]], "m": {"x": "y"}}
+_SHARED_LIST = [_SHARED, [_SHARED]]
+
+
+def test_an_object_in_many_places_is_written_out_in_each_as_pyyaml_writes_it():
+    # Laid out once per indent and then copied: first beside a dash, then under a key at the same
+    # indent (where the dash must not follow it), in lists of lists, and at other indents.
+    data = {"a": [_SHARED, _SHARED_LIST], "b": _SHARED, "c": {"d": _SHARED, "e": [_SHARED_LIST, _SHARED_LIST]},
+            "f": _SHARED_LIST, "g": [[_SHARED_LIST]]}
+    assert dump(data) == _pyyaml(data)
