@@ -16,8 +16,9 @@ test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-demo: $(BIN)/.installed
-	$(BIN)/python -m policyc.dev.demo $(EXAMPLE)
+# The demo runs the native filter too: it builds the library (gcc) and shows Envoy where it is.
+demo: $(BIN)/.installed native
+	ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$(CURDIR)/native_runtime/build $(BIN)/python -m policyc.dev.demo $(EXAMPLE)
 
 # docs/report.png: the example's `policyc report` page in headless Chromium (Debian's chromium and
 # chromium-driver).
