@@ -897,8 +897,9 @@ def _require_native_library(image: str | None) -> None:
     """Envoy, started by `verify`, can load the native filter's library, or a usage error says why.
     The image `verify` builds carries the library it finds there too; an image of one's own must
     hold it and set the variable itself."""
-    folder = os.environ.get(NATIVE_SEARCH_PATH)
-    if image is None and (not folder or not (Path(folder) / f"lib{NATIVE_MODULE}.so").is_file()):
+    from .proof.envoy_process import native_library
+
+    if image is None and native_library() is None:
         raise click.UsageError(f"--target {'/'.join(NATIVE_TARGETS)}: Envoy loads lib{NATIVE_MODULE}.so from "
                                f"${NATIVE_SEARCH_PATH}, which does not hold it; build it with `make native` and "
                                "set the variable to native_runtime/build")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .. import nodes as n
 from ..backends import compile_outputs, expressible, expressible_part, plan_service
-from ..backends.envoy import OVERRIDE_CLUSTER, Options, clusters
+from ..backends.envoy import NATIVE_SEARCH_PATH, OVERRIDE_CLUSTER, Options, clusters
 from ..cases.casefile import Keys, build_request, load_case_file, protocols
 from ..checked import Checked
 from ..diagnostics import render_text
@@ -33,7 +33,7 @@ from ..interpret import evaluate
 from ..output import write_tree
 from ..pipeline import load_and_check
 from ..proof.compare import compare
-from ..proof.container import native_library
+from ..proof.envoy_process import native_library
 from ..proof.replay import EnvoyUnderTest
 from ..semantics.request import PROTOCOLS
 from .idp import DevIdp, save_keys
@@ -98,8 +98,7 @@ def _native_summary(checked: Checked, comparisons: list | None) -> bool:
     """Prints how the native filter decided; whether nothing differed (True when it did not run)."""
     if comparisons is None:
         print("\nthe native filter was not run: Envoy loads libpolicyc_native.so from "
-              "$ENVOY_DYNAMIC_MODULES_SEARCH_PATH "
-              "(`make demo` builds it and sets the variable)")
+              f"${NATIVE_SEARCH_PATH} (`make demo` builds it and sets the variable)")
         return True
     part = expressible_part(checked, "native")
     kept, total = (sum(len(s.rules) for s in c.services.values()) for c in (part, checked))

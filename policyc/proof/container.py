@@ -24,8 +24,8 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from ..backends.envoy import NATIVE_MODULE, NATIVE_SEARCH_PATH
-from .envoy_process import Envoy, serving_envoy
+from ..backends.envoy import NATIVE_SEARCH_PATH
+from .envoy_process import LIBRARY, Envoy, native_library, serving_envoy
 
 DEFAULT_TAG = "policyc-envoy:1.40"
 NATIVE_TAG = "policyc-envoy:1.40-native"  # with the native filter's library
@@ -35,7 +35,6 @@ CONTAINER_LABEL = "policyc.harness"
 FALLBACK_ENTRYPOINT = "/usr/local/bin/envoy"  # where the official envoyproxy/envoy images keep it
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 NATIVE_FOLDER = "/usr/local/lib/policyc"  # the image's module search path
-LIBRARY = f"lib{NATIVE_MODULE}.so"
 
 
 class DockerUnavailable(RuntimeError):
@@ -45,13 +44,6 @@ class DockerUnavailable(RuntimeError):
 def ensure_docker() -> None:
     """Raise DockerUnavailable unless a Docker daemon answers."""
     _client().close()
-
-
-def native_library() -> Path | None:
-    """The native filter's library in $ENVOY_DYNAMIC_MODULES_SEARCH_PATH, if it is there."""
-    folder = os.environ.get(NATIVE_SEARCH_PATH)
-    library = Path(folder) / LIBRARY if folder else None
-    return library if library is not None and library.is_file() else None
 
 
 def build_image(tag: str | None = None, library: Path | None = None) -> str:

@@ -29,10 +29,9 @@ from policyc.proof.container import (
     NATIVE_FOLDER,
     NATIVE_TAG,
     build_image,
-    native_library,
     running_envoy_container,
 )
-from policyc.proof.envoy_process import admin_get
+from policyc.proof.envoy_process import admin_get, native_library
 from policyc.proof.replay import EnvoyUnderTest
 
 pytestmark = [pytest.mark.envoy, pytest.mark.docker]
