@@ -8,7 +8,8 @@ the plan, or returns `rbac/unsupported` (`native/unsupported`) diagnostics when 
 `auto` picks per service the fastest target that expresses it, among those a stock Envoy runs:
 RBAC for each effect whose rules it expresses, Lua for the rest. `auto-native` is `auto` for an
 Envoy that loads the native filter's library: RBAC where it expresses the whole service, else the
-native filter where it does, else as `auto` (bench/ measures rbac < native < lua per request).
+native filter where it does, else as `auto` (RBAC costs least per request in bench/; the native
+filter is built to cost less than Lua, README.md *Performance* says how far it is).
 The choice reads only the policy, never the machine: the same policy compiles to the same files.
 
 `compile_dynamic(checked, target, options, config_dir)` gives the same policy for hot reloads:
