@@ -16,17 +16,21 @@ test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-demo: $(BIN)/.installed
-	$(BIN)/python -m policyc.dev.demo $(EXAMPLE)
+# The demo runs the native filter too: it builds the library (gcc) and shows Envoy where it is.
+demo: $(BIN)/.installed native
+	ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$(CURDIR)/native_runtime/build $(BIN)/python -m policyc.dev.demo $(EXAMPLE)
 
 # docs/report.png: the example's `policyc report` page in headless Chromium (Debian's chromium and
 # chromium-driver).
 report-screenshot: $(BIN)/.installed
 	$(BIN)/python -m tests.report.screenshot docs/report.png
 
-# Benchmarks need wrk (Debian) and cedarpy (the `bench` extra); tables on stdout, JSON in bench/results/.
+# Benchmarks need wrk and h2load (Debian's nghttp2-client) and cedarpy (the `bench` extra); tables on
+# stdout, JSON in bench/results/.
 bench: $(BIN)/.bench-installed native
 	command -v wrk >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
+	command -v h2load >/dev/null || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q nghttp2-client; }
 	ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$(CURDIR)/native_runtime/build $(BIN)/python bench/run.py
 
 $(BIN)/.bench-installed: $(BIN)/.installed

@@ -4,8 +4,10 @@ Envoy's CPU time per request (user and system, from /proc), which a busy machine
 and Envoy's memory with 1 and 1,000 compiled services against the same services without filters.
 
 Every Envoy runs with one worker; the upstream is a second Envoy answering 200 itself; load comes
-from wrk on loopback. The configurations all start first and stay up, and each round measures all
-of them in turn, so a busy moment on the machine touches a round's baseline as it touches the rest.
+over loopback from wrk (HTTP/1.1) and from h2load (HTTP/2 in the clear, one stream in flight per
+connection as wrk has one request). The configurations all start first and stay up, and each round
+measures all of them in turn, over both protocols, so a busy moment on the machine touches a
+round's baseline as it touches the rest.
 
     .venv/bin/python bench/datapath.py [--seconds 2] [--rounds 3] [--targets native] [--no-memory]
 """
@@ -14,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import os
 import re
+import statistics
 import subprocess
 import tempfile
 import time
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from machine import measured
 from policies import Probe, check_text, rule_requests, rule_set, services_set
 from stats import ratios, summary
 
@@ -43,6 +48,7 @@ from policyc.proof.envoy_process import envoy_binary, serving_envoy
 EXAMPLE = Path(__file__).parents[1] / "envoy_configs" / "examples" / "backstage"
 RULE_COUNTS = (10, 100, 1000)
 TARGETS = ("rbac", "lua", "auto", "native")  # native: libpolicyc_native.so on $ENVOY_DYNAMIC_MODULES_SEARCH_PATH
+MEMORY_TARGETS = ("auto", "lua", "native")
 CONNECTIONS = (1, 8)
 POLICY_FILTERS = {JWT_FILTER, DENY_FILTER, LUA_FILTER, ALLOW_FILTER}
 UPSTREAM = {
@@ -194,16 +200,44 @@ def wrk(port: int, probe: Probe, connections: int, seconds: float) -> dict:
             "p99": _milliseconds(re.search(r"^ +99% +(\S+)$", output, re.M).group(1))}
 
 
+def h2load(port: int, probe: Probe, connections: int, seconds: float) -> dict:
+    """As `wrk`, over HTTP/2 in the clear with prior knowledge (h2c), one stream in flight per
+    connection; the latencies from h2load's per-request log."""
+    assert probe.method == "GET", "h2load sends GET unless given a body"
+    with tempfile.NamedTemporaryFile(mode="r") as requests_log:
+        args = ["h2load", "-t1", f"-c{connections}", "-m1", f"-D{max(1, round(seconds))}",
+                "--log-file", requests_log.name]
+        for name, value in probe.headers:  # HTTP/2 has no Host header: the authority stands for it
+            args += ["-H", f"{':authority' if name.lower() == 'host' else name}: {value}"]
+        output = subprocess.run(args + [f"http://127.0.0.1:{port}{probe.path}"],
+                                capture_output=True, text=True, check=True).stdout
+        micros = [int(line.split("\t")[2]) for line in requests_log.read().splitlines() if line.strip()]
+    done, errored, timeout = (int(x) for x in re.search(
+        r"requests: \d+ total, \d+ started, (\d+) done, \d+ succeeded, \d+ failed, (\d+) errored, (\d+) timeout",
+        output).groups())
+    classes = dict(zip(("2", "3", "4", "5"), map(int, re.search(
+        r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", output).groups()), strict=True))
+    if done == 0 or errored or timeout or classes[str(probe.status)[0]] != done:
+        raise RuntimeError(f"{probe.name}: expected every answer {probe.status}, h2load saw:\n{output}")
+    cuts = statistics.quantiles(micros, n=100, method="inclusive")
+    return {"requests": done, "rps": float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", output).group(1)),
+            "p50": round(cuts[49] / 1000, 3), "p99": round(cuts[98] / 1000, 3)}
+
+
+# The protocols the data path is measured over, and the tool sending each.
+LOADS = {"HTTP/1.1": wrk, "h2c": h2load}
+
+
 def _cpu_seconds(pid: int) -> float:
     """User and system CPU time of a process so far (/proc/PID/stat, fields 14 and 15)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measured(envoy: Running, probe: Probe, connections: int, seconds: float) -> dict:
-    """`wrk`'s figures and Envoy's CPU time per request (µs) while it ran."""
+def _with_cpu(load, envoy: Running, probe: Probe, connections: int, seconds: float) -> dict:
+    """`load`'s figures and Envoy's CPU time per request (µs) while it ran."""
     before = _cpu_seconds(envoy.pid)
-    result = wrk(envoy.port, probe, connections, seconds)
+    result = load(envoy.port, probe, connections, seconds)
     return {**result, "cpu_us": 1e6 * (_cpu_seconds(envoy.pid) - before) / max(result["requests"], 1)}
 
 
@@ -211,7 +245,7 @@ def measured(envoy: Running, probe: Probe, connections: int, seconds: float) -> 
 
 
 def measure_data_path(seconds: float, rounds: int, log=print, targets: tuple[str, ...] = TARGETS) -> dict:
-    """{configuration: {request: {connections: {rps, p50, p99, ratios}}}}."""
+    """{protocol: {configuration: {request: {connections: {rps, p50, p99, ratios}}}}}."""
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         work = Path(folder)
         upstream = stack.enter_context(running(UPSTREAM, work / "upstream"))
@@ -219,8 +253,8 @@ def measure_data_path(seconds: float, rounds: int, log=print, targets: tuple[str
         envoys = {}
         for i, (name, (bootstrap, _)) in enumerate(configs.items()):
             envoys[name] = stack.enter_context(running(bootstrap, work / f"config{i}"))
-        samples: dict = {name: {p.name: {c: [] for c in CONNECTIONS} for p in probes}
-                         for name, (_, probes) in configs.items()}
+        samples: dict = {protocol: {name: {p.name: {c: [] for c in CONNECTIONS} for p in probes}
+                                    for name, (_, probes) in configs.items()} for protocol in LOADS}
         for name, (_, probes) in configs.items():
             for probe in probes:  # warm up (JWT cache, Lua JIT), and check each answer once
                 for _ in range(20):
@@ -230,11 +264,10 @@ def measure_data_path(seconds: float, rounds: int, log=print, targets: tuple[str
         for round_number in range(rounds):
             log(f"  data path: round {round_number + 1} of {rounds}")
             for name, (_, probes) in configs.items():
-                for probe in probes:
-                    for connections in CONNECTIONS:
-                        samples[name][probe.name][connections].append(
-                            measured(envoys[name], probe, connections, seconds))
-    return _summarized(samples)
+                for probe, connections, (protocol, load) in itertools.product(probes, CONNECTIONS, LOADS.items()):
+                    samples[protocol][name][probe.name][connections].append(
+                        _with_cpu(load, envoys[name], probe, connections, seconds))
+    return {protocol: _summarized(by_name) for protocol, by_name in samples.items()}
 
 
 def _summarized(samples: dict) -> dict:
@@ -263,14 +296,15 @@ def _rss_mib(pid: int) -> float:
 
 
 def measure_memory(rounds: int, log=print) -> dict:
-    """Envoy's resident memory (MiB) with 1 and 1,000 compiled services, each against the same
-    services with no policy filters, after one request per service has passed."""
+    """Envoy's resident memory (MiB) with 1 and 1,000 compiled services, for each of
+    MEMORY_TARGETS (the native filter expresses every rule of these services), each against the
+    same services with no policy filters, after one request per service has passed."""
     samples: dict = {}
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         for count in (1, 1000):
             checked = check_text(services_set(count))
-            compiled = {target: compiled_bootstrap(checked, target, "127.0.0.1:9") for target in ("auto", "lua")}
+            compiled = {target: compiled_bootstrap(checked, target, "127.0.0.1:9") for target in MEMORY_TARGETS}
             configs = {"no filters": baseline(compiled["auto"]), **compiled}
             for round_number in range(rounds):
                 log(f"  memory: {count} services, round {round_number + 1} of {rounds}")
@@ -300,9 +334,10 @@ def main() -> None:
                         help="the targets the generated rule sets are compiled for (default: all)")
     parser.add_argument("--no-memory", action="store_true", help="measure the data path only")
     args = parser.parse_args()
-    result = {"data path": measure_data_path(args.seconds, args.rounds, targets=tuple(args.targets))}
+    path, path_machine = measured(lambda: measure_data_path(args.seconds, args.rounds, targets=tuple(args.targets)))
+    result = {"data path": path, "machine": {"data path": path_machine}}
     if not args.no_memory:
-        result["memory"] = measure_memory(args.rounds)
+        result["memory"], result["machine"]["memory"] = measured(lambda: measure_memory(args.rounds))
     print(json.dumps(result, indent=2))
 
 

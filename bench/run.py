@@ -1,17 +1,21 @@
 """`make bench`: every benchmark in one run. Prints the tables and the performance targets met or
 missed, and writes everything to bench/results/bench.json. Each figure is a median of several runs
-with its spread, and each ratio is against a baseline measured in the same run.
+with its spread, and each ratio is against a baseline measured in the same run. The data path is
+measured over HTTP/1.1 (wrk) and HTTP/2 in the clear (h2load). Every section records the machine
+it ran on (cores, CPU model, load average before and after: bench/machine.py), in the JSON under
+"machine" and under each printed table.
 
 Also runs bench/reload.py, bench/analysis.py, bench/report.py and bench/compile_size.py when they
 exist, and reads the JSON they leave in bench/results/ (reload.json, analysis.json, report.json,
 compile_size.json).
 
-    .venv/bin/python bench/run.py [--seconds 2] [--rounds 3] [--quick]
+    .venv/bin/python bench/run.py [--seconds 2] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -22,6 +26,7 @@ import compiler
 import datapath
 import differential
 import interpreter
+import machine
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -48,8 +53,9 @@ def _spread(cell: dict, digits: int = 2) -> str:
     return f"{cell['median']:.{digits}f} [{cell['min']:.{digits}f}-{cell['max']:.{digits}f}]"
 
 
-def data_path_table(results: dict) -> list[str]:
-    lines = ["Data path: requests/s and its ratio to `no filters` (median [min-max] of the rounds), p50/p99 ms",
+def data_path_table(results: dict, protocol: str) -> list[str]:
+    lines = [f"Data path over {protocol} ({datapath.LOADS[protocol].__name__}): requests/s and its ratio to "
+             "`no filters` (median [min-max] of the rounds), p50/p99 ms",
              f"{'configuration':<20} {'request':<13} {'c=1 req/s':>9} {'ratio':>17} {'p50':>6} {'p99':>6}"
              f" {'c=8 req/s':>9} {'ratio':>17} {'p50':>6} {'p99':>6}"]
     for name, by_probe in results.items():
@@ -95,7 +101,7 @@ def interpreter_table(results: dict) -> list[str]:
 
 def targets(report: dict) -> list[tuple[str, str, bool]]:
     """(target, measured, held) for each performance target."""
-    path, found = report["data path"], []
+    path, found = report["data path"]["HTTP/1.1"], []
 
     def ratio(config: str, probe: str, c: int) -> float:
         return path[config][probe][c]["ratio"]["median"]
@@ -116,8 +122,9 @@ def targets(report: dict) -> list[tuple[str, str, bool]]:
     chain = [ratio("full chain, token", "token", c) for c in datapath.CONNECTIONS]
     found.append(("full chain with a token >= 0.80 (c=1, c=8)", ", ".join(f"{v:.2f}" for v in chain),
                   min(chain) >= 0.80))
-    memory = report["memory"][1000]["auto"]["ratio"]["median"]
-    found.append(("1,000 services <= 2x the memory of no filters (auto)", f"{memory:.2f}x", memory <= 2))
+    for target in ("auto", "native"):
+        memory = report["memory"][1000][target]["ratio"]["median"]
+        found.append((f"1,000 services <= 2x the memory of no filters ({target})", f"{memory:.2f}x", memory <= 2))
     largest = report["compiler"][compiler.SIZES[-1]]
     slowest = max(largest[t]["seconds"]["median"] for t in ("auto", "rbac", "lua"))
     growth = max(largest[t]["growth per rule"]["median"] for t in ("auto", "rbac", "lua"))
@@ -135,30 +142,36 @@ def main() -> None:
     args = parser.parse_args()
     started = time.time()
     log("benchmarks (a few minutes; progress here, tables on stdout)")
-    report = {
-        "interpreter": interpreter.measure(1.0, args.rounds),
-        "compiler": compiler.measure(args.rounds, log),
-        "data path": datapath.measure_data_path(args.seconds, args.rounds, log),
-        "memory": datapath.measure_memory(min(args.rounds, 2), log),
-        "differential": differential.measure(100, args.rounds, log),
+    measures = {
+        "interpreter": lambda: interpreter.measure(1.0, args.rounds),
+        "compiler": lambda: compiler.measure(args.rounds, log),
+        "data path": lambda: datapath.measure_data_path(args.seconds, args.rounds, log),
+        "memory": lambda: datapath.measure_memory(min(args.rounds, 2), log),
+        "differential": lambda: differential.measure(100, args.rounds, log),
+        **{name: functools.partial(companion, *files) for name, files in COMPANIONS.items()},
     }
-    for name, (script, output) in COMPANIONS.items():
-        if (found := companion(script, output)) is not None:
+    report, machines = {}, {}
+    for name, measure in measures.items():
+        found, machines[name] = machine.measured(measure)
+        if found is not None:
             report[name] = found
     report["targets"] = [{"target": t, "measured": m, "held": h} for t, m, h in targets(report)]
+    report["machine"] = {name: machines[name] for name in report if name in machines}
     report["settings"] = {"seconds per wrk run": args.seconds, "rounds": args.rounds,
                           "wall seconds": round(time.time() - started)}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     diff = report["differential"]
-    sections = [
-        data_path_table(report["data path"]), memory_table(report["memory"]),
-        compiler_table(report["compiler"]), interpreter_table(report["interpreter"]),
-        [f"Differential harness: {_spread(diff['requests/s'], 1)} compared requests/s "
-         f"({diff['requests per run']} per run, Envoy start included)"],
+    sections = [  # (the measure whose machine it was, lines)
+        *(("data path", data_path_table(by_name, protocol)) for protocol, by_name in report["data path"].items()),
+        ("memory", memory_table(report["memory"])), ("compiler", compiler_table(report["compiler"])),
+        ("interpreter", interpreter_table(report["interpreter"])),
+        ("differential", [f"Differential harness: {_spread(diff['requests/s'], 1)} compared requests/s "
+                          f"({diff['requests per run']} per run, Envoy start included)"]),
+        *((name, [f"{name}: see bench/results/{COMPANIONS[name][1]}", json.dumps(report[name])])
+          for name in COMPANIONS if name in report),
     ]
-    sections += [[f"{name}: see bench/results/{COMPANIONS[name][1]}", json.dumps(report[name])]
-                 for name in COMPANIONS if name in report]
+    sections = [lines + [machine.line(report["machine"][name])] for name, lines in sections]
     sections.append(["Targets"] + [f"  [{'held' if h else 'MISSED'}] {t}: {m}" for t, m, h in targets(report)])
     print("\n\n".join("\n".join(s) for s in sections))
     print(f"\n(bench/results/bench.json; {args.rounds} rounds, {args.seconds:g} s per wrk run, "

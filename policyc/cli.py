@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 
 from . import nodes as n
-from .backends import TARGETS, compile_dynamic, compile_outputs, expressible
+from .backends import NATIVE_TARGETS, TARGETS, compile_dynamic, compile_outputs, expressible
 from .backends.envoy import NATIVE_MODULE, NATIVE_SEARCH_PATH, Options
 from .cases.casefile import CaseFileError, CaseResult, load_case_file, protocols, run_cases
 from .cases.coverage import Coverage, rule_coverage
@@ -523,7 +523,8 @@ def _envoy_options(command):
         click.option("--target", type=click.Choice(TARGETS), default="auto", show_default=True,
                      help="Envoy's RBAC, Lua, or RBAC wherever it can express a rule set and Lua for the rest "
                           "(auto); or the native filter, which Envoy loads as libpolicyc_native.so from "
-                          "$ENVOY_DYNAMIC_MODULES_SEARCH_PATH"),
+                          "$ENVOY_DYNAMIC_MODULES_SEARCH_PATH; auto-native: for an Envoy that loads it, RBAC "
+                          "where it expresses a whole service, else the native filter where it does, else as auto"),
         click.option("--listen", default="127.0.0.1:10000", show_default=True, help="the listener's address"),
         click.option("--admin", default="127.0.0.1:9901", show_default=True, help="the admin interface's address"),
         click.option("--access-log", default="/dev/stdout", show_default=True,
@@ -915,8 +916,8 @@ def _check_tree(outdir: str, files: dict[str, str]) -> None:
     click.echo(f"{outdir} is up to date ({len(files)} files)", err=True)
 
 
-# `verify`'s targets unless named: native needs its library on Envoy's module search path.
-VERIFIED_BY_DEFAULT = tuple(target for target in TARGETS if target != "native")
+# `verify`'s targets unless named: the native ones need its library on Envoy's module search path.
+VERIFIED_BY_DEFAULT = tuple(target for target in TARGETS if target not in NATIVE_TARGETS)
 # `verify --protocol`: the protocols each choice speaks.
 VERIFIED_PROTOCOLS = {"h1": (HTTP1,), "h2": (H2C, H2), "all": PROTOCOLS}
 
@@ -931,7 +932,8 @@ VERIFIED_PROTOCOLS = {"h1": (HTTP1,), "h2": (H2C, H2), "all": PROTOCOLS}
 @click.option("--examples", type=click.IntRange(min=0), default=100, show_default=True,
               help="generated requests per service")
 @click.option("--target", "targets", multiple=True, type=click.Choice(TARGETS),
-              help=f"default: {', '.join(VERIFIED_BY_DEFAULT)} (native when named: Envoy loads its library)")
+              help=f"default: {', '.join(VERIFIED_BY_DEFAULT)} ({', '.join(NATIVE_TARGETS)} when named: "
+                   "Envoy loads the native library)")
 @click.option("--seed", default=0, show_default=True, help="seed of the generated requests")
 @click.option("--protocol", type=click.Choice(sorted(VERIFIED_PROTOCOLS)), default="all", show_default=True,
               help="h1: HTTP/1.1; h2: HTTP/2 in the clear (h2c) and over TLS; all: both")
@@ -948,8 +950,8 @@ def verify_command(paths, case_paths, runner, image, examples, targets, seed, pr
     except CaseFileError as e:
         raise click.UsageError(str(e)) from None
     targets = list(targets or VERIFIED_BY_DEFAULT)
-    if "native" in targets:
-        _require_native_library(runner)
+    if set(targets) & set(NATIVE_TARGETS):
+        _require_native_library(image if runner == "docker" else None)
     run = _runner(runner, image)
     spoken = VERIFIED_PROTOCOLS[protocol]
     cases = sum(len(set(protocols(case)) & set(spoken)) for f in case_files for case in f.cases)
@@ -971,16 +973,16 @@ def verify_command(paths, case_paths, runner, image, examples, targets, seed, pr
     sys.exit(EXIT_FAILED if report.mismatches else EXIT_OK)
 
 
-def _require_native_library(runner: str) -> None:
-    """Envoy, started by `verify`, can load the native filter's library, or a usage error says why."""
-    if runner != "process":
-        raise click.UsageError("--target native is verified with --envoy process only: the container has no "
-                               "native library")
-    folder = os.environ.get(NATIVE_SEARCH_PATH)
-    if not folder or not (Path(folder) / f"lib{NATIVE_MODULE}.so").is_file():
-        raise click.UsageError(f"--target native: Envoy loads lib{NATIVE_MODULE}.so from ${NATIVE_SEARCH_PATH}, "
-                               "which does not hold it; build it with `make native` and set the variable to "
-                               "native_runtime/build")
+def _require_native_library(image: str | None) -> None:
+    """Envoy, started by `verify`, can load the native filter's library, or a usage error says why.
+    The image `verify` builds carries the library it finds there too; an image of one's own must
+    hold it and set the variable itself."""
+    from .proof.envoy_process import native_library
+
+    if image is None and native_library() is None:
+        raise click.UsageError(f"--target {'/'.join(NATIVE_TARGETS)}: Envoy loads lib{NATIVE_MODULE}.so from "
+                               f"${NATIVE_SEARCH_PATH}, which does not hold it; build it with `make native` and "
+                               "set the variable to native_runtime/build")
 
 
 def _runner(kind: str, image: str | None):

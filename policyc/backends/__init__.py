@@ -3,9 +3,14 @@
 `compile_outputs(checked, target, options, parts)` picks per service (and per effect) Envoy's RBAC
 or Lua, or for `--target native` the native filter, builds the Envoy configs and returns them with
 the plan, or returns `rbac/unsupported` (`native/unsupported`) diagnostics when `--target rbac`
-(`native`) meets a rule that target cannot express. `auto` never picks the native filter: it
-chooses among the targets that the differential proof and the benchmarks stand behind, and the
-native filter is not one yet.
+(`native`) meets a rule that target cannot express.
+
+`auto` picks per service the fastest target that expresses it, among those a stock Envoy runs:
+RBAC for each effect whose rules it expresses, Lua for the rest. `auto-native` is `auto` for an
+Envoy that loads the native filter's library: RBAC where it expresses the whole service, else the
+native filter where it does, else as `auto` (RBAC costs least per request in bench/; the native
+filter is built to cost less than Lua, README.md *Performance* says how far it is).
+The choice reads only the policy, never the machine: the same policy compiles to the same files.
 
 `compile_dynamic(checked, target, options, config_dir)` gives the same policy for hot reloads:
 `envoy.yaml` (a bootstrap holding no policy) and `cds.yaml`, `lds.yaml`, `rds.yaml` for the watched
@@ -27,7 +32,9 @@ from . import envoy, native, rbac
 from .envoy import Options, Plan
 from .yaml_out import dump
 
-TARGETS = ("auto", "rbac", "lua", "native")
+TARGETS = ("auto", "auto-native", "rbac", "lua", "native")
+# The targets whose output needs the native filter's library on Envoy's module search path.
+NATIVE_TARGETS = ("native", "auto-native")
 # The targets that cannot express every rule, and how each tells whether it can express one.
 _EXPRESSIBLE = {"rbac": rbac.expressible, "native": native.expressible}
 
@@ -42,17 +49,24 @@ class Compiled:
 
 
 def _engine(checked: Checked, rules: list[n.Rule], target: str) -> str:
-    if target != "auto":
+    if target not in ("auto", "auto-native"):
         return target
     return "rbac" if all(rbac.expressible(checked, r) for r in rules) else "lua"
 
 
 def plan_service(checked: Checked, service: n.Service, target: str) -> Plan:
+    """Which engines enforce the service under `target` (module docstring: how `auto` chooses)."""
     if target == "native":  # it decides a service whole
         return Plan("native", "native")
     deny = [r for r in service.rules if r.effect is n.Effect.DENY]
     allow = [r for r in service.rules if r.effect is n.Effect.ALLOW]
-    return Plan(_engine(checked, deny, target), _engine(checked, allow, target))
+    plan = Plan(_engine(checked, deny, target), _engine(checked, allow, target))
+    # Lua is the slowest: native takes a service that needs it, when it expresses all of it
+    # (it decides a service whole, so one Lua effect makes the whole service native).
+    if target == "auto-native" and "lua" in (plan.deny, plan.allow) \
+            and all(native.expressible(checked, r) for r in service.rules):
+        return Plan("native", "native")
+    return plan
 
 
 def _unsupported(checked: Checked, service: n.Service, target: str) -> list[Diagnostic]:

