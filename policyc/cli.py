@@ -1158,14 +1158,25 @@ _ANALYZE_GATES = ["any", "warning", "note", "never-matches", "shadowed", "redund
 @click.option("--fail-on", "fail_on", multiple=True, type=click.Choice(_ANALYZE_GATES),
               help="exit 1 on a finding of this severity (warning; note: every finding), of this kind, or on "
                    "any finding (repeatable); a rule the solver could not answer for fails every gate")
-def analyze_command(paths, output_format, fail_on, allowed):
+@click.option("--usage", "logs", multiple=True, type=click.File("r", encoding="utf-8", errors="replace"),
+              metavar="LOG", help="instead, what a window of Envoy access logs used of the policy (repeatable; "
+                                  "`-` reads stdin): rules, memberships and owners that allowed nothing, "
+                                  "access never used, and what removing the unused allow rules would change")
+@click.option("--since", default=None, metavar="TIME", help="with --usage: the window's start (as audit's)")
+@click.option("--until", default=None, metavar="TIME", help="with --usage: the window's end (as audit's)")
+def analyze_command(paths, output_format, fail_on, allowed, logs, since, until):
     """Rules that never match, allow rules shadowed by deny rules or made redundant by other allow
     rules, and what callers without a token can reach through rules not marked `public`. Each
-    finding is a warning, or a note for a redundant rule."""
+    finding is a warning, or a note for a redundant rule. With --usage, least privilege from
+    the logs instead."""
     from .analysis import analyze
     from .analysis.render import request_text
 
     pipeline = _checked_or_exit(_policy_paths(paths), allowed)
+    if logs:
+        _usage_report(pipeline.checked, logs, audit.Query(since=_moment(since, "--since"),
+                                                           until=_moment(until, "--until")), output_format)
+        return
     findings = analyze(pipeline.checked)
     failing = [f for f in findings if f.fails(fail_on)]
     if output_format == "json":
@@ -1178,6 +1189,25 @@ def analyze_command(paths, output_format, fail_on, allowed):
     click.echo(f"policyc analyze: {len(findings)} finding(s)"
                + (f", {len(failing)} failing --fail-on {' '.join(fail_on)}" if failing else ""), err=True)
     sys.exit(EXIT_FAILED if failing else EXIT_OK)
+
+
+def _usage_report(checked, logs, query: audit.Query, output_format: str) -> None:
+    """`analyze --usage`: the usage of the window, then the `policyc diff` of the policy against
+    itself without the allow rules that allowed nothing."""
+    from .analysis import diff
+    from .analysis import render as report
+    from .ops import usage
+
+    found = usage.usage(checked, audit.Reader().events((line for log in logs for line in log), query))
+    cost = diff(checked, usage.without_rules(checked, found.unused_allow))
+    if output_format == "json":
+        click.echo(json.dumps({**found.to_json(), "removal": json.loads(report.RENDERERS["json"](cost))}, indent=2))
+        return
+    for line in usage.render_text(found):
+        click.echo(line)
+    if found.unused_allow:
+        click.echo("\nwhat removing those allow rules would change (policyc diff):")
+        click.echo(report.RENDERERS["text"](cost))
 
 
 @main.command("report")
