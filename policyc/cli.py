@@ -1191,6 +1191,12 @@ def analyze_command(paths, output_format, fail_on, allowed, logs, since, until):
     sys.exit(EXIT_FAILED if failing else EXIT_OK)
 
 
+def _usage(checked, logs, query: audit.Query):
+    from .ops import usage
+
+    return usage.usage(checked, audit.Reader().events((line for log in logs for line in log), query))
+
+
 def _usage_report(checked, logs, query: audit.Query, output_format: str) -> None:
     """`analyze --usage`: the usage of the window, then the `policyc diff` of the policy against
     itself without the allow rules that allowed nothing."""
@@ -1198,7 +1204,7 @@ def _usage_report(checked, logs, query: audit.Query, output_format: str) -> None
     from .analysis import render as report
     from .ops import usage
 
-    found = usage.usage(checked, audit.Reader().events((line for log in logs for line in log), query))
+    found = _usage(checked, logs, query)
     cost = diff(checked, usage.without_rules(checked, found.unused_allow))
     if output_format == "json":
         click.echo(json.dumps({**found.to_json(), "removal": json.loads(report.RENDERERS["json"](cost))}, indent=2))
@@ -1220,8 +1226,11 @@ def _usage_report(checked, logs, query: audit.Query, output_format: str) -> None
               help="also show what changed since git revision REV of the same PATHS (as `policyc diff`)")
 @click.option("--no-findings", "skip_findings", is_flag=True,
               help="leave out the findings of analyze, whose questions grow with the square of the rules")
+@click.option("--usage", "logs", multiple=True, type=click.File("r", encoding="utf-8", errors="replace"),
+              metavar="LOG", help="beside each access matrix, what these Envoy access logs never used "
+                                  "(as analyze --usage; repeatable)")
 @_ALLOW_PATH
-def report_command(paths, output, old, revision, skip_findings, allowed):
+def report_command(paths, output, old, revision, skip_findings, logs, allowed):
     """One self-contained HTML page: per service who may send what (exact, from the solver), the
     rules with their source, the diagnostics of check and the findings of analyze."""
     from contextlib import ExitStack
@@ -1244,7 +1253,8 @@ def report_command(paths, output, old, revision, skip_findings, allowed):
         before = (_checked_or_exit(_policy_paths(old_paths), old_allowed, f"old ({', '.join(old_names)})")
                   if old_paths else None)
         try:
-            page = build(pipeline, list(paths), before, old_names, findings=not skip_findings)
+            used = _usage(pipeline.checked, logs, audit.Query()).to_json() if logs else None
+            page = build(pipeline, list(paths), before, old_names, findings=not skip_findings, usage=used)
         except AnalysisError as e:
             click.echo(f"policyc: internal error, nothing written: {e}", err=True)
             sys.exit(EXIT_INTERNAL)
