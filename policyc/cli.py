@@ -762,7 +762,7 @@ def audit_seal_command(segments, key_path, seal_path, allowed):
     with using(seal_path, "write seal"), open(seal_path, "a", encoding="utf-8") as out:
         out.write(sealing.dump(added))
     lines = sum(record["lines"] for record in added)
-    click.echo(f"sealed {len(added)} segments ({lines} lines); chain head {added[-1]['chain']}")
+    click.echo(f"sealed {len(added)} segment(s), {lines} lines; chain head {added[-1]['chain']}")
 
 
 @audit_group.command("verify-log")
@@ -786,9 +786,9 @@ def audit_verify_log_command(segments, key_path, seal_path, head, allowed):
     for finding in findings:
         click.echo(str(finding))
     if findings:
-        click.echo(f"{len(findings)} problems: the logs are not as sealed", err=True)
+        click.echo(f"{len(findings)} problem(s): the logs are not as sealed", err=True)
         sys.exit(EXIT_FAILED)
-    click.echo(f"verified {len(records)} segments, {sum(r['lines'] for r in records)} lines, "
+    click.echo(f"verified {len(records)} segment(s), {sum(r['lines'] for r in records)} lines, "
                f"signed by key {sealing.fingerprint(key)}; chain head "
                f"{records[-1]['chain'] if records else sealing.GENESIS}")
 
