@@ -738,7 +738,10 @@ def audit_keygen_command(key_path):
     private, public = sealing.new_key()
     folder, name = os.path.split(key_path)
     with using(key_path, "write key"):
-        create_files(folder or ".", {name: private, f"{name}.pub": public})
+        try:
+            create_files(folder or ".", {name: private, f"{name}.pub": public})
+        except FileExistsError as error:  # never replace a key: what it sealed could no longer be verified
+            raise Unusable(f"cannot write key {key_path}: it would replace {error}") from None
     click.echo(f"wrote {key_path} and {key_path}.pub")
 
 

@@ -125,3 +125,10 @@ def test_keys_and_seals_that_cannot_be_used_are_one_line_usage_errors(sealed, tm
     assert result.exit_code == 2 and result.output.strip() == \
         "policyc: cannot read seal access.seal: line 1 is not a seal record"
     assert "Traceback" not in result.output
+
+
+def test_keygen_never_replaces_a_key(sealed):
+    before = Path("audit.key").read_text()
+    result = CliRunner().invoke(main, ["audit", "keygen", "audit.key"])
+    assert result.exit_code == 2 and "it would replace audit.key, audit.key.pub" in result.output
+    assert Path("audit.key").read_text() == before
