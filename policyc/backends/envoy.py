@@ -70,6 +70,7 @@ _TYPES = {
     "cluster": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
     "http_protocol": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
     "otel": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+    "otel_log": "type.googleapis.com/envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig",
 }
 ROUTE_CONFIG_NAME = "policyc"
 # The files of a watched folder, by resource kind; published in this order (clusters before the
@@ -360,7 +361,8 @@ def listener(checked: Checked, routes: dict, options: Options, native_config: st
         "tracing": tracing(options),
         "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
             "@type": _TYPES["file_log"], "path": options.access_log,
-            "log_format": {"json_format": access_log_fields(checked)}}}],
+            "log_format": {"json_format": access_log_fields(checked)}}},
+            *([otlp_access_log(access_log_fields(checked))] if options.otlp is not None else [])],
     }
     mappers = grpc_local_replies(checked)["mappers"] if any(i.audiences for i in checked.issuers.values()) else []
     if native_config is not None:
@@ -378,7 +380,8 @@ def tracing(options: Options) -> dict:
     `traceparent`, or starts a trace when there is none, passes it upstream, and gives the access
     log its `%TRACE_ID%`. With `options.otlp` every request's span goes to that collector. Without,
     nothing is sampled, so nothing is exported: the tracer needs an exporter, and the one it is
-    given names a cluster that is not defined, since no span is ever sent. The hop it passes on is then marked not
+    given names a cluster that is not defined, since no span is ever sent. (`otlp_access_log` sends
+    the access log's fields to the same collector.) The hop it passes on is then marked not
     sampled (SECURITY.md says what that changes for the application's own tracing)."""
     if options.otlp is not None:
         exporter = {"grpc_service": {"envoy_grpc": {"cluster_name": OTLP_CLUSTER}, "timeout": "2s"}}
@@ -389,6 +392,24 @@ def tracing(options: Options) -> dict:
         sampling = {"random_sampling": {"value": 0}}
     return {**sampling, "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": {
         "@type": _TYPES["otel"], "service_name": LISTENER_NAME, **exporter}}}
+
+
+def _any_value(value: str | dict) -> dict:
+    """An OTLP AnyValue of a log field: a format string, or a map of them."""
+    if isinstance(value, dict):
+        return {"kvlist_value": {"values": [{"key": k, "value": _any_value(v)} for k, v in value.items()]}}
+    return {"string_value": value}
+
+
+def otlp_access_log(fields: dict) -> dict:
+    """With `--otlp`, the access log's fields also go to the collector, as the attributes of an
+    OTLP log record (with the request's trace and span ids), beside the file log."""
+    return {"name": "envoy.access_loggers.open_telemetry", "typed_config": {
+        "@type": _TYPES["otel_log"],
+        "common_config": {"log_name": LISTENER_NAME, "transport_api_version": "V3",
+                          "grpc_service": {"envoy_grpc": {"cluster_name": OTLP_CLUSTER}}},
+        "body": {"string_value": "%REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(:PATH)% %RESPONSE_CODE%"},
+        "attributes": {"values": [{"key": key, "value": _any_value(value)} for key, value in fields.items()]}}}
 
 
 def grpc_local_replies(checked: Checked) -> dict:
