@@ -524,8 +524,9 @@ def _envoy_options(command):
                      metavar="SECONDS",
                      help="how often Envoy fetches a remote JWKS again (a rotated key works from then on)"),
         click.option("--otlp", default=None, metavar="HOST:PORT",
-                     help="an OpenTelemetry collector (OTLP over gRPC) that Envoy sends each request's span to; "
-                          "without it, trace ids are still read or started, logged and passed upstream"),
+                     help="an OpenTelemetry collector (OTLP over gRPC) that Envoy sends each request's span and "
+                          "access-log record to; without it, trace ids are still read or started, logged and "
+                          "passed upstream"),
     ]):
         command = option(command)
     return command
@@ -729,6 +730,9 @@ _KEY = click.option("--key", "key_path", required=True, type=click.Path(dir_okay
                     help="the Ed25519 key: private to seal; public (or private) to verify")
 _SEAL = click.option("--seal", "seal_path", required=True, type=click.Path(dir_okay=False), metavar="FILE",
                      help="the seal file: JSON lines, one signed record per segment")
+_KEY_FOLDERS = click.option(
+    "--allow-path", "allowed", multiple=True, type=click.Path(file_okay=False), metavar="DIR",
+    help="a folder, besides the current one and the seal's, that --key may be read from (repeatable)")
 
 
 @audit_group.command("keygen")
@@ -749,7 +753,7 @@ def audit_keygen_command(key_path):
 @click.argument("segments", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @_KEY
 @_SEAL
-@_ALLOW_PATH
+@_KEY_FOLDERS
 def audit_seal_command(segments, key_path, seal_path, allowed):
     """Append closed log SEGMENTS (oldest first) to the seal: each record holds a segment's
     digests and the previous record's chain value, and is signed. Prints the new chain head;
@@ -773,7 +777,7 @@ def audit_seal_command(segments, key_path, seal_path, allowed):
 @_KEY
 @_SEAL
 @click.option("--head", default=None, metavar="CHAIN", help="the chain head the seal must end at")
-@_ALLOW_PATH
+@_KEY_FOLDERS
 def audit_verify_log_command(segments, key_path, seal_path, head, allowed):
     """Prove that SEGMENTS, given in the order they were sealed, are every sealed segment,
     complete and unedited: each deleted, inserted, edited or moved line is named by file and

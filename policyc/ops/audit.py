@@ -160,7 +160,8 @@ class Query:
 
 class Reader:
     """Reads access-log lines one at a time: `events(lines, query)` yields the matching events as
-    they are read, and `skipped` counts the lines that were not log entries."""
+    they are read, and `skipped` counts the lines that were not log entries (with a query that
+    has `needles`, among the lines that hold them: the others are never parsed)."""
 
     def __init__(self) -> None:
         self.skipped = 0

@@ -132,3 +132,18 @@ def test_keygen_never_replaces_a_key(sealed):
     result = CliRunner().invoke(main, ["audit", "keygen", "audit.key"])
     assert result.exit_code == 2 and "it would replace audit.key, audit.key.pub" in result.output
     assert Path("audit.key").read_text() == before
+
+
+def test_a_key_outside_the_folders_is_read_only_with_allow_path(sealed, tmp_path_factory):
+    """Keys are confined as a policy's files are: a symlink out of the folder does not lead out."""
+    segments, _ = sealed
+    elsewhere = tmp_path_factory.mktemp("keys")
+    run("keygen", elsewhere / "k")
+    Path("linked.pub").symlink_to(elsewhere / "k.pub")
+    for key in (elsewhere / "k.pub", "linked.pub"):
+        result = CliRunner().invoke(main, ["audit", "verify-log", "--key", str(key), "--seal", "access.seal",
+                                           *map(str, segments)])
+        assert result.exit_code == 2 and "outside the folders keys are read from" in result.output
+    result = CliRunner().invoke(main, ["audit", "verify-log", "--key", "linked.pub", "--seal", "access.seal",
+                                       "--allow-path", str(elsewhere), *map(str, segments)])
+    assert result.exit_code == 1 and "signature does not verify" in result.output  # read, and another key
