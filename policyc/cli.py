@@ -1236,8 +1236,10 @@ def _usage_report(checked, logs, query: audit.Query, output_format: str) -> None
 @click.option("--usage", "logs", multiple=True, type=click.File("r", encoding="utf-8", errors="replace"),
               metavar="LOG", help="beside each access matrix, what these Envoy access logs never used "
                                   "(as analyze --usage; repeatable)")
+@click.option("--since", default=None, metavar="TIME", help="with --usage: the window's start (as audit's)")
+@click.option("--until", default=None, metavar="TIME", help="with --usage: the window's end (as audit's)")
 @_ALLOW_PATH
-def report_command(paths, output, old, revision, skip_findings, logs, allowed):
+def report_command(paths, output, old, revision, skip_findings, logs, since, until, allowed):
     """One self-contained HTML page: per service who may send what (exact, from the solver), the
     rules with their source, the diagnostics of check and the findings of analyze."""
     from contextlib import ExitStack
@@ -1260,7 +1262,8 @@ def report_command(paths, output, old, revision, skip_findings, logs, allowed):
         before = (_checked_or_exit(_policy_paths(old_paths), old_allowed, f"old ({', '.join(old_names)})")
                   if old_paths else None)
         try:
-            used = _usage(pipeline.checked, logs, audit.Query()).to_json() if logs else None
+            window = audit.Query(since=_moment(since, "--since"), until=_moment(until, "--until"))
+            used = _usage(pipeline.checked, logs, window).to_json() if logs else None
             page = build(pipeline, list(paths), before, old_names, findings=not skip_findings, usage=used)
         except AnalysisError as e:
             click.echo(f"policyc: internal error, nothing written: {e}", err=True)

@@ -111,3 +111,7 @@ def test_usage_beside_each_matrix(tmp_path):
     assert "Allow rules that allowed nothing (candidates to remove): owner, reports, sre-read." in text
     assert "user:default/alice holds, never used: team-read" in text
     assert "Catalog owners that allowed nothing: owners(component:ledger) = user:default/carol (ledger/owner)." in text
+    result = CliRunner().invoke(main, ["report", str(example), "-o", str(output), "--no-findings", "--usage", str(log),
+                                       "--since", "2999-01-01"])
+    assert result.exit_code == 0, result.output
+    assert "Use in the access logs (0 requests)" in output.read_text()  # nothing in the window: all unused
