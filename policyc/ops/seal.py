@@ -211,20 +211,34 @@ def verify(records: list[dict], segments: list[tuple[str, Digests]], key: Ed2551
     if head is not None and (records[-1]["chain"] if records else GENESIS) != head:
         findings.append(Finding("seal", f"does not end at chain value {head}: records after it were removed "
                                         "or it is another seal"))
-    position = {record["sha256"]: number for number, record in enumerate(records, 1)}
-    for number, (record, (name, digests)) in enumerate(zip(records, segments, strict=False), 1):
-        if digests.sha256 == record["sha256"]:
-            continue
-        elsewhere = position.get(digests.sha256)
-        if elsewhere is not None:
-            findings.append(Finding(name, f"is sealed segment {elsewhere} ({records[elsewhere - 1]['segment']}), "
-                                          f"given as segment {number}: segments out of order"))
+    findings += _segment_findings(records, segments)
+    return findings
+
+
+def _segment_findings(records: list[dict], segments: list[tuple[str, Digests]]) -> list[Finding]:
+    """A segment that is a sealed one, unchanged, wherever it was given, must come after the
+    sealed segments given before it; one that is none is compared line by line with the record at
+    its place, unless that record's segment was given elsewhere (then it was never sealed).
+    Records no segment was given for, or compared with, are missing."""
+    sealed_at = {record["sha256"]: number for number, record in enumerate(records, 1)}
+    given = {digests.sha256 for _, digests in segments}
+    findings, accounted, last = [], set(), 0
+    for number, (name, digests) in enumerate(segments, 1):
+        found = sealed_at.get(digests.sha256)
+        if found is not None:
+            if found < last:
+                findings.append(Finding(name, f"is sealed segment {found}, given after sealed segment {last}: "
+                                              "segments out of order"))
+            accounted.add(found)
+            last = max(last, found)
+        elif number > len(records) or records[number - 1]["sha256"] in given:
+            findings.append(Finding(name, "not sealed"))
         else:
+            record = records[number - 1]
             # Lines whose short digests collide are told apart by the segment's SHA-256 alone.
             located = list(locate(name, _split(record["line_digests"]), digests.lines))
             findings.extend(located or [Finding(name, "differs from the sealed segment")])
-    for record in records[len(segments):]:
-        findings.append(Finding(record["segment"], "sealed segment missing"))
-    for name, _ in segments[len(records):]:
-        findings.append(Finding(name, "not sealed"))
+            accounted.add(number)
+    findings += [Finding(record["segment"], f"sealed segment {number} missing")
+                 for number, record in enumerate(records, 1) if number not in accounted]
     return findings

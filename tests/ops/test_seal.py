@@ -82,12 +82,14 @@ def test_reordered_lines_and_inserted_lines_are_found(sealed):
 
 def test_missing_extra_and_reordered_segments_are_named(sealed, tmp_path):
     segments, _ = sealed
-    assert verify(segments[0], segments[2]) == [
-        "access.log.1: is sealed segment 3 (access.log.1), given as segment 2: segments out of order",
-        "access.log.1: sealed segment missing"]
+    assert verify(segments[0], segments[2]) == ["access.log.2: sealed segment 2 missing"]
+    assert verify(segments[1], segments[0], segments[2]) == [
+        "access.log.3: is sealed segment 1, given after sealed segment 2: segments out of order"]
     extra = tmp_path / "access.log"
     extra.write_text('{"status":200}\n')
     assert verify(*segments, extra) == ["access.log: not sealed"]
+    assert verify(segments[0], extra, *segments[1:]) == ["access.log: not sealed"]
+    assert verify() == [f"access.log.{n}: sealed segment {4 - n} missing" for n in (3, 2, 1)]
 
 
 def test_an_edited_or_removed_seal_record_or_another_key_is_found(sealed):
