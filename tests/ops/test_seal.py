@@ -5,13 +5,14 @@ signed by another key; records cut off the end (found with the chain head kept e
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from policyc.cli import main
-from policyc.ops.seal import GENESIS, dump, read_records
+from policyc.ops.seal import GENESIS, LOCATED, dump, read_records
 
 ACCESS_LOG = Path(__file__).parents[1] / "docs" / "access.log"
 
@@ -76,8 +77,24 @@ def test_reordered_lines_and_inserted_lines_are_found(sealed):
         lines[2], lines[3] = lines[3], lines[2]
         lines[10:10] = ['{"status":200,"sub":"forged"}\n'] * 2
     edit(segments[1], swap_and_insert)
-    assert verify(*segments) == ["access.log.2:3: sealed line 4 moved here",
+    assert verify(*segments) == ["access.log.2:4: sealed line 3 moved here",
                                  "access.log.2:11: lines 11-12 inserted: not sealed"]
+
+
+def test_a_segment_padded_with_copies_is_located_quickly_and_briefly(sealed):
+    """Repeated lines leave a plain diff quadratic: verifying must stay fast, and say enough."""
+    segments, _ = sealed
+    edit(segments[1], lambda lines: lines.__setitem__(slice(5, 5), lines[:3] * 20_000))
+    started = time.monotonic()
+    found = verify(*segments)
+    assert time.monotonic() - started < 10
+    assert found == ["access.log.2:6: lines 6-60005 inserted: not sealed"]
+    big = Path("big.log")
+    big.write_text("".join(f'{{"n":{n}}}\n' for n in range(3 * LOCATED)))
+    run("seal", "--key", "audit.key", "--seal", "big.seal", big)
+    edit(big, lambda lines: lines.__setitem__(slice(None, None, 2), [f'{{"n":-{n}}}\n' for n in range(0, 300, 2)]))
+    found = run("verify-log", "--key", "audit.key.pub", "--seal", "big.seal", big, code=1).splitlines()
+    assert len(found) == LOCATED + 1 and found[-1] == f"big.log: more differences after the first {LOCATED}"
 
 
 def test_missing_extra_and_reordered_segments_are_named(sealed, tmp_path):
