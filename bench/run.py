@@ -5,9 +5,9 @@ measured over HTTP/1.1 (wrk) and HTTP/2 in the clear (h2load). Every section rec
 it ran on (cores, CPU model, load average before and after: bench/machine.py), in the JSON under
 "machine" and under each printed table.
 
-Also runs bench/reload.py, bench/analysis.py, bench/report.py and bench/compile_size.py when they
-exist, and reads the JSON they leave in bench/results/ (reload.json, analysis.json, report.json,
-compile_size.json).
+Also runs bench/reload.py, bench/analysis.py, bench/report.py, bench/compile_size.py and
+bench/audit_log.py when they exist, and reads the JSON they leave in bench/results/ (reload.json,
+analysis.json, report.json, compile_size.json, audit_log.json).
 
     .venv/bin/python bench/run.py [--seconds 2] [--rounds 3]
 """
@@ -32,7 +32,8 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 COMPANIONS = {"hot reload": ("reload.py", "reload.json"), "policy analysis": ("analysis.py", "analysis.json"),
               "access report": ("report.py", "report.json"),
-              "compile time and output size": ("compile_size.py", "compile_size.json")}
+              "compile time and output size": ("compile_size.py", "compile_size.json"),
+              "audit logs": ("audit_log.py", "audit_log.json")}
 
 
 def log(message: str) -> None:
@@ -130,6 +131,11 @@ def targets(report: dict) -> list[tuple[str, str, bool]]:
     growth = max(largest[t]["growth per rule"]["median"] for t in ("auto", "rbac", "lua"))
     found.append((f"compile {compiler.SIZES[-1]:,} rules <= 5 s, every target", f"{slowest:.1f} s", slowest <= 5))
     found.append(("compile time linear (growth per rule <= 1.25)", f"{growth:.2f}", growth <= 1.25))
+    if "audit logs" in report:
+        audit = report["audit logs"]
+        slowest = max(run["wall seconds"] for run in audit["runs"].values())
+        found.append((f"audit commands on {audit['lines']:,} log lines < {audit['target seconds']} s each",
+                      f"{slowest:.1f} s", slowest < audit["target seconds"]))
     rate = report["interpreter"]["example"]["median"]
     found.append(("interpreter >= 20,000 decisions/s on the example", f"{rate:,.0f}", rate >= 20_000))
     return found

@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from difflib import get_close_matches, unified_diff
 from functools import partial
@@ -42,11 +43,13 @@ from .interpret import evaluate
 from .interpret.input import Built, Caller, Certificate, Entry, InputError, StandIns, read_entries
 from .loader import decode_source, expand_inputs, read_policy_file
 from .ops import audit
+from .ops import seal as sealing
 from .ops.catalog_api import TOKEN_ENV, CatalogClient, CatalogError
 from .ops.deploy import Deployment, configmap, deploy, watch
 from .ops.metrics import WatchMetrics, serving
 from .output import create_files, stale_files, write_tree
 from .pipeline import Pipeline, load_and_check
+from .roots import Roots
 from .semantics.hosts import upstream_problem
 from .semantics.request import H2, H2C, HTTP1, PROTOCOLS, RequestError
 from .source import Source
@@ -533,17 +536,23 @@ def _envoy_options(command):
         click.option("--jwks-refresh", type=click.IntRange(1, 315_576_000_000), default=10, show_default=True,
                      metavar="SECONDS",
                      help="how often Envoy fetches a remote JWKS again (a rotated key works from then on)"),
+        click.option("--otlp", default=None, metavar="HOST:PORT",
+                     help="an OpenTelemetry collector (OTLP over gRPC) that Envoy sends each request's span and "
+                          "access-log record to; without it, trace ids are still read or started, logged and "
+                          "passed upstream"),
     ]):
         command = option(command)
     return command
 
 
-def _options(listen: str, admin: str, access_log: str, jwks_refresh: int) -> Options:
+def _options(listen: str, admin: str, access_log: str, jwks_refresh: int, otlp: str | None = None) -> Options:
+    if otlp is not None and upstream_problem(otlp) is not None:
+        raise click.BadParameter(f"{otlp!r} is not host:port", param_hint="--otlp")
     for name, address in (("--listen", listen), ("--admin", admin)):
         # Port 0 lets Envoy pick a free port; the admin interface's /listeners tells which.
         if upstream_problem(address.removesuffix(":0") + ":1" if address.endswith(":0") else address) is not None:
             raise click.BadParameter(f"{address!r} is not host:port", param_hint=name)
-    return Options(listen, admin, access_log, jwks_refresh_seconds=jwks_refresh)
+    return Options(listen, admin, access_log, jwks_refresh_seconds=jwks_refresh, otlp=otlp)
 
 
 @main.command("compile")
@@ -563,12 +572,12 @@ def _options(listen: str, admin: str, access_log: str, jwks_refresh: int) -> Opt
 @_envoy_options
 @_ALLOW_PATH
 def compile_command(paths, outdir, output_format, mount_path, name, check_only, parts, target, listen, admin,
-                    access_log, jwks_refresh, allowed):
+                    access_log, jwks_refresh, otlp, allowed):
     """Compile policies to Envoy configuration: envoy.yaml (and, with --parts, each service's
     filters), or a ConfigMap holding a bootstrap and the clusters, listener and routes it reloads."""
     if (outdir is None) == (output_format == "files"):
         raise click.UsageError("--output is needed with --format files, and only then")
-    options = _options(listen, admin, access_log, jwks_refresh)
+    options = _options(listen, admin, access_log, jwks_refresh, otlp)
     pipeline = _checked_or_exit(_policy_paths(paths), allowed)
     if output_format == "configmap":
         compiled = compile_dynamic(pipeline.checked, target, options, mount_path)
@@ -657,11 +666,11 @@ def _bind_address(text: str) -> tuple[str, int]:
 @_envoy_options
 @_live_catalog_options
 @_ALLOW_PATH
-def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refresh, catalog_url, catalog_token_file,
-                   allowed):
+def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refresh, otlp, catalog_url,
+                   catalog_token_file, allowed):
     """Check and compile policies, then publish them by atomic renames into a watched folder:
     running Envoys switch to them without a restart. Prints the policy version."""
-    options = _options(listen, admin, access_log, jwks_refresh)
+    options = _options(listen, admin, access_log, jwks_refresh, otlp)
     catalog = _catalog_client(catalog_url, catalog_token_file)
     try:
         live = catalog.fetch() if catalog else None
@@ -683,15 +692,15 @@ def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refres
 @click.option("--metrics", "metrics_address", metavar="HOST:PORT",
               help="serve Prometheus metrics of deploys and catalog reads at http://HOST:PORT/metrics")
 @_ALLOW_PATH
-def watch_command(paths, folder, target, listen, admin, access_log, jwks_refresh, catalog_url, catalog_token_file,
-                  catalog_period, metrics_address, allowed):
+def watch_command(paths, folder, target, listen, admin, access_log, jwks_refresh, otlp, catalog_url,
+                  catalog_token_file, catalog_period, metrics_address, allowed):
     """Deploy, then deploy again whenever a file the policies read changes (their .policy files,
     imports, catalog, key and certificate files; nothing else, so logs may sit beside them). A
     policy with errors is reported and not deployed; Envoy keeps the last good one. A deploy
     that leaves the version as it was prints nothing. With --catalog, the live catalog is read
     every --catalog-period seconds and a change deploys; a failed read is logged and counted, and
     the last good policy stays. Stop with Ctrl-C."""
-    options = _options(listen, admin, access_log, jwks_refresh)
+    options = _options(listen, admin, access_log, jwks_refresh, otlp)
     catalog = _catalog_client(catalog_url, catalog_token_file)
     metrics = WatchMetrics()
     with contextlib.ExitStack() as stack:
@@ -707,26 +716,169 @@ def watch_command(paths, folder, target, listen, admin, access_log, jwks_refresh
                   log=lambda line: click.echo(f"policyc: {line}", err=True))
 
 
-@main.command("audit")
+class _AuditCommands(click.Group):
+    """`policyc audit LOG…` is `policyc audit events LOG…`: the queries predate the subcommands."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["events", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group("audit", cls=_AuditCommands)
+def audit_group():
+    """Who did what through which rule, from Envoy's JSON access logs (`policyc audit LOG…` is
+    `policyc audit events LOG…`); and tamper evidence for those logs: keygen, seal, verify-log."""
+
+
+def _moment(text: str | None, option: str):
+    """--since / --until as a time, or a usage error naming the option."""
+    if text is None:
+        return None
+    try:
+        return audit.parse_since(text)
+    except OverflowError:
+        raise click.BadParameter(f"{text!r} reaches back before the year 1", param_hint=option) from None
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither an ISO 8601 time nor a duration like 15m",
+                                 param_hint=option) from None
+
+
+_VERDICTS = (audit.ALLOWED, audit.DENIED, audit.WOULD_DENY, audit.UNKNOWN)
+
+
+@audit_group.command("events")
 # A line that is not UTF-8 is read with replacement characters: it is then a log entry or not.
 @click.argument("logs", nargs=-1, required=True, type=click.File("r", encoding="utf-8", errors="replace"))
 @click.option("--service", default=None, help="only this service's requests")
 @click.option("--since", default=None, metavar="TIME",
               help="only requests from TIME on: ISO 8601 (UTC unless a zone is given) or a duration back, e.g. 2h")
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def audit_command(logs, service, since, output_format):
+@click.option("--until", default=None, metavar="TIME", help="only requests before TIME (as --since)")
+@click.option("--caller", default=None, metavar="WHO",
+              help="only this caller's requests: a token's sub, a certificate's URI SANs or subject")
+@click.option("--path", "path_prefix", default=None, metavar="PREFIX", help="only requests whose path starts so")
+@click.option("--rule", default=None, metavar="[SERVICE/]RULE", help="only requests this rule decided")
+@click.option("--verdict", "verdicts", multiple=True, type=click.Choice(_VERDICTS),
+              help="only requests with this verdict (repeatable)")
+@click.option("--denials", is_flag=True, help="only denials and dry-run would-denies (--verdict denied "
+                                              "--verdict would-deny)")
+@click.option("--format", "output_format", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True, help="json and csv are written as the logs are read, for logs of any size")
+def audit_events_command(logs, service, since, until, caller, path_prefix, rule, verdicts, denials, output_format):
     """Who accessed what through which rule, what was denied, and what dry-run services would
-    have denied, from Envoy's JSON access logs (`-` reads stdin)."""
+    have denied, from Envoy's JSON access logs (`-` reads stdin), with each request's trace id."""
+    query = audit.Query(service, _moment(since, "--since"), _moment(until, "--until"), caller, path_prefix, rule,
+                        frozenset(verdicts) | ({audit.DENIED, audit.WOULD_DENY} if denials else set()))
+    reader = audit.Reader()
+    events = reader.events((line for log in logs for line in log), query)
+    if output_format == "table":
+        click.echo(audit.render_table(events, reader))
+    elif output_format == "json":
+        audit.write_json(events, reader, sys.stdout)
+    else:
+        audit.write_csv(events, sys.stdout)
+
+
+def _key_pem(path: str, allowed: tuple[str, ...], *also: str) -> bytes:
+    """A key file's bytes, read only under the current folder, the folders of `also` (the seal)
+    and --allow-path folders, as a policy's files are (roots.py)."""
+    if not Roots.of([".", *also], allowed).admits(path):
+        raise click.BadParameter(f"{path!r} is outside the folders keys are read from; --allow-path DIR adds one",
+                                 param_hint="--key")
+    with using(path, "read key"):
+        return Path(path).read_bytes()
+
+
+def _seal_records(seal_path: str) -> list[dict]:
+    if not os.path.exists(seal_path):
+        return []
+    with using(seal_path, "read seal"):
+        text = Path(seal_path).read_text(encoding="utf-8")
     try:
-        start = audit.parse_since(since) if since else None
-    except OverflowError:
-        raise click.BadParameter(f"{since!r} reaches back before the year 1", param_hint="--since") from None
-    except ValueError:
-        raise click.BadParameter(f"{since!r} is neither an ISO 8601 time nor a duration like 15m",
-                                 param_hint="--since") from None
-    events, skipped = audit.read_events((line for log in logs for line in log), service, start)
-    render = audit.render_json if output_format == "json" else audit.render_table
-    click.echo(render(events, skipped))
+        return sealing.read_records(text.splitlines())
+    except sealing.SealError as error:
+        raise Unusable(f"cannot read seal {seal_path}: {error}") from None
+
+
+def _segments(paths) -> Iterator[tuple[str, sealing.Digests]]:
+    for path in paths:
+        with using(path, "read log segment"), open(path, "rb") as stream:
+            digests = sealing.digest_segment(stream)
+        yield os.path.basename(path), digests
+
+
+_KEY = click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+                    help="the Ed25519 key: private to seal; public (or private) to verify")
+_SEAL = click.option("--seal", "seal_path", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+                     help="the seal file: JSON lines, one signed record per segment")
+_KEY_FOLDERS = click.option(
+    "--allow-path", "allowed", multiple=True, type=click.Path(file_okay=False), metavar="DIR",
+    help="a folder, besides the current one and the seal's, that --key may be read from (repeatable)")
+
+
+@audit_group.command("keygen")
+@click.argument("key_path", type=click.Path(dir_okay=False), metavar="KEY")
+def audit_keygen_command(key_path):
+    """Write a new Ed25519 key for sealing logs: KEY (private, mode 0600) and KEY.pub."""
+    private, public = sealing.new_key()
+    folder, name = os.path.split(key_path)
+    with using(key_path, "write key"):
+        try:
+            create_files(folder or ".", {name: private, f"{name}.pub": public})
+        except FileExistsError as error:  # never replace a key: what it sealed could no longer be verified
+            raise Unusable(f"cannot write key {key_path}: it would replace {error}") from None
+    click.echo(f"wrote {key_path} and {key_path}.pub")
+
+
+@audit_group.command("seal")
+@click.argument("segments", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@_KEY
+@_SEAL
+@_KEY_FOLDERS
+def audit_seal_command(segments, key_path, seal_path, allowed):
+    """Append closed log SEGMENTS (oldest first) to the seal: each record holds a segment's
+    digests and the previous record's chain value, and is signed. Prints the new chain head;
+    keep it elsewhere, so that records cut off the end of the seal show (verify-log --head)."""
+    try:
+        key = sealing.private_key(_key_pem(key_path, allowed, seal_path))
+        records = _seal_records(seal_path)
+        if problems := sealing.check_records(records, key.public_key()):
+            raise Unusable(f"will not extend seal {seal_path}: {problems[0]}")
+        added = sealing.seal(records, _segments(segments), key)
+    except sealing.SealError as error:
+        raise Unusable(f"cannot seal: {error}") from None
+    with using(seal_path, "write seal"), open(seal_path, "a", encoding="utf-8") as out:
+        out.write(sealing.dump(added))
+    lines = sum(record["lines"] for record in added)
+    click.echo(f"sealed {len(added)} segment(s), {lines} lines; chain head {added[-1]['chain']}")
+
+
+@audit_group.command("verify-log")
+@click.argument("segments", nargs=-1, type=click.Path(dir_okay=False))
+@_KEY
+@_SEAL
+@click.option("--head", default=None, metavar="CHAIN", help="the chain head the seal must end at")
+@_KEY_FOLDERS
+def audit_verify_log_command(segments, key_path, seal_path, head, allowed):
+    """Prove that SEGMENTS, given in the order they were sealed, are every sealed segment,
+    complete and unedited: each deleted, inserted, edited or moved line is named by file and
+    line. Exit 0 when they are, 1 when not."""
+    try:
+        key = sealing.public_key(_key_pem(key_path, allowed, seal_path))
+    except sealing.SealError as error:
+        raise Unusable(f"cannot read key {key_path}: {error}") from None
+    if not os.path.exists(seal_path):
+        raise Unusable(f"cannot read seal {seal_path}: no such file or directory")
+    records = _seal_records(seal_path)
+    findings = sealing.verify(records, list(_segments(segments)), key, head)
+    for finding in findings:
+        click.echo(str(finding))
+    if findings:
+        click.echo(f"{len(findings)} problem(s): the logs are not as sealed", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"verified {len(records)} segment(s), {sum(r['lines'] for r in records)} lines, "
+               f"signed by key {sealing.fingerprint(key)}; chain head "
+               f"{records[-1]['chain'] if records else sealing.GENESIS}")
 
 
 def _json_constant(name: str):
@@ -1095,14 +1247,25 @@ _ANALYZE_GATES = ["any", "warning", "note", "never-matches", "shadowed", "redund
 @click.option("--fail-on", "fail_on", multiple=True, type=click.Choice(_ANALYZE_GATES),
               help="exit 1 on a finding of this severity (warning; note: every finding), of this kind, or on "
                    "any finding (repeatable); a rule the solver could not answer for fails every gate")
-def analyze_command(paths, output_format, fail_on, allowed):
+@click.option("--usage", "logs", multiple=True, type=click.File("r", encoding="utf-8", errors="replace"),
+              metavar="LOG", help="instead, what a window of Envoy access logs used of the policy (repeatable; "
+                                  "`-` reads stdin): rules, memberships and owners that allowed nothing, "
+                                  "access never used, and what removing the unused allow rules would change")
+@click.option("--since", default=None, metavar="TIME", help="with --usage: the window's start (as audit's)")
+@click.option("--until", default=None, metavar="TIME", help="with --usage: the window's end (as audit's)")
+def analyze_command(paths, output_format, fail_on, allowed, logs, since, until):
     """Rules that never match, allow rules shadowed by deny rules or made redundant by other allow
     rules, and what callers without a token can reach through rules not marked `public`. Each
-    finding is a warning, or a note for a redundant rule."""
+    finding is a warning, or a note for a redundant rule. With --usage, least privilege from
+    the logs instead."""
     from .analysis import analyze
     from .analysis.render import request_text
 
     pipeline = _checked_or_exit(_policy_paths(paths), allowed)
+    if logs:
+        _usage_report(pipeline.checked, logs, audit.Query(since=_moment(since, "--since"),
+                                                           until=_moment(until, "--until")), output_format)
+        return
     findings = analyze(pipeline.checked)
     failing = [f for f in findings if f.fails(fail_on)]
     if output_format == "json":
@@ -1117,6 +1280,31 @@ def analyze_command(paths, output_format, fail_on, allowed):
     sys.exit(EXIT_FAILED if failing else EXIT_OK)
 
 
+def _usage(checked, logs, query: audit.Query):
+    from .ops import usage
+
+    return usage.usage(checked, audit.Reader().events((line for log in logs for line in log), query))
+
+
+def _usage_report(checked, logs, query: audit.Query, output_format: str) -> None:
+    """`analyze --usage`: the usage of the window, then the `policyc diff` of the policy against
+    itself without the allow rules that allowed nothing."""
+    from .analysis import diff
+    from .analysis import render as report
+    from .ops import usage
+
+    found = _usage(checked, logs, query)
+    cost = diff(checked, usage.without_rules(checked, found.unused_allow))
+    if output_format == "json":
+        click.echo(json.dumps({**found.to_json(), "removal": json.loads(report.RENDERERS["json"](cost))}, indent=2))
+        return
+    for line in usage.render_text(found):
+        click.echo(line)
+    if found.unused_allow:
+        click.echo("\nwhat removing those allow rules would change (policyc diff):")
+        click.echo(report.RENDERERS["text"](cost))
+
+
 @main.command("report")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
@@ -1127,8 +1315,13 @@ def analyze_command(paths, output_format, fail_on, allowed):
               help="also show what changed since git revision REV of the same PATHS (as `policyc diff`)")
 @click.option("--no-findings", "skip_findings", is_flag=True,
               help="leave out the findings of analyze, whose questions grow with the square of the rules")
+@click.option("--usage", "logs", multiple=True, type=click.File("r", encoding="utf-8", errors="replace"),
+              metavar="LOG", help="beside each access matrix, what these Envoy access logs never used "
+                                  "(as analyze --usage; repeatable)")
+@click.option("--since", default=None, metavar="TIME", help="with --usage: the window's start (as audit's)")
+@click.option("--until", default=None, metavar="TIME", help="with --usage: the window's end (as audit's)")
 @_ALLOW_PATH
-def report_command(paths, output, old, revision, skip_findings, allowed):
+def report_command(paths, output, old, revision, skip_findings, logs, since, until, allowed):
     """One self-contained HTML page: per service who may send what (exact, from the solver), the
     rules with their source, the diagnostics of check and the findings of analyze."""
     from contextlib import ExitStack
@@ -1151,7 +1344,9 @@ def report_command(paths, output, old, revision, skip_findings, allowed):
         before = (_checked_or_exit(_policy_paths(old_paths), old_allowed, f"old ({', '.join(old_names)})")
                   if old_paths else None)
         try:
-            page = build(pipeline, list(paths), before, old_names, findings=not skip_findings)
+            window = audit.Query(since=_moment(since, "--since"), until=_moment(until, "--until"))
+            used = _usage(pipeline.checked, logs, window).to_json() if logs else None
+            page = build(pipeline, list(paths), before, old_names, findings=not skip_findings, usage=used)
         except AnalysisError as e:
             click.echo(f"policyc: internal error, nothing written: {e}", err=True)
             sys.exit(EXIT_INTERNAL)

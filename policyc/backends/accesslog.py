@@ -23,6 +23,11 @@ WRONG_AUDIENCE = "Audiences in Jwt are not allowed"  # jwt_authn's failure messa
 
 ACCESS_LOG_FIELDS = {
     "time": "%START_TIME%",
+    # What joins a line to the application's logs: Envoy's request id (the caller's, or generated)
+    # and the W3C trace context the tracer (envoy.py, `tracing`) reads or starts and passes upstream.
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "trace_id": "%TRACE_ID%",
+    "traceparent": "%REQ(TRACEPARENT)%",
     "method": "%REQ(:METHOD)%",
     "path": "%REQ(:PATH)%",
     "authority": "%REQ(:AUTHORITY)%",
@@ -39,6 +44,9 @@ ACCESS_LOG_FIELDS = {
     "rbac": "%DYNAMIC_METADATA(envoy.filters.http.rbac)%",
     "lua": f"%DYNAMIC_METADATA({LUA_NAMESPACE})%",
     "upstream": "%UPSTREAM_HOST%",
+    "duration_ms": "%DURATION%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
 }
 
 

@@ -49,6 +49,7 @@ NATIVE_FILTER_NAME = "policy"  # which filter of the module: the one deciding po
 ALLOW_FILTER = "policyc.rbac.allow"
 ENFORCE, DRY_RUN = "enforce", "dry-run"  # jwt_authn requirement names
 OVERRIDE_CLUSTER = "upstream"
+OTLP_CLUSTER = "policyc_otlp"
 
 _TYPES = {
     "hcm": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -69,6 +70,8 @@ _TYPES = {
     "routes": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
     "cluster": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
     "http_protocol": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+    "otel": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+    "otel_log": "type.googleapis.com/envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig",
 }
 ROUTE_CONFIG_NAME = "policyc"
 # The files of a watched folder, by resource kind; published in this order (clusters before the
@@ -96,6 +99,7 @@ class Options:
     upstream_override: str | None = None  # send every service to this address (test upstreams)
     upstream_override_protocol: n.UpstreamProtocol = n.UpstreamProtocol.HTTP1  # what that address speaks
     jwks_refresh_seconds: int = 10  # how often a remote JWKS is fetched again (Envoy's floor is 1)
+    otlp: str | None = None  # an OpenTelemetry collector (host:port, OTLP over gRPC) that spans go to
 
     def cluster_of(self, service: n.Service) -> str:
         # With one override address every service shares one cluster, so a listener reloaded
@@ -372,9 +376,11 @@ def listener(checked: Checked, routes: dict, options: Options, service_filters: 
         "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
         **routes,
         "http_filters": _http_filters(checked, options, service_filters),
+        "tracing": tracing(options),
         "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
             "@type": _TYPES["file_log"], "path": options.access_log,
-            "log_format": {"json_format": access_log_fields(checked)}}}],
+            "log_format": {"json_format": access_log_fields(checked)}}},
+            *([otlp_access_log(access_log_fields(checked))] if options.otlp is not None else [])],
     }
     mappers = grpc_local_replies(checked)["mappers"] if any(i.audiences for i in checked.issuers.values()) else []
     if native_filter_config(service_filters) is not None:
@@ -385,6 +391,43 @@ def listener(checked: Checked, routes: dict, options: Options, service_filters: 
     if checked.listener_tls is not None:
         chain["transport_socket"] = downstream_tls(checked)
     return {"name": LISTENER_NAME, "address": socket_address(options.listen), "filter_chains": [chain]}
+
+
+def tracing(options: Options) -> dict:
+    """Envoy's OpenTelemetry tracer, for every target alike: it reads the caller's W3C
+    `traceparent`, or starts a trace when there is none, passes it upstream, and gives the access
+    log its `%TRACE_ID%`. With `options.otlp` every request's span goes to that collector. Without,
+    nothing is sampled, so nothing is exported: the tracer needs an exporter, and the one it is
+    given names a cluster that is not defined, since no span is ever sent. (`otlp_access_log` sends
+    the access log's fields to the same collector.) The hop it passes on is then marked not
+    sampled (SECURITY.md says what that changes for the application's own tracing)."""
+    if options.otlp is not None:
+        exporter = {"grpc_service": {"envoy_grpc": {"cluster_name": OTLP_CLUSTER}, "timeout": "2s"}}
+        sampling = {}
+    else:
+        exporter = {"http_service": {"http_uri": {"uri": "http://127.0.0.1:9/v1/traces", "cluster": OTLP_CLUSTER,
+                                                  "timeout": "1s"}}}
+        sampling = {"random_sampling": {"value": 0}}
+    return {**sampling, "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": {
+        "@type": _TYPES["otel"], "service_name": LISTENER_NAME, **exporter}}}
+
+
+def _any_value(value: str | dict) -> dict:
+    """An OTLP AnyValue of a log field: a format string, or a map of them."""
+    if isinstance(value, dict):
+        return {"kvlist_value": {"values": [{"key": k, "value": _any_value(v)} for k, v in value.items()]}}
+    return {"string_value": value}
+
+
+def otlp_access_log(fields: dict) -> dict:
+    """With `--otlp`, the access log's fields also go to the collector, as the attributes of an
+    OTLP log record (with the request's trace and span ids), beside the file log."""
+    return {"name": "envoy.access_loggers.open_telemetry", "typed_config": {
+        "@type": _TYPES["otel_log"],
+        "common_config": {"log_name": LISTENER_NAME, "transport_api_version": "V3",
+                          "grpc_service": {"envoy_grpc": {"cluster_name": OTLP_CLUSTER}}},
+        "body": {"string_value": "%REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(:PATH)% %RESPONSE_CODE%"},
+        "attributes": {"values": [{"key": key, "value": _any_value(value)} for key, value in fields.items()]}}}
 
 
 def grpc_local_replies(checked: Checked) -> dict:
@@ -449,6 +492,8 @@ def clusters(checked: Checked, options: Options) -> list[dict]:
     else:
         result = [cluster(options.cluster_of(s), s.upstream, protocol=s.upstream_protocol)
                   for _, s in sorted(checked.services.items())]
+    if options.otlp is not None:
+        result.append(cluster(OTLP_CLUSTER, options.otlp, protocol=n.UpstreamProtocol.HTTP2))
     for name, issuer in sorted(checked.issuers.items()):
         if name not in checked.keys:
             result.append(_jwks_cluster(issuer)[1])

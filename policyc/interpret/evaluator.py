@@ -210,7 +210,8 @@ def _decide(checked: Checked, request: RawRequest, now: float, keys: Mapping[str
     if isinstance(admitted, Rejected):
         return Decision(admitted.status, "bad-request" if admitted.status else "reset", detail=admitted.reason)
     (admitted, table) = admitted
-    identity = authenticate(admitted.headers, checked.issuers, {**checked.keys, **(keys or {})}, now)
+    identity = authenticate(admitted.headers, checked.issuers, {**checked.keys, **(keys or {})}, now,
+                            http2=request.protocol != HTTP1)
     service = checked.services.get(admitted.service)
     if isinstance(identity, TokenError):
         reason = "forbidden" if identity.status == 403 else "unauthenticated"

@@ -1,7 +1,8 @@
 """`policyc report`: takes checked policies (and, with `--diff`, an older version of them) and
 returns one self-contained HTML page: per service the access matrix (`analysis/matrix.py`), the
-rules with their source text, the diagnostics of `check`, the findings of `analyze`, and what
-changed since the older version.
+rules with their source text, the diagnostics of `check`, the findings of `analyze`, what
+changed since the older version, and (with `--usage`) what a window of access logs never used:
+beside each matrix the service's rules that decided nothing and its callers' unused access.
 
 Every policy string reaches the page through Jinja2 with autoescaping; the page's script reads
 only the page's own markup, so no policy text is ever placed inside script or style.
@@ -111,8 +112,26 @@ def _environment() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
+def _usage_by_service(usage: dict | None) -> dict[str, dict]:
+    """Per service, from `ops.usage.Usage.to_json()`: its unused allow and deny rules, and each
+    caller's access to it that went unused."""
+    if usage is None:
+        return {}
+    found: dict[str, dict] = {}
+
+    def of(service: str) -> dict:
+        return found.setdefault(service, {"allow": [], "deny": [], "idle": {}})
+    for effect in ("allow", "deny"):
+        for rule in usage[f"unused_{effect}_rules"]:
+            of(rule["service"])[effect].append(rule["rule"])
+    for held in usage["idle_access"]:
+        for rule in held["rules"]:
+            of(rule["service"])["idle"].setdefault(held["caller"], []).append(rule["rule"])
+    return found
+
+
 def render(pipeline: Pipeline, inputs: list[str], matrices: list[ServiceMatrix], findings: list[Finding] | None,
-           changes: Diff | None = None, old_inputs: list[str] | None = None) -> str:
+           changes: Diff | None = None, old_inputs: list[str] | None = None, usage: dict | None = None) -> str:
     changed = {s.new_service: s for s in changes.services} if changes else {}
     services = [_service_view(pipeline, i, m, changed.get(m.service.name)) for i, m in enumerate(matrices)]
     diagnostics = [{"severity": d.severity.value, "file": d.span.path, "line": d.span.line,
@@ -121,15 +140,16 @@ def render(pipeline: Pipeline, inputs: list[str], matrices: list[ServiceMatrix],
     return _environment().get_template("report.html.j2").render(
         inputs=inputs, old_inputs=old_inputs, services=services, diagnostics=diagnostics, findings=findings,
         rules=rules, changes=changes, decision_text=decision_text, request_text=request_text,
-        verdicts=VERDICT_TEXT)
+        verdicts=VERDICT_TEXT, usage=usage, service_usage=_usage_by_service(usage))
 
 
 def build(pipeline: Pipeline, inputs: list[str], old: Pipeline | None = None,
-          old_inputs: list[str] | None = None, findings: bool = True) -> str:
+          old_inputs: list[str] | None = None, findings: bool = True, usage: dict | None = None) -> str:
     """The page for checked `pipeline`; with `old`, also what changed since it; without
-    `findings`, no findings of `analyze` (whose questions grow with the square of the rules)."""
+    `findings`, no findings of `analyze` (whose questions grow with the square of the rules);
+    with `usage` (`ops.usage.Usage.to_json()`), what a window of access logs used of it."""
     checked = pipeline.checked
     changes = diff(old.checked, checked) if old else None
     return render(pipeline, inputs, access_matrix(checked), analyze(checked) if findings else None, changes,
-                  old_inputs)
+                  old_inputs, usage)
 

@@ -61,10 +61,13 @@ class _Refused(Exception):
 # ---------------------------------------------------------------- extraction
 
 
-def extract(headers) -> str | None:
+def extract(headers, http2: bool = False) -> str | None:
     """The token Envoy takes from `Authorization`: non-empty lines joined with ",", the first
-    case-sensitive "Bearer " anywhere in the value, then from the first token character to the end."""
-    lines = [value.strip(" \t") for name, value in headers if name.lower() == "authorization"]
+    case-sensitive "Bearer " anywhere in the value, then from the first token character to the end.
+    The lines are as the codec hands them on: HTTP/1's trimmed, HTTP/2's with their spaces, so
+    `Bearer ` then `x` reads "Bearer,x" (no token) over HTTP/1 but "Bearer ,x" (token `x`) over
+    HTTP/2 (found by the differential suite)."""
+    lines = [value if http2 else value.strip(" \t") for name, value in headers if name.lower() == "authorization"]
     # Envoy joins the lines with "," but skips empty ones (found by the differential suite).
     value = ",".join(line for line in lines if line)
     position = value.find("Bearer ")
@@ -255,11 +258,11 @@ def _verify_with(issuer: n.Issuer, jwks: Mapping | None, token: _Jwt, now: int) 
 
 
 def authenticate(headers, issuers: Mapping[str, n.Issuer], keys: Mapping[str, dict],
-                 now: float) -> Token | TokenError | None:
+                 now: float, http2: bool = False) -> Token | TokenError | None:
     """Decide the request's identity as `jwt_authn` does. No issuers → no filter → no token."""
     if not issuers:
         return None
-    token_text = extract(headers)
+    token_text = extract(headers, http2)
     if token_text is None:
         return None
     token = _parsed(token_text)

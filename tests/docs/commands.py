@@ -39,6 +39,11 @@ PROMPT = "$ "
 
 # Differences allowed between the output shown and the output of a run; applied to both sides.
 NORMALIZATIONS = [
+    # A chain value of a log seal: a digest over log lines and a key made for the run.
+    (re.compile(r"\b[0-9a-f]{64}\b"), "<digest>"),
+    # A W3C trace id and Envoy's request id: new for every request.
+    (re.compile(r"\b[0-9a-f]{32}\b"), "<trace id>"),
+    (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), "<request id>"),
     # A policy version: a hash of the compiled configuration, new with any change to the example.
     (re.compile(r"\b[0-9a-f]{16}\b"), "<hash>"),
     # A time: when a request was logged.

@@ -95,3 +95,17 @@ def test_policy_errors_write_nothing(tmp_path):
     bad = ROOT / "tests" / "golden" / "diagnostics" / "five_mistakes" / "main.policy"
     result = CliRunner().invoke(main, ["compile", str(bad), "-o", str(out)])
     assert result.exit_code == 1 and not out.exists()
+
+
+@pytest.mark.envoy
+def test_otlp_adds_the_collector_and_envoy_accepts_it(tmp_path):
+    """`--otlp`: a cluster for the collector, the tracer exporting to it, the log sent there too."""
+    result = CliRunner().invoke(main, ["compile", str(EXAMPLE), "-o", str(tmp_path / "out"),
+                                       "--otlp", "otel-collector.observability:4317"])
+    assert result.exit_code == 0, result.output
+    config = (tmp_path / "out" / "envoy.yaml").read_text()
+    assert '"name": "policyc_otlp"' in config and "envoy.access_loggers.open_telemetry" in config
+    assert '"address": "otel-collector.observability"' in config and "random_sampling" not in config
+    validate(tmp_path / "out" / "envoy.yaml")
+    refused = CliRunner().invoke(main, ["compile", str(EXAMPLE), "-o", str(tmp_path / "x"), "--otlp", "collector"])
+    assert refused.exit_code == 2 and "'collector' is not host:port" in refused.output

@@ -1,8 +1,10 @@
 """`policyc report` as HTML: policy text is escaped wherever it lands, warnings, findings and the
-changes since `--diff OLD` are on the page, and the command writes nothing on errors."""
+changes since `--diff OLD` are on the page, so is what `--usage LOG` shows unused, and the command
+writes nothing on errors."""
 
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -95,3 +97,21 @@ def test_no_findings(tmp_path):
     result, output = _report(tmp_path, API, "--no-findings")
     assert result.exit_code == 0, result.output
     assert "Not computed (<code>--no-findings</code>)" in output.read_text()
+
+
+def test_usage_beside_each_matrix(tmp_path):
+    """`--usage LOG`: beside each service's matrix, its rules the log shows deciding nothing, with
+    links to them, and the callers' unused access; the catalog's unused owners below."""
+    example = Path(__file__).parents[2] / "envoy_configs" / "examples" / "backstage"
+    log = Path(__file__).parents[1] / "docs" / "access.log"
+    output = tmp_path / "report.html"
+    result = CliRunner().invoke(main, ["report", str(example), "-o", str(output), "--no-findings", "--usage", str(log)])
+    assert result.exit_code == 0, result.output
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", output.read_text()))
+    assert "Allow rules that allowed nothing (candidates to remove): owner, reports, sre-read." in text
+    assert "user:default/alice holds, never used: team-read" in text
+    assert "Catalog owners that allowed nothing: owners(component:ledger) = user:default/carol (ledger/owner)." in text
+    result = CliRunner().invoke(main, ["report", str(example), "-o", str(output), "--no-findings", "--usage", str(log),
+                                       "--since", "2999-01-01"])
+    assert result.exit_code == 0, result.output
+    assert "Use in the access logs (0 requests)" in output.read_text()  # nothing in the window: all unused

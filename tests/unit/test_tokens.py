@@ -20,6 +20,13 @@ def test_lines_are_joined_and_the_prefix_found_anywhere():
     assert extract([("authorization", "bearer a.b.c")]) is None
 
 
+def test_http2_lines_keep_their_spaces():
+    # HTTP/1's codec trims each line; HTTP/2's hands them on as sent, and Envoy joins them as they are.
+    lines = [("authorization", "Bearer "), ("authorization", "x")]
+    assert extract(lines) is None
+    assert extract(lines, http2=True) == "x"
+
+
 @pytest.mark.parametrize(("text", "value"), [
     (rb'{"a": "\U0078\U0001F600"}', {"a": "x\x01F600"}),  # \U is \u: four hex digits
     (b'{"a": "\\ud83d \r\n\t\\ude00"}', {"a": "\U0001f600"}),  # whitespace between the halves
