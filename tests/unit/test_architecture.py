@@ -30,6 +30,7 @@ LAYERS = [
     ["policyc.catalog", "policyc.syntax"],
     ["policyc.checked"],
     ["policyc.templates"],
+    ["policyc.catalog_services"],
     ["policyc.loader", "policyc.check"],
     ["policyc.pipeline"],
     ["policyc.interpret"],
