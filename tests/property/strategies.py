@@ -642,6 +642,8 @@ def _templated(draw, services: list[n.Service], v: Vocabulary,
     pools = _pools([r.expr for r in drawn] + [r.expr for s in services for r in s.rules])
     params: list = []
     template_rules = tuple(replace(r, expr=_parameterized(draw, r.expr, params)) for r in drawn)
+    if v.groups is not None and draw(st.booleans()):
+        template_rules += (_owners_rule(draw, params, pools),)
     mode = _pick(draw, [None, n.Mode.DRY_RUN, n.Mode.ENFORCE])
     settings = (n.ModeSetting(mode),) if mode is not None else ()
     template = n.Template(name, tuple(p for p, _ in params), settings, template_rules)
@@ -656,6 +658,22 @@ def _templated(draw, services: list[n.Service], v: Vocabulary,
         used.append(service)
     component = _component(draw, template, params, pools, grpc) if draw(st.booleans()) else None
     return [template], used, component
+
+
+def _owners_rule(draw, params: list, pools: dict[tuple, list]) -> n.Rule:
+    """`allow "owners" when member $owner`, `member owners($entity)`, or both: the parameters a
+    catalog component fills in from `spec.owner` and its own ref, which drawn rules seldom hold.
+    Written services pass the catalog's groups and components for them."""
+    chosen = _pick(draw, [(OWNER,), (ENTITY,), (OWNER, ENTITY)])
+    slots = {OWNER: (("Member",), n.Member, GROUPS), ENTITY: (("MemberOwners",), n.MemberOwners, OWNED)}
+    atoms = []
+    for name in chosen:
+        key, atom, values = slots[name]
+        if name not in (p.name for p, _ in params):  # `_param_name` may have declared it already
+            params.append((n.TemplateParam(name, T.REF), key))
+        pools.setdefault(key, list(values))
+        atoms.append(atom(n.Param(name)))
+    return n.Rule(n.Effect.ALLOW, False, "owners", atoms[0] if len(atoms) == 1 else n.Or(tuple(atoms)))
 
 
 # The service the catalog asks for: its name, hosts (apart from SERVICES'), and the owners it may have.
