@@ -34,6 +34,9 @@ SERVICE_KINDS = frozenset({"component", "api"})
 # (so `member owners($entity)` means its owner's members, as the catalog says them).
 OWNER, ENTITY = "owner", "entity"
 _HOST_SEPARATORS = re.compile(r"[,\s]+")
+# A service's name is in every decision, log line and Envoy resource name: Backstage's name rules,
+# lower-cased (the catalog's refs are), within the checker's for rule names.
+_SERVICE_NAME = re.compile(r"[a-z0-9]([a-z0-9_.-]{0,126}[a-z0-9])?\Z")
 
 
 def _error(message: str, span: Span, hint: str | None = None) -> Diagnostic:
@@ -90,6 +93,9 @@ def _service(annotated: _Entity, templates: dict[str, n.Template]) -> tuple[n.Se
         annotated.problems.append(_error(f"a `{entity.kind}` is no service: only Components and APIs name a "
                                          "template", named.key_span))
         return None, annotated.problems
+    if not _SERVICE_NAME.match(entity.name):
+        annotated.problems.append(_error(f"`{entity.name}` cannot name a service", entity.span,
+                                         hint="start and end it with a letter or digit (at most 128 characters)"))
     template = templates.get(named.value) if named.value is not None else None
     if template is None and named.value is not None:
         annotated.problems.append(_error(f"no template is named `{named.value}`", named.value_span,

@@ -123,6 +123,11 @@ def test_bad_annotations_are_located_and_make_no_service(tmp_path):
     assert not pipeline.ok and "ledger" not in pipeline.checked.services
 
 
+def test_a_name_that_cannot_name_a_service_is_an_error(tmp_path):
+    pipeline = load(tmp_path, component("-ledger.", policyc_dev__hosts="ledger.internal"))
+    assert [(d.code, d.span.line) for d in pipeline.diagnostics if d.is_error] == [("catalog/bad-annotation", 12)]
+
+
 def test_live_entities_are_located_at_their_url(tmp_path):
     (tmp_path / "main.policy").write_text(POLICY.replace("LOCK ", ""), encoding="utf-8")
     live = LiveEntities("https://backstage.example/api/catalog",
