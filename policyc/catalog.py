@@ -26,6 +26,8 @@ from .source import Source, Span
 API_VERSIONS = frozenset({"backstage.io/v1alpha1", "backstage.io/v1beta1"})
 # Compared case-sensitively, as Backstage's schemas do: `kind: user` is not a User there either.
 KINDS = frozenset({"User", "Group", "Component", "API", "System", "Resource", "Domain"})
+# The annotation namespace that makes a Component or an API a service (`catalog_services.generate`).
+ANNOTATIONS = "policyc.dev/"
 
 # The character set of the policy language's entity refs (a superset of Backstage's default
 # name rules), so that every catalog entity can be named from a policy.
@@ -90,6 +92,17 @@ class LiveEntities:
 
 
 @dataclass(frozen=True)
+class Annotation:
+    """A `metadata.annotations` entry in policyc's namespace (`policyc.dev/…`), where it is written.
+    `value` is None when the YAML value is not a string (Backstage takes strings only)."""
+
+    key: str
+    value: str | None
+    key_span: Span
+    value_span: Span
+
+
+@dataclass(frozen=True)
 class Entity:
     """One catalog entity: its lower-case identity and the normalized refs its spec declares."""
 
@@ -102,6 +115,11 @@ class Entity:
     parent: str | None = None  # Group.spec.parent
     children: tuple[str, ...] = ()  # Group.spec.children
     owner: str | None = None  # spec.owner of Component, API, System, Resource, Domain
+    owner_span: Span | None = field(default=None, compare=False, repr=False)
+    # What `catalog_services.generate` makes a service of: the `policyc.dev/…` annotations, and
+    # spec.lifecycle with the span of its value.
+    annotations: tuple[Annotation, ...] = field(default=(), compare=False, repr=False)
+    lifecycle: tuple[str, Span] | None = field(default=None, compare=False, repr=False)
 
     @property
     def ref(self) -> str:
@@ -201,6 +219,12 @@ def _text(node: yaml.Node | None) -> str | None:
     if isinstance(node, yaml.ScalarNode) and not _is_null(node):
         return node.value
     return None
+
+
+def _is_string(node: yaml.Node) -> bool:
+    """A scalar YAML reads as a string (`5`, `true` and `~` are not: Backstage refuses them as
+    annotation values)."""
+    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str"
 
 
 def _entries(node: yaml.Node | None) -> dict[str, tuple[yaml.Node, yaml.Node]]:
@@ -382,7 +406,23 @@ class _Loader:
             relation = _RELATIONS[name]
             refs = self.relation(source, entity, name, _value(_entries(spec), name))
             relations[relation.attribute] = refs if relation.many else next(iter(refs), None)
-        self.catalog.entities[entity.ref] = replace(entity, **relations)
+        spec_entries = _entries(spec)
+        owner_node, lifecycle_node = _value(spec_entries, "owner"), _value(spec_entries, "lifecycle")
+        if relations.get("owner") is not None:
+            relations["owner_span"] = _span(source.path, owner_node)
+        if _text(lifecycle_node) is not None:
+            relations["lifecycle"] = (_text(lifecycle_node), _span(source.path, lifecycle_node))
+        annotations = self.annotations(source, _value(_entries(metadata), "annotations"))
+        self.catalog.entities[entity.ref] = replace(entity, annotations=annotations, **relations)
+
+    def annotations(self, source: Source, node: yaml.Node | None) -> tuple[Annotation, ...]:
+        """The entity's annotations in policyc's namespace (others are other tools' to judge)."""
+        if not isinstance(node, yaml.MappingNode):
+            return ()
+        self.check_unique_keys(source, node)
+        return tuple(Annotation(key, value.value if _is_string(value) else None,
+                                _span(source.path, key_node), _span(source.path, value))
+                     for key, (key_node, value) in _entries(node).items() if key.startswith(ANNOTATIONS))
 
     def backstage_version(self, source: Source, kind: str, kind_node: yaml.Node, node: yaml.Node | None) -> bool:
         """Whether a `kind` entity's apiVersion is one of Backstage's. Another tool's is not ours to

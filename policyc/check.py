@@ -14,6 +14,7 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from . import catalog_services
 from . import nodes as n
 from .catalog import LiveEntities, load_catalog, normalize_ref
 from .checked import Checked, ListenerTls
@@ -758,19 +759,23 @@ def _written_out_grpc(checked: Checked) -> None:
 def check(written: n.PolicySet, roots: Roots, live: LiveEntities | None = None) -> tuple[Checked, list[Diagnostic]]:
     """Every diagnostic of the set, and the name tables, keys and catalog the later stages use.
     Key, certificate and catalog files are read only under `roots`. `live` (entities a running
-    Backstage catalog returned) stands in for every catalog folder: none is read then. Templates
-    are written out first (`templates.expand`): the checks below, and `Checked.services`, see
-    every service with its templates' rules; `Checked.policy_set` stays the set as written."""
-    policy_set, template_diagnostics = expand(written)
+    Backstage catalog returned) stands in for every catalog folder: none is read then. The
+    catalog's annotated entities add services (`catalog_services.generate`), then templates are
+    written out (`templates.expand`): the checks below, and `Checked.services`, see every service,
+    written or generated, with its templates' rules; `Checked.policy_set` stays the set as written."""
     catalog_dirs, refused = [], []
-    for statement in policy_set.catalogs if live is None else ():
+    for statement in written.catalogs if live is None else ():
         path, problems = _confined(statement, roots)
         refused += problems
         if not problems:
             catalog_dirs.append((path, statement.span))
     catalog, catalog_sources, diagnostics = load_catalog(catalog_dirs, live)
+    # The catalog's services join the written ones before templates are written out, so that
+    # every check below (duplicate names and hosts, locked rules) sees them alike.
+    generated, annotation_diagnostics = catalog_services.generate(catalog, written.templates)
+    policy_set, template_diagnostics = expand(n.PolicySet(written.files + generated))
     checked = Checked(written, catalog, sources=catalog_sources)
-    diagnostics = template_diagnostics + refused + diagnostics
+    diagnostics = template_diagnostics + refused + diagnostics + annotation_diagnostics
 
     declared = [(i.name, i.name_span) for i in policy_set.issuers] + \
                [(c.name, c.name_span) for c in policy_set.conditions] + \

@@ -91,6 +91,7 @@ CODES: dict[str, str] = {
     "catalog/dangling-ref": "a catalog relation to an entity that does not exist",
     "catalog/group-cycle": "groups that are each other's parents",
     "catalog/unreadable-file": "a file or folder in a catalog folder that cannot be read",
+    "catalog/bad-annotation": "a `policyc.dev/…` annotation that makes no service",
     # templates
     "template/unknown": "a `use` of a template that no loaded file declares",
     "template/duplicate": "two templates with one name",

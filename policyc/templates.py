@@ -99,7 +99,7 @@ def _substitute(expr: n.Expr, bound: dict[str, _Bound]) -> n.Expr:
 # ---------------------------------------------------------------- templates
 
 
-def _type_problem(param: n.TemplateParam, value: str | tuple[str, ...]) -> str | None:
+def type_problem(param: n.TemplateParam, value: str | tuple[str, ...]) -> str | None:
     """Why `value` is no value of `param`'s type, if it is not."""
     kind, name = param.type, param.name
     if kind is T.LIST:
@@ -114,7 +114,7 @@ def _type_problem(param: n.TemplateParam, value: str | tuple[str, ...]) -> str |
 
 
 def _check_argument(param: n.TemplateParam, argument: n.Argument) -> Diagnostic | None:
-    problem = _type_problem(param, argument.value)
+    problem = type_problem(param, argument.value)
     if problem is None:
         return None
     span = argument.value_spans[0] if isinstance(argument.value, str) and argument.value_spans else argument.span

@@ -85,7 +85,8 @@ def _dry_run(analyzer: Analyzer, service: n.Service, rule: n.Rule, template: n.T
     example = _confirmed(analyzer, service, model, lambda d: witness.enforced(d) == 403 and d.status == 200)
     yield _error(f"service `{service.name}` runs in dry-run, so the locked rule `{rule.name}` refuses nothing: "
                  f"{example} passes", service.first(n.ModeSetting).span, rule,
-                 "remove `mode dry-run`, or have the template set the mode")
+                 "remove `mode dry-run` (of a service from the catalog: its `lifecycle: experimental`), or have the "
+                 "template set the mode")
 
 
 def _denied(analyzer: Analyzer, service: n.Service, rule: n.Rule) -> Iterator[Diagnostic]:

@@ -11,6 +11,11 @@ holds its library, as `make demo` arranges), the same requests are replayed thro
 the part of the example it expresses (the rules it cannot read yet left out, for both Envoy and
 the interpreter), and every decision is compared again.
 
+Last, a catalog change: with the template example beside the example (`envoy_configs/examples/
+templates`), `policyc watch` deploys it to a running Envoy, and a component file annotated with a
+template is added to its catalog and deleted again: Envoy serves the service, then retires it
+(`catalog_demo`).
+
     python -m policyc.dev.demo envoy_configs/examples/backstage
 """
 
@@ -36,6 +41,7 @@ from ..proof.compare import compare
 from ..proof.envoy_process import native_library
 from ..proof.replay import EnvoyUnderTest
 from ..semantics.request import PROTOCOLS
+from . import catalog_demo
 from .idp import DevIdp, save_keys
 
 
@@ -168,7 +174,17 @@ def main(argv: list[str]) -> int:
           "Envoy that loads the native filter):")
     print("\n".join(_targets_table(checked)))
     native_alike = _native_summary(checked, native)
-    return 0 if agreed == len(observed) and native_alike else 1
+    catalog_followed = _catalog_change(example.with_name("templates"))
+    return 0 if agreed == len(observed) and native_alike and catalog_followed else 1
+
+
+def _catalog_change(templates: Path) -> bool:
+    """The catalog step, on the template example beside the example; whether Envoy followed it."""
+    if not (templates / catalog_demo.COMPONENT).is_file():
+        print(f"\nthe catalog step was not run: it needs the template example at {templates}")
+        return True
+    with tempfile.TemporaryDirectory() as work:
+        return catalog_demo.run(templates, Path(work))
 
 
 if __name__ == "__main__":

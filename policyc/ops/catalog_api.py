@@ -25,10 +25,11 @@ from http.client import HTTPException
 
 from ..catalog import KINDS, LiveEntities
 
-# Only what the catalog stage reads: the rest of an entity (descriptions, annotations, relations
-# Backstage computed) would only make the pages larger.
-FIELDS = ("apiVersion", "kind", "metadata.name", "metadata.namespace", "spec.memberOf", "spec.members",
-          "spec.parent", "spec.children", "spec.owner")
+# Only what the catalog stage reads: the rest of an entity (descriptions, relations Backstage
+# computed) would only make the pages larger. Annotations and the lifecycle make services
+# (`catalog_services`); Backstage's `fields` cannot name one annotation, as its keys hold dots.
+FIELDS = ("apiVersion", "kind", "metadata.name", "metadata.namespace", "metadata.annotations", "spec.memberOf",
+          "spec.members", "spec.parent", "spec.children", "spec.owner", "spec.lifecycle")
 TOKEN_ENV = "POLICYC_CATALOG_TOKEN"
 
 

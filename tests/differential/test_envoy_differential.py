@@ -31,7 +31,7 @@ from policyc.proof.replay import EnvoyUnderTest
 from policyc.semantics.request import PROTOCOLS
 from policyc.syntax.printer import format_file
 from tests.native_target import native_search_path
-from tests.property.strategies import NOW, checked_policy, grpc_calls, requests, write_world
+from tests.property.strategies import CATALOG_SERVICE, NOW, checked_policy, grpc_calls, requests, write_world
 
 pytestmark = pytest.mark.envoy
 
@@ -75,6 +75,8 @@ def _claims(headers) -> list[dict]:
 
 def _report(generated, target: str, comparison) -> str:
     policy = "\n".join(format_file(f) for f in generated.policy_set.files)
+    if generated.catalog:
+        policy += f"--- the catalog component that asks for a service\n{generated.catalog}"
     protocol = comparison.observed.request.protocol
     return (f"target {target}, {protocol}: Envoy and the interpreter disagree\n--- policy\n{policy}--- request\n"
             f"{comparison.report()}\n  token claims: {_claims(comparison.observed.request.headers)}\n"
@@ -107,6 +109,9 @@ def differential(envoy, world, policies: int, counts: Counter, shrink: bool = Tr
                 counts[f"{target} {comparison.observed.request.protocol}"] += 1
                 # Only a template's rules are named `template/rule`: those decided by one.
                 counts[f"{target} by a template rule"] += "/" in (comparison.expected.rule or "")
+                # The service an annotated catalog component asks for: its rules are in the proof too.
+                counts[f"{target} to a catalog service"] += bool(generated.catalog) and \
+                    comparison.expected.service == CATALOG_SERVICE[0]
                 assert not comparison.differences, _report(generated, target, comparison)
 
     run()

@@ -476,14 +476,14 @@ def test_hover_and_definition_of_templates_uses_and_parameters(lsp, tmp_path):
             return await client.text_document_definition_async(
                 types.DefinitionParams(uri, position_of(policy, needle, offset)))
 
-        used = await hover("use internal_api(owner = component:invoices", 6)
+        used = await hover("use internal_api(entity = component:invoices", 6)
         assert "template ` internal_api ` gives service ` invoices ` 4 rules" in used
         assert 'allow public "internal_api/health" when method == GET and path == "/ready"' in used
         assert 'member "sre" or member "payments-team"' in used
         assert "locked deny rule ` no-debug ` in template ` internal_api `" in await hover('deny "no-debug"', 2)
         assert "health: path = " in await hover("$health", 2)
-        target = await definition("use internal_api(owner = component:invoices", 6)
-        assert target.range.start == position_of(policy, "internal_api(owner: ref")
+        target = await definition("use internal_api(entity = component:invoices", 6)
+        assert target.range.start == position_of(policy, "internal_api(entity: ref")
         target = await definition("$health", 2)
         assert target.range.start == position_of(policy, 'health: path = "/healthz"')
 

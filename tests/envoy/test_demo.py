@@ -1,5 +1,7 @@
 """`make demo` beside the native filter: the targets table, and the example's requests replayed
-through the native filter on the part it expresses, every one decided as the interpreter does."""
+through the native filter on the part it expresses, every one decided as the interpreter does;
+and a catalog change (a component annotated with a template added, then deleted) reaching a running
+Envoy through `watch`."""
 
 import re
 from pathlib import Path
@@ -32,4 +34,8 @@ def test_without_the_library_the_demo_says_so(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", raising=False)
     assert demo.main([str(EXAMPLE)]) == 0
-    assert "the native filter was not run: Envoy loads libpolicyc_native.so" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert "the native filter was not run: Envoy loads libpolicyc_native.so" in output
+    assert "GET ledger.internal/healthz: 404 (no such service)" in output
+    assert re.search(r"^catalog/ledger.yaml added .*: Envoy answers 200 there after [\d.]+ s", output, re.M), output
+    assert re.search(r"^catalog/ledger.yaml deleted: .* Envoy answers 404 there after [\d.]+ s", output, re.M), output

@@ -25,8 +25,11 @@ RECORDED_CATALOG = [
     {"apiVersion": "backstage.io/v1alpha1", "kind": "User", "metadata": {"name": "alice"},
      "spec": {"memberOf": ["sre"], "profile": {"email": "alice@example.com"}}},
     {"apiVersion": "backstage.io/v1alpha1", "kind": "User", "metadata": {"name": "carol"}, "spec": {"memberOf": []}},
-    {"apiVersion": "backstage.io/v1alpha1", "kind": "Component", "metadata": {"name": "billing"},
-     "spec": {"type": "service", "lifecycle": "production", "owner": "group:sre"}},
+    {"apiVersion": "backstage.io/v1alpha1", "kind": "Component",
+     "metadata": {"name": "billing", "annotations": {"policyc.dev/template": "team_api",
+                                                     "policyc.dev/hosts": "billing.internal",
+                                                     "policyc.dev/upstream": "127.0.0.1:8085"}},
+     "spec": {"type": "service", "lifecycle": "experimental", "owner": "group:sre"}},
     {"apiVersion": "backstage.io/v1alpha1", "kind": "System", "metadata": {"name": "payments", "namespace": "finance"},
      "spec": {"owner": "user:default/alice"}},
 ]

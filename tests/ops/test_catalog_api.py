@@ -39,6 +39,12 @@ def test_recorded_backstage_pages_are_read_whole_and_checked_as_files_are():
                                         "system:finance/payments", "user:default/alice", "user:default/carol"]
     assert catalog.users_in("group:default/sre") == {"user:default/alice", "user:default/carol"}
     assert catalog.owner_of("component:default/billing") == "group:default/sre"
+    # What makes a service of an entity comes back too: policyc's annotations and the lifecycle.
+    billing = catalog.entities["component:default/billing"]
+    assert {a.key: a.value for a in billing.annotations} == {
+        "policyc.dev/template": "team_api", "policyc.dev/hosts": "billing.internal",
+        "policyc.dev/upstream": "127.0.0.1:8085"}
+    assert billing.lifecycle[0] == "experimental"
 
 
 def test_an_unchanged_page_is_not_sent_again():

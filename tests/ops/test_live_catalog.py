@@ -1,8 +1,9 @@
 """A real Backstage catalog backend (`backstage.py`, installed by `npm ci`), `watch --catalog` and a
 real Envoy: catalog edits (a person joins a group, a component is added, one is deleted and added
-again with another owner, a person is deleted) reach Envoy within one poll period of showing in
-the catalog's API, while clients send requests without pause and none fails; an edit that makes
-the policy invalid changes nothing Envoy serves."""
+again with another owner, a person is deleted, a component annotated with a template is added and
+so is served, then deleted and so retired) reach Envoy within one poll period of showing in the
+catalog's API, while clients send requests without pause and none fails; an edit that makes the
+policy invalid changes nothing Envoy serves."""
 
 import json
 import threading
@@ -45,6 +46,17 @@ def _component(name: str, owner: str) -> dict:
     return _entity("Component", name, type="service", lifecycle="production", owner=owner)
 
 
+# The host of the service the catalog asks for (`_onboarded`): Envoy answers 404 there without it.
+ONBOARDED_HOST = "ledger.test"
+
+
+def _onboarded(upstream: str) -> dict:
+    """A component that asks for a service made from the policy's template."""
+    annotations = {"policyc.dev/template": "team_api", "policyc.dev/hosts": ONBOARDED_HOST,
+                   "policyc.dev/upstream": upstream}
+    return {**_component("ledger-api", "finance"), "metadata": {"name": "ledger-api", "annotations": annotations}}
+
+
 def _policy(upstream: str) -> str:
     return f"""issuer dev {{
     url "https://dev.test"
@@ -52,6 +64,10 @@ def _policy(upstream: str) -> str:
     catalog users
 }}
 catalog "catalog"
+template team_api(owner: ref) {{
+    allow public "health" when path == "/healthz"
+    allow "team" when member $owner
+}}
 service s {{
     hosts "{HOST}"
     upstream "{upstream}"
@@ -68,16 +84,16 @@ class _Decisions:
     def __init__(self, port: int, key: dict):
         self.port, self.key = port, key
 
-    def status(self, user: str, path: str) -> int:
+    def status(self, user: str, path: str, host: str = HOST) -> int:
         token = mint({"iss": "https://dev.test", "sub": f"user:default/{user}", "exp": int(time.time()) + 600},
                      self.key)
-        request = RawRequest("GET", path, HOST, headers=(("authorization", f"Bearer {token}"),))
+        request = RawRequest("GET", path, host, headers=(("authorization", f"Bearer {token}"),))
         return send(self.port, request)[0]
 
-    def until(self, user: str, path: str, status: int, timeout: float = 30.0) -> float:
+    def until(self, user: str, path: str, status: int, timeout: float = 30.0, host: str = HOST) -> float:
         """time.monotonic() when Envoy first answers `status`."""
         deadline = time.monotonic() + timeout
-        while self.status(user, path) != status:
+        while self.status(user, path, host) != status:
             assert time.monotonic() < deadline, f"{user} on {path} never got {status}"
             time.sleep(0.02)
         return time.monotonic()
@@ -86,7 +102,7 @@ class _Decisions:
 def _visible(backstage, entities: list[dict], timeout: float = 60.0) -> float:
     """time.monotonic() when the catalog's API first returns exactly `entities` (as the fixture's
     `entities()` writes them)."""
-    wanted = {json.dumps({"kind": e["kind"], "metadata": {**e["metadata"], "namespace": "default"},
+    wanted = {json.dumps({"kind": e["kind"], "metadata": {"name": e["metadata"]["name"], "namespace": "default"},
                           "spec": e["spec"]}, sort_keys=True) for e in entities}
     deadline = time.monotonic() + timeout
     while backstage.entities() != wanted:
@@ -126,10 +142,11 @@ def test_catalog_edits_reach_envoy_within_a_poll_period_with_no_failed_request(t
                 assert [decide.status("bob", "/sre"), decide.status("alice", "/sre"),
                         decide.status("alice", "/billing")] == [403, 200, 200]
                 with Load(port, report):
-                    def edit(name: str, entities: list[dict], user: str, path: str, status: int) -> None:
+                    def edit(name: str, entities: list[dict], user: str, path: str, status: int,
+                             host: str = HOST) -> None:
                         backstage.write(entities)
                         shown = _visible(backstage, entities)
-                        latencies[name] = decide.until(user, path, status) - shown
+                        latencies[name] = decide.until(user, path, status, host=host) - shown
 
                     catalog[3] = _user("bob", "sre")  # bob joins sre
                     edit("a person joins a group", catalog, "bob", "/sre", 200)
@@ -146,7 +163,7 @@ def test_catalog_edits_reach_envoy_within_a_poll_period_with_no_failed_request(t
                     _visible(backstage, without_billing)
                     _wait(lambda: reports[-1].version is None)
                     assert metrics.deploy_failing == 1
-                    assert [d.code for d in reports[-1].diagnostics] == ["check/unknown-entity"]
+                    assert [d.code for d in reports[-1].diagnostics if d.is_error] == ["check/unknown-entity"]
                     assert served_version(envoy.admin_port) == version and decide.status("alice", "/billing") == 200
 
                     catalog[4] = _component("billing", "finance")  # back, owned by a group alice is not in
@@ -155,6 +172,13 @@ def test_catalog_edits_reach_envoy_within_a_poll_period_with_no_failed_request(t
                     del catalog[2]  # alice is deleted
                     edit("a person is deleted", catalog, "alice", "/sre", 403)
                     assert decide.status("bob", "/sre") == 200
+
+                    assert decide.status("bob", "/healthz", ONBOARDED_HOST) == 404
+                    catalog.append(_onboarded(upstream.address))  # a service onboarded in the catalog
+                    edit("an annotated component is added", catalog, "bob", "/healthz", 200, ONBOARDED_HOST)
+                    assert decide.status("bob", "/x", ONBOARDED_HOST) == 403  # bob is not in finance
+                    catalog.pop()  # and retired
+                    edit("an annotated component is deleted", catalog, "bob", "/healthz", 404, ONBOARDED_HOST)
         finally:
             stop.set()
             watcher.join()

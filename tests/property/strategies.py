@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import time
@@ -12,9 +13,11 @@ from functools import cache, lru_cache
 from pathlib import Path
 
 import jwt
+import yaml
 from hypothesis import strategies as st
 
 from policyc import nodes as n
+from policyc.catalog_services import ENTITY, OWNER
 from policyc.check import check
 from policyc.checked import Checked
 from policyc.credentials import tokens as devtokens
@@ -459,6 +462,7 @@ class Generated:
     policy_set: n.PolicySet
     checked: Checked = field(repr=False)
     grpc: bool = False  # made for gRPC calls
+    catalog: str = ""  # the YAML of the annotated component that asks for a service, if one does
 
     @property
     def expanded(self) -> n.PolicySet:
@@ -593,9 +597,10 @@ def _parameterized(draw, expr: n.Expr, params: list) -> n.Expr:
     if slot is None or not draw(st.booleans()):
         return expr
     key, kind = slot
-    name, value = f"p{len(params)}", _value_of(expr)
+    value = _value_of(expr)
     if isinstance(expr, n.Member) and draw(st.booleans()):  # `member in $p`, for a list of groups
         key, kind, value = ("groups",), T.LIST, (value,)
+    name = _param_name(key, [p.name for p, _ in params])
     default = n.Argument(name, value) if draw(st.booleans()) else None
     params.append((n.TemplateParam(name, kind, default), key))
     param = n.Param(name, kind is T.LIST)
@@ -607,6 +612,14 @@ def _parameterized(draw, expr: n.Expr, params: list) -> n.Expr:
     return replace(expr, values=(param,))
 
 
+def _param_name(key: tuple, taken: list[str]) -> str:
+    """`owner` for the first `member $p` and `entity` for the first `member owners($p)`, the
+    parameters the catalog fills in for the services it asks for (`spec.owner`, the component);
+    `p0`, `p1`, … for the others."""
+    special = {("Member",): OWNER, ("MemberOwners",): ENTITY}.get(key)
+    return special if special is not None and special not in taken else f"p{len(taken)}"
+
+
 def _argument(draw, param: n.TemplateParam, key: tuple, pools: dict[tuple, list]) -> n.Argument | None:
     """What a use passes for `param`: nothing (its default), or a value that fits its slot."""
     if param.default is not None and draw(st.booleans()):
@@ -616,17 +629,21 @@ def _argument(draw, param: n.TemplateParam, key: tuple, pools: dict[tuple, list]
     return n.Argument(param.name, _pick(draw, pools[key]))
 
 
-def _templated(draw, services: list[n.Service], v: Vocabulary) -> tuple[list[n.Template], list[n.Service]]:
+def _templated(draw, services: list[n.Service], v: Vocabulary,
+               grpc: bool) -> tuple[list[n.Template], list[n.Service], dict | None]:
     """A template of parameterized rules (some locked), used by some of the services with
-    arguments drawn from the values that fit each parameter; or none."""
+    arguments drawn from the values that fit each parameter, and perhaps by an annotated catalog
+    component (as YAML data); or none."""
     if not draw(st.booleans()):
-        return [], services
+        return [], services, None
     name = _pick(draw, TEMPLATE_NAMES)
     drawn = [replace(draw(rules(v, name=rule)), locked=draw(st.booleans()))
              for rule in _subset(draw, RULE_NAMES, min_size=1)[:2]]
     pools = _pools([r.expr for r in drawn] + [r.expr for s in services for r in s.rules])
     params: list = []
     template_rules = tuple(replace(r, expr=_parameterized(draw, r.expr, params)) for r in drawn)
+    if v.groups is not None and draw(st.booleans()):
+        template_rules += (_owners_rule(draw, params, pools),)
     mode = _pick(draw, [None, n.Mode.DRY_RUN, n.Mode.ENFORCE])
     settings = (n.ModeSetting(mode),) if mode is not None else ()
     template = n.Template(name, tuple(p for p, _ in params), settings, template_rules)
@@ -639,7 +656,61 @@ def _templated(draw, services: list[n.Service], v: Vocabulary) -> tuple[list[n.T
             use = n.Use(name, tuple(a for a in arguments if a is not None))
             service = replace(service, settings=(*kept, use))
         used.append(service)
-    return [template], used
+    component = _component(draw, template, params, pools, grpc) if draw(st.booleans()) else None
+    return [template], used, component
+
+
+def _owners_rule(draw, params: list, pools: dict[tuple, list]) -> n.Rule:
+    """`allow "owners" when member $owner`, `member owners($entity)`, or both: the parameters a
+    catalog component fills in from `spec.owner` and its own ref, which drawn rules seldom hold.
+    Written services pass the catalog's groups and components for them."""
+    chosen = _pick(draw, [(OWNER,), (ENTITY,), (OWNER, ENTITY)])
+    slots = {OWNER: (("Member",), n.Member, GROUPS), ENTITY: (("MemberOwners",), n.MemberOwners, OWNED)}
+    atoms = []
+    for name in chosen:
+        key, atom, values = slots[name]
+        if name not in (p.name for p, _ in params):  # `_param_name` may have declared it already
+            params.append((n.TemplateParam(name, T.REF), key))
+        pools.setdefault(key, list(values))
+        atoms.append(atom(n.Param(name)))
+    return n.Rule(n.Effect.ALLOW, False, "owners", atoms[0] if len(atoms) == 1 else n.Or(tuple(atoms)))
+
+
+# The service the catalog asks for: its name, hosts (apart from SERVICES'), and the owners it may have.
+CATALOG_SERVICE = ("orders", ("orders.internal", "orders.internal:8443"))
+CATALOG_OWNERS = ("sre", "platform", "payments-team", "group:org")
+
+
+def _component(draw, template: n.Template, params: list, pools: dict[tuple, list], grpc: bool) -> dict:
+    """A Component or API annotated to use `template`: hosts, upstream and each argument as the
+    annotations write them (a list as a JSON array), the owner and lifecycle drawn too."""
+    name, pool = CATALOG_SERVICE
+    annotations = {"policyc.dev/template": template.name,
+                   "policyc.dev/hosts": ", ".join(_subset(draw, pool, min_size=1)),
+                   "policyc.dev/upstream": "127.0.0.1:8080" + (" http2" if grpc else "")}
+    for param, key in params:
+        argument = None if param.name in (OWNER, ENTITY) else _argument(draw, param, key, pools)
+        if argument is not None:
+            value = argument.value
+            annotations[f"policyc.dev/args.{param.name}"] = json.dumps(list(value)) if isinstance(value, tuple) \
+                else value
+    return {"apiVersion": "backstage.io/v1alpha1", "kind": _pick(draw, ["Component", "API"]),
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {"type": "service", "lifecycle": _pick(draw, ["production", "experimental"]),
+                     "owner": _pick(draw, CATALOG_OWNERS)}}
+
+
+def _catalog_of(world: World, component: dict) -> tuple[str, str]:
+    """The component written into a catalog folder of its own, named by its content (so a policy
+    set, which names the folder, still stands for one catalog: `check_clean` is cached by it); the
+    folder, relative to the policy file, and the YAML."""
+    text = yaml.safe_dump(component, sort_keys=False)
+    folder = Path("catalog-services") / hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = world.root / folder / "component.yaml"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return str(folder), text
 
 
 @st.composite
@@ -656,13 +727,18 @@ def checked_policy(draw, world: World, grpc: bool = False) -> Generated:
         conditions.append(n.Condition(name, draw(condition_expressions(v))))
     v = vocabulary((i.name for i in issuers), (c.name for c in conditions), catalog_users, grpc)
     services = [_service(draw, name, pool, v, grpc) for name, pool in _subset(draw, SERVICES, min_size=1)]
-    templates, services = _templated(draw, services, v)
-    # The catalog only matters to `member`, which needs a `catalog users` issuer; reading it is
-    # most of what `check` costs.
-    catalog = [n.Catalog("catalog", here)] if catalog_users else []
+    templates, services, component = _templated(draw, services, v, grpc)
+    # The catalog only matters to `member`, which needs a `catalog users` issuer, and to a
+    # component that asks for a service (its owner is in the catalog); reading it is most of what
+    # `check` costs.
+    catalog = [n.Catalog("catalog", here)] if catalog_users or component else []
+    yaml_text = ""
+    if component is not None:
+        folder, yaml_text = _catalog_of(world, component)
+        catalog.append(n.Catalog(folder, here))
     items = (*issuers, *catalog, *conditions, *templates, *services)
     policy_set = n.PolicySet((n.PolicyFile(world.policy_path, items),))
-    return Generated(policy_set, check_clean(policy_set), grpc)
+    return Generated(policy_set, check_clean(policy_set), grpc, yaml_text)
 
 
 # ---------------------------------------------------------------- requests biased to a policy's literals

@@ -30,6 +30,7 @@ LAYERS = [
     ["policyc.catalog", "policyc.syntax"],
     ["policyc.checked"],
     ["policyc.templates"],
+    ["policyc.catalog_services"],
     ["policyc.loader", "policyc.check"],
     ["policyc.pipeline"],
     ["policyc.interpret"],
@@ -44,7 +45,7 @@ LAYERS = [
 # The backends proper: each renders a policy for one engine and knows no other. The assembly
 # (`envoy`, the package) combines them; `resolve`, `accesslog` and `yaml_out` are shared by all.
 BACKENDS = {"policyc.backends.rbac", "policyc.backends.lua", "policyc.backends.native"}
-RUNS_THE_PROOF = {"policyc.cli", "policyc.dev.demo"}
+RUNS_THE_PROOF = {"policyc.cli", "policyc.dev.demo", "policyc.dev.catalog_demo"}
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:
