@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import jwt
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from . import grants
 from . import nodes as n
 from .catalog import LiveEntities, load_catalog, normalize_ref
 from .checked import Checked, ListenerTls
@@ -45,7 +49,8 @@ _KEYWORDS = {"import", "catalog", "issuer", "url", "jwks", "file", "audience", "
              "contains", "true", "false", "member", "owners", "token", "public", "allow", "deny",
              "enforce", "dry-run", "trust", "ca", "tls", "cert", "key", "peer", "trusted", "parameters",
              "allowed", "grpc", "health", "reflection", "http1", "http2", "template", "use", "locked",
-             "string", "ref", "list"}
+             "string", "ref", "list", "grant", "grants", "who", "what", "from", "until", "requested",
+             "approved", "reason", "signature"}
 # Protocol buffers' names: a service is its package and name, dotted; a method is an identifier.
 _GRPC_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _GRPC_SERVICE = re.compile(rf"{_GRPC_IDENTIFIER}(\.{_GRPC_IDENTIFIER})*\Z")
@@ -272,9 +277,10 @@ def _check_service(service: n.Service) -> Iterator[Diagnostic]:
     yield from _unique(((r.name, r.name_span) for r in service.rules), "check/duplicate-rule",
                        f"service `{service.name}`: rule")
     for rule in service.rules:
-        # A template's rule is `template/rule`: the `/` is the template's alone, so no rule
-        # written in a service can pass for one.
-        if not _SAFE_NAME.match(rule.name[len(rule.template) + 1:] if rule.template else rule.name):
+        # A template's rule is `template/rule`, a grant's `grant/NAME`: the `/` is theirs alone, so
+        # no rule written in a service can pass for one.
+        prefix = rule.template or ("grant" if rule.grant else None)
+        if not _SAFE_NAME.match(rule.name[len(prefix) + 1:] if prefix else rule.name):
             yield error("check/bad-name", f"rule name `{rule.name}` has characters logs and Envoy cannot carry",
                         rule.name_span, hint="start with a letter or digit, then letters, digits and `_ . : -` "
                                              "(at most 128 in all)")
@@ -302,6 +308,9 @@ class _ExprChecker(n.Visitor):
 
     def visit_Not(self, node: n.Not) -> Iterator[Diagnostic]:
         yield from self.visit(node.operand)
+
+    def visit_TimeWindow(self, node: n.TimeWindow):
+        return ()  # `grants.expand` made it from a grant it checked
 
     def visit_ConditionRef(self, node: n.ConditionRef):
         if node.name not in self.checked.conditions:
@@ -660,7 +669,7 @@ class _Anonymous(n.Visitor):
         """An atom on what any caller may send."""
         return None
 
-    visit_HeaderTest = visit_HeaderPresent = visit_SourceIn = _depends
+    visit_HeaderTest = visit_HeaderPresent = visit_SourceIn = visit_TimeWindow = _depends
 
     def visit_GrpcTest(self, expr: n.GrpcTest, seen: frozenset) -> bool | None:
         return self.visit(n.grpc_paths(expr), seen)
@@ -755,13 +764,43 @@ def _written_out_grpc(checked: Checked) -> None:
 # ---------------------------------------------------------------- entry point
 
 
-def check(written: n.PolicySet, roots: Roots, live: LiveEntities | None = None) -> tuple[Checked, list[Diagnostic]]:
+def _grants_key(policy_set: n.PolicySet, roots: Roots) -> tuple[Ed25519PublicKey | None, list[Diagnostic]]:
+    """The Ed25519 public key the set's `grants { key file "…" }` names, read under the roots."""
+    configs = policy_set.of(n.GrantsConfig)
+    setting = configs[0].first(n.GrantsKeyFile) if configs else None
+    if setting is None:
+        return None, []
+    path, problems = _confined(setting, roots)
+    if problems:
+        return None, problems
+    span = setting.path_span or setting.span
+    try:
+        with open(path, "rb") as f:
+            key = serialization.load_pem_public_key(f.read())
+    except OSError as e:
+        return None, [error("grant/bad-key", f"cannot read grants key `{path}`: {why(e)}", span)]
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, Ed25519PublicKey):
+        # Fail closed: a key that cannot check signatures must not let unsigned grants through.
+        return None, [error("grant/bad-key", f"`{path}` is not an Ed25519 public key (PEM)", span,
+                            hint="make one with `policyc grant keygen`")]
+    return key, []
+
+
+def check(written: n.PolicySet, roots: Roots, live: LiveEntities | None = None,
+          now: float | None = None) -> tuple[Checked, list[Diagnostic]]:
     """Every diagnostic of the set, and the name tables, keys and catalog the later stages use.
     Key, certificate and catalog files are read only under `roots`. `live` (entities a running
     Backstage catalog returned) stands in for every catalog folder: none is read then. Templates
-    are written out first (`templates.expand`): the checks below, and `Checked.services`, see
-    every service with its templates' rules; `Checked.policy_set` stays the set as written."""
+    and grants are written out first (`templates.expand`, `grants.expand`): the checks below, and
+    `Checked.services`, see every service with its templates' and grants' rules;
+    `Checked.policy_set` stays the set as written. `now` (default: the clock) only decides which
+    grants are reported expired."""
     policy_set, template_diagnostics = expand(written)
+    grants_key, key_problems = _grants_key(policy_set, roots)
+    policy_set, grant_diagnostics = grants.expand(policy_set, time.time() if now is None else now, grants_key)
+    template_diagnostics += key_problems + grant_diagnostics
     catalog_dirs, refused = [], []
     for statement in policy_set.catalogs if live is None else ():
         path, problems = _confined(statement, roots)

@@ -39,6 +39,7 @@ from .dev.idp import DEFAULT_PORT, DevIdp, default_keys_path, mint_token
 from .diagnostics import CODES, render_github, render_json, render_sarif, render_text, summary_line
 from .explain import explanation, explanations
 from .files import Unusable, using, why
+from .grants import parse_time
 from .interpret import evaluate
 from .interpret.input import Built, Caller, Certificate, Entry, InputError, StandIns, read_entries
 from .loader import decode_source, expand_inputs, read_policy_file
@@ -117,6 +118,22 @@ class _Finite(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
+
+
+class _Time(click.ParamType):
+    """An RFC 3339 time with its zone, in whole seconds (as grants write their windows) → seconds
+    since the epoch."""
+
+    name = "time"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        seconds = parse_time(value)
+        if seconds is None:
+            self.fail(f"{value!r} is no RFC 3339 time in whole seconds with a zone, e.g. 2026-12-04T20:00:00Z",
+                      param, ctx)
+        return seconds
 
 
 class _Commands(click.Group):
@@ -382,15 +399,18 @@ def _decision_lines(decision) -> list[str]:
 @click.option("--jwks", "jwks", multiple=True, metavar="ISSUER=FILE",
               help="keys an issuer with a remote `jwks` would publish, for tokens in the requests' headers")
 @_NOW_OPTION
+@click.option("--at", "at", type=_Time(), default=None, metavar="TIME",
+              help="the time, as RFC 3339 (2026-12-04T20:00:00Z): tokens' time claims and grants' windows read it")
 @_ALLOW_PATH
 def eval_command(paths, request_path, as_json, fail_on_deny, issuer, claims, trust, uris, dns, subject, jwks, now,
-                 allowed):
+                 at, allowed):
     """Decide requests with the reference interpreter, and say why.
 
     The caller may be given directly, on the command line for every request or as a request's
     `caller`: a token's issuer and claims, a client certificate's names. Eval decides it as
     Envoy decides a caller sending that token or certificate, with the token's signature and the
-    certificate's chain taken as valid; time claims are checked against --now.
+    certificate's chain taken as valid; time claims and grants' windows are checked against
+    --at (or --now), the clock by default.
 
     \b
     echo '{"method": "GET", "path": "/api/v1/payments/1", "host": "payments.internal"}' |
@@ -398,6 +418,9 @@ def eval_command(paths, request_path, as_json, fail_on_deny, issuer, claims, tru
         --claim sub=user:default/bob --claim 'ent=["group:default/sre"]'
     policyc eval policies --request requests.jsonl --json --fail
     """
+    if at is not None and now is not None:
+        raise click.UsageError("give the time once: --at or --now")
+    now = at if at is not None else now
     given = _given_caller(issuer, claims, trust, uris, dns, subject)
     entries, batch = _read_entries(request_path)
     pipeline = _checked_or_exit(_policy_paths(paths), allowed)
