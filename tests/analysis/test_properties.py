@@ -35,7 +35,7 @@ def policy_pairs(draw, world):
     rules = draw(st.sampled_from([
         service.rules[:at] + (rule,) + service.rules[at + 1:],
         service.rules[:at] + service.rules[at + 1:] or (rule,),
-        service.rules + (replace(rule, name="added"),),
+        service.rules + (replace(rule, name="added", template=None),),  # a rule of the service's own
     ]))
     changed = with_service(gen.expanded, service.name, lambda s: replace(s, rules=rules))
     return gen, check_clean(changed)

@@ -65,7 +65,7 @@ def filter_view(checked: Checked, raw: RawRequest, now: float, keys) -> tuple[Co
     headers = header_table(admitted.headers)
     peer = verified_peer(raw.certificate, checked.trusts, now)
     assert not isinstance(peer, HandshakeRefused), peer
-    ctx = Context(raw.method, admitted.target.path, headers, raw.source, identity, peer)
+    ctx = Context(raw.method, admitted.target.path, headers, raw.source, identity, peer, now)
     return ctx, filter_request(ctx, admitted.target.forwarded, admitted.authority)
 
 
