@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import nodes as n
+from .checked import Checked
 from .diagnostics import Diagnostic, Severity, did_you_mean
 from .source import Span
 from .syntax.printer import grant_setting, utc
@@ -102,22 +103,22 @@ def verify_signature(grant: n.Grant, key: Ed25519PublicKey) -> bool:
     return True
 
 
-def _identity(text: str) -> str:
+def identity(text: str) -> str:
     """A person's name as grants compare them: `user:default/bob`, `default/bob` and `Bob` are `bob`."""
     text = text.lower()
     text = text.removeprefix("user:")
     return text.removeprefix("default/")
 
 
-def _grantee_names(grant: n.Grant) -> set[str]:
+def grantee_names(grant: n.Grant) -> set[str]:
     """The names the grant is for: who requested it, and every value its `who` compares against."""
     names = set()
     if isinstance(requester := grant.value(K.REQUESTED_BY), str):
-        names.add(_identity(requester))
+        names.add(identity(requester))
     who = grant.value(K.WHO)
     for node in n.walk(who) if who is not None and not isinstance(who, str) else ():
         values = (node.group,) if isinstance(node, n.Member) else getattr(node, "values", ())
-        names.update(_identity(v) for v in values if isinstance(v, str))
+        names.update(identity(v) for v in values if isinstance(v, str))
     return names
 
 
@@ -173,7 +174,7 @@ def _duration(seconds: int) -> str:
 
 def _approval_problems(grant: n.Grant, key: Ed25519PublicKey | None) -> Iterator[Diagnostic]:
     approver = grant.setting(K.APPROVED_BY)
-    if approver is not None and _identity(approver.value) in _grantee_names(grant):
+    if approver is not None and identity(approver.value) in grantee_names(grant):
         yield _error("grant/self-approved", f"`{approver.value}` approves a grant for themselves", approver.value_span,
                      hint="a grant is approved by someone other than its grantee")
     if key is None:
@@ -264,3 +265,25 @@ def expand(policy_set: n.PolicySet, now: float, key: Ed25519PublicKey | None = N
         replace(item, rules=(*item.rules, *added[item.name])) if isinstance(item, n.Service) and item.name in added
         else item for item in f.items)) for f in policy_set.files)
     return n.PolicySet(files), diagnostics
+
+
+def _end(rule: n.Rule) -> int | None:
+    """When a grant's rule stops holding (None for any other rule)."""
+    if rule.grant is None:
+        return None
+    window = next(o for o in rule.expr.operands if isinstance(o, n.TimeWindow))
+    return window.end
+
+
+def without_ended(checked: Checked, now: float) -> Checked:
+    """The set without the rules of grants whose windows ended by `now`: what a deploy at `now`
+    publishes. The proxy refuses by their windows anyway; a deploy drops what can no longer allow."""
+    services = {name: replace(s, rules=tuple(r for r in s.rules if (_end(r) or now + 1) > now))
+                for name, s in checked.services.items()}
+    return replace(checked, services=services)
+
+
+def next_end(checked: Checked, now: float) -> int | None:
+    """The first end of a grant's window after `now`, when a watching deploy drops that grant."""
+    ends = [end for s in checked.services.values() for r in s.rules if (end := _end(r)) is not None and end > now]
+    return min(ends, default=None)

@@ -6,6 +6,9 @@ files under tests/golden/diagnostics/grants*/ show every diagnostic rendered."""
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -18,10 +21,11 @@ from policyc.backends.native import config_text, service_section
 from policyc.cli import main
 from policyc.interpret import evaluate
 from policyc.interpret.input import Caller, StandIns
+from policyc.ops.deploy import watch
 from policyc.pipeline import load_and_check
 from policyc.source import Source
 from policyc.syntax import parse
-from policyc.syntax.printer import format_file
+from policyc.syntax.printer import format_file, utc
 from tests.lua.stand_in import envoy_request, run_script
 
 START, END = 32503680000, 32503694400  # 3000-01-01T00:00:00Z and 04:00:00Z
@@ -144,3 +148,91 @@ def test_eval_at_takes_an_rfc3339_time(policy):
     assert json.loads(after.output)["reason"] == "default-deny"
     both = CliRunner().invoke(main, [*args, "--at", "3000-01-01T04:00:00Z", "--now", "1"], input=request)
     assert both.exit_code == 2 and "--at or --now" in both.output
+
+
+# ---------------------------------------------------------------- request, approve, list, deploy
+
+MAIN = '''grants {
+    max window "8h"
+    key file "keys/grants.pub"
+}
+
+service orders {
+    hosts "orders.internal"
+    upstream "127.0.0.1:8080"
+    allow public "health" when path == "/health"
+}
+'''
+
+
+def _run(*args, cwd):
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(main, list(args))
+    finally:
+        os.chdir(old)
+
+
+def test_request_approve_use_and_tamper(tmp_path):
+    (tmp_path / "main.policy").write_text(MAIN, encoding="utf-8")
+    assert _run("grant", "keygen", "keys/grants", cwd=tmp_path).exit_code == 0
+    requested = _run("grant", "request", "grants/debug.policy", "--name", "debug", "--service", "orders",
+                     "--who", 'header "x-user" == "alice"', "--what", 'path prefix "/debug/"', "--for", "2h",
+                     "--reason", "INC-4711", "--requested-by", "alice", cwd=tmp_path)
+    assert requested.exit_code == 0, requested.output
+    codes = {d.code for d in load_and_check([str(tmp_path)]).diagnostics}
+    assert codes == {"grant/no-approver", "grant/unsigned"}  # refused until approved
+    self_approved = _run("grant", "approve", "grants/debug.policy", "--approver", "Alice", "--key", "keys/grants",
+                         cwd=tmp_path)
+    assert self_approved.exit_code == 2 and "for themselves" in self_approved.output
+    approved = _run("grant", "approve", "grants/debug.policy", "--approver", "bob", "--key", "keys/grants",
+                    cwd=tmp_path)
+    assert approved.exit_code == 0, approved.output
+    assert load_and_check([str(tmp_path)]).ok
+    listed = _run("grants", ".", "--json", cwd=tmp_path)
+    assert json.loads(listed.stdout) | {"from": None, "until": None} == {
+        "name": "debug", "service": "orders", "state": "active", "from": None, "until": None,
+        "approved_by": "bob", "reason": "INC-4711"}
+    grant_file = tmp_path / "grants" / "debug.policy"
+    grant_file.write_text(grant_file.read_text().replace('"/debug/"', '"/"'), encoding="utf-8")
+    assert [d.code for d in load_and_check([str(tmp_path)]).diagnostics] == ["grant/bad-signature"]
+
+
+def test_a_request_that_is_no_grant_is_refused(tmp_path):
+    result = _run("grant", "request", "g.policy", "--name", "g", "--service", "orders", "--who", "token.sub ==",
+                  "--what", "authenticated", "--for", "1h", "--reason", "x", cwd=tmp_path)
+    assert result.exit_code == 2 and "does not parse" in result.output and not (tmp_path / "g.policy").exists()
+
+
+def test_grants_lists_active_upcoming_and_expired(tmp_path):
+    text = POLICY + POLICY[POLICY.index("grant debug"):].replace("grant debug", "grant later").replace(
+        "3000-01-01T00", "3000-01-02T00").replace("3000-01-01T04", "3000-01-02T04")
+    (tmp_path / "main.policy").write_text(text, encoding="utf-8")
+    listed = _run("grants", ".", "--at", "3000-01-01T01:00:00Z", cwd=tmp_path).stdout.splitlines()
+    assert [line.split()[:2] for line in listed] == [["active", "debug"], ["upcoming", "later"]]
+    listed = _run("grants", ".", "--at", "3000-01-01T05:00:00Z", cwd=tmp_path).stdout.splitlines()
+    assert [line.split()[:2] for line in listed] == [["upcoming", "later"], ["expired", "debug"]]
+
+
+def test_a_deploy_leaves_out_ended_grants_and_watch_redeploys_at_a_grants_end(tmp_path):
+    end = int(time.time()) + 2
+    (tmp_path / "main.policy").write_text(POLICY.replace("3000-01-01T00:00:00Z", utc(end - 3600)).replace(
+        "3000-01-01T04:00:00Z", utc(end)), encoding="utf-8")
+    checked = load_and_check([str(tmp_path / "main.policy")]).checked
+    assert grants.next_end(checked, end - 1) == end and grants.next_end(checked, end) is None
+    assert [r.name for r in grants.without_ended(checked, end).services["orders"].rules] == ["health", "no-admin"]
+    deployed, stop = [], threading.Event()
+
+    def report(deployment):
+        deployed.append(deployment)
+        if len(deployed) == 2:
+            stop.set()
+
+    thread = threading.Thread(target=watch, args=([str(tmp_path / "main.policy")], tmp_path / "out", report),
+                              kwargs={"stop": stop, "interval": 0.05})
+    thread.start()
+    thread.join(10)
+    stop.set()
+    assert len(deployed) == 2 and deployed[0].version != deployed[1].version  # no file changed
+    assert time.time() >= end and "grant/debug" not in (tmp_path / "out" / "rds.yaml").read_text()
