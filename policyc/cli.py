@@ -1468,8 +1468,9 @@ def grant_approve_command(path, approver, key_path, name, allowed):
     try:
         key = approval.private_key(_key_pem(key_path, allowed, path))
         approved = approval.approve(path, text, approver, key, name)
-    except approval.ApprovalError as error:
-        raise Unusable(f"cannot approve {path}: {error}") from None
+    except approval.ApprovalError as error:  # refused, not misused: exit 1, as a failed check
+        click.echo(f"policyc: cannot approve {path}: {error}", err=True)
+        sys.exit(EXIT_FAILED)
     with using(path, "write grant"):
         _write_atomically(path, approved)
     click.echo(f"approved {path} as {approver}")

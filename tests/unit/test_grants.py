@@ -185,7 +185,7 @@ def test_request_approve_use_and_tamper(tmp_path):
     assert codes == {"grant/no-approver", "grant/unsigned"}  # refused until approved
     self_approved = _run("grant", "approve", "grants/debug.policy", "--approver", "Alice", "--key", "keys/grants",
                          cwd=tmp_path)
-    assert self_approved.exit_code == 2 and "for themselves" in self_approved.output
+    assert self_approved.exit_code == 1 and "for themselves" in self_approved.output
     approved = _run("grant", "approve", "grants/debug.policy", "--approver", "bob", "--key", "keys/grants",
                     cwd=tmp_path)
     assert approved.exit_code == 0, approved.output
