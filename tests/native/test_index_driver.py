@@ -328,6 +328,20 @@ def test_decisions(driver, tmp_path):
     assert decide(driver, tmp_path, index_config(SHOP, LAB), requests) == [expected for _, expected in DECISIONS]
 
 
+START, END = 4102444800, 4102459200  # 2100-01-01T00:00:00Z and 04:00:00Z
+WINDOWS = section("shop", [f"allow {x('grant/oncall')} and 2 time {START} {END} header {x('x-user')} eq 1 {x('alice')}",
+                           f"allow {x('grant/later')} time 4294967296 4294967300"])  # past 2106: 64 bits
+
+
+@pytest.mark.parametrize(("clock", "rule"), [
+    (START - 1, None), (START, "grant/oncall"), (END - 1, "grant/oncall"), (END, None), (0, None),
+    (4294967295, None), (4294967296, "grant/later"), (4294967299, "grant/later"), (4294967300, None)])
+def test_a_window_holds_from_its_start_until_just_before_its_end(driver, tmp_path, clock, rule):
+    [decided] = decide(driver, tmp_path, index_config(WINDOWS),
+                       [get("/", headers=[("x-user", "alice"), (":clock", str(clock))])])
+    assert decided == (("allow", rule, 200) if rule else ("default-deny", None, 403))
+
+
 def test_a_config_without_services_decides_error(driver, tmp_path):
     assert decide(driver, tmp_path, index_config(), [get("/")]) == [("error", None, 403)]
 
