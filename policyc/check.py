@@ -697,8 +697,11 @@ def _anonymous_warnings(service: n.Service, checked: Checked, skipped: set[int])
             continue
         anonymous = can_match_anonymous(rule.expr, conditions)
         if anonymous and not rule.public:
+            # A grant is never public: its `who` is to name someone who proved who they are.
+            hint = "make its `who` a token claim, a `member` or a client certificate's name" if rule.grant \
+                else f"write `allow public` if that is intended, or {fix}"
             yield warning("check/anonymous-allow", f"rule `{rule.name}` can allow callers without a token",
-                          rule.name_span, hint=f"write `allow public` if that is intended, or {fix}")
+                          rule.name_span, hint=hint)
         elif rule.public and not anonymous:
             yield warning("check/public-needs-no-token",
                           f"rule `{rule.name}` is marked `public` but needs a token or a client certificate to match",
