@@ -34,6 +34,7 @@ DEFAULT_MAX_WINDOW = 24 * 3600  # without `max window`: a grant is for a day at 
 _REQUIRED = (K.SERVICE, K.WHO, K.WHAT, K.FROM, K.UNTIL, K.REASON)
 _DURATION = re.compile(r"(?:(\d{1,6})d)?(?:(\d{1,6})h)?(?:(\d{1,6})m)?(?:(\d{1,6})s)?\Z")
 _UNITS = (86400, 3600, 60, 1)
+LATEST = 253402300799  # 9999-12-31T23:59:59Z: the latest time a window may name (the native index's limit too)
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})\Z")
 
 
@@ -52,9 +53,11 @@ def parse_time(text: str) -> int | None:
     if not _RFC3339.match(text) or "." in text:
         return None
     try:
-        return int(datetime.fromisoformat(text.upper().replace("Z", "+00:00")).timestamp())
+        seconds = int(datetime.fromisoformat(text.upper().replace("Z", "+00:00")).timestamp())
     except ValueError:
         return None
+    # An offset can carry the year 9999 past its end in UTC: every target must hold the time.
+    return seconds if 0 <= seconds <= LATEST else None
 
 
 def parse_duration(text: str) -> int | None:

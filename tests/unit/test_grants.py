@@ -82,6 +82,7 @@ def test_the_signed_text_ignores_layout_but_not_meaning():
 @pytest.mark.parametrize(("text", "seconds"), [
     ("3000-01-01T00:00:00Z", START), ("3000-01-01T02:00:00+02:00", START), ("3000-01-01t00:00:00z", START),
     ("3000-01-01T00:00:00", None), ("3000-01-01T00:00:00.5Z", None), ("3000-02-30T00:00:00Z", None), ("", None),
+    ("9999-12-31T23:59:59Z", 253402300799), ("9999-12-31T23:59:59-01:00", None), ("1969-12-31T23:59:59Z", None),
 ])
 def test_times_are_rfc3339_with_a_zone_in_whole_seconds(text, seconds):
     assert grants.parse_time(text) == seconds
