@@ -35,6 +35,15 @@ function M.segments(q, glob)
   return q.segments
 end
 
+-- Whether the request arrives in [start, end), seconds since the epoch: the clock is read once per
+-- request, in whole seconds (os.time), so a grant's window ends on time without a redeploy.
+function M.within(q, start, stop)
+  if q.now == nil then
+    q.now = os.time()
+  end
+  return q.now >= start and q.now < stop
+end
+
 function M.peer(q, net)
   if q.peer == nil then
     local address = q.handle:streamInfo():downstreamDirectRemoteAddress()

@@ -76,9 +76,9 @@ static bool is(bytes_t token, const char *word) {
 }
 
 /* A decimal number up to `max`: digits only, no sign, no leading zero. */
-static bool number(line_t *line, uint32_t max, uint32_t *value) {
+static bool number64(line_t *line, uint64_t max, uint64_t *value) {
   bytes_t token;
-  if (!next_token(line, &token) || token.length == 0 || token.length > 10 ||
+  if (!next_token(line, &token) || token.length == 0 || token.length > 19 ||
       (token.ptr[0] == '0' && token.length > 1)) {
     return false;
   }
@@ -92,7 +92,30 @@ static bool number(line_t *line, uint32_t max, uint32_t *value) {
   if (total > max) {
     return false;
   }
+  *value = total;
+  return true;
+}
+
+static bool number(line_t *line, uint32_t max, uint32_t *value) {
+  uint64_t total;
+  if (!number64(line, max, &total)) {
+    return false;
+  }
   *value = (uint32_t)total;
+  return true;
+}
+
+/* `time <start> <end>`: both up to INDEX_MAX_TIME, split into the node's 32-bit fields. */
+static bool time_atom(line_t *line, node_t *fields) {
+  uint64_t start, end;
+  if (!number64(line, INDEX_MAX_TIME, &start) || !number64(line, INDEX_MAX_TIME, &end)) {
+    return false;
+  }
+  fields->kind = NODE_TIME;
+  fields->first = (uint32_t)start;
+  fields->header = (uint32_t)(start >> 32);
+  fields->count = (uint32_t)end;
+  fields->values = (uint32_t)(end >> 32);
   return true;
 }
 
@@ -327,6 +350,8 @@ static bool atom(parser_t *p, line_t *line, bytes_t word, uint32_t at) {
   } else if (is(word, "token")) {
     fields.kind = NODE_TOKEN;
     ok = true;
+  } else if (is(word, "time")) {
+    ok = time_atom(line, &fields);
   } else if (is(word, "present")) {
     fields.kind = NODE_PRESENT;
     ok = header_name(p, line, &fields.header);

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "envoy_abi.h"
 #include "policy_index.h"
@@ -316,6 +317,15 @@ static bool condition(request_t *request, uint32_t i) {
   return request->memo[i] == TRUE_VALUE;
 }
 
+/* Whether the request arrives in the node's window, by the wall clock read now, in whole seconds
+ * as Lua's os.time() reads it: a grant ends on time whatever the config's age. */
+static bool within(const node_t *node) {
+  uint64_t start = (uint64_t)node->first | (uint64_t)node->header << 32;
+  uint64_t end = (uint64_t)node->count | (uint64_t)node->values << 32;
+  time_t now = time(NULL);
+  return now >= 0 && (uint64_t)now >= start && (uint64_t)now < end;
+}
+
 /* Whether the expression at `at` holds. Recursion is bounded by INDEX_MAX_DEPTH (index_parse.c
  * counts conditions as written out); once a problem is set, every result is meaningless. */
 static bool evaluate(request_t *request, uint32_t at) {
@@ -370,6 +380,8 @@ static bool evaluate(request_t *request, uint32_t at) {
   case NODE_SUBJECT_PREFIX:
   case NODE_SUBJECT_SUFFIX:
     return peer_certificate(request) && value_passes(index, node, request->subject, literal(""));
+  case NODE_TIME:
+    return within(node);
   default:
     return fail(request, "an unknown node"); /* index_parse never builds one */
   }

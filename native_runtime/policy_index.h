@@ -55,7 +55,13 @@ typedef enum {
   NODE_SUBJECT_EQ,     /* the certificate's subject: strings[first .. first+count) */
   NODE_SUBJECT_PREFIX, /* strings[first] */
   NODE_SUBJECT_SUFFIX, /* strings[first] */
+  /* The request arrives in [start, end), seconds since the epoch by the clock of the machine:
+   * start is first | header << 32, end is count | values << 32 (times past 2106 need 64 bits). */
+  NODE_TIME,
 } node_kind_t;
+
+/* The latest time a `time` node may name: the last second of the year 9999, as policyc's grants. */
+#define INDEX_MAX_TIME 253402300799u
 
 typedef struct {
   uint32_t kind;

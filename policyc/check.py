@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import jwt
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import catalog_services
+from . import grants
 from . import nodes as n
 from .catalog import LiveEntities, load_catalog, normalize_ref
 from .checked import Checked, ListenerTls
@@ -46,7 +50,8 @@ _KEYWORDS = {"import", "catalog", "issuer", "url", "jwks", "file", "audience", "
              "contains", "true", "false", "member", "owners", "token", "public", "allow", "deny",
              "enforce", "dry-run", "trust", "ca", "tls", "cert", "key", "peer", "trusted", "parameters",
              "allowed", "grpc", "health", "reflection", "http1", "http2", "template", "use", "locked",
-             "string", "ref", "list"}
+             "string", "ref", "list", "grant", "grants", "who", "what", "from", "until", "requested",
+             "approved", "reason", "signature"}
 # Protocol buffers' names: a service is its package and name, dotted; a method is an identifier.
 _GRPC_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _GRPC_SERVICE = re.compile(rf"{_GRPC_IDENTIFIER}(\.{_GRPC_IDENTIFIER})*\Z")
@@ -273,9 +278,10 @@ def _check_service(service: n.Service) -> Iterator[Diagnostic]:
     yield from _unique(((r.name, r.name_span) for r in service.rules), "check/duplicate-rule",
                        f"service `{service.name}`: rule")
     for rule in service.rules:
-        # A template's rule is `template/rule`: the `/` is the template's alone, so no rule
-        # written in a service can pass for one.
-        if not _SAFE_NAME.match(rule.name[len(rule.template) + 1:] if rule.template else rule.name):
+        # A template's rule is `template/rule`, a grant's `grant/NAME`: the `/` is theirs alone, so
+        # no rule written in a service can pass for one.
+        prefix = rule.template or ("grant" if rule.grant else None)
+        if not _SAFE_NAME.match(rule.name[len(prefix) + 1:] if prefix else rule.name):
             yield error("check/bad-name", f"rule name `{rule.name}` has characters logs and Envoy cannot carry",
                         rule.name_span, hint="start with a letter or digit, then letters, digits and `_ . : -` "
                                              "(at most 128 in all)")
@@ -303,6 +309,9 @@ class _ExprChecker(n.Visitor):
 
     def visit_Not(self, node: n.Not) -> Iterator[Diagnostic]:
         yield from self.visit(node.operand)
+
+    def visit_TimeWindow(self, node: n.TimeWindow):
+        return ()  # `grants.expand` made it from a grant it checked
 
     def visit_ConditionRef(self, node: n.ConditionRef):
         if node.name not in self.checked.conditions:
@@ -661,7 +670,7 @@ class _Anonymous(n.Visitor):
         """An atom on what any caller may send."""
         return None
 
-    visit_HeaderTest = visit_HeaderPresent = visit_SourceIn = _depends
+    visit_HeaderTest = visit_HeaderPresent = visit_SourceIn = visit_TimeWindow = _depends
 
     def visit_GrpcTest(self, expr: n.GrpcTest, seen: frozenset) -> bool | None:
         return self.visit(n.grpc_paths(expr), seen)
@@ -689,8 +698,11 @@ def _anonymous_warnings(service: n.Service, checked: Checked, skipped: set[int])
             continue
         anonymous = can_match_anonymous(rule.expr, conditions)
         if anonymous and not rule.public:
+            # A grant is never public: its `who` is to name someone who proved who they are.
+            hint = "make its `who` a token claim, a `member` or a client certificate's name" if rule.grant \
+                else f"write `allow public` if that is intended, or {fix}"
             yield warning("check/anonymous-allow", f"rule `{rule.name}` can allow callers without a token",
-                          rule.name_span, hint=f"write `allow public` if that is intended, or {fix}")
+                          rule.name_span, hint=hint)
         elif rule.public and not anonymous:
             yield warning("check/public-needs-no-token",
                           f"rule `{rule.name}` is marked `public` but needs a token or a client certificate to match",
@@ -756,13 +768,40 @@ def _written_out_grpc(checked: Checked) -> None:
 # ---------------------------------------------------------------- entry point
 
 
-def check(written: n.PolicySet, roots: Roots, live: LiveEntities | None = None) -> tuple[Checked, list[Diagnostic]]:
+def _grants_key(policy_set: n.PolicySet, roots: Roots) -> tuple[Ed25519PublicKey | None, list[Diagnostic]]:
+    """The Ed25519 public key the set's `grants { key file "…" }` names, read under the roots."""
+    configs = policy_set.of(n.GrantsConfig)
+    setting = configs[0].first(n.GrantsKeyFile) if configs else None
+    if setting is None:
+        return None, []
+    path, problems = _confined(setting, roots)
+    if problems:
+        return None, problems
+    span = setting.path_span or setting.span
+    try:
+        with open(path, "rb") as f:
+            key = serialization.load_pem_public_key(f.read())
+    except OSError as e:
+        return None, [error("grant/bad-key", f"cannot read grants key `{path}`: {why(e)}", span)]
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, Ed25519PublicKey):
+        # Fail closed: a key that cannot check signatures must not let unsigned grants through.
+        return None, [error("grant/bad-key", f"`{path}` is not an Ed25519 public key (PEM)", span,
+                            hint="make one with `policyc grant keygen`")]
+    return key, []
+
+
+def check(written: n.PolicySet, roots: Roots, live: LiveEntities | None = None,
+          now: float | None = None) -> tuple[Checked, list[Diagnostic]]:
     """Every diagnostic of the set, and the name tables, keys and catalog the later stages use.
     Key, certificate and catalog files are read only under `roots`. `live` (entities a running
     Backstage catalog returned) stands in for every catalog folder: none is read then. The
-    catalog's annotated entities add services (`catalog_services.generate`), then templates are
-    written out (`templates.expand`): the checks below, and `Checked.services`, see every service,
-    written or generated, with its templates' rules; `Checked.policy_set` stays the set as written."""
+    catalog's annotated entities add services (`catalog_services.generate`), then templates and
+    grants are written out (`templates.expand`, `grants.expand`): the checks below, and
+    `Checked.services`, see every service, written or generated, with its templates' and grants'
+    rules; `Checked.policy_set` stays the set as written. `now` (default: the clock) only decides
+    which grants are reported expired."""
     catalog_dirs, refused = [], []
     for statement in written.catalogs if live is None else ():
         path, problems = _confined(statement, roots)
@@ -774,6 +813,9 @@ def check(written: n.PolicySet, roots: Roots, live: LiveEntities | None = None) 
     # every check below (duplicate names and hosts, locked rules) sees them alike.
     generated, annotation_diagnostics = catalog_services.generate(catalog, written.templates)
     policy_set, template_diagnostics = expand(n.PolicySet(written.files + generated))
+    grants_key, key_problems = _grants_key(policy_set, roots)
+    policy_set, grant_diagnostics = grants.expand(policy_set, time.time() if now is None else now, grants_key)
+    template_diagnostics += key_problems + grant_diagnostics
     checked = Checked(written, catalog, sources=catalog_sources)
     diagnostics = template_diagnostics + refused + diagnostics + annotation_diagnostics
 

@@ -39,10 +39,11 @@ from .dev.idp import DEFAULT_PORT, DevIdp, default_keys_path, mint_token
 from .diagnostics import CODES, render_github, render_json, render_sarif, render_text, summary_line
 from .explain import explanation, explanations
 from .files import Unusable, using, why
+from .grants import parse_duration, parse_time
 from .interpret import evaluate
 from .interpret.input import Built, Caller, Certificate, Entry, InputError, StandIns, read_entries
 from .loader import decode_source, expand_inputs, read_policy_file
-from .ops import audit
+from .ops import approval, audit
 from .ops import seal as sealing
 from .ops.catalog_api import TOKEN_ENV, CatalogClient, CatalogError
 from .ops.deploy import Deployment, configmap, deploy, watch
@@ -54,7 +55,7 @@ from .semantics.hosts import upstream_problem
 from .semantics.request import H2, H2C, HTTP1, PROTOCOLS, RequestError
 from .source import Source
 from .syntax import parse
-from .syntax.printer import format_file
+from .syntax.printer import format_file, utc
 
 # 4: `who-can` and `what-can` only: the proxy refuses the request or caller before any rule.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_REFUSED = 0, 1, 2, 3, 4
@@ -117,6 +118,22 @@ class _Finite(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
+
+
+class _Time(click.ParamType):
+    """An RFC 3339 time with its zone, in whole seconds (as grants write their windows) → seconds
+    since the epoch."""
+
+    name = "time"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        seconds = parse_time(value)
+        if seconds is None:
+            self.fail(f"{value!r} is no RFC 3339 time in whole seconds with a zone, e.g. 2026-12-04T20:00:00Z",
+                      param, ctx)
+        return seconds
 
 
 class _Commands(click.Group):
@@ -382,15 +399,18 @@ def _decision_lines(decision) -> list[str]:
 @click.option("--jwks", "jwks", multiple=True, metavar="ISSUER=FILE",
               help="keys an issuer with a remote `jwks` would publish, for tokens in the requests' headers")
 @_NOW_OPTION
+@click.option("--at", "at", type=_Time(), default=None, metavar="TIME",
+              help="the time, as RFC 3339 (2026-12-04T20:00:00Z): tokens' time claims and grants' windows read it")
 @_ALLOW_PATH
 def eval_command(paths, request_path, as_json, fail_on_deny, issuer, claims, trust, uris, dns, subject, jwks, now,
-                 allowed):
+                 at, allowed):
     """Decide requests with the reference interpreter, and say why.
 
     The caller may be given directly, on the command line for every request or as a request's
     `caller`: a token's issuer and claims, a client certificate's names. Eval decides it as
     Envoy decides a caller sending that token or certificate, with the token's signature and the
-    certificate's chain taken as valid; time claims are checked against --now.
+    certificate's chain taken as valid; time claims and grants' windows are checked against
+    --at (or --now), the clock by default.
 
     \b
     echo '{"method": "GET", "path": "/api/v1/payments/1", "host": "payments.internal"}' |
@@ -398,6 +418,9 @@ def eval_command(paths, request_path, as_json, fail_on_deny, issuer, claims, tru
         --claim sub=user:default/bob --claim 'ent=["group:default/sre"]'
     policyc eval policies --request requests.jsonl --json --fail
     """
+    if at is not None and now is not None:
+        raise click.UsageError("give the time once: --at or --now")
+    now = at if at is not None else now
     given = _given_caller(issuer, claims, trust, uris, dns, subject)
     entries, batch = _read_entries(request_path)
     pipeline = _checked_or_exit(_policy_paths(paths), allowed)
@@ -1386,6 +1409,105 @@ def _access_text(method: str, target: str, access, reading, refusals, several: b
         click.echo("catalog users and groups (a token, no certificate):")
     for ref, verdict in access.callers.items():
         click.echo(f"  {ref}: {verdict}")
+
+
+@main.group("grant")
+def grant_group():
+    """Just-in-time access as a reviewed change: request a grant (a file for review), approve
+    and sign it, and make the key approvals are signed with (docs/operations.md)."""
+
+
+@grant_group.command("request")
+@click.argument("path", type=click.Path(dir_okay=False), metavar="FILE")
+@click.option("--name", required=True, metavar="NAME", help="the grant's name; its rule is grant/NAME")
+@click.option("--service", required=True, metavar="SERVICE", help="the service the grant opens")
+@click.option("--who", required=True, metavar="CONDITION", help='the grantee, e.g. \'token.sub == "alice"\'')
+@click.option("--what", required=True, metavar="CONDITION", help='what they may do, e.g. \'path prefix "/debug/"\'')
+@click.option("--from", "start", type=_Time(), default=None, metavar="TIME", help="the window's start [default: now]")
+@click.option("--until", "end", type=_Time(), default=None, metavar="TIME", help="the window's end")
+@click.option("--for", "duration", default=None, metavar="DURATION", help="the window's length instead, e.g. 2h")
+@click.option("--reason", required=True, metavar="TEXT", help="why: a ticket, an incident")
+@click.option("--requested-by", default=None, metavar="NAME", help="who asks for it")
+def grant_request_command(path, name, service, who, what, start, end, duration, reason, requested_by):
+    """Write FILE, a new grant for review: not yet approved, so `check` refuses it until someone
+    else runs `policyc grant approve` on it."""
+    start = int(time.time()) if start is None else start
+    if (end is None) == (duration is None):
+        raise click.UsageError("give the window's end once: --until or --for")
+    if duration is not None:
+        seconds = parse_duration(duration)
+        if not seconds:
+            raise click.BadParameter(f"{duration!r} is no duration, e.g. 90m, 8h or 1d12h", param_hint="--for")
+        end = start + seconds
+    try:
+        text = approval.request_text(name, service, who, what, start, end, reason, requested_by)
+    except approval.ApprovalError as error:
+        raise click.UsageError(str(error)) from None
+    folder, file = os.path.split(path)
+    with using(path, "write grant"):
+        try:
+            create_files(folder or ".", {file: text})
+        except FileExistsError:
+            raise Unusable(f"cannot write grant {path}: it exists") from None
+    click.echo(f"wrote {path}: grant {name} for service {service}, {utc(start)} until {utc(end)}; "
+               "have someone else approve it with `policyc grant approve`")
+
+
+@grant_group.command("approve")
+@click.argument("path", type=click.Path(dir_okay=False, exists=False), metavar="FILE")
+@click.option("--approver", required=True, metavar="NAME", help="who approves: never the grantee")
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False), metavar="KEY",
+              help="the Ed25519 private key whose public half the policies' `grants { key file }` names")
+@click.option("--name", default=None, metavar="NAME", help="the grant to approve, when FILE holds several")
+@_KEY_FOLDERS
+def grant_approve_command(path, approver, key_path, name, allowed):
+    """Record the approver of the grant in FILE and sign it: the file is rewritten in canonical
+    form (comments kept). Any change after this breaks the signature, and `check` refuses it."""
+    with using(path, "read grant"):
+        text = Path(path).read_text(encoding="utf-8")
+    try:
+        key = approval.private_key(_key_pem(key_path, allowed, path))
+        approved = approval.approve(path, text, approver, key, name)
+    except approval.ApprovalError as error:  # refused, not misused: exit 1, as a failed check
+        click.echo(f"policyc: cannot approve {path}: {error}", err=True)
+        sys.exit(EXIT_FAILED)
+    with using(path, "write grant"):
+        _write_atomically(path, approved)
+    click.echo(f"approved {path} as {approver}")
+
+
+@grant_group.command("keygen")
+@click.argument("key_path", type=click.Path(dir_okay=False), metavar="KEY")
+def grant_keygen_command(key_path):
+    """Write a new Ed25519 key for approving grants: KEY (private, mode 0600, for approvers) and
+    KEY.pub (for the policies' `grants { key file "KEY.pub" }`)."""
+    private, public = sealing.new_key()
+    folder, name = os.path.split(key_path)
+    with using(key_path, "write key"):
+        try:
+            create_files(folder or ".", {name: private, f"{name}.pub": public})
+        except FileExistsError as error:  # never replace a key: what it signed could no longer be checked
+            raise Unusable(f"cannot write key {key_path}: it would replace {error}") from None
+    click.echo(f"wrote {key_path} and {key_path}.pub")
+
+
+@main.command("grants")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--at", "at", type=_Time(), default=None, metavar="TIME", help="the time to list them at [default: now]")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON object per grant, a line each")
+@_ALLOW_PATH
+def grants_command(paths, at, as_json, allowed):
+    """List the grants of the policies: active, upcoming and expired, with their windows."""
+    pipeline = _checked_or_exit(_policy_paths(paths), allowed)
+    listed = approval.listing(pipeline.checked.policy_set, at)
+    for grant in listed:
+        if as_json:
+            click.echo(json.dumps(grant.to_json(), sort_keys=True))
+        else:
+            click.echo(f"{grant.state:8}  {grant.name}  service {grant.service}  {utc(grant.start)} until "
+                       f"{utc(grant.end)}  approved by {grant.approved_by}: {grant.reason}")
+    if not listed and not as_json:
+        click.echo("no grants")
 
 
 @main.command("who-can")

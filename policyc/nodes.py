@@ -274,10 +274,20 @@ class GrpcTest:
                 GrpcKind.SERVICE: self.names}.get(self.kind, ())
 
 
+@dataclass(frozen=True)
+class TimeWindow:
+    """The request arrives at or after `start` and before `end` (seconds since the epoch, UTC).
+    No one writes it: a grant's rule holds only in the grant's window (`grants.expand`)."""
+
+    start: int
+    end: int
+    span: Span | None = _span()
+
+
 Expr = (
     And | Or | Not | ConditionRef | Authenticated | IssuerIs | MethodTest | PathTest | HeaderTest
     | HeaderPresent | HeaderEqualsClaim | SourceIn | ClaimTest | ClaimIsBool | Member | MemberOwners
-    | PeerTest | PeerTrusted | GrpcTest
+    | PeerTest | PeerTrusted | GrpcTest | TimeWindow
 )
 
 EXPRESSIONS: tuple[type, ...] = typing.get_args(Expr)
@@ -536,7 +546,7 @@ ServiceSetting = Hosts | Upstream | ModeSetting | PathParameters | Use
 class Rule:
     """`allow|deny [public] "name" when expr`; in a template, `locked` may stand first. A rule a
     template gave a service is named `template/rule` and knows its `template`; `instance` is
-    the `use` that instantiated it."""
+    the `use` that instantiated it. A grant's rule is named `grant/NAME` and knows its `grant`."""
 
     effect: Effect
     public: bool
@@ -547,6 +557,7 @@ class Rule:
     locked: bool = False
     template: str | None = field(default=None, repr=False)
     instance: Span | None = _span()
+    grant: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -619,7 +630,77 @@ class Template:
     name_span: Span | None = _span()
 
 
-Item = Import | Issuer | Catalog | Condition | Service | Trust | Tls | Template
+class GrantKey(StrEnum):
+    """A setting of a `grant`, by its keyword."""
+
+    SERVICE = "service"  # the service the grant opens (a NAME)
+    WHO = "who"  # the grantee: a condition on the caller (token claims, catalog user or group, certificate)
+    WHAT = "what"  # what the grantee may do: any condition a rule takes
+    FROM = "from"  # the window's start, RFC 3339 with a zone
+    UNTIL = "until"  # the window's end (exclusive)
+    REQUESTED_BY = "requested by"  # who asked for it
+    APPROVED_BY = "approved by"  # who approved it
+    REASON = "reason"  # why
+    SIGNATURE = "signature"  # the approver's signature over the rest (`grants.signed_text`)
+
+
+@dataclass(frozen=True)
+class GrantSetting:
+    """One `key value` line of a grant: a name, a condition or a string, by its key."""
+
+    key: GrantKey
+    value: str | Expr
+    span: Span | None = _span()
+    value_span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Grant:
+    """`grant NAME { service … who … what … from … until … approved by … reason … }`: an
+    approved, time-bound allow rule of one service, `grant/NAME` (`grants.expand`)."""
+
+    name: str
+    settings: tuple[GrantSetting, ...]
+    span: Span | None = _span()
+    name_span: Span | None = _span()
+
+    def setting(self, key: GrantKey) -> GrantSetting | None:
+        return next((s for s in self.settings if s.key is key), None)
+
+    def value(self, key: GrantKey):
+        found = self.setting(key)
+        return found.value if found else None
+
+
+@dataclass(frozen=True)
+class GrantsMaxWindow:
+    """`max window "8h"`: the longest window a grant may have."""
+
+    duration: str
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class GrantsKeyFile:
+    """`key file "path"`: the Ed25519 public key (PEM) that every grant's approval is signed with."""
+
+    path: str
+    span: Span | None = _span()
+    path_span: Span | None = _span()  # the string naming the file
+
+
+@dataclass(frozen=True)
+class GrantsConfig:
+    """`grants { … }`: the policy set's rules for its grants."""
+
+    settings: tuple[GrantsMaxWindow | GrantsKeyFile, ...]
+    span: Span | None = _span()
+
+    def first(self, kind: type):
+        return next((s for s in self.settings if isinstance(s, kind)), None)
+
+
+Item = Import | Issuer | Catalog | Condition | Service | Trust | Tls | Template | Grant | GrantsConfig
 
 
 @dataclass(frozen=True)
@@ -666,6 +747,10 @@ class PolicySet:
     def templates(self) -> list[Template]:
         return self.of(Template)
 
+    @property
+    def grants(self) -> list[Grant]:
+        return self.of(Grant)
+
     def named_files(self) -> list[str]:
         """Every file the policies name, resolved: imports, key, certificate and CA files (catalog
         folders are `catalogs`). A change of the policy can come from any of them."""
@@ -674,7 +759,7 @@ class PolicySet:
 
 
 # Nodes that name a file by a `path` relative to the declaring file.
-_FILE_NODES = (Import, JwksFile, CaFile, CertFile, KeyFile)
+_FILE_NODES = (Import, JwksFile, CaFile, CertFile, KeyFile, GrantsKeyFile)
 
 
 def relative_to_declaring_file(span: Span, path: str) -> str:

@@ -138,7 +138,8 @@ class Differ:
 
     def compare(self, diffed: ServiceDiff, old_service: n.Service | None, new_service: n.Service | None) -> None:
         space = RequestSpace([self.old, self.new], {s.name for s in (old_service, new_service) if s})
-        was, now = Encoder(space, self.old).outcome(old_service), Encoder(space, self.new).outcome(new_service)
+        was, now = (Encoder(space, self.old, self.now).outcome(old_service),
+                    Encoder(space, self.new, self.now).outcome(new_service))
         gains = z3.And(z3.Not(was.allowed), now.allowed)
         loses = z3.And(was.allowed, z3.Not(now.allowed))
         differs = z3.Or(was.status != now.status, was.allowed != now.allowed)

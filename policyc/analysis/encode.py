@@ -5,6 +5,7 @@ step by step: the token check, the host, deny-overrides, allow, default deny and
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import z3
@@ -43,9 +44,10 @@ class Encoder(n.Visitor):
 
     lowered = frozenset({n.GrpcTest})  # the checker writes gRPC atoms out as path tests
 
-    def __init__(self, space: RequestSpace, checked: Checked):
+    def __init__(self, space: RequestSpace, checked: Checked, now: float | None = None):
         self.space = space
         self.checked = checked
+        self.now = time.time() if now is None else now  # what grants' windows are read at
         self._conditions: dict[str, z3.BoolRef] = {}
         self.valid = {name: self._valid(issuer) for name, issuer in checked.issuers.items()}
         self.authenticated = z3.Or(list(self.valid.values())) if self.valid else z3.BoolVal(False)
@@ -100,6 +102,12 @@ class Encoder(n.Visitor):
         if expr.name not in self._conditions:
             self._conditions[expr.name] = self.visit(self.checked.conditions[expr.name].expr)
         return self._conditions[expr.name]
+
+    def visit_TimeWindow(self, expr: n.TimeWindow) -> z3.BoolRef:
+        # Time is no variable of the encoding: a grant's rule holds as it does at `now`, the
+        # instant its examples are replayed at, so every answer is the proxy's at that instant
+        # (docs/analysis.md); `policyc grants` lists the windows to come.
+        return z3.BoolVal(expr.start <= self.now < expr.end)
 
     def visit_Authenticated(self, expr: n.Authenticated) -> z3.BoolRef:
         return self.authenticated

@@ -66,9 +66,9 @@ class Analyzer:
     def __init__(self, checked: Checked, services: set[str] | None = None):
         self.checked = checked
         self.space = RequestSpace([checked], services)
-        self.encoder = Encoder(self.space, checked)
-        self.signer = witness.Signer()
         self.now = witness.now()
+        self.encoder = Encoder(self.space, checked, self.now)
+        self.signer = witness.Signer()
         self.issuer_names = {i.url: name for name, i in checked.issuers.items()}
 
     def solve(self, *facts: z3.BoolRef) -> z3.ModelRef | None:

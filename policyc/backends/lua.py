@@ -134,6 +134,9 @@ class _Emitter(n.Visitor):
         test, argument = _string_test(expr.op, expr.values)
         return f"peer.any(q, {lua_string(expr.field.value)}, {test}, {self.constant(argument)})"
 
+    def visit_TimeWindow(self, expr: n.TimeWindow) -> str:
+        return f"request.within(q, {expr.start}, {expr.end})"
+
     def visit_PeerTrusted(self, expr: n.PeerTrusted) -> str:
         return "peer.trusted(q)"  # one trust only when named (check.py): any verified certificate
 

@@ -98,6 +98,9 @@ class _Renderer(n.Visitor):
     def visit_MethodTest(self, expr: n.MethodTest) -> str:
         return _tokens("method", _counted(expr.methods))
 
+    def visit_TimeWindow(self, expr: n.TimeWindow) -> str:
+        return _tokens("time", str(expr.start), str(expr.end))
+
     def visit_PathTest(self, expr: n.PathTest) -> str:
         match expr.op:
             case n.Op.EQ | n.Op.IN:

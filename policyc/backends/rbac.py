@@ -152,6 +152,11 @@ class PrincipalBuilder(n.Visitor):
 
     visit_MemberOwners = visit_Member
 
+    def visit_TimeWindow(self, expr: n.TimeWindow) -> dict:
+        # RBAC has no clock: a window written into its config would hold until a redeploy.
+        raise Unsupported(expr, "RBAC cannot read the time, so it cannot end a grant: compile the service for "
+                          "`lua`, `native` or `auto`")
+
     def visit_PeerTrusted(self, expr: n.PeerTrusted) -> dict:
         # One trust only when named (check.py): any verified certificate.
         return _mtls({"any_validated_client_certificate": True})

@@ -200,6 +200,8 @@ def _located(file: n.PolicyFile) -> Iterator[tuple[object, n.Service | n.Templat
         yield item, None
         if isinstance(item, n.Condition):
             yield from ((node, None) for node in n.walk(item.expr))
+        elif isinstance(item, n.Grant):  # its `who` and `what`, read as conditions are
+            yield from ((node, None) for s in item.settings if not isinstance(s.value, str) for node in n.walk(s.value))
         elif isinstance(item, n.Service | n.Template):
             yield from ((setting, item) for setting in item.settings if isinstance(setting, n.Use))
             yield from ((param, item) for param in getattr(item, "params", ()))

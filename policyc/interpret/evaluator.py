@@ -41,7 +41,7 @@ class Context:
     source: str
     token: Token | None
     peer: Peer | None = None  # a verified client certificate
-
+    now: float = 0.0  # when the request arrives, in seconds since the epoch (what grants' windows read)
 
 
 def _peer_values(peer: Peer, field: n.PeerField) -> tuple[str, ...]:
@@ -122,6 +122,10 @@ class Evaluator(n.Visitor):
 
     def visit_PeerTrusted(self, e: n.PeerTrusted) -> bool:
         return self.ctx.peer is not None and e.trust in (None, self.ctx.peer.trust)
+
+    def visit_TimeWindow(self, e: n.TimeWindow) -> bool:
+        # The proxy reads its clock in whole seconds; with whole-second ends this is the same test.
+        return e.start <= self.ctx.now < e.end
 
     def claim(self, claim: n.Claim):
         return claim_value(self.ctx.token.claims, claim.path) if self.ctx.token else None
@@ -221,7 +225,7 @@ def _decide(checked: Checked, request: RawRequest, now: float, keys: Mapping[str
         return Decision(identity.status, reason, detail=identity.reason)
     if service is None:
         return Decision(404, "no-service", detail=f"no service serves host {admitted.authority!r}")
-    ctx = Context(request.method, admitted.target.path, table, request.source, identity, peer)
+    ctx = Context(request.method, admitted.target.path, table, request.source, identity, peer, now)
     decision = _rule_decision(checked, service, ctx)
     if _mode(service) is n.Mode.DRY_RUN:
         return Decision(_UPSTREAM_STATUS, decision.reason, decision.rule, service.name, dry_run=True,

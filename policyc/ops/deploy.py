@@ -7,7 +7,9 @@ reloads on a rename into the folder, never sees a half-written file, and keeps s
 policy if it refuses a new one. Nothing is written when the policies have errors.
 Policies read files only under the inputs' folders and `allowed_roots`, as `load_and_check`.
 It returns a `Deployment`: the policy version (as every Envoy on the folder reports it), or the
-diagnostics that stopped it. `watch(...)` deploys again whenever a file the policies read changes,
+diagnostics that stopped it. A grant whose window has ended is left out of what is published.
+`watch(...)` deploys again whenever a file the policies read changes, and at the end of each
+grant's window (Envoy refuses by the window on its own; the deploy drops the grant from the config),
 and reports a deploy only when it changed something (a policy version, or errors). Given a live
 catalog (`catalog_api.CatalogClient`), both read the catalog from it instead of the policies' catalog
 folders, and `watch` reads it again every `catalog_period` seconds, deploying when its entities
@@ -27,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import grants
 from .. import nodes as n
 from ..analysis.locked import with_locks_checked
 from ..backends import Compiled, compile_dynamic
@@ -57,7 +60,8 @@ def deploy(paths: list[str], folder: str | Path, target: str = "auto", options: 
     if not pipeline.ok:
         return Deployment(pipeline, diagnostics=pipeline.diagnostics)
     config_dir = Path(folder).resolve()
-    compiled = compile_dynamic(pipeline.checked, target, options or Options(), str(config_dir))
+    checked = grants.without_ended(pipeline.checked, time.time())
+    compiled = compile_dynamic(checked, target, options or Options(), str(config_dir))
     if compiled.diagnostics:
         return Deployment(pipeline, diagnostics=pipeline.diagnostics + compiled.diagnostics, plans=compiled.plans)
     published_at = publish(config_dir, compiled.files)
@@ -146,8 +150,10 @@ def watch(paths: list[str], folder: str | Path, report: Callable[[Deployment], N
     `catalog_period` seconds and a change of its entities deploys. A failed read is logged (`log`)
     and counted in `metrics`, and changes nothing: later deploys use the entities last read."""
     stop, metrics = stop or threading.Event(), metrics or WatchMetrics()
-    pipeline, reported, seen, live, next_read = None, None, None, None, 0.0
+    pipeline, reported, seen, live, next_read, grant_end = None, None, None, None, 0.0, None
     while not stop.is_set():
+        if grant_end is not None and time.time() >= grant_end:
+            seen = None  # a grant ran out: deploy without it (Envoy already refuses by its window)
         if catalog is not None and time.monotonic() >= next_read:
             next_read = time.monotonic() + catalog_period
             fetched = _read_catalog(catalog, metrics, log, was_failing=metrics.catalog_failing == 1)
@@ -165,6 +171,7 @@ def watch(paths: list[str], folder: str | Path, report: Callable[[Deployment], N
             deployment = deploy(paths, folder, target, options, allowed_roots, live)
             metrics.deployed(deployment.version is not None)
             pipeline = deployment.pipeline
+            grant_end = grants.next_end(pipeline.checked, time.time()) if pipeline.checked else None
             # Files first read by this load count as seen as they were before it.
             seen = {file: current.get(file, stat)
                     for file, stat in _snapshot(_inputs(paths, pipeline, live is not None)).items()}

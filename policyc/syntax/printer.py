@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from .. import nodes as n
 from ..source import Source
@@ -160,6 +161,15 @@ class ExpressionPrinter(n.Visitor):
             return f"grpc {e.kind.value}"
         return f"grpc {e.kind.value} " + (f"in {string_list(e.names)}" if e.op is n.Op.IN else string(e.names[0]))
 
+    def visit_TimeWindow(self, e: n.TimeWindow) -> str:
+        # No one writes a window: this is how a grant's rule shows it when its rules are printed.
+        return f"time in [{utc(e.start)}, {utc(e.end)})"
+
+
+def utc(seconds: int) -> str:
+    """A time as RFC 3339 in UTC, to the second: how grants write their windows."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
 
 _EXPRESSION_PRINTER = ExpressionPrinter()
 
@@ -213,6 +223,20 @@ def _service_setting(setting: n.ServiceSetting) -> str:
         case n.Use(template, arguments):
             return f"use {template}({', '.join(f'{a.name} = {_argument(a.value)}' for a in arguments)})"
     raise TypeError(f"no printer for {type(setting).__name__}")
+
+
+def grant_setting(setting: n.GrantSetting) -> str:
+    """One line of a grant, as `grants.signed_text` reads it too."""
+    value = setting.value
+    if setting.key is n.GrantKey.SERVICE:
+        return f"service {value}"
+    return f"{setting.key.value} {string(value) if isinstance(value, str) else expression(value)}"
+
+
+def _grants_setting(setting: n.GrantsMaxWindow | n.GrantsKeyFile) -> str:
+    if isinstance(setting, n.GrantsMaxWindow):
+        return f"max window {string(setting.duration)}"
+    return f"key file {string(setting.path)}"
 
 
 def _argument(v: str | tuple[str, ...]) -> str:
@@ -279,6 +303,10 @@ def _write_item(writer: _Writer, item: n.Item) -> None:
         case n.Template():
             groups = [[(s, [_service_setting(s)]) for s in item.settings], [(r, rule_lines(r)) for r in item.rules]]
             _write_block(writer, item, _template_head(item), groups)
+        case n.Grant(name, settings):
+            _write_block(writer, item, f"grant {name}", [[(s, [grant_setting(s)]) for s in settings]])
+        case n.GrantsConfig(settings):
+            _write_block(writer, item, "grants", [[(s, [_grants_setting(s)]) for s in settings]])
         case n.Trust(name, settings):
             _write_block(writer, item, f"trust {name}", [[(s, [f"ca file {string(s.path)}"]) for s in settings]])
         case n.Tls(settings):

@@ -214,6 +214,53 @@ class ToAst:
         value, spans = self.argument_value(child)
         return n.Argument(str(name), value, self.span(meta), _token_span(self.path, name), spans)
 
+    def grant(self, meta, children):
+        name, *settings = children
+        return n.Grant(str(name), tuple(settings), self.span(meta), _token_span(self.path, name))
+
+    def _grant_setting(self, key: n.GrantKey, meta, child) -> n.GrantSetting:
+        if isinstance(child, Token):
+            value = str(child) if child.type == "NAME" else self.text(child)
+            return n.GrantSetting(key, value, self.span(meta), _token_span(self.path, child))
+        self.outside_template(child)
+        return n.GrantSetting(key, child, self.span(meta), child.span)
+
+    def grant_service(self, meta, children):
+        return self._grant_setting(n.GrantKey.SERVICE, meta, children[0])
+
+    def grant_who(self, meta, children):
+        return self._grant_setting(n.GrantKey.WHO, meta, children[0])
+
+    def grant_what(self, meta, children):
+        return self._grant_setting(n.GrantKey.WHAT, meta, children[0])
+
+    def grant_from(self, meta, children):
+        return self._grant_setting(n.GrantKey.FROM, meta, children[0])
+
+    def grant_until(self, meta, children):
+        return self._grant_setting(n.GrantKey.UNTIL, meta, children[0])
+
+    def grant_requested(self, meta, children):
+        return self._grant_setting(n.GrantKey.REQUESTED_BY, meta, children[0])
+
+    def grant_approved(self, meta, children):
+        return self._grant_setting(n.GrantKey.APPROVED_BY, meta, children[0])
+
+    def grant_reason(self, meta, children):
+        return self._grant_setting(n.GrantKey.REASON, meta, children[0])
+
+    def grant_signature(self, meta, children):
+        return self._grant_setting(n.GrantKey.SIGNATURE, meta, children[0])
+
+    def grants_config(self, meta, children):
+        return n.GrantsConfig(tuple(children), self.span(meta))
+
+    def grants_max_window(self, meta, children):
+        return n.GrantsMaxWindow(self.text(children[0]), self.span(meta))
+
+    def grants_key_file(self, meta, children):
+        return self.file_setting(n.GrantsKeyFile, meta, children)
+
     def hosts(self, meta, children):
         values, spans = self.listed(children[0])
         return n.Hosts(values, self.span(meta), spans)

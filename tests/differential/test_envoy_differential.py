@@ -107,8 +107,10 @@ def differential(envoy, world, policies: int, counts: Counter, shrink: bool = Tr
             envoy.load(policies, target)
             for comparison in compare(policies, envoy.send_all(sent, client), NOW, {}):
                 counts[f"{target} {comparison.observed.request.protocol}"] += 1
-                # Only a template's rules are named `template/rule`: those decided by one.
-                counts[f"{target} by a template rule"] += "/" in (comparison.expected.rule or "")
+                # Only templates' and grants' rules are named `template/rule` and `grant/NAME`.
+                rule = comparison.expected.rule or ""
+                counts[f"{target} by a grant rule"] += rule.startswith("grant/")
+                counts[f"{target} by a template rule"] += "/" in rule and not rule.startswith("grant/")
                 # The service an annotated catalog component asks for: its rules are in the proof too.
                 counts[f"{target} to a catalog service"] += bool(generated.catalog) and \
                     comparison.expected.service == CATALOG_SERVICE[0]

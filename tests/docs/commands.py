@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).parents[2]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # What the scratch folder holds, at the same paths as in the repository.
-COPIED = ["envoy_configs/examples/backstage", "envoy_configs/examples/templates"]
+COPIED = ["envoy_configs/examples/backstage", "envoy_configs/examples/templates", "envoy_configs/examples/grants"]
 # Absolute folders the documents write to, kept inside the scratch folder (and shown as written).
 SANDBOXED = ["/etc/policyc"]
 COMMAND_TIMEOUT_S = 60

@@ -385,6 +385,22 @@ def test_hover_on_a_grpc_atom_shows_the_path_it_tests(lsp, tmp_path):
     lsp(scenario)
 
 
+def test_hover_reads_a_grants_conditions(lsp, tmp_path):
+    policy = tmp_path / "main.policy"
+    policy.write_text('service s {\n    hosts "s.internal"\n    upstream "127.0.0.1:8080"\n}\n\n'
+                      'grant g {\n    service s\n    who header "x-user" == "alice"\n    what grpc health\n'
+                      '    from "2999-01-01T08:00:00Z"\n    until "2999-01-01T09:00:00Z"\n'
+                      '    approved by "bob"\n    reason "x"\n}\n')
+
+    async def scenario(client):
+        await client.open(policy)
+        uri = types.TextDocumentIdentifier(from_fs_path(str(policy)))
+        health = await client.text_document_hover_async(types.HoverParams(uri, position_of(policy, "grpc health", 1)))
+        assert 'path prefix "/grpc.health.v1.Health/"' in health.contents.value
+
+    lsp(scenario)
+
+
 def test_go_to_definition_of_conditions_issuers_imports_and_groups(lsp, example):
     payments, common = example / "payments.policy", example / "common.policy"
 

@@ -107,6 +107,19 @@ EXPECTED = [
     ('allow "readers"', "$owner", "variable.parameter.policy"),
     ("use internal_api", "use", "keyword.other.use.policy"),
     ("use internal_api", "internal_api", "entity.name.type.template.policy"),
+    ("grants {", "grants", "storage.type.grants.policy"),
+    ('max window "8h"', "max", "keyword.other.setting.policy"),
+    ('max window "8h"', "window", "keyword.other.setting.policy"),
+    ("grant inc-4711", "grant", "storage.type.grant.policy"),
+    ("grant inc-4711", "inc-4711", "entity.name.type.grant.policy"),
+    ('who token.sub == "alice"', "who", "keyword.other.setting.policy"),
+    ('who token.sub == "alice"', "token", "variable.language.token.policy"),
+    ('what path prefix "/debug/"', "what", "keyword.other.setting.policy"),
+    ('from "2999', "from", "keyword.other.setting.policy"),
+    ('until "2999', "until", "keyword.other.setting.policy"),
+    ('approved by "bob"', "approved", "keyword.other.setting.policy"),
+    ('approved by "bob"', "by", "keyword.other.setting.policy"),
+    ('reason "INC-4711"', "reason", "keyword.other.setting.policy"),
 ]
 
 

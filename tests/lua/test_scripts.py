@@ -65,7 +65,7 @@ def filter_view(checked: Checked, raw: RawRequest, now: float, keys) -> tuple[Co
     headers = header_table(admitted.headers)
     peer = verified_peer(raw.certificate, checked.trusts, now)
     assert not isinstance(peer, HandshakeRefused), peer
-    ctx = Context(raw.method, admitted.target.path, headers, raw.source, identity, peer)
+    ctx = Context(raw.method, admitted.target.path, headers, raw.source, identity, peer, now)
     return ctx, filter_request(ctx, admitted.target.forwarded, admitted.authority)
 
 
@@ -211,6 +211,29 @@ def test_generated_policies_decide_alike_in_lua(world, data):
     dry_run = service.mode is n.Mode.DRY_RUN
     for split, answered in ((deny_only, expected[0] == "deny"), (allow_only, expected_allow.reason != "allow")):
         assert split.status == (403 if answered and not dry_run else None)
+
+
+@given(data=st.data())
+def test_grants_decide_alike_in_lua_at_the_edges_of_their_windows(world, data):
+    """A clock that stands still at the second before a grant's window, its first, its last and
+    the one after: the script (reading os.time) decides as the interpreter at that time."""
+    gen = data.draw(strategies.checked_policy(world), label="policy")
+    raw = data.draw(strategies.requests(gen), label="request")
+    decision = evaluate(gen.checked, raw, strategies.NOW)
+    checked = gen.checked
+    service = checked.services.get(decision.service) if decision.service else None
+    windows = [o for r in service.rules if r.grant for o in r.expr.operands
+               if isinstance(o, n.TimeWindow)] if service else []
+    event(f"a grant's window to test: {bool(windows and decision.reason in RULE_REASONS)}")
+    if not windows or decision.reason not in RULE_REASONS:
+        return
+    window = data.draw(st.sampled_from(windows), label="window")
+    ctx, request = filter_view(checked, raw, strategies.NOW, None)
+    script = service_script(checked, service)
+    for clock in (window.start - 1, window.start, window.end - 1, window.end):
+        expected = _rule_decision(checked, service, replace(ctx, now=clock))
+        outcome = run_script(f"os.time = function() return {clock} end\n" + script, request)
+        assert (outcome.decision, outcome.rule, outcome.error) == (expected.reason, expected.rule, None), clock
 
 
 # ---------------------------------------------------------------- 3. quoting

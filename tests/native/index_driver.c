@@ -13,13 +13,15 @@
  *
  *   <route service> <method> <path> <peer address> [<header name> <header value>]...
  *
- * (the headers `:mtls` and `:subject` stand for the client certificate's attributes)
+ * (the headers `:mtls` and `:subject` stand for the client certificate's attributes, and `:clock`,
+ * seconds since the epoch, for the time the filter reads)
  * and gets one stdout line: `<decision> <rule> <answer>`, the rule as `x` and hex (`-`: none
  * recorded), the answer `403` or `continue`. The filter's log lines go to stderr.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "envoy_abi.h"
 
@@ -106,6 +108,27 @@ static bool pseudo_field(const char *name, field_t *value) {
     }
   }
   return false;
+}
+
+/* The clock the filter reads with time(NULL): this program's definition stands in for the C
+ * library's, so a request's `:clock` header can stop it at the seconds either side of a window's
+ * ends; without one it is the machine's clock. */
+time_t time(time_t *out) {
+  field_t value;
+  struct timespec now;
+  time_t seconds;
+  char digits[32];
+  if (pseudo_field(":clock", &value) && value.length < sizeof digits) {
+    memcpy(digits, value.ptr, value.length);
+    digits[value.length] = '\0';
+    seconds = (time_t)strtoll(digits, NULL, 10);
+  } else {
+    seconds = clock_gettime(CLOCK_REALTIME, &now) == 0 ? now.tv_sec : (time_t)-1;
+  }
+  if (out != NULL) {
+    *out = seconds;
+  }
+  return seconds;
 }
 
 bool envoy_dynamic_module_callback_http_filter_get_attribute_bool(envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,

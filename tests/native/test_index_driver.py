@@ -204,6 +204,11 @@ BAD_CONFIGS = {
     "peer uri": edit("and 0", f"peer uri eq 1 {x('a')}"),
     "peer subject without test": edit("and 0", "peer subject"),
     "peer trusted with an argument": edit("and 0", f"peer trusted {x('mesh')}"),
+    "a time with one bound": edit("and 0", "time 1"),
+    "a time past the year 9999": edit("and 0", "time 0 253402300800"),
+    "a time of 20 digits": edit("and 0", "time 0 10000000000000000000"),
+    "a time with a leading zero": edit("and 0", "time 01 2"),
+    "a negative time": edit("and 0", "time -1 2"),
     "a rule too deep": edit(f"allow {x('all')} and 0", f"allow {x('all')} {nested(257)}"),
     "too deep through a condition": edit(
         f"cond 1 and 2 ref 0 path prefix {x('/api/')}", f"cond 1 {nested(200)}").replace(
@@ -233,7 +238,8 @@ GOOD_CONFIGS = {
         "allow x63 and 8 token claim 1 x eq 0 claim 2 x61 x62 eq 2 x x63 claim 1 x61 prefix x "
         "claim 1 x61 suffix x62 claim 1 x61 contains 1 x claim 1 x61 true claim 1 x61 false",
         f"allow x64 header {x('x-a')} claim 3 x61 x x63",
-        "allow x65 and 4 peer trusted peer subject eq 2 x x61 peer subject prefix x peer subject suffix x61"])),
+        "allow x65 and 4 peer trusted peer subject eq 2 x x61 peer subject prefix x peer subject suffix x61",
+        "allow x66 or 2 time 0 253402300799 time 4294967296 4294967297"])),
 }
 
 
@@ -294,6 +300,11 @@ SHOP = section("shop", [
     f"allow {x('suffix')} and 2 path eq 1 {x('/s')} header {x('x-a')} suffix {x('.internal')}",
     f"allow {x('true')} and 2 path eq 1 {x('/and0')} and 0",
     f"allow {x('false')} and 2 path eq 1 {x('/or0')} or 0",
+    # Grants' windows, by the machine's clock: one holding now (to the end of the year 9999), one
+    # over (the first second of 1970), one to come (past 2106: the 64-bit halves).
+    f"allow {x('window-now')} and 2 path eq 1 {x('/now')} time 1 253402300799",
+    f"allow {x('window-over')} and 2 path eq 1 {x('/over')} time 0 1",
+    f"allow {x('window-to-come')} and 2 path eq 1 {x('/to-come')} time 4294967296 253402300799",
 ])
 LAB = section("lab", [f"allow {x('net')} source 1 4/32/0a000001"], mode="dry-run")
 DECISIONS = [
@@ -310,6 +321,9 @@ DECISIONS = [
     (get("/s", headers=[("x-a", "a.internal.com")]), ("default-deny", None, 403)),
     (get("/and0"), ("allow", "true", 200)),
     (get("/or0"), ("default-deny", None, 403)),
+    (get("/now"), ("allow", "window-now", 200)),
+    (get("/over"), ("default-deny", None, 403)),
+    (get("/to-come"), ("default-deny", None, 403)),
     (get("/net", peer="10.9.8.7:1"), ("allow", "source", 200)),
     (get("/net", peer="[::ffff:10.9.8.7]:1"), ("allow", "source", 200)),  # IPv4-mapped: as IPv4
     (get("/net", peer="[2001:db8::1]:443"), ("allow", "source", 200)),
@@ -334,6 +348,20 @@ DECISIONS = [
 def test_decisions(driver, tmp_path):
     requests = [request for request, _ in DECISIONS]
     assert decide(driver, tmp_path, index_config(SHOP, LAB), requests) == [expected for _, expected in DECISIONS]
+
+
+START, END = 4102444800, 4102459200  # 2100-01-01T00:00:00Z and 04:00:00Z
+WINDOWS = section("shop", [f"allow {x('grant/oncall')} and 2 time {START} {END} header {x('x-user')} eq 1 {x('alice')}",
+                           f"allow {x('grant/later')} time 4294967296 4294967300"])  # past 2106: 64 bits
+
+
+@pytest.mark.parametrize(("clock", "rule"), [
+    (START - 1, None), (START, "grant/oncall"), (END - 1, "grant/oncall"), (END, None), (0, None),
+    (4294967295, None), (4294967296, "grant/later"), (4294967299, "grant/later"), (4294967300, None)])
+def test_a_window_holds_from_its_start_until_just_before_its_end(driver, tmp_path, clock, rule):
+    [decided] = decide(driver, tmp_path, index_config(WINDOWS),
+                       [get("/", headers=[("x-user", "alice"), (":clock", str(clock))])])
+    assert decided == (("allow", rule, 200) if rule else ("default-deny", None, 403))
 
 
 def test_a_config_without_services_decides_error(driver, tmp_path):

@@ -28,8 +28,10 @@ from policyc.semantics.grpc import GRPC_CONTENT_TYPE
 from policyc.semantics.request import RawRequest
 from policyc.semantics.tokens import put_claim
 from policyc.source import Span
-from policyc.syntax.printer import format_file
+from policyc.syntax.printer import format_file, utc
 from policyc.templates import expand
+
+K = n.GrantKey
 
 EQ, IN, PREFIX, SUFFIX, GLOB, CONTAINS = n.Op.EQ, n.Op.IN, n.Op.PREFIX, n.Op.SUFFIX, n.Op.GLOB, n.Op.CONTAINS
 
@@ -713,6 +715,30 @@ def _catalog_of(world: World, component: dict) -> tuple[str, str]:
     return str(folder), text
 
 
+# ---------------------------------------------------------------- grants
+
+GRANT_NAMES = ("oncall", "audit")
+# Windows around NOW, as (from, until) offsets in seconds: one holding, one over, one to come. Each
+# edge is an hour or more from NOW, so a real Envoy's clock, which moves on while the suite runs
+# (its tokens last an hour too), puts every request on the same side of it as the interpreter's
+# NOW; the instants at the edges are tested with a clock that stands still (tests/unit/test_grants.py).
+GRANT_WINDOWS = ((-3600, 3 * 3600), (-4 * 3600, -3600), (3 * 3600, 4 * 3600))
+
+
+def _grants(draw, services: list[n.Service], v: Vocabulary) -> list[n.Grant]:
+    """Grants for some of the services, each with a drawn `who` and `what` and a window around
+    NOW; `v` names no condition (a grant writes its conditions out)."""
+    found = []
+    for name in _subset(draw, GRANT_NAMES):
+        start, end = _pick(draw, GRANT_WINDOWS)
+        settings = ((K.SERVICE, _pick(draw, [s.name for s in services])),
+                    (K.WHO, draw(condition_expressions(v))), (K.WHAT, draw(condition_expressions(v))),
+                    (K.FROM, utc(NOW + start)), (K.UNTIL, utc(NOW + end)),
+                    (K.APPROVED_BY, "security-officer"), (K.REASON, "generated"))
+        found.append(n.Grant(name, tuple(n.GrantSetting(key, value) for key, value in settings)))
+    return found
+
+
 @st.composite
 def checked_policy(draw, world: World, grpc: bool = False) -> Generated:
     """A policy set that checks cleanly; with `grpc`, for gRPC services (`http2` upstreams,
@@ -728,6 +754,7 @@ def checked_policy(draw, world: World, grpc: bool = False) -> Generated:
     v = vocabulary((i.name for i in issuers), (c.name for c in conditions), catalog_users, grpc)
     services = [_service(draw, name, pool, v, grpc) for name, pool in _subset(draw, SERVICES, min_size=1)]
     templates, services, component = _templated(draw, services, v, grpc)
+    grants = _grants(draw, services, vocabulary((i.name for i in issuers), (), catalog_users, grpc))
     # The catalog only matters to `member`, which needs a `catalog users` issuer, and to a
     # component that asks for a service (its owner is in the catalog); reading it is most of what
     # `check` costs.
@@ -736,7 +763,7 @@ def checked_policy(draw, world: World, grpc: bool = False) -> Generated:
     if component is not None:
         folder, yaml_text = _catalog_of(world, component)
         catalog.append(n.Catalog(folder, here))
-    items = (*issuers, *catalog, *conditions, *templates, *services)
+    items = (*issuers, *catalog, *conditions, *templates, *services, *grants)
     policy_set = n.PolicySet((n.PolicyFile(world.policy_path, items),))
     return Generated(policy_set, check_clean(policy_set), grpc, yaml_text)
 
@@ -941,7 +968,7 @@ def anonymous_contexts(draw, gen: Generated) -> Context:
     headers = {_pick(draw, header_names): tuple(_subset(draw, values[:6], min_size=1))
                for _ in range(draw(st.integers(0, 3)))}
     method = _prefer(draw, focus.methods, everything.methods | set(METHODS))
-    return Context(method, _path(draw, focus, everything), headers, _address(draw, focus, everything), None)
+    return Context(method, _path(draw, focus, everything), headers, _address(draw, focus, everything), None, now=NOW)
 
 
 def arbitrary_requests() -> st.SearchStrategy[RawRequest]:

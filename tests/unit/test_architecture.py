@@ -29,7 +29,7 @@ LAYERS = [
     ["policyc.semantics"],
     ["policyc.catalog", "policyc.syntax"],
     ["policyc.checked"],
-    ["policyc.templates"],
+    ["policyc.templates", "policyc.grants"],
     ["policyc.catalog_services"],
     ["policyc.loader", "policyc.check"],
     ["policyc.pipeline"],

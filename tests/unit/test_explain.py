@@ -28,6 +28,7 @@ DESCRIBED_ONLY = {
     **dict.fromkeys(["check/duplicate-trust", "check/unknown-trust", "check/ambiguous-trust",
                      "check/peer-without-trust", "check/trust-needs-tls", "check/bad-certificate"],
                     "needs certificate files"),
+    **dict.fromkeys(["grant/unsigned", "grant/bad-signature", "grant/bad-key"], "needs key files"),
 }
 _FENCE = re.compile(r"^```(?P<lang>\w+)(?: file=(?P<file>\S+))?\n(?P<body>.*?)^```$", re.MULTILINE | re.DOTALL)
 
