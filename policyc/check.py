@@ -17,8 +17,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from . import catalog_services
-from . import grants
+from . import catalog_services, grants
 from . import nodes as n
 from .catalog import LiveEntities, load_catalog, normalize_ref
 from .checked import Checked, ListenerTls
