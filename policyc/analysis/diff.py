@@ -6,10 +6,18 @@ through the interpreter for both sets.
 
 A kind of change is a pair of decisions (status and deciding rule, old and new): the solver is
 asked for a request of each kind not yet shown until none is left, or `limit` are shown.
+
+Who: every catalog user a `member` atom of the service names (on either side) is asked about as a
+caller (a token of an issuer marked `catalog users` whose `sub` is the user and that carries no
+`ent`): each rule through which the user gains or loses access, with a request that shows it.
+
+What the model leaves out is reported, not guessed: where an issuer keeps its `url` but its keys
+change, which tokens verify is not analysed, so the verdict is `undecided`, with the reason.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import z3
@@ -19,7 +27,7 @@ from ..checked import Checked
 from ..semantics.request import Decision
 from . import witness
 from .encode import Encoder, Outcome
-from .space import RequestSpace, Solution, Undecided, solve
+from .space import MISSING, STRING, RequestSpace, Solution, Undecided, exprs_of, solve
 
 EQUIVALENT, NARROWER, BROADER, MIXED, CHANGED = "equivalent", "narrower", "broader", "mixed", "changed"
 UNDECIDED = "undecided"  # the solver gave up: the changes shown are real, the verdict unknown
@@ -40,6 +48,18 @@ class Change:
         return "gains" if after and not before else "loses" if before and not after else "status"
 
 
+@dataclass(frozen=True)
+class CallerChange:
+    """A catalog user who gains (or loses) access through one rule: the rule that now admits
+    them (or used to; a dry-run service's reason where no rule decides), and the request that
+    shows it."""
+
+    user: str
+    access: str  # "gains" or "loses"
+    rule: str
+    change: Change
+
+
 @dataclass
 class ServiceDiff:
     """The comparison of what one service (or the hosts that moved between two) decides."""
@@ -53,6 +73,8 @@ class ServiceDiff:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     edited: list[str] = field(default_factory=list)
+    callers: list[CallerChange] = field(default_factory=list)
+    not_analysed: list[str] = field(default_factory=list)  # why the verdict is `undecided`
 
     @property
     def name(self) -> str:
@@ -106,9 +128,40 @@ def _rule_edits(diffed: ServiceDiff, old: n.Service | None, new: n.Service | Non
 
 
 def _unchanged(old: Checked, new: Checked, before: n.Service | None, after: n.Service | None) -> bool:
-    """Alike in everything a decision reads: the service, conditions, issuers, catalog and trusts."""
+    """Alike in everything a decision reads: the service, conditions, issuers and their keys,
+    catalog and trusts."""
     return (before == after and old.conditions == new.conditions and old.issuers == new.issuers
-            and old.catalog == new.catalog and old.trusts == new.trusts)
+            and old.keys == new.keys and old.catalog == new.catalog and old.trusts == new.trusts)
+
+
+def _verification(checked: Checked) -> dict[str, str]:
+    """Per issuer url, what verifies its tokens' signatures: the JWKS read from a file, or the
+    `jwks` url the proxy fetches (its keys are unknown when compiling)."""
+    found = {}
+    for name, issuer in checked.issuers.items():
+        uri = issuer.first(n.JwksUri)
+        keys = checked.keys.get(name, {}).get("keys", [])
+        found[issuer.url] = (f"jwks {uri.uri}" if uri else
+                             json.dumps(sorted(json.dumps(k, sort_keys=True) for k in keys)))
+    return found
+
+
+def key_changes(old: Checked, new: Checked) -> list[str]:
+    """Issuer urls declared on both sides whose keys differ: the model signs every token of a url
+    with one key both sides accept (docs/analysis.md, Bounds), so what such a change does to who
+    is allowed is not analysed."""
+    before, after = _verification(old), _verification(new)
+    names = {i.url: name for name, i in new.issuers.items()}
+    return [f"issuer {names[url]} ({url}): its signing keys differ, and which tokens verify is not analysed"
+            for url in sorted(before.keys() & after.keys()) if before[url] != after[url]]
+
+
+def catalog_users(checked: Checked, service: n.Service | None) -> set[str]:
+    """The catalog users the `member` atoms of `service` (and the conditions) admit by `sub`."""
+    if service is None:
+        return set()
+    return {user for root in exprs_of(checked, {service.name}) for e in n.walk(root)
+            if isinstance(e, n.Member | n.MemberOwners) for user in checked.members(e).subjects}
 
 
 class Differ:
@@ -120,6 +173,7 @@ class Differ:
         self.signer = witness.Signer()
         self.now = witness.now()
         self.issuer_names = {i.url: name for c in (old, new) for name, i in c.issuers.items()}
+        self.not_analysed = key_changes(old, new)
 
     def diff(self, shortcut: bool = True) -> Diff:
         found = []
@@ -133,6 +187,10 @@ class Differ:
                     self.compare(diffed, old_service, new_service)
                 except Undecided:
                     diffed.verdict, diffed.complete = UNDECIDED, False
+                    diffed.not_analysed.append("the solver gave up")
+            if self.not_analysed:  # every service's token check reads the keys
+                diffed.verdict = UNDECIDED
+                diffed.not_analysed += self.not_analysed
             found.append(diffed)
         return Diff(found)
 
@@ -158,6 +216,32 @@ class Differ:
             accesses |= {a for a, region in (("gains", gains), ("loses", loses)) if solve(space, region)}
         diffed.verdict = (MIXED if {"gains", "loses"} <= accesses else BROADER if "gains" in accesses
                           else NARROWER if "loses" in accesses else CHANGED if diffed.changes else EQUIVALENT)
+        users = catalog_users(self.old, old_service) | catalog_users(self.new, new_service)
+        for user in sorted(users) if accesses & {"gains", "loses"} else ():
+            diffed.callers += self.caller_changes(user, space, diffed.hosts[0], was, now, gains, loses)
+
+    def caller_changes(self, user: str, space: RequestSpace, host: str, was: Outcome, now: Outcome,
+                       gains: z3.BoolRef, loses: z3.BoolRef) -> list[CallerChange]:
+        """Each rule through which `user` gains access (the rule that now admits them) or loses it
+        (the rule that used to), with a request replayed like every other example."""
+        caller = self.as_user(space, user)
+        found = []
+        for access, region, side in (("gains", gains, now), ("loses", loses, was)):
+            shown: list[z3.BoolRef] = []
+            while model := solve(space, region, caller, *shown):
+                change, _ = self.change(model, space, host, was, now)
+                decision = change.new if access == "gains" else change.old
+                found.append(CallerChange(user, access, decision.rule or decision.reason, change))
+                shown.append(side.rule != model.eval(side.rule, model_completion=True))
+        return found
+
+    def as_user(self, space: RequestSpace, user: str) -> z3.BoolRef:
+        """A valid token of an issuer marked `catalog users` (on either side) whose `sub` is
+        `user`, without `ent`: the user as the catalog alone places them."""
+        urls = sorted({i.url for c in (self.old, self.new) for i in c.issuers.values() if i.catalog_users})
+        sub, ent = space.claim(("sub",)), space.claim(("ent",))
+        return z3.And(z3.Or([space.token_is(url) for url in urls]), sub.kind == STRING, sub.text.equals(user),
+                      ent.kind == MISSING)
 
     def change(self, model: Solution, space: RequestSpace, host: str, was: Outcome,
                now: Outcome) -> tuple[Change, z3.BoolRef]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 from ..semantics.request import Decision
-from .diff import EQUIVALENT, Change, Diff, ServiceDiff
+from .diff import EQUIVALENT, CallerChange, Change, Diff, ServiceDiff
 
 _ACCESS = {"gains": "newly allowed", "loses": "no longer allowed", "status": "status changed"}
+_WHO = {"gains": "gains access through", "loses": "loses access through"}
 
 
 def decision_text(decision: Decision) -> str:
@@ -49,12 +50,26 @@ def _title(service: ServiceDiff) -> str:
     return f"{service.name} ({', '.join(service.hosts)}): {service.verdict}"
 
 
+def caller_text(caller: CallerChange) -> str:
+    """"user:default/carol gains access through rule 'sre-read'"."""
+    return f"{caller.user} {_WHO[caller.access]} {_rule(caller.rule)}"
+
+
+def _rule(name: str) -> str:
+    # A dry-run service's decision without a rule is named by its reason.
+    return name if name in ("dry-run", "default-deny") else f"rule '{name}'"
+
+
 def text(diff: Diff) -> str:
     out = []
     for service in diff.services:
         out.append(_title(service))
+        out += [f"  not analysed: {reason}" for reason in service.not_analysed]
         if rules := _rules_line(service):
             out.append(f"  rules: {rules}")
+        for caller in service.callers:
+            out.append(f"  who: {caller_text(caller)}")
+            out += [f"      {line}" for line in request_text(caller.change.request)]
         for change in service.changes:
             out.append(f"  {_ACCESS[change.access]}: {decision_text(change.old)} -> {decision_text(change.new)}")
             out += [f"      {line}" for line in request_text(change.request)]
@@ -82,9 +97,13 @@ def markdown(diff: Diff) -> str:
     for service in diff.services:
         out.append(f"| `{service.name}` | {', '.join(service.hosts)} | {service.verdict} | {_rules_line(service)} |")
     for service in diff.services:
-        if not service.changes:
+        if not (service.changes or service.not_analysed):
             continue
         out += ["", f"#### `{service.name}`: {service.verdict}", ""]
+        out += [f"- **not analysed**: {reason}" for reason in service.not_analysed]
+        for caller in service.callers:
+            out += [f"- **who**: `{caller.user}` {_WHO[caller.access]} {_rule(caller.rule)}", "  ```"]
+            out += [f"  {line}" for line in request_text(caller.change.request)] + ["  ```"]
         for change in service.changes:
             out += _markdown_change(change)
         if not service.complete:
@@ -97,10 +116,16 @@ def to_json(diff: Diff) -> str:
         "service": s.name, "old_service": s.old_service, "new_service": s.new_service, "hosts": s.hosts,
         "verdict": s.verdict, "complete": s.complete,
         "rules": {"added": s.added, "removed": s.removed, "edited": s.edited},
-        "changes": [{"access": c.access, "old": c.old.to_json(), "new": c.new.to_json(),
-                     "request": c.request} for c in s.changes],
+        "changes": [_change_json(c) for c in s.changes], "not_analysed": s.not_analysed,
+        "callers": [{"user": c.user, "access": c.access, "rule": c.rule} | _change_json(c.change)
+                    for c in s.callers],
     } for s in diff.services]
     return json.dumps({"verdict": diff.verdict, "services": services}, indent=2, sort_keys=True)
+
+
+def _change_json(change: Change) -> dict:
+    return {"access": change.access, "old": change.old.to_json(), "new": change.new.to_json(),
+            "request": change.request}
 
 
 RENDERERS = {"text": text, "markdown": markdown, "json": to_json}

@@ -3,7 +3,10 @@
 import subprocess
 from pathlib import Path
 
+from click.testing import CliRunner
+
 from policyc.checked import Checked
+from policyc.cli import main
 from policyc.credentials import certs as devcerts
 from policyc.pipeline import load_and_check
 
@@ -72,3 +75,10 @@ service api {{
 {rules}
 }}
 """)
+
+
+def run_cli(*args, expect: int):
+    """`policyc ARGS…`, which must exit with `expect`."""
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == expect, (result.output, result.stderr, result.exception)
+    return result

@@ -4,13 +4,11 @@ codes of misplaced options (2) and of a solver the interpreter contradicts (3)."
 
 import json
 
-from click.testing import CliRunner
-
 from policyc import analysis
 from policyc.analysis import diff
 from policyc.analysis.witness import AnalysisError
-from policyc.cli import main
 from tests.analysis.policies import API, checked, commit, write
+from tests.analysis.policies import run_cli as run
 
 WIDER_READ = API.replace('path glob "/api/v1/**"', 'path glob "/api/**"')
 
@@ -80,12 +78,6 @@ def test_the_limit_keeps_the_verdict_exact(tmp_path):
     moved = API.replace('path == "/healthz"', 'path == "/health"')
     service = diff(checked(tmp_path / "old", API), checked(tmp_path / "new", moved), limit=1).services[0]
     assert (service.verdict, service.complete, len(service.changes)) == ("mixed", False, 1)
-
-
-def run(*args, expect: int):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == expect, (result.output, result.stderr, result.exception)
-    return result
 
 
 def test_cli_formats_and_fail_on(tmp_path):
