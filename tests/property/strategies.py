@@ -20,6 +20,7 @@ from policyc import nodes as n
 from policyc.catalog_services import ENTITY, OWNER
 from policyc.check import check
 from policyc.checked import Checked
+from policyc.credentials import certs as devcerts
 from policyc.credentials import tokens as devtokens
 from policyc.interpret.evaluator import Context
 from policyc.proof.generate import Literals, glob_instances, grpc_near_misses, literals, near_misses
@@ -327,6 +328,19 @@ spec: {owner: user:bob}
 """
 # Groups nest through both `children` and `parent`; members are declared from both sides; one
 # component is owned by a group, the other by a user.
+# The same catalog after one change each, for generated `diff` pairs: a person joins or leaves a
+# group, a group leaves the nesting, an owner changes, a component is added, a user is deleted.
+# Every group and component `GROUPS` and `OWNED` name stays, so each policy still checks.
+CATALOG_CHANGES = {
+    "join": CATALOG_YAML.replace("metadata: {name: dave}\n", "metadata: {name: dave}\nspec: {memberOf: [sre]}\n"),
+    "leave": CATALOG_YAML.replace("spec: {memberOf: [sre]}\n", ""),
+    "unnest": CATALOG_YAML.replace("spec: {parent: platform}\n", ""),
+    "owner": CATALOG_YAML.replace("spec: {owner: user:bob}", "spec: {owner: group:sre}"),
+    "component": CATALOG_YAML + "---\napiVersion: backstage.io/v1alpha1\nkind: Component\n"
+                                "metadata: {name: search}\nspec: {owner: user:dave}\n",
+    "deleted": CATALOG_YAML.replace("kind: User\nmetadata: {name: alice}\nspec: {memberOf: [sre]}\n---\n"
+                                    "apiVersion: backstage.io/v1alpha1\n", ""),
+}
 CATALOG_USERS = ("user:default/alice", "user:default/bob", "user:default/dave", "user:default/mallory")
 CATALOG_GROUPS = ("group:default/sre", "group:default/platform", "group:default/org",
                   "group:default/payments-team", "group:default/nobody", "user:default/bob")
@@ -377,7 +391,31 @@ def write_world(root: Path) -> World:
         (root / "keys" / f"{profile.name}.jwks.json").write_text(json.dumps(jwks), encoding="utf-8")
     (root / "catalog").mkdir()
     (root / "catalog" / "org.yaml").write_text(CATALOG_YAML, encoding="utf-8")
+    for name, text in CATALOG_CHANGES.items():
+        (root / "catalogs" / name).mkdir(parents=True)
+        (root / "catalogs" / name / "org.yaml").write_text(text, encoding="utf-8")
+    _write_tls(root)
     return World(root)
+
+
+TRUSTED_CAS = ("mesh", "other")
+
+
+def _write_tls(root: Path) -> None:
+    """A listener certificate and two client-certificate CAs (`certs/NAME-ca.pem`), for `trust`."""
+    (root / "certs").mkdir()
+    for name in TRUSTED_CAS:
+        (root / "certs" / f"{name}-ca.pem").write_text(devcerts.make_ca(f"{name} CA").cert_pem)
+    server = devcerts.issue(devcerts.make_ca("listener CA"), "payments.internal", dns=["payments.internal"],
+                            server=True)
+    (root / "certs" / "server.pem").write_text(server.cert_pem)
+    (root / "certs" / "server.key").write_text(server.key_pem)
+
+
+def trusted(here: Span, ca: str) -> tuple[n.Tls, n.Trust]:
+    """The `tls` block and a `trust mesh` of the CA `ca` (one of `TRUSTED_CAS`), in the world."""
+    tls = n.Tls((n.CertFile("certs/server.pem", here), n.KeyFile("certs/server.key", here)))
+    return tls, n.Trust("mesh", (n.CaFile(f"certs/{ca}-ca.pem", here),))
 
 
 # ---------------------------------------------------------------- checked_policy: well-formed policy sets
