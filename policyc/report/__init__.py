@@ -19,7 +19,7 @@ from ..analysis import analyze, diff
 from ..analysis.diff import Diff, ServiceDiff
 from ..analysis.findings import Finding
 from ..analysis.matrix import ALWAYS, NEVER, SOMETIMES, UNDECIDED, Cell, ServiceMatrix, access_matrix
-from ..analysis.render import decision_text, request_text
+from ..analysis.render import caller_text, decision_text, request_text
 from ..diagnostics import render_text
 from ..pipeline import Pipeline
 
@@ -140,6 +140,7 @@ def render(pipeline: Pipeline, inputs: list[str], matrices: list[ServiceMatrix],
     return _environment().get_template("report.html.j2").render(
         inputs=inputs, old_inputs=old_inputs, services=services, diagnostics=diagnostics, findings=findings,
         rules=rules, changes=changes, decision_text=decision_text, request_text=request_text,
+        caller_text=caller_text,
         verdicts=VERDICT_TEXT, usage=usage, service_usage=_usage_by_service(usage))
 
 

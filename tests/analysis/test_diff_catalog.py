@@ -161,3 +161,16 @@ def test_every_format_names_the_callers_and_what_is_not_analysed(tmp_path):
     assert all(s["verdict"] == "undecided" and s["not_analysed"] for s in data["services"])
     markdown = run_cli("diff", old, tmp_path / "rotated2", "--format", "markdown", expect=0).stdout
     assert "- **not analysed**: issuer portal" in markdown
+
+
+def test_the_report_names_the_callers_and_what_is_not_analysed(tmp_path):
+    joined = CATALOG.replace("metadata: {name: carol}", "metadata: {name: carol}\nspec: {memberOf: [sre]}")
+    with_catalog(tmp_path / "old", CATALOG)
+    with_catalog(tmp_path / "new", joined)
+    run_cli("report", tmp_path / "new", "-o", tmp_path / "joined.html", "--diff", tmp_path / "old", expect=0)
+    page = (tmp_path / "joined.html").read_text()
+    assert "<strong>who</strong>: user:default/carol gains access through rule &#39;sre-read&#39;" in page
+    with_catalog(tmp_path / "rotated", CATALOG, POLICY.replace("jwks.json", "keys.json"))
+    run_cli("report", tmp_path / "rotated", "-o", tmp_path / "rotated.html", "--diff", tmp_path / "old", expect=0)
+    assert "Not analysed: issuer portal (https://portal.example.com): its signing keys differ" in (
+        tmp_path / "rotated.html").read_text()
