@@ -7,6 +7,7 @@ from pathlib import Path
 
 from policyc.analysis import diff
 from policyc.checked import Checked
+from policyc.credentials import tokens as devtokens
 from tests.analysis.policies import checked, run_cli
 
 POLICY = """
@@ -65,7 +66,7 @@ spec: {owner: payments-team}
 
 
 def with_catalog(folder: Path, catalog: str, policy: str = POLICY) -> Checked:
-    (folder / "catalog").mkdir(parents=True)
+    (folder / "catalog").mkdir(parents=True, exist_ok=True)
     (folder / "catalog" / "org.yaml").write_text(catalog, encoding="utf-8")
     return checked(folder, policy)
 
@@ -174,3 +175,17 @@ def test_the_report_names_the_callers_and_what_is_not_analysed(tmp_path):
     run_cli("report", tmp_path / "rotated", "-o", tmp_path / "rotated.html", "--diff", tmp_path / "old", expect=0)
     assert "Not analysed: issuer portal (https://portal.example.com): its signing keys differ" in (
         tmp_path / "rotated.html").read_text()
+
+
+def test_a_jwks_file_with_other_keys_is_not_analysed(tmp_path):
+    policy = POLICY.replace('jwks "https://portal.example.com/jwks.json"', 'jwks file "portal.jwks.json"')
+    sides = []
+    for side in ("old", "new"):
+        (tmp_path / side).mkdir()
+        key = devtokens.public_jwks(devtokens.generate_key("ES256", kid="portal-1"))
+        (tmp_path / side / "portal.jwks.json").write_text(json.dumps(key), encoding="utf-8")
+        sides.append(with_catalog(tmp_path / side, CATALOG, policy))
+    found = diff(*sides)
+    assert {s.verdict for s in found.services} == {"undecided"}
+    assert "its signing keys differ" in found.services[0].not_analysed[0]
+    assert diff(sides[0], sides[0]).verdict == "equivalent"
