@@ -18,6 +18,7 @@ from policyc.analysis.diff import catalog_users
 from policyc.analysis.witness import enforced
 from policyc.checked import Checked
 from policyc.interpret import evaluate
+from policyc.pipeline import load_and_check
 from policyc.semantics.request import RawRequest
 from policyc.source import Span
 from tests.property import strategies
@@ -69,20 +70,23 @@ def with_items(policy_set: n.PolicySet, change) -> n.PolicySet:
 
 
 @st.composite
-def catalog_reader(draw, policy_set: n.PolicySet, here) -> n.PolicySet:
-    """The policy with one more rule in one service, on `member` of a group or of an owner (and,
-    where it had none, its first issuer marked `catalog users` and the catalog): the generated
-    rules read the catalog too seldom for its changes to show."""
+def catalog_reader(draw, policy_set: n.PolicySet, here) -> tuple[n.PolicySet, str]:
+    """The policy with a rule on `member` of a group or of an owner in one service, alone or
+    after its rules (and, where it had none, its first issuer marked `catalog users` and the
+    catalog), and that service: the generated rules read the catalog too seldom for its changes
+    to show."""
     service = draw(st.sampled_from(policy_set.services))
     atom = draw(st.one_of(st.sampled_from(GROUPS).map(n.Member), st.sampled_from(OWNED).map(n.MemberOwners)))
     rule = n.Rule(draw(st.sampled_from(n.Effect)), False, "reads-catalog", atom)
-    reading = with_service(policy_set, service.name, lambda s: replace(s, rules=(*s.rules, rule)))
+    # Alone, the rule decides every request to its service: a change of who it admits shows.
+    kept = service.rules if draw(st.booleans()) else ()
+    reading = with_service(policy_set, service.name, lambda s: replace(s, rules=(*kept, rule)))
     if reading.catalogs:
-        return reading
+        return reading, service.name
     first = reading.issuers[0]
     marked = replace(first, settings=(*first.settings, n.CatalogUsers()))
     return with_items(reading, lambda items: [n.Catalog("catalog", here), *(marked if i is first else i
-                                                                            for i in items)])
+                                                                            for i in items)]), service.name
 
 
 @st.composite
@@ -123,24 +127,25 @@ def with_trust(policy_set: n.PolicySet, ca: str | None, here) -> n.PolicySet:
 @st.composite
 def policy_pairs(draw, world, gen):
     """The generated policy `gen` (or it behind a TLS listener) and the same with one rule, the
-    catalog, an issuer or the trust changed."""
+    catalog, an issuer or the trust changed; and the service whose rule reads the catalog, for a
+    catalog change."""
     here = Span(world.policy_path, 1, 1, 1, 1)
     kind = draw(st.sampled_from(["rule", "catalog", "issuer", "trust"]), label="change")
     event(f"change: {kind}")
     if kind == "rule":
-        return gen.checked, check_clean(draw(rule_change(gen)))
+        return gen.checked, check_clean(draw(rule_change(gen))), None
     base = gen.expanded
     if kind in ("catalog", "issuer") and not base.issuers:  # one to change, or to name catalog users
         base = with_items(base, lambda items: [n.Issuer("backstage", (
             n.IssuerUrl(ISSUERS[0].url), n.JwksFile(f"keys/{ISSUERS[0].name}.jwks.json", here))), *items])
     match kind:
         case "catalog":
-            base = draw(catalog_reader(base, here))
-            return check_clean(base), check_clean(draw(catalog_change(base)))
+            base, reader = draw(catalog_reader(base, here))
+            return check_clean(base), check_clean(draw(catalog_change(base))), reader
         case "issuer":
-            return check_clean(base), check_clean(draw(issuer_change(base, here)))
+            return check_clean(base), check_clean(draw(issuer_change(base, here))), None
     before, after = draw(st.sampled_from([(None, "mesh"), ("mesh", None), ("mesh", "other")]))
-    return check_clean(with_trust(base, before, here)), check_clean(with_trust(base, after, here))
+    return check_clean(with_trust(base, before, here)), check_clean(with_trust(base, after, here)), None
 
 
 def refused_tokens(*decisions) -> bool:
@@ -149,10 +154,16 @@ def refused_tokens(*decisions) -> bool:
             and any(d.detail != "Audiences in Jwt are not allowed" for d in decisions))
 
 
-def routed(found, host: str | None):
-    """The comparison of the service (or moved hosts) `host` is routed to; None for a host no
-    service serves on either side."""
-    return next((s for s in found.services if host is not None and host.lower() in s.hosts), None)
+def routed(found, *decisions):
+    """The comparison of the service (or moved hosts) that decided the request on either side:
+    the proxy routes by the target's authority when it has one, not by the Host line. None where
+    neither side routed it (the token check refused it first, or no service serves its host)."""
+    names = [d.service for d in decisions]
+    if names == [None, None]:
+        return None
+    return next((s for s in found.services
+                 if all(name is None or name == side for name, side in zip(names, (s.old_service, s.new_service),
+                                                                             strict=True))), None)
 
 
 def as_catalog_user(data, old: Checked, new: Checked, request: RawRequest) -> tuple[RawRequest, dict | None]:
@@ -181,20 +192,21 @@ def named_users(old: Checked, new: Checked, diffed) -> set[str]:
 @given(data=st.data())
 def test_examples_replay_and_verdicts_are_exact(world, data):
     gen = data.draw(strategies.checked_policy(world), label="policy")
-    old, new = data.draw(policy_pairs(world, gen), label="pair")
+    old, new, reader = data.draw(policy_pairs(world, gen), label="pair")
     found = diff(old, new, limit=2)
     for service in found.services:
         event(f"verdict: {service.verdict}")
     if old.catalog != new.catalog and old.issuers == new.issuers:
         event(f"catalog changed alone: {found.verdict}")
     services = sorted(old.services)
-    for i in range(12):  # requests to every service in turn, every other one from a catalog user
-        request = data.draw(strategies.requests(gen, services[i % len(services)]), label="request")
+    for i in range(12):  # to every service in turn; every other one from a catalog user, to the reader
+        service = reader if i % 2 and reader else services[i % len(services)]
+        request = data.draw(strategies.requests(gen, service), label="request")
         claims = None
         if i % 2:
             request, claims = as_catalog_user(data, old, new, request)
         before, after = evaluate(old, request, NOW), evaluate(new, request, NOW)
-        diffed = routed(found, request.host)
+        diffed = routed(found, before, after)
         verdict = diffed.verdict if diffed else None
         gains = before.status != 200 and after.status == 200
         loses = before.status == 200 and after.status != 200
@@ -202,8 +214,8 @@ def test_examples_replay_and_verdicts_are_exact(world, data):
             assert verdict in ("broader", "mixed", "undecided"), (request, before, after)
         if loses:
             assert verdict in ("narrower", "mixed", "undecided"), (request, before, after)
-        # A host no service serves is refused either way: by the token check first (401, 403),
-        # which an issuer change changes, else 404; `diff` lists served hosts only. A token both
+        # A request neither side routes is refused either way: by the token check first (401,
+        # 403), which an issuer change changes, else 404; `diff` lists served hosts only. A token both
         # token checks refuse, for reasons besides the audience (an expired one, say), is outside
         # the model (docs/analysis.md, Bounds).
         if enforced(before) != enforced(after) and verdict is not None and not refused_tokens(before, after):
@@ -221,3 +233,60 @@ def test_examples_replay_and_verdicts_are_exact(world, data):
 def test_a_policy_is_equivalent_to_itself(world, data):
     gen = data.draw(strategies.checked_policy(world), label="policy")
     assert diff(gen.checked, gen.checked, shortcut=False).verdict == "equivalent"
+
+
+# Three services that read the catalog each their own way, for every change of `CATALOG_CHANGES`.
+READERS = """issuer backstage {
+    url "https://backstage.example.com/api/auth"
+    jwks file "keys/backstage.jwks.json"
+    catalog users
+}
+catalog "CATALOG"
+service payments {
+    hosts ["payments.internal"]
+    upstream "127.0.0.1:8080"
+    allow "sre" when member "group:default/sre"
+    allow "team" when method == POST and member owners(component:payments)
+}
+service ledger {
+    hosts ["ledger.internal"]
+    upstream "127.0.0.1:8081"
+    allow "owner" when member owners(component:ledger)
+}
+service docs {
+    hosts ["docs.internal"]
+    upstream "127.0.0.1:8082"
+    deny "not-platform" when not member "platform"
+    allow "read" when method == GET
+}
+"""
+
+
+def readers(world, catalog: str) -> Checked:
+    path = world.root / f"readers-{catalog.replace('/', '-')}.policy"
+    path.write_text(READERS.replace("CATALOG", catalog), encoding="utf-8")
+    pipeline = load_and_check([str(path)])
+    assert pipeline.ok, pipeline.diagnostics
+    return pipeline.checked
+
+
+@pytest.mark.parametrize("change", list(CATALOG_CHANGES))
+def test_every_catalog_change_is_seen_in_every_service_and_by_user(world, change):
+    old, new = readers(world, "catalog"), readers(world, f"catalogs/{change}")
+    found = diff(old, new)
+    seen = set()
+    for diffed in found.services:
+        callers = {(c.user, c.access, c.rule) for c in diffed.callers}
+        for user, method in ((u, m) for u in CATALOG_USERS for m in ("GET", "POST")):
+            token = mint({"iss": ISSUERS[0].url, "iat": NOW, "exp": NOW + 3600, "sub": user}, ISSUERS[0].name)
+            request = RawRequest(method, "/x", diffed.hosts[0], (("authorization", f"Bearer {token}"),), "10.0.0.1")
+            before, after = evaluate(old, request, NOW), evaluate(new, request, NOW)
+            if before.status != 200 and after.status == 200:
+                assert diffed.verdict in ("broader", "mixed") and (user, "gains", after.rule) in callers
+                seen.add((diffed.name, user, "gains"))
+            elif before.status == 200 and after.status != 200:
+                assert diffed.verdict in ("narrower", "mixed") and (user, "loses", before.rule) in callers
+                seen.add((diffed.name, user, "loses"))
+        # Every user the diff names is one these requests show.
+        assert {(diffed.name, user, access) for user, access, _ in callers} <= seen
+    assert bool(seen) == (change != "component")  # a new component no rule reads changes nothing
