@@ -34,6 +34,7 @@ from .cases.casefile import CaseFileError, CaseResult, load_case_file, protocols
 from .cases.coverage import Coverage, rule_coverage
 from .cases.junit import junit_xml
 from .credentials import certs as devcerts
+from .credentials import ed25519
 from .dev import scaffold
 from .dev.idp import DEFAULT_PORT, DevIdp, default_keys_path, mint_token
 from .diagnostics import CODES, render_github, render_json, render_sarif, render_text, summary_line
@@ -843,12 +844,16 @@ _KEY_FOLDERS = click.option(
 @click.argument("key_path", type=click.Path(dir_okay=False), metavar="KEY")
 def audit_keygen_command(key_path):
     """Write a new Ed25519 key for sealing logs: KEY (private, mode 0600) and KEY.pub."""
-    private, public = sealing.new_key()
+    _write_key_pair(key_path)
+
+
+def _write_key_pair(key_path: str) -> None:
+    private, public = ed25519.new_pair()
     folder, name = os.path.split(key_path)
     with using(key_path, "write key"):
         try:
             create_files(folder or ".", {name: private, f"{name}.pub": public})
-        except FileExistsError as error:  # never replace a key: what it sealed could no longer be verified
+        except FileExistsError as error:  # never replace a key: what it signed could no longer be checked
             raise Unusable(f"cannot write key {key_path}: it would replace {error}") from None
     click.echo(f"wrote {key_path} and {key_path}.pub")
 
@@ -863,12 +868,12 @@ def audit_seal_command(segments, key_path, seal_path, allowed):
     digests and the previous record's chain value, and is signed. Prints the new chain head;
     keep it elsewhere, so that records cut off the end of the seal show (verify-log --head)."""
     try:
-        key = sealing.private_key(_key_pem(key_path, allowed, seal_path))
+        key = ed25519.private_key(_key_pem(key_path, allowed, seal_path))
         records = _seal_records(seal_path)
         if problems := sealing.check_records(records, key.public_key()):
             raise Unusable(f"will not extend seal {seal_path}: {problems[0]}")
         added = sealing.seal(records, _segments(segments), key)
-    except sealing.SealError as error:
+    except (sealing.SealError, ed25519.KeyProblem) as error:
         raise Unusable(f"cannot seal: {error}") from None
     with using(seal_path, "write seal"), open(seal_path, "a", encoding="utf-8") as out:
         out.write(sealing.dump(added))
@@ -887,8 +892,8 @@ def audit_verify_log_command(segments, key_path, seal_path, head, allowed):
     complete and unedited: each deleted, inserted, edited or moved line is named by file and
     line. Exit 0 when they are, 1 when not."""
     try:
-        key = sealing.public_key(_key_pem(key_path, allowed, seal_path))
-    except sealing.SealError as error:
+        key = ed25519.public_key(_key_pem(key_path, allowed, seal_path))
+    except (sealing.SealError, ed25519.KeyProblem) as error:
         raise Unusable(f"cannot read key {key_path}: {error}") from None
     if not os.path.exists(seal_path):
         raise Unusable(f"cannot read seal {seal_path}: no such file or directory")
@@ -1466,9 +1471,9 @@ def grant_approve_command(path, approver, key_path, name, allowed):
     with using(path, "read grant"):
         text = Path(path).read_text(encoding="utf-8")
     try:
-        key = approval.private_key(_key_pem(key_path, allowed, path))
+        key = ed25519.private_key(_key_pem(key_path, allowed, path))
         approved = approval.approve(path, text, approver, key, name)
-    except approval.ApprovalError as error:  # refused, not misused: exit 1, as a failed check
+    except (approval.ApprovalError, ed25519.KeyProblem) as error:  # refused, not misused: exit 1, as a failed check
         click.echo(f"policyc: cannot approve {path}: {error}", err=True)
         sys.exit(EXIT_FAILED)
     with using(path, "write grant"):
@@ -1481,14 +1486,7 @@ def grant_approve_command(path, approver, key_path, name, allowed):
 def grant_keygen_command(key_path):
     """Write a new Ed25519 key for approving grants: KEY (private, mode 0600, for approvers) and
     KEY.pub (for the policies' `grants { key file "KEY.pub" }`)."""
-    private, public = sealing.new_key()
-    folder, name = os.path.split(key_path)
-    with using(key_path, "write key"):
-        try:
-            create_files(folder or ".", {name: private, f"{name}.pub": public})
-        except FileExistsError as error:  # never replace a key: what it signed could no longer be checked
-            raise Unusable(f"cannot write key {key_path}: it would replace {error}") from None
-    click.echo(f"wrote {key_path} and {key_path}.pub")
+    _write_key_pair(key_path)
 
 
 @main.command("grants")

@@ -13,7 +13,6 @@ import base64
 import time
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .. import grants
@@ -51,16 +50,6 @@ def _parsed(text: str, what: str) -> n.PolicyFile:
         first = problems[0] if problems else None
         raise ApprovalError(f"{what} does not parse" + (f": {first.message}" if first else ""))
     return file
-
-
-def private_key(pem: bytes) -> Ed25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError):
-        raise ApprovalError("the key is no PEM private key without a password") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ApprovalError("the key is no Ed25519 key (grants are signed with Ed25519)")
-    return key
 
 
 def approve(path: str, text: str, approver: str, key: Ed25519PrivateKey, name: str | None = None) -> str:

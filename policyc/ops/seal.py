@@ -69,37 +69,6 @@ def fingerprint(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def new_key() -> tuple[str, str]:
-    """A fresh Ed25519 key: (private PEM, public PEM)."""
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    return private, public
-
-
-def private_key(pem: bytes) -> Ed25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError):
-        raise SealError("not a PEM private key without a password") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise SealError("not an Ed25519 key (a seal is signed with Ed25519)")
-    return key
-
-
-def public_key(pem: bytes) -> Ed25519PublicKey:
-    """The public key of a public key PEM, or of a private key PEM."""
-    try:
-        key = serialization.load_pem_public_key(pem)
-    except (ValueError, TypeError):
-        return private_key(pem).public_key()
-    if not isinstance(key, Ed25519PublicKey):
-        raise SealError("not an Ed25519 key (a seal is signed with Ed25519)")
-    return key
-
-
 def read_records(lines: Iterable[str]) -> list[dict]:
     """The records of a seal file (JSON lines), or SealError naming the line that is not one."""
     records = []
