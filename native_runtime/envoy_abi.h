@@ -112,10 +112,25 @@ typedef enum envoy_dynamic_module_type_http_stream_reset_reason {
   envoy_dynamic_module_type_http_stream_reset_reason_ConnectionFailure,
 } envoy_dynamic_module_type_http_stream_reset_reason;
 
+typedef enum envoy_dynamic_module_type_on_network_filter_data_status {
+  envoy_dynamic_module_type_on_network_filter_data_status_Continue,
+  envoy_dynamic_module_type_on_network_filter_data_status_StopIteration,
+} envoy_dynamic_module_type_on_network_filter_data_status;
+
+/* Passed to the network filter's event hook; the values are not read. */
+typedef enum envoy_dynamic_module_type_network_connection_event {
+  envoy_dynamic_module_type_network_connection_event_RemoteClose,
+} envoy_dynamic_module_type_network_connection_event;
+
 typedef void *envoy_dynamic_module_type_http_filter_config_envoy_ptr;
 typedef const void *envoy_dynamic_module_type_http_filter_config_module_ptr;
 typedef void *envoy_dynamic_module_type_http_filter_envoy_ptr;
 typedef const void *envoy_dynamic_module_type_http_filter_module_ptr;
+
+typedef void *envoy_dynamic_module_type_network_filter_config_envoy_ptr;
+typedef const void *envoy_dynamic_module_type_network_filter_config_module_ptr;
+typedef void *envoy_dynamic_module_type_network_filter_envoy_ptr;
+typedef const void *envoy_dynamic_module_type_network_filter_module_ptr;
 
 /* ---- Event hooks: the module defines these; Envoy calls them. ---- */
 
@@ -178,6 +193,34 @@ void envoy_dynamic_module_on_http_filter_scheduled(POLICYC_FILTER_ARGS, uint64_t
 void envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(POLICYC_FILTER_ARGS);
 void envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(POLICYC_FILTER_ARGS);
 
+/* The network filter (peer_filter.c): Envoy 1.40 resolves every one of these hooks when it creates
+ * a network filter config from the module, and refuses the config if one is missing. */
+envoy_dynamic_module_type_network_filter_config_module_ptr envoy_dynamic_module_on_network_filter_config_new(
+    envoy_dynamic_module_type_network_filter_config_envoy_ptr config_envoy,
+    envoy_dynamic_module_type_envoy_buffer name, envoy_dynamic_module_type_envoy_buffer config);
+void envoy_dynamic_module_on_network_filter_config_destroy(
+    envoy_dynamic_module_type_network_filter_config_module_ptr config);
+
+/* Per connection: the filter's own state for it. */
+envoy_dynamic_module_type_network_filter_module_ptr envoy_dynamic_module_on_network_filter_new(
+    envoy_dynamic_module_type_network_filter_config_module_ptr config,
+    envoy_dynamic_module_type_network_filter_envoy_ptr filter_envoy);
+
+#define POLICYC_NETWORK_FILTER_ARGS                                                                \
+  envoy_dynamic_module_type_network_filter_envoy_ptr filter_envoy,                                 \
+      envoy_dynamic_module_type_network_filter_module_ptr filter
+
+envoy_dynamic_module_type_on_network_filter_data_status envoy_dynamic_module_on_network_filter_new_connection(
+    POLICYC_NETWORK_FILTER_ARGS);
+/* Decrypted bytes from the client: on a TLS connection, only once its handshake is complete. */
+envoy_dynamic_module_type_on_network_filter_data_status envoy_dynamic_module_on_network_filter_read(
+    POLICYC_NETWORK_FILTER_ARGS, size_t data_length, bool end_stream);
+envoy_dynamic_module_type_on_network_filter_data_status envoy_dynamic_module_on_network_filter_write(
+    POLICYC_NETWORK_FILTER_ARGS, size_t data_length, bool end_stream);
+void envoy_dynamic_module_on_network_filter_event(POLICYC_NETWORK_FILTER_ARGS,
+                                                  envoy_dynamic_module_type_network_connection_event event);
+void envoy_dynamic_module_on_network_filter_destroy(envoy_dynamic_module_type_network_filter_module_ptr filter);
+
 /* ---- Callbacks: Envoy defines these; the module calls them. ---- */
 
 void envoy_dynamic_module_callback_log(envoy_dynamic_module_type_log_level level,
@@ -229,5 +272,30 @@ bool envoy_dynamic_module_callback_http_filter_get_attribute_bool(
 bool envoy_dynamic_module_callback_http_filter_get_attribute_string(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
     envoy_dynamic_module_type_attribute_id attribute, envoy_dynamic_module_type_envoy_buffer *result);
+
+/* Bytes another filter stored under `key` in the stream's filter state, or in the connection's, which
+ * the stream's reaches; false when none. Added after v0.1.0; declared as observed in Envoy 1.40. */
+bool envoy_dynamic_module_callback_http_get_filter_state_bytes(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_module_buffer key,
+    envoy_dynamic_module_type_envoy_buffer *result);
+
+/* The client certificate's URI SANs, or DNS SANs, on the connection: `_size` gives how many (0
+ * without TLS), then the other fills that many buffers, in the certificate's order (false without
+ * TLS). Added after v0.1.0; declared as Envoy 1.40 defines them (tests/native/test_abi_probe.py). */
+size_t envoy_dynamic_module_callback_network_filter_get_ssl_uri_sans_size(
+    envoy_dynamic_module_type_network_filter_envoy_ptr filter_envoy);
+bool envoy_dynamic_module_callback_network_filter_get_ssl_uri_sans(
+    envoy_dynamic_module_type_network_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_envoy_buffer *sans);
+size_t envoy_dynamic_module_callback_network_filter_get_ssl_dns_sans_size(
+    envoy_dynamic_module_type_network_filter_envoy_ptr filter_envoy);
+bool envoy_dynamic_module_callback_network_filter_get_ssl_dns_sans(
+    envoy_dynamic_module_type_network_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_envoy_buffer *sans);
+
+/* Stores a copy of `value` under `key` in the connection's filter state (Envoy 1.40: mutable, living
+ * as long as the connection, not shared with upstream connections), where every HTTP stream of the
+ * connection reads it. */
+bool envoy_dynamic_module_callback_network_set_filter_state_bytes(
+    envoy_dynamic_module_type_network_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_module_buffer key,
+    envoy_dynamic_module_type_module_buffer value);
 
 #endif

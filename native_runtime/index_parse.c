@@ -304,19 +304,35 @@ static bool header_atom(parser_t *p, line_t *line, uint32_t at) {
   return ok;
 }
 
-/* `peer trusted`, or `peer subject` and a test as a header's: `eq <n> x…`, `prefix x`, `suffix x`. */
+/* The first of the three node kinds (eq, prefix, suffix, in that order) of a certificate's field. */
+static bool peer_field(bytes_t token, node_kind_t *eq) {
+  if (is(token, "subject")) {
+    *eq = NODE_SUBJECT_EQ;
+  } else if (is(token, "uri")) {
+    *eq = NODE_URI_EQ;
+  } else if (is(token, "dns")) {
+    *eq = NODE_DNS_EQ;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+/* `peer trusted`, or `peer subject|uri|dns` and a test as a header's: `eq <n> x…`, `prefix x`,
+ * `suffix x`. */
 static bool peer_atom(parser_t *p, line_t *line, uint32_t at) {
   bytes_t token;
+  node_kind_t eq;
   node_t fields = {.count = 1};
   bool ok = next_token(line, &token);
   if (ok && is(token, "trusted")) {
     fields.kind = NODE_PEER_TRUSTED;
-  } else if (ok && is(token, "subject") && next_token(line, &token)) {
+  } else if (ok && peer_field(token, &eq) && next_token(line, &token)) {
     if (is(token, "eq")) {
-      fields.kind = NODE_SUBJECT_EQ;
+      fields.kind = eq;
       ok = strings(p, line, &fields.first, &fields.count);
     } else if (is(token, "prefix") || is(token, "suffix")) {
-      fields.kind = is(token, "prefix") ? NODE_SUBJECT_PREFIX : NODE_SUBJECT_SUFFIX;
+      fields.kind = eq + (is(token, "prefix") ? 1 : 2);
       ok = string(p, line, &fields.first);
     } else {
       return false;

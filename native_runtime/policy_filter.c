@@ -10,7 +10,8 @@
  * the access log; deny and default-deny are answered 403 unless the service runs dry.
  *
  * Fails closed: a config that does not parse is refused (Envoy then rejects the listener), and a
- * request whose service, method, path, headers or peer cannot be read gets the decision `error`, a
+ * request whose service, method, path, headers or peer cannot be read (a presented certificate's
+ * SANs included, which peer_filter.c records on the connection) gets the decision `error`, a
  * log line and a 403 (dry-run: continues). The index is read-only and shared by every worker; a
  * request's own state is on the stack, and allocates only for a section of more conditions, or a
  * path of more segments, than the stack buffers hold.
@@ -21,6 +22,7 @@
 #include <time.h>
 
 #include "envoy_abi.h"
+#include "peer_sans.h"
 #include "policy_index.h"
 #include "token_claims.h"
 
@@ -60,6 +62,8 @@ typedef struct {
   claims_t claims;     /* when TOKEN_VERIFIED */
   int certificate;     /* CERTIFICATE_UNREAD until a peer test needs it */
   bytes_t subject;     /* when CERTIFICATE_PRESENTED */
+  bool sans_read;      /* whether uris and dns hold the connection's record (peer_filter.c) */
+  san_list_t uris, dns;
   uint8_t *memo;       /* one entry per condition of the section: local_memo or allocated */
   const char *problem; /* set when something cannot be read: the decision is `error` */
   uint8_t local_memo[LOCAL_CONDITIONS];
@@ -108,9 +112,13 @@ static bool value_passes(const index_t *index, const node_t *node, bytes_t value
     return bytes_equal(value, claim);
   case NODE_HEADER_EQ:
   case NODE_SUBJECT_EQ:
+  case NODE_URI_EQ:
+  case NODE_DNS_EQ:
     return index_any_equal(index, node->first, node->count, value);
   case NODE_HEADER_PREFIX:
   case NODE_SUBJECT_PREFIX:
+  case NODE_URI_PREFIX:
+  case NODE_DNS_PREFIX:
     return bytes_starts_with(value, *index_string(index, node->first));
   default:
     return bytes_ends_with(value, *index_string(index, node->first));
@@ -292,6 +300,44 @@ static bool peer_certificate(request_t *request) {
   return request->certificate == CERTIFICATE_PRESENTED;
 }
 
+/* The presented certificate's URI SANs, or DNS SANs: false when none was presented. They are the
+ * record the network filter (peer_filter.c) left in the connection's filter state, read once; a
+ * certificate without one, or with one that is not exactly a record, is the decision `error`. */
+static bool peer_sans(request_t *request, bool uri, san_list_t *list) {
+  if (!peer_certificate(request)) {
+    return false;
+  }
+  if (!request->sans_read) {
+    envoy_dynamic_module_type_envoy_buffer record = {NULL, 0};
+    if (!envoy_dynamic_module_callback_http_get_filter_state_bytes(request->envoy, module_buffer(literal(PEER_SANS_KEY)),
+                                                                   &record)) {
+      return fail(request, "the client certificate's SANs were not recorded on the connection");
+    }
+    bytes_t bytes = {record.ptr, record.length};
+    if (!peer_sans_read(bytes, &request->uris, &request->dns)) {
+      return fail(request, "the record of the client certificate's SANs is malformed");
+    }
+    request->sans_read = true;
+  }
+  *list = uri ? request->uris : request->dns;
+  return true;
+}
+
+/* Some SAN of the node's kind passes its test, one by one in the certificate's order. */
+static bool any_san(request_t *request, const node_t *node) {
+  san_list_t list;
+  bytes_t san;
+  if (!peer_sans(request, node->kind <= NODE_URI_SUFFIX, &list)) {
+    return false;
+  }
+  while (san_list_next(&list, &san)) {
+    if (value_passes(request->index, node, san, literal(""))) {
+      return true;
+    }
+  }
+  return false;
+}
+
 /* :method, read when a rule first tests it. */
 static bool read_method(request_t *request) {
   if (!request->method_read) {
@@ -380,6 +426,13 @@ static bool evaluate(request_t *request, uint32_t at) {
   case NODE_SUBJECT_PREFIX:
   case NODE_SUBJECT_SUFFIX:
     return peer_certificate(request) && value_passes(index, node, request->subject, literal(""));
+  case NODE_URI_EQ:
+  case NODE_URI_PREFIX:
+  case NODE_URI_SUFFIX:
+  case NODE_DNS_EQ:
+  case NODE_DNS_PREFIX:
+  case NODE_DNS_SUFFIX:
+    return any_san(request, node);
   case NODE_TIME:
     return within(node);
   default:

@@ -55,6 +55,13 @@ typedef enum {
   NODE_SUBJECT_EQ,     /* the certificate's subject: strings[first .. first+count) */
   NODE_SUBJECT_PREFIX, /* strings[first] */
   NODE_SUBJECT_SUFFIX, /* strings[first] */
+  /* Some URI SAN, or DNS SAN, of the certificate passes the test, as a header's value would. */
+  NODE_URI_EQ,     /* strings[first .. first+count) */
+  NODE_URI_PREFIX, /* strings[first] */
+  NODE_URI_SUFFIX, /* strings[first] */
+  NODE_DNS_EQ,     /* strings[first .. first+count) */
+  NODE_DNS_PREFIX, /* strings[first] */
+  NODE_DNS_SUFFIX, /* strings[first] */
   /* The request arrives in [start, end), seconds since the epoch by the clock of the machine:
    * start is first | header << 32, end is count | values << 32 (times past 2106 need 64 bits). */
   NODE_TIME,

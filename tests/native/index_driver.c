@@ -13,10 +13,15 @@
  *
  *   <route service> <method> <path> <peer address> [<header name> <header value>]...
  *
- * (the headers `:mtls` and `:subject` stand for the client certificate's attributes, and `:clock`,
- * seconds since the epoch, for the time the filter reads)
+ * (the headers `:mtls` and `:subject` stand for the client certificate's attributes, `:uri` and
+ * `:dns`, each repeated in order, for its SANs, `:clock`, seconds since the epoch, for the time the
+ * filter reads, `:record` for the record of SANs the policy filter finds on the connection instead
+ * of the one the network filter made, and `:sans-fail` for SANs the network filter cannot read)
  * and gets one stdout line: `<decision> <rule> <answer>`, the rule as `x` and hex (`-`: none
  * recorded), the answer `403` or `continue`. The filter's log lines go to stderr.
+ *
+ * Each request comes on a connection of its own: the network filter (native_runtime/peer_filter.c)
+ * sees it first, as Envoy would run it before the HTTP connection manager, reading twice.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +29,7 @@
 #include <time.h>
 
 #include "envoy_abi.h"
+#include "peer_sans.h"
 
 #define MAX_FIELDS 256
 
@@ -37,6 +43,9 @@ static field_t fields[MAX_FIELDS];
 static size_t field_count;
 static char decision[64], rule[1024]; /* the rule as `x` and hex, or `-` */
 static int answered;
+/* What the network filter stored in the connection's filter state: exactly its bytes, allocated. */
+static char *record;
+static size_t record_length, records;
 
 static bool same(field_t field, envoy_dynamic_module_type_module_buffer text) {
   return field.ptr != NULL && field.length == text.length && memcmp(field.ptr, text.ptr, text.length) == 0;
@@ -129,6 +138,105 @@ time_t time(time_t *out) {
     *out = seconds;
   }
   return seconds;
+}
+
+/* The `index`-th of the request's headers named `name`. */
+static bool nth_field(const char *name, size_t index, field_t *value) {
+  field_t key = {(char *)name, strlen(name)};
+  for (size_t i = 4; i + 1 < field_count; i += 2) {
+    envoy_dynamic_module_type_module_buffer text = {fields[i].ptr, fields[i].length};
+    if (fields[i].ptr != NULL && same(key, text) && index-- == 0) {
+      *value = fields[i + 1];
+      return value->ptr != NULL;
+    }
+  }
+  return false;
+}
+
+static size_t san_count(const char *name) {
+  field_t value;
+  size_t count = 0;
+  while (nth_field(name, count, &value)) {
+    count++;
+  }
+  return count;
+}
+
+static bool sans(const char *name, envoy_dynamic_module_type_envoy_buffer *out) {
+  field_t value;
+  if (pseudo_field(":sans-fail", &value)) {
+    return false;
+  }
+  for (size_t i = 0; nth_field(name, i, &value); i++) {
+    give(value, &out[i]);
+  }
+  return true;
+}
+
+size_t envoy_dynamic_module_callback_network_filter_get_ssl_uri_sans_size(
+    envoy_dynamic_module_type_network_filter_envoy_ptr filter_envoy) {
+  return san_count(":uri");
+}
+
+bool envoy_dynamic_module_callback_network_filter_get_ssl_uri_sans(
+    envoy_dynamic_module_type_network_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_envoy_buffer *out) {
+  return sans(":uri", out);
+}
+
+size_t envoy_dynamic_module_callback_network_filter_get_ssl_dns_sans_size(
+    envoy_dynamic_module_type_network_filter_envoy_ptr filter_envoy) {
+  return san_count(":dns");
+}
+
+bool envoy_dynamic_module_callback_network_filter_get_ssl_dns_sans(
+    envoy_dynamic_module_type_network_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_envoy_buffer *out) {
+  return sans(":dns", out);
+}
+
+bool envoy_dynamic_module_callback_network_set_filter_state_bytes(
+    envoy_dynamic_module_type_network_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_module_buffer key,
+    envoy_dynamic_module_type_module_buffer value) {
+  field_t expected = {PEER_SANS_KEY, sizeof PEER_SANS_KEY - 1};
+  if (!same(expected, key)) {
+    fprintf(stderr, "the network filter stored another key\n");
+    exit(3);
+  }
+  free(record);
+  record = malloc(value.length > 0 ? value.length : 1);
+  if (record == NULL) {
+    exit(2);
+  }
+  memcpy(record, value.ptr, value.length);
+  record_length = value.length;
+  records++;
+  return true;
+}
+
+/* The record the network filter stored, unless the request gives its own (`:record`); a copy of
+ * exactly its bytes, so that reading past it is caught. */
+bool envoy_dynamic_module_callback_http_get_filter_state_bytes(envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
+                                                               envoy_dynamic_module_type_module_buffer key,
+                                                               envoy_dynamic_module_type_envoy_buffer *result) {
+  field_t expected = {PEER_SANS_KEY, sizeof PEER_SANS_KEY - 1}, value;
+  if (!same(expected, key)) {
+    return false;
+  }
+  if (pseudo_field(":record", &value)) {
+    free(record);
+    record = malloc(value.length > 0 ? value.length : 1);
+    if (record == NULL) {
+      exit(2);
+    }
+    memcpy(record, value.ptr, value.length);
+    record_length = value.length;
+    records = 1;
+  }
+  if (records == 0) {
+    return false;
+  }
+  result->ptr = record;
+  result->length = record_length;
+  return true;
 }
 
 bool envoy_dynamic_module_callback_http_filter_get_attribute_bool(envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
@@ -267,6 +375,9 @@ int main(int argc, char **argv) {
   if (filter_config == NULL) {
     return 1;
   }
+  envoy_dynamic_module_type_envoy_buffer peer_name = {"peer_sans", 9}, empty = {"", 0};
+  envoy_dynamic_module_type_network_filter_config_module_ptr peer_config =
+      envoy_dynamic_module_on_network_filter_config_new(NULL, peer_name, empty);
   char *line = NULL;
   size_t capacity = 0;
   while (getline(&line, &capacity, stdin) > 0) {
@@ -277,10 +388,22 @@ int main(int argc, char **argv) {
     snprintf(decision, sizeof decision, "-");
     snprintf(rule, sizeof rule, "-");
     answered = 0;
+    records = 0;
+    envoy_dynamic_module_type_network_filter_module_ptr connection =
+        envoy_dynamic_module_on_network_filter_new(peer_config, NULL);
+    envoy_dynamic_module_on_network_filter_new_connection(NULL, connection);
+    for (int read = 0; read < 2; read++) {
+      envoy_dynamic_module_on_network_filter_read(NULL, connection, 1, false);
+    }
+    if (records > 1) {
+      fprintf(stderr, "the network filter recorded the SANs twice\n");
+      return 3;
+    }
     envoy_dynamic_module_type_http_filter_module_ptr filter = envoy_dynamic_module_on_http_filter_new(filter_config, NULL);
     envoy_dynamic_module_type_on_http_filter_request_headers_status status =
         envoy_dynamic_module_on_http_filter_request_headers(NULL, filter, true);
     envoy_dynamic_module_on_http_filter_destroy(filter);
+    envoy_dynamic_module_on_network_filter_destroy(connection);
     bool stopped = status == envoy_dynamic_module_type_on_http_filter_request_headers_status_StopIteration;
     if (stopped != (answered == 403)) {
       fprintf(stderr, "the filter stopped without answering, or answered and continued\n");
@@ -290,6 +413,8 @@ int main(int argc, char **argv) {
     fflush(stdout);
   }
   free(line);
+  free(record);
+  envoy_dynamic_module_on_network_filter_config_destroy(peer_config);
   envoy_dynamic_module_on_http_filter_config_destroy(filter_config);
   return 0;
 }

@@ -3,12 +3,15 @@
  * read of that request, one `name=value` line each (`name!` when the callback returned false), so
  * that tests/native/test_abi_probe.py can pin down what a native policy can and cannot see in
  * Envoy 1.40: headers and their repeated values, the peer address, another filter's dynamic
- * metadata (a jwt_authn-style payload Struct) and the client certificate.
+ * metadata (a jwt_authn-style payload Struct) and the client certificate, with the record of its
+ * SANs that the module's network filter (native_runtime/peer_filter.c, built in) leaves on the
+ * connection, in hex.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "envoy_abi.h"
+#include "peer_sans.h"
 
 /* Callbacks of the ABI that the runtime does not use yet, declared as abi.h v0.1.0 declares them. */
 size_t envoy_dynamic_module_callback_http_get_metadata_keys_count(
@@ -113,6 +116,14 @@ static void peer(body_t *body, envoy_dynamic_module_type_http_filter_envoy_ptr f
   attribute(body, filter_envoy, "peer dns", envoy_dynamic_module_type_attribute_id_ConnectionDnsSanPeerCertificate);
   attribute(body, filter_envoy, "peer subject",
             envoy_dynamic_module_type_attribute_id_ConnectionSubjectPeerCertificate);
+  envoy_dynamic_module_type_envoy_buffer record = {NULL, 0};
+  found = envoy_dynamic_module_callback_http_get_filter_state_bytes(filter_envoy, literal(PEER_SANS_KEY), &record);
+  char hex[2048];
+  size_t length = 0;
+  for (size_t i = 0; found && i < record.length && length + 3 < sizeof hex; i++) {
+    length += (size_t)snprintf(hex + length, sizeof hex - length, "%02x", (unsigned char)record.ptr[i]);
+  }
+  line(body, "peer sans record", found, hex, length);
 }
 
 const char *envoy_dynamic_module_on_program_init(void) { return POLICYC_ENVOY_ABI_VERSION; }

@@ -129,6 +129,82 @@ def test_the_client_certificate_shows_its_first_san_of_each_kind_only(probe_dir,
     assert seen["peer subject"] == "CN=client,O=probe"
 
 
+PEER_FILTER = {"name": "peer_sans", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.network.dynamic_modules.v3.DynamicModuleNetworkFilter",
+    "dynamic_module_config": {"name": PROBE}, "filter_name": "peer_sans"}}
+
+
+def with_peer_filter(config: dict) -> dict:
+    """`config` with the module's network filter before the HTTP connection manager."""
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            chain["filters"].insert(0, PEER_FILTER)
+    return config
+
+
+def probe_twice_over_tls(port: int, client, tmp_path) -> list[dict]:
+    """Two requests on one TLS connection (HTTP/1.1 keep-alive)."""
+    (tmp_path / "client.pem").write_text(client.cert_pem)
+    (tmp_path / "client.key").write_text(client.key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.load_cert_chain(tmp_path / "client.pem", tmp_path / "client.key")
+    connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+    try:
+        seen = []
+        for _ in range(2):
+            connection.request("GET", "/", headers={"host": "svc"})
+            seen.append(parse(connection.getresponse().read()))
+        return seen
+    finally:
+        connection.close()
+
+
+def sans_record(hex_text: str) -> tuple[list[str], list[str]]:
+    """The URI and DNS SANs of a record (native_runtime/peer_sans.h), which must be exactly one."""
+    data, at, lists = bytes.fromhex(hex_text), 0, []
+    for _ in range(2):
+        count, at = int.from_bytes(data[at:at + 4], "big"), at + 4
+        sans = []
+        for _ in range(count):
+            length = int.from_bytes(data[at:at + 4], "big")
+            sans.append(data[at + 4:at + 4 + length].decode())
+            at += 4 + length
+        lists.append(sans)
+    assert at == len(data)
+    return lists[0], lists[1]
+
+
+def test_a_network_filter_hands_every_san_to_the_http_filter(probe_dir, search_path, tmp_path):
+    """What the native filter's peer.uri and peer.dns rest on (native_runtime/README.md, *Client
+    certificates*): the module's network filter reads every SAN, in the certificate's order, and
+    the record it stores in the connection's filter state is read by each HTTP stream of that
+    connection; without the network filter there is none."""
+    search_path(probe_dir)
+    ca = make_ca("probe CA")
+    server = issue(ca, "localhost", dns=["localhost"], server=True)
+    uris = ["spiffe://example.org/first", "spiffe://example.org/second", "urn:third"]
+    dns = ["one.example", "two.example"]
+    client = issue(ca, "client", uris=uris, dns=dns)
+    seen = {}
+    for name, chain in [("with", with_peer_filter), ("without", lambda config: config)]:
+        config = chain(bootstrap([dynamic_module_filter("", PROBE)], tmp_path / f"{name}.log",
+                                 transport_socket=tls_socket(ca, server)))
+        with running_envoy(config, tmp_path) as envoy:
+            seen[name] = probe_twice_over_tls(envoy.listener_ports["main"], client, tmp_path)
+    assert [sans_record(each["peer sans record"]) for each in seen["with"]] == [(uris, dns)] * 2
+    assert [each["peer sans record"] for each in seen["without"]] == [None, None]
+    assert seen["without"][0]["peer uri"] == uris[0]  # the attribute: the first one only
+
+
+def test_without_tls_the_record_holds_no_san(probe_dir, search_path, tmp_path):
+    search_path(probe_dir)
+    config = with_peer_filter(bootstrap([dynamic_module_filter("", PROBE)], tmp_path / "access.log"))
+    with running_envoy(config, tmp_path) as envoy:
+        seen, _ = probe_over_http(envoy.listener_ports["main"])
+    assert sans_record(seen["peer sans record"]) == ([], [])
+
+
 def jwt_authn(keys: dict) -> dict:
     """jwt_authn as policyc emits it for the native filter: a provider per issuer, each forwarding
     the verified payload in PAYLOAD_HEADER; a token may be missing, or on /dry also fail."""

@@ -55,7 +55,9 @@ def parse_many(driver: Path, configs: list[bytes]) -> list[bool]:
     return [answer == "accepted" for answer in answers]
 
 
-def token(value: str | None) -> str:
+def token(value: str | bytes | None) -> str:
+    if isinstance(value, bytes):
+        return "x" + value.hex()
     return "-" if value is None else x(value)
 
 
@@ -201,7 +203,9 @@ BAD_CONFIGS = {
     "a header claim without path": edit("and 0", f"header {x('x-a')} claim 0"),
     "token with an argument": edit("and 0", "token 1"),
     "peer without test": edit("and 0", "peer"),
-    "peer uri": edit("and 0", f"peer uri eq 1 {x('a')}"),
+    "peer uri without test": edit("and 0", "peer uri"),
+    "peer dns with an unknown test": edit("and 0", f"peer dns glob {x('a')}"),
+    "peer issuer": edit("and 0", f"peer issuer eq 1 {x('a')}"),
     "peer subject without test": edit("and 0", "peer subject"),
     "peer trusted with an argument": edit("and 0", f"peer trusted {x('mesh')}"),
     "a time with one bound": edit("and 0", "time 1"),
@@ -239,6 +243,8 @@ GOOD_CONFIGS = {
         "claim 1 x61 suffix x62 claim 1 x61 contains 1 x claim 1 x61 true claim 1 x61 false",
         f"allow x64 header {x('x-a')} claim 3 x61 x x63",
         "allow x65 and 4 peer trusted peer subject eq 2 x x61 peer subject prefix x peer subject suffix x61",
+        "allow x67 and 6 peer uri eq 2 x x61 peer uri prefix x peer uri suffix x61 peer dns eq 0 "
+        "peer dns prefix x61 peer dns suffix x",
         "allow x66 or 2 time 0 253402300799 time 4294967296 4294967297"])),
 }
 
@@ -730,3 +736,129 @@ def test_the_client_certificate(driver, tmp_path, certificate, allowed):
 def test_a_certificate_whose_subject_cannot_be_read_is_an_error(driver, tmp_path):
     decided = decide(driver, tmp_path, PEER, [get(path, "peer", headers=[(":mtls", "true")]) for path in ("/t", "/n")])
     assert [decision for decision, _, _ in decided] == ["error", "error"]
+
+
+SANS = index_config(section("sans", [
+    f"allow x75 and 2 path eq 1 x2f75 peer uri eq 2 {x('spiffe://a/x')} {x('')}",  # /u
+    f"allow x70 and 2 path eq 1 x2f70 peer uri prefix {x('spiffe://b/')}",  # /p
+    f"allow x73 and 2 path eq 1 x2f73 peer uri suffix {x('/z')}",  # /s
+    f"allow x64 and 2 path eq 1 x2f64 peer dns eq 1 {x('b.example')}",  # /d
+    f"allow x71 and 2 path eq 1 x2f71 peer dns prefix {x('*.')}",  # /q
+    f"allow x72 and 2 path eq 1 x2f72 peer dns suffix {x('.test')}",  # /r
+    f"allow x6e and 2 path eq 1 x2f6e not peer uri prefix {x('')}",  # /n: no URI SAN
+]))
+SAN_PATHS = ["/u", "/p", "/s", "/d", "/q", "/r", "/n"]
+CERTIFICATE = [(":mtls", "true"), (":subject", "CN=a")]
+
+
+def decide_sans(driver, tmp_path, headers_of: list[list[tuple[str, str]]]) -> list[set[str]]:
+    """For each certificate (as driver headers), the paths of SANS it is allowed; `error` when any
+    of its requests is decided so."""
+    requests = [get(path, "sans", headers=headers) for headers in headers_of for path in SAN_PATHS]
+    decided = iter(decide(driver, tmp_path, SANS, requests))
+    allowed = []
+    for _ in headers_of:
+        decisions = {path: next(decided)[0] for path in SAN_PATHS}
+        allowed.append({"error"} if "error" in decisions.values() else
+                       {path for path, decision in decisions.items() if decision == "allow"})
+    return allowed
+
+
+def sans_of(uris: list[str], dns: list[str]) -> list[tuple[str, str]]:
+    return [*CERTIFICATE, *((":uri", uri) for uri in uris), *((":dns", name) for name in dns)]
+
+
+@pytest.mark.parametrize(("uris", "dns", "allowed"), [
+    (["spiffe://a/x"], [], {"/u"}),
+    (["spiffe://c/1", "spiffe://c/2", "spiffe://a/x"], [], {"/u"}),  # the third SAN
+    (["spiffe://c/1", "spiffe://b/2"], ["a.example", "b.example"], {"/p", "/d"}),  # the second of each
+    (["spiffe://c/z", "spiffe://a/x", "spiffe://b/"], ["x.test", "*.example", "b.example"], set(SAN_PATHS) - {"/n"}),
+    ([""], ["*."], {"/u", "/q"}),  # an empty SAN is one
+    ([], [], {"/n"}),
+    ([], ["b.example"], {"/d", "/n"}),
+    (["spiffe://a/x\0/z", "spiffe://a/x\n"], ["b.example\0", "\xff.test"], {"/s", "/r"}),  # any byte
+    (["spiffe://a/X", "Spiffe://b/", "spiffe://a/x "], ["B.example", "b.example."], set()),  # bytes, exactly
+])
+def test_every_san_of_the_certificate_is_tested(driver, tmp_path, uris, dns, allowed):
+    assert decide_sans(driver, tmp_path, [sans_of(uris, dns)]) == [allowed]
+
+
+def test_without_a_certificate_the_sans_are_not_read(driver, tmp_path):
+    """No certificate: SAN atoms are false, and neither a record nor its absence matters."""
+    headers = [[], [(":mtls", "false"), (":uri", "spiffe://a/x")], [(":sans-fail", "")], [(":record", "junk")]]
+    assert decide_sans(driver, tmp_path, headers) == [{"/n"}] * 4
+
+
+def record(uris: list[bytes], dns: list[bytes]) -> bytes:
+    """The record of native_runtime/peer_sans.h."""
+    def listed(sans):
+        return len(sans).to_bytes(4, "big") + b"".join(len(s).to_bytes(4, "big") + s for s in sans)
+    return listed(uris) + listed(dns)
+
+
+GOOD_RECORD = record([b"spiffe://a/x"], [b"b.example"])
+BAD_RECORDS = {
+    "empty": b"",
+    "one list": record([b"spiffe://a/x"], [])[:-4],
+    "a short count": GOOD_RECORD[:2],
+    "a count past the end": (9).to_bytes(4, "big") + GOOD_RECORD[4:],
+    "a length past the end": GOOD_RECORD[:4] + (999).to_bytes(4, "big") + GOOD_RECORD[8:],
+    "a huge length": GOOD_RECORD[:4] + (2**32 - 1).to_bytes(4, "big") + GOOD_RECORD[8:],
+    "a huge count": (2**32 - 1).to_bytes(4, "big") + GOOD_RECORD[4:],
+    "truncated": GOOD_RECORD[:-1],
+    "a byte left over": GOOD_RECORD + b"\0",
+    "a third list": GOOD_RECORD + (0).to_bytes(4, "big"),
+    "text": b"spiffe://a/x,b.example",
+}
+
+
+def test_a_record_is_read_only_if_it_is_exactly_one(driver, tmp_path):
+    """The policy filter's reading of the record the network filter leaves on the connection: the
+    record of that certificate decides as its SANs; a certificate whose record is missing (the SANs
+    could not be read) or not exactly a record is the decision `error`."""
+    given = [[*CERTIFICATE, (":record", value)] for value in [GOOD_RECORD, *BAD_RECORDS.values()]]
+    headers = [*given, [*CERTIFICATE, (":uri", "spiffe://a/x"), (":sans-fail", "")]]
+    assert decide_sans(driver, tmp_path, headers) == [{"/u", "/d"}, *[{"error"}] * (len(BAD_RECORDS) + 1)]
+
+
+def read_record(data: bytes) -> tuple[list[bytes], list[bytes]] | None:
+    """The URI and DNS SANs of a record, or None when it is not exactly one."""
+    lists, at = [], 0
+    for _ in range(2):
+        if at + 4 > len(data):
+            return None
+        count, at, sans = int.from_bytes(data[at:at + 4], "big"), at + 4, []
+        for _ in range(count):
+            length = int.from_bytes(data[at:at + 4], "big")
+            if at + 4 > len(data) or at + 4 + length > len(data):
+                return None
+            sans.append(data[at + 4:at + 4 + length])
+            at += 4 + length
+        lists.append(sans)
+    return (lists[0], lists[1]) if at == len(data) else None
+
+
+def sans_allowed(uris: list[bytes], dns: list[bytes]) -> set[str]:
+    """The paths of SANS that a certificate with these SANs is allowed, by the rules' own tests."""
+    tests = {"/u": (uris, lambda v: v in (b"spiffe://a/x", b"")), "/p": (uris, lambda v: v.startswith(b"spiffe://b/")),
+             "/s": (uris, lambda v: v.endswith(b"/z")), "/d": (dns, lambda v: v == b"b.example"),
+             "/q": (dns, lambda v: v.startswith(b"*.")), "/r": (dns, lambda v: v.endswith(b".test")),
+             "/n": (uris, lambda v: False)}
+    allowed = {path for path, (sans, test) in tests.items() if any(map(test, sans))}
+    return allowed | ({"/n"} if not uris else set())
+
+
+def test_mutated_records_decide_as_their_sans(driver, tmp_path):
+    """Random bytes changed in good records, and records cut short: each decides as the SANs it then
+    holds, or is an error when it is no longer exactly a record."""
+    rng = random.Random(5)
+    records = []
+    for _ in range(500):
+        data = bytearray(record([b"spiffe://a/x", b"spiffe://b/"], [b"b.example", b"x.test"]))
+        for _ in range(rng.randint(1, 3)):
+            data[rng.randrange(len(data))] = rng.choice([0, 1, 0xff, rng.randrange(256)])
+        records.append(bytes(data[:rng.randint(0, len(data))] if rng.random() < 0.3 else data))
+    results = decide_sans(driver, tmp_path, [[*CERTIFICATE, (":record", data)] for data in records])
+    expected = [{"error"} if (read := read_record(data)) is None else sans_allowed(*read) for data in records]
+    assert results == expected
+    assert {"error"} in results and any(result != {"error"} for result in results)
