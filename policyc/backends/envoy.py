@@ -8,6 +8,8 @@ it: one dynamic-module filter whose config holds every such service; the deny RB
 filters are then left out unless a service uses them), an RBAC filter for allow rules, and the
 router. Each service is a virtual host that switches on the filters it needs
 through per-route configs; the catch-all virtual host answers 404 with every policy filter off.
+When a native service tests a certificate's SANs, the native module's network filter, which
+records them on each connection, comes before the connection manager.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ NATIVE_FILTER = "policyc.native"
 NATIVE_MODULE = "policyc_native"
 NATIVE_SEARCH_PATH = "ENVOY_DYNAMIC_MODULES_SEARCH_PATH"
 NATIVE_FILTER_NAME = "policy"  # which filter of the module: the one deciding policies
+PEER_FILTER = "policyc.peer_sans"
+PEER_FILTER_NAME = "peer_sans"  # the module's network filter, recording a certificate's SANs
 ALLOW_FILTER = "policyc.rbac.allow"
 ENFORCE, DRY_RUN = "enforce", "dry-run"  # jwt_authn requirement names
 OVERRIDE_CLUSTER = "upstream"
@@ -60,6 +64,8 @@ _TYPES = {
     "lua": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
     "lua_route": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute",
     "dynamic_module": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+    "network_dynamic_module":
+        "type.googleapis.com/envoy.extensions.filters.network.dynamic_modules.v3.DynamicModuleNetworkFilter",
     "string": "type.googleapis.com/google.protobuf.StringValue",
     "router": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
     "file_log": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
@@ -211,6 +217,14 @@ def _native_filter(config: str) -> dict:
         "filter_name": NATIVE_FILTER_NAME, "filter_config": {"@type": _TYPES["string"], "value": config}}}
 
 
+# The native module's network filter (native_runtime/peer_filter.c): it stores every SAN of the
+# client certificate in the connection's filter state, where the native filter reads them; an HTTP
+# filter is given only the first of each kind.
+_PEER_FILTER = {"name": PEER_FILTER, "typed_config": {
+    "@type": _TYPES["network_dynamic_module"], "dynamic_module_config": {"name": NATIVE_MODULE},
+    "filter_name": PEER_FILTER_NAME}}
+
+
 def _http_filters(checked: Checked, options: Options, service_filters: dict[str, ServiceFilters]) -> list[dict]:
     """The chain. Without the native filter it is the same whatever the rules, so that a change
     of rules replaces only the routes (docs/operations.md); with it, whose config is in the
@@ -247,6 +261,7 @@ class ServiceFilters:
     rbac_allow: dict | None
     rbac_by_prefix: dict[str, tuple[dict | None, dict | None]]
     native_section: str | None  # its section of the native filter's config
+    native_sans: bool = False  # that section tests a certificate's SANs
 
 
 def native_filter_config(service_filters: dict[str, ServiceFilters]) -> str | None:
@@ -387,7 +402,8 @@ def listener(checked: Checked, routes: dict, options: Options, service_filters: 
         mappers.append(NATIVE_GRPC_REFUSAL)
     if mappers:
         hcm["local_reply_config"] = {"mappers": mappers}
-    chain = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+    peer = [_PEER_FILTER] if any(f.native_sans for f in service_filters.values()) else []
+    chain = {"filters": [*peer, {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
     if checked.listener_tls is not None:
         chain["transport_socket"] = downstream_tls(checked)
     return {"name": LISTENER_NAME, "address": socket_address(options.listen), "filter_chains": [chain]}
@@ -537,7 +553,8 @@ def service_filters(checked: Checked, service: n.Service, plan: Plan) -> Service
     deny, allow = _rbac_configs(builder, service, plan)
     shares = route_shares(checked, service) if "rbac" in (plan.deny, plan.allow) else {"/": service.rules}
     by_prefix = {route: _rbac_configs(builder, replace(service, rules=rules), plan) for route, rules in shares.items()}
-    return ServiceFilters(deny, source, allow, by_prefix, section)
+    sans = section is not None and native.reads_sans(checked, service)
+    return ServiceFilters(deny, source, allow, by_prefix, section, sans)
 
 
 def _rbac_configs(builder: rbac.PrincipalBuilder, service: n.Service, plan: Plan) -> tuple[dict | None, dict | None]:

@@ -13,9 +13,10 @@ The filter reads the request (method, path, headers, peer address) and the claim
 token, which jwt_authn forwards in the header PAYLOAD_HEADER (backends/envoy.py asks it to). Token
 atoms become claim tests (`member` its `iss`, `sub` and `ent` tests, as the interpreter decides it);
 with no issuer there is no token, and they are false. Of a client certificate it reads whether one
-was presented and its subject, but only the first URI and DNS SAN (native_runtime/README.md, *Gaps
-for policyc's needs*): `peer.uri` and `peer.dns` are `Unsupported`, and so are header atoms on
-PAYLOAD_HEADER, which no client can send past jwt_authn.
+was presented, its subject and every URI and DNS SAN; the SANs come from the module's network
+filter, which records them on the connection (native_runtime/README.md, *Client certificates*), so
+a service that tests `peer.uri` or `peer.dns` needs it in the listener (`reads_sans`). Header atoms
+on PAYLOAD_HEADER, which no client can send past jwt_authn, are `Unsupported`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ HEADER = "policyc-native 2\n"
 # (native_runtime/policy_filter.c reads it by this name).
 PAYLOAD_HEADER = "x-policyc-jwt-payload"
 NEVER = "or 0"  # an expression that does not hold
-_NO_SANS = "the native filter reads only the first URI and DNS name of a client certificate, not every one"
 
 
 def _utf8(text: str) -> bytes:
@@ -178,20 +178,34 @@ class _Renderer(n.Visitor):
         return hex_string(expr.name)
 
     def visit_PeerTest(self, expr: n.PeerTest) -> str:
-        if expr.field is not n.PeerField.SUBJECT:
-            raise Unsupported(expr, _NO_SANS)
+        field = expr.field.value  # `subject`, `uri` or `dns`: the index's words too
         match expr.op:
             case n.Op.EQ | n.Op.IN:
-                return _tokens("peer", "subject", "eq", _counted(expr.values))
+                return _tokens("peer", field, "eq", _counted(expr.values))
             case n.Op.PREFIX | n.Op.SUFFIX:
                 (value,) = expr.values
-                return _tokens("peer", "subject", expr.op.value, hex_string(value))
+                return _tokens("peer", field, expr.op.value, hex_string(value))
         raise AssertionError(expr.op)
 
     def visit_PeerTrusted(self, expr: n.PeerTrusted) -> str:
         # A presented certificate is a verified one (the handshake refuses any other), and a named
         # trust is the only one (check.py refuses it among several).
         return "peer trusted"
+
+
+def reads_sans(checked: Checked, service: n.Service) -> bool:
+    """Whether the service's rules, their named conditions written out, test a certificate's SANs
+    (`peer.uri`, `peer.dns`): the native filter deciding it then needs the network filter that
+    records them on each connection (native_runtime/peer_filter.c)."""
+    pending, seen = [rule.expr for rule in service.rules], set()
+    while pending:
+        for node in n.walk(pending.pop()):
+            if isinstance(node, n.ConditionRef) and node.name not in seen:
+                seen.add(node.name)
+                pending.append(checked.conditions[node.name].expr)
+            elif isinstance(node, n.PeerTest) and node.field is not n.PeerField.SUBJECT:
+                return True
+    return False
 
 
 def _ordered(service: n.Service) -> list[n.Rule]:

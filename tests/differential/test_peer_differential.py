@@ -1,11 +1,12 @@
 """Peer atoms over real TLS: generated policies on client certificates (`peer.uri`, `peer.dns`,
 `peer.subject`, `peer trusted`, with paths, `and`, `or`, `not`, one or two `trust` CAs), decided
 by a real Envoy and by the interpreter for every request made with every kind of certificate:
-valid with several SANs, a wildcard, none at all, subject only, issued by an intermediate CA
-(sent with the chain), expired, not yet valid, from a CA the policy does not trust, from a
-second trusted CA, and no certificate. Both must agree on
-status, reason, rule and whether the upstream was reached, for `lua`, `auto` and `rbac`, and for
-`native` on the part it expresses (`peer trusted` and `peer.subject`) where its library builds.
+valid with several SANs (the one a rule names second or third among three of each kind), a
+wildcard, none at all, subject only, issued by an intermediate CA (sent with the chain), expired,
+not yet valid, from a CA the policy does not trust, from a second trusted CA, and no certificate.
+Both must agree on status, reason, rule and whether the upstream was reached, for `lua`, `auto`
+and `rbac`, and for `native` and `auto-native` where the native library builds (the native filter
+reads every SAN through the module's network filter).
 
 POLICYC_PEER_POLICIES raises the number of generated policies for a deeper run.
 """
@@ -19,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policyc.backends import expressible_part
+from policyc.backends import expressible_part, native, plan_service
 from policyc.credentials import certs as devcerts
 from policyc.pipeline import load_and_check
 from policyc.proof.compare import compare
@@ -31,9 +32,10 @@ from tests.native_target import native_search_path
 pytestmark = pytest.mark.envoy
 
 POLICIES = int(os.environ.get("POLICYC_PEER_POLICIES", "40"))
-TARGETS = ("lua", "auto", "rbac")  # and `native` where `envoy.targets` says so
+TARGETS = ("lua", "auto", "rbac")  # and `native`, `auto-native` where `envoy.targets` says so
 COUNTS: dict[str, int] = {}
 REFUSED: dict[str, int] = {}  # requests whose certificate no trust CA issued → how often refused
+NATIVE_SANS: dict[str, int] = {}  # target → policies whose service the native filter decided on SANs
 
 BOT_URI = "spiffe://example.org/ns/ci/sa/deploy-bot"
 URIS = [BOT_URI, "spiffe://example.org/ns/ci/sa/", "spiffe://example.org/ns/ci/sa/deploy-bot2", "deploy-bot",
@@ -59,6 +61,8 @@ def _certificates(root: Path) -> dict[str, ClientCertificate | None]:
         "several-sans": devcerts.issue(mesh, "builder", uris=["spiffe://example.org/ns/ci/sa/builder",
                                                               "https://agents.example.org/x"],
                                        dns=["a.example.org", "bot.example.org"]),
+        "three-sans": devcerts.issue(mesh, "fleet", uris=["spiffe://partner.test/x", "deploy-bot", BOT_URI],
+                                     dns=["x.test", "*.example.org", "bot.example.org"], organization="CI"),
         "wildcard": devcerts.issue(mesh, "wild", dns=["*.example.org"], organization="policyc dev"),
         "upper-case": devcerts.issue(mesh, "upper", dns=["BOT.example.org"]),
         "subject-only": devcerts.issue(mesh, "deploy-bot", organization="CI"),
@@ -118,7 +122,7 @@ def pki(tmp_path_factory):
 @pytest.fixture(scope="module")
 def envoy(request, tmp_path_factory):
     with native_search_path(request) as native, EnvoyUnderTest(tmp_path_factory.mktemp("envoy-tls")) as envoy:
-        envoy.targets = TARGETS + (("native",) if native else ())
+        envoy.targets = TARGETS + (("native", "auto-native") if native else ())
         yield envoy
 
 
@@ -137,6 +141,9 @@ def test_envoy_decides_peer_atoms_over_tls_as_the_interpreter(envoy, pki):
         assert pipeline.ok, [d.message for d in pipeline.diagnostics]
         for target in envoy.targets:
             policies = expressible_part(pipeline.checked, target)
+            service = policies.services["bots"]
+            if plan_service(policies, service, target).deny == "native" and native.reads_sans(policies, service):
+                NATIVE_SANS[target] = NATIVE_SANS.get(target, 0) + 1
             envoy.load(policies, target)
             comparisons = compare(policies, envoy.send_all(sent), time.time(), {})
             COUNTS[target] = COUNTS.get(target, 0) + len(comparisons)
@@ -150,5 +157,8 @@ def test_envoy_decides_peer_atoms_over_tls_as_the_interpreter(envoy, pki):
     run()
     print(f"\npeer atoms over TLS: {POLICIES} policies x {len(sent)} requests "
           f"({len(certificates)} kinds of certificate); compared {COUNTS}, 0 differences; "
-          f"untrusted-CA requests refused at the handshake: {REFUSED}")
+          f"untrusted-CA requests refused at the handshake: {REFUSED}; "
+          f"policies decided by the native filter on SANs: {NATIVE_SANS}")
     assert {target: POLICIES * len(PATHS) for target in envoy.targets} == REFUSED
+    # auto-native gives the native filter the services RBAC cannot hold (a subject test among them)
+    assert all(NATIVE_SANS.get(target) for target in ("native", "auto-native") if target in envoy.targets)

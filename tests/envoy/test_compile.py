@@ -83,10 +83,12 @@ def test_rbac_target_refuses_lua_only_rules_and_writes_nothing(tmp_path):
 
 def test_native_target_refuses_what_it_cannot_read_and_writes_nothing(tmp_path):
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["compile", str(EXAMPLE), "-o", str(out), "--target", "native"])
+    folder = ROOT / "tests" / "golden" / "diagnostics" / "native_unsupported"
+    result = CliRunner().invoke(main, ["compile", str(folder), "-o", str(out), "--target", "native",
+                                       "--allow-path", str(folder.parent / "peers")])  # its certificates
     assert result.exit_code == 1
-    assert "payments.policy:22:29: error[native/unsupported]: rule `deploy-bot`: the native filter reads only the " \
-        "first URI and DNS name of a client certificate, not every one" in result.stderr
+    assert "main.policy:18:24: error[native/unsupported]: rule `forged`: the native filter reserves the header " \
+        "`x-policyc-jwt-payload` for the token's claims" in result.stderr
     assert "nothing written" in result.stderr and not out.exists()
 
 

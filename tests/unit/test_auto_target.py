@@ -75,4 +75,7 @@ def test_the_choice_does_not_look_for_the_library(tmp_path, monkeypatch):
 def test_compile_says_each_service_s_target(tmp_path):
     result = CliRunner().invoke(main, ["compile", str(EXAMPLE), "-o", str(tmp_path / "out"), "--target", "auto-native"])
     assert result.exit_code == 0, result.output
-    assert "docs: rbac\nledger: rbac\npayments: deny rbac, allow lua\n" in result.stderr
+    # payments tests `peer.uri` and compares a header with a claim: RBAC cannot hold the whole
+    # service, the native filter can, with the network filter that hands it every SAN.
+    assert "docs: rbac\nledger: rbac\npayments: native\n" in result.stderr
+    assert f'"name": "{envoy.PEER_FILTER}"' in (tmp_path / "out" / "envoy.yaml").read_text()

@@ -2,7 +2,9 @@
 parsed form, networks as bytes, named conditions numbered per service after those they use), the
 atoms it refuses as `Unsupported`, and its place in the assembly: one dynamic-module filter, off
 wherever a service is not native and on every refusal route and the catch-all, `targets.json`
-saying `native`, and the verdict read back from the access log as Lua's is."""
+saying `native`, the verdict read back from the access log as Lua's is, and the module's network
+filter (every SAN of a client certificate) before the connection manager when a native service
+tests `peer.uri` or `peer.dns`."""
 
 from pathlib import Path
 
@@ -158,20 +160,66 @@ def test_member_is_the_catalog_callers_claims(tmp_path):
     ('peer.subject in ["CN=a", "O=b"]', "peer subject eq 2 x434e3d61 x4f3d62"),
     ('peer.subject prefix "CN="', "peer subject prefix x434e3d"),
     ('peer.subject suffix ",O=b"', "peer subject suffix x2c4f3d62"),
+    ('peer.uri == "spiffe://a"', "peer uri eq 1 x7370696666653a2f2f61"),
+    ('peer.uri in ["u:a", "u:b"]', "peer uri eq 2 x753a61 x753a62"),
+    ('peer.uri prefix "spiffe://"', "peer uri prefix x7370696666653a2f2f"),
+    ('peer.uri suffix "/bot"', "peer uri suffix x2f626f74"),
+    ('peer.dns == "a.b"', "peer dns eq 1 x612e62"),
+    ('peer.dns in ["a.b", "*.b"]', "peer dns eq 2 x612e62 x2a2e62"),
+    ('peer.dns prefix "a."', "peer dns prefix x612e"),
+    ('peer.dns suffix ".b"', "peer dns suffix x2e62"),
 ])
-def test_peer_trusted_and_subject(tmp_path, condition, rendered):
+def test_peer_atoms(tmp_path, condition, rendered):
+    assert f"allow x61 {rendered}\n" in section(tmp_path, f'    allow "a" when {condition}\n', tls_and_trust(tmp_path))
+
+
+def tls_and_trust(tmp_path: Path) -> str:
+    """A listener certificate and a `trust` CA, written into `tmp_path`, as policy text."""
     ca = make_ca("mesh")
     leaf = issue(ca, "proxy.test", dns=["proxy.test"], server=True)
     for name, text in (("ca.pem", ca.cert_pem), ("leaf.pem", leaf.cert_pem), ("leaf.key", leaf.key_pem)):
         (tmp_path / name).write_text(text)
-    before = 'trust mesh { ca file "ca.pem" }\ntls { cert file "leaf.pem" key file "leaf.key" }\n'
-    assert f"allow x61 {rendered}\n" in section(tmp_path, f'    allow "a" when {condition}\n', before)
+    return 'trust mesh { ca file "ca.pem" }\ntls { cert file "leaf.pem" key file "leaf.key" }\n'
+
+
+def _network_filters(bootstrap: dict) -> list[str]:
+    [listener] = bootstrap["static_resources"]["listeners"]
+    [chain] = listener["filter_chains"]
+    return [f["name"] for f in chain["filters"]]
+
+
+HCM = "envoy.filters.network.http_connection_manager"
+
+
+@pytest.mark.parametrize(("rules", "target", "chain"), [
+    ('    allow "a" when peer.uri == "spiffe://a"\n', "native", [envoy.PEER_FILTER, HCM]),
+    ('    allow "a" when peer.dns suffix ".b"\n', "native", [envoy.PEER_FILTER, HCM]),
+    ('    allow "a" when peer.uri == "spiffe://a"\n', "lua", [HCM]),
+    ('    allow "a" when peer.uri == "spiffe://a"\n', "auto", [HCM]),
+    ('    allow "a" when peer.subject == "CN=a"\n', "native", [HCM]),
+    ('    allow "a" when peer trusted\n', "native", [HCM]),
+    # Through a named condition; auto-native gives the service to native (RBAC cannot compare a
+    # header with a claim), and the network filter comes with it.
+    ('    allow "a" when bot and header "x-a" == token.sub\n', "auto-native", [envoy.PEER_FILTER, HCM]),
+    ('    allow "a" when peer.dns prefix "x" and header "x-a" == token.sub\n', "auto", [HCM]),
+])
+def test_the_network_filter_comes_first_when_a_native_service_tests_sans(tmp_path, rules, target, chain):
+    before = ISSUER + tls_and_trust(tmp_path) + 'condition bot = not peer.dns prefix "x"\n'
+    checked = checked_of(tmp_path, before + SERVICE.format(name="s", rules=rules))
+    compiled = compile_outputs(checked, target)
+    assert _network_filters(compiled.bootstrap) == chain
+    if chain[0] == envoy.PEER_FILTER:
+        [listener] = compiled.bootstrap["static_resources"]["listeners"]
+        assert listener["filter_chains"][0]["filters"][0]["typed_config"] == {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.dynamic_modules.v3."
+                     "DynamicModuleNetworkFilter",
+            "dynamic_module_config": {"name": "policyc_native"}, "filter_name": "peer_sans"}
+        assert envoy.PEER_FILTER in compile_dynamic(checked, target, envoy.Options(), "/srv/p").files["lds.yaml"]
 
 
 @pytest.mark.parametrize("atom", [
-    n.PeerTest(n.PeerField.URI, n.Op.EQ, ("spiffe://x",)), n.PeerTest(n.PeerField.DNS, n.Op.SUFFIX, (".x",)),
     n.HeaderTest(native.PAYLOAD_HEADER, n.Op.EQ, ("x",)), n.HeaderPresent(native.PAYLOAD_HEADER),
-], ids=lambda atom: f"{type(atom).__name__}-{getattr(atom, 'field', '')}")
+], ids=lambda atom: type(atom).__name__)
 def test_atoms_the_filter_cannot_read_are_unsupported(atom):
     with pytest.raises(Unsupported) as raised:
         native._Renderer(None).visit(n.Or((n.PathTest(n.Op.EQ, ("/",)), n.Not(atom))))
@@ -200,7 +248,7 @@ def test_jwt_authn_forwards_the_payload_to_the_native_filter_only(tmp_path):
 
 def _listener(bootstrap: dict) -> dict:
     [listener] = bootstrap["static_resources"]["listeners"]
-    return listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return listener["filter_chains"][0]["filters"][-1]["typed_config"]  # the connection manager
 
 
 def test_the_assembly_holds_one_native_filter_and_its_verdict_check(tmp_path):
