@@ -48,16 +48,21 @@ static bool read_sans(connection_t connection, bool uri, bytes_t **sans, size_t 
     free(buffers);
     return false;
   }
-  /* bytes_t has the layout of an Envoy buffer; copied field by field all the same. */
   bytes_t *out = calloc(n, sizeof *out);
-  for (size_t i = 0; out != NULL && i < n; i++) {
+  bool ok = out != NULL;
+  for (size_t i = 0; ok && i < n; i++) {
+    ok = buffers[i].ptr != NULL || buffers[i].length == 0; /* a SAN that cannot be read: no record */
     out[i].ptr = buffers[i].ptr == NULL ? "" : buffers[i].ptr;
-    out[i].length = buffers[i].ptr == NULL ? 0 : buffers[i].length;
+    out[i].length = buffers[i].length;
   }
   free(buffers);
+  if (!ok) {
+    free(out);
+    return false;
+  }
   *sans = out;
   *count = n;
-  return out != NULL;
+  return true;
 }
 
 /* Records the connection's SANs in its filter state; false when they cannot be read or stored. */
@@ -90,7 +95,7 @@ void envoy_dynamic_module_on_network_filter_config_destroy(
 envoy_dynamic_module_type_network_filter_module_ptr envoy_dynamic_module_on_network_filter_new(
     envoy_dynamic_module_type_network_filter_config_module_ptr config,
     envoy_dynamic_module_type_network_filter_envoy_ptr filter_envoy) {
-  return calloc(1, sizeof(peer_filter_t));
+  return calloc(1, sizeof(peer_filter_t)); /* NULL: no filter, so no record, and `error` on a certificate */
 }
 
 envoy_dynamic_module_type_on_network_filter_data_status envoy_dynamic_module_on_network_filter_new_connection(
@@ -101,7 +106,7 @@ envoy_dynamic_module_type_on_network_filter_data_status envoy_dynamic_module_on_
 envoy_dynamic_module_type_on_network_filter_data_status envoy_dynamic_module_on_network_filter_read(
     POLICYC_NETWORK_FILTER_ARGS, size_t data_length, bool end_stream) {
   peer_filter_t *state = (peer_filter_t *)filter;
-  if (!state->recorded) {
+  if (state != NULL && !state->recorded) {
     state->recorded = true;
     if (!record_sans(filter_envoy)) {
       log_error("policyc: the client certificate's SANs cannot be recorded");
