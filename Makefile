@@ -25,12 +25,14 @@ demo: $(BIN)/.installed native
 report-screenshot: $(BIN)/.installed
 	$(BIN)/python -m tests.report.screenshot docs/report.png
 
-# Benchmarks need wrk and h2load (Debian's nghttp2-client) and cedarpy (the `bench` extra); tables on
-# stdout, JSON in bench/results/.
+# Benchmarks need wrk, h2load (Debian's nghttp2-client), valgrind and cedarpy (the `bench` extra);
+# tables on stdout, JSON in bench/results/.
 bench: $(BIN)/.bench-installed native
 	command -v wrk >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
 	command -v h2load >/dev/null || { apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q nghttp2-client; }
+	command -v valgrind >/dev/null || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind; }
 	ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$(CURDIR)/native_runtime/build $(BIN)/python bench/run.py
 
 $(BIN)/.bench-installed: $(BIN)/.installed

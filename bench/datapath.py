@@ -150,14 +150,15 @@ def configurations(upstream: str, targets: tuple[str, ...] = TARGETS) -> dict[st
 
 
 @contextmanager
-def running(bootstrap: dict, workdir: Path) -> Iterator[Running]:
-    """Envoy with one worker on `bootstrap`; yields its listener port and process id."""
+def running(bootstrap: dict, workdir: Path, wrapper: tuple[str, ...] = (), timeout: float = 60) -> Iterator[Running]:
+    """Envoy with one worker on `bootstrap`, started by `wrapper` (a program that runs another,
+    as valgrind does) if given; yields its listener port and process id."""
     process: list[subprocess.Popen] = []
 
     @contextmanager
     def launch(envoy_args: list[str], log_path: Path):
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([envoy_binary(), *envoy_args], stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([*wrapper, envoy_binary(), *envoy_args], stdout=log, stderr=subprocess.STDOUT)
             process.append(proc)
             try:
                 yield proc.poll
@@ -170,7 +171,7 @@ def running(bootstrap: dict, workdir: Path) -> Iterator[Running]:
                     proc.wait()
 
     workdir.mkdir(parents=True, exist_ok=True)
-    with serving_envoy(launch, bootstrap, workdir, ["--concurrency", "1"], 60) as envoy:
+    with serving_envoy(launch, bootstrap, workdir, ["--concurrency", "1"], timeout) as envoy:
         port = envoy.listener_ports.get(LISTENER_NAME) or next(iter(envoy.listener_ports.values()))
         yield Running(port, process[0].pid)
 

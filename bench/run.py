@@ -1,7 +1,8 @@
 """`make bench`: every benchmark in one run. Prints the tables and the performance targets met or
 missed, and writes everything to bench/results/bench.json. Each figure is a median of several runs
 with its spread, and each ratio is against a baseline measured in the same run. The data path is
-measured over HTTP/1.1 (wrk) and HTTP/2 in the clear (h2load). Every section records the machine
+measured over HTTP/1.1 (wrk) and HTTP/2 in the clear (h2load), timed and, under valgrind,
+counted in instructions per request (bench/instructions.py). Every section records the machine
 it ran on (cores, CPU model, load average before and after: bench/machine.py), in the JSON under
 "machine" and under each printed table.
 
@@ -25,6 +26,7 @@ from pathlib import Path
 import compiler
 import datapath
 import differential
+import instructions
 import interpreter
 import machine
 
@@ -152,6 +154,7 @@ def main() -> None:
         "interpreter": lambda: interpreter.measure(1.0, args.rounds),
         "compiler": lambda: compiler.measure(args.rounds, log),
         "data path": lambda: datapath.measure_data_path(args.seconds, args.rounds, log),
+        "instructions": lambda: instructions.measure_instructions(1000, log),
         "memory": lambda: datapath.measure_memory(min(args.rounds, 2), log),
         "differential": lambda: differential.measure(100, args.rounds, log),
         **{name: functools.partial(companion, *files) for name, files in COMPANIONS.items()},
@@ -170,6 +173,8 @@ def main() -> None:
     diff = report["differential"]
     sections = [  # (the measure whose machine it was, lines)
         *(("data path", data_path_table(by_name, protocol)) for protocol, by_name in report["data path"].items()),
+        *(("instructions", instructions.table(report["instructions"], protocol))
+          for protocol in instructions.PROTOCOLS),
         ("memory", memory_table(report["memory"])), ("compiler", compiler_table(report["compiler"])),
         ("interpreter", interpreter_table(report["interpreter"])),
         ("differential", [f"Differential harness: {_spread(diff['requests/s'], 1)} compared requests/s "

@@ -4,10 +4,10 @@ service's filter configs, as plain dicts. For hot reloads, the same policy as di
 
 One HTTP connection manager: jwt_authn (every issuer, anonymous callers pass), then an RBAC
 filter for deny rules, the Lua filter, the native filter (only when a service is compiled for
-it: one dynamic-module filter whose config holds every such service; the deny RBAC and Lua
-filters are then left out unless a service uses them), an RBAC filter for allow rules, and the
-router. Each service is a virtual host that switches on the filters it needs
-through per-route configs; the catch-all virtual host answers 404 with every policy filter off.
+it: one dynamic-module filter whose config holds every such service; the RBAC and Lua filters
+are then left out unless a service uses them), an RBAC filter for allow rules, and the router.
+Each service is a virtual host that switches on the filters it needs through per-route configs;
+the catch-all virtual host answers 404 with every policy filter off.
 When a native service tests a certificate's SANs, the native module's network filter, which
 records them on each connection, comes before the connection manager.
 """
@@ -228,8 +228,8 @@ _PEER_FILTER = {"name": PEER_FILTER, "typed_config": {
 def _http_filters(checked: Checked, options: Options, service_filters: dict[str, ServiceFilters]) -> list[dict]:
     """The chain. Without the native filter it is the same whatever the rules, so that a change
     of rules replaces only the routes (docs/operations.md); with it, whose config is in the
-    listener anyway, it holds the deny RBAC and Lua filters only when a service uses them, since
-    every filter in the chain costs each request something even when a route turns it off."""
+    listener anyway, it holds the RBAC and Lua filters only when a service uses them, since every
+    filter in the chain costs each request something even when a route turns it off."""
     native_config = native_filter_config(service_filters)
     fixed = native_config is None
     filters = [_jwt_filter(checked, options, not fixed)] if checked.issuers else []
@@ -240,13 +240,13 @@ def _http_filters(checked: Checked, options: Options, service_filters: dict[str,
                                                               "shadow_rules_stat_prefix": DENY_STAT_PREFIX}})
     if fixed or any(f.lua_source is not None for f in service_filters.values()):
         filters.append({"name": LUA_FILTER, "typed_config": {"@type": _TYPES["lua"]}})
-    return [
-        *filters,
-        *([_native_filter(native_config)] if native_config is not None else []),
-        {"name": ALLOW_FILTER, "typed_config": {"@type": _TYPES["rbac"], "rules_stat_prefix": ALLOW_STAT_PREFIX,
-                                                "shadow_rules_stat_prefix": ALLOW_STAT_PREFIX}},
-        {"name": "envoy.filters.http.router", "typed_config": {"@type": _TYPES["router"]}},
-    ]
+    if not fixed:
+        filters.append(_native_filter(native_config))
+    if fixed or any(f.rbac_allow is not None for f in service_filters.values()):
+        filters.append({"name": ALLOW_FILTER, "typed_config": {"@type": _TYPES["rbac"],
+                                                               "rules_stat_prefix": ALLOW_STAT_PREFIX,
+                                                               "shadow_rules_stat_prefix": ALLOW_STAT_PREFIX}})
+    return [*filters, {"name": "envoy.filters.http.router", "typed_config": {"@type": _TYPES["router"]}}]
 
 
 @dataclass(frozen=True)
@@ -360,7 +360,12 @@ def route_config(checked: Checked, service_filters: dict[str, ServiceFilters], o
                                    version, padded_headers, native_in_chain)
                      for name, service in sorted(checked.services.items()) if name in service_filters]
     no_service = _no_service(version, padded_headers, native_in_chain)
-    return {"name": ROUTE_CONFIG_NAME, "virtual_hosts": virtual_hosts + [no_service]}
+    config = {"name": ROUTE_CONFIG_NAME, "virtual_hosts": virtual_hosts + [no_service]}
+    if native_in_chain and checked.issuers:
+        # The verified payload jwt_authn forwards to the native filter is for the filter alone:
+        # the router takes it off before the request goes upstream, on every route.
+        config["request_headers_to_remove"] = [native.PAYLOAD_HEADER]
+    return config
 
 
 def _watched(config_dir: str, kind: str) -> dict:
@@ -561,10 +566,9 @@ def _rbac_configs(builder: rbac.PrincipalBuilder, service: n.Service, plan: Plan
     """The RBAC deny and allow configs of the service's rules (all of them, or one route's share)."""
     deny = rbac.rules_config(builder, service, n.Effect.DENY)[0] if plan.deny == "rbac" else None
     allow = rbac.rules_config(builder, service, n.Effect.ALLOW)[0] if plan.allow == "rbac" else None
-    if plan.deny == "native" and service.mode is n.Mode.ENFORCE:
-        # The native filter answers its own refusals; this lets nothing through that it did not
-        # allow, should it ever not run or not decide.
-        allow = rbac.require_verdict(service, None, rbac.NATIVE_VERDICT_POLICY)
-    elif "lua" in (plan.deny, plan.allow) and service.mode is n.Mode.ENFORCE:
+    if "lua" in (plan.deny, plan.allow) and service.mode is n.Mode.ENFORCE:
         allow = rbac.require_verdict(service, allow, rbac.LUA_VERDICT_POLICY)
+    # Nothing checks the native filter's verdict this way: it lets a request on only once it
+    # decided `allow` (or the service runs dry) and answers 403 itself on any failure, and every
+    # route forwarding to a native service runs it (SECURITY.md).
     return deny, allow

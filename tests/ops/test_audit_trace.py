@@ -11,6 +11,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
+from policyc.backends.native import PAYLOAD_HEADER
 from policyc.cli import main
 from policyc.credentials import certs as devcerts
 from policyc.credentials import tokens as devtokens
@@ -21,8 +22,8 @@ from policyc.semantics.request import H2, RawRequest
 from tests.native_target import native_search_path
 from tests.ops.test_audit import CERTIFICATE_POLICY, KEYS
 
-# A rule without token or certificate atoms, which the native filter cannot read yet; callers are
-# still named by the token jwt_authn verified and the certificate the listener verified.
+# Every GET allowed, so that people and machines alike reach the upstream; callers are still named
+# by the token jwt_authn verified and the certificate the listener verified.
 POLICY = CERTIFICATE_POLICY.replace('allow "machines" when peer trusted and not authenticated',
                                     'allow "reads" when method == GET')
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -90,3 +91,6 @@ def test_every_decision_carries_its_trace_to_the_log_the_audit_and_the_upstream(
             assert next(upstream_traces) == logged
         assert isinstance(event["duration_ms"], int) and event["bytes_sent"] > 0
     assert len(fresh) == 2 and TRACE not in fresh  # a trace of its own for each untraced request
+    # The token reaches the application; the payload jwt_authn forwards to the native filter does not.
+    assert [dict(r.headers).get("authorization") is not None for r in received] == [True] * 2 + [False] * 3
+    assert not [r for r in received if PAYLOAD_HEADER in dict(r.headers)]

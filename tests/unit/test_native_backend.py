@@ -2,9 +2,10 @@
 parsed form, networks as bytes, named conditions numbered per service after those they use), the
 atoms it refuses as `Unsupported`, and its place in the assembly: one dynamic-module filter, off
 wherever a service is not native and on every refusal route and the catch-all, `targets.json`
-saying `native`, the verdict read back from the access log as Lua's is, and the module's network
-filter (every SAN of a client certificate) before the connection manager when a native service
-tests `peer.uri` or `peer.dns`."""
+saying `native`, nothing behind it (every route forwarding to a native service runs it), the
+verdict read back from the access log as Lua's is, and the module's network filter (every SAN of
+a client certificate) before the connection manager when a native service tests `peer.uri` or
+`peer.dns`."""
 
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from policyc import nodes as n
-from policyc.backends import compile_dynamic, compile_outputs, envoy, native, plan_service
+from policyc.backends import compile_dynamic, compile_outputs, envoy, expressible_part, native, plan_service
 from policyc.backends.accesslog import logged_decision
 from policyc.backends.envoy import Plan
 from policyc.backends.resolve import Unsupported
@@ -251,14 +252,14 @@ def _listener(bootstrap: dict) -> dict:
     return listener["filter_chains"][0]["filters"][-1]["typed_config"]  # the connection manager
 
 
-def test_the_assembly_holds_one_native_filter_and_its_verdict_check(tmp_path):
-    """Native services use neither the deny RBAC filter nor the Lua filter: the chain leaves them
-    out (jwt_authn stays for issuers, the allow RBAC filter checks the native verdict)."""
+def test_the_assembly_holds_one_native_filter_and_nothing_else(tmp_path):
+    """Native services use neither RBAC filter nor the Lua filter: the chain leaves them out
+    (jwt_authn stays for issuers)."""
     checked = checked_of(tmp_path, SERVICE.format(name="a", rules='    allow public "r" when path == "/"\n')
                          + SERVICE.format(name="b", rules='    mode dry-run\n    allow public "r" when path == "/"\n'))
     compiled = compile_outputs(checked, "native", parts=True)
     filters = _listener(compiled.bootstrap)["http_filters"]
-    assert [f["name"] for f in filters] == [envoy.NATIVE_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"]
+    assert [f["name"] for f in filters] == [envoy.NATIVE_FILTER, "envoy.filters.http.router"]
     config = filters[0]["typed_config"]
     assert config["dynamic_module_config"] == {"name": "policyc_native"}  # no path of this machine
     assert config["filter_config"] == {"@type": "type.googleapis.com/google.protobuf.StringValue",
@@ -299,7 +300,7 @@ def test_a_chain_with_the_native_filter_keeps_the_filters_its_services_use(tmp_p
     assert chains == {
         ("a", "c"): [envoy.DENY_FILTER, envoy.NATIVE_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"],
         ("b", "c"): [envoy.LUA_FILTER, envoy.NATIVE_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"],
-        ("c",): [envoy.NATIVE_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"],
+        ("c",): [envoy.NATIVE_FILTER, "envoy.filters.http.router"],
         # Without the native filter the chain is fixed: a change of rules replaces only the routes.
         ("a", "b"): [envoy.DENY_FILTER, envoy.LUA_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"],
     }
@@ -311,19 +312,37 @@ def test_without_native_services_nothing_names_the_native_filter(tmp_path):
         assert envoy.NATIVE_FILTER not in compile_outputs(checked, target).files["envoy.yaml"]
 
 
-def test_an_enforced_native_service_allows_only_with_the_filters_verdict(tmp_path):
+EXAMPLES = Path(__file__).parents[2] / "envoy_configs" / "examples"
+
+
+@pytest.mark.parametrize("example", ["backstage", "templates"])  # `grants` needs its walk-through's key
+@pytest.mark.parametrize("target", ["native", "auto-native"])
+def test_every_route_to_a_native_services_upstream_runs_the_native_filter(example, target):
+    """Nothing stands behind the native filter (no verdict check, as behind Lua): that holds only
+    if no route that forwards a native service's requests turns the filter off."""
+    # `native` compiles the part of each example it can express, as `verify` does.
+    pipeline = load_and_check([str(EXAMPLES / example)])
+    assert pipeline.ok
+    compiled = compile_outputs(expressible_part(pipeline.checked, target), target)
+    assert not compiled.diagnostics
+    natives = {name for name, plan in compiled.plans.items() if plan.deny == "native"}
+    forwarding = 0
+    for host in _listener(compiled.bootstrap)["route_config"]["virtual_hosts"]:
+        for route in host["routes"]:
+            if "route" in route and route["metadata"]["filter_metadata"]["policyc"]["service"] in natives:
+                forwarding += 1
+                off = {**host.get("typed_per_filter_config", {}), **route.get("typed_per_filter_config", {})}
+                assert envoy.NATIVE_FILTER not in off, (host["name"], route["match"])
+    assert forwarding >= len(natives)
+
+
+def test_a_dry_run_native_service_has_no_rbac_config(tmp_path):
     checked = checked_of(tmp_path, SERVICE.format(name="a", rules='    allow public "r" when path == "/"\n')
                          + SERVICE.format(name="b", rules='    mode dry-run\n    allow public "r" when path == "/"\n'))
-    plans = {name: plan_service(checked, service, "native") for name, service in checked.services.items()}
-    enforced = envoy.service_filters(checked, checked.services["a"], plans["a"])
-    [(prefix, (deny, allow))] = enforced.rbac_by_prefix.items()
-    assert (prefix, deny) == ("/", None)
-    [(name, policy)] = allow["rules"]["policies"].items()
-    assert name == "a/policyc:native-verdict"
-    assert policy["principals"] == [{"sourced_metadata": {"metadata_matcher": {
-        "filter": "policyc", "path": [{"key": "decision"}], "value": {"string_match": {"exact": "allow"}}}}}]
-    dry = envoy.service_filters(checked, checked.services["b"], plans["b"])
-    assert dry.rbac_by_prefix == {"/": (None, None)}
+    for name in "ab":
+        filters = envoy.service_filters(checked, checked.services[name], plan_service(checked, checked.services[name],
+                                                                                         "native"))
+        assert (filters.rbac_deny, filters.rbac_allow, filters.rbac_by_prefix) == (None, None, {"/": (None, None)})
 
 
 @pytest.mark.parametrize(("record", "decided"), [
