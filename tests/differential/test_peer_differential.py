@@ -31,7 +31,7 @@ from tests.native_target import native_search_path
 
 pytestmark = pytest.mark.envoy
 
-POLICIES = int(os.environ.get("POLICYC_PEER_POLICIES", "40"))
+POLICIES = int(os.environ.get("POLICYC_PEER_POLICIES", "25"))
 TARGETS = ("lua", "auto", "rbac")  # and `native`, `auto-native` where `envoy.targets` says so
 COUNTS: dict[str, int] = {}
 REFUSED: dict[str, int] = {}  # requests whose certificate no trust CA issued → how often refused
