@@ -74,10 +74,12 @@ class ToAst:
     def __init__(self, path: str):
         self.path = path
         self.diagnostics: list[Diagnostic] = []
+        self._params_made = self._params_looked_at = 0  # `$parameter`s built, and by the last look
 
     # -- helpers
     def text(self, token: Token, listed: bool = False) -> str | n.Param:
         if token.type == "PARAM":
+            self._params_made += 1
             return n.Param(str(token)[1:], listed, _token_span(self.path, token))
         if token.type != "STRING":
             return str(token)
@@ -179,6 +181,11 @@ class ToAst:
 
     def outside_template(self, expr: n.Expr) -> None:
         """A `$parameter` stands for a value only in a template: elsewhere it names nothing."""
+        if self._params_made == self._params_looked_at:
+            # Nodes are built in the order of the text, so `expr`'s were all built since the last
+            # look: none was a parameter, and the walk, a tenth of parsing, is not needed.
+            return
+        self._params_looked_at = self._params_made
         for param in (p for node in n.walk(expr) for p in n.params_of(node)):
             self.diagnostics.append(Diagnostic(
                 "template/parameter-outside", f"`${param.name}` is a template parameter, outside any template",

@@ -126,6 +126,14 @@ def test_a_node_spans_its_keywords_and_a_parenthesised_one_leaves_its_parenthese
     assert (either.operands[1].span.column, either.operands[1].span.end_column) == (38, 50)  # `path == "/a"`
 
 
+def test_each_parameter_outside_a_template_is_found_wherever_it_comes():
+    text = ('template t(p: string) {\n    allow "a" when path == $p\n}\n'
+            'service s {\n    allow "b" when method == GET\n    allow "c" when path == $q\n'
+            '    allow "d" when method == GET\n}\ncondition e = header "h" == $r\n')
+    found = [(d.code, d.span.line) for d in parse(Source("t.policy", text))[1]]
+    assert found == [("template/parameter-outside", 6), ("template/parameter-outside", 9)]
+
+
 def test_file_too_large():
     text = "# " + "x" * (5 * 1024 * 1024) + "\n"
     [error] = errors_of(text)
