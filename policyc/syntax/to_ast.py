@@ -498,7 +498,8 @@ def _reduction(builder: ToAst, name: str, arity: int, kept: tuple[tuple[int, boo
     if expand1 and arity == 1 and kept == ((0, False),):
         return _only_child  # `?expr: or_expr`: the child as it is, over the same text
     inlined_rule = name.startswith("_")
-    method = getattr(builder, name, None)  # none for `?expr`, which always gives its one child
+    # None for an inlined rule, and for `?expr`, which always gives its one child.
+    method = None if inlined_rule else getattr(builder, name, None)
     path = builder.path
 
     def reduce(children: list) -> Built | Token:
