@@ -129,8 +129,9 @@ def targets(report: dict) -> list[tuple[str, str, bool]]:
         memory = report["memory"][1000][target]["ratio"]["median"]
         found.append((f"1,000 services <= 2x the memory of no filters ({target})", f"{memory:.2f}x", memory <= 2))
     largest = report["compiler"][compiler.SIZES[-1]]
-    slowest = max(largest[t]["seconds"]["median"] for t in ("auto", "rbac", "lua"))
-    growth = max(largest[t]["growth per rule"]["median"] for t in ("auto", "rbac", "lua"))
+    compiled = [stage for stage in largest if stage != "parse + check"]  # every target
+    slowest = max(largest[t]["seconds"]["median"] for t in compiled)
+    growth = max(largest[t]["growth per rule"]["median"] for t in compiled)
     found.append((f"compile {compiler.SIZES[-1]:,} rules <= 5 s, every target", f"{slowest:.1f} s", slowest <= 5))
     found.append(("compile time linear (growth per rule <= 1.25)", f"{growth:.2f}", growth <= 1.25))
     if "audit logs" in report:

@@ -56,6 +56,11 @@ def dump(data: dict) -> str:
 _Written = dict[tuple[int, str], tuple[int, int, str]]
 
 
+_CONTAINERS = (dict, list)  # a tuple: `dict | list` would be made anew at every test
+# Containers of fewer lines are written again each time: keeping them cost more than it saved.
+_KEPT_LINES = 5
+
+
 def _container(data, indent: str, lines: list[str], written: _Written) -> None:
     """A non-empty mapping or sequence, its lines starting at `indent`. The configs hold the same
     object in many places (a rule's RBAC policy in every route its paths reach): written once per
@@ -70,14 +75,15 @@ def _container(data, indent: str, lines: list[str], written: _Written) -> None:
         return
     start = len(lines)
     (_mapping if isinstance(data, dict) else _sequence)(data, indent, lines, written)
-    written[key] = (start, len(lines), lines[start])
+    if len(lines) - start >= _KEPT_LINES:
+        written[key] = (start, len(lines), lines[start])
 
 
 def _mapping(data: dict, indent: str, lines: list[str], written: _Written) -> None:
     append, inner = lines.append, indent + "  "
     for key in sorted(data):
         item = data[key]
-        if item and isinstance(item, dict | list):
+        if item and isinstance(item, _CONTAINERS):
             append(f"{indent}{_scalar(key)}:")
             # A sequence in a mapping is not indented.
             _container(item, inner if isinstance(item, dict) else indent, lines, written)
@@ -89,7 +95,7 @@ def _sequence(data: list, indent: str, lines: list[str], written: _Written) -> N
     append, inner, dash = lines.append, indent + "  ", indent + "- "
     cut = len(dash)
     for item in data:
-        if item and isinstance(item, dict | list):
+        if item and isinstance(item, _CONTAINERS):
             start = len(lines)
             _container(item, inner, lines, written)
             lines[start] = dash + lines[start][cut:]  # the first line beside the dash
@@ -98,7 +104,7 @@ def _sequence(data: list, indent: str, lines: list[str], written: _Written) -> N
 
 
 def _leaf(value) -> str:
-    if isinstance(value, dict | list):  # empty: non-empty ones are laid out by `_container`
+    if isinstance(value, _CONTAINERS):  # empty: non-empty ones are laid out by `_container`
         return "{}" if isinstance(value, dict) else "[]"
     return _scalar(value)
 

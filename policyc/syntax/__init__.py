@@ -15,10 +15,10 @@ from ..nodes import PolicyFile
 from ..source import Source
 from .grammar import parser
 from .recovery import Recovery
-from .to_ast import ToAst
+from .to_ast import MAX_DEPTH, build
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
-MAX_DEPTH = 64
+__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "parse"]
 
 
 def _too_deep(tree: Tree) -> Tree | None:
@@ -32,24 +32,27 @@ def _too_deep(tree: Tree) -> Tree | None:
     return None
 
 
+def _too_deep_diagnostic(source: Source) -> Diagnostic:
+    """Where a file nests too deep. Rare, so found on lark's own parse tree of the file."""
+    deep = _too_deep(parser().parse(source.text))
+    span = source.span_at_offset(deep.meta.start_pos) if not deep.meta.empty else source.whole_file()
+    return Diagnostic("parse/too-deep", f"condition nested more than {MAX_DEPTH} levels deep",
+                      span, hint="name parts of it with `condition`")
+
+
 def parse(source: Source) -> tuple[PolicyFile | None, list[Diagnostic]]:
     if len(source.text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
         return None, [Diagnostic("parse/file-too-large",
                                  f"policy file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB",
                                  source.whole_file(), hint="split it into files that import each other")]
-    with collector.paused():  # a tree node per token and rule, all kept until the end
+    with collector.paused():  # a node per rule, all kept until the end
         recovery = Recovery(source)
         try:
-            tree = parser().parse(source.text, on_error=recovery)
+            built, diagnostics = build(source.text, source.path, recovery)
         except UnexpectedInput as error:
             recovery.record(error)
         if recovery.diagnostics:
             return None, recovery.diagnostics
-        deep = _too_deep(tree)
-        if deep is not None:
-            span = source.span_at_offset(deep.meta.start_pos) if not deep.meta.empty else source.whole_file()
-            return None, [Diagnostic("parse/too-deep", f"condition nested more than {MAX_DEPTH} levels deep",
-                                     span, hint="name parts of it with `condition`")]
-        builder = ToAst(source.path)
-        return builder.transform(tree), builder.diagnostics
-
+        if built.height > MAX_DEPTH:
+            return None, [_too_deep_diagnostic(source)]
+        return built.value, diagnostics

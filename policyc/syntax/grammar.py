@@ -1,4 +1,8 @@
-"""The one LALR parser for `grammar/policy.lark`, built once per process."""
+"""The one LALR parser for `grammar/policy.lark`, built once per process.
+
+`to_ast.build` parses with callbacks of its own that build the nodes; lark's tree, with the
+positions it tracks, is made only to locate a file nested too deep (`syntax.parse`).
+"""
 
 from __future__ import annotations
 

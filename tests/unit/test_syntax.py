@@ -11,7 +11,7 @@ from lark import Token
 
 from policyc.diagnostics import render_text
 from policyc.source import Source
-from policyc.syntax import parse
+from policyc.syntax import MAX_DEPTH, parse
 from policyc.syntax.printer import format_file
 from policyc.syntax.recovery import MAX_ERRORS
 from policyc.syntax.to_ast import ToAst
@@ -103,6 +103,35 @@ def test_too_deep_nesting_is_a_diagnostic_not_a_crash():
     text = "condition c = " + "not " * 5000 + "authenticated\n"
     [error] = errors_of(text)
     assert "error[parse/too-deep]" in error
+
+
+def test_depth_limit_counts_the_parse_tree_and_points_at_the_first_level_past_it():
+    # The file, the condition and the atom are three levels: 61 `not`s fill the 64 allowed.
+    at_limit = "condition c = " + "not " * (MAX_DEPTH - 3) + "authenticated\n"
+    assert parsed_text(at_limit)[1] is not None
+    past = "condition c = " + "not " * (MAX_DEPTH - 2) + "authenticated\n"
+    [diagnostic] = parse(Source("t.policy", past))[1]
+    assert (diagnostic.code, diagnostic.span.column) == ("parse/too-deep", past.index("authenticated") + 1)
+
+
+def test_a_node_spans_its_keywords_and_a_parenthesised_one_leaves_its_parentheses_to_its_parent():
+    _, file = parsed_text('service s {\n    allow "r" when (method == GET or path == "/a") and authenticated\n}\n')
+    [service] = file.items
+    [rule] = service.rules
+    either = rule.expr.operands[0]
+    assert (service.span.line, service.span.column, service.span.end_line, service.span.end_column) == (1, 1, 3, 2)
+    assert (rule.span.column, rule.span.end_column) == (5, 69)
+    assert (rule.expr.span.column, rule.expr.span.end_column) == (20, 69)  # from its `(`
+    assert (either.span.column, either.span.end_column) == (21, 50)  # inside the parentheses
+    assert (either.operands[1].span.column, either.operands[1].span.end_column) == (38, 50)  # `path == "/a"`
+
+
+def test_each_parameter_outside_a_template_is_found_wherever_it_comes():
+    text = ('template t(p: string) {\n    allow "a" when path == $p\n}\n'
+            'service s {\n    allow "b" when method == GET\n    allow "c" when path == $q\n'
+            '    allow "d" when method == GET\n}\ncondition e = header "h" == $r\n')
+    found = [(d.code, d.span.line) for d in parse(Source("t.policy", text))[1]]
+    assert found == [("template/parameter-outside", 6), ("template/parameter-outside", 9)]
 
 
 def test_file_too_large():
