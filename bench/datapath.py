@@ -139,6 +139,8 @@ def configurations(upstream: str, targets: tuple[str, ...] = TARGETS) -> dict[st
         "jwt_authn only": (keeping_filters(full, {JWT_FILTER}), with_token),
         "full chain, token": (full, with_token),
     }
+    if "native" in targets:  # the whole example in the native filter, which reads the token's claims
+        configs["full chain, native"] = (plain_http(compiled_bootstrap(example, "native", upstream)), with_token)
     for rules in RULE_COUNTS:
         checked = check_text(rule_set(rules))
         for target in targets:
