@@ -5,7 +5,8 @@ service's filter configs, as plain dicts. For hot reloads, the same policy as di
 One HTTP connection manager: jwt_authn (every issuer, anonymous callers pass), then an RBAC
 filter for deny rules, the Lua filter, the native filter (only when a service is compiled for
 it: one dynamic-module filter whose config holds every such service; the RBAC and Lua filters
-are then left out unless a service uses them), an RBAC filter for allow rules, and the router.
+are then left out unless a service decided elsewhere uses them), an RBAC filter for allow rules,
+and the router.
 Each service is a virtual host that switches on the filters it needs through per-route configs;
 the catch-all virtual host answers 404 with every policy filter off.
 When a native service tests a certificate's SANs, the native module's network filter, which
@@ -242,7 +243,7 @@ def _http_filters(checked: Checked, options: Options, service_filters: dict[str,
         filters.append({"name": LUA_FILTER, "typed_config": {"@type": _TYPES["lua"]}})
     if not fixed:
         filters.append(_native_filter(native_config))
-    if fixed or any(f.rbac_allow is not None for f in service_filters.values()):
+    if fixed or any(f.rbac_allow is not None and f.native_section is None for f in service_filters.values()):
         filters.append({"name": ALLOW_FILTER, "typed_config": {"@type": _TYPES["rbac"],
                                                                "rules_stat_prefix": ALLOW_STAT_PREFIX,
                                                                "shadow_rules_stat_prefix": ALLOW_STAT_PREFIX}})
@@ -566,9 +567,13 @@ def _rbac_configs(builder: rbac.PrincipalBuilder, service: n.Service, plan: Plan
     """The RBAC deny and allow configs of the service's rules (all of them, or one route's share)."""
     deny = rbac.rules_config(builder, service, n.Effect.DENY)[0] if plan.deny == "rbac" else None
     allow = rbac.rules_config(builder, service, n.Effect.ALLOW)[0] if plan.allow == "rbac" else None
-    if "lua" in (plan.deny, plan.allow) and service.mode is n.Mode.ENFORCE:
+    if plan.deny == "native" and service.mode is n.Mode.ENFORCE:
+        # The native filter answers its own refusals, and a chain holding it has the allow RBAC
+        # filter only for services decided elsewhere (`_http_filters`), so this costs a native
+        # service nothing there. It is for a chain without the native filter: on a hot reload the
+        # connections of the old listener take the new routes through the old chain, where this
+        # lets nothing through that the native filter did not allow.
+        allow = rbac.require_verdict(service, None, rbac.NATIVE_VERDICT_POLICY)
+    elif "lua" in (plan.deny, plan.allow) and service.mode is n.Mode.ENFORCE:
         allow = rbac.require_verdict(service, allow, rbac.LUA_VERDICT_POLICY)
-    # Nothing checks the native filter's verdict this way: it lets a request on only once it
-    # decided `allow` (or the service runs dry) and answers 403 itself on any failure, and every
-    # route forwarding to a native service runs it (SECURITY.md).
     return deny, allow

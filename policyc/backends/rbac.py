@@ -19,6 +19,7 @@ from .resolve import JWT_FILTER, PAYLOAD_KEY, Unsupported, membership, unsupport
 
 LUA_NAMESPACE = "policyc"  # where lua_runtime/decide.lua, and the native filter, record their verdicts
 LUA_VERDICT_POLICY = "policyc:lua-verdict"
+NATIVE_VERDICT_POLICY = "policyc:native-verdict"
 MTLS_PRINCIPAL = "envoy.rbac.principals.mtls_authenticated"
 NEVER = {"not_id": {"any": True}}
 ANY_STRING = {"safe_regex": {"regex": "(?s).*"}}
@@ -232,7 +233,7 @@ def rules_config(builder: PrincipalBuilder, service: n.Service,
 
 
 def require_verdict(service: n.Service, allow_config: dict | None, policy: str) -> dict:
-    """The allow RBAC config behind a Lua filter, made to demand the verdict it records
+    """The allow RBAC config behind a Lua (or native) filter, made to demand the verdict it records
     under `LUA_NAMESPACE`, in a policy named `policy`. Envoy lets a request through when a Lua
     script fails where no pcall reaches (envoy#14980), so without a verdict nothing is allowed:
     `allow` when the filter decides the allow rules (no config of its own), `no-deny` beside every

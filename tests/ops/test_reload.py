@@ -20,6 +20,7 @@ from policyc.proof.envoy_process import admin_get, listener_ports
 from policyc.proof.live import envoys_on, reload_under_load, served_version, wait_for_version
 from policyc.proof.upstream import RecordingUpstream
 from policyc.semantics.request import RawRequest
+from tests.native_target import native_search_path
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "envoy_configs" / "examples" / "backstage"
@@ -246,3 +247,28 @@ def test_watch_follows_every_file_the_policies_read(tmp_path, monkeypatch):
         watcher.join()
     assert len(deploys) == 1 + len(read)
     assert reports[1].version is not None
+
+
+@pytest.mark.envoy
+def test_a_service_moved_onto_the_native_filter_is_refused_on_an_old_connection(tmp_path, request):
+    """A deploy that first puts a service on the native filter replaces the listener, whose old
+    connections meanwhile take the new routes through the old chain, which has no native filter:
+    the allow RBAC filter there still refuses what the native filter did not allow."""
+    folder = tmp_path / "live"
+    with native_search_path(request) as native, RecordingUpstream() as upstream:
+        if not native:
+            pytest.skip("the native library cannot be built here")
+        (tmp_path / "s.policy").write_text(policy(upstream.address, 'allow public "open" when path == "/open"'))
+        deploy([str(tmp_path / "s.policy")], folder, target="auto", options=OPTIONS)
+        with envoys_on(folder, tmp_path) as (envoy,):
+            connection = http.client.HTTPConnection("127.0.0.1", listener_ports(envoy.admin_port)[LISTENER_NAME])
+            connection.request("GET", "/open", headers={"Host": "s.test"})
+            connection.getresponse().read()
+            wait_for_version(envoy.admin_port, deploy([str(tmp_path / "s.policy")], folder, target="native",
+                                                      options=OPTIONS).version)
+            connection.request("GET", "/x", headers={"Host": "s.test"})
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+    assert response.status == 403
+    assert [r for r in upstream.received if r.target == "/x"] == []

@@ -336,13 +336,21 @@ def test_every_route_to_a_native_services_upstream_runs_the_native_filter(exampl
     assert forwarding >= len(natives)
 
 
-def test_a_dry_run_native_service_has_no_rbac_config(tmp_path):
+def test_an_enforced_native_service_allows_only_with_the_filters_verdict(tmp_path):
+    """For a chain without the native filter (an old listener's, on a hot reload), the allow RBAC
+    filter demands its verdict; a dry-run service has no such check."""
     checked = checked_of(tmp_path, SERVICE.format(name="a", rules='    allow public "r" when path == "/"\n')
                          + SERVICE.format(name="b", rules='    mode dry-run\n    allow public "r" when path == "/"\n'))
-    for name in "ab":
-        filters = envoy.service_filters(checked, checked.services[name], plan_service(checked, checked.services[name],
-                                                                                         "native"))
-        assert (filters.rbac_deny, filters.rbac_allow, filters.rbac_by_prefix) == (None, None, {"/": (None, None)})
+    plans = {name: plan_service(checked, service, "native") for name, service in checked.services.items()}
+    enforced = envoy.service_filters(checked, checked.services["a"], plans["a"])
+    [(prefix, (deny, allow))] = enforced.rbac_by_prefix.items()
+    assert (prefix, deny) == ("/", None)
+    [(name, policy)] = allow["rules"]["policies"].items()
+    assert name == "a/policyc:native-verdict"
+    assert policy["principals"] == [{"sourced_metadata": {"metadata_matcher": {
+        "filter": "policyc", "path": [{"key": "decision"}], "value": {"string_match": {"exact": "allow"}}}}}]
+    dry = envoy.service_filters(checked, checked.services["b"], plans["b"])
+    assert (dry.rbac_deny, dry.rbac_allow, dry.rbac_by_prefix) == (None, None, {"/": (None, None)})
 
 
 @pytest.mark.parametrize(("record", "decided"), [
