@@ -4,9 +4,8 @@ service's filter configs, as plain dicts. For hot reloads, the same policy as di
 
 One HTTP connection manager: jwt_authn (every issuer, anonymous callers pass), then an RBAC
 filter for deny rules, the Lua filter, the native filter (only when a service is compiled for
-it: one dynamic-module filter whose config holds every such service; the RBAC and Lua filters
-are then left out unless a service decided elsewhere uses them), an RBAC filter for allow rules,
-and the router.
+it: one dynamic-module filter whose config holds every such service; the Lua filter is then
+left out unless a service uses it), an RBAC filter for allow rules, and the router.
 Each service is a virtual host that switches on the filters it needs through per-route configs;
 the catch-all virtual host answers 404 with every policy filter off.
 When a native service tests a certificate's SANs, the native module's network filter, which
@@ -226,27 +225,30 @@ _PEER_FILTER = {"name": PEER_FILTER, "typed_config": {
     "filter_name": PEER_FILTER_NAME}}
 
 
+def _rbac_filter(name: str, stat_prefix: str) -> dict:
+    """An RBAC filter of no rules of its own: its routes' configs give them."""
+    return {"name": name, "typed_config": {"@type": _TYPES["rbac"], "rules_stat_prefix": stat_prefix,
+                                           "shadow_rules_stat_prefix": stat_prefix}}
+
+
 def _http_filters(checked: Checked, options: Options, service_filters: dict[str, ServiceFilters]) -> list[dict]:
     """The chain. Without the native filter it is the same whatever the rules, so that a change
     of rules replaces only the routes (docs/operations.md); with it, whose config is in the
-    listener anyway, it holds the RBAC and Lua filters only when a service uses them, since every
-    filter in the chain costs each request something even when a route turns it off."""
+    listener anyway, it holds the Lua filter only when a service uses it, since every filter in
+    the chain costs each request something even when a route turns it off. The RBAC filters stay
+    in every chain: on a hot reload the old listener's connections take the new routes through
+    the old chain, and a service's routes rely on them to refuse what no filter there decides
+    (a Lua or native service's on the allow RBAC filter's verdict check)."""
     native_config = native_filter_config(service_filters)
     fixed = native_config is None
     filters = [_jwt_filter(checked, options, not fixed)] if checked.issuers else []
     # With no `rules`, an RBAC filter enforces nothing: hosts without a per-route config pass.
-    if fixed or any(f.rbac_deny is not None for f in service_filters.values()):
-        filters.append({"name": DENY_FILTER, "typed_config": {"@type": _TYPES["rbac"],
-                                                              "rules_stat_prefix": DENY_STAT_PREFIX,
-                                                              "shadow_rules_stat_prefix": DENY_STAT_PREFIX}})
+    filters.append(_rbac_filter(DENY_FILTER, DENY_STAT_PREFIX))
     if fixed or any(f.lua_source is not None for f in service_filters.values()):
         filters.append({"name": LUA_FILTER, "typed_config": {"@type": _TYPES["lua"]}})
     if not fixed:
         filters.append(_native_filter(native_config))
-    if fixed or any(f.rbac_allow is not None and f.native_section is None for f in service_filters.values()):
-        filters.append({"name": ALLOW_FILTER, "typed_config": {"@type": _TYPES["rbac"],
-                                                               "rules_stat_prefix": ALLOW_STAT_PREFIX,
-                                                               "shadow_rules_stat_prefix": ALLOW_STAT_PREFIX}})
+    filters.append(_rbac_filter(ALLOW_FILTER, ALLOW_STAT_PREFIX))
     return [*filters, {"name": "envoy.filters.http.router", "typed_config": {"@type": _TYPES["router"]}}]
 
 
@@ -568,11 +570,9 @@ def _rbac_configs(builder: rbac.PrincipalBuilder, service: n.Service, plan: Plan
     deny = rbac.rules_config(builder, service, n.Effect.DENY)[0] if plan.deny == "rbac" else None
     allow = rbac.rules_config(builder, service, n.Effect.ALLOW)[0] if plan.allow == "rbac" else None
     if plan.deny == "native" and service.mode is n.Mode.ENFORCE:
-        # The native filter answers its own refusals, and a chain holding it has the allow RBAC
-        # filter only for services decided elsewhere (`_http_filters`), so this costs a native
-        # service nothing there. It is for a chain without the native filter: on a hot reload the
-        # connections of the old listener take the new routes through the old chain, where this
-        # lets nothing through that the native filter did not allow.
+        # The native filter answers its own refusals; this is for a chain without it. On a hot
+        # reload the connections of the old listener take the new routes through the old chain,
+        # where this lets nothing through that the native filter did not allow.
         allow = rbac.require_verdict(service, None, rbac.NATIVE_VERDICT_POLICY)
     elif "lua" in (plan.deny, plan.allow) and service.mode is n.Mode.ENFORCE:
         allow = rbac.require_verdict(service, allow, rbac.LUA_VERDICT_POLICY)

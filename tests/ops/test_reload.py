@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from policyc.backends.envoy import LISTENER_NAME, Options
+from policyc.backends.envoy import LISTENER_NAME, Options, Plan
 from policyc.cli import main
 from policyc.ops.deploy import deploy, watch
 from policyc.proof.client import send
@@ -272,3 +272,46 @@ def test_a_service_moved_onto_the_native_filter_is_refused_on_an_old_connection(
             connection.close()
     assert response.status == 403
     assert [r for r in upstream.received if r.target == "/x"] == []
+
+
+KEYS = ROOT / "tests" / "cases" / "keys" / "idp.jwks.json"
+
+
+def two_services(upstream: str, second: bool) -> str:
+    """`n`, whose grant `auto-native` puts on the native filter (RBAC cannot end one), and, if
+    `second`, `s` on RBAC."""
+    native = (f'grants {{\n    max window "400000d"\n}}\n'
+              'issuer idp {\n    url "https://idp.cases.test"\n    jwks file "idp.jwks.json"\n'
+              '    audience "cases"\n}\n'
+              f'service n {{\n    hosts "n.test"\n    upstream "{upstream}"\n    deny "d" when path == "/d"\n}}\n'
+              'grant g {\n    service n\n    who token.sub == "alice"\n    what path == "/x"\n'
+              '    from "2000-01-01T00:00:00Z"\n    until "2999-01-01T00:00:00Z"\n    approved by "bob"\n'
+              '    reason "r"\n}\n')
+    return native + (policy(upstream, 'allow public "open" when path == "/open"') if second else "")
+
+
+@pytest.mark.envoy
+def test_a_service_added_beside_native_ones_is_refused_on_an_old_connection(tmp_path, request):
+    """The old chain, of native services only, takes the routes of a service added on RBAC: it
+    must still hold the RBAC filters those routes configure."""
+    folder = tmp_path / "live"
+    with native_search_path(request) as native, RecordingUpstream() as upstream:
+        if not native:
+            pytest.skip("the native library cannot be built here")
+        shutil.copy(KEYS, tmp_path)
+        (tmp_path / "s.policy").write_text(two_services(upstream.address, False))
+        deploy([str(tmp_path / "s.policy")], folder, target="auto-native", options=OPTIONS)
+        with envoys_on(folder, tmp_path) as (envoy,):
+            connection = http.client.HTTPConnection("127.0.0.1", listener_ports(envoy.admin_port)[LISTENER_NAME])
+            connection.request("GET", "/x", headers={"Host": "n.test"})
+            connection.getresponse().read()
+            (tmp_path / "s.policy").write_text(two_services(upstream.address, True))
+            deployed = deploy([str(tmp_path / "s.policy")], folder, target="auto-native", options=OPTIONS)
+            assert deployed.plans["s"] == Plan("rbac", "rbac")
+            wait_for_version(envoy.admin_port, deployed.version)
+            connection.request("GET", "/x", headers={"Host": "s.test"})
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+    assert response.status == 403
+    assert [r for r in upstream.received if r.target == "/x" and ("host", "s.test") in r.headers] == []

@@ -252,15 +252,17 @@ def _listener(bootstrap: dict) -> dict:
     return listener["filter_chains"][0]["filters"][-1]["typed_config"]  # the connection manager
 
 
-def test_the_assembly_holds_one_native_filter_and_nothing_else(tmp_path):
-    """Native services use neither RBAC filter nor the Lua filter: the chain leaves them out
-    (jwt_authn stays for issuers)."""
+def test_the_assembly_holds_one_native_filter_and_no_lua(tmp_path):
+    """Native services do not use the Lua filter: the chain leaves it out (jwt_authn stays for
+    issuers). It keeps both RBAC filters, whose configs on a later deploy's routes the old
+    listener's connections rely on."""
     checked = checked_of(tmp_path, SERVICE.format(name="a", rules='    allow public "r" when path == "/"\n')
                          + SERVICE.format(name="b", rules='    mode dry-run\n    allow public "r" when path == "/"\n'))
     compiled = compile_outputs(checked, "native", parts=True)
     filters = _listener(compiled.bootstrap)["http_filters"]
-    assert [f["name"] for f in filters] == [envoy.NATIVE_FILTER, "envoy.filters.http.router"]
-    config = filters[0]["typed_config"]
+    assert [f["name"] for f in filters] == [envoy.DENY_FILTER, envoy.NATIVE_FILTER, envoy.ALLOW_FILTER,
+                                            "envoy.filters.http.router"]
+    config = filters[1]["typed_config"]
     assert config["dynamic_module_config"] == {"name": "policyc_native"}  # no path of this machine
     assert config["filter_config"] == {"@type": "type.googleapis.com/google.protobuf.StringValue",
                                        "value": native.native_config(checked, [checked.services["a"],
@@ -288,7 +290,7 @@ def test_the_native_filter_is_off_outside_native_services(tmp_path):
         assert refusals and all(r["typed_per_filter_config"][envoy.NATIVE_FILTER]["disabled"] for r in refusals)
 
 
-def test_a_chain_with_the_native_filter_keeps_the_filters_its_services_use(tmp_path):
+def test_a_chain_with_the_native_filter_keeps_lua_only_for_its_services(tmp_path):
     checked = checked_of(tmp_path, "".join(SERVICE.format(name=name, rules='    deny "d" when path prefix "/x/"\n')
                                            for name in "abc"))
     plans = {"a": Plan("rbac", "rbac"), "b": Plan("lua", "lua"), "c": Plan("native", "native")}
@@ -299,8 +301,9 @@ def test_a_chain_with_the_native_filter_keeps_the_filters_its_services_use(tmp_p
         chains[kept] = [f["name"] for f in listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]]
     assert chains == {
         ("a", "c"): [envoy.DENY_FILTER, envoy.NATIVE_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"],
-        ("b", "c"): [envoy.LUA_FILTER, envoy.NATIVE_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"],
-        ("c",): [envoy.NATIVE_FILTER, "envoy.filters.http.router"],
+        ("b", "c"): [envoy.DENY_FILTER, envoy.LUA_FILTER, envoy.NATIVE_FILTER, envoy.ALLOW_FILTER,
+                     "envoy.filters.http.router"],
+        ("c",): [envoy.DENY_FILTER, envoy.NATIVE_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"],
         # Without the native filter the chain is fixed: a change of rules replaces only the routes.
         ("a", "b"): [envoy.DENY_FILTER, envoy.LUA_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"],
     }
