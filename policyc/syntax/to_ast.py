@@ -518,7 +518,11 @@ def _reduction(builder: ToAst, name: str, arity: int, kept: tuple[tuple[int, boo
                 continue
             if child.height > height:
                 height = child.height
-            if inlined:
+            if inlined and not values:
+                # A repetition (`x*`) is a left-recursive inlined rule: taking over its list,
+                # which nothing else holds, rather than copying it keeps a long one linear.
+                values = child.value
+            elif inlined:
                 values += child.value
             else:
                 values.append(child.value)
