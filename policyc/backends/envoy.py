@@ -363,12 +363,12 @@ def route_config(checked: Checked, service_filters: dict[str, ServiceFilters], o
                                    version, padded_headers, native_in_chain)
                      for name, service in sorted(checked.services.items()) if name in service_filters]
     no_service = _no_service(version, padded_headers, native_in_chain)
-    config = {"name": ROUTE_CONFIG_NAME, "virtual_hosts": virtual_hosts + [no_service]}
-    if native_in_chain and checked.issuers:
-        # The verified payload jwt_authn forwards to the native filter is for the filter alone:
-        # the router takes it off before the request goes upstream, on every route.
-        config["request_headers_to_remove"] = [native.PAYLOAD_HEADER]
-    return config
+    # The verified payload jwt_authn forwards to the native filter is for the filter alone: the
+    # router takes it off before the request goes upstream, on every route. Whatever the target
+    # and issuers: on a hot reload the old listener's jwt_authn may still forward it while these
+    # routes come from a policy that has neither the native filter nor issuers.
+    return {"name": ROUTE_CONFIG_NAME, "virtual_hosts": virtual_hosts + [no_service],
+            "request_headers_to_remove": [native.PAYLOAD_HEADER]}
 
 
 def _watched(config_dir: str, kind: str) -> dict:

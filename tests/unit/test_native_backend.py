@@ -247,6 +247,17 @@ def test_jwt_authn_forwards_the_payload_to_the_native_filter_only(tmp_path):
             "forward_payload_header")] == forwarded, target
 
 
+@pytest.mark.parametrize("issuer", [ISSUER, ""])
+def test_the_payload_header_never_goes_upstream_under_any_target(tmp_path, issuer):
+    """On a hot reload the old listener's jwt_authn may still forward the payload while the new
+    routes come from a policy without the native filter or without issuers: every route config
+    takes the header off."""
+    checked = checked_of(tmp_path, issuer + SERVICE.format(name="s", rules='    allow public "a" when path == "/"\n'))
+    for target in ("native", "auto-native", "lua", "auto", "rbac"):
+        routes = compile_dynamic(checked, target, envoy.Options(), "/srv/policyc").files["rds.yaml"]
+        assert f'"request_headers_to_remove":\n  - "{native.PAYLOAD_HEADER}"' in routes, target
+
+
 def _listener(bootstrap: dict) -> dict:
     [listener] = bootstrap["static_resources"]["listeners"]
     return listener["filter_chains"][0]["filters"][-1]["typed_config"]  # the connection manager
