@@ -49,7 +49,7 @@ def test_verify_speaks_the_protocols_asked_for(tmp_path, protocol, spoken):
 def test_verify_runs_the_native_targets_with_their_library(tmp_path, native_library_dir, monkeypatch, request, runner):
     """`--target native` and `auto-native` with the library on the search path, Envoy as a process
     or in the image verify builds (which carries the library): the example's cases and generated
-    requests, `native` on the part of its rules the native filter expresses, the others named."""
+    requests, every rule of which the native filter expresses (none is left out)."""
     if runner == "docker":
         request.getfixturevalue("docker_daemon")
     monkeypatch.setenv(NATIVE_SEARCH_PATH, str(native_library_dir))
@@ -58,4 +58,4 @@ def test_verify_runs_the_native_targets_with_their_library(tmp_path, native_libr
     assert result.exit_code == 0, result.output
     assert re.search(rf"\d+ passed, 0 failed \(native, auto-native; HTTP/1.1; Envoy as a {runner}\)",
                      result.stdout), result.stdout
-    assert "note: with --target native, 1 rule(s) it cannot express were left out: deploy-bot" in result.stderr
+    assert "cannot express" not in result.stderr, result.stderr
