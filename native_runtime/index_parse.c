@@ -29,6 +29,7 @@ typedef struct {
   index_t *index;
   char *pool_end; /* where the next decoded string goes */
   stage_t stage;
+  bool chain_read;
 } parser_t;
 
 /* A new zeroed element at the end of `vector`, or NULL. Positions are 32-bit, so is the count. */
@@ -565,13 +566,35 @@ static bool share_line(parser_t *p, line_t *line) {
   return share_rules(p, line, count);
 }
 
+uint32_t index_chain_bit(bytes_t name) {
+  return is(name, "rbac-deny") ? CHAIN_RBAC_DENY : is(name, "lua") ? CHAIN_LUA : is(name, "rbac-allow") ? CHAIN_RBAC_ALLOW : 0;
+}
+
+/* `chain` and the filters the listener's chain holds besides this one, each once, in the order
+ * of their bits; only before the first section. */
+static bool chain_line(parser_t *p, line_t *line) {
+  bytes_t name;
+  if (p->index->sections.count > 0 || p->chain_read) {
+    return false;
+  }
+  p->chain_read = true;
+  while (next_token(line, &name)) {
+    uint32_t bit = index_chain_bit(name);
+    if (bit <= p->index->chain) { /* unknown (0), repeated or out of order */
+      return false;
+    }
+    p->index->chain |= bit;
+  }
+  return true;
+}
+
 static bool parse_line(parser_t *p, line_t *line) {
   bytes_t word;
   if (!next_token(line, &word)) {
     return false;
   }
   if (p->stage == OUTSIDE) {
-    return is(word, "service") && service_line(p, line);
+    return is(word, "service") ? service_line(p, line) : is(word, "chain") && chain_line(p, line);
   }
   if (p->stage == AFTER_SERVICE) {
     return is(word, "mode") && mode_line(p, line);
@@ -668,7 +691,7 @@ index_t *index_parse(const char *text, size_t length) {
     return NULL;
   }
   index->pool = pool;
-  parser_t parser = {index, pool, OUTSIDE};
+  parser_t parser = {index, pool, OUTSIDE, false};
   if (!parse(&parser, text, length)) {
     index_free(index);
     return NULL;

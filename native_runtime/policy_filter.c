@@ -66,6 +66,7 @@ typedef struct {
   san_list_t uris, dns;
   uint8_t *memo;       /* one entry per condition of the section: local_memo or allocated */
   const char *problem; /* set when something cannot be read: the decision is `error` */
+  bool elsewhere;      /* the service is decided by other filters of this chain (decided_elsewhere) */
   uint8_t local_memo[LOCAL_CONDITIONS];
   bytes_t local_segments[LOCAL_SEGMENTS];
 } request_t;
@@ -498,8 +499,36 @@ static verdict_t decide(request_t *request) {
   return request->problem == NULL ? verdict : ERROR_VERDICT;
 }
 
+/* Whether the route is of a service other filters of this chain decide: its metadata
+ * policyc.filters names the filters it relies on, and the chain holds every one (the config's
+ * `chain` line). On a hot reload an old listener's connections take the new routes through the
+ * old chain, which may lack one: such a route, or one naming none, gets no pass here. */
+static bool decided_elsewhere(request_t *request) {
+  envoy_dynamic_module_type_envoy_buffer value = {NULL, 0};
+  if (!envoy_dynamic_module_callback_http_get_metadata_string(request->envoy, envoy_dynamic_module_type_metadata_source_Route,
+                                                              module_buffer(literal(NAMESPACE)),
+                                                              module_buffer(literal("filters")), &value) ||
+      value.ptr == NULL || value.length == 0) {
+    return false;
+  }
+  const char *at = value.ptr, *end = value.ptr + value.length;
+  for (;;) { /* names separated by single spaces */
+    const char *space = memchr(at, ' ', (size_t)(end - at));
+    bytes_t name = {at, (size_t)((space == NULL ? end : space) - at)};
+    uint32_t bit = index_chain_bit(name);
+    if (bit == 0 || (request->index->chain & bit) == 0) {
+      return false;
+    }
+    if (space == NULL) {
+      request->elsewhere = true;
+      return true;
+    }
+    at = space + 1;
+  }
+}
+
 /* The route's service (false when it has none) and its section; request->problem is set when
- * either is missing. */
+ * either is missing (unless other filters decide the service). */
 static bool route_service(request_t *request, bytes_t *service) {
   envoy_dynamic_module_type_envoy_buffer value = {NULL, 0};
   if (!envoy_dynamic_module_callback_http_get_metadata_string(request->envoy, envoy_dynamic_module_type_metadata_source_Route,
@@ -511,8 +540,8 @@ static bool route_service(request_t *request, bytes_t *service) {
   service->ptr = value.ptr == NULL ? "" : value.ptr;
   service->length = value.length;
   request->section = index_section(request->index, *service);
-  if (request->section == NULL) {
-    fail(request, "the service has no section in the filter's config");
+  if (request->section == NULL && !decided_elsewhere(request)) {
+    fail(request, "the service has no section in the filter's config, and its route names no filters of this chain");
   }
   return true;
 }
@@ -588,6 +617,9 @@ envoy_dynamic_module_type_on_http_filter_request_headers_status envoy_dynamic_mo
   request_t request = {.envoy = filter_envoy, .index = filter};
   bytes_t service = {"", 0};
   bool known = route_service(&request, &service);
+  if (request.elsewhere) {
+    return envoy_dynamic_module_type_on_http_filter_request_headers_status_Continue; /* nothing to record */
+  }
   verdict_t verdict = request.problem == NULL ? decide(&request) : ERROR_VERDICT;
   if (request.memo != request.local_memo) {
     free(request.memo);

@@ -137,7 +137,13 @@ typedef struct {
   size_t capacity;
 } vector_t;
 
+/* The policy filters a listener's chain may hold beside the native filter, as bits: the config's
+ * `chain` line names those its chain holds, and the route of a service another filter decides
+ * names those it relies on (index_chain_bit reads one name). */
+enum { CHAIN_RBAC_DENY = 1, CHAIN_LUA = 2, CHAIN_RBAC_ALLOW = 4 };
+
 typedef struct {
+  uint32_t chain; /* CHAIN_* bits: the filters of the listener's chain besides this one */
   char *pool; /* every decoded string's bytes; sized once, so strings never move */
   vector_t nodes, strings, globs, networks, conditions, rules;
   vector_t shares, share_groups;
@@ -151,6 +157,10 @@ void index_free(index_t *index);
 
 /* The section named `name`, or NULL. */
 const section_t *index_section(const index_t *index, bytes_t name);
+
+/* The CHAIN_* bit of a filter's name in the config (`rbac-deny`, `lua`, `rbac-allow`); 0 for any
+ * other word. */
+uint32_t index_chain_bit(bytes_t name);
 
 static inline const node_t *index_node(const index_t *index, uint32_t at) {
   return (const node_t *)index->nodes.items + at;

@@ -51,6 +51,9 @@ NATIVE_FILTER_NAME = "policy"  # which filter of the module: the one deciding po
 PEER_FILTER = "policyc.peer_sans"
 PEER_FILTER_NAME = "peer_sans"  # the module's network filter, recording a certificate's SANs
 ALLOW_FILTER = "policyc.rbac.allow"
+# The policy filters a chain may hold beside the native one, in chain order, by the names the
+# native filter's config and routes give them (native_runtime/policy_index.h, CHAIN_*).
+CHAIN_NAMES = {DENY_FILTER: "rbac-deny", LUA_FILTER: "lua", ALLOW_FILTER: "rbac-allow"}
 ENFORCE, DRY_RUN = "enforce", "dry-run"  # jwt_authn requirement names
 OVERRIDE_CLUSTER = "upstream"
 OTLP_CLUSTER = "policyc_otlp"
@@ -233,22 +236,22 @@ def _rbac_filter(name: str, stat_prefix: str) -> dict:
 
 def _http_filters(checked: Checked, options: Options, service_filters: dict[str, ServiceFilters]) -> list[dict]:
     """The chain. Without the native filter it is the same whatever the rules, so that a change
-    of rules replaces only the routes (docs/operations.md); with it, whose config is in the
-    listener anyway, it holds the Lua filter only when a service uses it, since every filter in
-    the chain costs each request something even when a route turns it off. The RBAC filters stay
-    in every chain: on a hot reload the old listener's connections take the new routes through
-    the old chain, and a service's routes rely on them to refuse what no filter there decides
-    (a Lua or native service's on the allow RBAC filter's verdict check)."""
+    of rules replaces only the routes (docs/operations.md). With it, whose config is in the
+    listener anyway, it holds the RBAC and Lua filters only when a service the native filter does
+    not decide relies on them, since every filter in the chain costs each request something even
+    when a route turns it off; the native filter then runs on every service's route, and lets a
+    route of such a service on only if this chain holds the filters it relies on (`_relied_on`)."""
     native_config = native_filter_config(service_filters)
     fixed = native_config is None
-    filters = [_jwt_filter(checked, options, not fixed)] if checked.issuers else []
+    kept = set(CHAIN_NAMES) if fixed else _chain(service_filters)
     # With no `rules`, an RBAC filter enforces nothing: hosts without a per-route config pass.
-    filters.append(_rbac_filter(DENY_FILTER, DENY_STAT_PREFIX))
-    if fixed or any(f.lua_source is not None for f in service_filters.values()):
-        filters.append({"name": LUA_FILTER, "typed_config": {"@type": _TYPES["lua"]}})
-    if not fixed:
-        filters.append(_native_filter(native_config))
-    filters.append(_rbac_filter(ALLOW_FILTER, ALLOW_STAT_PREFIX))
+    filters = [
+        *([_jwt_filter(checked, options, not fixed)] if checked.issuers else []),
+        *([_rbac_filter(DENY_FILTER, DENY_STAT_PREFIX)] if DENY_FILTER in kept else []),
+        *([{"name": LUA_FILTER, "typed_config": {"@type": _TYPES["lua"]}}] if LUA_FILTER in kept else []),
+        *([_native_filter(native_config)] if not fixed else []),
+        *([_rbac_filter(ALLOW_FILTER, ALLOW_STAT_PREFIX)] if ALLOW_FILTER in kept else []),
+    ]
     return [*filters, {"name": "envoy.filters.http.router", "typed_config": {"@type": _TYPES["router"]}}]
 
 
@@ -267,10 +270,29 @@ class ServiceFilters:
     native_sans: bool = False  # that section tests a certificate's SANs
 
 
+def _relied_on(filters: ServiceFilters) -> list[str]:
+    """The policy filters besides the native one whose configs a service's routes carry, in chain
+    order; none for a native service (its allow RBAC config is for a chain without the native
+    filter: see `_rbac_configs`)."""
+    if filters.native_section is not None:
+        return []
+    configs = {DENY_FILTER: filters.rbac_deny, LUA_FILTER: filters.lua_source, ALLOW_FILTER: filters.rbac_allow}
+    return [name for name in CHAIN_NAMES if configs[name] is not None]
+
+
+def _chain(service_filters: dict[str, ServiceFilters]) -> set[str]:
+    """The policy filters a chain holding the native filter needs beside it."""
+    return {name for filters in service_filters.values() for name in _relied_on(filters)}
+
+
 def native_filter_config(service_filters: dict[str, ServiceFilters]) -> str | None:
-    """The native filter's config: every native service's section, by name; None when none is."""
+    """The native filter's config: the filters beside it in the chain, and every native service's
+    section, by name; None when no service is native."""
     sections = [f.native_section for _, f in sorted(service_filters.items()) if f.native_section is not None]
-    return native.config_text(sections) if sections else None
+    if not sections:
+        return None
+    chain = _chain(service_filters)
+    return native.config_text(sections, tuple(CHAIN_NAMES[name] for name in CHAIN_NAMES if name in chain))
 
 
 _OFF = {"@type": _TYPES["filter_config"], "disabled": True}  # any filter, off for a route or host
@@ -279,13 +301,15 @@ _OFF = {"@type": _TYPES["filter_config"], "disabled": True}  # any filter, off f
 def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool, cluster: str,
                   version: str, padded_headers: tuple[str, ...], native_in_chain: bool) -> dict:
     per_filter = {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}}
-    if native_in_chain and filters.native_section is None:
-        per_filter[NATIVE_FILTER] = _OFF
     if has_issuers and service.mode is n.Mode.DRY_RUN:
         per_filter[JWT_FILTER] = {"@type": _TYPES["jwt_route"], "requirement_name": DRY_RUN}
     if filters.lua_source is not None:
         per_filter[LUA_FILTER] = {"@type": _TYPES["lua_route"], "source_code": {"inline_string": filters.lua_source}}
-    metadata = _route_metadata(version, service=service.name, mode=service.mode.value)
+    # Beside native services, the route names the filters it relies on, for the native filter to
+    # check that its chain holds them (`_http_filters`).
+    relied_on = {"filters": " ".join(CHAIN_NAMES[name] for name in _relied_on(filters))} \
+        if native_in_chain and filters.native_section is None else {}
+    metadata = _route_metadata(version, service=service.name, mode=service.mode.value, **relied_on)
     routes = []
     for prefix, configs in filters.rbac_by_prefix.items():
         rbac_configs = {name: {"@type": _TYPES["rbac_route"], "rbac": config}
@@ -336,7 +360,8 @@ REFUSED_ROUTES = refusal_routes()  # with no tested headers: a service's, unless
 
 
 def _route_metadata(version: str, **fields: str) -> dict:
-    """What the access log reads back per request: the service, its mode and the policy version."""
+    """What the access log reads back per request (the service, its mode and the policy version),
+    and beside native services what the native filter reads of a route it does not decide."""
     return {"filter_metadata": {ROUTE_NAMESPACE: {**fields, "version": version}}}
 
 

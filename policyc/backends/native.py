@@ -239,9 +239,10 @@ def service_section(checked: Checked, service: n.Service) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def config_text(sections: list[str]) -> str:
-    """The filter's whole config: the header line and the sections."""
-    return HEADER + "".join(sections)
+def config_text(sections: list[str], chain: tuple[str, ...] = ()) -> str:
+    """The filter's whole config: the header line, the `chain` line naming the policy filters
+    beside it in its listener's chain when there are any, and the sections."""
+    return HEADER + (f"chain {' '.join(chain)}\n" if chain else "") + "".join(sections)
 
 
 def native_config(checked: Checked, services: list[n.Service]) -> str:

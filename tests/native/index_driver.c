@@ -70,9 +70,21 @@ bool envoy_dynamic_module_callback_http_get_metadata_string(envoy_dynamic_module
                                                             envoy_dynamic_module_type_module_buffer ns,
                                                             envoy_dynamic_module_type_module_buffer key,
                                                             envoy_dynamic_module_type_envoy_buffer *result) {
-  field_t policyc = {"policyc", 7}, service = {"service", 7};
-  return source == envoy_dynamic_module_type_metadata_source_Route && same(policyc, ns) && same(service, key) &&
-         give(fields[0], result);
+  field_t policyc = {"policyc", 7}, service = {"service", 7}, filters = {"filters", 7};
+  envoy_dynamic_module_type_module_buffer header = {":route-filters", 14};
+  if (source != envoy_dynamic_module_type_metadata_source_Route || !same(policyc, ns)) {
+    return false;
+  }
+  if (same(service, key)) {
+    return give(fields[0], result);
+  }
+  /* The route's `filters`: the value of the request's pseudo-header :route-filters, when it has one. */
+  for (size_t i = 4; same(filters, key) && i + 1 < MAX_FIELDS && fields[i].ptr != NULL; i += 2) {
+    if (same(fields[i], header)) {
+      return give(fields[i + 1], result);
+    }
+  }
+  return false;
 }
 
 bool envoy_dynamic_module_callback_http_get_downstream_direct_remote_address(

@@ -213,6 +213,11 @@ BAD_CONFIGS = {
     "a time of 20 digits": edit("and 0", "time 0 10000000000000000000"),
     "a time with a leading zero": edit("and 0", "time 01 2"),
     "a negative time": edit("and 0", "time -1 2"),
+    "a chain after a service": GOOD + "chain rbac-allow\n",
+    "a chain twice": GOOD.replace("2\n", "2\nchain lua\nchain rbac-allow\n", 1),
+    "a chain with an unknown filter": GOOD.replace("2\n", "2\nchain rbac\n", 1),
+    "a chain out of order": GOOD.replace("2\n", "2\nchain rbac-allow lua\n", 1),
+    "a chain naming a filter twice": GOOD.replace("2\n", "2\nchain lua lua\n", 1),
     "a rule too deep": edit(f"allow {x('all')} and 0", f"allow {x('all')} {nested(257)}"),
     "too deep through a condition": edit(
         f"cond 1 and 2 ref 0 path prefix {x('/api/')}", f"cond 1 {nested(200)}").replace(
@@ -221,6 +226,8 @@ BAD_CONFIGS = {
 
 GOOD_CONFIGS = {
     "the example": GOOD,
+    "a chain of every other filter": GOOD.replace("2\n", "2\nchain rbac-deny lua rbac-allow\n", 1),
+    "an empty chain": GOOD.replace("2\n", "2\nchain\n", 1),
     "no service": index_config(),
     "a service without rules": index_config(section("a", [])),
     "empty strings": index_config(section("", [f"allow x header {x('x-a')} eq 2 x x"])),
@@ -368,6 +375,23 @@ def test_a_window_holds_from_its_start_until_just_before_its_end(driver, tmp_pat
     [decided] = decide(driver, tmp_path, index_config(WINDOWS),
                        [get("/", headers=[("x-user", "alice"), (":clock", str(clock))])])
     assert decided == (("allow", rule, 200) if rule else ("default-deny", None, 403))
+
+
+ELSEWHERE = [("rbac-allow", "continue"), ("rbac-deny rbac-allow", "continue"), ("lua rbac-allow", "refused"),
+             ("", "refused"), ("rbac-allow ", "refused"), ("rbac-allow  rbac-deny", "refused"), ("rbac", "refused"),
+             (None, "refused")]
+
+
+@pytest.mark.parametrize(("relied_on", "answer"), ELSEWHERE)
+def test_a_service_decided_elsewhere_passes_only_where_the_chain_holds_its_filters(driver, tmp_path, relied_on,
+                                                                                    answer):
+    """A route of a service the config has no section for, naming (route metadata `filters`) the
+    filters it relies on: the filter lets it on, recording nothing, only when its chain holds
+    every one; a name it does not know, a list not as the compiler writes it, or none, is `error`."""
+    config = GOOD.replace("2\n", "2\nchain rbac-deny rbac-allow\n", 1)
+    headers = [] if relied_on is None else [(":route-filters", relied_on)]
+    expected = ("-", None, 200) if answer == "continue" else ("error", None, 403)
+    assert decide(driver, tmp_path, config, [get("/api/x", service="other", headers=headers)]) == [expected]
 
 
 def test_a_config_without_services_decides_error(driver, tmp_path):

@@ -263,61 +263,69 @@ def _listener(bootstrap: dict) -> dict:
     return listener["filter_chains"][0]["filters"][-1]["typed_config"]  # the connection manager
 
 
-def test_the_assembly_holds_one_native_filter_and_no_lua(tmp_path):
-    """Native services do not use the Lua filter: the chain leaves it out (jwt_authn stays for
-    issuers). It keeps both RBAC filters, whose configs on a later deploy's routes the old
-    listener's connections rely on."""
+def test_the_assembly_holds_one_native_filter_and_nothing_else(tmp_path):
+    """Native services rely on no other policy filter: the chain leaves them out (jwt_authn stays
+    for issuers), and the filter's config names none beside it."""
     checked = checked_of(tmp_path, SERVICE.format(name="a", rules='    allow public "r" when path == "/"\n')
                          + SERVICE.format(name="b", rules='    mode dry-run\n    allow public "r" when path == "/"\n'))
     compiled = compile_outputs(checked, "native", parts=True)
     filters = _listener(compiled.bootstrap)["http_filters"]
-    assert [f["name"] for f in filters] == [envoy.DENY_FILTER, envoy.NATIVE_FILTER, envoy.ALLOW_FILTER,
-                                            "envoy.filters.http.router"]
-    config = filters[1]["typed_config"]
+    assert [f["name"] for f in filters] == [envoy.NATIVE_FILTER, "envoy.filters.http.router"]
+    config = filters[0]["typed_config"]
     assert config["dynamic_module_config"] == {"name": "policyc_native"}  # no path of this machine
     assert config["filter_config"] == {"@type": "type.googleapis.com/google.protobuf.StringValue",
                                        "value": native.native_config(checked, [checked.services["a"],
                                                                                checked.services["b"]])}
+    assert "chain" not in config["filter_config"]["value"]
     assert compiled.files["targets.json"].count('"native"') == 4
     assert compiled.files["services/a/native.conf"] == native.native_config(checked, [checked.services["a"]])
 
 
-def test_the_native_filter_is_off_outside_native_services(tmp_path):
-    """On native services' routes only: off on the catch-all, on every refusal route, and on a
-    service another engine decides."""
-    checked = checked_of(tmp_path, SERVICE.format(name="a", rules='    allow public "r" when path == "/"\n')
-                         + SERVICE.format(name="b", rules='    allow public "r" when path == "/"\n'))
-    filters = {"a": envoy.service_filters(checked, checked.services["a"], plan_service(checked, checked.services["a"],
-                                                                                      "native")),
-               "b": envoy.service_filters(checked, checked.services["b"], plan_service(checked, checked.services["b"],
-                                                                                      "lua"))}
+def test_beside_native_services_a_route_names_the_filters_it_relies_on(tmp_path):
+    """The native filter runs on every service's route but the catch-all's and the refusal
+    routes': another engine's service's route names the filters it relies on (route metadata
+    `filters`), for the native filter to check that its chain holds them."""
+    checked = checked_of(tmp_path, "".join(SERVICE.format(name=name, rules='    allow public "r" when path == "/"\n')
+                                           for name in "abc"))
+    plans = {"a": "native", "b": "lua", "c": "rbac"}
+    services = checked.services
+    filters = {name: envoy.service_filters(checked, services[name], plan_service(checked, services[name], target))
+               for name, target in plans.items()}
     hosts = {host["name"]: host for host in envoy.route_config(checked, filters, envoy.Options(), "v")["virtual_hosts"]}
-    assert envoy.NATIVE_FILTER not in hosts["a"]["typed_per_filter_config"]
-    for name in ("b", "no-service"):
-        assert hosts[name]["typed_per_filter_config"][envoy.NATIVE_FILTER]["disabled"] is True
+    for name in "abc":
+        assert envoy.NATIVE_FILTER not in hosts[name]["typed_per_filter_config"]
+    assert hosts["no-service"]["typed_per_filter_config"][envoy.NATIVE_FILTER]["disabled"] is True
+    relied_on = {name: {r["metadata"]["filter_metadata"]["policyc"].get("filters") for r in hosts[name]["routes"]
+                        if "route" in r} for name in "abc"}
+    assert relied_on == {"a": {None}, "b": {"lua rbac-allow"}, "c": {"rbac-allow"}}
     for host in hosts.values():
         refusals = [route for route in host["routes"] if "direct_response" in route and
                     route["direct_response"]["status"] == 400]
         assert refusals and all(r["typed_per_filter_config"][envoy.NATIVE_FILTER]["disabled"] for r in refusals)
 
 
-def test_a_chain_with_the_native_filter_keeps_lua_only_for_its_services(tmp_path):
+def test_a_chain_with_the_native_filter_holds_what_other_services_rely_on(tmp_path):
     checked = checked_of(tmp_path, "".join(SERVICE.format(name=name, rules='    deny "d" when path prefix "/x/"\n')
                                            for name in "abc"))
     plans = {"a": Plan("rbac", "rbac"), "b": Plan("lua", "lua"), "c": Plan("native", "native")}
     filters = {name: envoy.service_filters(checked, checked.services[name], plan) for name, plan in plans.items()}
-    chains = {}
+    chains, configs = {}, {}
     for kept in (("a", "c"), ("b", "c"), ("c",), ("a", "b")):
         listener = envoy.listener(checked, {}, envoy.Options(), {name: filters[name] for name in kept})
-        chains[kept] = [f["name"] for f in listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]]
+        http_filters = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+        chains[kept] = [f["name"] for f in http_filters]
+        configs[kept] = [f["typed_config"]["filter_config"]["value"].split("\n")[1] for f in http_filters
+                         if f["name"] == envoy.NATIVE_FILTER]
     assert chains == {
         ("a", "c"): [envoy.DENY_FILTER, envoy.NATIVE_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"],
-        ("b", "c"): [envoy.DENY_FILTER, envoy.LUA_FILTER, envoy.NATIVE_FILTER, envoy.ALLOW_FILTER,
-                     "envoy.filters.http.router"],
-        ("c",): [envoy.DENY_FILTER, envoy.NATIVE_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"],
+        ("b", "c"): [envoy.LUA_FILTER, envoy.NATIVE_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"],
+        ("c",): [envoy.NATIVE_FILTER, "envoy.filters.http.router"],
         # Without the native filter the chain is fixed: a change of rules replaces only the routes.
         ("a", "b"): [envoy.DENY_FILTER, envoy.LUA_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"],
     }
+    # The config's second line names the filters beside the native one, as the routes do.
+    assert configs == {("a", "c"): ["chain rbac-deny rbac-allow"], ("b", "c"): ["chain lua rbac-allow"],
+                       ("c",): ["service x63"], ("a", "b"): []}
 
 
 def test_without_native_services_nothing_names_the_native_filter(tmp_path):
