@@ -66,7 +66,7 @@ typedef struct {
   san_list_t uris, dns;
   uint8_t *memo;       /* one entry per condition of the section: local_memo or allocated */
   const char *problem; /* set when something cannot be read: the decision is `error` */
-  bool elsewhere;      /* the service is decided by other filters of this chain (decided_elsewhere) */
+  bool elsewhere;      /* the service is decided by other filters of this chain (route_filters) */
   uint8_t local_memo[LOCAL_CONDITIONS];
   bytes_t local_segments[LOCAL_SEGMENTS];
 } request_t;
@@ -499,17 +499,23 @@ static verdict_t decide(request_t *request) {
   return request->problem == NULL ? verdict : ERROR_VERDICT;
 }
 
-/* Whether the route is of a service other filters of this chain decide: its metadata
- * policyc.filters names the filters it relies on, and the chain holds every one (the config's
- * `chain` line). On a hot reload an old listener's connections take the new routes through the
- * old chain, which may lack one: such a route, or one naming none, gets no pass here. */
-static bool decided_elsewhere(request_t *request) {
+/* What the route's metadata policyc.filters says: nothing (the route's service is this filter's
+ * to decide), or the filters a route of a service other filters decide relies on, all held by
+ * this chain (the config's `chain` line) or not. On a hot reload an old listener's connections
+ * take the new routes through the old chain, which may lack one: such a route, or one naming
+ * none, gets no pass here, and neither does it get the old section of its service, should the
+ * old config hold one. */
+typedef enum { FILTERS_NONE, FILTERS_HELD, FILTERS_LACKING } route_filters_t;
+
+static route_filters_t route_filters(request_t *request) {
   envoy_dynamic_module_type_envoy_buffer value = {NULL, 0};
   if (!envoy_dynamic_module_callback_http_get_metadata_string(request->envoy, envoy_dynamic_module_type_metadata_source_Route,
                                                               module_buffer(literal(NAMESPACE)),
-                                                              module_buffer(literal("filters")), &value) ||
-      value.ptr == NULL || value.length == 0) {
-    return false;
+                                                              module_buffer(literal("filters")), &value)) {
+    return FILTERS_NONE;
+  }
+  if (value.ptr == NULL || value.length == 0) {
+    return FILTERS_LACKING;
   }
   const char *at = value.ptr, *end = value.ptr + value.length;
   for (;;) { /* names separated by single spaces */
@@ -517,11 +523,10 @@ static bool decided_elsewhere(request_t *request) {
     bytes_t name = {at, (size_t)((space == NULL ? end : space) - at)};
     uint32_t bit = index_chain_bit(name);
     if (bit == 0 || (request->index->chain & bit) == 0) {
-      return false;
+      return FILTERS_LACKING;
     }
     if (space == NULL) {
-      request->elsewhere = true;
-      return true;
+      return FILTERS_HELD;
     }
     at = space + 1;
   }
@@ -539,9 +544,19 @@ static bool route_service(request_t *request, bytes_t *service) {
   }
   service->ptr = value.ptr == NULL ? "" : value.ptr;
   service->length = value.length;
+  switch (route_filters(request)) {
+  case FILTERS_HELD:
+    request->elsewhere = true;
+    return true;
+  case FILTERS_LACKING:
+    fail(request, "the route relies on a policy filter this listener's chain does not hold");
+    return true;
+  default:
+    break;
+  }
   request->section = index_section(request->index, *service);
-  if (request->section == NULL && !decided_elsewhere(request)) {
-    fail(request, "the service has no section in the filter's config, and its route names no filters of this chain");
+  if (request->section == NULL) {
+    fail(request, "the service has no section in the filter's config");
   }
   return true;
 }

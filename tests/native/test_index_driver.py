@@ -394,6 +394,17 @@ def test_a_service_decided_elsewhere_passes_only_where_the_chain_holds_its_filte
     assert decide(driver, tmp_path, config, [get("/api/x", service="other", headers=headers)]) == [expected]
 
 
+def test_a_route_naming_filters_is_not_decided_by_its_services_section(driver, tmp_path):
+    """A service moved off the native filter keeps its section in an old config during a hot
+    reload: its new route, which names the filters it relies on, is let on (or refused) by that
+    check alone, never decided by the old rules."""
+    config = GOOD.replace("2\n", "2\nchain rbac-allow\n", 1)
+    denied = get("/x", headers=[("x-a", "b")])  # `shop`'s deny rule `d` holds
+    moved = [get("/x", headers=[("x-a", "b"), (":route-filters", relied_on)]) for relied_on in ("rbac-allow", "lua")]
+    assert decide(driver, tmp_path, config, [denied, *moved]) == [
+        ("deny", "d", 403), ("-", None, 200), ("error", None, 403)]
+
+
 def test_a_config_without_services_decides_error(driver, tmp_path):
     assert decide(driver, tmp_path, index_config(), [get("/")]) == [("error", None, 403)]
 
