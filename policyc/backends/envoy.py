@@ -431,7 +431,7 @@ def listener(checked: Checked, routes: dict, options: Options, service_filters: 
             *([otlp_access_log(access_log_fields(checked))] if options.otlp is not None else [])],
     }
     mappers = grpc_local_replies(checked)["mappers"] if any(i.audiences for i in checked.issuers.values()) else []
-    if native_filter_config(service_filters) is not None:
+    if any(f.native_section is not None for f in service_filters.values()):  # the native filter is in the chain
         mappers.append(NATIVE_GRPC_REFUSAL)
     if mappers:
         hcm["local_reply_config"] = {"mappers": mappers}
