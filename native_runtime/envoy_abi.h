@@ -238,18 +238,12 @@ void envoy_dynamic_module_callback_http_send_response(
     envoy_dynamic_module_type_module_http_header *headers, size_t headers_size,
     envoy_dynamic_module_type_module_buffer body, envoy_dynamic_module_type_module_buffer details);
 
-/* One string value under its key, for the batch setter. Added after v0.1.0; laid out as Envoy 1.40
- * reads it (two buffers, 32 bytes), which tests/native/test_native_index.py checks in the log. */
-typedef struct {
-  envoy_dynamic_module_type_module_buffer key;
-  envoy_dynamic_module_type_module_buffer value;
-} envoy_dynamic_module_type_module_key_value_pair;
-
-/* Sets `count` string values under the dynamic metadata namespace `ns`, merged in at once (one
- * merge where a setter call per key would make one each). */
-void envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
-    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_module_buffer ns,
-    const envoy_dynamic_module_type_module_key_value_pair *pairs, size_t count);
+/* Stores a copy of `value` under `key` in the stream's filter state, where the access log's
+ * %FILTER_STATE(key:PLAIN)% reads it; false when the stream has none. Added after v0.1.0; declared
+ * as Envoy 1.40 defines it (tests/native/test_native_index.py reads the value back from the log). */
+bool envoy_dynamic_module_callback_http_set_filter_state_bytes(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_module_buffer key,
+    envoy_dynamic_module_type_module_buffer value);
 
 /* A string directly under a metadata namespace of `source` (the stream's dynamic metadata, the
  * route's filter_metadata, ...); false when absent or not a string. */

@@ -16,6 +16,8 @@ from .resolve import JWT_FILTER, PAYLOAD_KEY
 # The names the log reads the filters' records by, which the listener's filters are given.
 ROUTE_NAMESPACE = "policyc"  # route metadata: service, mode, policy version
 LUA_NAMESPACE = "policyc"  # the Lua filter's dynamic metadata: decision, rule (lua_runtime/decide.lua)
+# The native filter's filter state: "<decision>" or "<decision> <rule>" (native_runtime/policy_filter.c).
+NATIVE_VERDICT_KEY = "policyc.verdict"
 DENY_STAT_PREFIX, ALLOW_STAT_PREFIX = "deny_", "allow_"  # the RBAC filters' metadata keys start so
 TOKEN_FAILURE_PREFIX = "jwt_failure_"  # + issuer name: each provider records its own failure
 WRONG_AUDIENCE = "Audiences in Jwt are not allowed"  # jwt_authn's failure message, answered 403
@@ -43,6 +45,7 @@ ACCESS_LOG_FIELDS = {
     "sub": f"%DYNAMIC_METADATA({JWT_FILTER}:{PAYLOAD_KEY}:sub)%",
     "rbac": "%DYNAMIC_METADATA(envoy.filters.http.rbac)%",
     "lua": f"%DYNAMIC_METADATA({LUA_NAMESPACE})%",
+    "native": f"%FILTER_STATE({NATIVE_VERDICT_KEY}:PLAIN)%",
     "upstream": "%UPSTREAM_HOST%",
     "duration_ms": "%DURATION%",
     "bytes_received": "%BYTES_RECEIVED%",
@@ -93,6 +96,25 @@ def _token_failure(failures: dict) -> str | None:
     return "forbidden" if real == {WRONG_AUDIENCE} else "unauthenticated"
 
 
+_FILTER_DECISIONS = ("deny", "allow", "default-deny", "error")
+
+
+def native_verdict(text: str) -> tuple[str, str | None]:
+    """(decision, rule) of the native filter's record, "<decision>" or "<decision> <rule>"."""
+    decision, _, rule = text.partition(" ")
+    return decision, rule or None
+
+
+def filter_verdict(entry: dict) -> tuple[str, str | None] | None:
+    """(decision, rule) the Lua or the native filter recorded, if one decided."""
+    lua, native = entry.get("lua") or {}, entry.get("native")
+    if lua.get("decision") in _FILTER_DECISIONS:
+        return lua["decision"], lua.get("rule")
+    if isinstance(native, str) and native_verdict(native)[0] in _FILTER_DECISIONS:
+        return native_verdict(native)
+    return None
+
+
 def logged_decision(entry: dict) -> tuple[str, str | None]:
     details = entry.get("details") or ""
     status = int(entry.get("status") or 0)
@@ -111,12 +133,13 @@ def logged_decision(entry: dict) -> tuple[str, str | None]:
         # refusing the request itself (codec, Host, path normalization, refusal routes), and so is
         # an upgrade it does not serve, refused once a route (and its service) was chosen.
         return ("no-service" if not_found and details == "direct_response" else "bad-request"), None
-    rbac, lua = entry.get("rbac") or {}, entry.get("lua") or {}
+    rbac = entry.get("rbac") or {}
     deny = _rbac(rbac, DENY_STAT_PREFIX)
     if deny is not None and deny[0] == "denied":
         return "deny", deny[1]
-    if lua.get("decision") in ("deny", "allow", "default-deny", "error"):
-        return lua["decision"], lua.get("rule")
+    decided = filter_verdict(entry)
+    if decided is not None:
+        return decided
     allow = _rbac(rbac, ALLOW_STAT_PREFIX)
     if allow is not None:
         return ("allow", allow[1]) if allow[0] == "allowed" else ("default-deny", None)

@@ -30,7 +30,6 @@ from . import lua, native, rbac
 from .accesslog import (
     ALLOW_STAT_PREFIX,
     DENY_STAT_PREFIX,
-    LUA_NAMESPACE,
     ROUTE_NAMESPACE,
     TOKEN_FAILURE_PREFIX,
     WRONG_AUDIENCE,
@@ -506,14 +505,12 @@ def _refused(runtime_key: str) -> dict:
 
 
 # Envoy answers the native filter's refusal of a gRPC call with grpc-status 0, OK: the module ABI's
-# local reply passes that status, where RBAC and Lua leave Envoy to derive 7 PERMISSION_DENIED from
-# the 403. This sets 7 on the native filter's 403s (the decision it recorded is a refusal) to gRPC
-# calls, and touches no other answer; on Lua's 403s, which record the same, it sets the 7 they have.
+# local reply passes that status, where RBAC, Lua and jwt_authn leave Envoy to derive 7
+# PERMISSION_DENIED from the 403. This sets 7 on every 403 Envoy answers a gRPC call itself, which
+# changes the native filter's and leaves the others' 7 as it was (a mapper earlier in the list
+# answers a token refused for its audience); an upstream's answers never pass through it.
 NATIVE_GRPC_REFUSAL = {
-    "filter": {"and_filter": {"filters": [_GRPC_CALL, _refused("policyc.native_refusal_status"), {
-        "metadata_filter": {"match_if_key_not_found": False, "matcher": {
-            "filter": LUA_NAMESPACE, "path": [{"key": "decision"}],
-            "value": {"string_match": {"safe_regex": {"regex": "deny|default-deny|error"}}}}}}]}},
+    "filter": {"and_filter": {"filters": [_GRPC_CALL, _refused("policyc.native_refusal_status")]}},
     "headers_to_add": [{"header": {"key": "grpc-status", "value": "7"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
 }
 
@@ -598,7 +595,7 @@ def _rbac_configs(builder: rbac.PrincipalBuilder, service: n.Service, plan: Plan
         # The native filter answers its own refusals; this is for a chain without it. On a hot
         # reload the connections of the old listener take the new routes through the old chain,
         # where this lets nothing through that the native filter did not allow.
-        allow = rbac.require_verdict(service, None, rbac.NATIVE_VERDICT_POLICY)
+        allow = rbac.require_native_verdict(service)
     elif "lua" in (plan.deny, plan.allow) and service.mode is n.Mode.ENFORCE:
-        allow = rbac.require_verdict(service, allow, rbac.LUA_VERDICT_POLICY)
+        allow = rbac.require_verdict(service, allow)
     return deny, allow

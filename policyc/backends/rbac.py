@@ -15,9 +15,9 @@ from ..checked import Checked
 from ..diagnostics import Diagnostic
 from ..semantics.glob import glob_to_regex
 from ..semantics.memo import per_object
+from .accesslog import LUA_NAMESPACE, NATIVE_VERDICT_KEY
 from .resolve import JWT_FILTER, PAYLOAD_KEY, Unsupported, membership, unsupported_diagnostic
 
-LUA_NAMESPACE = "policyc"  # where lua_runtime/decide.lua, and the native filter, record their verdicts
 LUA_VERDICT_POLICY = "policyc:lua-verdict"
 NATIVE_VERDICT_POLICY = "policyc:native-verdict"
 MTLS_PRINCIPAL = "envoy.rbac.principals.mtls_authenticated"
@@ -232,19 +232,32 @@ def rules_config(builder: PrincipalBuilder, service: n.Service,
     return {key: body}, diagnostics
 
 
-def require_verdict(service: n.Service, allow_config: dict | None, policy: str) -> dict:
-    """The allow RBAC config behind a Lua (or native) filter, made to demand the verdict it records
-    under `LUA_NAMESPACE`, in a policy named `policy`. Envoy lets a request through when a Lua
-    script fails where no pcall reaches (envoy#14980), so without a verdict nothing is allowed:
-    `allow` when the filter decides the allow rules (no config of its own), `no-deny` beside every
-    RBAC allow policy when it decides only denials."""
+def require_verdict(service: n.Service, allow_config: dict | None) -> dict:
+    """The allow RBAC config behind a Lua filter, made to demand the verdict it records under
+    `LUA_NAMESPACE`. Envoy lets a request through when a Lua script fails where no pcall reaches
+    (envoy#14980), so without a verdict nothing is allowed: `allow` when the filter decides the
+    allow rules (no config of its own), `no-deny` beside every RBAC allow policy when it decides
+    only denials."""
     if allow_config is None:
-        backstop = {"permissions": [{"any": True}], "principals": [_lua_verdict("allow")]}
-        return {"rules": {"action": "ALLOW", "policies": {f"{service.name}/{policy}": backstop}}}
+        return _backstop(service, LUA_VERDICT_POLICY, _lua_verdict("allow"))
     rules = allow_config["rules"]
     policies = {name: {**policy, "principals": [_all_of([*policy["principals"], _lua_verdict("no-deny")])]}
                 for name, policy in rules["policies"].items()}
     return {"rules": {**rules, "policies": policies}}
+
+
+def require_native_verdict(service: n.Service) -> dict:
+    """The allow RBAC config of an enforced native service's routes: it lets through only a request
+    the native filter recorded `allow` for, in the filter state it logs (`NATIVE_VERDICT_KEY`:
+    "allow" or "allow <rule>"), which nothing but that filter writes."""
+    allowed = [{"filter_state": {"key": NATIVE_VERDICT_KEY, "string_match": match}}
+               for match in ({"exact": "allow"}, {"prefix": "allow "})]
+    return _backstop(service, NATIVE_VERDICT_POLICY, {"or_ids": {"ids": allowed}})
+
+
+def _backstop(service: n.Service, policy: str, verdict: dict) -> dict:
+    return {"rules": {"action": "ALLOW", "policies": {
+        f"{service.name}/{policy}": {"permissions": [{"any": True}], "principals": [verdict]}}}}
 
 
 def _lua_verdict(decision: str) -> dict:

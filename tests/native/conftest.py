@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from policyc.backends.accesslog import ACCESS_LOG_FIELDS
 from policyc.proof.envoy_process import envoy_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +27,8 @@ PROBE = "policyc_probe"
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 LOG_FIELDS = {"path": "%REQ(:PATH)%", "status": "%RESPONSE_CODE%", "details": "%RESPONSE_CODE_DETAILS%",
-              "policyc": "%DYNAMIC_METADATA(policyc)%", "upstream": "%UPSTREAM_HOST%"}
+              "service": ACCESS_LOG_FIELDS["service"], "native": ACCESS_LOG_FIELDS["native"],
+              "upstream": "%UPSTREAM_HOST%"}
 
 
 def make(out: Path, *arguments: str) -> None:
@@ -90,7 +92,7 @@ def section(service: str, lines: list[str], mode: str = "enforce") -> str:
 
 def index_config(*sections: str) -> str:
     """The filter's config: the decision index holding `sections`."""
-    return "policyc-native 2\n" + "".join(sections)
+    return "policyc-native 3\n" + "".join(sections)
 
 
 def service_route(service: str | None, upstream_port: int | None = None) -> dict:

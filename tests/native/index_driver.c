@@ -16,7 +16,8 @@
  * (the headers `:mtls` and `:subject` stand for the client certificate's attributes, `:uri` and
  * `:dns`, each repeated in order, for its SANs, `:clock`, seconds since the epoch, for the time the
  * filter reads, `:record` for the record of SANs the policy filter finds on the connection instead
- * of the one the network filter made, and `:sans-fail` for SANs the network filter cannot read)
+ * of the one the network filter made, `:sans-fail` for SANs the network filter cannot read, and
+ * `:state-fails` for a stream whose filter state does not take the verdict)
  * and gets one stdout line: `<decision> <rule> <answer>`, the rule as `x` and hex (`-`: none
  * recorded), the answer `403` or `continue`. The filter's log lines go to stderr.
  *
@@ -270,25 +271,25 @@ bool envoy_dynamic_module_callback_http_filter_get_attribute_string(
          pseudo_field(":subject", &value) && give(value, result);
 }
 
-static void set_metadata(envoy_dynamic_module_type_module_buffer key, envoy_dynamic_module_type_module_buffer value) {
-  field_t decision_key = {"decision", 8}, rule_key = {"rule", 4};
-  if (same(decision_key, key)) {
-    snprintf(decision, sizeof decision, "%.*s", (int)value.length, value.ptr);
-  } else if (same(rule_key, key)) {
+/* The verdict the filter records, "<decision>" or "<decision> <rule>", split back into the two. */
+bool envoy_dynamic_module_callback_http_set_filter_state_bytes(envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
+                                                               envoy_dynamic_module_type_module_buffer key,
+                                                               envoy_dynamic_module_type_module_buffer value) {
+  field_t fails;
+  if (pseudo_field(":state-fails", &fails)) {
+    return false;
+  }
+  const char *space = memchr(value.ptr, ' ', value.length);
+  size_t decision_length = space == NULL ? value.length : (size_t)(space - value.ptr);
+  snprintf(decision, sizeof decision, "%.*s", (int)decision_length, value.ptr);
+  if (space != NULL) {
     size_t length = (size_t)snprintf(rule, sizeof rule, "x");
-    for (size_t i = 0; i < value.length && length + 3 < sizeof rule; i++) {
-      length += (size_t)snprintf(rule + length, sizeof rule - length, "%02x", (unsigned char)value.ptr[i]);
+    for (const char *at = space + 1; at < value.ptr + value.length && length + 3 < sizeof rule; at++) {
+      length += (size_t)snprintf(rule + length, sizeof rule - length, "%02x", (unsigned char)*at);
     }
     rule[length] = '\0';
   }
-}
-
-void envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
-    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_module_buffer ns,
-    const envoy_dynamic_module_type_module_key_value_pair *pairs, size_t count) {
-  for (size_t i = 0; i < count; i++) {
-    set_metadata(pairs[i].key, pairs[i].value);
-  }
+  return true;
 }
 
 void envoy_dynamic_module_callback_http_send_response(envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,

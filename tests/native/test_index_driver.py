@@ -99,6 +99,11 @@ def edit(old: str, new: str, text: str = GOOD) -> str:
     return text.replace(old, new, 1)
 
 
+def with_chain(lines: str) -> str:
+    """GOOD with `lines` right after its header, where a `chain` line belongs."""
+    return edit(native.HEADER, native.HEADER + lines)
+
+
 def glob_token(pattern: str) -> str:
     """`path glob` of the pattern, in parse_glob's form."""
     segments = parse_glob(pattern)
@@ -113,9 +118,9 @@ def nested(depth: int) -> str:
 
 BAD_CONFIGS = {
     "empty": "",
-    "no header": GOOD.removeprefix("policyc-native 2\n"),
-    "another version": edit("policyc-native 2", "policyc-native 1"),
-    "header without newline": "policyc-native 2",
+    "no header": GOOD.removeprefix("policyc-native 3\n"),
+    "another version": edit("policyc-native 3", "policyc-native 2"),
+    "header without newline": "policyc-native 3",
     "no final newline": GOOD.removesuffix("\n"),
     "an empty line": edit("end\n", "end\n\n"),
     "CRLF": GOOD.replace("\n", "\r\n"),
@@ -214,10 +219,10 @@ BAD_CONFIGS = {
     "a time with a leading zero": edit("and 0", "time 01 2"),
     "a negative time": edit("and 0", "time -1 2"),
     "a chain after a service": GOOD + "chain rbac-allow\n",
-    "a chain twice": GOOD.replace("2\n", "2\nchain lua\nchain rbac-allow\n", 1),
-    "a chain with an unknown filter": GOOD.replace("2\n", "2\nchain rbac\n", 1),
-    "a chain out of order": GOOD.replace("2\n", "2\nchain rbac-allow lua\n", 1),
-    "a chain naming a filter twice": GOOD.replace("2\n", "2\nchain lua lua\n", 1),
+    "a chain twice": with_chain("chain lua\nchain rbac-allow\n"),
+    "a chain with an unknown filter": with_chain("chain rbac\n"),
+    "a chain out of order": with_chain("chain rbac-allow lua\n"),
+    "a chain naming a filter twice": with_chain("chain lua lua\n"),
     "a rule too deep": edit(f"allow {x('all')} and 0", f"allow {x('all')} {nested(257)}"),
     "too deep through a condition": edit(
         f"cond 1 and 2 ref 0 path prefix {x('/api/')}", f"cond 1 {nested(200)}").replace(
@@ -226,8 +231,8 @@ BAD_CONFIGS = {
 
 GOOD_CONFIGS = {
     "the example": GOOD,
-    "a chain of every other filter": GOOD.replace("2\n", "2\nchain rbac-deny lua rbac-allow\n", 1),
-    "an empty chain": GOOD.replace("2\n", "2\nchain\n", 1),
+    "a chain of every other filter": with_chain("chain rbac-deny lua rbac-allow\n"),
+    "an empty chain": with_chain("chain\n"),
     "no service": index_config(),
     "a service without rules": index_config(section("a", [])),
     "empty strings": index_config(section("", [f"allow x header {x('x-a')} eq 2 x x"])),
@@ -388,7 +393,7 @@ def test_a_service_decided_elsewhere_passes_only_where_the_chain_holds_its_filte
     """A route of a service the config has no section for, naming (route metadata `filters`) the
     filters it relies on: the filter lets it on, recording nothing, only when its chain holds
     every one; a name it does not know, a list not as the compiler writes it, or none, is `error`."""
-    config = GOOD.replace("2\n", "2\nchain rbac-deny rbac-allow\n", 1)
+    config = with_chain("chain rbac-deny rbac-allow\n")
     headers = [] if relied_on is None else [(":route-filters", relied_on)]
     expected = ("-", None, 200) if answer == "continue" else ("error", None, 403)
     assert decide(driver, tmp_path, config, [get("/api/x", service="other", headers=headers)]) == [expected]
@@ -398,11 +403,27 @@ def test_a_route_naming_filters_is_not_decided_by_its_services_section(driver, t
     """A service moved off the native filter keeps its section in an old config during a hot
     reload: its new route, which names the filters it relies on, is let on (or refused) by that
     check alone, never decided by the old rules."""
-    config = GOOD.replace("2\n", "2\nchain rbac-allow\n", 1)
+    config = with_chain("chain rbac-allow\n")
     denied = get("/x", headers=[("x-a", "b")])  # `shop`'s deny rule `d` holds
     moved = [get("/x", headers=[("x-a", "b"), (":route-filters", relied_on)]) for relied_on in ("rbac-allow", "lua")]
     assert decide(driver, tmp_path, config, [denied, *moved]) == [
         ("deny", "d", 403), ("-", None, 200), ("error", None, 403)]
+
+
+def test_a_verdict_the_stream_does_not_take_is_refused(driver, tmp_path):
+    """The verdict is recorded in the stream's filter state for the log: where Envoy does not take
+    it, nothing is recorded and the request is refused, however it was decided (dry-run: it goes
+    on, as every request of that service does)."""
+    fails = [(":state-fails", "")]
+    requests = [get("/api/x", headers=fails), get("/x", headers=[("x-a", "b"), *fails]),
+                get("/", service="lab", headers=fails)]
+    assert decide(driver, tmp_path, GOOD, requests) == [("-", None, 403), ("-", None, 403), ("-", None, 200)]
+
+
+def test_a_long_rule_name_is_recorded_whole(driver, tmp_path):
+    name = "r" * 300 + " with spaces"
+    config = index_config(section("shop", [f"allow {x(name)} and 0"]))
+    assert decide(driver, tmp_path, config, [get("/")]) == [("allow", name, 200)]
 
 
 def test_a_config_without_services_decides_error(driver, tmp_path):

@@ -48,10 +48,7 @@ def test_allowed_paths_reach_the_upstream_and_others_are_refused(module_dir, sea
     status, body, headers = answers[2]
     assert (body, headers["content-type"]) == (b"access denied\n", "text/plain")
     entries = log_entries(log_path, 5)
-    assert [entry["policyc"] for entry in entries] == [
-        {"service": "demo", "decision": "allow", "rule": "health"},
-        {"service": "demo", "decision": "allow", "rule": "status"},
-        *[{"service": "demo", "decision": "default-deny"}] * 3]
+    assert [entry["native"] for entry in entries] == ["allow health", "allow status", *["default-deny"] * 3]
     assert [entry["details"] for entry in entries[2:]] == ["policyc_denied"] * 3
 
 
@@ -117,10 +114,10 @@ def test_a_module_named_by_its_path_needs_no_search_path(module_dir, tmp_path, m
 BROKEN_BUILDS = {
     "program init returns NULL": ("return POLICYC_ENVOY_ABI_VERSION;", "return NULL;",
                                   "envoy_dynamic_module_on_program_init returned null"),
-    "a callback Envoy lacks": ("record(filter_envoy, known, service, verdict);",
+    "a callback Envoy lacks": ("claims_free(&request.claims);",
                                'extern void envoy_dynamic_module_callback_none(void);\n'
                                '  envoy_dynamic_module_callback_none();\n'
-                               "  record(filter_envoy, known, service, verdict);",
+                               "  claims_free(&request.claims);",
                                "undefined symbol: envoy_dynamic_module_callback_none"),
 }
 

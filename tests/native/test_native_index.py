@@ -11,6 +11,7 @@ import socket
 
 import pytest
 
+from policyc.backends.accesslog import native_verdict
 from policyc.proof.envoy_process import running_envoy
 from policyc.proof.upstream import RecordingUpstream
 from policyc.semantics.glob import ANY, parse_glob
@@ -122,8 +123,9 @@ def virtual_hosts(upstream_port: int) -> list[dict]:
 
 
 def logged(entry: dict) -> tuple[str | None, str | None, str | None]:
-    decision = entry["policyc"] or {}
-    return decision.get("service"), decision.get("decision"), decision.get("rule")
+    """The route's service, and the decision and rule the filter recorded."""
+    decision, rule = native_verdict(entry["native"]) if entry["native"] is not None else (None, None)
+    return entry["service"], decision, rule
 
 
 def test_every_atom_and_decision_in_envoy(module_dir, search_path, tmp_path):
@@ -142,7 +144,7 @@ def test_every_atom_and_decision_in_envoy(module_dir, search_path, tmp_path):
     assert seen == [expected for _, expected in CASES]
     assert reached == [target for (_, _, target, _), (status, _, _) in CASES if status == 200]
     services = [logged(entry)[0] for entry in entries]
-    assert services == [{"bare": None, "numeric": None, "off": None}.get(host, host) for (host, *_), _ in CASES]
+    assert services == [{"bare": None, "numeric": 7, "off": None}.get(host, host) for (host, *_), _ in CASES]
     denied = [(body, headers["content-type"], entry["details"])
               for (status, body, headers), entry in zip(answers, entries, strict=True) if status == 403]
     assert set(denied) == {(b"access denied\n", "text/plain", "policyc_denied")}

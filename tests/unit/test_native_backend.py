@@ -49,7 +49,7 @@ def test_a_whole_config(tmp_path):
         '    allow public "api" when method in [GET, HEAD] and path prefix "/api/"\n'
     )) + SERVICE.format(name="dry", rules='    mode dry-run\n    allow public "all" when header "x-e" suffix ""\n'))
     assert native.native_config(checked, [checked.services["dry"], checked.services["web"]]) == (
-        "policyc-native 2\n"
+        "policyc-native 3\n"
         "service x647279\nmode dry-run\nallow x616c6c header x782d65 suffix x\nend\n"
         "service x776562\nmode enforce\n"
         "deny x696e7465726e616c and 2 source 1 4/8/0a000000 not header x782d6f6b prefix x796573\n"
@@ -369,21 +369,24 @@ def test_an_enforced_native_service_allows_only_with_the_filters_verdict(tmp_pat
     assert (prefix, deny) == ("/", None)
     [(name, policy)] = allow["rules"]["policies"].items()
     assert name == "a/policyc:native-verdict"
-    assert policy["principals"] == [{"sourced_metadata": {"metadata_matcher": {
-        "filter": "policyc", "path": [{"key": "decision"}], "value": {"string_match": {"exact": "allow"}}}}}]
+    assert policy["principals"] == [{"or_ids": {"ids": [
+        {"filter_state": {"key": "policyc.verdict", "string_match": {"exact": "allow"}}},
+        {"filter_state": {"key": "policyc.verdict", "string_match": {"prefix": "allow "}}}]}}]
     dry = envoy.service_filters(checked, checked.services["b"], plans["b"])
     assert (dry.rbac_deny, dry.rbac_allow, dry.rbac_by_prefix) == (None, None, {"/": (None, None)})
 
 
 @pytest.mark.parametrize(("record", "decided"), [
-    ({"service": "demo", "decision": "allow", "rule": "health"}, ("allow", "health")),
-    ({"service": "demo", "decision": "deny", "rule": "internal"}, ("deny", "internal")),
-    ({"service": "demo", "decision": "default-deny"}, ("default-deny", None)),
-    ({"service": "demo", "decision": "error"}, ("error", None)),
+    ("allow health", ("allow", "health")),
+    ("deny internal", ("deny", "internal")),
+    ("allow template/rule name", ("allow", "template/rule name")),
+    ("default-deny", ("default-deny", None)),
+    ("error", ("error", None)),
+    ("nonsense", ("unknown", None)),
 ])
 def test_the_native_verdict_is_read_from_the_log(record, decided):
-    """The native filter records its verdict where the Lua filter does (`lua` in the log)."""
-    entry = {"status": 403, "details": "policyc_denied", "service": "demo", "lua": record}
+    """The native filter's record (`native` in the log): the decision, then the rule if one decided."""
+    entry = {"status": 403, "details": "policyc_denied", "service": "demo", "native": record}
     assert logged_decision(entry) == decided
 
 
@@ -401,7 +404,7 @@ def test_verify_needs_the_native_library(monkeypatch, tmp_path, target, runner):
 def test_hot_reloads_carry_the_native_filter(tmp_path):
     checked = checked_of(tmp_path, SERVICE.format(name="a", rules='    allow public "r" when path == "/"\n'))
     compiled = compile_dynamic(checked, "native", envoy.Options(), "/srv/policyc")
-    assert "policyc-native 2\\nservice x61\\n" in compiled.files["lds.yaml"]
+    assert "policyc-native 3\\nservice x61\\n" in compiled.files["lds.yaml"]
     assert envoy.NATIVE_FILTER in compiled.files["rds.yaml"]  # off on the catch-all
 
 
