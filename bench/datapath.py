@@ -35,7 +35,7 @@ from policies import Probe, check_text, rule_requests, rule_set, services_set
 from stats import ratios, summary
 
 from policyc.backends import compile_outputs, expressible_part
-from policyc.backends.envoy import ALLOW_FILTER, DENY_FILTER, LISTENER_NAME, LUA_FILTER, Options
+from policyc.backends.envoy import ALLOW_FILTER, DENY_FILTER, LISTENER_NAME, LUA_FILTER, NATIVE_FILTER, Options
 from policyc.backends.resolve import JWT_FILTER
 from policyc.cases.casefile import load_case_file
 from policyc.checked import Checked
@@ -50,7 +50,8 @@ RULE_COUNTS = (10, 100, 1000)
 TARGETS = ("rbac", "lua", "auto", "native")  # native: libpolicyc_native.so on $ENVOY_DYNAMIC_MODULES_SEARCH_PATH
 MEMORY_TARGETS = ("auto", "lua", "native")
 CONNECTIONS = (1, 8)
-POLICY_FILTERS = {JWT_FILTER, DENY_FILTER, LUA_FILTER, ALLOW_FILTER}
+ROUTES_ONLY = f"{RULE_COUNTS[0]} rules, no filters"
+POLICY_FILTERS = {JWT_FILTER, DENY_FILTER, LUA_FILTER, NATIVE_FILTER, ALLOW_FILTER}
 UPSTREAM = {
     "static_resources": {"listeners": [{"name": "upstream", "address": {"socket_address": {
         "address": "127.0.0.1", "port_value": 0}}, "filter_chains": [{"filters": [{
@@ -78,14 +79,17 @@ def _hcm(bootstrap: dict) -> dict:
 
 
 def keeping_filters(bootstrap: dict, kept: set[str]) -> dict:
-    """The same bootstrap with only the `kept` policy filters (and their per-host configs)."""
+    """The same bootstrap with only the `kept` policy filters (and their per-host and per-route
+    configs): its routes, their metadata and the access log stay."""
     trimmed = copy.deepcopy(bootstrap)
     hcm = _hcm(trimmed)
-    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] not in POLICY_FILTERS - kept]
+    removed = POLICY_FILTERS - kept
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] not in removed]
     for host in hcm["route_config"]["virtual_hosts"]:
-        per_filter = {k: v for k, v in host.pop("typed_per_filter_config", {}).items() if k in kept}
-        if per_filter:
-            host["typed_per_filter_config"] = per_filter
+        for holder in (host, *host["routes"]):
+            per_filter = {k: v for k, v in holder.pop("typed_per_filter_config", {}).items() if k not in removed}
+            if per_filter:
+                holder["typed_per_filter_config"] = per_filter
     return trimmed
 
 
@@ -145,6 +149,12 @@ def configurations(upstream: str, targets: tuple[str, ...] = TARGETS) -> dict[st
         checked = check_text(rule_set(rules))
         for target in targets:
             configs[f"{rules} rules, {target}"] = (compiled_bootstrap(checked, target, upstream), rule_requests(rules))
+        if rules == RULE_COUNTS[0]:
+            # The generated service's own routes (refusal routes, route metadata) and access log with
+            # no policy filter, where `no filters` routes the same request by a bare catch-all: what
+            # a target costs beyond them. The last target's routes (native's, one per service).
+            configs[ROUTES_ONLY] = (keeping_filters(configs[f"{rules} rules, {targets[-1]}"][0], set()),
+                                    rule_requests(rules)[:1])
     return configs
 
 

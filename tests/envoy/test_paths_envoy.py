@@ -258,7 +258,7 @@ def test_asterisk_form(envoy, method, target):
 
 
 @pytest.mark.parametrize("method", sorted(KNOWN_METHODS - {"CONNECT"})
-                         + ["get", "Get", "QUERY", "FOO", "G-T", "M", "M-SEARCH"])
+                         + ["get", "Get", "QUERY", "FOO", "G-T", "M", "M-SEARCH", "GETX", "XGET", "ACLBIND"])
 def test_methods(envoy, method):
     assert mismatches(envoy, [(method, "/a/../x", PAYMENTS)]) == []
 
