@@ -15,8 +15,8 @@ records them on each connection, comes before the connection manager.
 from __future__ import annotations
 
 import ipaddress
-import re
 import json
+import re
 from dataclasses import dataclass, replace
 from functools import partial
 
