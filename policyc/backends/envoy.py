@@ -314,7 +314,8 @@ def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool
     for prefix, configs in filters.rbac_by_prefix.items():
         rbac_configs = {name: {"@type": _TYPES["rbac_route"], "rbac": config}
                         for name, config in zip((DENY_FILTER, ALLOW_FILTER), configs, strict=True) if config}
-        route = {"match": {"prefix": prefix}, "route": {"cluster": cluster}, "metadata": metadata}
+        # Named for the service, which the access log reads from the name (accesslog.py).
+        route = {"name": service.name, "match": {"prefix": prefix}, "route": {"cluster": cluster}, "metadata": metadata}
         routes.append({**route, "typed_per_filter_config": rbac_configs} if rbac_configs else route)
     return {"name": service.name, "domains": sorted(service.hosts),
             "routes": [*refusal_routes(service.path_parameters, padded_headers, native_in_chain), *routes],

@@ -27,7 +27,7 @@ PROBE = "policyc_probe"
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 LOG_FIELDS = {"path": "%REQ(:PATH)%", "status": "%RESPONSE_CODE%", "details": "%RESPONSE_CODE_DETAILS%",
-              "service": ACCESS_LOG_FIELDS["service"], "native": ACCESS_LOG_FIELDS["native"],
+              "service": "%METADATA(ROUTE:policyc:service)%", "native": ACCESS_LOG_FIELDS["native"],
               "upstream": "%UPSTREAM_HOST%"}
 
 
