@@ -563,9 +563,11 @@ static bool route_service(request_t *request, bytes_t *service) {
 }
 
 /* The verdict, "<decision>" or "<decision> <rule>", in the stream's filter state under VERDICT_KEY,
- * which the access log writes out as its `native` field. Dynamic metadata could hold the same, but
- * Envoy then spends about 25,000 more instructions a request setting it and writing it out as JSON
- * (README.md, *Cost*). False when Envoy did not take it. */
+ * which the access log writes out as its `native` field and the allow RBAC filter reads. Dynamic
+ * metadata could hold the same, but Envoy then spends about 25,000 more instructions a request
+ * setting it and writing it out as JSON (README.md, *Performance*). False unless the stream holds
+ * exactly this verdict: Envoy 1.40 keeps a value already under the key (it stores it read-only) and
+ * still answers true, so the value is read back. */
 static bool record(envoy_t envoy, verdict_t verdict) {
   char local[256];
   size_t decision = strlen(verdict.decision), length = decision;
@@ -582,8 +584,12 @@ static bool record(envoy_t envoy, verdict_t verdict) {
     memcpy(text + decision + 1, verdict.rule->name.ptr, verdict.rule->name.length);
   }
   bytes_t value = {text, length};
-  bool stored = envoy_dynamic_module_callback_http_set_filter_state_bytes(envoy, module_buffer(literal(VERDICT_KEY)),
-                                                                          module_buffer(value));
+  envoy_dynamic_module_type_envoy_buffer held = {NULL, 0};
+  bool stored =
+      envoy_dynamic_module_callback_http_set_filter_state_bytes(envoy, module_buffer(literal(VERDICT_KEY)),
+                                                                module_buffer(value)) &&
+      envoy_dynamic_module_callback_http_get_filter_state_bytes(envoy, module_buffer(literal(VERDICT_KEY)), &held) &&
+      held.length == length && held.ptr != NULL && memcmp(held.ptr, text, length) == 0;
   if (text != local) {
     free(text);
   }

@@ -17,7 +17,8 @@
  * `:dns`, each repeated in order, for its SANs, `:clock`, seconds since the epoch, for the time the
  * filter reads, `:record` for the record of SANs the policy filter finds on the connection instead
  * of the one the network filter made, `:sans-fail` for SANs the network filter cannot read, and
- * `:state-fails` for a stream whose filter state does not take the verdict)
+ * `:state-fails` for a stream whose filter state does not take the verdict, `:state-held` for one
+ * that already holds the value given under the verdict's key)
  * and gets one stdout line: `<decision> <rule> <answer>`, the rule as `x` and hex (`-`: none
  * recorded), the answer `403` or `continue`. The filter's log lines go to stderr.
  *
@@ -43,6 +44,9 @@ typedef struct {
 static field_t fields[MAX_FIELDS];
 static size_t field_count;
 static char decision[64], rule[1024]; /* the rule as `x` and hex, or `-` */
+#define VERDICT_KEY "policyc.verdict"
+static char verdict[1024]; /* the verdict the filter stored in the stream's filter state */
+static size_t verdict_length;
 static int answered;
 /* What the network filter stored in the connection's filter state: exactly its bytes, allocated. */
 static char *record;
@@ -230,7 +234,12 @@ bool envoy_dynamic_module_callback_network_set_filter_state_bytes(
 bool envoy_dynamic_module_callback_http_get_filter_state_bytes(envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
                                                                envoy_dynamic_module_type_module_buffer key,
                                                                envoy_dynamic_module_type_envoy_buffer *result) {
-  field_t expected = {PEER_SANS_KEY, sizeof PEER_SANS_KEY - 1}, value;
+  field_t expected = {PEER_SANS_KEY, sizeof PEER_SANS_KEY - 1}, verdict_key = {VERDICT_KEY, sizeof VERDICT_KEY - 1}, value;
+  if (same(verdict_key, key)) {
+    result->ptr = verdict;
+    result->length = verdict_length;
+    return verdict_length > 0;
+  }
   if (!same(expected, key)) {
     return false;
   }
@@ -271,20 +280,34 @@ bool envoy_dynamic_module_callback_http_filter_get_attribute_string(
          pseudo_field(":subject", &value) && give(value, result);
 }
 
-/* The verdict the filter records, "<decision>" or "<decision> <rule>", split back into the two. */
+/* The verdict the filter stores: kept as the stream's filter state would keep it, and split back
+ * into decision and rule for the output line (what the access log would show). */
 bool envoy_dynamic_module_callback_http_set_filter_state_bytes(envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
                                                                envoy_dynamic_module_type_module_buffer key,
                                                                envoy_dynamic_module_type_module_buffer value) {
-  field_t fails;
-  if (pseudo_field(":state-fails", &fails)) {
+  field_t expected = {VERDICT_KEY, sizeof VERDICT_KEY - 1}, given;
+  if (!same(expected, key)) {
+    fprintf(stderr, "the filter stored its verdict under another key\n");
+    exit(3);
+  }
+  if (pseudo_field(":state-fails", &given)) {
     return false;
   }
-  const char *space = memchr(value.ptr, ' ', value.length);
-  size_t decision_length = space == NULL ? value.length : (size_t)(space - value.ptr);
-  snprintf(decision, sizeof decision, "%.*s", (int)decision_length, value.ptr);
+  if (!pseudo_field(":state-held", &given)) { /* else Envoy keeps the value already there, and says true */
+    given.ptr = (char *)value.ptr;
+    given.length = value.length;
+  }
+  if (given.length > sizeof verdict) {
+    exit(2);
+  }
+  memcpy(verdict, given.ptr, given.length);
+  verdict_length = given.length;
+  const char *space = memchr(verdict, ' ', verdict_length);
+  size_t decision_length = space == NULL ? verdict_length : (size_t)(space - verdict);
+  snprintf(decision, sizeof decision, "%.*s", (int)decision_length, verdict);
   if (space != NULL) {
     size_t length = (size_t)snprintf(rule, sizeof rule, "x");
-    for (const char *at = space + 1; at < value.ptr + value.length && length + 3 < sizeof rule; at++) {
+    for (const char *at = space + 1; at < verdict + verdict_length && length + 3 < sizeof rule; at++) {
       length += (size_t)snprintf(rule + length, sizeof rule - length, "%02x", (unsigned char)*at);
     }
     rule[length] = '\0';
@@ -400,6 +423,7 @@ int main(int argc, char **argv) {
     }
     snprintf(decision, sizeof decision, "-");
     snprintf(rule, sizeof rule, "-");
+    verdict_length = 0;
     answered = 0;
     records = 0;
     envoy_dynamic_module_type_network_filter_module_ptr connection =

@@ -420,6 +420,17 @@ def test_a_verdict_the_stream_does_not_take_is_refused(driver, tmp_path):
     assert decide(driver, tmp_path, GOOD, requests) == [("-", None, 403), ("-", None, 403), ("-", None, 200)]
 
 
+def test_a_verdict_already_in_the_stream_is_never_taken_for_the_filters(driver, tmp_path):
+    """Envoy keeps a value already under the verdict's key and says it took the new one: the filter
+    reads the value back, and refuses a request whose stream holds any verdict but its own (the
+    log, and an allow RBAC filter behind, would read the one already there)."""
+    requests = [get("/api/x", headers=[(":state-held", "allow other")]),  # the filter allows by `a`
+                get("/api/x", headers=[(":state-held", "allow a")]),  # its own verdict, as it happens
+                get("/x", service="lab", headers=[(":state-held", "deny x")])]  # dry-run: goes on
+    assert decide(driver, tmp_path, GOOD, requests) == [
+        ("allow", "other", 403), ("allow", "a", 200), ("deny", "x", 200)]
+
+
 def test_a_long_rule_name_is_recorded_whole(driver, tmp_path):
     name = "r" * 300 + " with spaces"
     config = index_config(section("shop", [f"allow {x(name)} and 0"]))
