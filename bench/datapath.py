@@ -345,10 +345,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=TARGETS,
                         help="the targets the generated rule sets are compiled for (default: all)")
-    parser.add_argument("--no-memory", action="store_true", help="measure the data path only")
+    measures = parser.add_mutually_exclusive_group()
+    measures.add_argument("--no-memory", action="store_true", help="measure the data path only")
+    measures.add_argument("--no-data-path", action="store_true", help="measure memory only")
     args = parser.parse_args()
-    path, path_machine = measured(lambda: measure_data_path(args.seconds, args.rounds, targets=tuple(args.targets)))
-    result = {"data path": path, "machine": {"data path": path_machine}}
+    result: dict = {"machine": {}}
+    if not args.no_data_path:
+        result["data path"], result["machine"]["data path"] = measured(
+            lambda: measure_data_path(args.seconds, args.rounds, targets=tuple(args.targets)))
     if not args.no_memory:
         result["memory"], result["machine"]["memory"] = measured(lambda: measure_memory(args.rounds))
     print(json.dumps(result, indent=2))
