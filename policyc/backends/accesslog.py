@@ -108,14 +108,11 @@ def native_verdict(text: str) -> tuple[str, str | None]:
     return decision, rule or None
 
 
-def filter_verdict(entry: dict) -> tuple[str, str | None] | None:
+def _filter_verdict(entry: dict) -> tuple[str, str | None] | None:
     """(decision, rule) the Lua or the native filter recorded, if one decided."""
     lua, native = entry.get("lua") or {}, entry.get("native")
-    if lua.get("decision") in _FILTER_DECISIONS:
-        return lua["decision"], lua.get("rule")
-    if isinstance(native, str) and native_verdict(native)[0] in _FILTER_DECISIONS:
-        return native_verdict(native)
-    return None
+    recorded = [(lua.get("decision"), lua.get("rule")), native_verdict(native) if isinstance(native, str) else None]
+    return next((r for r in recorded if r is not None and r[0] in _FILTER_DECISIONS), None)
 
 
 def logged_decision(entry: dict) -> tuple[str, str | None]:
@@ -140,7 +137,7 @@ def logged_decision(entry: dict) -> tuple[str, str | None]:
     deny = _rbac(rbac, DENY_STAT_PREFIX)
     if deny is not None and deny[0] == "denied":
         return "deny", deny[1]
-    decided = filter_verdict(entry)
+    decided = _filter_verdict(entry)
     if decided is not None:
         return decided
     allow = _rbac(rbac, ALLOW_STAT_PREFIX)
