@@ -73,11 +73,13 @@ def data_path_table(results: dict, protocol: str) -> list[str]:
 
 
 def memory_table(results: dict) -> list[str]:
-    lines = ["Memory: Envoy RSS (MiB) and its ratio to the same services with no filters",
-             f"{'services':>8} {'configuration':<12} {'RSS MiB':>8} {'ratio':>17}"]
-    for count, by_name in results.items():
-        for name, cell in by_name.items():
-            lines.append(f"{count:>8} {name:<12} {cell['rss']['median']:>8.1f} {_spread(cell['ratio']):>17}")
+    lines = ["Memory: Envoy RSS (MiB) with each target's configuration, with its routes and log alone (no",
+             "policy filters), and the ratio of the two",
+             f"{'services':>8} {'target':<8} {'RSS MiB':>8} {'no filters':>10} {'ratio':>17}"]
+    for count, by_target in results.items():
+        for target, cell in by_target.items():
+            lines.append(f"{count:>8} {target:<8} {cell['rss']['median']:>8.1f} {cell['baseline']['median']:>10.1f} "
+                         f"{_spread(cell['ratio']):>17}")
     return lines
 
 
@@ -128,9 +130,10 @@ def targets(report: dict) -> list[tuple[str, str, bool]]:
     chain = [ratio("full chain, native", "token", c) for c in datapath.CONNECTIONS]
     found.append(("full chain with a token, native >= 0.88 / 0.80 (c=1 / c=8)", " / ".join(f"{v:.2f}" for v in chain),
                   all(map(float.__ge__, chain, (0.88, 0.80)))))
-    for target in ("auto", "native"):
+    for target, ceiling in (("auto", 2), ("native", 1.1)):
         memory = report["memory"][1000][target]["ratio"]["median"]
-        found.append((f"1,000 services <= 2x the memory of no filters ({target})", f"{memory:.2f}x", memory <= 2))
+        found.append((f"1,000 services <= {ceiling}x the memory of no filters ({target})", f"{memory:.2f}x",
+                      memory <= ceiling))
     largest = report["compiler"][compiler.SIZES[-1]]
     compiled = [stage for stage in largest if stage != "parse + check"]  # every target
     slowest = max(largest[t]["seconds"]["median"] for t in compiled)

@@ -124,6 +124,7 @@ typedef enum envoy_dynamic_module_type_network_connection_event {
 
 typedef void *envoy_dynamic_module_type_http_filter_config_envoy_ptr;
 typedef const void *envoy_dynamic_module_type_http_filter_config_module_ptr;
+typedef const void *envoy_dynamic_module_type_http_filter_per_route_config_module_ptr;
 typedef void *envoy_dynamic_module_type_http_filter_envoy_ptr;
 typedef const void *envoy_dynamic_module_type_http_filter_module_ptr;
 
@@ -144,6 +145,15 @@ envoy_dynamic_module_type_http_filter_config_module_ptr envoy_dynamic_module_on_
 
 void envoy_dynamic_module_on_http_filter_config_destroy(
     envoy_dynamic_module_type_http_filter_config_module_ptr config);
+
+/* Main thread, per route (or virtual host) that gives the filter a config of its own
+ * (DynamicModuleFilterPerRoute); NULL makes Envoy reject the routes. */
+envoy_dynamic_module_type_http_filter_per_route_config_module_ptr
+envoy_dynamic_module_on_http_filter_per_route_config_new(envoy_dynamic_module_type_envoy_buffer name,
+                                                         envoy_dynamic_module_type_envoy_buffer config);
+
+void envoy_dynamic_module_on_http_filter_per_route_config_destroy(
+    envoy_dynamic_module_type_http_filter_per_route_config_module_ptr config);
 
 /* Worker thread, per stream; NULL makes Envoy close the stream. */
 envoy_dynamic_module_type_http_filter_module_ptr envoy_dynamic_module_on_http_filter_new(

@@ -631,6 +631,27 @@ void envoy_dynamic_module_on_http_filter_config_destroy(
   index_free((index_t *)config);
 }
 
+/* A route's own config for the filter, which only turns it back on where its virtual host turns
+ * it off (policyc/backends/envoy.py): a service route under a host whose refusal routes the filter
+ * must skip. It carries nothing, and the filter never reads it; one with content is refused, and
+ * Envoy then rejects the routes. */
+static const char ROUTE_ON[] = "on";
+
+envoy_dynamic_module_type_http_filter_per_route_config_module_ptr
+envoy_dynamic_module_on_http_filter_per_route_config_new(envoy_dynamic_module_type_envoy_buffer name,
+                                                         envoy_dynamic_module_type_envoy_buffer config) {
+  if (config.length != 0) {
+    envoy_dynamic_module_callback_log(
+        envoy_dynamic_module_type_log_level_Error,
+        module_buffer(literal("policyc: a route's config for the policy filter is not empty; refusing it")));
+    return NULL;
+  }
+  return ROUTE_ON;
+}
+
+void envoy_dynamic_module_on_http_filter_per_route_config_destroy(
+    envoy_dynamic_module_type_http_filter_per_route_config_module_ptr config) {}
+
 /* The filter keeps no state of its own between hooks: it is the (read-only) index itself. */
 envoy_dynamic_module_type_http_filter_module_ptr envoy_dynamic_module_on_http_filter_new(
     envoy_dynamic_module_type_http_filter_config_module_ptr config,

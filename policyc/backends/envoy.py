@@ -67,6 +67,8 @@ _TYPES = {
     "lua": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
     "lua_route": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute",
     "dynamic_module": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+    "dynamic_module_route":
+        "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute",
     "network_dynamic_module":
         "type.googleapis.com/envoy.extensions.filters.network.dynamic_modules.v3.DynamicModuleNetworkFilter",
     "string": "type.googleapis.com/google.protobuf.StringValue",
@@ -213,8 +215,8 @@ def _jwt_filter(checked: Checked, options: Options, forward_payload: bool) -> di
 
 
 def _native_filter(config: str) -> dict:
-    """The native filter with its config text (backends/native.py); on for every route unless a
-    route's or virtual host's config turns it off."""
+    """The native filter with its config text (backends/native.py); every virtual host turns it
+    off and its service routes back on (`_virtual_host`)."""
     return {"name": NATIVE_FILTER, "typed_config": {
         "@type": _TYPES["dynamic_module"], "dynamic_module_config": {"name": NATIVE_MODULE},
         "filter_name": NATIVE_FILTER_NAME, "filter_config": {"@type": _TYPES["string"], "value": config}}}
@@ -296,15 +298,25 @@ def native_filter_config(service_filters: dict[str, ServiceFilters]) -> str | No
 
 
 _OFF = {"@type": _TYPES["filter_config"], "disabled": True}  # any filter, off for a route or host
+# The native filter back on for a route of a host that turns it off (native_runtime/policy_filter.c).
+NATIVE_ON = {"@type": _TYPES["dynamic_module_route"], "dynamic_module_config": {"name": NATIVE_MODULE},
+              "per_route_config_name": NATIVE_FILTER_NAME}
 
 
 def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool, cluster: str,
                   version: str, padded_headers: tuple[str, ...], native_in_chain: bool) -> dict:
+    """The service's host: its refusal routes, then a route per path prefix of its rules. Filter
+    configs go on the host where they hold for the service routes and cost the refusal routes
+    nothing, since every config on a route costs Envoy memory: the native filter is off for the
+    host (its refusal routes) and on for each service route."""
     per_filter = {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}}
     if has_issuers and service.mode is n.Mode.DRY_RUN:
         per_filter[JWT_FILTER] = {"@type": _TYPES["jwt_route"], "requirement_name": DRY_RUN}
     if filters.lua_source is not None:
         per_filter[LUA_FILTER] = {"@type": _TYPES["lua_route"], "source_code": {"inline_string": filters.lua_source}}
+    if native_in_chain:
+        per_filter[NATIVE_FILTER] = _OFF
+    answering = (*((JWT_FILTER,) if has_issuers else ()), *((LUA_FILTER,) if filters.lua_source is not None else ()))
     # Beside native services, the route names the filters it relies on, for the native filter to
     # check that its chain holds them (`_http_filters`).
     relied_on = {"filters": " ".join(CHAIN_NAMES[name] for name in _relied_on(filters))} \
@@ -312,13 +324,15 @@ def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool
     metadata = _route_metadata(version, service=service.name, mode=service.mode.value, **relied_on)
     routes = []
     for prefix, configs in filters.rbac_by_prefix.items():
-        rbac_configs = {name: {"@type": _TYPES["rbac_route"], "rbac": config}
-                        for name, config in zip((DENY_FILTER, ALLOW_FILTER), configs, strict=True) if config}
+        route_configs = {name: {"@type": _TYPES["rbac_route"], "rbac": config}
+                         for name, config in zip((DENY_FILTER, ALLOW_FILTER), configs, strict=True) if config}
+        if native_in_chain:
+            route_configs[NATIVE_FILTER] = NATIVE_ON
         # Named for the service, which the access log reads from the name (accesslog.py).
         route = {"name": service.name, "match": {"prefix": prefix}, "route": {"cluster": cluster}, "metadata": metadata}
-        routes.append({**route, "typed_per_filter_config": rbac_configs} if rbac_configs else route)
+        routes.append({**route, "typed_per_filter_config": route_configs} if route_configs else route)
     return {"name": service.name, "domains": sorted(service.hosts),
-            "routes": [*refusal_routes(service.path_parameters, padded_headers, native_in_chain), *routes],
+            "routes": [*refusal_routes(service.path_parameters, padded_headers, answering), *routes],
             "typed_per_filter_config": per_filter}
 
 
@@ -338,22 +352,24 @@ def _alternations(words: list[str], limit: int) -> list[str]:
 _KNOWN_METHOD_REGEXES = _alternations([re.escape(method) for method in sorted(KNOWN_METHODS)], 80)
 
 
-def _refusal(match: dict, reason: str, native_in_chain: bool) -> dict:
-    """A route answering 400 before any policy filter looks at the request."""
-    filters = (JWT_FILTER, DENY_FILTER, LUA_FILTER, *((NATIVE_FILTER,) if native_in_chain else ()), ALLOW_FILTER)
-    return {"match": match, "direct_response": {"status": 400, "body": {"inline_string": reason + "\n"}},
-            "typed_per_filter_config": dict.fromkeys(filters, _OFF)}
+def _refusal(match: dict, reason: str, answering: tuple[str, ...]) -> dict:
+    """A route answering 400 before any policy filter looks at the request; `answering`: the
+    policy filters its host leaves on that could answer first, turned off here."""
+    route = {"match": match, "direct_response": {"status": 400, "body": {"inline_string": reason + "\n"}}}
+    return {**route, "typed_per_filter_config": dict.fromkeys(answering, _OFF)} if answering else route
 
 
 def refusal_routes(parameters_allowed: bool = False, padded_headers: tuple[str, ...] = (),
-                   native_in_chain: bool = False) -> list[dict]:
+                   answering: tuple[str, ...] = ()) -> list[dict]:
     """First in every virtual host: what the interpreter's request model refuses but Envoy would
     pass (semantics/hosts.py, `refusal_route`). Route matching sees the normalized path.
     `padded_headers`: the headers whose values the rules test (semantics/headers.py); HTTP/2 keeps
-    the spaces and tabs around a value, which an HTTP/1 upstream drops. `native_in_chain`: the
-    native filter, on by default, is turned off here too (it would answer 403 for want of a
-    service)."""
-    refusal = partial(_refusal, native_in_chain=native_in_chain)
+    the spaces and tabs around a value, which an HTTP/1 upstream drops. `answering`: the policy
+    filters the host leaves on that could answer first (jwt_authn with issuers, a host's Lua
+    script), turned off on each route. The RBAC filters are left on: their configs are on service
+    routes alone, and one without is no rules, which passes. No filter can let a refused request
+    through: what runs here can only answer first."""
+    refusal = partial(_refusal, answering=answering)
     routes = [
         # A dot segment that an application still resolves (semantics/paths.py).
         refusal({"safe_regex": {"regex": f".*{DOT_SEGMENT_PARAMETERS.pattern}.*"}}, "dot segment with parameters"),
@@ -381,14 +397,14 @@ def _route_metadata(version: str, **fields: str) -> dict:
     return {"filter_metadata": {ROUTE_NAMESPACE: {**fields, "version": version}}}
 
 
-def _no_service(version: str, padded_headers: tuple[str, ...], native_in_chain: bool) -> dict:
+def _no_service(version: str, padded_headers: tuple[str, ...], has_issuers: bool, native_in_chain: bool) -> dict:
     per_filter = {LUA_FILTER: {"@type": _TYPES["lua_route"], "disabled": True}}
     if native_in_chain:
         per_filter[NATIVE_FILTER] = _OFF
     return {
         "name": "no-service",
         "domains": ["*"],
-        "routes": [*refusal_routes(False, padded_headers, native_in_chain), {
+        "routes": [*refusal_routes(False, padded_headers, (JWT_FILTER,) if has_issuers else ()), {
             "match": {"prefix": "/"}, "metadata": _route_metadata(version),
             "direct_response": {"status": 404, "body": {"inline_string": "no service for this host\n"}}}],
         "typed_per_filter_config": per_filter,
@@ -403,7 +419,7 @@ def route_config(checked: Checked, service_filters: dict[str, ServiceFilters], o
     virtual_hosts = [_virtual_host(service, service_filters[name], bool(checked.issuers), options.cluster_of(service),
                                    version, padded_headers, native_in_chain)
                      for name, service in sorted(checked.services.items()) if name in service_filters]
-    no_service = _no_service(version, padded_headers, native_in_chain)
+    no_service = _no_service(version, padded_headers, bool(checked.issuers), native_in_chain)
     # The verified payload jwt_authn forwards to the native filter is for the filter alone: the
     # router takes it off before the request goes upstream, on every route. Whatever the target
     # and issuers: on a hot reload the old listener's jwt_authn may still forward it while these

@@ -10,10 +10,22 @@ import http.client
 
 import pytest
 
+from policyc.backends.envoy import NATIVE_ON
 from policyc.proof.envoy_process import running_envoy
 from policyc.proof.upstream import RecordingUpstream
 
-from .conftest import RUNTIME, bootstrap, build, dynamic_module_filter, index_config, log_entries, section, validate, x
+from .conftest import (
+    RUNTIME,
+    bootstrap,
+    build,
+    dynamic_module_filter,
+    index_config,
+    log_entries,
+    section,
+    service_route,
+    validate,
+    x,
+)
 
 pytestmark = pytest.mark.envoy
 
@@ -82,6 +94,47 @@ def test_a_config_that_does_not_parse_is_refused(module_dir, search_path, tmp_pa
     output = result.stdout + result.stderr
     assert "Failed to initialize dynamic module" in output
     assert "policyc: the policy filter's config does not parse; refusing it" in output  # the module's own log
+
+
+FILTER = dynamic_module_filter(POLICY)
+OFF = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
+
+
+def _route_config(content: str | None = None) -> dict:
+    """A route's own config for the filter, which the compiler emits empty (envoy.NATIVE_ON)."""
+    return {**NATIVE_ON, **({"filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                               "value": content}} if content is not None else {})}
+
+
+def test_a_host_turns_the_filter_off_and_its_service_route_back_on(module_dir, search_path, tmp_path):
+    """As the compiler emits every host: the refusal route answers by itself, without the filter's
+    403, and the service route is decided by the filter."""
+    search_path(module_dir)
+    log_path = tmp_path / "access.log"
+    refusal = {"match": {"prefix": "/refused"}, "direct_response": {"status": 400}}
+    service = {**service_route("demo"), "typed_per_filter_config": {FILTER["name"]: _route_config()}}
+    host = {"name": "demo", "domains": ["*"], "routes": [refusal, service],
+            "typed_per_filter_config": {FILTER["name"]: OFF}}
+    with running_envoy(bootstrap([FILTER], log_path, virtual_hosts=[host]), tmp_path, FLUSH) as envoy:
+        answers = [get(envoy.listener_ports["main"], target)[0] for target in ("/refused", "/health", "/other")]
+    assert answers == [400, 200, 403]
+    assert [entry["native"] for entry in log_entries(log_path, 3)] == [None, "allow health", "default-deny"]
+
+
+@pytest.mark.parametrize("content", ["", "on", POLICY])
+def test_a_route_config_with_content_is_refused(module_dir, search_path, tmp_path, content):
+    """The filter takes a route's config only empty, the one the compiler emits: Envoy rejects the
+    routes otherwise (a StringValue of "" is no content, and is taken)."""
+    search_path(module_dir)
+    host = {"name": "demo", "domains": ["*"],
+            "routes": [{**service_route("demo"), "typed_per_filter_config": {FILTER["name"]: _route_config(content)}}]}
+    result = validate(bootstrap([FILTER], tmp_path / "access.log", virtual_hosts=[host]), tmp_path)
+    output = result.stdout + result.stderr
+    if content == "":
+        assert result.returncode == 0, output
+    else:
+        assert result.returncode != 0
+        assert "policyc: a route's config for the policy filter is not empty; refusing it" in output
 
 
 def test_an_envoy_started_on_a_refused_config_does_not_serve(module_dir, search_path, tmp_path):

@@ -281,10 +281,19 @@ def test_the_assembly_holds_one_native_filter_and_nothing_else(tmp_path):
     assert compiled.files["services/a/native.conf"] == native.native_config(checked, [checked.services["a"]])
 
 
+def _runs_native(host: dict, route: dict) -> bool:
+    """Whether the native filter runs on `route`: the route's own config for it, else its host's,
+    else the chain's (on)."""
+    config = route.get("typed_per_filter_config", {}).get(
+        envoy.NATIVE_FILTER, host.get("typed_per_filter_config", {}).get(envoy.NATIVE_FILTER, {}))
+    return not config.get("disabled", False)
+
+
 def test_beside_native_services_a_route_names_the_filters_it_relies_on(tmp_path):
     """The native filter runs on every service's route but the catch-all's and the refusal
-    routes': another engine's service's route names the filters it relies on (route metadata
-    `filters`), for the native filter to check that its chain holds them."""
+    routes' (off for every host, on for its service routes): another engine's service's route
+    names the filters it relies on (route metadata `filters`), for the native filter to check that
+    its chain holds them."""
     checked = checked_of(tmp_path, "".join(SERVICE.format(name=name, rules='    allow public "r" when path == "/"\n')
                                            for name in "abc"))
     plans = {"a": "native", "b": "lua", "c": "rbac"}
@@ -292,16 +301,35 @@ def test_beside_native_services_a_route_names_the_filters_it_relies_on(tmp_path)
     filters = {name: envoy.service_filters(checked, services[name], plan_service(checked, services[name], target))
                for name, target in plans.items()}
     hosts = {host["name"]: host for host in envoy.route_config(checked, filters, envoy.Options(), "v")["virtual_hosts"]}
-    for name in "abc":
-        assert envoy.NATIVE_FILTER not in hosts[name]["typed_per_filter_config"]
-    assert hosts["no-service"]["typed_per_filter_config"][envoy.NATIVE_FILTER]["disabled"] is True
+    for host in hosts.values():
+        assert host["typed_per_filter_config"][envoy.NATIVE_FILTER]["disabled"] is True
+        assert {_runs_native(host, route) for route in host["routes"]} == ({False} if host["name"] == "no-service"
+                                                                          else {False, True})
+        for route in host["routes"]:
+            assert _runs_native(host, route) == ("route" in route)
     relied_on = {name: {r["metadata"]["filter_metadata"]["policyc"].get("filters") for r in hosts[name]["routes"]
                         if "route" in r} for name in "abc"}
     assert relied_on == {"a": {None}, "b": {"lua rbac-allow"}, "c": {"rbac-allow"}}
-    for host in hosts.values():
-        refusals = [route for route in host["routes"] if "direct_response" in route and
-                    route["direct_response"]["status"] == 400]
-        assert refusals and all(r["typed_per_filter_config"][envoy.NATIVE_FILTER]["disabled"] for r in refusals)
+
+
+@pytest.mark.parametrize("issuer", [ISSUER, ""])
+def test_a_refusal_route_turns_off_only_the_filters_that_could_answer_before_it(tmp_path, issuer):
+    """Every config on a route costs Envoy memory, so a refusal route turns off only what its host
+    leaves on and could answer first: jwt_authn where there are issuers, the host's Lua script.
+    The RBAC filters have configs on service routes alone, and pass without one."""
+    checked = checked_of(tmp_path, issuer + "".join(
+        SERVICE.format(name=name, rules='    allow public "r" when path == "/"\n') for name in "abc"))
+    plans = {"a": "native", "b": "lua", "c": "rbac"}
+    filters = {name: envoy.service_filters(checked, service, plan_service(checked, service, plans[name]))
+               for name, service in checked.services.items()}
+    hosts = envoy.route_config(checked, filters, envoy.Options(), "v")["virtual_hosts"]
+    issuers = [envoy.JWT_FILTER] if checked.issuers else []
+    expected = {"a": issuers, "b": [*issuers, envoy.LUA_FILTER], "c": issuers, "no-service": issuers}
+    for host in hosts:
+        for route in host["routes"]:
+            if "direct_response" in route and route["direct_response"]["status"] == 400:
+                off = route.get("typed_per_filter_config", {})
+                assert sorted(off) == sorted(expected[host["name"]]) and all(c["disabled"] for c in off.values())
 
 
 def test_a_chain_with_the_native_filter_holds_what_other_services_rely_on(tmp_path):
@@ -353,8 +381,7 @@ def test_every_route_to_a_native_services_upstream_runs_the_native_filter(exampl
         for route in host["routes"]:
             if "route" in route and route["metadata"]["filter_metadata"]["policyc"]["service"] in natives:
                 forwarding += 1
-                off = {**host.get("typed_per_filter_config", {}), **route.get("typed_per_filter_config", {})}
-                assert envoy.NATIVE_FILTER not in off, (host["name"], route["match"])
+                assert _runs_native(host, route), (host["name"], route["match"])
     assert forwarding >= len(natives)
 
 
