@@ -22,6 +22,7 @@ import os
 import re
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -63,6 +64,11 @@ UPSTREAM = {
                     "match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]},
                 "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}]}}
+
+
+def _progress(line: str) -> None:
+    """Progress goes to stderr, so that stdout holds the JSON alone."""
+    print(line, file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -257,7 +263,7 @@ def _with_cpu(load, envoy: Running, probe: Probe, connections: int, seconds: flo
 # ---------------------------------------------------------------- measures
 
 
-def measure_data_path(seconds: float, rounds: int, log=print, targets: tuple[str, ...] = TARGETS) -> dict:
+def measure_data_path(seconds: float, rounds: int, log=_progress, targets: tuple[str, ...] = TARGETS) -> dict:
     """{protocol: {configuration: {request: {connections: {rps, p50, p99, ratios}}}}}."""
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         work = Path(folder)
@@ -308,7 +314,7 @@ def _rss_mib(pid: int) -> float:
     return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
 
 
-def measure_memory(rounds: int, log=print) -> dict:
+def measure_memory(rounds: int, log=_progress) -> dict:
     """Envoy's resident memory (MiB) with 1 and 1,000 compiled services, for each of
     MEMORY_TARGETS (the native filter expresses every rule of these services), each against its
     own routes, route metadata and access log with no policy filters (`keeping_filters`): the
