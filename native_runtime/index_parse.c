@@ -1,5 +1,5 @@
 /*
- * index_parse.c: reads the filter's config, "policyc-native 3" (native_runtime/README.md), into a
+ * index_parse.c: reads the filter's config, "policyc-native 4" (native_runtime/README.md), into a
  * decision index, and refuses any text that is not exactly that format.
  *
  * The text is written by the compiler, so nothing is forgiven: one space between tokens, "\n" at
@@ -647,7 +647,7 @@ static bool sort_sections(index_t *index) {
   return true;
 }
 
-static const char HEADER[] = "policyc-native 3\n";
+static const char HEADER[] = "policyc-native 4\n";
 
 static bool parse(parser_t *p, const char *text, size_t length) {
   size_t header = sizeof HEADER - 1;

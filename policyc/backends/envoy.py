@@ -300,7 +300,7 @@ def native_filter_config(service_filters: dict[str, ServiceFilters]) -> str | No
 _OFF = {"@type": _TYPES["filter_config"], "disabled": True}  # any filter, off for a route or host
 # The native filter back on for a route of a host that turns it off (native_runtime/policy_filter.c).
 NATIVE_ON = {"@type": _TYPES["dynamic_module_route"], "dynamic_module_config": {"name": NATIVE_MODULE},
-              "per_route_config_name": NATIVE_FILTER_NAME}
+             "filter_name": NATIVE_FILTER_NAME}
 
 
 def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool, cluster: str,

@@ -28,7 +28,7 @@ from ..semantics.glob import ANY, parse_glob
 from ..semantics.net import parse_cidr
 from .resolve import Unsupported, membership, route_shares, unsupported_diagnostic
 
-HEADER = "policyc-native 3\n"
+HEADER = "policyc-native 4\n"
 # The request header in which jwt_authn forwards a verified token's payload to the native filter
 # (native_runtime/policy_filter.c reads it by this name).
 PAYLOAD_HEADER = "x-policyc-jwt-payload"

@@ -92,7 +92,7 @@ def section(service: str, lines: list[str], mode: str = "enforce") -> str:
 
 def index_config(*sections: str) -> str:
     """The filter's config: the decision index holding `sections`."""
-    return "policyc-native 3\n" + "".join(sections)
+    return "policyc-native 4\n" + "".join(sections)
 
 
 def service_route(service: str | None, upstream_port: int | None = None) -> dict:
@@ -133,12 +133,13 @@ def bootstrap(filters: list[dict], log_path: Path, upstream_port: int | None = N
         for name, address in addresses.items()], "clusters": clusters}}
 
 
-def validate(config: dict, workdir: Path) -> subprocess.CompletedProcess:
-    """`envoy --mode validate` on `config`: loads the modules it names, builds every filter config."""
+def validate(config: dict, workdir: Path, level: str = "error") -> subprocess.CompletedProcess:
+    """`envoy --mode validate` on `config`: loads the modules it names, builds every filter config;
+    Envoy logs at `level` and above."""
     path = workdir / "validate.json"
     path.write_text(json.dumps(config))
     return subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
-                           "-l", "error"], capture_output=True, text=True, timeout=60)
+                           "-l", level], capture_output=True, text=True, timeout=60)
 
 
 def log_entries(log_path: Path, count: int, timeout: float = 10.0) -> list[dict]:

@@ -118,9 +118,9 @@ def nested(depth: int) -> str:
 
 BAD_CONFIGS = {
     "empty": "",
-    "no header": GOOD.removeprefix("policyc-native 3\n"),
-    "another version": edit("policyc-native 3", "policyc-native 2"),
-    "header without newline": "policyc-native 3",
+    "no header": GOOD.removeprefix("policyc-native 4\n"),
+    "another version": edit("policyc-native 4", "policyc-native 3"),
+    "header without newline": "policyc-native 4",
     "no final newline": GOOD.removesuffix("\n"),
     "an empty line": edit("end\n", "end\n\n"),
     "CRLF": GOOD.replace("\n", "\r\n"),

@@ -49,7 +49,7 @@ def test_a_whole_config(tmp_path):
         '    allow public "api" when method in [GET, HEAD] and path prefix "/api/"\n'
     )) + SERVICE.format(name="dry", rules='    mode dry-run\n    allow public "all" when header "x-e" suffix ""\n'))
     assert native.native_config(checked, [checked.services["dry"], checked.services["web"]]) == (
-        "policyc-native 3\n"
+        "policyc-native 4\n"
         "service x647279\nmode dry-run\nallow x616c6c header x782d65 suffix x\nend\n"
         "service x776562\nmode enforce\n"
         "deny x696e7465726e616c and 2 source 1 4/8/0a000000 not header x782d6f6b prefix x796573\n"
@@ -431,7 +431,7 @@ def test_verify_needs_the_native_library(monkeypatch, tmp_path, target, runner):
 def test_hot_reloads_carry_the_native_filter(tmp_path):
     checked = checked_of(tmp_path, SERVICE.format(name="a", rules='    allow public "r" when path == "/"\n'))
     compiled = compile_dynamic(checked, "native", envoy.Options(), "/srv/policyc")
-    assert "policyc-native 3\\nservice x61\\n" in compiled.files["lds.yaml"]
+    assert "policyc-native 4\\nservice x61\\n" in compiled.files["lds.yaml"]
     assert envoy.NATIVE_FILTER in compiled.files["rds.yaml"]  # off on the catch-all
 
 
