@@ -47,6 +47,7 @@ from .loader import decode_source, expand_inputs, read_policy_file
 from .ops import approval, audit
 from .ops import seal as sealing
 from .ops.catalog_api import TOKEN_ENV, CatalogClient, CatalogError
+from .ops.confirm import AdminUnreachable, confirmed, rejections
 from .ops.deploy import Deployment, configmap, deploy, watch
 from .ops.metrics import WatchMetrics, serving
 from .output import create_files, stale_files, write_tree
@@ -690,20 +691,35 @@ def _bind_address(text: str) -> tuple[str, int]:
 @_envoy_options
 @_live_catalog_options
 @_ALLOW_PATH
+@click.option("--confirm", "envoy_admins", multiple=True, metavar="HOST:PORT",
+              help="the admin interface of a running Envoy on the folder (repeatable): wait until it serves "
+                   "what was deployed, and fail (exit 1) if it rejects a file or has not taken it in time")
+@click.option("--confirm-timeout", type=_Finite(min=0.1), default=10.0, show_default=True, metavar="SECONDS",
+              help="with --confirm: how long each Envoy may take")
 def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refresh, otlp, catalog_url,
-                   catalog_token_file, allowed):
+                   catalog_token_file, allowed, envoy_admins, confirm_timeout):
     """Check and compile policies, then publish them by atomic renames into a watched folder:
-    running Envoys switch to them without a restart. Prints the policy version."""
+    running Envoys switch to them without a restart. Prints the policy version. An Envoy keeps its
+    old policy when it rejects a new one: --confirm asks it whether it took the new one."""
     options = _options(listen, admin, access_log, jwks_refresh, otlp)
     catalog = _catalog_client(catalog_url, catalog_token_file)
     try:
+        before = {envoy: rejections(envoy) for envoy in envoy_admins}
         live = catalog.fetch() if catalog else None
-    except CatalogError as error:
+    except (AdminUnreachable, CatalogError) as error:
         raise Unusable(f"{error}; nothing deployed") from None
     with using(folder, "deploy to"):
         deployment = deploy(_policy_paths(paths), folder, target, options, allowed, live)
     _report_deployment(deployment, folder)
-    sys.exit(EXIT_OK if deployment.version else EXIT_FAILED)
+    if deployment.version is None:
+        sys.exit(EXIT_FAILED)
+    problems = {envoy: confirmed(envoy, deployment.versions, before[envoy], confirm_timeout) for envoy in envoy_admins}
+    for envoy, problem in problems.items():
+        if problem is None:
+            click.echo(f"confirmed {deployment.version} by the Envoy at {envoy}")
+        else:
+            click.echo(f"policyc: the Envoy at {envoy} did not take {deployment.version}: {problem}", err=True)
+    sys.exit(EXIT_FAILED if any(problems.values()) else EXIT_OK)
 
 
 @main.command("watch")

@@ -46,6 +46,7 @@ class Compiled:
     plans: dict[str, Plan] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     version: str = ""
+    versions: dict[str, str] = field(default_factory=dict)  # each xDS file's version_info
 
 
 def _engine(checked: Checked, rules: list[n.Rule], target: str) -> str:
@@ -168,6 +169,6 @@ def compile_dynamic(checked: Checked, target: str, options: Options, config_dir:
     for kind, file in envoy.DYNAMIC_FILES.items():
         # The routes carry the policy version. Clusters and listener are versioned by their own
         # content, so a rule change leaves their files as they were and Envoy reloads routes only.
-        own = version if kind == "routes" else _hash(resources[kind])
-        compiled.files[file] = dump(envoy.discovery_response(kind, resources[kind], own))
+        compiled.versions[file] = version if kind == "routes" else _hash(resources[kind])
+        compiled.files[file] = dump(envoy.discovery_response(kind, resources[kind], compiled.versions[file]))
     return compiled

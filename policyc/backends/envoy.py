@@ -85,6 +85,7 @@ _TYPES = {
     "otel_log": "type.googleapis.com/envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig",
 }
 ROUTE_CONFIG_NAME = "policyc"
+HCM_STAT_PREFIX = "policyc"  # the connection manager's stats: http.<prefix>.…
 # The files of a watched folder, by resource kind; published in this order (clusters before the
 # routes that name them, routes before the listener that asks for them).
 DYNAMIC_FILES = {"cluster": "cds.yaml", "routes": "rds.yaml", "listener": "lds.yaml"}
@@ -445,7 +446,7 @@ def listener(checked: Checked, routes: dict, options: Options, service_filters: 
     section, when there is one)."""
     hcm = {
         "@type": _TYPES["hcm"],
-        "stat_prefix": "policyc",
+        "stat_prefix": HCM_STAT_PREFIX,
         "codec_type": "AUTO",
         # Contract §5: one canonical path for every filter and the upstream; escaped slashes refused.
         "normalize_path": True,

@@ -51,6 +51,7 @@ class Deployment:
     diagnostics: list[Diagnostic] = field(default_factory=list)  # check and compile, errors and warnings
     plans: dict[str, Plan] = field(default_factory=dict)
     published_at: float | None = None  # time.monotonic() at the first rename; None: nothing renamed
+    versions: dict[str, str] = field(default_factory=dict)  # each xDS file's version, as Envoy reports it
 
 
 def deploy(paths: list[str], folder: str | Path, target: str = "auto", options: Options | None = None,
@@ -65,7 +66,8 @@ def deploy(paths: list[str], folder: str | Path, target: str = "auto", options: 
     if compiled.diagnostics:
         return Deployment(pipeline, diagnostics=pipeline.diagnostics + compiled.diagnostics, plans=compiled.plans)
     published_at = publish(config_dir, compiled.files)
-    return Deployment(pipeline, compiled.version, pipeline.diagnostics, compiled.plans, published_at)
+    return Deployment(pipeline, compiled.version, pipeline.diagnostics, compiled.plans, published_at,
+                      compiled.versions)
 
 
 def publish(folder: Path, files: dict[str, str]) -> float | None:

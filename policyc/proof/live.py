@@ -25,8 +25,9 @@ from pathlib import Path
 
 import yaml
 
-from ..backends.envoy import LISTENER_NAME, ROUTE_CONFIG_NAME, Options
+from ..backends.envoy import LISTENER_NAME, Options
 from ..credentials.tokens import generate_key, public_jwks
+from ..ops.confirm import XDS_STATS
 from ..ops.deploy import deploy
 from ..semantics.request import RawRequest
 from .client import send
@@ -36,7 +37,7 @@ from .upstream import RecordingUpstream
 # Revocation must reach kept-alive connections: with gradual drain (600 s by default) they would
 # keep an old listener's policy for minutes (envoy-lab §7).
 DRAIN_ARGS = ("--drain-strategy", "immediate", "--drain-time-s", "5")
-VERSION_STAT = f"http.policyc.rds.{ROUTE_CONFIG_NAME}.version_text"
+VERSION_STAT = f"{XDS_STATS['rds.yaml']}.version_text"
 HOST = "s.test"
 
 

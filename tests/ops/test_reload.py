@@ -3,6 +3,7 @@ running Envoys without a restart or a failed request, a fleet on one folder conv
 version, revocation reaches kept-alive connections, and a bad policy is never deployed."""
 
 import http.client
+import json
 import os
 import shutil
 import threading
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 
 from policyc.backends.envoy import LISTENER_NAME, Options, Plan
 from policyc.cli import main
+from policyc.credentials.tokens import generate_key, public_jwks
 from policyc.ops.deploy import deploy, watch
 from policyc.proof.client import send
 from policyc.proof.envoy_process import admin_get, listener_ports
@@ -315,3 +317,67 @@ def test_a_service_added_beside_native_ones_is_refused_on_an_old_connection(tmp_
             connection.close()
     assert response.status == 403
     assert [r for r in upstream.received if r.target == "/x" and ("host", "s.test") in r.headers] == []
+
+
+def _deploy_confirmed(policy_file: Path, folder: Path, *args: str):
+    return CliRunner().invoke(main, ["deploy", str(policy_file), "--to", str(folder), "--listen", "127.0.0.1:0",
+                                     "--admin", "127.0.0.1:0", *args])
+
+
+@pytest.mark.envoy
+def test_confirm_waits_until_the_envoy_serves_the_deploy(tmp_path):
+    folder = tmp_path / "live"
+    (tmp_path / "s.policy").write_text(policy("127.0.0.1:9", 'allow public "old" when path == "/old"'))
+    deploy([str(tmp_path / "s.policy")], folder, options=OPTIONS)
+    with envoys_on(folder, tmp_path) as (envoy,):
+        # An issuer changes the listener too, which Envoy takes after the routes.
+        (tmp_path / "dev.jwks.json").write_text(json.dumps(public_jwks(generate_key())))
+        issuer = 'issuer dev {\n    url "https://dev.test"\n    jwks file "dev.jwks.json"\n}\n'
+        (tmp_path / "s.policy").write_text(issuer + policy("127.0.0.1:9", 'allow public "new" when path == "/new"'))
+        result = _deploy_confirmed(tmp_path / "s.policy", folder, "--confirm", f"127.0.0.1:{envoy.admin_port}")
+        assert result.exit_code == 0, result.output
+        version = result.stdout.split()[1]
+        assert f"confirmed {version} by the Envoy at 127.0.0.1:{envoy.admin_port}" in result.stdout
+        assert served_version(envoy.admin_port) == version
+        assert get(listener_ports(envoy.admin_port)[LISTENER_NAME], "/new") == 503  # allowed; no upstream
+
+
+@pytest.mark.envoy
+def test_confirm_fails_when_the_envoy_rejects_the_deploy(tmp_path, monkeypatch):
+    """An Envoy without the native library rejects a native listener and its routes, and keeps the
+    old policy: the folder holds the new one, and only the Envoy can tell."""
+    monkeypatch.setenv("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", str(tmp_path))  # no library there
+    folder = tmp_path / "live"
+    (tmp_path / "s.policy").write_text(policy("127.0.0.1:9", 'allow public "a" when path == "/a"'))
+    first = deploy([str(tmp_path / "s.policy")], folder, options=OPTIONS)
+    with envoys_on(folder, tmp_path) as (envoy,):
+        (tmp_path / "s.policy").write_text(policy("127.0.0.1:9", 'allow public "b" when path == "/b"'))
+        admin = f"127.0.0.1:{envoy.admin_port}"
+        result = _deploy_confirmed(tmp_path / "s.policy", folder, "--target", "native", "--confirm", admin)
+        assert result.exit_code == 1, result.output
+        assert result.stdout.startswith("deployed ")
+        assert f"policyc: the Envoy at {admin} did not take" in result.stderr
+        assert "it rejected rds.yaml" in result.stderr and f"still serves policy {first.version}" in result.stderr
+        assert served_version(envoy.admin_port) == first.version
+
+
+@pytest.mark.envoy
+def test_confirm_fails_when_the_envoy_does_not_watch_the_folder(tmp_path):
+    (tmp_path / "s.policy").write_text(policy("127.0.0.1:9", 'allow public "a" when path == "/a"'))
+    deploy([str(tmp_path / "s.policy")], tmp_path / "watched", options=OPTIONS)
+    with envoys_on(tmp_path / "watched", tmp_path) as (envoy,):
+        (tmp_path / "s.policy").write_text(policy("127.0.0.1:9", 'allow public "b" when path == "/b"'))
+        result = _deploy_confirmed(tmp_path / "s.policy", tmp_path / "other", "--confirm",
+                                   f"127.0.0.1:{envoy.admin_port}", "--confirm-timeout", "0.5")
+    assert result.exit_code == 1, result.output
+    assert "after 0.5 s it still serves another version of rds.yaml" in result.stderr
+    assert "does it watch this folder?" in result.stderr
+
+
+def test_an_envoy_that_does_not_answer_stops_the_deploy_before_anything_is_written(tmp_path):
+    (tmp_path / "s.policy").write_text(policy("127.0.0.1:9", 'allow public "a" when path == "/a"'))
+    result = _deploy_confirmed(tmp_path / "s.policy", tmp_path / "live", "--confirm", "127.0.0.1:9")
+    assert result.exit_code == 2, result.output
+    assert "its admin interface at 127.0.0.1:9 does not answer" in result.stderr
+    assert "nothing deployed" in result.stderr
+    assert not (tmp_path / "live").exists()

@@ -1,0 +1,76 @@
+"""Whether a running Envoy took a deploy, asked of its admin interface.
+
+Envoy keeps serving its old policy when it refuses a new file (a library that lacks a hook the
+new routes use, a Lua script its LuaJIT refuses), and the folder cannot tell: only the Envoy can.
+`rejections(admin)` reads its `update_rejected` counter of each watched file, before a deploy.
+`confirmed(admin, versions, before, timeout)` then waits until the Envoy whose admin interface
+is at `admin` (host:port) reports each file's `version_info` in `versions` as its version, and
+returns None, or why it did not: an update it rejected since `before`, still another version
+after `timeout` seconds, or an admin interface that does not answer. `AdminUnreachable` is raised
+by `rejections` when it does not answer.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from ..backends.envoy import HCM_STAT_PREFIX, ROUTE_CONFIG_NAME
+
+# Each watched file's stats: `<prefix>.version_text` and `<prefix>.update_rejected`.
+XDS_STATS = {"cds.yaml": "cluster_manager.cds", "lds.yaml": "listener_manager.lds",
+             "rds.yaml": f"http.{HCM_STAT_PREFIX}.rds.{ROUTE_CONFIG_NAME}"}
+_POLL_SECONDS = 0.05
+
+
+class AdminUnreachable(OSError):
+    """The admin interface did not answer."""
+
+
+def _stats(admin: str) -> dict[str, str]:
+    """Envoy's stats of the watched files, by name."""
+    prefixes = "|".join(re.escape(prefix) for prefix in XDS_STATS.values())
+    pattern = f"^({prefixes})\\.(version_text|update_rejected)$"
+    url = f"http://{admin}/stats?filter=" + urllib.parse.quote(pattern)
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            text = response.read().decode()
+    except (OSError, ValueError) as error:  # urllib's errors are OSErrors; a bad address is a ValueError
+        raise AdminUnreachable(f"its admin interface at {admin} does not answer ({error})") from None
+    return dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+
+
+def rejections(admin: str) -> dict[str, int]:
+    """Each watched file's count of updates the Envoy refused."""
+    stats = _stats(admin)
+    return {file: int(stats.get(f"{prefix}.update_rejected", "0")) for file, prefix in XDS_STATS.items()}
+
+
+def _served(stats: dict[str, str], file: str) -> str | None:
+    value = stats.get(f"{XDS_STATS[file]}.version_text")
+    return value.strip('"') if value is not None else None
+
+
+def confirmed(admin: str, versions: dict[str, str], before: dict[str, int], timeout: float) -> str | None:
+    """None once the Envoy serves every file at its version in `versions`; else why not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            stats = _stats(admin)
+        except AdminUnreachable as error:
+            return str(error)
+        rejected = [file for file in versions
+                    if int(stats.get(f"{XDS_STATS[file]}.update_rejected", "0")) > before.get(file, 0)]
+        if rejected:
+            return (f"it rejected {', '.join(rejected)} and still serves policy "
+                    f"{_served(stats, 'rds.yaml')} (its log says why)")
+        behind = [file for file, version in versions.items() if _served(stats, file) != version]
+        if not behind:
+            return None
+        if time.monotonic() > deadline:
+            return (f"after {timeout:g} s it still serves another version of {', '.join(behind)} "
+                    f"(policy {_served(stats, 'rds.yaml')}): does it watch this folder?")
+        time.sleep(_POLL_SECONDS)
