@@ -718,7 +718,10 @@ def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refres
         if problem is None:
             click.echo(f"confirmed {deployment.version} by the Envoy at {envoy}")
         else:
-            click.echo(f"policyc: the Envoy at {envoy} did not take {deployment.version}: {problem}", err=True)
+            # Envoy reloads on a rename only: an unchanged folder is not looked at again.
+            again = "" if deployment.published_at is not None else \
+                " (nothing was renamed, so Envoy did not read the files again: it may have rejected them before)"
+            click.echo(f"policyc: the Envoy at {envoy} did not take {deployment.version}: {problem}{again}", err=True)
     sys.exit(EXIT_FAILED if any(problems.values()) else EXIT_OK)
 
 

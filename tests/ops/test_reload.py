@@ -359,6 +359,10 @@ def test_confirm_fails_when_the_envoy_rejects_the_deploy(tmp_path, monkeypatch):
         assert f"policyc: the Envoy at {admin} did not take" in result.stderr
         assert "it rejected rds.yaml" in result.stderr and f"still serves policy {first.version}" in result.stderr
         assert served_version(envoy.admin_port) == first.version
+        again = _deploy_confirmed(tmp_path / "s.policy", folder, "--target", "native", "--confirm", admin,
+                                  "--confirm-timeout", "0.5")
+        assert again.exit_code == 1 and again.stdout.startswith("unchanged "), again.output
+        assert "nothing was renamed, so Envoy did not read the files again" in again.stderr
 
 
 @pytest.mark.envoy
