@@ -317,7 +317,7 @@ def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool
         per_filter[LUA_FILTER] = {"@type": _TYPES["lua_route"], "source_code": {"inline_string": filters.lua_source}}
     if native_in_chain:
         per_filter[NATIVE_FILTER] = _OFF
-    answering = (*((JWT_FILTER,) if has_issuers else ()), *((LUA_FILTER,) if filters.lua_source is not None else ()))
+    answering = _answering_first(has_issuers, filters.lua_source is not None)
     # Beside native services, the route names the filters it relies on, for the native filter to
     # check that its chain holds them (`_http_filters`).
     relied_on = {"filters": " ".join(CHAIN_NAMES[name] for name in _relied_on(filters))} \
@@ -353,6 +353,12 @@ def _alternations(words: list[str], limit: int) -> list[str]:
 _KNOWN_METHOD_REGEXES = _alternations([re.escape(method) for method in sorted(KNOWN_METHODS)], 80)
 
 
+def _answering_first(has_issuers: bool, host_runs_lua: bool) -> tuple[str, ...]:
+    """The policy filters a host leaves on that could answer before its refusal routes:
+    jwt_authn where there are issuers (a bad token's 401), the host's Lua script."""
+    return (*((JWT_FILTER,) if has_issuers else ()), *((LUA_FILTER,) if host_runs_lua else ()))
+
+
 def _refusal(match: dict, reason: str, answering: tuple[str, ...]) -> dict:
     """A route answering 400 before any policy filter looks at the request; `answering`: the
     policy filters its host leaves on that could answer first, turned off here."""
@@ -366,8 +372,8 @@ def refusal_routes(parameters_allowed: bool = False, padded_headers: tuple[str, 
     pass (semantics/hosts.py, `refusal_route`). Route matching sees the normalized path.
     `padded_headers`: the headers whose values the rules test (semantics/headers.py); HTTP/2 keeps
     the spaces and tabs around a value, which an HTTP/1 upstream drops. `answering`: the policy
-    filters the host leaves on that could answer first (jwt_authn with issuers, a host's Lua
-    script), turned off on each route. The RBAC filters are left on: their configs are on service
+    filters the host leaves on that could answer first (`_answering_first`), turned off on each
+    route. The RBAC filters are left on: their configs are on service
     routes alone, and one without is no rules, which passes. No filter can let a refused request
     through: what runs here can only answer first."""
     refusal = partial(_refusal, answering=answering)
@@ -405,7 +411,7 @@ def _no_service(version: str, padded_headers: tuple[str, ...], has_issuers: bool
     return {
         "name": "no-service",
         "domains": ["*"],
-        "routes": [*refusal_routes(False, padded_headers, (JWT_FILTER,) if has_issuers else ()), {
+        "routes": [*refusal_routes(False, padded_headers, _answering_first(has_issuers, host_runs_lua=False)), {
             "match": {"prefix": "/"}, "metadata": _route_metadata(version),
             "direct_response": {"status": 404, "body": {"inline_string": "no service for this host\n"}}}],
         "typed_per_filter_config": per_filter,

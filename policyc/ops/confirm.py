@@ -2,7 +2,8 @@
 
 Envoy keeps serving its old policy when it refuses a new file (a library that lacks a hook the
 new routes use, a Lua script its LuaJIT refuses), and the folder cannot tell: only the Envoy can.
-`rejections(admin)` reads its `update_rejected` counter of each watched file, before a deploy.
+`rejections(admin)` reads its `update_rejected` counter of each watched file, before a deploy;
+`served_versions(admin)` the version of each it serves.
 `confirmed(admin, versions, before, timeout)` then waits until the Envoy whose admin interface
 is at `admin` (host:port) reports each file's `version_info` in `versions` as its version, and
 returns None, or why it did not: an update it rejected since `before`, still another version
@@ -43,15 +44,23 @@ def _stats(admin: str) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
 
 
-def rejections(admin: str) -> dict[str, int]:
-    """Each watched file's count of updates the Envoy refused."""
-    stats = _stats(admin)
+def _rejected(stats: dict[str, str]) -> dict[str, int]:
     return {file: int(stats.get(f"{prefix}.update_rejected", "0")) for file, prefix in XDS_STATS.items()}
 
 
-def _served(stats: dict[str, str], file: str) -> str | None:
-    value = stats.get(f"{XDS_STATS[file]}.version_text")
-    return value.strip('"') if value is not None else None
+def _versions(stats: dict[str, str]) -> dict[str, str | None]:
+    return {file: value.strip('"') if (value := stats.get(f"{prefix}.version_text")) is not None else None
+            for file, prefix in XDS_STATS.items()}
+
+
+def rejections(admin: str) -> dict[str, int]:
+    """Each watched file's count of updates the Envoy refused."""
+    return _rejected(_stats(admin))
+
+
+def served_versions(admin: str) -> dict[str, str | None]:
+    """The version of each watched file the Envoy serves; None before it read one."""
+    return _versions(_stats(admin))
 
 
 def confirmed(admin: str, versions: dict[str, str], before: dict[str, int], timeout: float) -> str | None:
@@ -62,15 +71,14 @@ def confirmed(admin: str, versions: dict[str, str], before: dict[str, int], time
             stats = _stats(admin)
         except AdminUnreachable as error:
             return str(error)
-        rejected = [file for file in versions
-                    if int(stats.get(f"{XDS_STATS[file]}.update_rejected", "0")) > before.get(file, 0)]
-        if rejected:
-            return (f"it rejected {', '.join(rejected)} and still serves policy "
-                    f"{_served(stats, 'rds.yaml')} (its log says why)")
-        behind = [file for file, version in versions.items() if _served(stats, file) != version]
+        rejected, served = _rejected(stats), _versions(stats)
+        refused = [file for file in versions if rejected[file] > before.get(file, 0)]
+        if refused:
+            return f"it rejected {', '.join(refused)} and still serves policy {served['rds.yaml']} (its log says why)"
+        behind = [file for file, version in versions.items() if served[file] != version]
         if not behind:
             return None
         if time.monotonic() > deadline:
             return (f"after {timeout:g} s it still serves another version of {', '.join(behind)} "
-                    f"(policy {_served(stats, 'rds.yaml')}): does it watch this folder?")
+                    f"(policy {served['rds.yaml']}): does it watch this folder?")
         time.sleep(_POLL_SECONDS)

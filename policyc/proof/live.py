@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import statistics
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -27,17 +25,16 @@ import yaml
 
 from ..backends.envoy import LISTENER_NAME, Options
 from ..credentials.tokens import generate_key, public_jwks
-from ..ops.confirm import XDS_STATS
+from ..ops.confirm import served_versions
 from ..ops.deploy import deploy
 from ..semantics.request import RawRequest
 from .client import send
-from .envoy_process import Envoy, admin_get, listener_ports, running_envoy
+from .envoy_process import Envoy, listener_ports, running_envoy
 from .upstream import RecordingUpstream
 
 # Revocation must reach kept-alive connections: with gradual drain (600 s by default) they would
 # keep an old listener's policy for minutes (envoy-lab §7).
 DRAIN_ARGS = ("--drain-strategy", "immediate", "--drain-time-s", "5")
-VERSION_STAT = f"{XDS_STATS['rds.yaml']}.version_text"
 HOST = "s.test"
 
 
@@ -56,9 +53,7 @@ def envoys_on(folder: Path, workdir: Path, count: int = 1) -> Iterator[list[Envo
 
 def served_version(admin_port: int) -> str | None:
     """The version of the routes (the policy) this Envoy decides with, from its admin stats."""
-    text = admin_get(admin_port, "/stats?filter=" + urllib.parse.quote(f"^{re.escape(VERSION_STAT)}$"))[1]
-    match = re.search(r'version_text: "([^"]*)"', text)
-    return match.group(1) if match else None
+    return served_versions(f"127.0.0.1:{admin_port}")["rds.yaml"]
 
 
 def wait_for_version(admin_port: int, version: str, timeout: float = 10.0) -> None:
