@@ -81,7 +81,7 @@ def _container(data, indent: str, lines: list[str], written: _Written) -> None:
 
 def _mapping(data: dict, indent: str, lines: list[str], written: _Written) -> None:
     append, inner = lines.append, indent + "  "
-    for key in sorted(data):
+    for key in sorted(data) if len(data) > 1 else data:  # most mappings hold one key
         item = data[key]
         if item and isinstance(item, _CONTAINERS):
             append(f"{indent}{_scalar(key)}:")
