@@ -138,7 +138,7 @@ def targets(report: dict) -> list[tuple[str, str, bool]]:
     compiled = [stage for stage in largest if stage != "parse + check"]  # every target
     slowest = max(largest[t]["seconds"]["median"] for t in compiled)
     growth = max(largest[t]["growth per rule"]["median"] for t in compiled)
-    found.append((f"compile {compiler.SIZES[-1]:,} rules <= 5 s, every target", f"{slowest:.1f} s", slowest <= 5))
+    found.append((f"compile {compiler.SIZES[-1]:,} rules <= 2 s, every target", f"{slowest:.1f} s", slowest <= 2))
     found.append(("compile time linear (growth per rule <= 1.25)", f"{growth:.2f}", growth <= 1.25))
     if "audit logs" in report:
         audit = report["audit logs"]
@@ -147,6 +147,10 @@ def targets(report: dict) -> list[tuple[str, str, bool]]:
                       f"{slowest:.1f} s", slowest < audit["target seconds"]))
     rate = report["interpreter"]["example"]["median"]
     found.append(("interpreter >= 20,000 decisions/s on the example", f"{rate:,.0f}", rate >= 20_000))
+    # Ten times the 1,080 decisions/s the interpreter made before its rule index.
+    rate = report["interpreter"][f"{interpreter.RULES} rules"]["median"]
+    found.append((f"interpreter >= 10,800 decisions/s on {interpreter.RULES:,} rules", f"{rate:,.0f}",
+                  rate >= 10_800))
     return found
 
 
