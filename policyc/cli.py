@@ -47,7 +47,7 @@ from .loader import decode_source, expand_inputs, read_policy_file
 from .ops import approval, audit
 from .ops import seal as sealing
 from .ops.catalog_api import TOKEN_ENV, CatalogClient, CatalogError
-from .ops.confirm import AdminUnreachable, confirmed, rejections
+from .ops.confirm import Confirmation, outcome
 from .ops.deploy import Deployment, configmap, deploy, watch
 from .ops.metrics import WatchMetrics, serving
 from .output import create_files, stale_files, write_tree
@@ -655,6 +655,19 @@ def _live_catalog_options(command):
     return command
 
 
+def _confirm_options(failing: str):
+    """--confirm and --confirm-timeout: shared by deploy and watch, which differ in what a deploy an
+    Envoy did not take does (`failing`)."""
+    def options(command):
+        command = click.option("--confirm-timeout", type=_Finite(min=0.1), default=10.0, show_default=True,
+                               metavar="SECONDS", help="with --confirm: how long each Envoy may take")(command)
+        return click.option("--confirm", "envoy_admins", multiple=True, metavar="HOST:PORT",
+                            help="the admin interface of a running Envoy on the folder (repeatable): wait until "
+                                 f"it serves what was deployed, and {failing} if it rejects a file or has not "
+                                 "taken it in time")(command)
+    return options
+
+
 def _catalog_client(url: str | None, token_file: str | None) -> CatalogClient | None:
     """The live catalog named by --catalog, with its token from the file or the environment
     (never from the command line, where other users could read it)."""
@@ -691,11 +704,7 @@ def _bind_address(text: str) -> tuple[str, int]:
 @_envoy_options
 @_live_catalog_options
 @_ALLOW_PATH
-@click.option("--confirm", "envoy_admins", multiple=True, metavar="HOST:PORT",
-              help="the admin interface of a running Envoy on the folder (repeatable): wait until it serves "
-                   "what was deployed, and fail (exit 1) if it rejects a file or has not taken it in time")
-@click.option("--confirm-timeout", type=_Finite(min=0.1), default=10.0, show_default=True, metavar="SECONDS",
-              help="with --confirm: how long each Envoy may take")
+@_confirm_options("fail (exit 1)")
 def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refresh, otlp, catalog_url,
                    catalog_token_file, allowed, envoy_admins, confirm_timeout):
     """Check and compile policies, then publish them by atomic renames into a watched folder:
@@ -703,25 +712,28 @@ def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refres
     old policy when it rejects a new one: --confirm asks it whether it took the new one."""
     options = _options(listen, admin, access_log, jwks_refresh, otlp)
     catalog = _catalog_client(catalog_url, catalog_token_file)
+    confirmation = Confirmation(envoy_admins)
+    if confirmation.unreachable:
+        raise Unusable(f"{next(iter(confirmation.unreachable.values()))}; nothing deployed")
     try:
-        before = {envoy: rejections(envoy) for envoy in envoy_admins}
         live = catalog.fetch() if catalog else None
-    except (AdminUnreachable, CatalogError) as error:
+    except CatalogError as error:
         raise Unusable(f"{error}; nothing deployed") from None
     with using(folder, "deploy to"):
         deployment = deploy(_policy_paths(paths), folder, target, options, allowed, live)
     _report_deployment(deployment, folder)
     if deployment.version is None:
         sys.exit(EXIT_FAILED)
-    problems = {envoy: confirmed(envoy, deployment.versions, before[envoy], confirm_timeout) for envoy in envoy_admins}
+    problems = confirmation.problems(deployment.versions, confirm_timeout)
     for envoy, problem in problems.items():
+        line = outcome(envoy, deployment.version, problem)
         if problem is None:
-            click.echo(f"confirmed {deployment.version} by the Envoy at {envoy}")
+            click.echo(line)
         else:
             # Envoy reloads on a rename only: an unchanged folder is not looked at again.
             again = "" if deployment.published_at is not None else \
                 " (nothing was renamed, so Envoy did not read the files again: it may have rejected them before)"
-            click.echo(f"policyc: the Envoy at {envoy} did not take {deployment.version}: {problem}{again}", err=True)
+            click.echo(f"policyc: {line}{again}", err=True)
     sys.exit(EXIT_FAILED if any(problems.values()) else EXIT_OK)
 
 
@@ -733,16 +745,20 @@ def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refres
 @click.option("--catalog-period", type=_Finite(min=0.1), default=30.0, show_default=True, metavar="SECONDS",
               help="with --catalog: how often the catalog is read again")
 @click.option("--metrics", "metrics_address", metavar="HOST:PORT",
-              help="serve Prometheus metrics of deploys and catalog reads at http://HOST:PORT/metrics")
+              help="serve Prometheus metrics of deploys, confirmations and catalog reads at "
+                   "http://HOST:PORT/metrics")
 @_ALLOW_PATH
+@_confirm_options("log and count it (policyc_watch_confirm_failing)")
 def watch_command(paths, folder, target, listen, admin, access_log, jwks_refresh, otlp, catalog_url,
-                  catalog_token_file, catalog_period, metrics_address, allowed):
+                  catalog_token_file, catalog_period, metrics_address, allowed, envoy_admins, confirm_timeout):
     """Deploy, then deploy again whenever a file the policies read changes (their .policy files,
     imports, catalog, key and certificate files; nothing else, so logs may sit beside them). A
     policy with errors is reported and not deployed; Envoy keeps the last good one. A deploy
     that leaves the version as it was prints nothing. With --catalog, the live catalog is read
     every --catalog-period seconds and a change deploys; a failed read is logged and counted, and
-    the last good policy stays. Stop with Ctrl-C."""
+    the last good policy stays. With --confirm, each deploy that changed the folder waits until
+    every Envoy named serves it, and logs and counts one that rejected it or has not taken it.
+    Stop with Ctrl-C."""
     options = _options(listen, admin, access_log, jwks_refresh, otlp)
     catalog = _catalog_client(catalog_url, catalog_token_file)
     metrics = WatchMetrics()
@@ -756,7 +772,8 @@ def watch_command(paths, folder, target, listen, admin, access_log, jwks_refresh
         with contextlib.suppress(KeyboardInterrupt), using(folder, "deploy to"):
             watch(_policy_paths(paths), folder, partial(_report_deployment, folder=folder), target, options,
                   allowed_roots=allowed, catalog=catalog, catalog_period=catalog_period, metrics=metrics,
-                  log=lambda line: click.echo(f"policyc: {line}", err=True))
+                  log=lambda line: click.echo(f"policyc: {line}", err=True), confirm=envoy_admins,
+                  confirm_timeout=confirm_timeout)
 
 
 class _AuditCommands(click.Group):

@@ -9,6 +9,8 @@ is at `admin` (host:port) reports each file's `version_info` in `versions` as it
 returns None, or why it did not: an update it rejected since `before`, still another version
 after `timeout` seconds, or an admin interface that does not answer. `AdminUnreachable` is raised
 by `rejections` when it does not answer.
+`Confirmation(admins)` does both for several Envoys around one deploy: made before it (reading
+each one's rejections, or why it could not), then `.problems(versions, timeout)` after it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 
 from ..backends.envoy import HCM_STAT_PREFIX, ROUTE_CONFIG_NAME
 
@@ -82,3 +85,30 @@ def confirmed(admin: str, versions: dict[str, str], before: dict[str, int], time
             return (f"after {timeout:g} s it still serves another version of {', '.join(behind)} "
                     f"(policy {served['rds.yaml']}): does it watch this folder?")
         time.sleep(_POLL_SECONDS)
+
+
+class Confirmation:
+    """Each Envoy's rejections before a deploy (or why they could not be read), then whether
+    each took it."""
+
+    def __init__(self, admins: Iterable[str]) -> None:
+        self.admins = list(admins)
+        self.before: dict[str, dict[str, int]] = {}
+        self.unreachable: dict[str, str] = {}
+        for admin in self.admins:
+            try:
+                self.before[admin] = rejections(admin)
+            except AdminUnreachable as error:
+                self.unreachable[admin] = str(error)
+
+    def problems(self, versions: dict[str, str], timeout: float) -> dict[str, str | None]:
+        """Per Envoy, None once it serves `versions`, else why not (`confirmed`)."""
+        return {admin: self.unreachable.get(admin) or confirmed(admin, versions, self.before[admin], timeout)
+                for admin in self.admins}
+
+
+def outcome(admin: str, version: str, problem: str | None) -> str:
+    """What `problems` found for one Envoy, in a line."""
+    if problem is None:
+        return f"confirmed {version} by the Envoy at {admin}"
+    return f"the Envoy at {admin} did not take {version}: {problem}"

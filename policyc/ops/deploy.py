@@ -14,6 +14,8 @@ and reports a deploy only when it changed something (a policy version, or errors
 catalog (`catalog_api.CatalogClient`), both read the catalog from it instead of the policies' catalog
 folders, and `watch` reads it again every `catalog_period` seconds, deploying when its entities
 changed; when a read fails, the failure is logged and counted and the last good policy stays.
+With Envoys' admin interfaces to `confirm`, `watch` waits after each deploy until each serves it,
+and logs and counts one that does not (`confirm.Confirmation`).
 `configmap(compiled, name)` packs the same files into a Kubernetes ConfigMap (a Secret when they hold
 the listener's private key): mounted as a volume,
 the kubelet swaps its files by a rename in the mounted folder, which Envoy watches the same way.
@@ -41,6 +43,7 @@ from ..loader import expand_inputs
 from ..output import file_mode
 from ..pipeline import Pipeline, load_and_check
 from .catalog_api import CatalogClient, CatalogError
+from .confirm import Confirmation, outcome
 from .metrics import WatchMetrics
 
 
@@ -144,13 +147,17 @@ def _snapshot(files: set[str]) -> dict[str, tuple[int, int] | None]:
 def watch(paths: list[str], folder: str | Path, report: Callable[[Deployment], None], target: str = "auto",
           options: Options | None = None, stop: threading.Event | None = None, interval: float = 0.25,
           allowed_roots: Iterable[str] = (), catalog: CatalogClient | None = None, catalog_period: float = 30.0,
-          metrics: WatchMetrics | None = None, log: Callable[[str], None] = lambda _: None) -> None:
+          metrics: WatchMetrics | None = None, log: Callable[[str], None] = lambda _: None,
+          confirm: Iterable[str] = (), confirm_timeout: float = 10.0) -> None:
     """Deploy now, then again after every change to the files the policies read, until `stop`
     is set. A policy with errors is reported and not deployed: the folder keeps the last good
     one. A deploy that leaves the folder as it was, with the version last reported, is not reported.
     With a live `catalog`, nothing is deployed before it is first read; it is read again every
     `catalog_period` seconds and a change of its entities deploys. A failed read is logged (`log`)
-    and counted in `metrics`, and changes nothing: later deploys use the entities last read."""
+    and counted in `metrics`, and changes nothing: later deploys use the entities last read.
+    With `confirm` (Envoy admin interfaces, host:port), a deploy that renamed files waits up to
+    `confirm_timeout` seconds for each Envoy to serve it (`confirm.Confirmation`); each outcome is
+    logged and counted."""
     stop, metrics = stop or threading.Event(), metrics or WatchMetrics()
     pipeline, reported, seen, live, next_read, grant_end = None, None, None, None, 0.0, None
     while not stop.is_set():
@@ -170,6 +177,7 @@ def watch(paths: list[str], folder: str | Path, report: Callable[[Deployment], N
             stop.wait(interval)
             if _snapshot(set(current)) != current:
                 continue
+            confirmation = Confirmation(confirm) if confirm else None
             deployment = deploy(paths, folder, target, options, allowed_roots, live)
             metrics.deployed(deployment.version is not None)
             pipeline = deployment.pipeline
@@ -180,6 +188,11 @@ def watch(paths: list[str], folder: str | Path, report: Callable[[Deployment], N
             if deployment.version is None or deployment.version != reported or deployment.published_at is not None:
                 report(deployment)
             reported = deployment.version
+            if confirmation and deployment.version is not None and deployment.published_at is not None:
+                problems = confirmation.problems(deployment.versions, confirm_timeout)
+                metrics.confirmed(problems.values())
+                for admin, problem in problems.items():
+                    log(outcome(admin, deployment.version, problem))
         stop.wait(min(interval, max(0.0, next_read - time.monotonic())) if catalog else interval)
 
 

@@ -1,15 +1,15 @@
 """What `policyc watch` has done, as Prometheus metrics.
 
-`WatchMetrics` counts deploys and catalog fetches, failed ones apart, and says whether the last of
-each failed; `render()` is the Prometheus text format. `serving(address, metrics)` answers
-`GET /metrics` on `HOST:PORT` while the block runs.
+`WatchMetrics` counts deploys, their confirmations by running Envoys and catalog fetches, failed
+ones apart, and says whether the last of each failed; `render()` is the Prometheus text format.
+`serving(address, metrics)` answers `GET /metrics` on `HOST:PORT` while the block runs.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +18,11 @@ _HELP = {
     "deploys_total": ("counter", "deploys tried"),
     "deploy_failures_total": ("counter", "deploys refused for errors in the policies or the catalog"),
     "deploy_failing": ("gauge", "1 when the last deploy was refused: Envoy serves the last good policy"),
+    "confirms_total": ("counter", "deploys checked with a running Envoy (--confirm), one per Envoy"),
+    "confirm_failures_total": ("counter", "of those, deploys an Envoy rejected, had not taken in time, or "
+                                          "whose admin interface did not answer"),
+    "confirm_failing": ("gauge", "1 when some Envoy did not take the last deploy checked: it serves an older "
+                                 "policy"),
     "catalog_fetches_total": ("counter", "reads of the live catalog tried"),
     "catalog_fetch_failures_total": ("counter", "reads of the live catalog that failed (unreachable, HTTP "
                                                 "error, time-out, an answer too large or not JSON)"),
@@ -31,6 +36,9 @@ class WatchMetrics:
     deploys_total: int = 0
     deploy_failures_total: int = 0
     deploy_failing: int = 0
+    confirms_total: int = 0
+    confirm_failures_total: int = 0
+    confirm_failing: int = 0
     catalog_fetches_total: int = 0
     catalog_fetch_failures_total: int = 0
     catalog_failing: int = 0
@@ -42,6 +50,14 @@ class WatchMetrics:
             self.deploys_total += 1
             self.deploy_failures_total += not ok
             self.deploy_failing = int(not ok)
+
+    def confirmed(self, problems: Iterable[str | None]) -> None:
+        """One deploy's outcome with each Envoy: None where it took the deploy, else why not."""
+        failed = [problem is not None for problem in problems]
+        with self._lock:
+            self.confirms_total += len(failed)
+            self.confirm_failures_total += sum(failed)
+            self.confirm_failing = int(any(failed))
 
     def fetched(self, ok: bool) -> None:
         with self._lock:

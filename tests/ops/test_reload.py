@@ -17,6 +17,7 @@ from policyc.backends.envoy import LISTENER_NAME, Options, Plan
 from policyc.cli import main
 from policyc.credentials.tokens import generate_key, public_jwks
 from policyc.ops.deploy import deploy, watch
+from policyc.ops.metrics import WatchMetrics
 from policyc.proof.client import send
 from policyc.proof.envoy_process import admin_get, listener_ports
 from policyc.proof.live import envoys_on, reload_under_load, served_version, wait_for_version
@@ -376,6 +377,52 @@ def test_confirm_fails_when_the_envoy_does_not_watch_the_folder(tmp_path):
     assert result.exit_code == 1, result.output
     assert "after 0.5 s it still serves another version of rds.yaml" in result.stderr
     assert "does it watch this folder?" in result.stderr
+
+
+@pytest.mark.envoy
+def test_watch_confirms_each_deploy_and_counts_one_the_envoy_rejects(tmp_path, monkeypatch):
+    """`watch --confirm`: a deploy the Envoy takes is logged as confirmed; a native one that an
+    Envoy without the library rejects is logged with the reason and counted, and watching goes on."""
+    monkeypatch.setenv("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", str(tmp_path))  # no library there
+    folder, source = tmp_path / "live", tmp_path / "policies" / "s.policy"
+    source.parent.mkdir()
+    source.write_text(policy("127.0.0.1:9", 'allow public "a" when path == "/a"'))
+    first = deploy([str(source)], folder, options=OPTIONS)
+    with envoys_on(folder, tmp_path) as (envoy,):
+        admin = f"127.0.0.1:{envoy.admin_port}"
+
+        def watching(target: str, edit: str) -> tuple[list[str], WatchMetrics]:
+            """Run `watch` on the policy after `edit` until it logs the confirmation of its deploy."""
+            source.write_text(policy("127.0.0.1:9", edit))
+            lines, metrics, stop = [], WatchMetrics(), threading.Event()
+            logged = threading.Semaphore(0)
+
+            def log(line):
+                lines.append(line)
+                logged.release()
+
+            watcher = threading.Thread(target=watch, args=([str(source.parent)], folder, lambda _: None, target),
+                                       kwargs={"options": OPTIONS, "stop": stop, "interval": 0.02, "log": log,
+                                               "metrics": metrics, "confirm": [admin], "confirm_timeout": 5})
+            watcher.start()
+            try:
+                assert logged.acquire(timeout=20), "no confirmation logged"
+            finally:
+                stop.set()
+                watcher.join()
+            return lines, metrics
+
+        lines, metrics = watching("auto", 'allow public "b" when path == "/b"')
+        taken = served_version(envoy.admin_port)
+        assert taken != first.version and lines == [f"confirmed {taken} by the Envoy at {admin}"]
+        assert (metrics.confirms_total, metrics.confirm_failures_total, metrics.confirm_failing) == (1, 0, 0)
+
+        lines, metrics = watching("native", 'allow public "c" when path == "/c"')
+        assert len(lines) == 1 and lines[0].startswith(f"the Envoy at {admin} did not take ")
+        assert "it rejected rds.yaml" in lines[0] and f"still serves policy {taken}" in lines[0]
+        assert (metrics.confirms_total, metrics.confirm_failures_total, metrics.confirm_failing) == (1, 1, 1)
+        assert "policyc_watch_confirm_failing 1" in metrics.render()
+        assert served_version(envoy.admin_port) == taken
 
 
 def test_an_envoy_that_does_not_answer_stops_the_deploy_before_anything_is_written(tmp_path):
