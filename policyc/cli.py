@@ -661,7 +661,7 @@ def _confirm_options(failing: str):
     def options(command):
         command = click.option("--confirm-timeout", type=_Finite(min=0.1), default=10.0, show_default=True,
                                metavar="SECONDS", help="with --confirm: how long each Envoy may take")(command)
-        return click.option("--confirm", "envoy_admins", multiple=True, metavar="HOST:PORT",
+        return click.option("--confirm", "envoy_admins", multiple=True, metavar="HOST:PORT", callback=_admin_addresses,
                             help="the admin interface of a running Envoy on the folder (repeatable): wait until "
                                  f"it serves what was deployed, and {failing} if it rejects a file or has not "
                                  "taken it in time")(command)
@@ -691,11 +691,18 @@ def _catalog_client(url: str | None, token_file: str | None) -> CatalogClient | 
         raise click.BadParameter(f"{url!r} {error}", param_hint="--catalog") from None
 
 
-def _bind_address(text: str) -> tuple[str, int]:
+def _host_port(text: str, option: str) -> tuple[str, int]:
     host, colon, port = text.rpartition(":")
     if not colon or not host or not port.isdigit() or int(port) > 65535:
-        raise click.BadParameter(f"{text!r} is not host:port", param_hint="--metrics")
+        raise click.BadParameter(f"{text!r} is not host:port", param_hint=option)
     return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def _admin_addresses(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
+    """--confirm's values, each checked to be host:port before anything is read or written."""
+    for value in values:
+        _host_port(value, "--confirm")
+    return values
 
 
 @main.command("deploy")
@@ -764,7 +771,7 @@ def watch_command(paths, folder, target, listen, admin, access_log, jwks_refresh
     metrics = WatchMetrics()
     with contextlib.ExitStack() as stack:
         if metrics_address is not None:
-            address = _bind_address(metrics_address)
+            address = _host_port(metrics_address, "--metrics")
             with using(metrics_address, "serve metrics on"):
                 server = stack.enter_context(serving(address, metrics))
             host, port = server.server_address[:2]

@@ -432,3 +432,12 @@ def test_an_envoy_that_does_not_answer_stops_the_deploy_before_anything_is_writt
     assert "its admin interface at 127.0.0.1:9 does not answer" in result.stderr
     assert "nothing deployed" in result.stderr
     assert not (tmp_path / "live").exists()
+
+
+@pytest.mark.parametrize("command", ["deploy", "watch"])
+def test_a_confirm_address_that_is_not_host_port_is_refused_before_anything_is_written(tmp_path, command):
+    (tmp_path / "s.policy").write_text(policy("127.0.0.1:9", 'allow public "a" when path == "/a"'))
+    result = CliRunner().invoke(main, [command, str(tmp_path / "s.policy"), "--to", str(tmp_path / "live"),
+                                       "--confirm", "127.0.0.1:9", "--confirm", "envoy-admin"])
+    assert result.exit_code == 2 and "Invalid value for --confirm: 'envoy-admin' is not host:port" in result.stderr
+    assert not (tmp_path / "live").exists()
