@@ -25,18 +25,17 @@ static bool base64_space(char c) {
   return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
 }
 
-static int base64_digit(char c) {
-  if (c >= 'A' && c <= 'Z') {
-    return c - 'A';
-  }
-  if (c >= 'a' && c <= 'z') {
-    return c - 'a' + 26;
-  }
-  if (c >= '0' && c <= '9') {
-    return c - '0' + 52;
-  }
-  return c == '-' ? 62 : c == '_' ? 63 : -1;
-}
+/* Each byte's base64url digit plus one, and 0 for a byte that is no digit: one load a byte. */
+static const uint8_t DIGIT_PLUS_ONE[256] = {
+    ['A'] = 1, ['B'] = 2, ['C'] = 3, ['D'] = 4, ['E'] = 5, ['F'] = 6, ['G'] = 7, ['H'] = 8,
+    ['I'] = 9, ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16,
+    ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24,
+    ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32,
+    ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40,
+    ['o'] = 41, ['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48,
+    ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
+    ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['-'] = 63, ['_'] = 64,
+};
 
 /* The bytes of `text` into `out` (room for 3/4 of its length); *length gets how many. */
 static bool base64url(bytes_t text, char *out, size_t *length) {
@@ -44,18 +43,21 @@ static bool base64url(bytes_t text, char *out, size_t *length) {
   uint32_t bits = 0;
   for (size_t i = 0; i < text.length; i++) {
     char c = text.ptr[i];
-    if (base64_space(c)) {
-      continue;
-    }
-    if (c == '=') {
+    uint8_t digit = DIGIT_PLUS_ONE[(uint8_t)c];
+    if (digit == 0) {
+      if (base64_space(c)) {
+        continue;
+      }
+      if (c != '=') {
+        return false;
+      }
       padding++;
       continue;
     }
-    int digit = base64_digit(c);
-    if (digit < 0 || padding > 0) { /* padding only at the end */
+    if (padding > 0) { /* padding only at the end */
       return false;
     }
-    bits = (bits << 6) | (uint32_t)digit;
+    bits = (bits << 6) | (uint32_t)(digit - 1);
     if (++digits % 4 == 0) {
       out[written++] = (char)(bits >> 16);
       out[written++] = (char)(bits >> 8);
@@ -299,9 +301,10 @@ static bool number(reader_t *r) {
   if (r->at < r->end && *r->at == '-') {
     r->at++;
   }
+  size_t integer = 1;
   if (r->at < r->end && *r->at == '0') {
     r->at++;
-  } else if (digits(r) == 0) {
+  } else if ((integer = digits(r)) == 0) {
     return false;
   }
   if (r->at < r->end && *r->at == '.') {
@@ -318,6 +321,10 @@ static bool number(reader_t *r) {
     if (digits(r) == 0) {
       return false;
     }
+  } else if (integer <= 308) {
+    /* Without an exponent, at most 308 digits before the point are below 10^308: finite as a
+     * double. Only the rest (`1e400`, 309 digits) need strtod. */
+    return true;
   }
   size_t length = (size_t)(r->at - start);
   char *copy = malloc(length + 1);
@@ -335,14 +342,26 @@ static int compare_keys(const void *a, const void *b) {
   return bytes_compare(*(const bytes_t *)a, *(const bytes_t *)b);
 }
 
+/* Objects of this many keys or fewer are checked for a repeated one pair by pair. */
+#define FEW_KEYS 16u
+
 /* Whether the object at `at` holds no key twice (protobuf refuses a repeated key at any depth):
- * its keys sorted, then compared side by side. */
+ * a few keys compared pair by pair, more sorted and then compared side by side, so that the work
+ * stays linear in the text. */
 static bool distinct_keys(const claims_t *claims, uint32_t at) {
+  const json_value_t *values = claims->values;
   size_t count = 0;
-  for (uint32_t member = at + 1; member < claims->values[at].end; member = claims->values[member].end) {
+  for (uint32_t member = at + 1; member < values[at].end; member = values[member].end) {
     count++;
   }
-  if (count < 2) {
+  if (count <= FEW_KEYS) {
+    for (uint32_t a = at + 1; a < values[at].end; a = values[a].end) {
+      for (uint32_t b = values[a].end; b < values[at].end; b = values[b].end) {
+        if (bytes_equal(values[a].key, values[b].key)) {
+          return false;
+        }
+      }
+    }
     return true;
   }
   bytes_t *keys = malloc(count * sizeof(bytes_t));
@@ -435,8 +454,7 @@ static bool document(reader_t *r) {
 }
 
 void claims_free(claims_t *claims) {
-  free(claims->data);
-  free(claims->strings);
+  free(claims->data); /* the strings' room too */
   free(claims->values);
   memset(claims, 0, sizeof *claims);
 }
@@ -447,10 +465,12 @@ bool claims_parse(bytes_t text, claims_t *claims) {
     return false;
   }
   size_t length = 0, room = text.length / 4 * 3 + 3;
-  claims->data = malloc(room);
-  claims->strings = malloc(room);
-  bool ok = claims->data != NULL && claims->strings != NULL && base64url(text, claims->data, &length) &&
-            valid_utf8(claims->data, length);
+  claims->data = malloc(2 * room);
+  bool ok = claims->data != NULL;
+  if (ok) {
+    claims->strings = claims->data + room;
+    ok = base64url(text, claims->data, &length) && valid_utf8(claims->data, length);
+  }
   if (ok) {
     reader_t reader = {claims->data, claims->data + length, claims, claims->strings};
     ok = document(&reader);

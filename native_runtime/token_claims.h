@@ -5,7 +5,7 @@
  *
  * A payload is parsed once per request into a flat array of values in preorder (an object's or a
  * list's items follow it, and `end` is the position past its subtree), so a claim is found by
- * walking positions: no tree of pointers, three allocations per payload.
+ * walking positions: no tree of pointers, two allocations per payload.
  */
 #ifndef POLICYC_TOKEN_CLAIMS_H
 #define POLICYC_TOKEN_CLAIMS_H
@@ -40,8 +40,8 @@ typedef struct {
 } json_value_t;
 
 typedef struct {
-  char *data;    /* the decoded payload */
-  char *strings; /* decoded strings; never longer than the payload */
+  char *data;    /* the decoded payload, then room for its strings */
+  char *strings; /* decoded strings, in `data`'s allocation; never longer than the payload */
   json_value_t *values;
   size_t count;
   size_t capacity;

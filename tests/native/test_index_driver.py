@@ -699,6 +699,12 @@ CLAIM_PAYLOADS = [
     b'{"a": "v", "A": "w"}', b'{"a": "\xc3\xa9"}', b'{"a": "\xc3"}', b'{"a": "\xed\xa0\x80"}', b'{"a": "\xc0\xaf"}',
     b'{"a": "\xf4\x90\x80\x80"}', b'{"a": "\xf0\x9f\x98\x80"}', b'{"a": "\xff"}', b'{/*c*/"a": "v"}',
     b'{"a": ["v"], "b": [[[]]]}', b'{"a": {"b": {"b": "v"}}}',
+    # Finite as a double or not, by the digits before the point alone (10^308 < DBL_MAX < 10^309).
+    b'{"a": "v", "n": ' + b"9" * 308 + b".9}", b'{"a": "v", "n": -1' + b"0" * 308 + b"}",
+    b'{"a": "v", "n": ' + b"9" * 309 + b"}", b'{"a": "v", "n": -' + b"9" * 309 + b".0}",
+    # Objects past the few keys compared pair by pair, with and without a repeated key.
+    b"{" + b", ".join(b'"k%d": %d' % (i, i) for i in range(17)) + b', "a": "v"}',
+    b"{" + b", ".join(b'"k%d": %d' % (i, i) for i in range(17)) + b', "a": "v", "k3": 0}',
 ]
 
 
