@@ -691,11 +691,16 @@ def _catalog_client(url: str | None, token_file: str | None) -> CatalogClient | 
         raise click.BadParameter(f"{url!r} {error}", param_hint="--catalog") from None
 
 
+# A name or IPv4 address, or an IPv6 address in brackets; then a port. Nothing that a URL would
+# read as more (a user, a path), since --confirm's values become one.
+_HOST_PORT = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._-]+)):([0-9]{1,5})")
+
+
 def _host_port(text: str, option: str) -> tuple[str, int]:
-    host, colon, port = text.rpartition(":")
-    if not colon or not host or not port.isdigit() or int(port) > 65535:
+    found = _HOST_PORT.fullmatch(text)
+    if found is None or int(found[3]) > 65535:
         raise click.BadParameter(f"{text!r} is not host:port", param_hint=option)
-    return host.removeprefix("[").removesuffix("]"), int(port)
+    return found[1] or found[2], int(found[3])
 
 
 def _admin_addresses(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
@@ -733,14 +738,8 @@ def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refres
         sys.exit(EXIT_FAILED)
     problems = confirmation.problems(deployment.versions, confirm_timeout)
     for envoy, problem in problems.items():
-        line = outcome(envoy, deployment.version, problem)
-        if problem is None:
-            click.echo(line)
-        else:
-            # Envoy reloads on a rename only: an unchanged folder is not looked at again.
-            again = "" if deployment.published_at is not None else \
-                " (nothing was renamed, so Envoy did not read the files again: it may have rejected them before)"
-            click.echo(f"policyc: {line}{again}", err=True)
+        line = outcome(envoy, deployment.version, problem, renamed=deployment.published_at is not None)
+        click.echo(line if problem is None else f"policyc: {line}", err=problem is not None)
     sys.exit(EXIT_FAILED if any(problems.values()) else EXIT_OK)
 
 
@@ -763,9 +762,9 @@ def watch_command(paths, folder, target, listen, admin, access_log, jwks_refresh
     policy with errors is reported and not deployed; Envoy keeps the last good one. A deploy
     that leaves the version as it was prints nothing. With --catalog, the live catalog is read
     every --catalog-period seconds and a change deploys; a failed read is logged and counted, and
-    the last good policy stays. With --confirm, each deploy that changed the folder waits until
-    every Envoy named serves it, and logs and counts one that rejected it or has not taken it.
-    Stop with Ctrl-C."""
+    the last good policy stays. With --confirm, each deploy waits until every Envoy named serves
+    it, and logs and counts one that rejected it or has not taken it, asking it again until it
+    has. Stop with Ctrl-C."""
     options = _options(listen, admin, access_log, jwks_refresh, otlp)
     catalog = _catalog_client(catalog_url, catalog_token_file)
     metrics = WatchMetrics()

@@ -11,16 +11,18 @@ after `timeout` seconds, or an admin interface that does not answer. `AdminUnrea
 by `rejections` when it does not answer.
 `Confirmation(admins)` does both for several Envoys around one deploy: made before it (reading
 each one's rejections, or why it could not), then `.problems(versions, timeout)` after it.
+`Following` does it for `watch`, and asks again while an Envoy has not taken the last deploy.
 """
 
 from __future__ import annotations
 
+import http.client
 import re
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..backends.envoy import HCM_STAT_PREFIX, ROUTE_CONFIG_NAME
 
@@ -34,17 +36,26 @@ class AdminUnreachable(OSError):
     """The admin interface did not answer."""
 
 
+# The admin interface is asked directly: a proxy from the environment must not answer for it.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _stats(admin: str) -> dict[str, str]:
     """Envoy's stats of the watched files, by name."""
     prefixes = "|".join(re.escape(prefix) for prefix in XDS_STATS.values())
     pattern = f"^({prefixes})\\.(version_text|update_rejected)$"
     url = f"http://{admin}/stats?filter=" + urllib.parse.quote(pattern)
     try:
-        with urllib.request.urlopen(url, timeout=3) as response:
+        with _OPENER.open(url, timeout=3) as response:
             text = response.read().decode()
-    except (OSError, ValueError) as error:  # urllib's errors are OSErrors; a bad address is a ValueError
+    # urllib's errors are OSErrors, a bad address is a ValueError, a reply that is not HTTP (or is
+    # cut short) an HTTPException: an Envoy restarting must not stop `watch`.
+    except (OSError, ValueError, http.client.HTTPException) as error:
         raise AdminUnreachable(f"its admin interface at {admin} does not answer ({error})") from None
-    return dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+    stats = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+    if not all(stats.get(f"{prefix}.update_rejected", "0").isdigit() for prefix in XDS_STATS.values()):
+        raise AdminUnreachable(f"its admin interface at {admin} answers what are not Envoy's stats")
+    return stats
 
 
 def _rejected(stats: dict[str, str]) -> dict[str, int]:
@@ -107,8 +118,51 @@ class Confirmation:
                 for admin in self.admins}
 
 
-def outcome(admin: str, version: str, problem: str | None) -> str:
-    """What `problems` found for one Envoy, in a line."""
+def outcome(admin: str, version: str, problem: str | None, renamed: bool = True) -> str:
+    """What `problems` found for one Envoy, in a line; `renamed`: whether the deploy renamed files."""
     if problem is None:
         return f"confirmed {version} by the Envoy at {admin}"
-    return f"the Envoy at {admin} did not take {version}: {problem}"
+    # Envoy reloads on a rename only: an unchanged folder is not looked at again.
+    again = "" if renamed else \
+        " (nothing was renamed, so Envoy did not read the files again: it may have rejected them before)"
+    return f"the Envoy at {admin} did not take {version}: {problem}{again}"
+
+
+class Following:
+    """`watch --confirm`: whether the Envoys at `admins` serve what `watch` deployed, logged and
+    counted in `metrics`. Each deploy is checked, the first even when it renamed nothing (an Envoy
+    may have rejected it before `watch` started); while some Envoy has not taken the last one, it
+    is asked again every `timeout` seconds, without waiting, until all have, so that the metrics
+    follow what the Envoys serve. Call `before_deploy`, then `deployed`, and `recheck` in between."""
+
+    def __init__(self, admins: Iterable[str], timeout: float, metrics, log: Callable[[str], None]) -> None:
+        self.admins, self.timeout, self.metrics, self.log = tuple(admins), timeout, metrics, log
+        self.confirmation = Confirmation(())
+        self.last: tuple[str, dict[str, str]] | None = None  # the version last checked, and its files'
+        self.failing: set[str] = set()  # the Envoys that had not taken it
+        self.recheck_at = 0.0
+
+    def before_deploy(self) -> None:
+        self.confirmation = Confirmation(self.admins)
+
+    def deployed(self, deployment) -> None:
+        renamed = deployment.published_at is not None
+        if deployment.version is None or (not renamed and self.last and self.last[0] == deployment.version):
+            return
+        self._check(deployment.version, deployment.versions, self.timeout, renamed)
+
+    def recheck(self) -> None:
+        if self.failing and time.monotonic() >= self.recheck_at:
+            self.confirmation = Confirmation(self.admins)
+            self._check(*self.last, 0, renamed=True)
+
+    def _check(self, version: str, versions: dict[str, str], timeout: float, renamed: bool) -> None:
+        problems = self.confirmation.problems(versions, timeout)
+        self.metrics.confirmed(problems.values())
+        again = self.last is not None and self.last[0] == version
+        for admin, problem in problems.items():
+            if not again or (problem is None and admin in self.failing):  # a recheck tells what changed
+                self.log(outcome(admin, version, problem, renamed))
+        self.last = (version, versions)
+        self.failing = {admin for admin, problem in problems.items() if problem is not None}
+        self.recheck_at = time.monotonic() + self.timeout

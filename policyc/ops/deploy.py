@@ -15,7 +15,7 @@ catalog (`catalog_api.CatalogClient`), both read the catalog from it instead of 
 folders, and `watch` reads it again every `catalog_period` seconds, deploying when its entities
 changed; when a read fails, the failure is logged and counted and the last good policy stays.
 With Envoys' admin interfaces to `confirm`, `watch` waits after each deploy until each serves it,
-and logs and counts one that does not (`confirm.Confirmation`).
+and logs and counts one that does not, asking again until it does (`confirm.Following`).
 `configmap(compiled, name)` packs the same files into a Kubernetes ConfigMap (a Secret when they hold
 the listener's private key): mounted as a volume,
 the kubelet swaps its files by a rename in the mounted folder, which Envoy watches the same way.
@@ -43,7 +43,7 @@ from ..loader import expand_inputs
 from ..output import file_mode
 from ..pipeline import Pipeline, load_and_check
 from .catalog_api import CatalogClient, CatalogError
-from .confirm import Confirmation, outcome
+from .confirm import Following
 from .metrics import WatchMetrics
 
 
@@ -155,10 +155,11 @@ def watch(paths: list[str], folder: str | Path, report: Callable[[Deployment], N
     With a live `catalog`, nothing is deployed before it is first read; it is read again every
     `catalog_period` seconds and a change of its entities deploys. A failed read is logged (`log`)
     and counted in `metrics`, and changes nothing: later deploys use the entities last read.
-    With `confirm` (Envoy admin interfaces, host:port), a deploy that renamed files waits up to
-    `confirm_timeout` seconds for each Envoy to serve it (`confirm.Confirmation`); each outcome is
-    logged and counted."""
+    With `confirm` (Envoy admin interfaces, host:port), each deploy waits up to `confirm_timeout`
+    seconds for each Envoy in turn to serve it, and one not taken is asked about again
+    (`confirm.Following`); each outcome is logged and counted."""
     stop, metrics = stop or threading.Event(), metrics or WatchMetrics()
+    following = Following(confirm, confirm_timeout, metrics, log) if confirm else None
     pipeline, reported, seen, live, next_read, grant_end = None, None, None, None, 0.0, None
     while not stop.is_set():
         if grant_end is not None and time.time() >= grant_end:
@@ -177,7 +178,8 @@ def watch(paths: list[str], folder: str | Path, report: Callable[[Deployment], N
             stop.wait(interval)
             if _snapshot(set(current)) != current:
                 continue
-            confirmation = Confirmation(confirm) if confirm else None
+            if following:
+                following.before_deploy()
             deployment = deploy(paths, folder, target, options, allowed_roots, live)
             metrics.deployed(deployment.version is not None)
             pipeline = deployment.pipeline
@@ -188,11 +190,10 @@ def watch(paths: list[str], folder: str | Path, report: Callable[[Deployment], N
             if deployment.version is None or deployment.version != reported or deployment.published_at is not None:
                 report(deployment)
             reported = deployment.version
-            if confirmation and deployment.version is not None and deployment.published_at is not None:
-                problems = confirmation.problems(deployment.versions, confirm_timeout)
-                metrics.confirmed(problems.values())
-                for admin, problem in problems.items():
-                    log(outcome(admin, deployment.version, problem))
+            if following:
+                following.deployed(deployment)
+        if following:
+            following.recheck()
         stop.wait(min(interval, max(0.0, next_read - time.monotonic())) if catalog else interval)
 
 

@@ -18,11 +18,12 @@ _HELP = {
     "deploys_total": ("counter", "deploys tried"),
     "deploy_failures_total": ("counter", "deploys refused for errors in the policies or the catalog"),
     "deploy_failing": ("gauge", "1 when the last deploy was refused: Envoy serves the last good policy"),
-    "confirms_total": ("counter", "deploys checked with a running Envoy (--confirm), one per Envoy"),
-    "confirm_failures_total": ("counter", "of those, deploys an Envoy rejected, had not taken in time, or "
-                                          "whose admin interface did not answer"),
-    "confirm_failing": ("gauge", "1 when some Envoy did not take the last deploy checked: it serves an older "
-                                 "policy"),
+    "confirms_total": ("counter", "with --confirm: checks of whether an Envoy serves the last deploy, one per "
+                                  "Envoy, after each deploy and again while one has not taken it"),
+    "confirm_failures_total": ("counter", "of those, checks where the Envoy had rejected it, had not taken it in "
+                                          "time, or did not answer"),
+    "confirm_failing": ("gauge", "1 while some Envoy is not known to serve the last deploy (it rejected it, has "
+                                 "not taken it, or does not answer)"),
     "catalog_fetches_total": ("counter", "reads of the live catalog tried"),
     "catalog_fetch_failures_total": ("counter", "reads of the live catalog that failed (unreachable, HTTP "
                                                 "error, time-out, an answer too large or not JSON)"),

@@ -6,8 +6,11 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import threading
 import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from click.testing import CliRunner
 from policyc.backends.envoy import LISTENER_NAME, Options, Plan
 from policyc.cli import main
 from policyc.credentials.tokens import generate_key, public_jwks
+from policyc.ops.confirm import AdminUnreachable, rejections
 from policyc.ops.deploy import deploy, watch
 from policyc.ops.metrics import WatchMetrics
 from policyc.proof.client import send
@@ -391,7 +395,7 @@ def test_watch_confirms_each_deploy_and_counts_one_the_envoy_rejects(tmp_path, m
     with envoys_on(folder, tmp_path) as (envoy,):
         admin = f"127.0.0.1:{envoy.admin_port}"
 
-        def watching(target: str, edit: str) -> tuple[list[str], WatchMetrics]:
+        def watching(target: str, edit: str, timeout: float = 5) -> tuple[list[str], WatchMetrics]:
             """Run `watch` on the policy after `edit` until it logs the confirmation of its deploy."""
             source.write_text(policy("127.0.0.1:9", edit))
             lines, metrics, stop = [], WatchMetrics(), threading.Event()
@@ -403,7 +407,7 @@ def test_watch_confirms_each_deploy_and_counts_one_the_envoy_rejects(tmp_path, m
 
             watcher = threading.Thread(target=watch, args=([str(source.parent)], folder, lambda _: None, target),
                                        kwargs={"options": OPTIONS, "stop": stop, "interval": 0.02, "log": log,
-                                               "metrics": metrics, "confirm": [admin], "confirm_timeout": 5})
+                                               "metrics": metrics, "confirm": [admin], "confirm_timeout": timeout})
             watcher.start()
             try:
                 assert logged.acquire(timeout=20), "no confirmation logged"
@@ -423,6 +427,96 @@ def test_watch_confirms_each_deploy_and_counts_one_the_envoy_rejects(tmp_path, m
         assert (metrics.confirms_total, metrics.confirm_failures_total, metrics.confirm_failing) == (1, 1, 1)
         assert "policyc_watch_confirm_failing 1" in metrics.render()
         assert served_version(envoy.admin_port) == taken
+
+        # A watch started again renames nothing, and still finds the Envoy behind the folder.
+        lines, metrics = watching("native", 'allow public "c" when path == "/c"', timeout=0.5)
+        assert len(lines) == 1 and "still serves another version" in lines[0]
+        assert "nothing was renamed, so Envoy did not read the files again" in lines[0]
+        assert metrics.confirm_failing == 1
+
+
+class _Relay(ThreadingHTTPServer):
+    """Answers GET with what the same GET of `target` (host:port) answers: an admin interface that
+    starts answering when the relay starts."""
+
+    def __init__(self, port: int, target: str) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                body = urllib.request.urlopen(f"http://{target}{self.path}", timeout=3).read()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", port), Handler)
+
+
+def _until(condition, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.envoy
+def test_watch_asks_again_until_the_envoy_serves_the_deploy(tmp_path):
+    """An admin interface that does not answer at the deploy (an Envoy still starting) counts as not
+    taken; once it answers and serves the deploy, `watch` logs it confirmed and the gauge falls."""
+    folder, source = tmp_path / "live", tmp_path / "policies" / "s.policy"
+    source.parent.mkdir()
+    source.write_text(policy("127.0.0.1:9", 'allow public "a" when path == "/a"'))
+    deploy([str(source)], folder, options=OPTIONS)
+    with envoys_on(folder, tmp_path) as (envoy,), socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()  # a free port, where nothing answers yet
+        source.write_text(policy("127.0.0.1:9", 'allow public "b" when path == "/b"'))
+        lines, metrics, stop = [], WatchMetrics(), threading.Event()
+        watcher = threading.Thread(target=watch, args=([str(source.parent)], folder, lambda _: None),
+                                   kwargs={"options": OPTIONS, "stop": stop, "interval": 0.02, "log": lines.append,
+                                           "metrics": metrics, "confirm": [f"127.0.0.1:{port}"],
+                                           "confirm_timeout": 0.5})
+        watcher.start()
+        try:
+            _until(lambda: metrics.confirm_failing == 1)
+            relay = _Relay(port, f"127.0.0.1:{envoy.admin_port}")
+            threading.Thread(target=relay.serve_forever, daemon=True).start()
+            try:
+                _until(lambda: metrics.confirm_failing == 0)
+            finally:
+                relay.shutdown()
+                relay.server_close()
+        finally:
+            stop.set()
+            watcher.join()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"the Envoy at 127.0.0.1:{port} did not take ") and "does not answer" in lines[0]
+    assert lines[1].startswith("confirmed ") and lines[1].endswith(f" by the Envoy at 127.0.0.1:{port}")
+    assert metrics.confirm_failures_total >= 1 and metrics.confirms_total > metrics.confirm_failures_total
+
+
+@pytest.mark.parametrize("answer", [
+    b"not http\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ncut short",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 57\r\n\r\nlistener_manager.lds.update_rejected: No recorded values\n",
+])
+def test_an_admin_interface_answering_anything_but_envoys_stats_is_one_that_does_not_answer(answer):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+        def answer_once():
+            connection, _ = server.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(answer)
+
+        threading.Thread(target=answer_once, daemon=True).start()
+        with pytest.raises(AdminUnreachable):
+            rejections(f"127.0.0.1:{server.getsockname()[1]}")
 
 
 def test_an_envoy_that_does_not_answer_stops_the_deploy_before_anything_is_written(tmp_path):
