@@ -22,6 +22,7 @@ from policyc.proof.live import HOST, Load, ReloadReport, envoys_on, served_versi
 from policyc.proof.upstream import RecordingUpstream
 from policyc.semantics.request import RawRequest
 from tests.ops.backstage import running_backstage
+from tests.waiting import until
 
 PERIOD = 1.0  # seconds between two reads of the catalog
 # Once the catalog's API shows an edit, watch reads it within PERIOD; deploying it and Envoy's
@@ -155,13 +156,13 @@ def test_catalog_edits_reach_envoy_within_a_poll_period_with_no_failed_request(t
                     catalog.append(_component("ledger", "finance"))  # no policy names it
                     backstage.write(catalog)
                     _visible(backstage, catalog)
-                    _wait(lambda: metrics.deploys_total > deploys)
+                    until(lambda: metrics.deploys_total > deploys)
                     assert served_version(envoy.admin_port) == version and decide.status("bob", "/sre") == 200
 
                     without_billing = [e for e in catalog if e["metadata"]["name"] != "billing"]
                     backstage.write(without_billing)  # the policy names it: refused, the last good stays
                     _visible(backstage, without_billing)
-                    _wait(lambda: reports[-1].version is None)
+                    until(lambda: reports[-1].version is None)
                     assert metrics.deploy_failing == 1
                     assert [d.code for d in reports[-1].diagnostics if d.is_error] == ["check/unknown-entity"]
                     assert served_version(envoy.admin_port) == version and decide.status("alice", "/billing") == 200
@@ -189,13 +190,6 @@ def test_catalog_edits_reach_envoy_within_a_poll_period_with_no_failed_request(t
     assert metrics.catalog_fetch_failures_total == 0 and log == []
 
 
-def _wait(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 @pytest.mark.envoy
 def test_an_unreachable_catalog_leaves_envoy_on_the_last_good_policy(tmp_path):
     """The backend stopped while watch runs: each read fails, is logged and counted, and Envoy keeps
@@ -217,13 +211,13 @@ def test_an_unreachable_catalog_leaves_envoy_on_the_last_good_policy(tmp_path):
                                                "stop": stop, "interval": 0.05, "catalog": client,
                                                "catalog_period": 0.2, "metrics": metrics, "log": log.append})
             watcher.start()
-            _wait(lambda: bool(reports), timeout=30)
+            until(lambda: bool(reports), timeout=30)
         try:
             with envoys_on(tmp_path / "live", tmp_path) as (envoy,):
                 version = served_version(envoy.admin_port)
                 port = listener_ports(envoy.admin_port)[LISTENER_NAME]
                 with Load(port, report):
-                    _wait(lambda: metrics.catalog_fetch_failures_total >= 5)
+                    until(lambda: metrics.catalog_fetch_failures_total >= 5)
                 assert served_version(envoy.admin_port) == version
                 assert _Decisions(port, key).status("alice", "/sre") == 200
         finally:

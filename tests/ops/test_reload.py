@@ -28,6 +28,7 @@ from policyc.proof.live import envoys_on, reload_under_load, served_version, wai
 from policyc.proof.upstream import RecordingUpstream
 from policyc.semantics.request import RawRequest
 from tests.native_target import native_search_path
+from tests.waiting import until
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "envoy_configs" / "examples" / "backstage"
@@ -454,13 +455,6 @@ class _Relay(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), Handler)
 
 
-def _until(condition, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 @pytest.mark.envoy
 def test_watch_asks_again_until_the_envoy_serves_the_deploy(tmp_path):
     """An admin interface that does not answer at the deploy (an Envoy still starting) counts as not
@@ -481,11 +475,11 @@ def test_watch_asks_again_until_the_envoy_serves_the_deploy(tmp_path):
                                            "confirm_timeout": 0.5})
         watcher.start()
         try:
-            _until(lambda: metrics.confirm_failing == 1)
+            until(lambda: metrics.confirm_failing == 1, 20)
             relay = _Relay(port, f"127.0.0.1:{envoy.admin_port}")
             threading.Thread(target=relay.serve_forever, daemon=True).start()
             try:
-                _until(lambda: metrics.confirm_failing == 0)
+                until(lambda: metrics.confirm_failing == 0, 20)
             finally:
                 relay.shutdown()
                 relay.server_close()
