@@ -120,16 +120,17 @@ def targets(report: dict) -> list[tuple[str, str, bool]]:
                  for c in datapath.CONNECTIONS]
         found.append((f"{target}: drop from 10 to 1,000 rules <= 10% (c=1, c=8)",
                       ", ".join(f"{d:.0%}" for d in drops), max(drops) <= 0.10))
-    for rules, floors in ((10, (0.97, 0.95)), (100, (0.97, 0.95)), (1000, (0.95, 0.93))):
-        values = [ratio(f"{rules} rules, native", "worst rule", c) for c in datapath.CONNECTIONS]
-        found.append((f"native at {rules:,} rules >= {floors[0]} / {floors[1]} of no filters (c=1 / c=8)",
-                      " / ".join(f"{v:.2f}" for v in values), all(map(float.__ge__, values, floors))))
+    # The native target's goals differ by connections: each is held or missed on its own.
+    native_goals = [(f"{rules} rules, native", "worst rule", f"native at {rules:,} rules", floors)
+                    for rules, floors in ((10, (0.97, 0.95)), (100, (0.97, 0.95)), (1000, (0.95, 0.93)))]
+    native_goals.append(("full chain, native", "token", "full chain with a token, native", (0.88, 0.80)))
+    for config, probe, label, floors in native_goals:
+        for c, floor in zip(datapath.CONNECTIONS, floors, strict=True):
+            value = ratio(config, probe, c)
+            found.append((f"{label} >= {floor} of no filters (c={c})", f"{value:.3f}", value >= floor))
     chain = [ratio("full chain, token", "token", c) for c in datapath.CONNECTIONS]
     found.append(("full chain with a token >= 0.80 (c=1, c=8)", ", ".join(f"{v:.2f}" for v in chain),
                   min(chain) >= 0.80))
-    chain = [ratio("full chain, native", "token", c) for c in datapath.CONNECTIONS]
-    found.append(("full chain with a token, native >= 0.88 / 0.80 (c=1 / c=8)", " / ".join(f"{v:.2f}" for v in chain),
-                  all(map(float.__ge__, chain, (0.88, 0.80)))))
     for target, ceiling in (("auto", 2), ("native", 1.1)):
         memory = report["memory"][1000][target]["ratio"]["median"]
         found.append((f"1,000 services <= {ceiling}x the memory of no filters ({target})", f"{memory:.2f}x",
