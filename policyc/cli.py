@@ -736,9 +736,9 @@ def deploy_command(paths, folder, target, listen, admin, access_log, jwks_refres
     _report_deployment(deployment, folder)
     if deployment.version is None:
         sys.exit(EXIT_FAILED)
-    problems = confirmation.problems(deployment.versions, confirm_timeout)
+    problems = confirmation.problems(deployment.versions, confirm_timeout, renamed=deployment.published_at is not None)
     for envoy, problem in problems.items():
-        line = outcome(envoy, deployment.version, problem, renamed=deployment.published_at is not None)
+        line = outcome(envoy, deployment.version, problem)
         click.echo(line if problem is None else f"policyc: {line}", err=problem is not None)
     sys.exit(EXIT_FAILED if any(problems.values()) else EXIT_OK)
 

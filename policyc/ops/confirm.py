@@ -77,8 +77,10 @@ def served_versions(admin: str) -> dict[str, str | None]:
     return _versions(_stats(admin))
 
 
-def confirmed(admin: str, versions: dict[str, str], before: dict[str, int], timeout: float) -> str | None:
-    """None once the Envoy serves every file at its version in `versions`; else why not."""
+def confirmed(admin: str, versions: dict[str, str], before: dict[str, int], timeout: float,
+              renamed: bool = True) -> str | None:
+    """None once the Envoy serves every file at its version in `versions`; else why not.
+    `renamed`: whether the deploy renamed files, the only thing that makes Envoy read them."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -93,8 +95,10 @@ def confirmed(admin: str, versions: dict[str, str], before: dict[str, int], time
         if not behind:
             return None
         if time.monotonic() > deadline:
+            why = "does it watch this folder?" if renamed else \
+                "nothing was renamed, so it did not read the files again: it may have rejected them before"
             return (f"after {timeout:g} s it still serves another version of {', '.join(behind)} "
-                    f"(policy {served['rds.yaml']}): does it watch this folder?")
+                    f"(policy {served['rds.yaml']}): {why}")
         time.sleep(_POLL_SECONDS)
 
 
@@ -112,20 +116,17 @@ class Confirmation:
             except AdminUnreachable as error:
                 self.unreachable[admin] = str(error)
 
-    def problems(self, versions: dict[str, str], timeout: float) -> dict[str, str | None]:
+    def problems(self, versions: dict[str, str], timeout: float, renamed: bool = True) -> dict[str, str | None]:
         """Per Envoy, None once it serves `versions`, else why not (`confirmed`)."""
-        return {admin: self.unreachable.get(admin) or confirmed(admin, versions, self.before[admin], timeout)
+        return {admin: self.unreachable.get(admin) or confirmed(admin, versions, self.before[admin], timeout, renamed)
                 for admin in self.admins}
 
 
-def outcome(admin: str, version: str, problem: str | None, renamed: bool = True) -> str:
-    """What `problems` found for one Envoy, in a line; `renamed`: whether the deploy renamed files."""
+def outcome(admin: str, version: str, problem: str | None) -> str:
+    """What `problems` found for one Envoy, in a line."""
     if problem is None:
         return f"confirmed {version} by the Envoy at {admin}"
-    # Envoy reloads on a rename only: an unchanged folder is not looked at again.
-    again = "" if renamed else \
-        " (nothing was renamed, so Envoy did not read the files again: it may have rejected them before)"
-    return f"the Envoy at {admin} did not take {version}: {problem}{again}"
+    return f"the Envoy at {admin} did not take {version}: {problem}"
 
 
 class Following:
@@ -157,12 +158,12 @@ class Following:
             self._check(*self.last, 0, renamed=True)
 
     def _check(self, version: str, versions: dict[str, str], timeout: float, renamed: bool) -> None:
-        problems = self.confirmation.problems(versions, timeout)
+        problems = self.confirmation.problems(versions, timeout, renamed)
         self.metrics.confirmed(problems.values())
         again = self.last is not None and self.last[0] == version
         for admin, problem in problems.items():
             if not again or (problem is None and admin in self.failing):  # a recheck tells what changed
-                self.log(outcome(admin, version, problem, renamed))
+                self.log(outcome(admin, version, problem))
         self.last = (version, versions)
         self.failing = {admin for admin, problem in problems.items() if problem is not None}
         self.recheck_at = time.monotonic() + self.timeout

@@ -368,7 +368,7 @@ def test_confirm_fails_when_the_envoy_rejects_the_deploy(tmp_path, monkeypatch):
         again = _deploy_confirmed(tmp_path / "s.policy", folder, "--target", "native", "--confirm", admin,
                                   "--confirm-timeout", "0.5")
         assert again.exit_code == 1 and again.stdout.startswith("unchanged "), again.output
-        assert "nothing was renamed, so Envoy did not read the files again" in again.stderr
+        assert "nothing was renamed, so it did not read the files again" in again.stderr
 
 
 @pytest.mark.envoy
@@ -432,7 +432,7 @@ def test_watch_confirms_each_deploy_and_counts_one_the_envoy_rejects(tmp_path, m
         # A watch started again renames nothing, and still finds the Envoy behind the folder.
         lines, metrics = watching("native", 'allow public "c" when path == "/c"', timeout=0.5)
         assert len(lines) == 1 and "still serves another version" in lines[0]
-        assert "nothing was renamed, so Envoy did not read the files again" in lines[0]
+        assert "nothing was renamed, so it did not read the files again" in lines[0]
         assert metrics.confirm_failing == 1
 
 
