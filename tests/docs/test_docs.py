@@ -26,7 +26,7 @@ NOT_RUN = {
                            "https://backstage.example.com/api/catalog",
                            "policyc watch policies/ --to /etc/policyc/live --catalog "
                            "https://backstage.example.com/api/catalog \\\n"
-                           "    --catalog-period 30 --metrics 127.0.0.1:9464",
+                           "    --catalog-period 30 --metrics 127.0.0.1:9464 --confirm 127.0.0.1:9901",
                            "npm ci --prefix tests/ops/backstage --no-audit --no-fund",
                            "cd tests/ops/backstage && node index.js --config /path/to/app-config.yaml",
                            "envoy -c …/envoy.yaml --drain-strategy immediate --drain-time-s 15",
