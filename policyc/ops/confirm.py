@@ -53,7 +53,8 @@ def _stats(admin: str) -> dict[str, str]:
     except (OSError, ValueError, http.client.HTTPException) as error:
         raise AdminUnreachable(f"its admin interface at {admin} does not answer ({error})") from None
     stats = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
-    if not all(stats.get(f"{prefix}.update_rejected", "0").isdigit() for prefix in XDS_STATS.values()):
+    counts = [stats.get(f"{prefix}.update_rejected", "0") for prefix in XDS_STATS.values()]
+    if not all(count.isascii() and count.isdigit() for count in counts):  # `int` refuses "²"
         raise AdminUnreachable(f"its admin interface at {admin} answers what are not Envoy's stats")
     return stats
 

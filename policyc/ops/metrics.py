@@ -53,7 +53,7 @@ class WatchMetrics:
             self.deploy_failing = int(not ok)
 
     def confirmed(self, problems: Iterable[str | None]) -> None:
-        """One deploy's outcome with each Envoy: None where it took the deploy, else why not."""
+        """One check of the last deploy with each Envoy: None where it serves it, else why not."""
         failed = [problem is not None for problem in problems]
         with self._lock:
             self.confirms_total += len(failed)

@@ -496,6 +496,7 @@ def test_watch_asks_again_until_the_envoy_serves_the_deploy(tmp_path):
     b"not http\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ncut short",
     b"HTTP/1.1 200 OK\r\nContent-Length: 57\r\n\r\nlistener_manager.lds.update_rejected: No recorded values\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 41\r\n\r\nlistener_manager.lds.update_rejected: \xc2\xb2\n",
 ])
 def test_an_admin_interface_answering_anything_but_envoys_stats_is_one_that_does_not_answer(answer):
     with socket.socket() as server:
