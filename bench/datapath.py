@@ -84,6 +84,16 @@ def _hcm(bootstrap: dict) -> dict:
     return bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 
 
+def _routes(host: dict) -> list[dict]:
+    """A virtual host's routes, whether listed or the actions of its matcher (a prefix map)."""
+    if "routes" in host:
+        return host["routes"]
+    matcher = host["matcher"]
+    actions = [*(match["on_match"] for match in matcher["matcher_list"]["matchers"]),
+               *matcher["on_no_match"]["matcher"]["matcher_tree"]["prefix_match_map"]["map"].values()]
+    return [action["action"]["typed_config"] for action in actions]
+
+
 def keeping_filters(bootstrap: dict, kept: set[str]) -> dict:
     """The same bootstrap with only the `kept` policy filters (and their per-host and per-route
     configs): its routes, their metadata and the access log stay."""
@@ -92,7 +102,7 @@ def keeping_filters(bootstrap: dict, kept: set[str]) -> dict:
     removed = POLICY_FILTERS - kept
     hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] not in removed]
     for host in hcm["route_config"]["virtual_hosts"]:
-        for holder in (host, *host["routes"]):
+        for holder in (host, *_routes(host)):
             per_filter = {k: v for k, v in holder.pop("typed_per_filter_config", {}).items() if k not in removed}
             if per_filter:
                 holder["typed_per_filter_config"] = per_filter
@@ -104,7 +114,7 @@ def baseline(bootstrap: dict) -> dict:
     every host the configurations below are asked for."""
     plain = keeping_filters(bootstrap, set())
     hosts = _hcm(plain)["route_config"]["virtual_hosts"]
-    cluster = next(route["route"]["cluster"] for h in hosts for route in h["routes"] if "route" in route)
+    cluster = next(route["route"]["cluster"] for h in hosts for route in _routes(h) if "route" in route)
     hosts[-1]["routes"] = [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}]
     return plain
 

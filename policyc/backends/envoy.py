@@ -83,6 +83,8 @@ _TYPES = {
     "http_protocol": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
     "otel": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
     "otel_log": "type.googleapis.com/envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig",
+    "route": "type.googleapis.com/envoy.config.route.v3.Route",
+    "header_input": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
 }
 ROUTE_CONFIG_NAME = "policyc"
 HCM_STAT_PREFIX = "policyc"  # the connection manager's stats: http.<prefix>.…
@@ -103,6 +105,11 @@ class Plan:
         return self.deny if self.deny == self.allow else f"deny {self.deny}, allow {self.allow}"
 
 
+# Envoy tries a host's routes in turn, about 240 instructions each, where the prefix map costs
+# about 6,000 whatever the routes (README.md, *Performance*): from about 25 routes it is cheaper.
+PREFIX_MAP_FROM = 32
+
+
 @dataclass(frozen=True)
 class Options:
     listen: str = "127.0.0.1:10000"
@@ -112,6 +119,9 @@ class Options:
     upstream_override_protocol: n.UpstreamProtocol = n.UpstreamProtocol.HTTP1  # what that address speaks
     jwks_refresh_seconds: int = 10  # how often a remote JWKS is fetched again (Envoy's floor is 1)
     otlp: str | None = None  # an OpenTelemetry collector (host:port, OTLP over gRPC) that spans go to
+    # A service host with at least this many path-prefix routes finds a request's route by a
+    # prefix map rather than trying them one by one (`route_matcher`).
+    prefix_map_from: int = PREFIX_MAP_FROM
 
     def cluster_of(self, service: n.Service) -> str:
         # With one override address every service shares one cluster, so a listener reloaded
@@ -305,8 +315,9 @@ NATIVE_ON = {"@type": _TYPES["dynamic_module_route"], "dynamic_module_config": {
 
 
 def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool, cluster: str,
-                  version: str, padded_headers: tuple[str, ...], native_in_chain: bool) -> dict:
-    """The service's host: its refusal routes, then a route per path prefix of its rules. Filter
+                  version: str, padded_headers: tuple[str, ...], native_in_chain: bool, prefix_map_from: int) -> dict:
+    """The service's host: its refusal routes, then a route per path prefix of its rules, longest
+    first; from `prefix_map_from` such routes on, the same as a matcher (`route_matcher`). Filter
     configs go on the host where they hold for the service routes and cost the refusal routes
     nothing, since every config on a route costs Envoy memory: the native filter is off for the
     host (its refusal routes) and on for each service route."""
@@ -332,9 +343,65 @@ def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool
         # Named for the service, which the access log reads from the name (accesslog.py).
         route = {"name": service.name, "match": {"prefix": prefix}, "route": {"cluster": cluster}, "metadata": metadata}
         routes.append({**route, "typed_per_filter_config": route_configs} if route_configs else route)
-    return {"name": service.name, "domains": sorted(service.hosts),
-            "routes": [*refusal_routes(service.path_parameters, padded_headers, answering), *routes],
-            "typed_per_filter_config": per_filter}
+    refusals = refusal_routes(service.path_parameters, padded_headers, answering)
+    host = {"name": service.name, "domains": sorted(service.hosts), "typed_per_filter_config": per_filter}
+    if len(routes) >= prefix_map_from:
+        return {**host, "matcher": route_matcher(refusals, routes)}
+    return {**host, "routes": [*refusals, *routes]}
+
+
+def _header_input(name: str) -> dict:
+    return {"name": name, "typed_config": {"@type": _TYPES["header_input"], "header_name": name}}
+
+
+def _value_passes(header: str, string_match: dict) -> dict:
+    """A matcher's predicate: the header's values, joined by commas as a route's header matcher
+    joins them, pass `string_match`; false without the header."""
+    if "safe_regex" in string_match:  # a matcher's regex names its engine
+        string_match = {"safe_regex": {"google_re2": {}, **string_match["safe_regex"]}}
+    return {"single_predicate": {"input": _header_input(header), "value_match": string_match}}
+
+
+def _predicate(match: dict) -> dict:
+    """A refusal route's `match` as a matcher's predicate on the same request. Only the forms
+    `refusal_routes` writes are translated; any other is an error, not a guess."""
+    if set(match) == {"safe_regex"}:
+        # A route's regex `.*X.*` tests the path before its query and fragment (the first `?` or
+        # `#`): it has X and no newline. The predicate reads the whole :path, so it finds X before
+        # them. Exact while X itself matches no `?`, `#` or newline (paths.py's patterns).
+        regex = match["safe_regex"]["regex"]
+        if not (regex.startswith(".*") and regex.endswith(".*")):
+            raise ValueError(f"no matcher predicate for the path regex {regex!r}")
+        path = f"[^?#\n]*(?:{regex[2:-2]})[^?#\n]*(?:[?#](?s:.*))?"
+        return _value_passes(":path", {"safe_regex": {"regex": path}})
+    if set(match) != {"prefix", "headers"}:
+        raise ValueError(f"no matcher predicate for the route match {match!r}")
+    tests = [_value_passes(":path", {"prefix": match["prefix"]})]
+    for header in match["headers"]:
+        if not set(header) <= {"name", "present_match", "string_match", "invert_match"}:
+            raise ValueError(f"no matcher predicate for the header match {header!r}")
+        # Present with any value, the empty one included.
+        string_match = {"safe_regex": {"regex": "(?s).*"}} if header.get("present_match") else header["string_match"]
+        test = _value_passes(header["name"], string_match)
+        # Inverted, a missing header passes, as it does a route's inverted header matcher.
+        tests.append({"not_matcher": test} if header.get("invert_match") else test)
+    return {"and_matcher": {"predicate": tests}}
+
+
+def _route_action(route: dict) -> dict:
+    return {"action": {"name": "route", "typed_config": {"@type": _TYPES["route"], **route}}}
+
+
+def route_matcher(refusals: list[dict], routes: list[dict]) -> dict:
+    """A host's routes as Envoy's matcher tree: the first refusal route whose match holds, else
+    the route of the longest prefix in a map over :path. The prefixes are looked up in the whole
+    :path, query included, as a route's `prefix` is matched, so the map picks the route that
+    trying the routes longest first does, at a cost that does not grow with their number."""
+    prefix_map = {route["match"]["prefix"]: _route_action(route) for route in routes}
+    return {"matcher_list": {"matchers": [{"predicate": _predicate(refusal["match"]), "on_match": _route_action(refusal)}
+                                          for refusal in refusals]},
+            "on_no_match": {"matcher": {"matcher_tree": {"input": _header_input(":path"),
+                                                         "prefix_match_map": {"map": prefix_map}}}}}
 
 
 def _alternations(words: list[str], limit: int) -> list[str]:
@@ -424,7 +491,7 @@ def route_config(checked: Checked, service_filters: dict[str, ServiceFilters], o
     padded_headers = value_tested_headers(checked)
     native_in_chain = any(f.native_section is not None for f in service_filters.values())
     virtual_hosts = [_virtual_host(service, service_filters[name], bool(checked.issuers), options.cluster_of(service),
-                                   version, padded_headers, native_in_chain)
+                                   version, padded_headers, native_in_chain, options.prefix_map_from)
                      for name, service in sorted(checked.services.items()) if name in service_filters]
     no_service = _no_service(version, padded_headers, bool(checked.issuers), native_in_chain)
     # The verified payload jwt_authn forwards to the native filter is for the filter alone: the

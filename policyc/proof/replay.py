@@ -32,6 +32,7 @@ from ..backends.accesslog import logged_decision
 from ..backends.envoy import (
     LISTENER_NAME,
     OVERRIDE_CLUSTER,
+    PREFIX_MAP_FROM,
     Options,
     bootstrap,
     cluster,
@@ -134,9 +135,10 @@ class EnvoyUnderTest:
     def __exit__(self, *exc) -> None:
         self.stack.close()
 
-    def load(self, checked: Checked, target: str) -> None:
-        """Compile `checked` for `target` and wait until Envoy decides with it."""
-        compiled = compile_outputs(checked, target, self.options)
+    def load(self, checked: Checked, target: str, prefix_map_from: int = PREFIX_MAP_FROM) -> None:
+        """Compile `checked` for `target` and wait until Envoy decides with it; `prefix_map_from`
+        as `Options` has it (1: every service's routes by a prefix map)."""
+        compiled = compile_outputs(checked, target, replace(self.options, prefix_map_from=prefix_map_from))
         if compiled.diagnostics:
             raise ValueError(f"cannot compile for {target}: {compiled.diagnostics[0].message}")
         clusters = {c["name"] for c in compiled.bootstrap["static_resources"]["clusters"]}

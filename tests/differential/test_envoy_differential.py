@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from policyc.backends import expressible_part
+from policyc.backends.envoy import PREFIX_MAP_FROM
 from policyc.proof.compare import compare
 from policyc.proof.container import running_envoy_container
 from policyc.proof.envoy_process import running_envoy
@@ -105,11 +106,15 @@ def differential(envoy, world, policies: int, counts: Counter, shrink: bool = Tr
         made = grpc_calls(generated) if grpc else requests(generated)
         drawn = data.draw(st.lists(made, min_size=per_policy, max_size=per_policy), label="requests")
         sent = drawn if client else [replace(request, protocol=protocol) for request in drawn for protocol in PROTOCOLS]
+        # A generated service has a few path prefixes, under the number from which its routes are
+        # looked up in a prefix map (envoy.py, `route_matcher`): half the policies lower it to 1.
+        prefix_map = data.draw(st.booleans(), label="routes in a prefix map")
         for target in targets:
             policies = expressible_part(generated.checked, target)
-            envoy.load(policies, target)
+            envoy.load(policies, target, prefix_map_from=1 if prefix_map else PREFIX_MAP_FROM)
             for comparison in compare(policies, envoy.send_all(sent, client), NOW, {}):
                 counts[f"{target} {comparison.observed.request.protocol}"] += 1
+                counts[f"{target} with routes in a prefix map"] += prefix_map
                 # Only templates' and grants' rules are named `template/rule` and `grant/NAME`.
                 rule = comparison.expected.rule or ""
                 counts[f"{target} by a grant rule"] += rule.startswith("grant/")
