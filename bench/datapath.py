@@ -36,7 +36,15 @@ from policies import Probe, check_text, rule_requests, rule_set, services_set
 from stats import ratios, summary
 
 from policyc.backends import compile_outputs, expressible_part
-from policyc.backends.envoy import ALLOW_FILTER, DENY_FILTER, LISTENER_NAME, LUA_FILTER, NATIVE_FILTER, Options
+from policyc.backends.envoy import (
+    ALLOW_FILTER,
+    DENY_FILTER,
+    LISTENER_NAME,
+    LUA_FILTER,
+    NATIVE_FILTER,
+    PREFIX_MAP_FROM,
+    Options,
+)
 from policyc.backends.resolve import JWT_FILTER
 from policyc.cases.casefile import load_case_file
 from policyc.checked import Checked
@@ -119,8 +127,8 @@ def baseline(bootstrap: dict) -> dict:
     return plain
 
 
-def compiled_bootstrap(checked: Checked, target: str, upstream: str) -> dict:
-    options = Options("127.0.0.1:0", "127.0.0.1:0", "/dev/null", upstream)
+def compiled_bootstrap(checked: Checked, target: str, upstream: str, prefix_map_from: int = PREFIX_MAP_FROM) -> dict:
+    options = Options("127.0.0.1:0", "127.0.0.1:0", "/dev/null", upstream, prefix_map_from=prefix_map_from)
     # `rbac` runs the rules RBAC can express; the requests sent only need those.
     policies = expressible_part(checked, target)
     compiled = compile_outputs(policies, target, options)
@@ -147,8 +155,10 @@ def example_token() -> str:
     return devtokens.mint(claims, keys.private["backstage"])
 
 
-def configurations(upstream: str, targets: tuple[str, ...] = TARGETS) -> dict[str, tuple[dict, list[Probe]]]:
-    """Name → (bootstrap, requests to send it), the generated rule sets compiled for `targets`."""
+def configurations(upstream: str, targets: tuple[str, ...] = TARGETS,
+                   prefix_map_from: int = PREFIX_MAP_FROM) -> dict[str, tuple[dict, list[Probe]]]:
+    """Name → (bootstrap, requests to send it), the generated rule sets compiled for `targets`
+    (their routes in a prefix map from `prefix_map_from` prefixes on, as `Options` has it)."""
     example = load_and_check([str(EXAMPLE)]).checked
     full = plain_http(compiled_bootstrap(example, "auto", upstream))
     # An SRE reading payments: the deny rules run, then every allow rule up to `sre-read`.
@@ -164,7 +174,8 @@ def configurations(upstream: str, targets: tuple[str, ...] = TARGETS) -> dict[st
     for rules in RULE_COUNTS:
         checked = check_text(rule_set(rules))
         for target in targets:
-            configs[f"{rules} rules, {target}"] = (compiled_bootstrap(checked, target, upstream), rule_requests(rules))
+            configs[f"{rules} rules, {target}"] = (compiled_bootstrap(checked, target, upstream, prefix_map_from),
+                                                   rule_requests(rules))
         if rules == RULE_COUNTS[0]:
             # The generated service's own routes (refusal routes, route metadata) and access log with
             # no policy filter, where `no filters` routes the same request by a bare catch-all: what

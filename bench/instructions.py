@@ -10,7 +10,7 @@ Each configuration runs in one Envoy (one worker) under callgrind. Per request k
 (HTTP/1.1, and HTTP/2 in the clear), h2load sends 200 requests to warm up, then `--requests` more
 over one connection between a reset and a dump of the counters.
 
-    .venv/bin/python bench/instructions.py [--requests 1000] [--targets native]
+    .venv/bin/python bench/instructions.py [--requests 1000] [--targets native] [--prefix-map-from 32]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from datapath import TARGETS, UPSTREAM, Running, configurations, running
 from policies import Probe
 
+from policyc.backends.envoy import PREFIX_MAP_FROM
 from policyc.proof.envoy_process import envoy_binary
 
 WARM_UP = 200
@@ -63,14 +64,15 @@ def _counted(envoy: Running, dumps: Path, probe: Probe, requests: int, protocol:
     return int(totals.group(1)) / requests
 
 
-def measure_instructions(requests: int, log=print, targets: tuple[str, ...] = TARGETS) -> dict:
+def measure_instructions(requests: int, log=print, targets: tuple[str, ...] = TARGETS,
+                         prefix_map_from: int = PREFIX_MAP_FROM) -> dict:
     """{protocol: {configuration: {request: {"instructions", "ratio"}}}}."""
     counts: dict = {protocol: {} for protocol in PROTOCOLS}
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         work = Path(folder)
         upstream = stack.enter_context(running(UPSTREAM, work / "upstream"))
         for i, (name, (bootstrap, probes)) in enumerate(configurations(f"127.0.0.1:{upstream.port}",
-                                                                       targets).items()):
+                                                                       targets, prefix_map_from).items()):
             log(f"  instructions: {name}")
             dumps = work / f"config{i}" / "callgrind.out"
             dumps.parent.mkdir()
@@ -103,9 +105,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=1000, help="requests counted per request kind")
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
+    parser.add_argument("--prefix-map-from", type=int, default=PREFIX_MAP_FROM,
+                        help="a host's routes in a prefix map from this many prefixes on (1: always)")
     args = parser.parse_args()
     envoy_binary()  # fail early, before a long run, when there is no Envoy
-    results = measure_instructions(args.requests, targets=tuple(args.targets))
+    results = measure_instructions(args.requests, targets=tuple(args.targets), prefix_map_from=args.prefix_map_from)
     for protocol in PROTOCOLS:
         print("\n".join(table(results, protocol)) + "\n")
     print(json.dumps(results, indent=2))

@@ -84,8 +84,8 @@ def near_misses(path: str) -> list[str]:
     first = path.find("/") + 1
     encoded = path[:first] + f"%{ord(path[first]):02x}" + path[first + 1:] if len(path) > first else path
     return [path + "/", path.rstrip("/") or "/", path.upper(), path + ";x", path + "x", "/x/.." + path,
-            path.replace("/", "//"), path.replace("/", "\\"), encoded, path + "?a=b", path + "?a=/..;b", path + "%2F", path + "#f",
-            "/./" + path.lstrip("/")]
+            path.replace("/", "//"), path.replace("/", "\\"), encoded, path + "?a=b", path + "?a=/..;b", path + "%2F",
+            path + "#f", "/./" + path.lstrip("/")]
 
 
 def grpc_near_misses(path: str) -> list[str]:

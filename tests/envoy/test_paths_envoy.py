@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policyc.backends.envoy import REFUSED_ROUTES, route_matcher, refusal_routes
+from policyc.backends.envoy import REFUSED_ROUTES, refusal_routes, route_matcher
 from policyc.proof.envoy_process import running_envoy
 from policyc.proof.upstream import RecordingUpstream
 from policyc.semantics.glob import glob_error, glob_matches, glob_to_regex

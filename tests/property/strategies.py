@@ -817,8 +817,8 @@ _ODD_METHODS = ("get", "Get", "X", "")
 # HTTP/1 consumes the connection-specific ones, HTTP/2 resets the stream (te but "trailers").
 _PROXY_TRICKS = (("x_tenant", "acme"), ("X_Role", "admin"), ("connection", "x-tenant"), ("connection", "authorization"),
                  ("connection", "x-forwarded-for"), ("connection", "upgrade"), ("upgrade", "websocket"),
-                 ("x-original-url", "/admin"), ("x-original-url", ""), ("X-HTTP-Method-Override", "DELETE"), ("te", "trailers"),
-                 ("te", "gzip"), ("keep-alive", "timeout=5"), ("proxy-connection", "close"))
+                 ("x-original-url", "/admin"), ("x-original-url", ""), ("X-HTTP-Method-Override", "DELETE"),
+                 ("te", "trailers"), ("te", "gzip"), ("keep-alive", "timeout=5"), ("proxy-connection", "close"))
 
 
 def _value_variant(draw, value: str) -> str:

@@ -81,6 +81,43 @@ def test_each_route_holds_the_rules_its_paths_can_match(tmp_path, anywhere):
     assert list(resolve.route_shares(checked, service)) == list(expected)  # longest prefix first
 
 
+def _unversioned(route: dict) -> dict:
+    return {key: value for key, value in route.items() if key != "metadata"}
+
+
+def _host(checked, options: envoy.Options) -> dict:
+    hcm = compile_outputs(checked, "rbac", options).bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]
+    return next(h for h in hcm["filters"][0]["typed_config"]["route_config"]["virtual_hosts"] if h["name"] == "s")
+
+
+def test_a_host_of_many_prefixes_finds_its_route_in_a_prefix_map(tmp_path):
+    # Envoy tries listed routes one by one; from PREFIX_MAP_FROM prefixes on, a map finds the
+    # longest at once. Its refusal routes stay first, as the matcher's list.
+    checked = checked_text(tmp_path, SHAPES)
+    prefixes = list(resolve.route_shares(checked, checked.services["s"]))
+    listed = _host(checked, envoy.Options(prefix_map_from=len(prefixes) + 1))
+    mapped = _host(checked, envoy.Options(prefix_map_from=len(prefixes)))
+    assert "matcher" not in listed and [r["match"].get("prefix") for r in listed["routes"] if "route" in r] == prefixes
+    assert "routes" not in mapped
+    refusals = [r for r in listed["routes"] if "route" not in r]
+    matchers = mapped["matcher"]["matcher_list"]["matchers"]
+    assert [m["on_match"]["action"]["typed_config"] for m in matchers] == [
+        {"@type": envoy._TYPES["route"], **r} for r in refusals]
+    prefix_map = mapped["matcher"]["on_no_match"]["matcher"]["matcher_tree"]["prefix_match_map"]["map"]
+    assert sorted(prefix_map) == sorted(prefixes)
+    # The same routes but for the policy version their metadata carries: a hash of the output.
+    assert [_unversioned(prefix_map[p]["action"]["typed_config"]) for p in prefixes] == [
+        _unversioned({"@type": envoy._TYPES["route"], **r}) for r in listed["routes"] if "route" in r]
+
+
+@pytest.mark.parametrize("match", [{"path": "/x"}, {"safe_regex": {"regex": "/x.*"}},
+                                   {"prefix": "/", "headers": [{"name": "x", "exact_match": "1"}]}], ids=repr)
+def test_a_route_match_no_predicate_was_written_for_is_refused(match):
+    # A refusal route of a new form must get its own translation, not a guess at one.
+    with pytest.raises(ValueError, match="no matcher predicate"):
+        envoy.route_matcher([{"match": match, "direct_response": {"status": 400}}], [])
+
+
 def test_route_shares_of_a_large_service_take_linear_time(tmp_path):
     # Testing every rule against every route took minutes for one service of 20,000 rules.
     checked = checked_text(tmp_path, 'allow "x" when path prefix "/x/"\n')
