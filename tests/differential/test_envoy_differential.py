@@ -107,7 +107,7 @@ def differential(envoy, world, policies: int, counts: Counter, shrink: bool = Tr
         drawn = data.draw(st.lists(made, min_size=per_policy, max_size=per_policy), label="requests")
         sent = drawn if client else [replace(request, protocol=protocol) for request in drawn for protocol in PROTOCOLS]
         # A generated service has a few path prefixes, under the number from which its routes are
-        # looked up in a prefix map (envoy.py, `route_matcher`): half the policies lower it to 1.
+        # looked up in a prefix map (envoy.py, `route_matcher`): a policy drawn so lowers it to 1.
         prefix_map = data.draw(st.booleans(), label="routes in a prefix map")
         for target in targets:
             policies = expressible_part(generated.checked, target)
