@@ -84,6 +84,7 @@ _TYPES = {
     "otel": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
     "otel_log": "type.googleapis.com/envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig",
     "route": "type.googleapis.com/envoy.config.route.v3.Route",
+    "route_list": "type.googleapis.com/envoy.config.route.v3.RouteList",
     "header_input": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
 }
 ROUTE_CONFIG_NAME = "policyc"
@@ -355,16 +356,38 @@ def _header_input(name: str) -> dict:
 
 
 def _value_passes(header: str, string_match: dict) -> dict:
-    """A matcher's predicate: the header's values, joined by commas as a route's header matcher
-    joins them, pass `string_match`; false without the header."""
+    """A matcher's predicate: the header's value passes `string_match`; false without the header.
+    Exact for a header a request carries once: a matcher reads all of a header's values joined by
+    commas, where a route's header matcher tests each value."""
     if "safe_regex" in string_match:  # a matcher's regex names its engine
         string_match = {"safe_regex": {"google_re2": {}, **string_match["safe_regex"]}}
     return {"single_predicate": {"input": _header_input(header), "value_match": string_match}}
 
 
-def _predicate(match: dict) -> dict:
-    """A refusal route's `match` as a matcher's predicate on the same request. Only the forms
-    `refusal_routes` writes are translated; any other is an error, not a guess."""
+_PRESENT = {"safe_regex": {"regex": "(?s).*"}}  # any value, the empty one included
+
+
+def _header_predicate(header: dict) -> dict | None:
+    """A route's header matcher as a predicate, or None where none tests the same: a value test
+    on a header other than a pseudo-header, which a request may carry more than once."""
+    if not set(header) <= {"name", "present_match", "string_match", "invert_match"}:
+        raise ValueError(f"no matcher predicate for the header match {header!r}")
+    if header.get("present_match"):
+        return _value_passes(header["name"], _PRESENT)
+    if not header["name"].startswith(":"):
+        return None
+    test = _value_passes(header["name"], header["string_match"])
+    # Inverted, a route's header matcher still needs the header: Envoy 1.40 does not match a
+    # missing one so. (A failing predicate is no fall-through: Envoy checks the route's own match
+    # again, and with it failing, the request has no route.)
+    return {"and_matcher": {"predicate": [_value_passes(header["name"], _PRESENT), {"not_matcher": test}]}} \
+        if header.get("invert_match") else test
+
+
+def _predicate(match: dict) -> dict | None:
+    """A refusal route's `match` as a matcher's predicate on the same request, or None where no
+    predicate tests exactly the same (`_header_predicate`). Only the forms `refusal_routes`
+    writes are translated; any other is an error, not a guess."""
     if set(match) == {"safe_regex"}:
         # A route's regex `.*X.*` tests the path before its query and fragment (the first `?` or
         # `#`): it has X and no newline. The predicate reads the whole :path, so it finds X before
@@ -376,32 +399,38 @@ def _predicate(match: dict) -> dict:
         return _value_passes(":path", {"safe_regex": {"regex": path}})
     if set(match) != {"prefix", "headers"}:
         raise ValueError(f"no matcher predicate for the route match {match!r}")
-    tests = [_value_passes(":path", {"prefix": match["prefix"]})]
-    for header in match["headers"]:
-        if not set(header) <= {"name", "present_match", "string_match", "invert_match"}:
-            raise ValueError(f"no matcher predicate for the header match {header!r}")
-        # Present with any value, the empty one included.
-        string_match = {"safe_regex": {"regex": "(?s).*"}} if header.get("present_match") else header["string_match"]
-        test = _value_passes(header["name"], string_match)
-        # Inverted, a missing header passes, as it does a route's inverted header matcher.
-        tests.append({"not_matcher": test} if header.get("invert_match") else test)
-    return {"and_matcher": {"predicate": tests}}
+    tests = [_value_passes(":path", {"prefix": match["prefix"]}), *map(_header_predicate, match["headers"])]
+    return None if None in tests else {"and_matcher": {"predicate": tests}}
 
 
 def _route_action(route: dict) -> dict:
     return {"action": {"name": "route", "typed_config": {"@type": _TYPES["route"], **route}}}
 
 
+def _routes_action(routes: list[dict]) -> dict:
+    """The first of `routes` whose own match holds; no route where none does."""
+    return {"action": {"name": "routes", "typed_config": {"@type": _TYPES["route_list"], "routes": routes}}}
+
+
 def route_matcher(refusals: list[dict], routes: list[dict]) -> dict:
-    """A host's routes as Envoy's matcher tree: the first refusal route whose match holds, else
-    the route of the longest prefix in a map over :path. The prefixes are looked up in the whole
-    :path, query included, as a route's `prefix` is matched, so the map picks the route that
-    trying the routes longest first does, at a cost that does not grow with their number."""
-    prefix_map = {route["match"]["prefix"]: _route_action(route) for route in routes}
-    refusing = [{"predicate": _predicate(refusal["match"]), "on_match": _route_action(refusal)} for refusal in refusals]
-    return {"matcher_list": {"matchers": refusing},
-            "on_no_match": {"matcher": {"matcher_tree": {"input": _header_input(":path"),
-                                                         "prefix_match_map": {"map": prefix_map}}}}}
+    """A host's routes as Envoy's matcher tree, the routes it picks the same as listed: the first
+    refusal route whose match holds, else the route of the longest prefix in a map over :path.
+    The prefixes are looked up in the whole :path, query included, as a route's `prefix` is
+    matched, so the map picks the route that trying the routes longest first does, at a cost that
+    does not grow with their number. The refusal routes become the matcher's predicates up to the
+    first one no predicate tests exactly (`_predicate`); that one and those after it go with each
+    prefix's route, tried in order before it as listed routes are."""
+    predicates = [_predicate(refusal["match"]) for refusal in refusals]
+    ahead = predicates.index(None) if None in predicates else len(refusals)
+    behind = refusals[ahead:]
+    prefix_map = {route["match"]["prefix"]: _routes_action([*behind, route]) if behind else _route_action(route)
+                  for route in routes}
+    tree = {"matcher_tree": {"input": _header_input(":path"), "prefix_match_map": {"map": prefix_map}}}
+    if not ahead:
+        return tree
+    refusing = [{"predicate": predicate, "on_match": _route_action(refusal)}
+                for predicate, refusal in zip(predicates[:ahead], refusals[:ahead], strict=True)]
+    return {"matcher_list": {"matchers": refusing}, "on_no_match": {"matcher": tree}}
 
 
 def _alternations(words: list[str], limit: int) -> list[str]:

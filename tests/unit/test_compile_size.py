@@ -110,6 +110,22 @@ def test_a_host_of_many_prefixes_finds_its_route_in_a_prefix_map(tmp_path):
         _unversioned({"@type": envoy._TYPES["route"], **r}) for r in listed["routes"] if "route" in r]
 
 
+def test_a_refusal_no_predicate_tests_exactly_goes_with_each_prefix_route(tmp_path):
+    # A route's header matcher tests each value of a repeated header, a matcher's predicate them
+    # all joined: the refusal of padded values stays a route, tried before each prefix's own.
+    checked = checked_text(tmp_path, SHAPES + '    allow "tenant" when header "x-tenant" == "acme"\n')
+    listed = _host(checked, envoy.Options(prefix_map_from=10**6))["routes"]
+    mapped = _host(checked, envoy.Options(prefix_map_from=1))["matcher"]
+    padded = [r for r in listed if r.get("direct_response", {}).get("body", {}).get("inline_string", "").startswith(
+        "header value with surrounding whitespace")]
+    assert len(padded) == 1 and listed.index(padded[0]) == len([r for r in listed if "route" not in r]) - 1
+    assert len(mapped["matcher_list"]["matchers"]) == len(listed) - len(resolve.route_shares(checked,
+                                                                                           checked.services["s"])) - 1
+    for action in mapped["on_no_match"]["matcher"]["matcher_tree"]["prefix_match_map"]["map"].values():
+        padded_route, own = action["action"]["typed_config"]["routes"]
+        assert padded_route == padded[0] and "route" in own
+
+
 @pytest.mark.parametrize("match", [{"path": "/x"}, {"safe_regex": {"regex": "/x.*"}},
                                    {"prefix": "/", "headers": [{"name": "x", "exact_match": "1"}]}], ids=repr)
 def test_a_route_match_no_predicate_was_written_for_is_refused(match):
