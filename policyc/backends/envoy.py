@@ -107,7 +107,7 @@ class Plan:
 
 
 # Envoy tries a host's listed routes in turn, about 240 instructions each; the matcher costs a
-# request the same whatever their number, as much as about 28 of them (README.md, *Performance*).
+# request the same whatever their number, as much as about 32 of them (README.md, *Performance*).
 PREFIX_MAP_FROM = 32
 
 
