@@ -93,13 +93,16 @@ def _hcm(bootstrap: dict) -> dict:
 
 
 def _routes(host: dict) -> list[dict]:
-    """A virtual host's routes, whether listed or the actions of its matcher (a prefix map)."""
+    """A virtual host's routes, whether listed or in its matcher (envoy.py, `route_matcher`): the
+    refusal routes ahead of the prefix map, if any, and each prefix's route or route list."""
     if "routes" in host:
         return host["routes"]
     matcher = host["matcher"]
-    actions = [*(match["on_match"] for match in matcher["matcher_list"]["matchers"]),
-               *matcher["on_no_match"]["matcher"]["matcher_tree"]["prefix_match_map"]["map"].values()]
-    return [action["action"]["typed_config"] for action in actions]
+    ahead = matcher.get("matcher_list", {}).get("matchers", [])
+    tree = matcher["on_no_match"]["matcher"] if ahead else matcher
+    actions = [*(match["on_match"] for match in ahead), *tree["matcher_tree"]["prefix_match_map"]["map"].values()]
+    configs = [action["action"]["typed_config"] for action in actions]
+    return [route for config in configs for route in config.get("routes", [config])]
 
 
 def keeping_filters(bootstrap: dict, kept: set[str]) -> dict:
