@@ -255,6 +255,12 @@ bool envoy_dynamic_module_callback_http_set_filter_state_bytes(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_module_buffer key,
     envoy_dynamic_module_type_module_buffer value);
 
+/* The config the most specific level of the stream's route (route, virtual host, route table) gives
+ * this filter, as its on_http_filter_per_route_config_new returned it; NULL when none does. Added
+ * after v0.1.0; declared as Envoy 1.40 defines it (tests/native/test_native_filter.py). */
+envoy_dynamic_module_type_http_filter_per_route_config_module_ptr
+envoy_dynamic_module_callback_get_most_specific_route_config(envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy);
+
 /* A string directly under a metadata namespace of `source` (the stream's dynamic metadata, the
  * route's filter_metadata, ...); false when absent or not a string. */
 bool envoy_dynamic_module_callback_http_get_metadata_string(

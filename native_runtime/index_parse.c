@@ -1,11 +1,11 @@
 /*
- * index_parse.c: reads the filter's config, "policyc-native 4" (native_runtime/README.md), into a
+ * index_parse.c: reads a config of the filter, "policyc-native 5" (native_runtime/README.md), into a
  * decision index, and refuses any text that is not exactly that format.
  *
  * The text is written by the compiler, so nothing is forgiven: one space between tokens, "\n" at
  * the end of every line, lower-case hex, decimal numbers without leading zeros, counts that match
  * what follows, a `ref` only to a condition defined above it, a section's lines in their order and
- * closed by `end`, each service once, shares in order of their prefixes, each naming its rules in
+ * closed by `end`, shares in order of their prefixes, each naming its rules in
  * order. Work and memory are linear in the text's length, and the
  * recursion of the expression parser is capped at INDEX_MAX_DEPTH.
  */
@@ -29,7 +29,7 @@ typedef struct {
   index_t *index;
   char *pool_end; /* where the next decoded string goes */
   stage_t stage;
-  bool chain_read;
+  bool relies_read;
 } parser_t;
 
 /* A new zeroed element at the end of `vector`, or NULL. Positions are 32-bit, so is the count. */
@@ -570,22 +570,28 @@ uint32_t index_chain_bit(bytes_t name) {
   return is(name, "rbac-deny") ? CHAIN_RBAC_DENY : is(name, "lua") ? CHAIN_LUA : is(name, "rbac-allow") ? CHAIN_RBAC_ALLOW : 0;
 }
 
-/* `chain` and the filters the listener's chain holds besides this one, each once, in the order
- * of their bits; only before the first section. */
-static bool chain_line(parser_t *p, line_t *line) {
+/* Filter names, each once, in the order of their bits, into `bits`: the rest of a `chain` line
+ * (the listener's chain besides this filter; maybe none) or a `relies` line (at least one). */
+static bool filter_names(line_t *line, uint32_t *bits) {
   bytes_t name;
-  if (p->index->sections.count > 0 || p->chain_read) {
-    return false;
-  }
-  p->chain_read = true;
   while (next_token(line, &name)) {
     uint32_t bit = index_chain_bit(name);
-    if (bit <= p->index->chain) { /* unknown (0), repeated or out of order */
+    if (bit <= *bits) { /* unknown (0), repeated or out of order */
       return false;
     }
-    p->index->chain |= bit;
+    *bits |= bit;
   }
   return true;
+}
+
+/* `chain` or `relies`, each at most once, before any section. */
+static bool filters_line(parser_t *p, line_t *line, bool chain) {
+  bool *read = chain ? &p->index->chain_listed : &p->relies_read;
+  if (p->index->sections.count > 0 || *read) {
+    return false;
+  }
+  *read = true;
+  return chain ? filter_names(line, &p->index->chain) : filter_names(line, &p->index->relies) && p->index->relies != 0;
 }
 
 static bool parse_line(parser_t *p, line_t *line) {
@@ -594,7 +600,9 @@ static bool parse_line(parser_t *p, line_t *line) {
     return false;
   }
   if (p->stage == OUTSIDE) {
-    return is(word, "service") ? service_line(p, line) : is(word, "chain") && chain_line(p, line);
+    return is(word, "service")  ? service_line(p, line)
+           : is(word, "chain")  ? filters_line(p, line, true)
+           : is(word, "relies") && filters_line(p, line, false);
   }
   if (p->stage == AFTER_SERVICE) {
     return is(word, "mode") && mode_line(p, line);
@@ -628,26 +636,7 @@ static bool well_spaced(const char *start, size_t length) {
   return true;
 }
 
-static int compare_sections(const void *a, const void *b) {
-  return bytes_compare(((const section_t *)a)->name, ((const section_t *)b)->name);
-}
-
-/* Sorts the sections for index_section; false when a service has two. */
-static bool sort_sections(index_t *index) {
-  section_t *sections = index->sections.items;
-  size_t count = index->sections.count;
-  if (count > 1) {
-    qsort(sections, count, sizeof(section_t), compare_sections);
-  }
-  for (size_t i = 1; i < count; i++) {
-    if (compare_sections(&sections[i - 1], &sections[i]) == 0) {
-      return false;
-    }
-  }
-  return true;
-}
-
-static const char HEADER[] = "policyc-native 4\n";
+static const char HEADER[] = "policyc-native 5\n";
 
 static bool parse(parser_t *p, const char *text, size_t length) {
   size_t header = sizeof HEADER - 1;
@@ -662,7 +651,7 @@ static bool parse(parser_t *p, const char *text, size_t length) {
     }
     at = newline + 1;
   }
-  return p->stage == OUTSIDE && sort_sections(p->index);
+  return p->stage == OUTSIDE;
 }
 
 void index_free(index_t *index) {
@@ -697,12 +686,4 @@ index_t *index_parse(const char *text, size_t length) {
     return NULL;
   }
   return index;
-}
-
-const section_t *index_section(const index_t *index, bytes_t name) {
-  const section_t *sections = index->sections.items;
-  section_t key = {.name = name};
-  return index->sections.count == 0
-             ? NULL
-             : bsearch(&key, sections, index->sections.count, sizeof(section_t), compare_sections);
 }

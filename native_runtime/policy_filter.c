@@ -1,16 +1,20 @@
 /*
  * policy_filter.c: policyc's native policy filter, an Envoy dynamic module (HTTP filter).
  *
- * One filter config serves every service: its text is the decision index (native_runtime/README.md,
- * index_parse.c), parsed once. Per request the filter reads the route's metadata policyc.service,
- * takes that service's section, and of its rules only the share its path's longest listed prefix
+ * The policy is in the routes: each route the filter runs on gives it a config of its own
+ * (native_runtime/README.md, index_parse.c), parsed once when Envoy loads the routes, so that a
+ * change of rules reaches every connection with the routes. A route's config is its service's
+ * section of the decision index, or, for a service other filters decide, the filters it relies on,
+ * which the listener's config (the filters its chain holds) must all name. Per request the filter
+ * takes the route's section, and of its rules only the share its path's longest listed prefix
  * names (the rules such a path can match), and decides as lua_runtime/decide.lua does: the first
  * deny rule that holds denies, else the first allow rule that holds allows, else default deny. The
  * decision and its rule are recorded in the stream's filter state (policyc.verdict) for the access
  * log; deny and default-deny are answered 403 unless the service runs dry.
  *
- * Fails closed: a config that does not parse is refused (Envoy then rejects the listener), and a
- * request whose service, method, path, headers or peer cannot be read (a presented certificate's
+ * Fails closed: a config that does not parse is refused (Envoy then rejects the listener, or the
+ * routes), and a request whose route has no config for the filter, or whose method, path, headers
+ * or peer cannot be read (a presented certificate's
  * SANs included, which peer_filter.c records on the connection) gets the decision `error`, a
  * log line and a 403 (dry-run: continues). The index is read-only and shared by every worker; a
  * request's own state is on the stack, and allocates only for a section of more conditions, or a
@@ -26,7 +30,6 @@
 #include "policy_index.h"
 #include "token_claims.h"
 
-static const char NAMESPACE[] = "policyc"; /* of the route's metadata */
 static const char VERDICT_KEY[] = "policyc.verdict";
 static const char DENIED_BODY[] = "access denied\n";
 static const char DENIED_DETAILS[] = "policyc_denied";
@@ -67,7 +70,7 @@ typedef struct {
   san_list_t uris, dns;
   uint8_t *memo;       /* one entry per condition of the section: local_memo or allocated */
   const char *problem; /* set when something cannot be read: the decision is `error` */
-  bool elsewhere;      /* the service is decided by other filters of this chain (route_filters) */
+  bool elsewhere;      /* the service is decided by other filters of this chain (take_route) */
   uint8_t local_memo[LOCAL_CONDITIONS];
   bytes_t local_segments[LOCAL_SEGMENTS];
 } request_t;
@@ -500,66 +503,24 @@ static verdict_t decide(request_t *request) {
   return request->problem == NULL ? verdict : ERROR_VERDICT;
 }
 
-/* What the route's metadata policyc.filters says: nothing (the route's service is this filter's
- * to decide), or the filters a route of a service other filters decide relies on, all held by
- * this chain (the config's `chain` line) or not. On a hot reload an old listener's connections
- * take the new routes through the old chain, which may lack one: such a route, or one naming
- * none, gets no pass here, and neither does it get the old section of its service, should the
- * old config hold one. */
-typedef enum { FILTERS_NONE, FILTERS_HELD, FILTERS_LACKING } route_filters_t;
-
-static route_filters_t route_filters(request_t *request) {
-  envoy_dynamic_module_type_envoy_buffer value = {NULL, 0};
-  if (!envoy_dynamic_module_callback_http_get_metadata_string(request->envoy, envoy_dynamic_module_type_metadata_source_Route,
-                                                              module_buffer(literal(NAMESPACE)),
-                                                              module_buffer(literal("filters")), &value)) {
-    return FILTERS_NONE;
-  }
-  if (value.ptr == NULL || value.length == 0) {
-    return FILTERS_LACKING;
-  }
-  const char *at = value.ptr, *end = value.ptr + value.length;
-  for (;;) { /* names separated by single spaces */
-    const char *space = memchr(at, ' ', (size_t)(end - at));
-    bytes_t name = {at, (size_t)((space == NULL ? end : space) - at)};
-    uint32_t bit = index_chain_bit(name);
-    if (bit == 0 || (request->index->chain & bit) == 0) {
-      return FILTERS_LACKING;
-    }
-    if (space == NULL) {
-      return FILTERS_HELD;
-    }
-    at = space + 1;
-  }
-}
-
-/* The route's service (false when it has none) and its section; request->problem is set when
- * either is missing (unless other filters decide the service). */
-static bool route_service(request_t *request, bytes_t *service) {
-  envoy_dynamic_module_type_envoy_buffer value = {NULL, 0};
-  if (!envoy_dynamic_module_callback_http_get_metadata_string(request->envoy, envoy_dynamic_module_type_metadata_source_Route,
-                                                              module_buffer(literal(NAMESPACE)),
-                                                              module_buffer(literal("service")), &value) ||
-      (value.ptr == NULL && value.length > 0)) {
-    return fail(request, "the route has no policyc.service metadata");
-  }
-  service->ptr = value.ptr == NULL ? "" : value.ptr;
-  service->length = value.length;
-  switch (route_filters(request)) {
-  case FILTERS_HELD:
+/* The route's config: its service's section, which request->index and request->section then
+ * hold; or the filters another engine decides its service with, which this listener's chain must
+ * all hold (its config's `chain` line) for the request to go on, recording nothing. On a hot reload
+ * an old listener's connections take the new routes through the old chain, which may lack one:
+ * such a route is refused here rather than let through unchecked. request->problem is set when the
+ * route has no config for the filter, or relies on a filter the chain lacks. */
+static void take_route(request_t *request, const index_t *listener) {
+  const index_t *route = envoy_dynamic_module_callback_get_most_specific_route_config(request->envoy);
+  if (route == NULL) {
+    fail(request, "the route has no config for the policy filter");
+  } else if (route->relies == 0) {
+    request->index = route;
+    request->section = route->sections.items; /* exactly one: per_route_config_new checks */
+  } else if ((route->relies & ~listener->chain) == 0) {
     request->elsewhere = true;
-    return true;
-  case FILTERS_LACKING:
+  } else {
     fail(request, "the route relies on a policy filter this listener's chain does not hold");
-    return true;
-  default:
-    break;
   }
-  request->section = index_section(request->index, *service);
-  if (request->section == NULL) {
-    fail(request, "the service has no section in the filter's config");
-  }
-  return true;
 }
 
 /* The verdict, "<decision>" or "<decision> <rule>", in the stream's filter state under VERDICT_KEY,
@@ -596,9 +557,10 @@ static bool record(envoy_t envoy, verdict_t verdict) {
   return stored;
 }
 
-static void log_error(bool known, bytes_t service, const char *problem) {
+static void log_error(const section_t *section, const char *problem) {
   char message[512];
-  int length = known ? snprintf(message, sizeof message, "policyc: error deciding for service %.*s: %s",
+  bytes_t service = section == NULL ? literal("") : section->name;
+  int length = section != NULL ? snprintf(message, sizeof message, "policyc: error deciding for service %.*s: %s",
                                 (int)(service.length > 200 ? 200 : service.length), service.ptr, problem)
                      : snprintf(message, sizeof message, "policyc: error deciding: %s", problem);
   bytes_t text = {message, length < 0 ? 0 : (size_t)length < sizeof message ? (size_t)length : sizeof message - 1};
@@ -614,16 +576,32 @@ static void deny(envoy_t envoy) {
 
 const char *envoy_dynamic_module_on_program_init(void) { return POLICYC_ENVOY_ABI_VERSION; }
 
+/* A config of the filter, parsed, or NULL (logged as `what`) when it does not parse or is not of
+ * the shape `fits` asks of it. */
+static index_t *parsed(envoy_dynamic_module_type_envoy_buffer config, bool (*fits)(const index_t *), const char *what) {
+  index_t *index = index_parse(config.ptr, config.length);
+  if (index != NULL && !fits(index)) {
+    index_free(index);
+    index = NULL;
+  }
+  if (index == NULL) {
+    envoy_dynamic_module_callback_log(envoy_dynamic_module_type_log_level_Error, module_buffer(literal(what)));
+  }
+  return index;
+}
+
+/* The listener's config names the filters its chain holds beside this one, and holds no rules. */
+static bool fits_listener(const index_t *index) { return index->sections.count == 0 && index->relies == 0; }
+
+/* A route's config is its service's section, or the filters that decide its service instead. */
+static bool fits_route(const index_t *index) {
+  return !index->chain_listed && (index->sections.count == 1) != (index->relies != 0);
+}
+
 envoy_dynamic_module_type_http_filter_config_module_ptr envoy_dynamic_module_on_http_filter_config_new(
     envoy_dynamic_module_type_http_filter_config_envoy_ptr config_envoy,
     envoy_dynamic_module_type_envoy_buffer name, envoy_dynamic_module_type_envoy_buffer config) {
-  index_t *index = index_parse(config.ptr, config.length);
-  if (index == NULL) {
-    envoy_dynamic_module_callback_log(
-        envoy_dynamic_module_type_log_level_Error,
-        module_buffer(literal("policyc: the policy filter's config does not parse; refusing it")));
-  }
-  return index;
+  return parsed(config, fits_listener, "policyc: the policy filter's config does not parse; refusing it");
 }
 
 void envoy_dynamic_module_on_http_filter_config_destroy(
@@ -631,28 +609,20 @@ void envoy_dynamic_module_on_http_filter_config_destroy(
   index_free((index_t *)config);
 }
 
-/* A route's own config for the filter, which only turns it back on where its virtual host turns
- * it off (policyc/backends/envoy.py): a service route under a host whose refusal routes the filter
- * must skip. It carries nothing, and the filter never reads it; one with content is refused, and
- * Envoy then rejects the routes. */
-static const char ROUTE_ON[] = "on";
-
+/* Every route the filter runs on gives it one (policyc/backends/envoy.py: the filter is off for each
+ * virtual host, so for its refusal routes, and back on for each service route with this config). */
 envoy_dynamic_module_type_http_filter_per_route_config_module_ptr
 envoy_dynamic_module_on_http_filter_per_route_config_new(envoy_dynamic_module_type_envoy_buffer name,
                                                          envoy_dynamic_module_type_envoy_buffer config) {
-  if (config.length != 0) {
-    envoy_dynamic_module_callback_log(
-        envoy_dynamic_module_type_log_level_Error,
-        module_buffer(literal("policyc: a route's config for the policy filter is not empty; refusing it")));
-    return NULL;
-  }
-  return ROUTE_ON;
+  return parsed(config, fits_route, "policyc: a route's config for the policy filter does not parse; refusing it");
 }
 
 void envoy_dynamic_module_on_http_filter_per_route_config_destroy(
-    envoy_dynamic_module_type_http_filter_per_route_config_module_ptr config) {}
+    envoy_dynamic_module_type_http_filter_per_route_config_module_ptr config) {
+  index_free((index_t *)config);
+}
 
-/* The filter keeps no state of its own between hooks: it is the (read-only) index itself. */
+/* The filter keeps no state of its own between hooks: it is the (read-only) listener's config. */
 envoy_dynamic_module_type_http_filter_module_ptr envoy_dynamic_module_on_http_filter_new(
     envoy_dynamic_module_type_http_filter_config_module_ptr config,
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy) {
@@ -664,9 +634,8 @@ void envoy_dynamic_module_on_http_filter_destroy(envoy_dynamic_module_type_http_
 envoy_dynamic_module_type_on_http_filter_request_headers_status envoy_dynamic_module_on_http_filter_request_headers(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy, envoy_dynamic_module_type_http_filter_module_ptr filter,
     bool end_of_stream) {
-  request_t request = {.envoy = filter_envoy, .index = filter};
-  bytes_t service = {"", 0};
-  bool known = route_service(&request, &service);
+  request_t request = {.envoy = filter_envoy};
+  take_route(&request, filter);
   if (request.elsewhere) {
     return envoy_dynamic_module_type_on_http_filter_request_headers_status_Continue; /* nothing to record */
   }
@@ -683,7 +652,7 @@ envoy_dynamic_module_type_on_http_filter_request_headers_status envoy_dynamic_mo
     verdict = ERROR_VERDICT;
   }
   if (request.problem != NULL) {
-    log_error(known, service, request.problem);
+    log_error(request.section, request.problem);
   }
   bool dry_run = request.section != NULL && request.section->dry_run;
   if (strcmp(verdict.decision, "allow") == 0 || dry_run) {

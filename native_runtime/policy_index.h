@@ -1,8 +1,9 @@
 /*
- * policy_index.h: the decision index, the parsed form of the filter's config ("policyc-native 2",
- * native_runtime/README.md), and the request-independent matching it needs.
+ * policy_index.h: the decision index, the parsed form of the filter's configs ("policyc-native 5",
+ * native_runtime/README.md): the listener's, and each route's. And the request-independent
+ * matching it needs.
  *
- * Built once per filter config by index_parse, read-only afterwards and shared by every worker.
+ * Built once per config by index_parse, read-only afterwards and shared by every worker.
  * Every array lives in the index and is addressed by 32-bit positions; a section's expressions are
  * stored in preorder, so an operand follows its operator and the next operand starts at the
  * `end` of the one before: no pointers inside the tree, no allocation per node.
@@ -137,26 +138,25 @@ typedef struct {
   size_t capacity;
 } vector_t;
 
-/* The policy filters a listener's chain may hold beside the native filter, as bits: the config's
- * `chain` line names those its chain holds, and the route of a service another filter decides
- * names those it relies on (index_chain_bit reads one name). */
+/* The policy filters a listener's chain may hold beside the native filter, as bits: the listener's
+ * config names those its chain holds (`chain`), and the config of a route whose service another
+ * filter decides names those it relies on (`relies`); index_chain_bit reads one name. */
 enum { CHAIN_RBAC_DENY = 1, CHAIN_LUA = 2, CHAIN_RBAC_ALLOW = 4 };
 
 typedef struct {
-  uint32_t chain; /* CHAIN_* bits: the filters of the listener's chain besides this one */
+  bool chain_listed; /* the config has a `chain` line */
+  uint32_t chain;    /* CHAIN_* bits: the filters of the listener's chain besides this one */
+  uint32_t relies;   /* CHAIN_* bits: the filters a route's service is decided by; 0 for none */
   char *pool; /* every decoded string's bytes; sized once, so strings never move */
   vector_t nodes, strings, globs, networks, conditions, rules;
   vector_t shares, share_groups;
   vector_t refs; /* uint32_t: the rule numbers of every share */
-  vector_t sections; /* sorted by name once parsed */
+  vector_t sections; /* in the order written */
 } index_t;
 
 /* The index of a config, or NULL when the text is not exactly the format. */
 index_t *index_parse(const char *text, size_t length);
 void index_free(index_t *index);
-
-/* The section named `name`, or NULL. */
-const section_t *index_section(const index_t *index, bytes_t name);
 
 /* The CHAIN_* bit of a filter's name in the config (`rbac-deny`, `lua`, `rbac-allow`); 0 for any
  * other word. */

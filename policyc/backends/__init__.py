@@ -144,8 +144,8 @@ def compile_outputs(checked: Checked, target: str = "auto", options: Options | N
             compiled.files[f"services/{name}/rbac-allow.yaml"] = dump(service_filters.rbac_allow)
         if service_filters.lua_source is not None:
             compiled.files[f"services/{name}/policy.lua"] = service_filters.lua_source
-        if service_filters.native_section is not None:  # a native filter config of its own
-            compiled.files[f"services/{name}/native.conf"] = native.config_text([service_filters.native_section])
+        if service_filters.native_section is not None:  # its routes' config for the native filter
+            compiled.files[f"services/{name}/native.conf"] = native.route_config(service_filters.native_section)
     targets = {name: {"deny": p.deny, "allow": p.allow} for name, p in compiled.plans.items()}
     compiled.files["targets.json"] = json.dumps(targets, indent=2, sort_keys=True) + "\n"
     return compiled

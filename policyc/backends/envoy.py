@@ -300,19 +300,31 @@ def _chain(service_filters: dict[str, ServiceFilters]) -> set[str]:
 
 
 def native_filter_config(service_filters: dict[str, ServiceFilters]) -> str | None:
-    """The native filter's config: the filters beside it in the chain, and every native service's
-    section, by name; None when no service is native."""
-    sections = [f.native_section for _, f in sorted(service_filters.items()) if f.native_section is not None]
-    if not sections:
+    """The native filter's listener config: the filters beside it in the chain; None when no
+    service is native. The rules are in the routes (`native_on`)."""
+    if all(f.native_section is None for f in service_filters.values()):
         return None
     chain = _chain(service_filters)
-    return native.config_text(sections, tuple(CHAIN_NAMES[name] for name in CHAIN_NAMES if name in chain))
+    return native.listener_config(tuple(CHAIN_NAMES[name] for name in CHAIN_NAMES if name in chain))
 
 
 _OFF = {"@type": _TYPES["filter_config"], "disabled": True}  # any filter, off for a route or host
-# The native filter back on for a route of a host that turns it off (native_runtime/policy_filter.c).
-NATIVE_ON = {"@type": _TYPES["dynamic_module_route"], "dynamic_module_config": {"name": NATIVE_MODULE},
-             "filter_name": NATIVE_FILTER_NAME}
+
+
+def native_on(config: str) -> dict:
+    """The native filter back on for a route of a host that turns it off, with the route's config
+    (native_runtime/policy_filter.c)."""
+    return {"@type": _TYPES["dynamic_module_route"], "dynamic_module_config": {"name": NATIVE_MODULE},
+            "filter_name": NATIVE_FILTER_NAME,
+            "filter_config": {"@type": _TYPES["string"], "value": config}}
+
+
+def _native_route_config(filters: ServiceFilters) -> str:
+    """What a service's routes tell the native filter: the service's section, or the filters that
+    decide it instead, for the filter to check that its chain holds them (`_http_filters`)."""
+    if filters.native_section is not None:
+        return native.route_config(filters.native_section)
+    return native.relies_config(tuple(CHAIN_NAMES[name] for name in _relied_on(filters)))
 
 
 def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool, cluster: str,
@@ -330,17 +342,14 @@ def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool
     if native_in_chain:
         per_filter[NATIVE_FILTER] = _OFF
     answering = _answering_first(has_issuers, filters.lua_source is not None)
-    # Beside native services, the route names the filters it relies on, for the native filter to
-    # check that its chain holds them (`_http_filters`).
-    relied_on = {"filters": " ".join(CHAIN_NAMES[name] for name in _relied_on(filters))} \
-        if native_in_chain and filters.native_section is None else {}
-    metadata = _route_metadata(version, service=service.name, mode=service.mode.value, **relied_on)
+    metadata = _route_metadata(version, service=service.name, mode=service.mode.value)
+    native_route = native_on(_native_route_config(filters)) if native_in_chain else None
     routes = []
     for prefix, configs in filters.rbac_by_prefix.items():
         route_configs = {name: {"@type": _TYPES["rbac_route"], "rbac": config}
                          for name, config in zip((DENY_FILTER, ALLOW_FILTER), configs, strict=True) if config}
-        if native_in_chain:
-            route_configs[NATIVE_FILTER] = NATIVE_ON
+        if native_route is not None:
+            route_configs[NATIVE_FILTER] = native_route
         # Named for the service, which the access log reads from the name (accesslog.py).
         route = {"name": service.name, "match": {"prefix": prefix}, "route": {"cluster": cluster}, "metadata": metadata}
         routes.append({**route, "typed_per_filter_config": route_configs} if route_configs else route)

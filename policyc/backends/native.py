@@ -1,8 +1,12 @@
-"""Native backend: services → the config text of the native policy filter (native_runtime/), or
+"""Native backend: services → the config texts of the native policy filter (native_runtime/), or
 `native/unsupported` diagnostics for what that filter cannot read yet.
 
-The text is the filter's decision index, version 2 (native_runtime/README.md, *The config and the
-decision*): a header line, then one section per service: `service`, `mode`, the named conditions
+The texts are the filter's decision index, version 5 (native_runtime/README.md, *The config and
+the decision*), each a header line and then: for the listener, the policy filters its chain holds
+beside this one (`listener_config`); for the route of a service the filter decides, that service's
+section (`route_config`); for the route of a service other filters decide, the filters it relies
+on (`relies_config`). So the rules are in the routes, and a change of rules reloads only them.
+A section is `service`, `mode`, the named conditions
 its rules use (`cond`, numbered per section, each after the ones it refers to), its deny rules
 and its allow rules, each sorted by name, its shares, `end`. A share names the rules a path with
 its prefix can match (resolve.route_shares, the split RBAC's routes use), so a request tests only
@@ -28,7 +32,7 @@ from ..semantics.glob import ANY, parse_glob
 from ..semantics.net import parse_cidr
 from .resolve import Unsupported, membership, route_shares, unsupported_diagnostic
 
-HEADER = "policyc-native 4\n"
+HEADER = "policyc-native 5\n"
 # The request header in which jwt_authn forwards a verified token's payload to the native filter
 # (native_runtime/policy_filter.c reads it by this name).
 PAYLOAD_HEADER = "x-policyc-jwt-payload"
@@ -239,15 +243,21 @@ def service_section(checked: Checked, service: n.Service) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def config_text(sections: list[str], chain: tuple[str, ...] = ()) -> str:
-    """The filter's whole config: the header line, the `chain` line naming the policy filters
-    beside it in its listener's chain when there are any, and the sections."""
-    return HEADER + (f"chain {' '.join(chain)}\n" if chain else "") + "".join(sections)
+def listener_config(chain: tuple[str, ...]) -> str:
+    """The listener's config: the `chain` line naming the policy filters beside this one in its
+    chain, when there are any."""
+    return HEADER + (f"chain {' '.join(chain)}\n" if chain else "")
 
 
-def native_config(checked: Checked, services: list[n.Service]) -> str:
-    """The config deciding `services` (each expressible), in the order given."""
-    return config_text([service_section(checked, service) for service in services])
+def route_config(section: str) -> str:
+    """The config of a route of a service the filter decides: that service's section."""
+    return HEADER + section
+
+
+def relies_config(relied_on: tuple[str, ...]) -> str:
+    """The config of a route of a service other filters decide: their names, which the listener's
+    `chain` must all hold for a request to go on."""
+    return HEADER + f"relies {' '.join(relied_on)}\n"
 
 
 def unsupported(checked: Checked, service: n.Service) -> list[Diagnostic]:
