@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from policyc.backends import native
 from policyc.backends.accesslog import ACCESS_LOG_FIELDS
 from policyc.proof.envoy_process import envoy_binary
 
@@ -67,17 +68,34 @@ def search_path(monkeypatch):
     return lambda folder: monkeypatch.setenv(SEARCH_PATH, str(folder))
 
 
-def dynamic_module_filter(config: str, name: str = MODULE, path: Path | None = None) -> dict:
-    """The filter running module lib`name`.so, found on the search path, or the file at `path`."""
+def _module(name: str, path: Path | None) -> dict:
+    """How a config names the module: lib`name`.so on the search path, or the file at `path`."""
+    return {"module": {"local": {"filename": str(path)}}} if path else {"name": name}
+
+
+def _string(text: str) -> dict:
+    return {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": text}
+
+
+def dynamic_module_filter(config: str = native.HEADER, name: str = MODULE, path: Path | None = None) -> dict:
+    """The filter running module lib`name`.so, found on the search path, or the file at `path`;
+    `config` is the listener's config (by default: no other policy filter in the chain)."""
     return {
         "name": "envoy.filters.http.dynamic_modules",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
-            "dynamic_module_config": {"module": {"local": {"filename": str(path)}}} if path else {"name": name},
+            "dynamic_module_config": _module(name, path),
             "filter_name": "policy",
-            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config},
+            "filter_config": _string(config),
         },
     }
+
+
+def route_filter_config(config: str | None, name: str = MODULE, path: Path | None = None) -> dict:
+    """A route's config for the filter (`config`: its text; None, none given)."""
+    return {"@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute",
+            "dynamic_module_config": _module(name, path), "filter_name": "policy",
+            **({"filter_config": _string(config)} if config is not None else {})}
 
 
 def x(text: str) -> str:
@@ -91,25 +109,36 @@ def section(service: str, lines: list[str], mode: str = "enforce") -> str:
 
 
 def index_config(*sections: str) -> str:
-    """The filter's config: the decision index holding `sections`."""
-    return "policyc-native 4\n" + "".join(sections)
+    """What the compiler writes across a listener and its routes, as one text the driver
+    (index_driver.c) splits: the header, then `sections`, each one route's config."""
+    return native.HEADER + "".join(sections)
 
 
-def service_route(service: str | None, upstream_port: int | None = None) -> dict:
+def route_config(section_text: str) -> str:
+    """The config of a route of the service `section_text` is the section of."""
+    return native.HEADER + section_text
+
+
+def service_route(config: str | None, upstream_port: int | None = None, service: str | None = None,
+                  module_path: Path | None = None) -> dict:
     """A route for every path to the upstream on `upstream_port` (or a direct 200 "upstream"
-    answer), carrying the route metadata policyc.service = `service` (None: no metadata)."""
+    answer), giving the filter `config` (None: no config of the route's own), and named for
+    `service` in the route metadata the log reads."""
     route = ({"route": {"cluster": "upstream"}} if upstream_port
              else {"direct_response": {"status": 200, "body": {"inline_string": "upstream\n"}}})
     metadata = {} if service is None else {"metadata": {"filter_metadata": {"policyc": {"service": service}}}}
-    return {"match": {"prefix": "/"}, **route, **metadata}
+    per_filter = {} if config is None else {"typed_per_filter_config": {
+        "envoy.filters.http.dynamic_modules": route_filter_config(config, path=module_path)}}
+    return {"match": {"prefix": "/"}, **route, **metadata, **per_filter}
 
 
 def bootstrap(filters: list[dict], log_path: Path, upstream_port: int | None = None,
-              transport_socket: dict | None = None, service: str | None = None,
+              transport_socket: dict | None = None, route: str | None = None,
               virtual_hosts: list[dict] | None = None, listeners: dict[str, dict] | None = None) -> dict:
     """Listeners (`listeners`: name -> socket_address fields, port 0 added; by default "main" on
     127.0.0.1) running `filters` then the router, with `virtual_hosts` (by default every request
-    goes to `service_route(service, upstream_port)`), logging JSON lines to `log_path`."""
+    goes to `service_route(route, upstream_port)`: `route` is the route's config for the filter),
+    logging JSON lines to `log_path`."""
     manager = {
         "@type": HCM,
         "stat_prefix": "native",
@@ -117,7 +146,7 @@ def bootstrap(filters: list[dict], log_path: Path, upstream_port: int | None = N
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
             "path": str(log_path), "log_format": {"json_format": LOG_FIELDS}}}],
         "route_config": {"virtual_hosts": virtual_hosts or [
-            {"name": "all", "domains": ["*"], "routes": [service_route(service, upstream_port)]}]},
+            {"name": "all", "domains": ["*"], "routes": [service_route(route, upstream_port)]}]},
         "http_filters": [*filters, {"name": "envoy.filters.http.router", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }

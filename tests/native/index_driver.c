@@ -6,14 +6,22 @@
  *   index_driver CONFIG_FILE < REQUESTS
  *   index_driver --parse-many < CONFIGS
  *
+ * A config here is what the compiler writes across a listener and its routes, as one text: its
+ * first line and the lines before the first `service` line are the listener's config, and each
+ * section, after that same first line, the config of a route of its own.
+ *
  * With --parse-many, stdin holds configs, each as its length in decimal, "\n", then its bytes, and
- * each gets one stdout line, `accepted` or `refused`. Otherwise the driver exits 1 when the filter
- * refuses the config in CONFIG_FILE, and each stdin line is one request, tokens
- * separated by one space, each `-` (absent) or `x` and the hex of its bytes:
+ * each gets one stdout line, `accepted` when the filter takes the listener's and every route's
+ * config, `refused` otherwise. Otherwise the driver exits 1 when the filter refuses a config in
+ * CONFIG_FILE, and each stdin line is one request, tokens separated by one space, each `-` (absent)
+ * or `x` and the hex of its bytes:
  *
  *   <route service> <method> <path> <peer address> [<header name> <header value>]...
  *
- * (the headers `:mtls` and `:subject` stand for the client certificate's attributes, `:uri` and
+ * (the route is the one whose section is the service's: none for `-`, or a service without one;
+ * the header `:route-filters` gives the request a route whose config is a `relies` line of its
+ * value instead, and a request whose route config the filter refuses gets the line `refused - -`)
+ * (likewise the headers `:mtls` and `:subject` stand for the client certificate's attributes, `:uri` and
  * `:dns`, each repeated in order, for its SANs, `:clock`, seconds since the epoch, for the time the
  * filter reads, `:record` for the record of SANs the policy filter finds on the connection instead
  * of the one the network filter made, `:sans-fail` for SANs the network filter cannot read, and
@@ -32,6 +40,7 @@
 
 #include "envoy_abi.h"
 #include "peer_sans.h"
+#include "policy_index.h"
 
 #define MAX_FIELDS 256
 
@@ -70,26 +79,12 @@ void envoy_dynamic_module_callback_log(envoy_dynamic_module_type_log_level level
   fprintf(stderr, "log %d: %.*s\n", (int)level, (int)message.length, message.ptr);
 }
 
-bool envoy_dynamic_module_callback_http_get_metadata_string(envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy,
-                                                            envoy_dynamic_module_type_metadata_source source,
-                                                            envoy_dynamic_module_type_module_buffer ns,
-                                                            envoy_dynamic_module_type_module_buffer key,
-                                                            envoy_dynamic_module_type_envoy_buffer *result) {
-  field_t policyc = {"policyc", 7}, service = {"service", 7}, filters = {"filters", 7};
-  envoy_dynamic_module_type_module_buffer header = {":route-filters", 14};
-  if (source != envoy_dynamic_module_type_metadata_source_Route || !same(policyc, ns)) {
-    return false;
-  }
-  if (same(service, key)) {
-    return give(fields[0], result);
-  }
-  /* The route's `filters`: the value of the request's pseudo-header :route-filters, when it has one. */
-  for (size_t i = 4; same(filters, key) && i + 1 < MAX_FIELDS && fields[i].ptr != NULL; i += 2) {
-    if (same(fields[i], header)) {
-      return give(fields[i + 1], result);
-    }
-  }
-  return false;
+/* The route of the request being decided: its config for the filter, or NULL. */
+static envoy_dynamic_module_type_http_filter_per_route_config_module_ptr route;
+
+envoy_dynamic_module_type_http_filter_per_route_config_module_ptr
+envoy_dynamic_module_callback_get_most_specific_route_config(envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy) {
+  return route;
 }
 
 bool envoy_dynamic_module_callback_http_get_downstream_direct_remote_address(
@@ -371,27 +366,122 @@ static char *read_file(const char *path, size_t *length) {
   return text;
 }
 
-/* Whether the filter takes one config; a taken one is destroyed at once. */
-static bool accepted(const char *text, size_t length) {
-  envoy_dynamic_module_type_envoy_buffer name = {"policy", 6}, config = {text, length};
-  envoy_dynamic_module_type_http_filter_config_module_ptr filter_config =
-      envoy_dynamic_module_on_http_filter_config_new(NULL, name, config);
-  envoy_dynamic_module_on_http_filter_config_destroy(filter_config);
-  return filter_config != NULL;
+/* A config split as the compiler writes it (see the top of this file): the listener's and each
+ * route's, taken by the filter, or NULL where it refuses one. */
+#define MAX_ROUTES 4096
+typedef struct {
+  envoy_dynamic_module_type_http_filter_config_module_ptr listener;
+  envoy_dynamic_module_type_http_filter_per_route_config_module_ptr routes[MAX_ROUTES];
+  size_t route_count;
+  bool refused;
+} configs_t;
+
+static envoy_dynamic_module_type_envoy_buffer name_buffer = {"policy", 6};
+
+/* The filter's route config of `header` followed by the `length` bytes at `body`. */
+static envoy_dynamic_module_type_http_filter_per_route_config_module_ptr route_config(const char *header, size_t header_length,
+                                                                                     const char *body, size_t length) {
+  char *text = malloc(header_length + length + 1); /* exactly the config: reading past it is caught */
+  if (text == NULL) {
+    exit(2);
+  }
+  memcpy(text, header, header_length);
+  memcpy(text + header_length, body, length);
+  envoy_dynamic_module_type_envoy_buffer config = {text, header_length + length};
+  envoy_dynamic_module_type_http_filter_per_route_config_module_ptr taken =
+      envoy_dynamic_module_on_http_filter_per_route_config_new(name_buffer, config);
+  free(text); /* the filter keeps no pointer into its config text */
+  return taken;
+}
+
+/* The first line from `at` on that starts with `word`, or `end`. */
+static const char *line_starting(const char *at, const char *end, const char *word) {
+  size_t length = strlen(word);
+  while (at < end) {
+    if ((size_t)(end - at) > length && memcmp(at, word, length) == 0) {
+      return at;
+    }
+    const char *newline = memchr(at, '\n', (size_t)(end - at));
+    if (newline == NULL) {
+      break;
+    }
+    at = newline + 1;
+  }
+  return end;
+}
+
+static void split(const char *text, size_t length, configs_t *configs) {
+  memset(configs, 0, sizeof *configs);
+  const char *end = text + length, *newline = memchr(text, '\n', length);
+  size_t header = newline == NULL ? length : (size_t)(newline + 1 - text);
+  const char *section = line_starting(text + header, end, "service ");
+  char *listener = malloc((size_t)(section - text) + 1);
+  if (listener == NULL) {
+    exit(2);
+  }
+  memcpy(listener, text, (size_t)(section - text));
+  envoy_dynamic_module_type_envoy_buffer config = {listener, (size_t)(section - text)};
+  configs->listener = envoy_dynamic_module_on_http_filter_config_new(NULL, name_buffer, config);
+  free(listener);
+  configs->refused = configs->listener == NULL;
+  while (section < end && configs->route_count < MAX_ROUTES) {
+    const char *newline_after = memchr(section, '\n', (size_t)(end - section));
+    const char *next = newline_after == NULL ? end : line_starting(newline_after + 1, end, "service ");
+    envoy_dynamic_module_type_http_filter_per_route_config_module_ptr taken =
+        route_config(text, header, section, (size_t)(next - section));
+    configs->refused |= taken == NULL;
+    configs->routes[configs->route_count++] = taken;
+    section = next;
+  }
+}
+
+static void destroy(configs_t *configs) {
+  envoy_dynamic_module_on_http_filter_config_destroy(configs->listener);
+  for (size_t i = 0; i < configs->route_count; i++) {
+    envoy_dynamic_module_on_http_filter_per_route_config_destroy(configs->routes[i]);
+  }
+}
+
+/* The route config whose section is the service's, or NULL. */
+static envoy_dynamic_module_type_http_filter_per_route_config_module_ptr route_of(const configs_t *configs, field_t service) {
+  for (size_t i = 0; service.ptr != NULL && i < configs->route_count; i++) {
+    const section_t *section = ((const index_t *)configs->routes[i])->sections.items;
+    if (section != NULL && section->name.length == service.length &&
+        memcmp(section->name.ptr, service.ptr, service.length) == 0) {
+      return configs->routes[i];
+    }
+  }
+  return NULL;
 }
 
 static int parse_many(void) {
   size_t length;
+  static configs_t configs;
   while (scanf("%zu", &length) == 1 && getchar() == '\n') {
     char *text = malloc(length > 0 ? length : 1); /* exactly the config: reading past it is caught */
     if (text == NULL || fread(text, 1, length, stdin) != length) {
       fprintf(stderr, "bad config record\n");
       return 2;
     }
-    printf("%s\n", accepted(text, length) ? "accepted" : "refused");
+    split(text, length, &configs);
+    printf("%s\n", configs.refused ? "refused" : "accepted");
+    destroy(&configs);
     free(text);
   }
   return 0;
+}
+
+/* The request's `:route-filters` header, if it has one. */
+static bool route_filters(field_t *value) {
+  field_t key = {":route-filters", 14};
+  for (size_t i = 4; i + 1 < field_count; i += 2) {
+    envoy_dynamic_module_type_module_buffer text = {key.ptr, key.length};
+    if (same(fields[i], text)) {
+      *value = fields[i + 1];
+      return true;
+    }
+  }
+  return false;
 }
 
 int main(int argc, char **argv) {
@@ -404,11 +494,11 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: index_driver CONFIG_FILE < REQUESTS | index_driver --parse-many < CONFIGS\n");
     return 2;
   }
-  envoy_dynamic_module_type_envoy_buffer name = {"policy", 6}, config = {text, length};
-  envoy_dynamic_module_type_http_filter_config_module_ptr filter_config =
-      envoy_dynamic_module_on_http_filter_config_new(NULL, name, config);
-  free(text); /* the filter keeps no pointer into its config text */
-  if (filter_config == NULL) {
+  static configs_t configs;
+  split(text, length, &configs);
+  const char *newline = memchr(text, '\n', length);
+  size_t header = newline == NULL ? length : (size_t)(newline + 1 - text);
+  if (configs.refused) {
     return 1;
   }
   envoy_dynamic_module_type_envoy_buffer peer_name = {"peer_sans", 9}, empty = {"", 0};
@@ -426,6 +516,20 @@ int main(int argc, char **argv) {
     verdict_length = 0;
     answered = 0;
     records = 0;
+    field_t relied_on;
+    envoy_dynamic_module_type_http_filter_per_route_config_module_ptr relies = NULL;
+    if (route_filters(&relied_on)) {
+      char body[512];
+      int body_length = snprintf(body, sizeof body, "relies %.*s\n", (int)(relied_on.ptr == NULL ? 0 : relied_on.length),
+                                 relied_on.ptr == NULL ? "" : relied_on.ptr);
+      relies = route_config(text, header, body, (size_t)body_length);
+      if (relies == NULL) {
+        printf("refused - -\n");
+        fflush(stdout);
+        continue;
+      }
+    }
+    route = relies != NULL ? relies : route_of(&configs, fields[0]);
     envoy_dynamic_module_type_network_filter_module_ptr connection =
         envoy_dynamic_module_on_network_filter_new(peer_config, NULL);
     envoy_dynamic_module_on_network_filter_new_connection(NULL, connection);
@@ -436,11 +540,13 @@ int main(int argc, char **argv) {
       fprintf(stderr, "the network filter recorded the SANs twice\n");
       return 3;
     }
-    envoy_dynamic_module_type_http_filter_module_ptr filter = envoy_dynamic_module_on_http_filter_new(filter_config, NULL);
+    envoy_dynamic_module_type_http_filter_module_ptr filter =
+        envoy_dynamic_module_on_http_filter_new(configs.listener, NULL);
     envoy_dynamic_module_type_on_http_filter_request_headers_status status =
         envoy_dynamic_module_on_http_filter_request_headers(NULL, filter, true);
     envoy_dynamic_module_on_http_filter_destroy(filter);
     envoy_dynamic_module_on_network_filter_destroy(connection);
+    envoy_dynamic_module_on_http_filter_per_route_config_destroy(relies);
     bool stopped = status == envoy_dynamic_module_type_on_http_filter_request_headers_status_StopIteration;
     if (stopped != (answered == 403)) {
       fprintf(stderr, "the filter stopped without answering, or answered and continued\n");
@@ -451,7 +557,8 @@ int main(int argc, char **argv) {
   }
   free(line);
   free(record);
+  free(text);
   envoy_dynamic_module_on_network_filter_config_destroy(peer_config);
-  envoy_dynamic_module_on_http_filter_config_destroy(filter_config);
+  destroy(&configs);
   return 0;
 }

@@ -63,7 +63,8 @@ def token(value: str | bytes | None) -> str:
 
 def decide(driver: Path, tmp_path: Path, config: str | bytes,
            requests: list[Request]) -> list[tuple[str, str | None, int]]:
-    """(decision, rule, status: 403, or 200 for a request the filter lets continue) of each request."""
+    """(decision, rule, status: 403, or 200 for a request the filter lets continue, 0 for one whose
+    route config it refuses) of each request."""
     (tmp_path / "config").write_bytes(config if isinstance(config, bytes) else config.encode())
     lines = [" ".join([token(service), token(method), token(path), token(peer),
                        *(token(part) for header in headers for part in header)])
@@ -73,7 +74,7 @@ def decide(driver: Path, tmp_path: Path, config: str | bytes,
     answers = [line.split(" ") for line in result.stdout.decode().splitlines()]
     assert len(answers) == len(requests)
     return [(decision, None if rule == "-" else bytes.fromhex(rule[1:]).decode(errors="replace"),
-             403 if answer == "403" else 200)
+             {"403": 403, "continue": 200}.get(answer, 0))
             for decision, rule, answer in answers]
 
 
@@ -100,7 +101,7 @@ def edit(old: str, new: str, text: str = GOOD) -> str:
 
 
 def with_chain(lines: str) -> str:
-    """GOOD with `lines` right after its header, where a `chain` line belongs."""
+    """GOOD with `lines` right after its header: the listener's config."""
     return edit(native.HEADER, native.HEADER + lines)
 
 
@@ -118,9 +119,9 @@ def nested(depth: int) -> str:
 
 BAD_CONFIGS = {
     "empty": "",
-    "no header": GOOD.removeprefix("policyc-native 4\n"),
-    "another version": edit("policyc-native 4", "policyc-native 3"),
-    "header without newline": "policyc-native 4",
+    "no header": GOOD.removeprefix("policyc-native 5\n"),
+    "another version": edit("policyc-native 5", "policyc-native 4"),
+    "header without newline": "policyc-native 5",
     "no final newline": GOOD.removesuffix("\n"),
     "an empty line": edit("end\n", "end\n\n"),
     "CRLF": GOOD.replace("\n", "\r\n"),
@@ -167,8 +168,6 @@ BAD_CONFIGS = {
     "a section without end": GOOD.removesuffix("end\n"),
     "a section inside a section": edit("end\nservice", "service"),
     "a rule outside a section": edit("end\nservice", f"end\nallow {x('a')} and 0\nservice"),
-    "a service twice": GOOD + section("shop", []),
-    "a service twice, not adjacent": GOOD + section("zoo", []) + section("lab", []),
     "an empty header name": edit(f"header {x('x-a')}", "header x"),
     "a header name in upper case": edit(f"header {x('x-a')}", f"header {x('X-A')}"),
     "a header name with a newline": edit(f"header {x('x-a')}", f"header {x('x-a' + chr(10))}"),
@@ -223,6 +222,7 @@ BAD_CONFIGS = {
     "a chain with an unknown filter": with_chain("chain rbac\n"),
     "a chain out of order": with_chain("chain rbac-allow lua\n"),
     "a chain naming a filter twice": with_chain("chain lua lua\n"),
+    "a relies line in the listener's config": with_chain("relies lua\n"),
     "a rule too deep": edit(f"allow {x('all')} and 0", f"allow {x('all')} {nested(257)}"),
     "too deep through a condition": edit(
         f"cond 1 and 2 ref 0 path prefix {x('/api/')}", f"cond 1 {nested(200)}").replace(
@@ -382,27 +382,27 @@ def test_a_window_holds_from_its_start_until_just_before_its_end(driver, tmp_pat
     assert decided == (("allow", rule, 200) if rule else ("default-deny", None, 403))
 
 
-ELSEWHERE = [("rbac-allow", "continue"), ("rbac-deny rbac-allow", "continue"), ("lua rbac-allow", "refused"),
-             ("", "refused"), ("rbac-allow ", "refused"), ("rbac-allow  rbac-deny", "refused"), ("rbac", "refused"),
-             (None, "refused")]
+ELSEWHERE = [("rbac-allow", "continue"), ("rbac-deny rbac-allow", "continue"), ("lua rbac-allow", "error"),
+             (None, "error"), ("", "refused"), ("rbac-allow ", "refused"), ("rbac-allow  rbac-deny", "refused"),
+             ("rbac-allow rbac-deny", "refused"), ("rbac", "refused")]
 
 
 @pytest.mark.parametrize(("relied_on", "answer"), ELSEWHERE)
 def test_a_service_decided_elsewhere_passes_only_where_the_chain_holds_its_filters(driver, tmp_path, relied_on,
                                                                                     answer):
-    """A route of a service the config has no section for, naming (route metadata `filters`) the
-    filters it relies on: the filter lets it on, recording nothing, only when its chain holds
-    every one; a name it does not know, a list not as the compiler writes it, or none, is `error`."""
+    """A route whose config names the filters its service relies on (`relies`): the filter lets it
+    on, recording nothing, only when its chain holds every one; a name it does not know, or a list
+    not as the compiler writes it, is a route config the filter refuses (Envoy then rejects the
+    routes), and a route with no config at all (None) is `error`."""
     config = with_chain("chain rbac-deny rbac-allow\n")
     headers = [] if relied_on is None else [(":route-filters", relied_on)]
-    expected = ("-", None, 200) if answer == "continue" else ("error", None, 403)
+    expected = {"continue": ("-", None, 200), "error": ("error", None, 403), "refused": ("refused", None, 0)}[answer]
     assert decide(driver, tmp_path, config, [get("/api/x", service="other", headers=headers)]) == [expected]
 
 
-def test_a_route_naming_filters_is_not_decided_by_its_services_section(driver, tmp_path):
-    """A service moved off the native filter keeps its section in an old config during a hot
-    reload: its new route, which names the filters it relies on, is let on (or refused) by that
-    check alone, never decided by the old rules."""
+def test_a_route_naming_filters_is_not_decided_by_any_section(driver, tmp_path):
+    """A service moved off the native filter: its route names the filters it relies on, and is let
+    on (or refused) by that check alone, never decided by the rules its service had."""
     config = with_chain("chain rbac-allow\n")
     denied = get("/x", headers=[("x-a", "b")])  # `shop`'s deny rule `d` holds
     moved = [get("/x", headers=[("x-a", "b"), (":route-filters", relied_on)]) for relied_on in ("rbac-allow", "lua")]
@@ -437,7 +437,8 @@ def test_a_long_rule_name_is_recorded_whole(driver, tmp_path):
     assert decide(driver, tmp_path, config, [get("/")]) == [("allow", name, 200)]
 
 
-def test_a_config_without_services_decides_error(driver, tmp_path):
+def test_a_route_without_a_config_decides_error(driver, tmp_path):
+    """No section for the service: its route gives the filter no config of its own."""
     assert decide(driver, tmp_path, index_config(), [get("/")]) == [("error", None, 403)]
 
 
@@ -514,7 +515,7 @@ def test_shares_decide_as_the_interpreter(driver, tmp_path):
     text = SHARED_POLICY.format(name="enforced", mode="") + SHARED_POLICY.format(name="dry", mode="mode dry-run")
     (tmp_path / "p.policy").write_text(text)
     checked = load_and_check([str(tmp_path / "p.policy")]).checked
-    config = native.native_config(checked, list(checked.services.values()))
+    config = native.HEADER + "".join(native.service_section(checked, service) for service in checked.services.values())
     assert config.count("share ") == 2 * 8  # "/" and the seven prefixes the rules need
     cases = [(service, method, path, headers) for service in ("enforced", "dry") for path in PATHS
              for method in ("GET", "POST") for headers in ((), (("x-block", ""),), (("x-let", "1"),))]

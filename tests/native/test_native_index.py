@@ -1,8 +1,8 @@
-"""The decision index (native_runtime/README.md) deciding in a real Envoy 1.40: the service comes
-from each route's metadata policyc.service; every kind of atom, named conditions, deny overriding
-allow, default deny, dry-run, and the `error` decision of a route without a service, each as
-status, recorded decision and rule, and whether the upstream was reached; and a route that turns
-the filter off."""
+"""The decision index (native_runtime/README.md) deciding in a real Envoy 1.40: each route gives
+the filter its service's section; every kind of atom, named conditions, deny overriding allow,
+default deny, dry-run, and the `error` decision of a route without a config for the filter or one
+relying on a filter the chain lacks, each as status, recorded decision and rule, and whether the
+upstream was reached; and a route that turns the filter off."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from policyc.proof.envoy_process import running_envoy
 from policyc.proof.upstream import RecordingUpstream
 from policyc.semantics.glob import ANY, parse_glob
 
-from .conftest import bootstrap, dynamic_module_filter, index_config, log_entries, section, service_route, x
+from policyc.backends import native
+
+from .conftest import bootstrap, dynamic_module_filter, log_entries, route_config, section, service_route, x
 
 pytestmark = pytest.mark.envoy
 
@@ -50,10 +52,10 @@ SHOP = section("shop", [
 ])
 LAB = section("lab", [f"deny {x('blocked')} path prefix {x('/blocked')}", f"allow {x('health')} {path_is('/health')}"],
               mode="dry-run")
-CONFIG = index_config(SHOP, LAB)
-# Hosts: a service each, a route without metadata, one naming a service the config lacks, one whose
-# service is not a string.
-ROUTES = {"shop": "shop", "lab": "lab", "bare": None, "ghost": "ghost", "numeric": 7}
+# Hosts: a service each, a route without a config for the filter, and one of a service another
+# filter decides, which this chain (the listener's config names none beside the filter) lacks.
+ROUTES = {"shop": route_config(SHOP), "lab": route_config(LAB), "bare": None,
+          "moved": native.relies_config(("rbac-allow",))}
 
 # (host, method, target, headers) -> (status, decision, rule); headers as sent, in order.
 CASES = [
@@ -85,8 +87,7 @@ CASES = [
     (("lab", "GET", "/other", []), (200, "default-deny", None)),
     (("lab", "GET", "/health", []), (200, "allow", "health")),
     (("bare", "GET", "/health", []), (403, "error", None)),
-    (("ghost", "GET", "/health", []), (403, "error", None)),
-    (("numeric", "GET", "/health", []), (403, "error", None)),
+    (("moved", "GET", "/health", []), (403, "error", None)),
     (("off", "GET", "/health", []), (400, None, None)),
 ]
 
@@ -118,8 +119,8 @@ FILTER_OFF = {"name": "off", "domains": ["off"], "routes": [{
 
 
 def virtual_hosts(upstream_port: int) -> list[dict]:
-    return [*({"name": host, "domains": [host], "routes": [service_route(service, upstream_port)]}
-              for host, service in ROUTES.items()), FILTER_OFF]
+    return [*({"name": host, "domains": [host], "routes": [service_route(config, upstream_port, host)]}
+              for host, config in ROUTES.items()), FILTER_OFF]
 
 
 def logged(entry: dict) -> tuple[str | None, str | None, str | None]:
@@ -132,7 +133,7 @@ def test_every_atom_and_decision_in_envoy(module_dir, search_path, tmp_path):
     search_path(module_dir)
     log_path = tmp_path / "access.log"
     with RecordingUpstream() as upstream:
-        config = bootstrap([dynamic_module_filter(CONFIG)], log_path, upstream.port,
+        config = bootstrap([dynamic_module_filter()], log_path, upstream.port,
                            virtual_hosts=virtual_hosts(upstream.port))
         with running_envoy(config, tmp_path, FLUSH) as envoy:
             answers = [request(envoy.listener_ports["main"], *sent) for sent, _ in CASES]
@@ -144,12 +145,12 @@ def test_every_atom_and_decision_in_envoy(module_dir, search_path, tmp_path):
     assert seen == [expected for _, expected in CASES]
     assert reached == [target for (_, _, target, _), (status, _, _) in CASES if status == 200]
     services = [logged(entry)[0] for entry in entries]
-    assert services == [{"bare": None, "numeric": 7, "off": None}.get(host, host) for (host, *_), _ in CASES]
+    assert services == [None if host == "off" else host for (host, *_), _ in CASES]
     denied = [(body, headers["content-type"], entry["details"])
               for (status, body, headers), entry in zip(answers, entries, strict=True) if status == 403]
     assert set(denied) == {(b"access denied\n", "text/plain", "policyc_denied")}
-    assert "policyc: error deciding: the route has no policyc.service metadata" in envoy_log
-    assert "policyc: error deciding for service ghost: the service has no section in the filter's config" in envoy_log
+    assert "policyc: error deciding: the route has no config for the policy filter" in envoy_log
+    assert "policyc: error deciding: the route relies on a policy filter this listener's chain does not hold" in envoy_log
 
 
 def ipv6_loopback() -> bool:
@@ -167,7 +168,7 @@ def test_an_ipv6_peer_is_matched_by_its_network(module_dir, search_path, tmp_pat
     networks only."""
     search_path(module_dir)
     log_path = tmp_path / "access.log"
-    config = bootstrap([dynamic_module_filter(CONFIG)], log_path, service="shop",
+    config = bootstrap([dynamic_module_filter()], log_path, route=ROUTES["shop"],
                        listeners={"v6": {"address": "::1"}})
     with running_envoy(config, tmp_path, FLUSH) as envoy:
         port = envoy.listener_ports["v6"]

@@ -17,7 +17,7 @@ from policyc import grants
 from policyc import nodes as n
 from policyc.backends import compile_outputs, plan_service
 from policyc.backends.lua import service_script
-from policyc.backends.native import config_text, service_section
+from policyc.backends.native import service_section
 from policyc.cli import main
 from policyc.interpret import evaluate
 from policyc.interpret.input import Caller, StandIns
@@ -125,8 +125,7 @@ def test_rbac_refuses_a_grant_and_auto_puts_its_allow_side_on_lua(policy):
 def test_lua_and_native_read_the_window_per_request(policy):
     checked = load_and_check([str(policy)]).checked
     assert f"request.within(q, {START}, {END})" in service_script(checked, checked.services["orders"])
-    section = config_text([service_section(checked, checked.services["orders"])])
-    assert f"time {START} {END}" in section
+    assert f"time {START} {END}" in service_section(checked, checked.services["orders"])
 
 
 @pytest.mark.parametrize(("clock", "decision"), [(START - 1, "default-deny"), (START, "allow"),

@@ -42,14 +42,13 @@ def test_hex_strings():
     assert native.hex_string("é\n") == "xc3a90a"  # UTF-8 bytes, a newline as any other byte
 
 
-def test_a_whole_config(tmp_path):
+def test_whole_sections(tmp_path):
     checked = checked_of(tmp_path, SERVICE.format(name="web", rules=(
         '    deny "internal" when source in ["10.0.0.0/8"] and not header "x-ok" prefix "yes"\n'
         '    allow public "health" when path == "/health" or header "x-t" present\n'
         '    allow public "api" when method in [GET, HEAD] and path prefix "/api/"\n'
     )) + SERVICE.format(name="dry", rules='    mode dry-run\n    allow public "all" when header "x-e" suffix ""\n'))
-    assert native.native_config(checked, [checked.services["dry"], checked.services["web"]]) == (
-        "policyc-native 4\n"
+    assert "".join(native.service_section(checked, checked.services[name]) for name in ("dry", "web")) == (
         "service x647279\nmode dry-run\nallow x616c6c header x782d65 suffix x\nend\n"
         "service x776562\nmode enforce\n"
         "deny x696e7465726e616c and 2 source 1 4/8/0a000000 not header x782d6f6b prefix x796573\n"
@@ -265,7 +264,8 @@ def _listener(bootstrap: dict) -> dict:
 
 def test_the_assembly_holds_one_native_filter_and_nothing_else(tmp_path):
     """Native services rely on no other policy filter: the chain leaves them out (jwt_authn stays
-    for issuers), and the filter's config names none beside it."""
+    for issuers), and the filter's config names none beside it. The rules are each service's
+    route's config."""
     checked = checked_of(tmp_path, SERVICE.format(name="a", rules='    allow public "r" when path == "/"\n')
                          + SERVICE.format(name="b", rules='    mode dry-run\n    allow public "r" when path == "/"\n'))
     compiled = compile_outputs(checked, "native", parts=True)
@@ -274,11 +274,15 @@ def test_the_assembly_holds_one_native_filter_and_nothing_else(tmp_path):
     config = filters[0]["typed_config"]
     assert config["dynamic_module_config"] == {"name": "policyc_native"}  # no path of this machine
     assert config["filter_config"] == {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                       "value": native.native_config(checked, [checked.services["a"],
-                                                                               checked.services["b"]])}
-    assert "chain" not in config["filter_config"]["value"]
+                                       "value": "policyc-native 5\n"}
+    hosts = _listener(compiled.bootstrap)["route_config"]["virtual_hosts"]
+    sections = {host["name"]: [route["typed_per_filter_config"][envoy.NATIVE_FILTER]["filter_config"]["value"]
+                               for route in host["routes"] if "route" in route] for host in hosts}
+    route_configs = {name: native.route_config(native.service_section(checked, checked.services[name]))
+                     for name in "ab"}
+    assert sections == {"a": [route_configs["a"]], "b": [route_configs["b"]], "no-service": []}
     assert compiled.files["targets.json"].count('"native"') == 4
-    assert compiled.files["services/a/native.conf"] == native.native_config(checked, [checked.services["a"]])
+    assert compiled.files["services/a/native.conf"] == route_configs["a"]
 
 
 def _runs_native(host: dict, route: dict) -> bool:
@@ -292,8 +296,8 @@ def _runs_native(host: dict, route: dict) -> bool:
 def test_beside_native_services_a_route_names_the_filters_it_relies_on(tmp_path):
     """The native filter runs on every service's route but the catch-all's and the refusal
     routes' (off for every host, on for its service routes): another engine's service's route
-    names the filters it relies on (route metadata `filters`), for the native filter to check that
-    its chain holds them."""
+    names the filters it relies on (its config for the native filter, `relies`), for the native
+    filter to check that its chain holds them."""
     checked = checked_of(tmp_path, "".join(SERVICE.format(name=name, rules='    allow public "r" when path == "/"\n')
                                            for name in "abc"))
     plans = {"a": "native", "b": "lua", "c": "rbac"}
@@ -307,9 +311,13 @@ def test_beside_native_services_a_route_names_the_filters_it_relies_on(tmp_path)
                                                                           else {False, True})
         for route in host["routes"]:
             assert _runs_native(host, route) == ("route" in route)
-    relied_on = {name: {r["metadata"]["filter_metadata"]["policyc"].get("filters") for r in hosts[name]["routes"]
-                        if "route" in r} for name in "abc"}
-    assert relied_on == {"a": {None}, "b": {"lua rbac-allow"}, "c": {"rbac-allow"}}
+    route_configs = {name: {r["typed_per_filter_config"][envoy.NATIVE_FILTER]["filter_config"]["value"]
+                            for r in hosts[name]["routes"] if "route" in r} for name in "abc"}
+    assert route_configs == {"a": {native.route_config(native.service_section(checked, services["a"]))},
+                             "b": {"policyc-native 5\nrelies lua rbac-allow\n"},
+                             "c": {"policyc-native 5\nrelies rbac-allow\n"}}
+    assert all("filters" not in r["metadata"]["filter_metadata"]["policyc"]
+               for host in hosts.values() for r in host["routes"] if "metadata" in r)
 
 
 @pytest.mark.parametrize("issuer", [ISSUER, ""])
@@ -351,9 +359,10 @@ def test_a_chain_with_the_native_filter_holds_what_other_services_rely_on(tmp_pa
         # Without the native filter the chain is fixed: a change of rules replaces only the routes.
         ("a", "b"): [envoy.DENY_FILTER, envoy.LUA_FILTER, envoy.ALLOW_FILTER, "envoy.filters.http.router"],
     }
-    # The config's second line names the filters beside the native one, as the routes do.
+    # The config's second line names the filters beside the native one, as the routes do; it is
+    # all the config holds, the rules being in the routes.
     assert configs == {("a", "c"): ["chain rbac-deny rbac-allow"], ("b", "c"): ["chain lua rbac-allow"],
-                       ("c",): ["service x63"], ("a", "b"): []}
+                       ("c",): [""], ("a", "b"): []}
 
 
 def test_without_native_services_nothing_names_the_native_filter(tmp_path):
@@ -428,11 +437,18 @@ def test_verify_needs_the_native_library(monkeypatch, tmp_path, target, runner):
     assert "Envoy loads libpolicyc_native.so from $ENVOY_DYNAMIC_MODULES_SEARCH_PATH" in result.stderr
 
 
-def test_hot_reloads_carry_the_native_filter(tmp_path):
-    checked = checked_of(tmp_path, SERVICE.format(name="a", rules='    allow public "r" when path == "/"\n'))
-    compiled = compile_dynamic(checked, "native", envoy.Options(), "/srv/policyc")
-    assert "policyc-native 4\\nservice x61\\n" in compiled.files["lds.yaml"]
-    assert envoy.NATIVE_FILTER in compiled.files["rds.yaml"]  # off on the catch-all
+def test_hot_reloads_carry_the_native_filter_and_a_change_of_rules_only_the_routes(tmp_path):
+    """The listener holds the filter; the routes, its rules: a change of rules leaves the listener
+    as it was, so Envoy reloads only the routes (docs/operations.md, *Draining*)."""
+    def compiled_with(rule: str):
+        checked = checked_of(tmp_path, SERVICE.format(name="a", rules=f'    allow public "r" when path == "{rule}"\n'))
+        return compile_dynamic(checked, "native", envoy.Options(), "/srv/policyc")
+
+    compiled, changed = compiled_with("/"), compiled_with("/other")
+    assert '"policyc-native 5\\n"' in compiled.files["lds.yaml"]
+    assert "policyc-native 5\\nservice x61\\n" in compiled.files["rds.yaml"]
+    assert changed.files["lds.yaml"] == compiled.files["lds.yaml"]
+    assert changed.files["rds.yaml"] != compiled.files["rds.yaml"]
 
 
 def test_native_refusals_of_grpc_calls_read_permission_denied(tmp_path):
