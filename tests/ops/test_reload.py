@@ -76,19 +76,23 @@ def test_a_fleet_converges_on_one_deploy(tmp_path):
 
 
 @pytest.mark.envoy
-def test_revocation_reaches_a_kept_alive_connection(tmp_path):
-    """A rule change replaces only the routes: the next request on an open connection is decided
-    by the new policy, with no drain."""
+@pytest.mark.parametrize("target", ["auto", "native"])
+def test_revocation_reaches_a_kept_alive_connection(tmp_path, request, target):
+    """A rule change replaces only the routes, whatever the target (the native filter's rules are
+    its routes' configs): the next request on an open connection is decided by the new policy,
+    with no drain."""
     folder = tmp_path / "live"
-    with RecordingUpstream() as upstream:
+    with native_search_path(request) as native, RecordingUpstream() as upstream:
+        if target == "native" and not native:
+            pytest.skip("the native library cannot be built here")
         (tmp_path / "s.policy").write_text(policy(upstream.address, 'allow public "open" when path == "/x"'))
-        deploy([str(tmp_path / "s.policy")], folder, options=OPTIONS)
+        deploy([str(tmp_path / "s.policy")], folder, target=target, options=OPTIONS)
         with envoys_on(folder, tmp_path) as (envoy,):
             connection = http.client.HTTPConnection("127.0.0.1", listener_ports(envoy.admin_port)[LISTENER_NAME])
             statuses = []
             for rule in ('allow public "open" when path == "/x"', 'deny "revoked" when path == "/x"'):
                 (tmp_path / "s.policy").write_text(policy(upstream.address, rule))
-                wait_for_version(envoy.admin_port, deploy([str(tmp_path / "s.policy")], folder,
+                wait_for_version(envoy.admin_port, deploy([str(tmp_path / "s.policy")], folder, target=target,
                                                           options=OPTIONS).version)
                 connection.request("GET", "/x", headers={"Host": "s.test"})
                 response = connection.getresponse()
