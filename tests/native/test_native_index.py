@@ -11,12 +11,11 @@ import socket
 
 import pytest
 
+from policyc.backends import native
 from policyc.backends.accesslog import native_verdict
 from policyc.proof.envoy_process import running_envoy
 from policyc.proof.upstream import RecordingUpstream
 from policyc.semantics.glob import ANY, parse_glob
-
-from policyc.backends import native
 
 from .conftest import bootstrap, dynamic_module_filter, log_entries, route_config, section, service_route, x
 
@@ -150,7 +149,8 @@ def test_every_atom_and_decision_in_envoy(module_dir, search_path, tmp_path):
               for (status, body, headers), entry in zip(answers, entries, strict=True) if status == 403]
     assert set(denied) == {(b"access denied\n", "text/plain", "policyc_denied")}
     assert "policyc: error deciding: the route has no config for the policy filter" in envoy_log
-    assert "policyc: error deciding: the route relies on a policy filter this listener's chain does not hold" in envoy_log
+    assert ("policyc: error deciding: the route relies on a policy filter this listener's chain does not hold"
+            in envoy_log)
 
 
 def ipv6_loopback() -> bool:
