@@ -552,7 +552,7 @@ def _envoy_options(command):
                      help="Envoy's RBAC, Lua, or RBAC wherever it can express a rule set and Lua for the rest "
                           "(auto); or the native filter, which Envoy loads as libpolicyc_native.so from "
                           "$ENVOY_DYNAMIC_MODULES_SEARCH_PATH; auto-native: for an Envoy that loads it, RBAC "
-                          "where it expresses a whole service, else the native filter where it does, else as auto"),
+                          "where it expresses a whole service, else the native filter"),
         click.option("--listen", default="127.0.0.1:10000", show_default=True, help="the listener's address"),
         click.option("--admin", default="127.0.0.1:9901", show_default=True, help="the admin interface's address"),
         click.option("--access-log", default="/dev/stdout", show_default=True,

@@ -125,7 +125,6 @@ CODES: dict[str, str] = {
     "template/unused-parameter": "a template parameter that no rule of the template uses",
     # backends
     "rbac/unsupported": "a rule that native RBAC cannot express, compiled with `--target rbac`",
-    "native/unsupported": "a rule that the native policy filter cannot decide, compiled with `--target native`",
     # warnings
     "check/anonymous-allow": "an `allow` rule that can match a request without a token, not marked `public`",
     "check/public-needs-no-token": "a rule marked `public` that can never match an anonymous request",

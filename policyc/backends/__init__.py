@@ -2,14 +2,15 @@
 
 `compile_outputs(checked, target, options, parts)` picks per service (and per effect) Envoy's RBAC
 or Lua, or for `--target native` the native filter, builds the Envoy configs and returns them with
-the plan, or returns `rbac/unsupported` (`native/unsupported`) diagnostics when `--target rbac`
-(`native`) meets a rule that target cannot express.
+the plan, or returns `rbac/unsupported` diagnostics when `--target rbac` meets a rule RBAC cannot
+express (the native filter and Lua express every rule).
 
 `auto` picks per service the fastest target that expresses it, among those a stock Envoy runs:
 RBAC for each effect whose rules it expresses, Lua for the rest. `auto-native` is `auto` for an
 Envoy that loads the native filter's library: RBAC where it expresses the whole service, else the
-native filter where it does, else as `auto` (RBAC costs least per request in bench/; the native
-filter is built to cost less than Lua, README.md *Performance* says how far it is).
+native filter (which expresses every rule) in place of Lua. RBAC stays first so that Envoy's own
+filter decides every service it can; counted, the native filter costs fewer instructions per
+request at every rule count (README.md *Performance*), which `--target native` gives every service.
 The choice reads only the policy, never the machine: the same policy compiles to the same files.
 
 `compile_dynamic(checked, target, options, config_dir)` gives the same policy for hot reloads:
@@ -36,7 +37,7 @@ TARGETS = ("auto", "auto-native", "rbac", "lua", "native")
 # The targets whose output needs the native filter's library on Envoy's module search path.
 NATIVE_TARGETS = ("native", "auto-native")
 # The targets that cannot express every rule, and how each tells whether it can express one.
-_EXPRESSIBLE = {"rbac": rbac.expressible, "native": native.expressible}
+_EXPRESSIBLE = {"rbac": rbac.expressible}
 
 
 @dataclass
@@ -62,18 +63,13 @@ def plan_service(checked: Checked, service: n.Service, target: str) -> Plan:
     deny = [r for r in service.rules if r.effect is n.Effect.DENY]
     allow = [r for r in service.rules if r.effect is n.Effect.ALLOW]
     plan = Plan(_engine(checked, deny, target), _engine(checked, allow, target))
-    # Lua is the slowest: native takes a service that needs it, when it expresses all of it
-    # (it decides a service whole, so one Lua effect makes the whole service native).
-    if target == "auto-native" and "lua" in (plan.deny, plan.allow) \
-            and all(native.expressible(checked, r) for r in service.rules):
-        return Plan("native", "native")
-    return plan
+    # Where RBAC cannot express an effect, the native filter takes the whole service, in place of
+    # Lua: it decides a service whole, and every rule.
+    return Plan("native", "native") if target == "auto-native" and "lua" in (plan.deny, plan.allow) else plan
 
 
-def _unsupported(checked: Checked, service: n.Service, target: str) -> list[Diagnostic]:
-    """The located errors of the service's rules that `target` cannot express."""
-    if target == "native":
-        return native.unsupported(checked, service)
+def _unsupported(checked: Checked, service: n.Service) -> list[Diagnostic]:
+    """The located errors of the service's rules that RBAC cannot express."""
     diagnostics, builder = [], rbac.PrincipalBuilder(checked)
     for effect in n.Effect:
         diagnostics += rbac.rules_config(builder, service, effect)[1]
@@ -101,7 +97,7 @@ def _filters(checked: Checked, target: str, compiled: Compiled) -> dict[str, env
     for name, service in sorted(checked.services.items()):
         plan = compiled.plans[name] = plan_service(checked, service, target)
         if target in _EXPRESSIBLE:
-            compiled.diagnostics += _unsupported(checked, service, target)
+            compiled.diagnostics += _unsupported(checked, service)
         if not compiled.diagnostics:
             filters[name] = envoy.service_filters(checked, service, plan)
     return filters if not compiled.diagnostics else {}

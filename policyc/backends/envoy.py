@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 from .. import nodes as n
 from ..checked import Checked
-from ..semantics.headers import OVERRIDE_HEADERS, value_tested_headers
+from ..semantics.headers import OVERRIDE_HEADERS, PAYLOAD_HEADER, value_tested_headers
 from ..semantics.hosts import split_port
 from ..semantics.paths import DOT_SEGMENT_PARAMETERS, KNOWN_METHODS, PATH_PARAMETERS
 from . import lua, native, rbac
@@ -190,7 +190,7 @@ def _provider(checked: Checked, issuer: n.Issuer, options: Options, forward_payl
         # The native filter reads the claims from this header (a module cannot read inside the
         # metadata Struct). jwt_authn removes it from every request before verifying and sets it
         # only for the token it verified.
-        provider["forward_payload_header"] = native.PAYLOAD_HEADER
+        provider["forward_payload_header"] = PAYLOAD_HEADER
     if issuer.audiences:
         provider["audiences"] = list(issuer.audiences)
     if issuer.name in checked.keys:  # `jwks file`, read when compiling (or keys a test supplies)
@@ -537,7 +537,7 @@ def route_config(checked: Checked, service_filters: dict[str, ServiceFilters], o
     # and issuers: on a hot reload the old listener's jwt_authn may still forward it while these
     # routes come from a policy that has neither the native filter nor issuers.
     return {"name": ROUTE_CONFIG_NAME, "virtual_hosts": virtual_hosts + [no_service],
-            "request_headers_to_remove": [native.PAYLOAD_HEADER]}
+            "request_headers_to_remove": [PAYLOAD_HEADER]}
 
 
 def _watched(config_dir: str, kind: str) -> dict:

@@ -1,5 +1,5 @@
-"""Native backend: services → the config texts of the native policy filter (native_runtime/), or
-`native/unsupported` diagnostics for what that filter cannot read yet.
+"""Native backend: services → the config texts of the native policy filter (native_runtime/). It
+decides every rule the checker accepts.
 
 The texts are the filter's decision index, version 5 (native_runtime/README.md, *The config and
 the decision*), each a header line and then: for the listener, the policy filters its chain holds
@@ -19,23 +19,19 @@ atoms become claim tests (`member` its `iss`, `sub` and `ent` tests, as the inte
 with no issuer there is no token, and they are false. Of a client certificate it reads whether one
 was presented, its subject and every URI and DNS SAN; the SANs come from the module's network
 filter, which records them on the connection (native_runtime/README.md, *Client certificates*), so
-a service that tests `peer.uri` or `peer.dns` needs it in the listener (`reads_sans`). Header atoms
-on PAYLOAD_HEADER, which no client can send past jwt_authn, are `Unsupported`.
+a service that tests `peer.uri` or `peer.dns` needs it in the listener (`reads_sans`). No rule
+tests PAYLOAD_HEADER (the checker refuses it: semantics/headers.py).
 """
 
 from __future__ import annotations
 
 from .. import nodes as n
 from ..checked import Checked
-from ..diagnostics import Diagnostic
 from ..semantics.glob import ANY, parse_glob
 from ..semantics.net import parse_cidr
-from .resolve import Unsupported, membership, route_shares, unsupported_diagnostic
+from .resolve import membership, route_shares
 
 HEADER = "policyc-native 5\n"
-# The request header in which jwt_authn forwards a verified token's payload to the native filter
-# (native_runtime/policy_filter.c reads it by this name).
-PAYLOAD_HEADER = "x-policyc-jwt-payload"
 NEVER = "or 0"  # an expression that does not hold
 
 
@@ -118,7 +114,7 @@ class _Renderer(n.Visitor):
         raise AssertionError(expr.op)
 
     def visit_HeaderTest(self, expr: n.HeaderTest) -> str:
-        name = self._header_name(expr)
+        name = hex_string(expr.name)
         match expr.op:
             case n.Op.EQ | n.Op.IN:
                 return _tokens("header", name, "eq", _counted(expr.values))
@@ -128,7 +124,7 @@ class _Renderer(n.Visitor):
         raise AssertionError(expr.op)
 
     def visit_HeaderPresent(self, expr: n.HeaderPresent) -> str:
-        return _tokens("present", self._header_name(expr))
+        return _tokens("present", hex_string(expr.name))
 
     def visit_SourceIn(self, expr: n.SourceIn) -> str:
         return _tokens("source", str(len(expr.cidrs)), *map(_network, expr.cidrs))
@@ -156,7 +152,7 @@ class _Renderer(n.Visitor):
     def visit_HeaderEqualsClaim(self, expr: n.HeaderEqualsClaim) -> str:
         if not self.checked.issuers:
             return NEVER
-        return _tokens("header", self._header_name(expr), "claim", _counted(expr.claim.path))
+        return _tokens("header", hex_string(expr.name), "claim", _counted(expr.claim.path))
 
     def visit_Member(self, expr: n.Member | n.MemberOwners) -> str:
         """The interpreter's catalog caller: a token from an issuer naming catalog users, whose
@@ -175,11 +171,6 @@ class _Renderer(n.Visitor):
     def _claim(self, path: tuple[str, ...], *test: str) -> str:
         """`claim <path> <test>`; never true without an issuer, for then there is no token."""
         return _tokens("claim", _counted(path), *test) if self.checked.issuers else NEVER
-
-    def _header_name(self, expr: n.HeaderTest | n.HeaderPresent | n.HeaderEqualsClaim) -> str:
-        if expr.name == PAYLOAD_HEADER:
-            raise Unsupported(expr, f"the native filter reserves the header `{PAYLOAD_HEADER}` for the token's claims")
-        return hex_string(expr.name)
 
     def visit_PeerTest(self, expr: n.PeerTest) -> str:
         field = expr.field.value  # `subject`, `uri` or `dns`: the index's words too
@@ -233,7 +224,7 @@ def _share_lines(checked: Checked, service: n.Service, ordered: list[n.Rule]) ->
 
 
 def service_section(checked: Checked, service: n.Service) -> str:
-    """The service's section, `service` to `end`; raises `Unsupported` for a rule it cannot hold."""
+    """The service's section, `service` to `end`."""
     renderer = _Renderer(checked)
     ordered = _ordered(service)
     rules = [_tokens(rule.effect.value, hex_string(rule.name), renderer.visit(rule.expr)) for rule in ordered]
@@ -258,21 +249,3 @@ def relies_config(relied_on: tuple[str, ...]) -> str:
     """The config of a route of a service other filters decide: their names, which the listener's
     `chain` must all hold for a request to go on."""
     return HEADER + f"relies {' '.join(relied_on)}\n"
-
-
-def unsupported(checked: Checked, service: n.Service) -> list[Diagnostic]:
-    """A located `native/unsupported` error for each of the service's rules the filter cannot hold."""
-    return [unsupported_diagnostic("native/unsupported", rule, error)
-            for rule in service.rules if (error := _unsupported(checked, rule)) is not None]
-
-
-def _unsupported(checked: Checked, rule: n.Rule) -> Unsupported | None:
-    try:
-        _Renderer(checked).visit(rule.expr)
-    except Unsupported as error:
-        return error
-    return None
-
-
-def expressible(checked: Checked, rule: n.Rule) -> bool:
-    return _unsupported(checked, rule) is None

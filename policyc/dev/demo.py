@@ -7,9 +7,8 @@ from Backstage or Okta. Everything started is stopped at the end.
 
 Then the targets side by side: how many of each service's rules each target expresses, and what
 `auto` and `auto-native` pick. When Envoy can load the native filter ($ENVOY_DYNAMIC_MODULES_SEARCH_PATH
-holds its library, as `make demo` arranges), the same requests are replayed through it too, on
-the part of the example it expresses (the rules it cannot read yet left out, for both Envoy and
-the interpreter), and every decision is compared again.
+holds its library, as `make demo` arranges), the same requests are replayed through it too, and
+every decision is compared again.
 
 Last, a catalog change: with the template example beside the example (`envoy_configs/examples/
 templates`), `policyc watch` deploys it to a running Envoy, and a component file annotated with a
@@ -29,7 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import nodes as n
-from ..backends import compile_outputs, expressible, expressible_part, plan_service
+from ..backends import compile_outputs, expressible, plan_service
 from ..backends.envoy import NATIVE_SEARCH_PATH, OVERRIDE_CLUSTER, Options, clusters
 from ..cases.casefile import Keys, build_request, load_case_file, protocols
 from ..checked import Checked
@@ -80,24 +79,21 @@ def _table(rows: list[tuple]) -> list[str]:
 
 
 def _targets_table(checked: Checked) -> list[str]:
-    """Per service: how many of its rules each target expresses, what `auto` and `auto-native`
-    pick, and the rules the native filter cannot read yet."""
-    rows = [("service", "rules", "rbac", "lua", "native", "auto", "auto-native", "native cannot read")]
+    """Per service: how many of its rules each target expresses (Lua and the native filter: all),
+    and what `auto` and `auto-native` pick."""
+    rows = [("service", "rules", "rbac", "lua", "native", "auto", "auto-native")]
     for name, service in sorted(checked.services.items()):
         rbac_count = sum(expressible(checked, r, "rbac") for r in service.rules)
-        left_out = [r.name for r in service.rules if not expressible(checked, r, "native")]
-        rows.append((name, len(service.rules), rbac_count, len(service.rules), len(service.rules) - len(left_out),
-                     str(plan_service(checked, service, "auto")), str(plan_service(checked, service, "auto-native")),
-                     ", ".join(left_out) or "-"))
+        rows.append((name, len(service.rules), rbac_count, len(service.rules), len(service.rules),
+                     str(plan_service(checked, service, "auto")), str(plan_service(checked, service, "auto-native"))))
     return _table(rows)
 
 
 def _native_replay(envoy: EnvoyUnderTest, checked: Checked, requests: list, now: float, keys: dict) -> list:
-    """The requests through the native filter deciding the part of `checked` it expresses, each
-    compared with the interpreter's decision on that same part."""
-    part = expressible_part(checked, "native")
-    envoy.load(part, "native")
-    return compare(part, envoy.send_all(requests), now, keys)
+    """The requests through the native filter deciding `checked`, each compared with the
+    interpreter's decision."""
+    envoy.load(checked, "native")
+    return compare(checked, envoy.send_all(requests), now, keys)
 
 
 def _native_summary(checked: Checked, comparisons: list | None) -> bool:
@@ -106,11 +102,10 @@ def _native_summary(checked: Checked, comparisons: list | None) -> bool:
         print("\nthe native filter was not run: Envoy loads libpolicyc_native.so from "
               f"${NATIVE_SEARCH_PATH} (`make demo` builds it and sets the variable)")
         return True
-    part = expressible_part(checked, "native")
-    kept, total = (sum(len(s.rules) for s in c.services.values()) for c in (part, checked))
+    rules = sum(len(s.rules) for s in checked.services.values())
     differ = [c for c in comparisons if c.differences]
-    print(f"\nthe native filter in Envoy, on the {kept} of {total} rules it expresses (the others left out for Envoy "
-          f"and the interpreter alike): {len(comparisons) - len(differ)} of {len(comparisons)} requests decided alike")
+    print(f"\nthe native filter in Envoy, on all {rules} rules: {len(comparisons) - len(differ)} of "
+          f"{len(comparisons)} requests decided alike")
     for comparison in differ:
         print(f"  MISMATCH {comparison.report()}")
     return not differ

@@ -50,6 +50,11 @@ OVERRIDE_HEADERS = (
     "x-http-method-override", "x-http-method", "x-method-override",
 )
 
+# The header in which jwt_authn hands a verified token's payload to the native filter, taking a
+# client's own copy off first (backends/envoy.py, native_runtime/README.md); every route removes it
+# before the upstream, whatever the target.
+PAYLOAD_HEADER = "x-policyc-jwt-payload"
+
 _HOP_BY_HOP = "a hop-by-hop header: the proxy removes it before the policy filters"
 # Why a rule may not test each header: the filters do not see its presence or value as sent.
 PROXY_HEADERS = {
@@ -67,6 +72,8 @@ PROXY_HEADERS = {
     "x-forwarded-client-cert": "the proxy removes it",
     "referer": "the proxy drops a value that is no URI reference (over HTTP/2, one with spaces around it)",
     **{name: "the proxy refuses (400) every request that carries it" for name in OVERRIDE_HEADERS},
+    PAYLOAD_HEADER: "the proxy puts a verified token's claims in it, for the native filter, and removes it "
+                    "before the upstream",
 }
 _ENVOY_HEADERS = "the proxy removes or sets many `x-envoy-*` headers itself"
 _UNDERSCORE = "the proxy refuses (400) every request whose header names hold `_`"

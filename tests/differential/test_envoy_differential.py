@@ -6,7 +6,7 @@ shrunk by hypothesis.
 
 One Envoy per runner serves every generated policy in turn (a file-based LDS reload each time).
 The native targets join both runners wherever the library builds (the container's image carries
-it): `native` decides the part of each policy it can express, as `rbac` does; `auto-native` all of it.
+it): `rbac` decides the part of each policy it can express; `native` and `auto-native` all of it.
 The process runner decides the most policies; the container runner, whose part is to show that
 the image decides as the process does, fewer. POLICYC_DIFF_POLICIES (process runner),
 POLICYC_DIFF_CONTAINER_POLICIES (container runner) and POLICYC_DIFF_REQUESTS (per policy) raise

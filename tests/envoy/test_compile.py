@@ -81,17 +81,6 @@ def test_rbac_target_refuses_lua_only_rules_and_writes_nothing(tmp_path):
     assert [p.name for p in out.iterdir()] == ["previous.txt"]
 
 
-def test_native_target_refuses_what_it_cannot_read_and_writes_nothing(tmp_path):
-    out = tmp_path / "out"
-    folder = ROOT / "tests" / "golden" / "diagnostics" / "native_unsupported"
-    result = CliRunner().invoke(main, ["compile", str(folder), "-o", str(out), "--target", "native",
-                                       "--allow-path", str(folder.parent / "peers")])  # its certificates
-    assert result.exit_code == 1
-    assert "main.policy:18:24: error[native/unsupported]: rule `forged`: the native filter reserves the header " \
-        "`x-policyc-jwt-payload` for the token's claims" in result.stderr
-    assert "nothing written" in result.stderr and not out.exists()
-
-
 def test_policy_errors_write_nothing(tmp_path):
     out = tmp_path / "out"
     bad = ROOT / "tests" / "golden" / "diagnostics" / "five_mistakes" / "main.policy"

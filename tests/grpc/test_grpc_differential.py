@@ -4,7 +4,7 @@ atom: tokens, claims, metadata, membership, named conditions, dry-run) and gener
 alone, spellings that normalize alike), made by a real grpcio client through a real Envoy to a
 real grpcio upstream. Each call's grpc-status as the client read it, the rule in the access log
 and whether it reached the upstream must be the interpreter's, for `lua`, `auto` and `rbac`, and
-for `native` on the part of each policy it can express, and for `auto-native`.
+for `native` and for `auto-native`.
 
 POLICYC_GRPC_DIFF_POLICIES and POLICYC_GRPC_DIFF_CALLS (per policy) raise the counts for deep runs.
 Planted bugs show that it can fail: a backend that reads `prefix` as exact, and a listener that

@@ -14,10 +14,10 @@ import time
 import jwt
 import pytest
 
-from policyc.backends.native import PAYLOAD_HEADER
 from policyc.credentials.certs import issue, make_ca
 from policyc.credentials.tokens import generate_key, mint, public_jwks
 from policyc.proof.envoy_process import running_envoy
+from policyc.semantics.headers import PAYLOAD_HEADER
 
 from .conftest import JWT_FILTER, PROBE, REPO, bootstrap, build, dynamic_module_filter
 

@@ -11,12 +11,12 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from policyc.backends.native import PAYLOAD_HEADER
 from policyc.cli import main
 from policyc.credentials import certs as devcerts
 from policyc.credentials import tokens as devtokens
 from policyc.pipeline import load_and_check
 from policyc.proof.replay import EnvoyUnderTest
+from policyc.semantics.headers import PAYLOAD_HEADER
 from policyc.semantics.peer import ClientCertificate
 from policyc.semantics.request import H2, RawRequest
 from tests.native_target import native_search_path

@@ -1,13 +1,13 @@
 """How `auto` and `auto-native` choose each service's target: RBAC wherever it expresses the
-rules, then (with `auto-native` only) the native filter for a whole service, then Lua; and the
-choice reads the policy alone."""
+rules, then Lua, or with `auto-native` the native filter for the whole service in its place; and
+the choice reads the policy alone."""
 
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from policyc.backends import compile_outputs, envoy, native, plan_service, rbac
+from policyc.backends import compile_outputs, envoy, plan_service, rbac
 from policyc.cli import main
 from tests.unit.test_native_backend import SERVICE, checked_of
 
@@ -17,11 +17,10 @@ PLAIN = '    deny "internal" when source in ["10.0.0.0/8"]\n    allow public "he
 
 @pytest.fixture
 def refusals(monkeypatch):
-    """For the test, RBAC cannot express the rules whose name has `no-rbac`, the native filter
-    those whose name has `no-native`: which rules each target expresses changes as they grow."""
-    for module, mark in ((rbac, "no-rbac"), (native, "no-native")):
-        monkeypatch.setattr(module, "expressible", lambda checked, rule, mark=mark, expressible=module.expressible:
-                            mark not in rule.name and expressible(checked, rule))
+    """For the test, RBAC cannot express the rules whose name has `no-rbac`: which rules it
+    expresses changes as it grows."""
+    monkeypatch.setattr(rbac, "expressible", lambda checked, rule, expressible=rbac.expressible:
+                        "no-rbac" not in rule.name and expressible(checked, rule))
 
 
 def _plans(checked, target: str) -> dict[str, str]:
@@ -45,13 +44,6 @@ def test_auto_native_takes_a_service_from_lua_to_the_native_filter(tmp_path):
     assert not compiled.diagnostics
     assert envoy.NATIVE_FILTER in compiled.files["envoy.yaml"]
     assert '"b": {\n    "allow": "native",\n    "deny": "native"\n  }' in compiled.files["targets.json"]
-
-
-@pytest.mark.usefixtures("refusals")
-def test_lua_stays_where_the_native_filter_cannot_express_the_service(tmp_path):
-    checked = checked_of(tmp_path, SERVICE.format(name="c", rules='    allow public "no-rbac" when path == "/x"\n'
-                                                                  '    deny "no-native" when header "x-a" present\n'))
-    assert _plans(checked, "auto-native") == _plans(checked, "auto") == {"c": "deny rbac, allow lua"}
 
 
 def test_auto_native_without_a_native_service_runs_on_a_stock_envoy(tmp_path):

@@ -25,7 +25,7 @@ CASES = Path(__file__).parent.parent / "golden" / "diagnostics"
 TOO_LARGE = "too_large.policy"
 UNREADABLE = "unreadable"  # how the names of those start
 # Folders also compiled for a target: their golden text holds that compilation's diagnostics.
-COMPILED_FOR = {"rbac_unsupported": "rbac", "native_unsupported": "native"}
+COMPILED_FOR = {"rbac_unsupported": "rbac"}
 
 
 def _refused(path) -> PermissionError:
@@ -147,7 +147,7 @@ _WRITE_HEADER = re.compile(r'write "(?P<name>[^"]+)"\Z')
 
 @pytest.mark.parametrize("name", ["Host", "host", "X-Tenant", "X_Tenant", "x_tenant", "X_Forwarded_Proto",
                                   "x_forwarded_proto", "x_envoy_internal", "X-Envoy-Internal", "X_Original_URL",
-                                  "Connection", "TE", "expect"])
+                                  "Connection", "TE", "expect", "x-policyc-jwt-payload"])
 def test_a_header_name_hint_leads_to_a_clean_policy_in_one_step(tmp_path, name):
     code = "check/proxy-header" if name == name.lower() else "check/bad-header-name"
     hint = only_hint(diagnostics_of(tmp_path / "wrong", f'    allow "a" when authenticated and header "{name}" == "v"'),

@@ -1,6 +1,6 @@
 """The native backend: the exact config text of the native filter (strings in hex, globs in their
-parsed form, networks as bytes, named conditions numbered per service after those they use), the
-atoms it refuses as `Unsupported`, and its place in the assembly: one dynamic-module filter, off
+parsed form, networks as bytes, named conditions numbered per service after those they use), and
+its place in the assembly: one dynamic-module filter, off
 wherever a service is not native and on every refusal route and the catch-all, `targets.json`
 saying `native`, nothing behind it (every route forwarding to a native service runs it), the
 verdict read back from the access log as Lua's is, and the module's network filter (every SAN of
@@ -12,14 +12,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from policyc import nodes as n
-from policyc.backends import compile_dynamic, compile_outputs, envoy, expressible_part, native, plan_service
+from policyc.backends import compile_dynamic, compile_outputs, envoy, native, plan_service
 from policyc.backends.accesslog import logged_decision
 from policyc.backends.envoy import Plan
-from policyc.backends.resolve import Unsupported
 from policyc.cli import main
 from policyc.credentials.certs import issue, make_ca
 from policyc.pipeline import load_and_check
+from policyc.semantics.headers import PAYLOAD_HEADER
 
 SERVICE = 'service {name} {{\n    hosts "{name}.test"\n    upstream "127.0.0.1:8080"\n{rules}}}\n'
 
@@ -217,30 +216,9 @@ def test_the_network_filter_comes_first_when_a_native_service_tests_sans(tmp_pat
         assert envoy.PEER_FILTER in compile_dynamic(checked, target, envoy.Options(), "/srv/p").files["lds.yaml"]
 
 
-@pytest.mark.parametrize("atom", [
-    n.HeaderTest(native.PAYLOAD_HEADER, n.Op.EQ, ("x",)), n.HeaderPresent(native.PAYLOAD_HEADER),
-], ids=lambda atom: type(atom).__name__)
-def test_atoms_the_filter_cannot_read_are_unsupported(atom):
-    with pytest.raises(Unsupported) as raised:
-        native._Renderer(None).visit(n.Or((n.PathTest(n.Op.EQ, ("/",)), n.Not(atom))))
-    assert raised.value.node is atom
-
-
-def test_native_target_reports_each_rule_it_cannot_hold(tmp_path):
-    checked = checked_of(tmp_path, ISSUER + SERVICE.format(name="s", rules=(
-        '    allow "a" when authenticated\n'
-        '    allow public "b" when path == "/"\n'
-        f'    deny "c" when header "{native.PAYLOAD_HEADER}" present\n')))
-    compiled = compile_outputs(checked, "native")
-    assert [(d.code, d.message) for d in compiled.diagnostics] == [
-        ("native/unsupported",
-         f"rule `c`: the native filter reserves the header `{native.PAYLOAD_HEADER}` for the token's claims")]
-    assert compiled.files == {}
-
-
 def test_jwt_authn_forwards_the_payload_to_the_native_filter_only(tmp_path):
     checked = checked_of(tmp_path, ISSUER + SERVICE.format(name="s", rules='    allow "a" when authenticated\n'))
-    for target, forwarded in (("native", [native.PAYLOAD_HEADER]), ("lua", []), ("auto", [])):
+    for target, forwarded in (("native", [PAYLOAD_HEADER]), ("lua", []), ("auto", [])):
         jwt = _listener(compile_outputs(checked, target).bootstrap)["http_filters"][0]["typed_config"]
         assert [p.get("forward_payload_header") for p in jwt["providers"].values() if p.get(
             "forward_payload_header")] == forwarded, target
@@ -254,7 +232,7 @@ def test_the_payload_header_never_goes_upstream_under_any_target(tmp_path, issue
     checked = checked_of(tmp_path, issuer + SERVICE.format(name="s", rules='    allow public "a" when path == "/"\n'))
     for target in ("native", "auto-native", "lua", "auto", "rbac"):
         routes = compile_dynamic(checked, target, envoy.Options(), "/srv/policyc").files["rds.yaml"]
-        assert f'"request_headers_to_remove":\n  - "{native.PAYLOAD_HEADER}"' in routes, target
+        assert f'"request_headers_to_remove":\n  - "{PAYLOAD_HEADER}"' in routes, target
 
 
 def _listener(bootstrap: dict) -> dict:
@@ -379,10 +357,9 @@ EXAMPLES = Path(__file__).parents[2] / "envoy_configs" / "examples"
 def test_every_route_to_a_native_services_upstream_runs_the_native_filter(example, target):
     """Nothing stands behind the native filter (no verdict check, as behind Lua): that holds only
     if no route that forwards a native service's requests turns the filter off."""
-    # `native` compiles the part of each example it can express, as `verify` does.
     pipeline = load_and_check([str(EXAMPLES / example)])
     assert pipeline.ok
-    compiled = compile_outputs(expressible_part(pipeline.checked, target), target)
+    compiled = compile_outputs(pipeline.checked, target)
     assert not compiled.diagnostics
     natives = {name for name, plan in compiled.plans.items() if plan.deny == "native"}
     forwarding = 0
