@@ -14,7 +14,7 @@ from ..checked import Checked
 from .resolve import JWT_FILTER, PAYLOAD_KEY
 
 # The names the log reads the filters' records by, which the listener's filters are given.
-ROUTE_NAMESPACE = "policyc"  # route metadata: service, mode, policy version
+ROUTE_NAMESPACE = "policyc"  # route metadata: mode, policy version
 LUA_NAMESPACE = "policyc"  # the Lua filter's dynamic metadata: decision, rule (lua_runtime/decide.lua)
 # The native filter's filter state: "<decision>" or "<decision> <rule>" (native_runtime/policy_filter.c).
 NATIVE_VERDICT_KEY = "policyc.verdict"

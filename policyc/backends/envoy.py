@@ -342,7 +342,7 @@ def _virtual_host(service: n.Service, filters: ServiceFilters, has_issuers: bool
     if native_in_chain:
         per_filter[NATIVE_FILTER] = _OFF
     answering = _answering_first(has_issuers, filters.lua_source is not None)
-    metadata = _route_metadata(version, service=service.name, mode=service.mode.value)
+    metadata = _route_metadata(version, mode=service.mode.value)
     native_route = native_on(_native_route_config(filters)) if native_in_chain else None
     routes = []
     for prefix, configs in filters.rbac_by_prefix.items():
@@ -504,8 +504,8 @@ REFUSED_ROUTES = refusal_routes()  # with no tested headers: a service's, unless
 
 
 def _route_metadata(version: str, **fields: str) -> dict:
-    """What the access log reads back per request (the service, its mode and the policy version),
-    and beside native services what the native filter reads of a route it does not decide."""
+    """What the access log reads back per request from the route's metadata: the service's mode and
+    the policy version (the service is the route's name: accesslog.py)."""
     return {"filter_metadata": {ROUTE_NAMESPACE: {**fields, "version": version}}}
 
 

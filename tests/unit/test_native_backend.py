@@ -365,7 +365,7 @@ def test_every_route_to_a_native_services_upstream_runs_the_native_filter(exampl
     forwarding = 0
     for host in _listener(compiled.bootstrap)["route_config"]["virtual_hosts"]:
         for route in host["routes"]:
-            if "route" in route and route["metadata"]["filter_metadata"]["policyc"]["service"] in natives:
+            if "route" in route and route["name"] in natives:
                 forwarding += 1
                 assert _runs_native(host, route), (host["name"], route["match"])
     assert forwarding >= len(natives)
