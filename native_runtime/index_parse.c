@@ -211,6 +211,20 @@ static bool network(parser_t *p, line_t *line) {
 static void set_node(parser_t *p, uint32_t at, node_t fields) {
   fields.end = node_at(p, at)->end;
   *node_at(p, at) = fields;
+  switch (fields.kind) {
+  case NODE_TOKEN:
+  case NODE_CLAIM_EQ:
+  case NODE_CLAIM_PREFIX:
+  case NODE_CLAIM_SUFFIX:
+  case NODE_CLAIM_CONTAINS:
+  case NODE_CLAIM_TRUE:
+  case NODE_CLAIM_FALSE:
+  case NODE_HEADER_CLAIM:
+    open_section(p)->reads_token = true;
+    break;
+  default:
+    break;
+  }
 }
 
 /* One segment of a glob: `any`, or `seg <m>` and its m >= 1 pieces. */
@@ -567,16 +581,21 @@ static bool share_line(parser_t *p, line_t *line) {
 }
 
 uint32_t index_chain_bit(bytes_t name) {
-  return is(name, "rbac-deny") ? CHAIN_RBAC_DENY : is(name, "lua") ? CHAIN_LUA : is(name, "rbac-allow") ? CHAIN_RBAC_ALLOW : 0;
+  return is(name, "jwt")          ? CHAIN_JWT
+         : is(name, "rbac-deny")  ? CHAIN_RBAC_DENY
+         : is(name, "lua")        ? CHAIN_LUA
+         : is(name, "rbac-allow") ? CHAIN_RBAC_ALLOW
+                                  : 0;
 }
 
-/* Filter names, each once, in the order of their bits, into `bits`: the rest of a `chain` line
- * (the listener's chain besides this filter; maybe none) or a `relies` line (at least one). */
-static bool filter_names(line_t *line, uint32_t *bits) {
+/* Filter names among `allowed`, each once, in the order of their bits, into `bits`: the rest of a
+ * `chain` line (the listener's chain besides this filter; maybe none) or a `relies` line (policy
+ * filters, at least one). */
+static bool filter_names(line_t *line, uint32_t allowed, uint32_t *bits) {
   bytes_t name;
   while (next_token(line, &name)) {
     uint32_t bit = index_chain_bit(name);
-    if (bit <= *bits) { /* unknown (0), repeated or out of order */
+    if (bit <= *bits || (bit & allowed) == 0) { /* unknown (0), repeated, out of order or not allowed */
       return false;
     }
     *bits |= bit;
@@ -591,7 +610,8 @@ static bool filters_line(parser_t *p, line_t *line, bool chain) {
     return false;
   }
   *read = true;
-  return chain ? filter_names(line, &p->index->chain) : filter_names(line, &p->index->relies) && p->index->relies != 0;
+  return chain ? filter_names(line, ~0u, &p->index->chain)
+               : filter_names(line, CHAIN_POLICY_FILTERS, &p->index->relies) && p->index->relies != 0;
 }
 
 static bool parse_line(parser_t *p, line_t *line) {

@@ -516,6 +516,10 @@ static void take_route(request_t *request, const index_t *listener) {
   } else if (route->relies == 0) {
     request->index = route;
     request->section = route->sections.items; /* exactly one: per_route_config_new checks */
+    if (request->section->reads_token && (listener->chain & CHAIN_JWT) == 0) {
+      /* The claims header is a verified token's only behind jwt_authn: without it, the client's. */
+      fail(request, "the route's rules read a token, and this listener's chain has no jwt_authn to verify one");
+    }
   } else if ((route->relies & ~listener->chain) == 0) {
     request->elsewhere = true;
   } else {

@@ -121,6 +121,7 @@ typedef struct {
 typedef struct {
   bytes_t name;
   bool dry_run;
+  bool reads_token; /* some rule or condition tests the token or its claims */
   uint32_t conditions; /* conditions[conditions .. conditions+condition_count) */
   uint32_t condition_count;
   uint32_t denies; /* rules[denies .. denies+deny_count), in file order */
@@ -138,10 +139,13 @@ typedef struct {
   size_t capacity;
 } vector_t;
 
-/* The policy filters a listener's chain may hold beside the native filter, as bits: the listener's
- * config names those its chain holds (`chain`), and the config of a route whose service another
- * filter decides names those it relies on (`relies`); index_chain_bit reads one name. */
-enum { CHAIN_RBAC_DENY = 1, CHAIN_LUA = 2, CHAIN_RBAC_ALLOW = 4 };
+/* The filters a listener's chain may hold beside the native filter, as bits, in chain order: the
+ * listener's config names those its chain holds (`chain`); the config of a route whose service
+ * another filter decides names the policy filters it relies on (`relies`: never jwt_authn), and
+ * a section whose rules read a token needs jwt_authn, which alone puts a verified token's claims
+ * in the header the filter reads them from. index_chain_bit reads one name. */
+enum { CHAIN_JWT = 1, CHAIN_RBAC_DENY = 2, CHAIN_LUA = 4, CHAIN_RBAC_ALLOW = 8 };
+#define CHAIN_POLICY_FILTERS (CHAIN_RBAC_DENY | CHAIN_LUA | CHAIN_RBAC_ALLOW)
 
 typedef struct {
   bool chain_listed; /* the config has a `chain` line */
@@ -158,8 +162,8 @@ typedef struct {
 index_t *index_parse(const char *text, size_t length);
 void index_free(index_t *index);
 
-/* The CHAIN_* bit of a filter's name in the config (`rbac-deny`, `lua`, `rbac-allow`); 0 for any
- * other word. */
+/* The CHAIN_* bit of a filter's name in the config (`jwt`, `rbac-deny`, `lua`, `rbac-allow`); 0
+ * for any other word. */
 uint32_t index_chain_bit(bytes_t name);
 
 static inline const node_t *index_node(const index_t *index, uint32_t at) {

@@ -255,7 +255,7 @@ def _http_filters(checked: Checked, options: Options, service_filters: dict[str,
     not decide relies on them, since every filter in the chain costs each request something even
     when a route turns it off; the native filter then runs on every service's route, and lets a
     route of such a service on only if this chain holds the filters it relies on (`_relied_on`)."""
-    native_config = native_filter_config(service_filters)
+    native_config = native_filter_config(service_filters, bool(checked.issuers))
     fixed = native_config is None
     kept = set(CHAIN_NAMES) if fixed else _chain(service_filters)
     # With no `rules`, an RBAC filter enforces nothing: hosts without a per-route config pass.
@@ -299,13 +299,16 @@ def _chain(service_filters: dict[str, ServiceFilters]) -> set[str]:
     return {name for filters in service_filters.values() for name in _relied_on(filters)}
 
 
-def native_filter_config(service_filters: dict[str, ServiceFilters]) -> str | None:
-    """The native filter's listener config: the filters beside it in the chain; None when no
-    service is native. The rules are in the routes (`native_on`)."""
+def native_filter_config(service_filters: dict[str, ServiceFilters], has_issuers: bool) -> str | None:
+    """The native filter's listener config: the filters beside it in the chain, jwt_authn first
+    when there are issuers (a native service's rules that read a token are decided `error`
+    through a chain without it: routes and listener may come from two policies on a hot reload);
+    None when no service is native. The rules are in the routes (`native_on`)."""
     if all(f.native_section is None for f in service_filters.values()):
         return None
     chain = _chain(service_filters)
-    return native.listener_config(tuple(CHAIN_NAMES[name] for name in CHAIN_NAMES if name in chain))
+    return native.listener_config((*(["jwt"] if has_issuers else []),
+                                   *(CHAIN_NAMES[name] for name in CHAIN_NAMES if name in chain)))
 
 
 _OFF = {"@type": _TYPES["filter_config"], "disabled": True}  # any filter, off for a route or host

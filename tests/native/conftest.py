@@ -108,10 +108,11 @@ def section(service: str, lines: list[str], mode: str = "enforce") -> str:
     return "".join(f"{line}\n" for line in [f"service {x(service)}", f"mode {mode}", *lines, "end"])
 
 
-def index_config(*sections: str) -> str:
+def index_config(*sections: str, chain: str | None = "jwt") -> str:
     """What the compiler writes across a listener and its routes, as one text the driver
-    (index_driver.c) splits: the header, then `sections`, each one route's config."""
-    return native.HEADER + "".join(sections)
+    (index_driver.c) splits: the header, the listener's `chain` line (by default naming jwt_authn,
+    as with issuers; None: no line), then `sections`, each one route's config."""
+    return native.HEADER + (f"chain {chain}\n" if chain is not None else "") + "".join(sections)
 
 
 def route_config(section_text: str) -> str:

@@ -424,7 +424,11 @@ static void split(const char *text, size_t length, configs_t *configs) {
   configs->listener = envoy_dynamic_module_on_http_filter_config_new(NULL, name_buffer, config);
   free(listener);
   configs->refused = configs->listener == NULL;
-  while (section < end && configs->route_count < MAX_ROUTES) {
+  while (section < end) {
+    if (configs->route_count == MAX_ROUTES) {
+      fprintf(stderr, "more than %d sections\n", MAX_ROUTES);
+      exit(2);
+    }
     const char *newline_after = memchr(section, '\n', (size_t)(end - section));
     const char *next = newline_after == NULL ? end : line_starting(newline_after + 1, end, "service ");
     envoy_dynamic_module_type_http_filter_per_route_config_module_ptr taken =
@@ -522,6 +526,10 @@ int main(int argc, char **argv) {
       char body[512];
       int body_length = snprintf(body, sizeof body, "relies %.*s\n", (int)(relied_on.ptr == NULL ? 0 : relied_on.length),
                                  relied_on.ptr == NULL ? "" : relied_on.ptr);
+      if (body_length < 0 || (size_t)body_length >= sizeof body) {
+        fprintf(stderr, "a :route-filters value too long\n");
+        return 2;
+      }
       relies = route_config(text, header, body, (size_t)body_length);
       if (relies == NULL) {
         printf("refused - -\n");

@@ -101,8 +101,8 @@ def edit(old: str, new: str, text: str = GOOD) -> str:
 
 
 def with_chain(lines: str) -> str:
-    """GOOD with `lines` right after its header: the listener's config."""
-    return edit(native.HEADER, native.HEADER + lines)
+    """GOOD with `lines` in place of its `chain` line: the listener's config."""
+    return edit("chain jwt\n", lines)
 
 
 def glob_token(pattern: str) -> str:
@@ -222,6 +222,7 @@ BAD_CONFIGS = {
     "a chain with an unknown filter": with_chain("chain rbac\n"),
     "a chain out of order": with_chain("chain rbac-allow lua\n"),
     "a chain naming a filter twice": with_chain("chain lua lua\n"),
+    "jwt after a policy filter": with_chain("chain rbac-deny jwt\n"),
     "a relies line in the listener's config": with_chain("relies lua\n"),
     "a rule too deep": edit(f"allow {x('all')} and 0", f"allow {x('all')} {nested(257)}"),
     "too deep through a condition": edit(
@@ -231,7 +232,8 @@ BAD_CONFIGS = {
 
 GOOD_CONFIGS = {
     "the example": GOOD,
-    "a chain of every other filter": with_chain("chain rbac-deny lua rbac-allow\n"),
+    "a chain of every other filter": with_chain("chain jwt rbac-deny lua rbac-allow\n"),
+    "no chain line": with_chain(""),
     "an empty chain": with_chain("chain\n"),
     "no service": index_config(),
     "a service without rules": index_config(section("a", [])),
@@ -384,7 +386,7 @@ def test_a_window_holds_from_its_start_until_just_before_its_end(driver, tmp_pat
 
 ELSEWHERE = [("rbac-allow", "continue"), ("rbac-deny rbac-allow", "continue"), ("lua rbac-allow", "error"),
              (None, "error"), ("", "refused"), ("rbac-allow ", "refused"), ("rbac-allow  rbac-deny", "refused"),
-             ("rbac-allow rbac-deny", "refused"), ("rbac", "refused")]
+             ("rbac-allow rbac-deny", "refused"), ("rbac", "refused"), ("jwt rbac-allow", "refused")]
 
 
 @pytest.mark.parametrize(("relied_on", "answer"), ELSEWHERE)
@@ -672,6 +674,22 @@ def expected_claims(data: bytes) -> list[tuple[str, str | None, int]]:
 def claim_requests(header: str | None, extra=()) -> list[Request]:
     headers = [(PAYLOAD_HEADER, header)] if header is not None else []
     return [get("/", name, headers=[*headers, ("x-h", "h"), *extra]) for name in [*CLAIM_TESTS, "token", "header"]]
+
+
+def test_rules_reading_a_token_are_an_error_behind_a_chain_without_jwt_authn(driver, tmp_path):
+    """On a hot reload the listener and the routes may come from two policies: a section whose
+    rules read a token, behind a listener whose chain has no jwt_authn (none verifies a token, and
+    a client's own payload header would reach the filter), is decided `error` even for a payload
+    header that says what its rules ask; a section that reads none is decided as ever."""
+    sections = (section("shop", [f"allow {x('admins')} claim 1 {x('role')} eq 1 {x('admin')}"]),
+                section("lab", [f"allow {x('open')} path eq 1 {x('/')}"]))
+    requests = [get("/", headers=[(PAYLOAD_HEADER, payload(b'{"role":"admin"}'))]), get("/", service="lab")]
+    assert decide(driver, tmp_path, index_config(*sections, chain=None), requests) == [
+        ("error", None, 403), ("allow", "open", 200)]
+    assert decide(driver, tmp_path, index_config(*sections, chain="rbac-allow"), requests) == [
+        ("error", None, 403), ("allow", "open", 200)]
+    assert decide(driver, tmp_path, index_config(*sections), requests) == [("allow", "admins", 200),
+                                                                          ("allow", "open", 200)]
 
 
 def decide_payloads(driver: Path, tmp_path: Path, payloads: list[bytes]) -> list[list]:

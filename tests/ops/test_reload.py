@@ -2,6 +2,7 @@
 running Envoys without a restart or a failed request, a fleet on one folder converges on one
 version, revocation reaches kept-alive connections, and a bad policy is never deployed."""
 
+import base64
 import http.client
 import json
 import os
@@ -26,6 +27,7 @@ from policyc.proof.client import send
 from policyc.proof.envoy_process import admin_get, listener_ports
 from policyc.proof.live import envoys_on, reload_under_load, served_version, wait_for_version
 from policyc.proof.upstream import RecordingUpstream
+from policyc.semantics.headers import PAYLOAD_HEADER
 from policyc.semantics.request import RawRequest
 from tests.native_target import native_search_path
 from tests.waiting import until
@@ -284,6 +286,37 @@ def test_a_service_moved_onto_the_native_filter_is_refused_on_an_old_connection(
             connection.close()
     assert response.status == 403
     assert [r for r in upstream.received if r.target == "/x"] == []
+
+
+@pytest.mark.envoy
+def test_native_rules_reading_a_token_are_refused_through_an_old_chain_without_jwt_authn(tmp_path, request):
+    """A deploy that adds an issuer and a native rule on a claim: an old connection takes the new
+    routes through the old chain, which has no jwt_authn to verify a token, nor to take a client's
+    own payload header off. The native filter refuses those rules there rather than read that
+    header as a verified token's claims."""
+    folder = tmp_path / "live"
+    (tmp_path / "dev.jwks.json").write_text(json.dumps(public_jwks(generate_key())))
+    issuer = 'issuer dev {\n    url "https://dev.test"\n    jwks file "dev.jwks.json"\n}\n'
+    forged = base64.urlsafe_b64encode(json.dumps({"iss": "https://dev.test", "role": "admin"}).encode())
+    with native_search_path(request) as native, RecordingUpstream() as upstream:
+        if not native:
+            pytest.skip("the native library cannot be built here")
+        (tmp_path / "s.policy").write_text(policy(upstream.address, 'allow public "open" when path == "/open"'))
+        deploy([str(tmp_path / "s.policy")], folder, target="native", options=OPTIONS)
+        with envoys_on(folder, tmp_path) as (envoy,):
+            connection = http.client.HTTPConnection("127.0.0.1", listener_ports(envoy.admin_port)[LISTENER_NAME])
+            connection.request("GET", "/open", headers={"Host": "s.test"})
+            connection.getresponse().read()
+            (tmp_path / "s.policy").write_text(
+                issuer + policy(upstream.address, 'allow "admins" when path == "/admin" and token.role == "admin"'))
+            wait_for_version(envoy.admin_port, deploy([str(tmp_path / "s.policy")], folder, target="native",
+                                                      options=OPTIONS).version)
+            connection.request("GET", "/admin", headers={"Host": "s.test", PAYLOAD_HEADER: forged.decode().rstrip("=")})
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+    assert response.status == 403
+    assert [r for r in upstream.received if r.target == "/admin"] == []
 
 
 KEYS = ROOT / "tests" / "cases" / "keys" / "idp.jwks.json"

@@ -224,6 +224,17 @@ def test_jwt_authn_forwards_the_payload_to_the_native_filter_only(tmp_path):
             "forward_payload_header")] == forwarded, target
 
 
+def test_with_issuers_the_listeners_config_names_jwt_authn(tmp_path):
+    """The filter decides a route whose rules read a token only behind jwt_authn, which its chain
+    line names: through a listener without one (a hot reload's), they would read a client's header."""
+    rules = '    allow "a" when authenticated\n'
+    for issuer, line in ((ISSUER, "chain jwt\n"), ("", "")):
+        checked = checked_of(tmp_path, issuer + SERVICE.format(name="s", rules=rules))
+        filters = _listener(compile_outputs(checked, "native").bootstrap)["http_filters"]
+        config = next(f for f in filters if f["name"] == envoy.NATIVE_FILTER)["typed_config"]["filter_config"]["value"]
+        assert config == native.HEADER + line
+
+
 @pytest.mark.parametrize("issuer", [ISSUER, ""])
 def test_the_payload_header_never_goes_upstream_under_any_target(tmp_path, issuer):
     """On a hot reload the old listener's jwt_authn may still forward the payload while the new
