@@ -688,6 +688,31 @@ void index_free(index_t *index) {
   free(index);
 }
 
+/* Gives back what a vector holds beyond its count (keeping one element, so that its items are never
+ * NULL): Envoy keeps a parsed config per service route, most of them small. A vector that realloc
+ * cannot shrink stays as it was. */
+static void shrink(vector_t *vector, size_t size) {
+  size_t keep = vector->count > 0 ? vector->count : 1;
+  void *items = vector->items == NULL || vector->capacity <= keep ? NULL : realloc(vector->items, keep * size);
+  if (items != NULL) {
+    vector->items = items;
+    vector->capacity = keep;
+  }
+}
+
+static void shrink_all(index_t *index) {
+  shrink(&index->nodes, sizeof(node_t));
+  shrink(&index->strings, sizeof(bytes_t));
+  shrink(&index->globs, sizeof(glob_segment_t));
+  shrink(&index->networks, sizeof(network_t));
+  shrink(&index->conditions, sizeof(condition_t));
+  shrink(&index->rules, sizeof(rule_t));
+  shrink(&index->shares, sizeof(share_t));
+  shrink(&index->share_groups, sizeof(share_group_t));
+  shrink(&index->refs, sizeof(uint32_t));
+  shrink(&index->sections, sizeof(section_t));
+}
+
 index_t *index_parse(const char *text, size_t length) {
   if (text == NULL || length > INDEX_MAX_BYTES) {
     return NULL;
@@ -705,5 +730,6 @@ index_t *index_parse(const char *text, size_t length) {
     index_free(index);
     return NULL;
   }
+  shrink_all(index);
   return index;
 }
