@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -263,29 +264,52 @@ def test_watch_follows_every_file_the_policies_read(tmp_path, monkeypatch):
     assert reports[1].version is not None
 
 
+Deploy = Callable[[str], tuple[str, str]]  # the upstream's address -> (policy text, target)
+
+
+def _on_an_old_connection(tmp_path, request, before: Deploy, after: Deploy, opening: tuple[str, str],
+                          sent: tuple[str, str], headers: dict | None = None):
+    """Deploys `before` into a watched folder, opens a connection to an Envoy on it with a GET of
+    `opening` (host, path), deploys `after` and sends a GET of `sent` on that same connection, which
+    keeps the old listener: (the second deploy, the response's status, what the upstream received).
+    The native library is on the search path (outside CI, the test is skipped where it cannot be
+    built)."""
+    folder = tmp_path / "live"
+    with native_search_path(request) as native, RecordingUpstream() as upstream:
+        if not native:
+            pytest.skip("the native library cannot be built here")
+        text, target = before(upstream.address)
+        (tmp_path / "s.policy").write_text(text)
+        deploy([str(tmp_path / "s.policy")], folder, target=target, options=OPTIONS)
+        with envoys_on(folder, tmp_path) as (envoy,):
+            connection = http.client.HTTPConnection("127.0.0.1", listener_ports(envoy.admin_port)[LISTENER_NAME])
+            connection.request("GET", opening[1], headers={"Host": opening[0]})
+            connection.getresponse().read()
+            text, target = after(upstream.address)
+            (tmp_path / "s.policy").write_text(text)
+            deployed = deploy([str(tmp_path / "s.policy")], folder, target=target, options=OPTIONS)
+            wait_for_version(envoy.admin_port, deployed.version)
+            connection.request("GET", sent[1], headers={"Host": sent[0], **(headers or {})})
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+    return deployed, response.status, upstream.received
+
+
+def _open(upstream: str) -> str:
+    return policy(upstream, 'allow public "open" when path == "/open"')
+
+
 @pytest.mark.envoy
 def test_a_service_moved_onto_the_native_filter_is_refused_on_an_old_connection(tmp_path, request):
     """A deploy that first puts a service on the native filter replaces the listener, whose old
     connections meanwhile take the new routes through the old chain, which has no native filter:
     the allow RBAC filter there still refuses what the native filter did not allow."""
-    folder = tmp_path / "live"
-    with native_search_path(request) as native, RecordingUpstream() as upstream:
-        if not native:
-            pytest.skip("the native library cannot be built here")
-        (tmp_path / "s.policy").write_text(policy(upstream.address, 'allow public "open" when path == "/open"'))
-        deploy([str(tmp_path / "s.policy")], folder, target="auto", options=OPTIONS)
-        with envoys_on(folder, tmp_path) as (envoy,):
-            connection = http.client.HTTPConnection("127.0.0.1", listener_ports(envoy.admin_port)[LISTENER_NAME])
-            connection.request("GET", "/open", headers={"Host": "s.test"})
-            connection.getresponse().read()
-            wait_for_version(envoy.admin_port, deploy([str(tmp_path / "s.policy")], folder, target="native",
-                                                      options=OPTIONS).version)
-            connection.request("GET", "/x", headers={"Host": "s.test"})
-            response = connection.getresponse()
-            response.read()
-            connection.close()
-    assert response.status == 403
-    assert [r for r in upstream.received if r.target == "/x"] == []
+    _, status, received = _on_an_old_connection(
+        tmp_path, request, lambda upstream: (_open(upstream), "auto"), lambda upstream: (_open(upstream), "native"),
+        ("s.test", "/open"), ("s.test", "/x"))
+    assert status == 403
+    assert [r for r in received if r.target == "/x"] == []
 
 
 @pytest.mark.envoy
@@ -294,29 +318,16 @@ def test_native_rules_reading_a_token_are_refused_through_an_old_chain_without_j
     routes through the old chain, which has no jwt_authn to verify a token, nor to take a client's
     own payload header off. The native filter refuses those rules there rather than read that
     header as a verified token's claims."""
-    folder = tmp_path / "live"
     (tmp_path / "dev.jwks.json").write_text(json.dumps(public_jwks(generate_key())))
     issuer = 'issuer dev {\n    url "https://dev.test"\n    jwks file "dev.jwks.json"\n}\n'
     forged = base64.urlsafe_b64encode(json.dumps({"iss": "https://dev.test", "role": "admin"}).encode())
-    with native_search_path(request) as native, RecordingUpstream() as upstream:
-        if not native:
-            pytest.skip("the native library cannot be built here")
-        (tmp_path / "s.policy").write_text(policy(upstream.address, 'allow public "open" when path == "/open"'))
-        deploy([str(tmp_path / "s.policy")], folder, target="native", options=OPTIONS)
-        with envoys_on(folder, tmp_path) as (envoy,):
-            connection = http.client.HTTPConnection("127.0.0.1", listener_ports(envoy.admin_port)[LISTENER_NAME])
-            connection.request("GET", "/open", headers={"Host": "s.test"})
-            connection.getresponse().read()
-            (tmp_path / "s.policy").write_text(
-                issuer + policy(upstream.address, 'allow "admins" when path == "/admin" and token.role == "admin"'))
-            wait_for_version(envoy.admin_port, deploy([str(tmp_path / "s.policy")], folder, target="native",
-                                                      options=OPTIONS).version)
-            connection.request("GET", "/admin", headers={"Host": "s.test", PAYLOAD_HEADER: forged.decode().rstrip("=")})
-            response = connection.getresponse()
-            response.read()
-            connection.close()
-    assert response.status == 403
-    assert [r for r in upstream.received if r.target == "/admin"] == []
+    admins = 'allow "admins" when path == "/admin" and token.role == "admin"'
+    _, status, received = _on_an_old_connection(
+        tmp_path, request, lambda upstream: (_open(upstream), "native"),
+        lambda upstream: (issuer + policy(upstream, admins), "native"),
+        ("s.test", "/open"), ("s.test", "/admin"), {PAYLOAD_HEADER: forged.decode().rstrip("=")})
+    assert status == 403
+    assert [r for r in received if r.target == "/admin"] == []
 
 
 KEYS = ROOT / "tests" / "cases" / "keys" / "idp.jwks.json"
@@ -339,27 +350,13 @@ def two_services(upstream: str, second: bool) -> str:
 def test_a_service_added_beside_native_ones_is_refused_on_an_old_connection(tmp_path, request):
     """The old chain, of native services only, takes the routes of a service added on RBAC: it
     must still hold the RBAC filters those routes configure."""
-    folder = tmp_path / "live"
-    with native_search_path(request) as native, RecordingUpstream() as upstream:
-        if not native:
-            pytest.skip("the native library cannot be built here")
-        shutil.copy(KEYS, tmp_path)
-        (tmp_path / "s.policy").write_text(two_services(upstream.address, False))
-        deploy([str(tmp_path / "s.policy")], folder, target="auto-native", options=OPTIONS)
-        with envoys_on(folder, tmp_path) as (envoy,):
-            connection = http.client.HTTPConnection("127.0.0.1", listener_ports(envoy.admin_port)[LISTENER_NAME])
-            connection.request("GET", "/x", headers={"Host": "n.test"})
-            connection.getresponse().read()
-            (tmp_path / "s.policy").write_text(two_services(upstream.address, True))
-            deployed = deploy([str(tmp_path / "s.policy")], folder, target="auto-native", options=OPTIONS)
-            assert deployed.plans["s"] == Plan("rbac", "rbac")
-            wait_for_version(envoy.admin_port, deployed.version)
-            connection.request("GET", "/x", headers={"Host": "s.test"})
-            response = connection.getresponse()
-            response.read()
-            connection.close()
-    assert response.status == 403
-    assert [r for r in upstream.received if r.target == "/x" and ("host", "s.test") in r.headers] == []
+    shutil.copy(KEYS, tmp_path)
+    deployed, status, received = _on_an_old_connection(
+        tmp_path, request, lambda upstream: (two_services(upstream, False), "auto-native"),
+        lambda upstream: (two_services(upstream, True), "auto-native"), ("n.test", "/x"), ("s.test", "/x"))
+    assert deployed.plans["s"] == Plan("rbac", "rbac")
+    assert status == 403
+    assert [r for r in received if r.target == "/x" and ("host", "s.test") in r.headers] == []
 
 
 def _deploy_confirmed(policy_file: Path, folder: Path, *args: str):
