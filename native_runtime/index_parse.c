@@ -29,7 +29,6 @@ typedef struct {
   index_t *index;
   char *pool_end; /* where the next decoded string goes */
   stage_t stage;
-  bool relies_read;
 } parser_t;
 
 /* A new zeroed element at the end of `vector`, or NULL. Positions are 32-bit, so is the count. */
@@ -603,15 +602,17 @@ static bool filter_names(line_t *line, uint32_t allowed, uint32_t *bits) {
   return true;
 }
 
-/* `chain` or `relies`, each at most once, before any section. */
+/* `chain` or `relies`, each at most once, before any section (a `relies` line read names one
+ * filter at least, so its bits say whether there was one). */
 static bool filters_line(parser_t *p, line_t *line, bool chain) {
-  bool *read = chain ? &p->index->chain_listed : &p->relies_read;
-  if (p->index->sections.count > 0 || *read) {
+  if (p->index->sections.count > 0 || (chain ? p->index->chain_listed : p->index->relies != 0)) {
     return false;
   }
-  *read = true;
-  return chain ? filter_names(line, ~0u, &p->index->chain)
-               : filter_names(line, CHAIN_POLICY_FILTERS, &p->index->relies) && p->index->relies != 0;
+  if (chain) {
+    p->index->chain_listed = true;
+    return filter_names(line, ~0u, &p->index->chain);
+  }
+  return filter_names(line, CHAIN_POLICY_FILTERS, &p->index->relies) && p->index->relies != 0;
 }
 
 static bool parse_line(parser_t *p, line_t *line) {
@@ -725,7 +726,7 @@ index_t *index_parse(const char *text, size_t length) {
     return NULL;
   }
   index->pool = pool;
-  parser_t parser = {index, pool, OUTSIDE, false};
+  parser_t parser = {index, pool, OUTSIDE};
   if (!parse(&parser, text, length)) {
     index_free(index);
     return NULL;

@@ -563,10 +563,10 @@ static bool record(envoy_t envoy, verdict_t verdict) {
 
 static void log_error(const section_t *section, const char *problem) {
   char message[512];
-  bytes_t service = section == NULL ? literal("") : section->name;
-  int length = section != NULL ? snprintf(message, sizeof message, "policyc: error deciding for service %.*s: %s",
-                                (int)(service.length > 200 ? 200 : service.length), service.ptr, problem)
-                     : snprintf(message, sizeof message, "policyc: error deciding: %s", problem);
+  int length = section != NULL
+                   ? snprintf(message, sizeof message, "policyc: error deciding for service %.*s: %s",
+                              (int)(section->name.length > 200 ? 200 : section->name.length), section->name.ptr, problem)
+                   : snprintf(message, sizeof message, "policyc: error deciding: %s", problem);
   bytes_t text = {message, length < 0 ? 0 : (size_t)length < sizeof message ? (size_t)length : sizeof message - 1};
   envoy_dynamic_module_callback_log(envoy_dynamic_module_type_log_level_Error, module_buffer(text));
 }

@@ -109,6 +109,7 @@ BAD_ROUTE_CONFIGS = {
     "a chain line": native.HEADER + "chain lua\n" + POLICY.removeprefix(native.HEADER),
     "a section and relies": native.HEADER + "relies lua\n" + POLICY.removeprefix(native.HEADER),
     "relies on nothing": native.HEADER + "relies\n",
+    "relies twice": native.HEADER + "relies lua\nrelies rbac-allow\n",
     "nested too deep": route_config(section("demo", [f"allow {x('deep')} {'not ' * 300}method 0"])),
 }
 FILTER = dynamic_module_filter()
